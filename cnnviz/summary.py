@@ -1,0 +1,178 @@
+"""The layer table: every module of a model that produces a tensor, with its output shapes.
+
+Example::
+
+    >>> import torchvision, cnnviz
+    >>> table = cnnviz.layer_table(torchvision.models.resnet18())
+    >>> row = table["layer1.0.relu"]
+    >>> row.calls, row.output_shape
+    (2, [(64, 56, 56), (64, 56, 56)])
+    >>> print(table.to_text())          # what `cnnviz layers` prints
+"""
+from __future__ import annotations
+
+import html
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+import torch
+from torch import nn
+
+from cnnviz.errors import CnnvizError, first_line
+from cnnviz.models import preprocessing_of, unwrap
+from cnnviz.probe import probe
+
+
+@dataclass(frozen=True)
+class LayerRow:
+    """One module of the table.
+
+    Attributes:
+        name: its layer reference (``"logits"`` for the model's output).
+        type: its class name.
+        output_shape: the per-image output shape of each call (the batch dimension dropped).
+        calls: how many times it runs in one forward pass.
+        params: its number of parameters, those of its submodules included.
+    """
+
+    name: str
+    type: str
+    output_shape: list[tuple[int, ...]]
+    calls: int
+    params: int
+
+    def to_dict(self) -> dict:
+        """The row as JSON-ready data (the keys ``name``, ``type``, ``output_shape``, ``calls``, ``params``)."""
+        return {
+            "name": self.name,
+            "type": self.type,
+            "output_shape": [list(shape) for shape in self.output_shape],
+            "calls": self.calls,
+            "params": self.params,
+        }
+
+    @property
+    def shape_text(self) -> str:
+        """``"64x56x56"``, ``"64x56x56 (x2)"`` for repeated equal shapes, else the shapes listed."""
+        texts = ["x".join(str(s) for s in shape) or "scalar" for shape in self.output_shape]
+        if len(set(texts)) == 1 and len(texts) > 1:
+            return f"{texts[0]} (x{len(texts)})"
+        return ", ".join(texts)
+
+
+class LayerTable(list):
+    """A list of :class:`LayerRow` that also looks rows up by name and shows itself as a table."""
+
+    def __init__(self, rows: Sequence[LayerRow], input_shape: tuple[int, ...], total_params: int) -> None:
+        super().__init__(rows)
+        self.input_shape = input_shape
+        self.total_params = total_params
+
+    def __getitem__(self, key):
+        if isinstance(key, str):
+            for row in self:
+                if row.name == key:
+                    return row
+            raise KeyError(key)
+        return super().__getitem__(key)
+
+    def to_dicts(self) -> list[dict]:
+        """Every row as a dict (what ``cnnviz layers --json`` prints)."""
+        return [row.to_dict() for row in self]
+
+    def to_text(self) -> str:
+        """An aligned plain-text table with a footer (what ``cnnviz layers`` prints)."""
+        header = ("layer", "type", "output shape", "calls", "params")
+        cells = [header] + [
+            (r.name, r.type, r.shape_text, str(r.calls), f"{r.params:,}") for r in self
+        ]
+        widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+        lines = []
+        for index, row in enumerate(cells):
+            parts = [
+                cell.rjust(width) if column >= 3 else cell.ljust(width)
+                for column, (cell, width) in enumerate(zip(row, widths))
+            ]
+            lines.append("  ".join(parts).rstrip())
+            if index == 0:
+                lines.append("  ".join("-" * w for w in widths))
+        shape = "x".join(str(s) for s in self.input_shape)
+        lines.append(f"{len(self)} layers, {self.total_params:,} parameters, input {shape}")
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.to_text()
+
+    def _repr_html_(self) -> str:
+        head = "".join(f"<th>{h}</th>" for h in ("layer", "type", "output shape", "calls", "params"))
+        body = "".join(
+            "<tr>" + "".join(
+                f"<td>{html.escape(str(c))}</td>"
+                for c in (r.name, r.type, r.shape_text, r.calls, f"{r.params:,}")
+            ) + "</tr>"
+            for r in self
+        )
+        return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def layer_table(model, input_size: int | Sequence[int] | None = None) -> LayerTable:
+    """One row per module that produces a tensor, found by a dry run on one random image.
+
+    Args:
+        model: an ``nn.Module`` or :class:`cnnviz.LoadedModel` (left exactly as it was).
+        input_size: ``H`` or ``(H, W)`` of the dry run; by default the model's input size
+            (its preprocessing, or what the module declares, else 224 x 224).
+
+    Returns:
+        A :class:`LayerTable` of :class:`LayerRow`, in the order of ``named_modules()``, ending with
+        a ``logits`` row for the model's output. Modules that do not run (training-only heads) or
+        do not return a tensor are left out.
+
+    Raises:
+        CnnvizError: the dry run failed (typically the wrong input size; the message says how to
+            pass the right one).
+    """
+    module, _ = unwrap(model)
+    preprocessing = preprocessing_of(model)
+    if input_size is not None:
+        sizes = (input_size,) if isinstance(input_size, int) else tuple(input_size)
+        if len(sizes) not in (1, 2) or any(int(s) < 1 for s in sizes):
+            raise CnnvizError(f"input size must be H or (H, W) with positive numbers, got {input_size!r}")
+        preprocessing = replace(preprocessing, input_size=(int(sizes[0]), int(sizes[-1])))
+    height, width = preprocessing.input_size
+    input_shape = (preprocessing.channels, height, width)
+    generator = torch.Generator().manual_seed(0)
+    inputs = torch.randn((1, *input_shape), generator=generator)
+    scripted = isinstance(module, torch.jit.ScriptModule)
+    names = [] if scripted else [name for name, _ in module.named_modules() if name]
+    with probe(module, names + ["logits"], store=False, early_exit=False) as recorder:
+        try:
+            recorder.run(inputs)
+        except CnnvizError as error:
+            reason = first_line(error.__cause__) if error.__cause__ is not None else str(error)
+            raise CnnvizError(
+                f"a dry run on one {'x'.join(map(str, input_shape))} image failed ({reason}); if the "
+                "model expects another input size, pass it with --input-size H W (input_size=(H, W) in Python)"
+            ) from error.__cause__
+        shapes = recorder.shapes
+    modules = dict(module.named_modules())
+    rows = []
+    for name in names + [""]:
+        calls = shapes.get(name, [])
+        if not calls or any(shape is None for shape in calls):
+            continue
+        owner = modules[name]
+        rows.append(
+            LayerRow(
+                name=name or "logits",
+                type=type(owner).__name__ if name else type(module).__name__,
+                output_shape=[tuple(shape[1:]) for shape in calls],
+                calls=len(calls),
+                params=_count_parameters(owner),
+            )
+        )
+    return LayerTable(rows, input_shape, _count_parameters(module))
+
+
+def _count_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
