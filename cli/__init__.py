@@ -1,0 +1,1 @@
+"""The ``cnnviz`` command line (installed as ``cnnviz.cli``): parse, call the library, report."""

@@ -1,0 +1,33 @@
+"""``cnnviz layers``: the table of a model's layers."""
+from __future__ import annotations
+
+import json
+
+import click
+
+from cnnviz.cli.options import model_options
+
+
+@click.command()
+@model_options
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list of rows instead of a table.")
+def layers(loaded, as_json: bool) -> None:
+    """List every layer of a model: its reference name, type, output shape
+    per call, calls per forward pass and parameter count.
+
+    The names are the layer references every other command takes (a module
+    that runs several times is named NAME#2 for its second call). Shapes come
+    from a dry run on one image of the model's input size.
+
+    \b
+    Examples:
+      cnnviz layers --model torchvision:resnet18
+      cnnviz layers --model mypackage.nets:make_net --input-size 64 64 --json
+    """
+    import cnnviz
+
+    table = cnnviz.layer_table(loaded)
+    if as_json:
+        click.echo(json.dumps(table.to_dicts(), indent=2))
+    else:
+        click.echo(table.to_text())

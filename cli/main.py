@@ -1,0 +1,84 @@
+"""The ``cnnviz`` command group and its error handling.
+
+User mistakes (:class:`cnnviz.CnnvizError`, bad options) become one line on stderr and exit code 2;
+anything else is a bug: one line and exit code 1, with the traceback under ``--debug``.
+"""
+from __future__ import annotations
+
+import sys
+
+import click
+
+from cnnviz import __version__
+from cnnviz.cli.layers import layers
+from cnnviz.errors import CnnvizError
+
+EXIT_USER_ERROR = 2
+EXIT_INTERNAL_ERROR = 1
+EXIT_INTERRUPTED = 130
+
+
+class CnnvizGroup(click.Group):
+    """A click group that turns every error into one readable line."""
+
+    def main(self, args=None, prog_name=None, **kwargs):  # noqa: D102 - click's signature
+        kwargs.pop("standalone_mode", None)
+        arguments = list(sys.argv[1:] if args is None else args)
+        debug = "--debug" in arguments
+        try:
+            super().main(arguments, prog_name=prog_name or "cnnviz", standalone_mode=False, **kwargs)
+        except click.exceptions.NoArgsIsHelpError as error:
+            click.echo(error.ctx.get_help())
+            sys.exit(0)
+        except click.exceptions.Exit as done:
+            sys.exit(done.exit_code)
+        except click.UsageError as error:
+            if debug:
+                raise
+            command = error.ctx.command_path if error.ctx is not None else "cnnviz"
+            _fail(f"{error.format_message()} (see '{command} --help')", EXIT_USER_ERROR)
+        except click.ClickException as error:
+            if debug:
+                raise
+            _fail(error.format_message(), EXIT_USER_ERROR)
+        except CnnvizError as error:
+            if debug:
+                raise
+            _fail(str(error), EXIT_USER_ERROR)
+        except (KeyboardInterrupt, click.Abort):
+            click.echo("interrupted", err=True)
+            sys.exit(EXIT_INTERRUPTED)
+        except Exception as error:  # a bug: say so in one line, traceback on request
+            if debug:
+                raise
+            _fail(
+                f"internal error: {type(error).__name__}: {error} (rerun with --debug for the "
+                "traceback, and please report it)",
+                EXIT_INTERNAL_ERROR,
+            )
+        sys.exit(0)
+
+
+def _fail(message: str, code: int) -> None:
+    one_line = " ".join(message.split())
+    click.echo(f"error: {one_line}", err=True)
+    sys.exit(code)
+
+
+@click.group(cls=CnnvizGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", prog_name="cnnviz", message="%(prog)s %(version)s")
+@click.option("--debug", is_flag=True, help="Show the full traceback of any error.")
+def main(debug: bool) -> None:
+    """See what a convolutional network has learned.
+
+    Every command takes a model (--model) and names its units with layer
+    references: features.10 (a module), layer1.0.relu#2 (its second call),
+    features.10:5 (channel 5), features.10:5@7,3 (one neuron), logits:281.
+
+    \b
+    Example:
+      cnnviz layers --model torchvision:resnet18
+    """
+
+
+main.add_command(layers)

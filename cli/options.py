@@ -1,0 +1,89 @@
+"""Options shared by the commands, and the model loading that goes with them."""
+from __future__ import annotations
+
+import functools
+import warnings
+
+import click
+
+MODEL_HELP = (
+    "The model: torchvision:NAME, builtin:NAME, package.module:factory, "
+    "path/to/file.py:factory, or a TorchScript / pickled .pt file."
+)
+
+
+class FloatList(click.ParamType):
+    """One number or comma-separated numbers: ``0.5`` or ``0.485,0.456,0.406``."""
+
+    name = "X[,X...]"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, tuple):
+            return value
+        try:
+            return tuple(float(part) for part in str(value).split(",") if part.strip())
+        except ValueError:
+            self.fail(f"{value!r} is not a number or comma-separated numbers (e.g. 0.485,0.456,0.406)", param, ctx)
+
+
+def model_options(command):
+    """Add --model, --weights, --trust-pickle, --mean, --std, --input-size and --device."""
+    options = [
+        click.option("--model", "-m", "model_spec", required=True, metavar="SPEC", help=MODEL_HELP),
+        click.option(
+            "--weights", "-w", metavar="NAME|PATH",
+            help="torchvision weights name (DEFAULT, IMAGENET1K_V1) or a state-dict file; "
+            "without it a torchvision model has random weights.",
+        ),
+        click.option(
+            "--trust-pickle", is_flag=True,
+            help="Allow loading a fully pickled model file (this runs code from the file).",
+        ),
+        click.option("--mean", type=FloatList(), help="Override the per-channel input mean."),
+        click.option("--std", type=FloatList(), help="Override the per-channel input std."),
+        click.option(
+            "--input-size", nargs=2, type=click.IntRange(min=1), metavar="H W", default=None,
+            help="Override the input size (height width).",
+        ),
+        click.option(
+            "--device", default="cpu", show_default=True, metavar="DEVICE",
+            help="cpu, cuda, cuda:N or auto.",
+        ),
+    ]
+
+    @functools.wraps(command)
+    def wrapper(*args, model_spec, weights, trust_pickle, mean, std, input_size, device, **kwargs):
+        loaded = load_for_cli(model_spec, weights, trust_pickle, mean, std, input_size, device)
+        return command(*args, loaded=loaded, **kwargs)
+
+    for option in reversed(options):
+        wrapper = option(wrapper)
+    return wrapper
+
+
+def load_for_cli(spec, weights, trusted, mean, std, input_size, device):
+    """Load a model, printing the library's warnings as notes on stderr."""
+    import cnnviz
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", cnnviz.CnnvizWarning)
+        loaded = cnnviz.load_model(
+            spec, weights, trusted=trusted, mean=mean, std=std,
+            input_size=tuple(input_size) if input_size else None, device=device,
+        )
+    for warning in caught:
+        if issubclass(warning.category, cnnviz.CnnvizWarning):
+            note(str(warning.message))
+        else:
+            warnings.showwarning(warning.message, warning.category, warning.filename, warning.lineno)
+    if not loaded.preprocessing.known:
+        note(
+            f"the preprocessing of {loaded.spec} is unknown; assuming {loaded.preprocessing.describe()}. "
+            "Pass --mean, --std and --input-size if the model expects otherwise"
+        )
+    return loaded
+
+
+def note(message: str) -> None:
+    """A one-line note on stderr."""
+    click.echo(f"note: {message}", err=True)
