@@ -10,8 +10,13 @@ from cnnviz.cli.options import model_options
 
 @click.command()
 @model_options
+@click.option(
+    "--layer", "-l", "refs", multiple=True, metavar="REF",
+    help="Show only this layer (repeatable); checks that the reference, with its call, channel "
+    "and position, exists.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list of rows instead of a table.")
-def layers(loaded, as_json: bool) -> None:
+def layers(loaded, refs: tuple[str, ...], as_json: bool) -> None:
     """List every layer of a model: its reference name, type, output shape
     per call, calls per forward pass and parameter count.
 
@@ -22,11 +27,12 @@ def layers(loaded, as_json: bool) -> None:
     \b
     Examples:
       cnnviz layers --model torchvision:resnet18
+      cnnviz layers --model torchvision:resnet18 --layer layer1.0.relu#2:5@7,3
       cnnviz layers --model mypackage.nets:make_net --input-size 64 64 --json
     """
     import cnnviz
 
-    table = cnnviz.layer_table(loaded)
+    table = cnnviz.layer_table(loaded, refs=list(refs) or None)
     if as_json:
         click.echo(json.dumps(table.to_dicts(), indent=2))
     else:

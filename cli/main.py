@@ -26,7 +26,7 @@ class CnnvizGroup(click.Group):
         arguments = list(sys.argv[1:] if args is None else args)
         debug = "--debug" in arguments
         try:
-            super().main(arguments, prog_name=prog_name or "cnnviz", standalone_mode=False, **kwargs)
+            super().main(arguments, prog_name="cnnviz", standalone_mode=False, **kwargs)
         except click.exceptions.NoArgsIsHelpError as error:
             click.echo(error.ctx.get_help())
             sys.exit(0)

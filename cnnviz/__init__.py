@@ -8,52 +8,32 @@ leaves it exactly as it was::
     print(cnnviz.layer_table(loaded))
     maps = cnnviz.capture(loaded, images, "layer1.0.relu#2")   # N x 64 x 56 x 56
 
-Names are imported on first use, so ``import cnnviz`` (and the command line's ``--help``) stays
-fast; torch loads when the first function is touched.
+The functions are imported here on purpose, after their modules: ``cnnviz.probe`` is the function,
+even though ``cnnviz/probe.py`` is also the module's name.
 """
-from __future__ import annotations
-
-import importlib
-from typing import TYPE_CHECKING
-
 __version__ = "0.1.0"
 
-_EXPORTS = {
-    "CnnvizError": "cnnviz.errors",
-    "CnnvizWarning": "cnnviz.errors",
-    "LoadedModel": "cnnviz.models",
-    "Preprocessing": "cnnviz.models",
-    "load_model": "cnnviz.models",
-    "read_state_dict": "cnnviz.models",
-    "resolve_device": "cnnviz.models",
-    "Probe": "cnnviz.probe",
-    "capture": "cnnviz.probe",
-    "model_guard": "cnnviz.probe",
-    "probe": "cnnviz.probe",
-    "LayerRef": "cnnviz.references",
-    "layer_ref": "cnnviz.references",
-    "LayerRow": "cnnviz.summary",
-    "LayerTable": "cnnviz.summary",
-    "layer_table": "cnnviz.summary",
-}
+from cnnviz.errors import CnnvizError, CnnvizWarning
+from cnnviz.models import LoadedModel, Preprocessing, load_model, read_state_dict, resolve_device
+from cnnviz.probe import Probe, capture, model_guard, probe
+from cnnviz.references import LayerRef, layer_ref
+from cnnviz.summary import LayerRow, LayerTable, layer_table
 
-__all__ = sorted(_EXPORTS)
-
-if TYPE_CHECKING:  # for type checkers and IDEs; at run time names load lazily
-    from cnnviz.errors import CnnvizError, CnnvizWarning
-    from cnnviz.models import LoadedModel, Preprocessing, load_model, read_state_dict, resolve_device
-    from cnnviz.probe import Probe, capture, model_guard, probe
-    from cnnviz.references import LayerRef, layer_ref
-    from cnnviz.summary import LayerRow, LayerTable, layer_table
-
-
-def __getattr__(name: str):
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'cnnviz' has no attribute {name!r}")
-    value = getattr(importlib.import_module(_EXPORTS[name]), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+__all__ = [
+    "CnnvizError",
+    "CnnvizWarning",
+    "LayerRef",
+    "LayerRow",
+    "LayerTable",
+    "LoadedModel",
+    "Preprocessing",
+    "Probe",
+    "capture",
+    "layer_ref",
+    "layer_table",
+    "load_model",
+    "model_guard",
+    "probe",
+    "read_state_dict",
+    "resolve_device",
+]

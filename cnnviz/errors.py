@@ -19,10 +19,15 @@ class CnnvizWarning(UserWarning):
 
 
 def closest(name: str, candidates: Iterable[str], n: int = 3) -> list[str]:
-    """The ``n`` candidates most similar to ``name``, best first (always ``n`` when there are)."""
+    """The ``n`` candidates most similar to ``name``, best first, ties in the candidates' order."""
     candidates = list(dict.fromkeys(candidates))
-    matches = difflib.get_close_matches(name, candidates, n=n, cutoff=0.0)
-    return matches
+    matcher = difflib.SequenceMatcher()
+    matcher.set_seq2(name)
+    scored = []
+    for index, candidate in enumerate(candidates):
+        matcher.set_seq1(candidate)
+        scored.append((-matcher.ratio(), index, candidate))
+    return [candidate for _, _, candidate in sorted(scored)[:n]]
 
 
 def did_you_mean(name: str, candidates: Iterable[str], n: int = 3) -> str:

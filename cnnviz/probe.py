@@ -162,13 +162,8 @@ class Probe:
         resolved = self._refs.get(ref) if _hashable(ref) else None
         if resolved is None:
             resolved = resolve_all(self.module, [ref], self.class_names)[0]
-        calls = self._outputs.get(resolved.layer)
-        if calls is None:
-            raise CnnvizError(
-                f"{resolved.layer_text} was not probed; add it to the references given to cnnviz.probe"
-            )
-        self._check_call(resolved)
-        tensor = calls[resolved.call - 1]
+        self.check(resolved)
+        tensor = self._outputs[resolved.layer][resolved.call - 1]
         if tensor is None:
             raise CnnvizError("this probe records shapes only (store=False); create it with store=True")
         return resolved.select(tensor)
@@ -212,7 +207,13 @@ class Probe:
 
         return hook
 
-    def _check_call(self, ref: LayerRef) -> None:
+    def check(self, ref: LayerRef) -> None:
+        """Raise :class:`cnnviz.CnnvizError` unless ``ref`` fired in the last run with a tensor
+        whose shape fits its channel and position."""
+        if ref.layer and ref.layer not in self._inner:
+            raise CnnvizError(
+                f"{ref.layer_text} was not probed; add it to the references given to cnnviz.probe"
+            )
         calls = self._shapes.get(ref.layer, [])
         if not calls:
             if ref.is_output:
@@ -230,6 +231,7 @@ class Probe:
             raise CnnvizError(
                 f"{ref.layer_text} does not return a tensor; pick one of its submodules ('cnnviz layers' lists them)"
             )
+        ref.check(calls[ref.call - 1])
 
 
 def probe(
@@ -289,16 +291,13 @@ def capture(
 
 
 def _register(module: nn.Module, name: str, hook):
-    try:
-        return module.register_forward_hook(hook)
-    except RuntimeError as error:
-        if isinstance(module, torch.jit.ScriptModule):
-            raise CnnvizError(
-                f"{name} belongs to a TorchScript model, whose layers cannot be hooked; only "
-                "'logits' can be read. Load the original nn.Module (e.g. package.module:factory "
-                "with --weights) to look inside"
-            ) from None
-        raise
+    if isinstance(module, torch.jit.ScriptModule):  # hooks on TorchScript modules never fire
+        raise CnnvizError(
+            f"{name} belongs to a TorchScript model, whose layers cannot be hooked; only "
+            "'logits' can be read. Load the original nn.Module (e.g. package.module:factory "
+            "with --weights) to look inside"
+        )
+    return module.register_forward_hook(hook)
 
 
 def _to_device_of(inputs: torch.Tensor, module: nn.Module) -> torch.Tensor:

@@ -23,6 +23,7 @@ Example::
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Union
 
@@ -75,6 +76,42 @@ class LayerRef:
         text = self.layer or "logits"
         return text if self.call == 1 else f"{text}#{self.call}"
 
+    def check(self, shape: Sequence[int]) -> None:
+        """Raise :class:`CnnvizError` unless this reference's channel and position fit an output
+        of ``shape`` (``N x C x ...``)."""
+        shape = tuple(shape)
+        if self.channel is None:
+            return
+        if len(shape) < 2:
+            raise CnnvizError(
+                f"{self.layer_text} has output shape {shape}, which has no channel "
+                f"dimension; use {self.layer_text!r} without ':{self.channel}'"
+            )
+        channels = shape[1]
+        if not 0 <= self.channel < channels:
+            raise CnnvizError(
+                f"channel {self.channel} is out of range for {self.layer_text}, which has "
+                f"{channels} channels (valid: 0-{channels - 1})"
+            )
+        if self.position is None:
+            return
+        spatial = shape[2:]
+        if not spatial:
+            raise CnnvizError(f"{self.layer_text} has no spatial dimensions; drop '@...' from the reference")
+        if len(self.position) != len(spatial):
+            example = ",".join(str(s // 2) for s in spatial)
+            raise CnnvizError(
+                f"{self.layer_text} has {len(spatial)}-D maps of size {_size_text(spatial)}, so a "
+                f"position needs {len(spatial)} numbers (e.g. '{self.layer_text}:{self.channel}@{example}')"
+            )
+        for index, size in zip(self.position, spatial):
+            if not 0 <= index < size:
+                ranges = ", ".join(f"0-{s - 1}" for s in spatial)
+                raise CnnvizError(
+                    f"position {','.join(map(str, self.position))} is out of range for "
+                    f"{self.layer_text}, whose maps are {_size_text(spatial)} (valid: {ranges})"
+                )
+
     def select(self, output: torch.Tensor) -> torch.Tensor:
         """Pick this reference's channel and position out of a module output.
 
@@ -85,37 +122,11 @@ class LayerRef:
             ``output`` itself without a channel, ``N x H x W`` (``N x ...``) for a channel, ``N`` for
             a neuron.
         """
+        self.check(output.shape)
         if self.channel is None:
             return output
-        if output.dim() < 2:
-            raise CnnvizError(
-                f"{self.layer_text} has output shape {tuple(output.shape)}, which has no channel "
-                f"dimension; use {self.layer_text!r} without ':{self.channel}'"
-            )
-        channels = output.shape[1]
-        if not 0 <= self.channel < channels:
-            raise CnnvizError(
-                f"channel {self.channel} is out of range for {self.layer_text}, which has "
-                f"{channels} channels (valid: 0-{channels - 1})"
-            )
         if self.position is None:
             return output[:, self.channel]
-        spatial = tuple(output.shape[2:])
-        if len(self.position) != len(spatial):
-            example = ",".join(str(s // 2) for s in spatial) or "nothing"
-            raise CnnvizError(
-                f"{self.layer_text} has {len(spatial)}-D maps of size {_size_text(spatial)}, so a "
-                f"position needs {len(spatial)} numbers (e.g. '{self.layer_text}:{self.channel}@{example}')"
-                if spatial
-                else f"{self.layer_text} has no spatial dimensions; drop '@...' from the reference"
-            )
-        for index, size in zip(self.position, spatial):
-            if not 0 <= index < size:
-                ranges = ", ".join(f"0-{s - 1}" for s in spatial)
-                raise CnnvizError(
-                    f"position {','.join(map(str, self.position))} is out of range for "
-                    f"{self.layer_text}, whose maps are {_size_text(spatial)} (valid: {ranges})"
-                )
         return output[(slice(None), self.channel, *self.position)]
 
 

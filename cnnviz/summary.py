@@ -21,6 +21,7 @@ from torch import nn
 from cnnviz.errors import CnnvizError, first_line
 from cnnviz.models import preprocessing_of, unwrap
 from cnnviz.probe import probe
+from cnnviz.references import Reference, resolve_all
 
 
 @dataclass(frozen=True)
@@ -97,7 +98,8 @@ class LayerTable(list):
             if index == 0:
                 lines.append("  ".join("-" * w for w in widths))
         shape = "x".join(str(s) for s in self.input_shape)
-        lines.append(f"{len(self)} layers, {self.total_params:,} parameters, input {shape}")
+        noun = "layer" if len(self) == 1 else "layers"
+        lines.append(f"{len(self)} {noun}, {self.total_params:,} parameters, input {shape}")
         return "\n".join(lines)
 
     def __str__(self) -> str:
@@ -115,13 +117,19 @@ class LayerTable(list):
         return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def layer_table(model, input_size: int | Sequence[int] | None = None) -> LayerTable:
+def layer_table(
+    model,
+    input_size: int | Sequence[int] | None = None,
+    refs: Sequence[Reference] | None = None,
+) -> LayerTable:
     """One row per module that produces a tensor, found by a dry run on one random image.
 
     Args:
         model: an ``nn.Module`` or :class:`cnnviz.LoadedModel` (left exactly as it was).
         input_size: ``H`` or ``(H, W)`` of the dry run; by default the model's input size
             (its preprocessing, or what the module declares, else 224 x 224).
+        refs: keep only the rows of these layer references, after checking each against the dry
+            run (its call, channel and position must exist), in the order given.
 
     Returns:
         A :class:`LayerTable` of :class:`LayerRow`, in the order of ``named_modules()``, ending with
@@ -143,9 +151,12 @@ def layer_table(model, input_size: int | Sequence[int] | None = None) -> LayerTa
     input_shape = (preprocessing.channels, height, width)
     generator = torch.Generator().manual_seed(0)
     inputs = torch.randn((1, *input_shape), generator=generator)
-    scripted = isinstance(module, torch.jit.ScriptModule)
-    names = [] if scripted else [name for name, _ in module.named_modules() if name]
-    with probe(module, names + ["logits"], store=False, early_exit=False) as recorder:
+    names = [name for name, _ in module.named_modules() if name]
+    hooked = names + ["logits"]
+    if isinstance(module, torch.jit.ScriptModule):
+        # TorchScript layers cannot be hooked: only the output, or the error naming the asked layer.
+        names, hooked = [], ["logits", *(refs or [])]
+    with probe(model, hooked, store=False, early_exit=False) as recorder:
         try:
             recorder.run(inputs)
         except CnnvizError as error:
@@ -155,9 +166,15 @@ def layer_table(model, input_size: int | Sequence[int] | None = None) -> LayerTa
                 "model expects another input size, pass it with --input-size H W (input_size=(H, W) in Python)"
             ) from error.__cause__
         shapes = recorder.shapes
+        wanted = None
+        if refs is not None:
+            resolved = resolve_all(model, list(refs))
+            for ref in resolved:
+                recorder.check(ref)
+            wanted = list(dict.fromkeys(ref.layer for ref in resolved))
     modules = dict(module.named_modules())
     rows = []
-    for name in names + [""]:
+    for name in wanted if wanted is not None else names + [""]:
         calls = shapes.get(name, [])
         if not calls or any(shape is None for shape in calls):
             continue

@@ -1,0 +1,72 @@
+"""Shared fixtures. Tests never touch the network and never change a model they are given."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+class Counter(nn.Module):
+    """Identity that counts how often it runs (for early-exit tests)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    def forward(self, x):
+        self.count += 1
+        return x
+
+
+class TinyNet(nn.Module):
+    """conv-BN-ReLU(inplace) -> shared ReLU twice -> conv -> counter -> pool -> linear.
+
+    ``relu`` runs twice per forward (a reused module); ``bn`` is followed by an in-place ReLU.
+    """
+
+    def __init__(self, classes: int = 4) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 8, 3, padding=1)
+        self.bn = nn.BatchNorm2d(8)
+        self.act = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(8, 8, 3, padding=1)
+        self.relu = nn.ReLU()
+        self.conv3 = nn.Conv2d(8, 6, 3, stride=2, padding=1)
+        self.counter = Counter()
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(6, classes)
+
+    def forward(self, x):
+        x = self.act(self.bn(self.conv1(x)))
+        x = self.relu(self.conv2(x) - 0.1)
+        x = self.relu(x - 0.05)
+        x = self.counter(self.conv3(x))
+        return self.fc(torch.flatten(self.pool(x), 1))
+
+
+class FunctionalNet(nn.Module):
+    """A model that calls F.relu instead of ReLU modules."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 4, 3)
+        self.conv2 = nn.Conv2d(4, 4, 3)
+
+    def forward(self, x):
+        return F.relu(self.conv2(F.relu(self.conv1(x)))).mean(dim=(2, 3))
+
+
+@pytest.fixture
+def tiny() -> TinyNet:
+    torch.manual_seed(0)
+    model = TinyNet()
+    with torch.no_grad():  # non-trivial running statistics, so eval and train differ
+        model.bn.running_mean.uniform_(-0.5, 0.5)
+        model.bn.running_var.uniform_(0.5, 2.0)
+    return model.eval()
+
+
+@pytest.fixture
+def images() -> torch.Tensor:
+    return torch.randn(3, 3, 16, 16, generator=torch.Generator().manual_seed(1))

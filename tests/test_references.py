@@ -1,0 +1,105 @@
+"""The layer reference grammar and its error messages."""
+from __future__ import annotations
+
+import pytest
+import torchvision
+from torch import nn
+
+import cnnviz
+from cnnviz import CnnvizError
+
+
+@pytest.fixture(scope="module")
+def resnet():
+    return torchvision.models.resnet18()
+
+
+@pytest.mark.parametrize(
+    ("text", "layer", "call", "channel", "position"),
+    [
+        ("layer1.0.conv1", "layer1.0.conv1", 1, None, None),
+        ("layer1.0.relu#2", "layer1.0.relu", 2, None, None),
+        ("layer1.0.conv1:5", "layer1.0.conv1", 1, 5, None),
+        ("layer1.0.conv1:5@7,3", "layer1.0.conv1", 1, 5, (7, 3)),
+        ("layer1.0.relu#2:5@7,3", "layer1.0.relu", 2, 5, (7, 3)),
+        (" fc:3 ", "fc", 1, 3, None),
+        ("logits", "", 1, None, None),
+        ("output:281", "", 1, 281, None),
+        ("logits:281", "", 1, 281, None),
+    ],
+)
+def test_grammar(resnet, text, layer, call, channel, position):
+    ref = cnnviz.layer_ref(resnet, text)
+    assert (ref.layer, ref.call, ref.channel, ref.position) == (layer, call, channel, position)
+    assert ref.module is (resnet if layer == "" else resnet.get_submodule(layer))
+    # The canonical text parses back to the same reference.
+    assert cnnviz.layer_ref(resnet, str(ref)) == ref
+
+
+def test_class_names_name_outputs(resnet):
+    loaded = cnnviz.LoadedModel(resnet, class_names=[f"class {i}" for i in range(999)] + ["tabby"])
+    assert cnnviz.layer_ref(loaded, "logits:tabby").channel == 999
+    assert cnnviz.layer_ref(loaded, "Tabby").channel == 999  # a bare class name, any case
+    assert cnnviz.layer_ref(resnet, "logits:class 3", class_names=loaded.class_names).channel == 3
+    with pytest.raises(CnnvizError, match="no class named 'tabbby'; did you mean 'tabby'"):
+        cnnviz.layer_ref(loaded, "logits:tabbby")
+    with pytest.raises(CnnvizError, match="has no class names.*logits:3"):
+        cnnviz.layer_ref(resnet, "logits:tabby")
+
+
+def test_unknown_layer_lists_the_three_closest(resnet):
+    with pytest.raises(CnnvizError) as error:
+        cnnviz.layer_ref(resnet, "layer1.0.conv")
+    message = str(error.value)
+    assert "ResNet has no layer 'layer1.0.conv'" in message
+    suggested = message.split("did you mean ")[1].split("?")[0]
+    assert suggested.count("'") == 6 and "'layer1.0.conv1'" in suggested and "'layer1.0.conv2'" in suggested
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("", "empty layer reference"),
+        ("layer1.0.conv1:64", r"channel 64 is out of range for layer1.0.conv1, which has 64 channels \(valid: 0-63\)"),
+        ("fc:1000", r"valid: 0-999"),
+        ("bn1:70", r"bn1, which has 64 channels"),
+        ("layer1.0.conv1:x", "must be a number"),
+        ("layer1.0.conv1:-1", "counted from 0"),
+        ("layer1.0.relu#0", "counted from 1"),
+        ("layer1.0.relu#two", "whole number"),
+        ("layer1.0.conv1@3,3", "a position needs a channel"),
+        ("layer1.0.conv1:3@a,b", "non-negative numbers"),
+    ],
+)
+def test_bad_references_fail_with_the_fix(resnet, text, message):
+    with pytest.raises(CnnvizError, match=message):
+        cnnviz.layer_ref(resnet, text)
+
+
+def test_ranges_known_only_after_a_run_are_checked_against_shapes(resnet):
+    ref = cnnviz.layer_ref(resnet, "layer1.0.relu:70")  # a ReLU does not know its channel count
+    with pytest.raises(CnnvizError, match=r"channel 70 is out of range.*valid: 0-63"):
+        ref.check((1, 64, 56, 56))
+    with pytest.raises(CnnvizError, match=r"whose maps are 56x56 \(valid: 0-55, 0-55\)"):
+        cnnviz.layer_ref(resnet, "layer1.0.relu:5@56,0").check((1, 64, 56, 56))
+    with pytest.raises(CnnvizError, match="position needs 2 numbers"):
+        cnnviz.layer_ref(resnet, "layer1.0.relu:5@3").check((1, 64, 56, 56))
+
+
+def test_module_objects_and_non_references(resnet):
+    assert cnnviz.layer_ref(resnet, resnet.layer2[1].conv1).layer == "layer2.1.conv1"
+    assert cnnviz.layer_ref(resnet, resnet).is_output
+    with pytest.raises(CnnvizError, match="not part of this ResNet"):
+        cnnviz.layer_ref(resnet, nn.ReLU())
+    with pytest.raises(CnnvizError, match="must be a string or a module"):
+        cnnviz.layer_ref(resnet, 3)
+    with pytest.raises(CnnvizError, match="expected a torch.nn.Module"):
+        cnnviz.layer_ref("resnet18", "fc")
+
+
+def test_a_module_named_like_an_output_keeps_its_own_name():
+    model = nn.Sequential()
+    model.add_module("features", nn.Conv2d(3, 4, 1))
+    model.add_module("logits", nn.Conv2d(4, 2, 1))
+    assert cnnviz.layer_ref(model, "logits").layer == "logits"
+    assert cnnviz.layer_ref(model, "output").is_output
