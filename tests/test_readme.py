@@ -1,0 +1,48 @@
+"""The README tells the truth: CI runs its commands, and its examples match the real output."""
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from cnnviz.cli.main import main
+
+ROOT = Path(__file__).resolve().parent.parent
+README = (ROOT / "README.md").read_text()
+
+
+def first_code_block(section: str) -> list[str]:
+    body = README.split(f"## {section}\n", 1)[1]
+    block = re.search(r"```bash\n(.*?)```", body, re.S).group(1)
+    return [line.strip() for line in block.splitlines() if line.strip()]
+
+
+def test_ci_runs_exactly_the_readme_install_and_test_commands():
+    ci = [line.strip() for line in (ROOT / ".ci" / "run").read_text().splitlines()]
+    for command in first_code_block("Install") + first_code_block("Test"):
+        assert command in ci, f"{command!r} is in the README but not in .ci/run"
+    assert "set -euo pipefail" in ci and any("venv" in line for line in ci)
+
+
+def test_quick_start_output_matches_the_readme():
+    (command,) = first_code_block("Quick start")
+    result = CliRunner().invoke(main, command.split()[1:])
+    assert result.exit_code == 0, result.stderr
+    section = README.split("## Quick start", 1)[1]
+    shown = re.search(r"\n```\n(layer .*?)```", section, re.S).group(1).splitlines()
+    real = result.stdout.splitlines()
+    for line in shown:
+        if line != "...":
+            assert line in real, f"README shows {line!r}, the command prints otherwise"
+
+
+def test_benchmark_script_runs():
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "bench_probe.py"), "--quick"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert re.search(r"capture layer1 \(early exit\)\s+[\d.]+ ms\s+[\d.]+ x plain to layer1", done.stdout)
