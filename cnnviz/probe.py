@@ -54,15 +54,17 @@ def model_guard(module: nn.Module, *, freeze_parameters: bool = False) -> Iterat
     parameters, so a backward pass through the block never writes their ``.grad``.
     """
     modes = [(m, m.training) for m in module.modules()]
-    flags = [(p, p.requires_grad) for p in module.parameters()] if freeze_parameters else []
+    flags = [(p, p.requires_grad) for p in module.parameters()]
     try:
-        module.eval()
-        for parameter, _ in flags:
-            parameter.requires_grad_(False)
+        module.eval()  # a module's own train() override may touch requires_grad: restored below
+        if freeze_parameters:
+            for parameter, _ in flags:
+                parameter.requires_grad_(False)
         yield module
     finally:
         for parameter, flag in flags:
-            parameter.requires_grad_(flag)
+            if parameter.requires_grad != flag:
+                parameter.requires_grad_(flag)
         for submodule, flag in modes:
             submodule.training = flag
 
@@ -131,6 +133,11 @@ class Probe:
             raise CnnvizError("use the probe as a context manager: with cnnviz.probe(model, refs) as p: p.run(x)")
         if not isinstance(inputs, torch.Tensor):
             raise CnnvizError(f"the input must be a torch.Tensor (N x C x H x W), not {type(inputs).__name__}")
+        if not inputs.is_floating_point():
+            raise CnnvizError(
+                f"the input is a {inputs.dtype} tensor; models take floating-point inputs, already "
+                "normalised (e.g. preprocessing.normalize(images.float() / 255))"
+            )
         inputs = _to_device_of(inputs, self.module)
         self._outputs, self._shapes, self._seen = {}, {}, set()
         grad_mode = torch.enable_grad() if self.keep_graph else torch.no_grad()

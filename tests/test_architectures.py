@@ -74,6 +74,7 @@ def fx_reference(model: torch.nn.Module, x: torch.Tensor) -> dict[tuple[str, int
 
 
 @pytest.mark.parametrize("name", ARCHITECTURES)
+@pytest.mark.filterwarnings("ignore:NOTE. The nodes obtained by tracing")
 def test_untouched_and_equal_to_fx(name):
     model = build(name)
     before = fingerprint(model)

@@ -168,6 +168,19 @@ def test_model_untouched_after_exceptions(tiny, images):
     assert_untouched(tiny, before)
 
 
+def test_a_custom_train_override_cannot_leave_a_trace(images):
+    class FreezesInEval(TinyNet):
+        def train(self, mode=True):  # some models freeze parts of themselves in eval mode
+            super().train(mode)
+            self.conv1.weight.requires_grad_(mode)
+            return self
+
+    model = FreezesInEval().train()
+    before = fingerprint(model)
+    cnnviz.capture(model, images, "conv2")
+    assert_untouched(model, before)
+
+
 def test_hooks_only_on_the_asked_modules(tiny, images):
     with cnnviz.probe(tiny, ["conv2", "relu#2"]) as p:
         hooked = {name for name, m in tiny.named_modules() if m._forward_hooks}
@@ -193,6 +206,8 @@ def test_probe_errors_are_clear(tiny, images):
             p["conv2"]
         with pytest.raises(CnnvizError, match="must be a torch.Tensor"):
             p.run(images.numpy())
+        with pytest.raises(CnnvizError, match="torch.uint8 tensor; models take floating-point"):
+            p.run((images * 255).to(torch.uint8))
     with pytest.raises(CnnvizError, match="channel 9 is out of range for conv1, which has 8 channels"):
         cnnviz.capture(tiny, images, "conv1:9")
     with pytest.raises(CnnvizError, match=r"position 16,0 is out of range for relu, whose maps are 16x16"):
