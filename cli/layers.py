@@ -5,7 +5,7 @@ import json
 
 import click
 
-from cnnviz.cli.options import model_options
+from cnnviz.cli.options import model_options, note
 
 
 @click.command()
@@ -33,6 +33,8 @@ def layers(loaded, refs: tuple[str, ...], as_json: bool) -> None:
     import cnnviz
 
     table = cnnviz.layer_table(loaded, refs=list(refs) or None)
+    for message in table.notes:
+        note(message)
     if as_json:
         click.echo(json.dumps(table.to_dicts(), indent=2))
     else:

@@ -11,6 +11,7 @@ import click
 
 from cnnviz import __version__
 from cnnviz.cli.layers import layers
+from cnnviz.cli.options import flush_notes
 from cnnviz.errors import CnnvizError
 
 EXIT_USER_ERROR = 2
@@ -79,6 +80,11 @@ def main(debug: bool) -> None:
     Example:
       cnnviz layers --model torchvision:resnet18
     """
+
+
+@main.result_callback()
+def _after_success(*_results, **_options) -> None:
+    flush_notes()  # notes wait for success, so that an error stays one line
 
 
 main.add_command(layers)

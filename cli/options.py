@@ -21,9 +21,12 @@ class FloatList(click.ParamType):
         if isinstance(value, tuple):
             return value
         try:
-            return tuple(float(part) for part in str(value).split(",") if part.strip())
+            numbers = tuple(float(part) for part in str(value).split(","))
         except ValueError:
+            numbers = ()
+        if not numbers:
             self.fail(f"{value!r} is not a number or comma-separated numbers (e.g. 0.485,0.456,0.406)", param, ctx)
+        return numbers
 
 
 def model_options(command):
@@ -85,5 +88,22 @@ def load_for_cli(spec, weights, trusted, mean, std, input_size, device):
 
 
 def note(message: str) -> None:
-    """A one-line note on stderr."""
-    click.echo(f"note: {message}", err=True)
+    """A one-line note for stderr, shown once the command has succeeded (an error stays one line).
+
+    Commands that run long call :func:`flush_notes` once their inputs are checked, so that the
+    notes come before the work.
+    """
+    context = click.get_current_context(silent=True)
+    if context is None:
+        click.echo(f"note: {message}", err=True)
+    else:
+        context.find_root().meta.setdefault("cnnviz.notes", []).append(message)
+
+
+def flush_notes() -> None:
+    """Print the notes gathered so far, one line each on stderr."""
+    context = click.get_current_context(silent=True)
+    if context is None:
+        return
+    for message in context.find_root().meta.pop("cnnviz.notes", []):
+        click.echo(f"note: {message}", err=True)

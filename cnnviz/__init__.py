@@ -6,7 +6,7 @@ leaves it exactly as it was::
     import cnnviz
     loaded = cnnviz.load_model("torchvision:resnet18", weights="DEFAULT")
     print(cnnviz.layer_table(loaded))
-    maps = cnnviz.capture(loaded, images, "layer1.0.relu#2")   # N x 64 x 56 x 56
+    maps = cnnviz.capture(loaded, images, ["layer1.0.relu#2"])  # {"layer1.0.relu#2": N x 64 x 56 x 56}
 
 The functions are imported here on purpose, after their modules: ``cnnviz.probe`` is the function,
 even though ``cnnviz/probe.py`` is also the module's name.

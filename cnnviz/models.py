@@ -114,7 +114,7 @@ class LoadedModel:
     Every cnnviz function that takes a model accepts a ``LoadedModel`` or a plain ``nn.Module``.
 
     Attributes:
-        module: the network, in eval mode.
+        module: the network (in eval mode when cnnviz loaded it; a module you wrapped keeps its mode).
         preprocessing: mean, std, input size and channels of its inputs.
         class_names: one name per output unit, or ``None`` when unknown.
         spec: the spec it was loaded from (e.g. ``"torchvision:resnet18"``).
@@ -226,7 +226,27 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
             f"device {device!s} does not exist; this machine has {torch.cuda.device_count()} CUDA "
             f"device(s): cuda:0-cuda:{torch.cuda.device_count() - 1}"
         )
+    try:
+        torch.empty(0, device=chosen)
+    except Exception as error:  # mps, xpu, ... without the hardware or the build
+        raise CnnvizError(
+            f"device {device!s} is not usable here ({first_line(error)}); use --device cpu"
+        ) from None
     return chosen
+
+
+def input_size_pair(value) -> tuple[int, int]:
+    """``(H, W)`` from ``H`` or ``(H, W)``; a clear error for anything else."""
+    sizes = (value,) if isinstance(value, (int, str)) else tuple(value)
+    try:
+        pair = tuple(int(s) for s in sizes)
+    except (TypeError, ValueError):
+        pair = ()
+    if len(pair) not in (1, 2) or any(s < 1 or s > 16384 for s in pair) or isinstance(value, float):
+        raise CnnvizError(
+            f"input size must be H or (H, W), whole numbers from 1 to 16384, got {value!r}"
+        )
+    return (pair[0], pair[-1])
 
 
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
@@ -237,6 +257,11 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     ``_orig_mod.`` (torch.compile), and ``.safetensors`` files when safetensors is installed.
     """
     path = _existing_file(path, "weights file")
+    if _is_torchscript(path):
+        raise CnnvizError(
+            f"{path} is a TorchScript archive, which holds its own architecture and weights; "
+            "pass it as the model (--model PATH) without --weights"
+        )
     if path.suffix == ".safetensors":
         try:
             from safetensors.torch import load_file
@@ -275,6 +300,10 @@ def _load_spec(spec: str, weights, trusted: bool) -> LoadedModel:
         from cnnviz import zoo
 
         return _with_weights(zoo.load(rest.strip()), weights, spec)
+    if spec.endswith(".py"):
+        raise CnnvizError(
+            f"{spec} is a Python file; name the function in it that builds the model: {spec}:FUNCTION"
+        )
     if os.path.exists(spec) or spec.endswith((".pt", ".pth", ".pt2", ".ts", ".jit")):
         return _with_weights(_load_file(spec, trusted), weights, spec)
     if colon:
@@ -376,11 +405,12 @@ def _download_torchvision(name: str, chosen) -> nn.Module:
 
     try:
         return models.get_model(name, weights=chosen)
-    except (OSError, RuntimeError) as error:  # urllib's URLError is an OSError
+    except Exception as error:  # no connection (URLError is an OSError), a corrupt cached file, ...
         raise CnnvizError(
-            f"could not get the {chosen} weights of torchvision:{name} ({first_line(error)}); "
-            "torchvision downloads them once into its cache, which needs a connection; "
-            "offline, pass a state-dict file with --weights PATH"
+            f"could not get the {chosen} weights of torchvision:{name} ({first_line(error)[:160]}); "
+            "torchvision downloads them once into its cache (torch.hub.get_dir()/checkpoints), which "
+            "needs a connection, and a broken file there must be deleted; offline, pass a "
+            "state-dict file with --weights PATH"
         ) from error
 
 
@@ -483,7 +513,7 @@ def _import_module(name: str):
     try:
         return importlib.import_module(name)
     except ModuleNotFoundError as error:
-        if error.name and name.startswith(error.name):
+        if error.name and (name == error.name or name.startswith(error.name + ".")):
             raise CnnvizError(
                 f"cannot import {name!r}: no module {error.name!r} is installed or in the current folder"
             ) from None
@@ -501,10 +531,18 @@ def _import_file(path_text: str):
     name = f"cnnviz_user_{abs(hash(str(path.resolve())))}"
     spec = importlib.util.spec_from_file_location(name, path)
     python_module = importlib.util.module_from_spec(spec)
+    folder = str(path.resolve().parent)
+    added = folder not in sys.path
+    if added:  # so that the file can import its neighbours, as when it is run as a script
+        sys.path.insert(0, folder)
     try:
         spec.loader.exec_module(python_module)
     except Exception as error:
         raise CnnvizError(f"running {path} failed: {type(error).__name__}: {first_line(error)}") from error
+    finally:
+        if added:
+            with contextlib.suppress(ValueError):
+                sys.path.remove(folder)
     return python_module
 
 
@@ -550,6 +588,10 @@ def _load_whole_model(path: Path, trusted: bool) -> nn.Module:
         raise CnnvizError(_corrupt(path, error)) from None
     if isinstance(content, nn.Module):
         return content
+    if isinstance(content, Mapping):
+        held = [content[k] for k in _STATE_DICT_WRAPPERS if isinstance(content.get(k), nn.Module)]
+        if held:  # a checkpoint such as {"model": model, "epoch": 3}
+            return held[0]
     if isinstance(_unwrap_checkpoint(content), Mapping):
         raise CnnvizError(
             f"{path} holds a state dict (weights only) with no architecture; name the architecture "
@@ -643,7 +685,8 @@ def _strip_prefixes(state: dict) -> dict:
 def _state_dict_problems(module: nn.Module, state: dict) -> dict[str, list[str]]:
     expected = module.state_dict()
     return {
-        "missing": [k for k in expected if k not in state],
+        # BatchNorm fills in a missing num_batches_tracked itself (older checkpoints lack it).
+        "missing": [k for k in expected if k not in state and not k.endswith("num_batches_tracked")],
         "unexpected": [k for k in state if k not in expected],
         "mismatched": [
             k for k, v in expected.items() if k in state and tuple(state[k].shape) != tuple(v.shape)
@@ -670,7 +713,8 @@ def _apply_state_dict(module: nn.Module, state: dict, what: str) -> None:
             f"the weights do not fit {what}: {'; '.join(parts)}; are they for another architecture?"
         )
     with torch.no_grad():
-        module.load_state_dict(state, strict=True)
+        # Every key was checked above; strict=False only lets BatchNorm fill num_batches_tracked.
+        module.load_state_dict(state, strict=False)
 
 
 def _some(keys: list[str]) -> str:
@@ -689,22 +733,42 @@ def _declared_preprocessing(module: nn.Module) -> Preprocessing:
     """
     mean = _float_tuple(_attribute(module, "mean"))
     std = _float_tuple(_attribute(module, "std"))
-    size = _attribute(module, "input_size")
+    if mean is not None and std is not None and (len(mean) != len(std) or not _valid_normalisation(mean, std)):
+        _ignored(module, "mean and std", (mean, std))
+        mean = std = None
     channels = len(mean) if mean else _first_conv_channels(module) or 3
     known = mean is not None and std is not None
+    size = _attribute(module, "input_size")
+    input_size = DEFAULT_INPUT_SIZE
     if size is not None:
-        size_tuple = tuple(int(s) for s in (size if isinstance(size, (list, tuple)) else (size,)))
-        if len(size_tuple) == 3:
-            channels, size_tuple = size_tuple[0], size_tuple[1:]
-        input_size = size_tuple if len(size_tuple) == 2 else (size_tuple[0], size_tuple[0])
-    else:
-        input_size = DEFAULT_INPUT_SIZE
+        sizes = size if isinstance(size, (list, tuple)) else (size,)
+        if len(sizes) == 3:  # C x H x W
+            sizes = sizes[1:]
+        try:
+            input_size = input_size_pair(sizes)
+        except CnnvizError:
+            _ignored(module, "input_size", size)
     return Preprocessing(
         mean=mean or (0.0,) * channels,
         std=std or (1.0,) * channels,
         input_size=tuple(input_size),
         known=known,
     )
+
+
+def _ignored(module: nn.Module, what: str, value) -> None:
+    warnings.warn(
+        f"{type(module).__name__} declares {what} = {value!r}, which cnnviz cannot use; ignored "
+        "(pass --mean/--std/--input-size instead)",
+        CnnvizWarning,
+        stacklevel=5,
+    )
+
+
+def _valid_normalisation(mean, std) -> bool:
+    import math
+
+    return all(math.isfinite(v) for v in (*mean, *std)) and all(s > 0 for s in std)
 
 
 def _declared_class_names(module: nn.Module) -> list[str] | None:
@@ -749,6 +813,9 @@ def _override(loaded: LoadedModel, mean, std, input_size, class_names) -> Loaded
     if mean is not None or std is not None:
         mean_values = _float_tuple(mean) if mean is not None else None
         std_values = _float_tuple(std) if std is not None else None
+        for what, given, values in (("mean", mean, mean_values), ("std", std, std_values)):
+            if given is not None and not values:
+                raise CnnvizError(f"{what} must be one number or one per input channel, got {given!r}")
         given = [len(v) for v in (mean_values, std_values) if v is not None and len(v) > 1]
         channels = _first_conv_channels(loaded.module) or (given[0] if given else pre.channels)
         new_mean = _per_channel(mean_values, channels, "mean") if mean_values else pre.mean
@@ -757,14 +824,11 @@ def _override(loaded: LoadedModel, mean, std, input_size, class_names) -> Loaded
             raise CnnvizError(
                 f"mean has {len(new_mean)} values but std has {len(new_std)}; give one per input channel"
             )
-        if any(s == 0 for s in new_std):
-            raise CnnvizError("std must not be 0 (it divides the input)")
+        if not _valid_normalisation(new_mean, new_std):
+            raise CnnvizError("mean and std must be finite numbers and std greater than 0 (it divides the input)")
         changes.update(mean=new_mean, std=new_std, known=True)
     if input_size is not None:
-        sizes = (input_size,) if isinstance(input_size, int) else tuple(input_size)
-        if len(sizes) not in (1, 2) or any(int(s) < 1 for s in sizes):
-            raise CnnvizError(f"input size must be H or H W with positive numbers, got {input_size!r}")
-        changes.update(input_size=(int(sizes[0]), int(sizes[-1])), resize=None)
+        changes.update(input_size=input_size_pair(input_size), resize=None)
     if changes:
         loaded.preprocessing = replace(pre, **changes)
     if class_names is not None:

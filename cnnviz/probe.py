@@ -24,7 +24,7 @@ Example::
     ...     first, second = p["layer1.0.relu"], p["layer1.0.relu#2"]
     >>> first.shape
     torch.Size([2, 64, 56, 56])
-    >>> cnnviz.capture(model, x, "layer1.0.conv1:5@7,3").shape   # the simple form
+    >>> cnnviz.capture(model, x, "layer1.0.conv1:5@7,3")["layer1.0.conv1:5@7,3"].shape
     torch.Size([2])
 """
 from __future__ import annotations
@@ -49,14 +49,26 @@ class _EarlyExit(BaseException):
 def model_guard(module: nn.Module, *, freeze_parameters: bool = False) -> Iterator[nn.Module]:
     """Run a block with ``module`` in eval mode (and optionally its parameters frozen).
 
-    On exit, also after an exception, every submodule gets back its own ``training`` flag and every
-    parameter its own ``requires_grad`` flag. Freezing keeps gradients from reaching the
-    parameters, so a backward pass through the block never writes their ``.grad``.
+    The ``training`` flags are set directly, not through ``module.eval()``, so that a model's own
+    ``train()`` override (which may fuse layers or freeze parameters) never runs. On exit, also
+    after an exception, every submodule gets back its own ``training`` flag and every parameter
+    its own ``requires_grad`` flag. Freezing keeps gradients from reaching the parameters, so a
+    backward pass through the block never writes their ``.grad``.
+
+    Raises:
+        CnnvizError: the model has lazy parameters that a forward pass would materialise.
     """
+    lazy = [name for name, p in module.named_parameters() if isinstance(p, nn.parameter.UninitializedParameter)]
+    if lazy:
+        raise CnnvizError(
+            f"{type(module).__name__} has uninitialised (lazy) parameters ({lazy[0]}, ...); run it "
+            "once on an input yourself so that they get their shapes, then use cnnviz"
+        )
     modes = [(m, m.training) for m in module.modules()]
     flags = [(p, p.requires_grad) for p in module.parameters()]
     try:
-        module.eval()  # a module's own train() override may touch requires_grad: restored below
+        for submodule, _ in modes:
+            submodule.training = False
         if freeze_parameters:
             for parameter, _ in flags:
                 parameter.requires_grad_(False)
@@ -74,7 +86,8 @@ class Probe:
 
     Inside the ``with`` block, :meth:`run` runs the model on a batch and ``probe[ref]`` returns what
     a reference selected (the whole output ``N x C x H x W``, a channel ``N x H x W``, or a neuron
-    ``N``). :meth:`outputs` gives every call of a module.
+    ``N``). :meth:`outputs` gives every call of a module. Only passes started by :meth:`run` are
+    recorded: calling the model some other way inside the block records nothing.
     """
 
     def __init__(
@@ -100,9 +113,13 @@ class Probe:
         self._seen: set[tuple[str, int]] = set()
         self._stack: contextlib.ExitStack | None = None
         self._running = False
+        self._has_run = False
+        self._inputs: torch.Tensor | None = None
 
     # -- context -------------------------------------------------------------------------------
     def __enter__(self) -> Probe:
+        if self._stack is not None:
+            raise CnnvizError("this probe is already active; create a new cnnviz.probe for a nested block")
         stack = contextlib.ExitStack()
         try:
             stack.enter_context(model_guard(self.module, freeze_parameters=self.keep_graph))
@@ -140,6 +157,7 @@ class Probe:
             )
         inputs = _to_device_of(inputs, self.module)
         self._outputs, self._shapes, self._seen = {}, {}, set()
+        self._inputs, self._has_run = inputs, True
         grad_mode = torch.enable_grad() if self.keep_graph else torch.no_grad()
         output = None
         self._running = True
@@ -156,7 +174,7 @@ class Probe:
                 f"{tuple(inputs.shape)}: {first_line(error)}"
             ) from error
         finally:
-            self._running = False
+            self._running, self._inputs = False, None
         if output is not None:
             main = _main_tensor(output)
             self._outputs[""] = [main if self.store else None]
@@ -194,6 +212,8 @@ class Probe:
     # -- internals -----------------------------------------------------------------------------
     def _hook(self, name: str):
         def hook(module: nn.Module, inputs, output) -> None:
+            if not self._running:  # the model run by someone else (another probe, the user)
+                return
             outputs = self._outputs.setdefault(name, [])
             shapes = self._shapes.setdefault(name, [])
             call = len(outputs) + 1
@@ -203,9 +223,16 @@ class Probe:
             )
             if isinstance(output, torch.Tensor):
                 shapes.append(tuple(output.shape))
-                # A later in-place op would overwrite what we keep, unless nothing runs after us.
-                # clone() keeps the autograd graph when there is one.
-                outputs.append(None if not self.store else output if finishing else output.clone())
+                # A later in-place op would overwrite what we keep, unless nothing runs after us;
+                # even then, an output that is the caller's input or the model's own parameter or
+                # buffer is copied. clone() keeps the autograd graph when there is one.
+                if not self.store:
+                    kept = None
+                elif finishing and not self._owned_elsewhere(output):
+                    kept = output
+                else:
+                    kept = output.clone()
+                outputs.append(kept)
             else:
                 shapes.append(None)
                 outputs.append(None)
@@ -214,9 +241,17 @@ class Probe:
 
         return hook
 
+    def _owned_elsewhere(self, output: torch.Tensor) -> bool:
+        """Whether ``output`` shares memory with the input or a parameter or buffer of the model."""
+        storage = output.untyped_storage().data_ptr()
+        tensors = [self._inputs, *self.module.parameters(), *self.module.buffers()]
+        return any(t is not None and t.untyped_storage().data_ptr() == storage for t in tensors)
+
     def check(self, ref: LayerRef) -> None:
         """Raise :class:`cnnviz.CnnvizError` unless ``ref`` fired in the last run with a tensor
         whose shape fits its channel and position."""
+        if not self._has_run:
+            raise CnnvizError("nothing recorded yet: call p.run(inputs) before reading p[ref]")
         if ref.layer and ref.layer not in self._inner:
             raise CnnvizError(
                 f"{ref.layer_text} was not probed; add it to the references given to cnnviz.probe"
@@ -277,7 +312,7 @@ def capture(
     refs: Reference | Iterable[Reference],
     *,
     keep_graph: bool = False,
-):
+) -> dict:
     """Run ``model`` on ``inputs`` once and return what each reference selects.
 
     Args:
@@ -286,14 +321,16 @@ def capture(
         refs: one reference, or several.
 
     Returns:
-        For one reference, its tensor; for several, a dict from each reference (as given) to its
-        tensor: ``N x C x H x W`` for a layer, ``N x H x W`` for a channel, ``N`` for a neuron.
+        A dict from each reference (as given) to its tensor: ``N x C x H x W`` for a layer,
+        ``N x H x W`` for a channel, ``N`` for a neuron.
+
+    Example::
+
+        maps = cnnviz.capture(model, images, ["features.3", "features.8:12"])
+        maps["features.8:12"].shape     # N x H x W
     """
-    single = isinstance(refs, (str, nn.Module, LayerRef))
     with probe(model, refs, keep_graph=keep_graph) as recorder:
         recorder.run(inputs)
-        if single:
-            return recorder[refs]
         return {key: recorder[key] for key in recorder.references}
 
 

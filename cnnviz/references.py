@@ -158,6 +158,11 @@ def resolve_all(model: nn.Module, refs, class_names: list[str] | None = None) ->
 
 def _resolve(module_model: nn.Module, modules: dict, ref, class_names) -> LayerRef:
     if isinstance(ref, LayerRef):
+        owner = module_model if ref.is_output else modules.get(ref.layer)
+        if owner is not ref.module:
+            raise CnnvizError(
+                f"the reference {str(ref)!r} was resolved against another model; pass its text instead"
+            )
         return ref
     if isinstance(ref, nn.Module):
         for name, candidate in modules.items():
@@ -179,7 +184,14 @@ def _parse(text: str, model: nn.Module, modules: dict[str, nn.Module], class_nam
         raise CnnvizError("empty layer reference; name a layer such as 'features.0' or 'logits'")
     if text in modules and text != "":
         return _checked(LayerRef(text, modules[text]), class_names)
+    prefix, colon, rest = text.partition(":")
+    if colon and prefix.lower() in OUTPUT_NAMES and prefix not in modules:
+        whole_name = _class_index(rest, class_names)  # class names may hold ':' or '@'
+        if whole_name is not None:
+            return LayerRef("", model, channel=whole_name)
     bare_class = _class_index(text, class_names)
+    if bare_class is not None and text.lower() not in OUTPUT_NAMES:  # a class name, said alone
+        return LayerRef("", model, channel=bare_class)
     head, position = text, None
     if "@" in head:
         head, _, position_text = head.rpartition("@")
@@ -197,8 +209,6 @@ def _parse(text: str, model: nn.Module, modules: dict[str, nn.Module], class_nam
         layer, module = head, modules[head]
     elif head.lower() in OUTPUT_NAMES:
         layer, module = "", model
-    elif bare_class is not None:
-        return LayerRef("", model, channel=bare_class)
     else:
         names = [n for n in modules if n] + ["logits"]
         raise CnnvizError(
@@ -217,7 +227,7 @@ def _parse(text: str, model: nn.Module, modules: dict[str, nn.Module], class_nam
 
 def _parse_channel(channel_text: str, layer: str, class_names, text: str) -> int:
     stripped = channel_text.strip()
-    if stripped.lstrip("-").isdigit():
+    if stripped.lstrip("-").isdecimal() and stripped.lstrip("-").isascii():
         channel = int(stripped)
         if channel < 0:
             raise CnnvizError(f"channels are counted from 0, so {text!r} has no channel {channel}")
@@ -239,7 +249,7 @@ def _parse_channel(channel_text: str, layer: str, class_names, text: str) -> int
 
 def _parse_position(text: str, position_text: str) -> tuple[int, ...]:
     parts = [p.strip() for p in position_text.split(",")]
-    if not parts or not all(p.isdigit() for p in parts):
+    if not parts or not all(p.isdecimal() and p.isascii() for p in parts):
         raise CnnvizError(
             f"the position in {text!r} must be non-negative numbers separated by commas, "
             "e.g. '@7,3' for row 7, column 3"
@@ -249,6 +259,8 @@ def _parse_position(text: str, position_text: str) -> tuple[int, ...]:
 
 def _parse_int(value: str, what: str, example: str) -> int:
     try:
+        if not value.strip().isascii():
+            raise ValueError(value)
         return int(value.strip())
     except ValueError:
         raise CnnvizError(f"{what} must be a whole number, e.g. '{example}'") from None

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from cnnviz.errors import CnnvizError, first_line
-from cnnviz.models import preprocessing_of, unwrap
+from cnnviz.models import input_size_pair, preprocessing_of, unwrap
 from cnnviz.probe import probe
 from cnnviz.references import Reference, resolve_all
 
@@ -64,10 +64,14 @@ class LayerRow:
 class LayerTable(list):
     """A list of :class:`LayerRow` that also looks rows up by name and shows itself as a table."""
 
-    def __init__(self, rows: Sequence[LayerRow], input_shape: tuple[int, ...], total_params: int) -> None:
+    def __init__(
+        self, rows: Sequence[LayerRow], input_shape: tuple[int, ...], total_params: int, notes: Sequence[str] = ()
+    ) -> None:
         super().__init__(rows)
         self.input_shape = input_shape
         self.total_params = total_params
+        #: things the reader of the table should know (e.g. why a TorchScript model shows one row)
+        self.notes = list(notes)
 
     def __getitem__(self, key):
         if isinstance(key, str):
@@ -133,7 +137,7 @@ def layer_table(
 
     Returns:
         A :class:`LayerTable` of :class:`LayerRow`, in the order of ``named_modules()``, ending with
-        a ``logits`` row for the model's output. Modules that do not run (training-only heads) or
+        a ``logits`` row for the model's output (``output`` when a module is named ``logits``). Modules that do not run (training-only heads) or
         do not return a tensor are left out.
 
     Raises:
@@ -143,19 +147,22 @@ def layer_table(
     module, _ = unwrap(model)
     preprocessing = preprocessing_of(model)
     if input_size is not None:
-        sizes = (input_size,) if isinstance(input_size, int) else tuple(input_size)
-        if len(sizes) not in (1, 2) or any(int(s) < 1 for s in sizes):
-            raise CnnvizError(f"input size must be H or (H, W) with positive numbers, got {input_size!r}")
-        preprocessing = replace(preprocessing, input_size=(int(sizes[0]), int(sizes[-1])))
+        preprocessing = replace(preprocessing, input_size=input_size_pair(input_size))
     height, width = preprocessing.input_size
     input_shape = (preprocessing.channels, height, width)
     generator = torch.Generator().manual_seed(0)
-    inputs = torch.randn((1, *input_shape), generator=generator)
+    try:
+        inputs = torch.randn((1, *input_shape), generator=generator)
+    except RuntimeError as error:
+        raise CnnvizError(f"cannot make a {'x'.join(map(str, input_shape))} dry-run input ({first_line(error)}); pass a smaller --input-size") from None
     names = [name for name, _ in module.named_modules() if name]
-    hooked = names + ["logits"]
+    output_name = "output" if "logits" in names else "logits"
+    hooked = names + ["output"]
+    notes = []
     if isinstance(module, torch.jit.ScriptModule):
         # TorchScript layers cannot be hooked: only the output, or the error naming the asked layer.
-        names, hooked = [], ["logits", *(refs or [])]
+        names, hooked = [], ["output", *(refs or [])]
+        notes.append("a TorchScript model shows only its output: its layers cannot be hooked")
     with probe(model, hooked, store=False, early_exit=False) as recorder:
         try:
             recorder.run(inputs)
@@ -181,14 +188,14 @@ def layer_table(
         owner = modules[name]
         rows.append(
             LayerRow(
-                name=name or "logits",
+                name=name or output_name,
                 type=type(owner).__name__ if name else type(module).__name__,
                 output_shape=[tuple(shape[1:]) for shape in calls],
                 calls=len(calls),
                 params=_count_parameters(owner),
             )
         )
-    return LayerTable(rows, input_shape, _count_parameters(module))
+    return LayerTable(rows, input_shape, _count_parameters(module), notes)
 
 
 def _count_parameters(module: nn.Module) -> int:

@@ -189,7 +189,7 @@ def test_torchscript_archive(tmp_path):
     torch.jit.save(torch.jit.trace(model, x), str(path))
     loaded = cnnviz.load_model(str(path))
     assert not loaded.preprocessing.known and loaded.preprocessing.channels == 3
-    torch.testing.assert_close(cnnviz.capture(loaded, x, "logits"), model(x))
+    torch.testing.assert_close(cnnviz.capture(loaded, x, "logits")["logits"], model(x))
     with pytest.raises(CnnvizError, match="TorchScript archive with its own weights"):
         cnnviz.load_model(str(path), weights=path)
 
@@ -310,7 +310,7 @@ def test_overrides(factory_dir):
     assert pre.mean == (0.5,) and pre.std == (0.25,) and pre.input_size == (32, 40) and pre.known
     with pytest.raises(CnnvizError, match="mean has 3 values but the model takes 1 input channel"):
         cnnviz.load_model(f"{name}:plain", mean=(0.1, 0.2, 0.3))
-    with pytest.raises(CnnvizError, match="std must not be 0"):
+    with pytest.raises(CnnvizError, match="std greater than 0"):
         cnnviz.load_model(f"{name}:plain", std=0)
     with pytest.raises(CnnvizError, match="input size must be"):
         cnnviz.load_model(f"{name}:plain", input_size=(0, 3))
@@ -341,3 +341,64 @@ def test_device_choice():
     if not torch.cuda.is_available():
         with pytest.raises(CnnvizError, match="CUDA is not available"):
             cnnviz.resolve_device("cuda")
+
+
+def test_checkpoints_without_num_batches_tracked_load(tmp_path):
+    source = torchvision.models.resnet18()
+    state = {k: v for k, v in source.state_dict().items() if not k.endswith("num_batches_tracked")}
+    torch.save(state, tmp_path / "old.pt")
+    loaded = cnnviz.load_model("torchvision:resnet18", weights=tmp_path / "old.pt")
+    assert all(torch.equal(loaded.module.state_dict()[k], v) for k, v in state.items())
+
+
+def test_a_corrupt_file_in_torchvisions_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    weights = torchvision.models.ResNet18_Weights.IMAGENET1K_V1
+    cached = tmp_path / "hub" / "checkpoints" / weights.url.rsplit("/", 1)[1]
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(b"half a download")
+    with pytest.raises(CnnvizError, match="a broken file there must be deleted"):
+        cnnviz.load_model("torchvision:resnet18", weights="IMAGENET1K_V1")
+
+
+def test_unusable_declarations_are_ignored_with_a_warning():
+    model = TinyNet()
+    model.input_size = "224x224"
+    model.mean, model.std = (0.5, 0.5, 0.5), (0.2, 0.0, 0.2)
+    with pytest.warns(CnnvizWarning) as caught:
+        loaded = cnnviz.load_model(model)
+    messages = " ".join(str(w.message) for w in caught)
+    assert "input_size" in messages and "mean and std" in messages
+    assert loaded.preprocessing.input_size == (224, 224) and not loaded.preprocessing.known
+
+
+def test_torchscript_given_as_weights_and_python_file_without_factory(tmp_path):
+    path = tmp_path / "scripted.pt"
+    torch.jit.save(torch.jit.trace(TinyNet().eval(), torch.randn(1, 3, 8, 8)), str(path))
+    with pytest.raises(CnnvizError, match="TorchScript archive.*--model PATH"):
+        cnnviz.load_model("torchvision:resnet18", weights=path)
+    (tmp_path / "nets.py").write_text("")
+    with pytest.raises(CnnvizError, match="nets.py:FUNCTION"):
+        cnnviz.load_model(str(tmp_path / "nets.py"))
+
+
+def test_trusted_checkpoint_holding_a_whole_model(tmp_path):
+    model = torchvision.models.resnet18()
+    torch.save({"model": model, "epoch": 7}, tmp_path / "ckpt.pt")
+    loaded = cnnviz.load_model(str(tmp_path / "ckpt.pt"), trusted=True)
+    assert state_dict_equal(loaded.module, model.state_dict())
+
+
+def test_factory_files_import_their_neighbours_and_report_inner_import_errors(tmp_path, monkeypatch):
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "blocks.py").write_text("from torch import nn\ndef block():\n    return nn.Conv2d(3, 4, 3)\n")
+    (project / "model.py").write_text("from torch import nn\nimport blocks\ndef make():\n    return nn.Sequential(blocks.block())\n")
+    loaded = cnnviz.load_model(f"{project / 'model.py'}:make")
+    assert isinstance(loaded.module[0], nn.Conv2d)
+    assert str(project) not in sys.path
+    name = f"needs_missing_{abs(hash(str(tmp_path))) % 10**8}"
+    (tmp_path / f"{name}.py").write_text("import not_installed_anywhere\ndef make():\n    pass\n")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(CnnvizError, match=f"importing {name} failed: No module named 'not_installed_anywhere'"):
+        cnnviz.load_model(f"{name}:make")

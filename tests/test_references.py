@@ -103,3 +103,25 @@ def test_a_module_named_like_an_output_keeps_its_own_name():
     model.add_module("logits", nn.Conv2d(4, 2, 1))
     assert cnnviz.layer_ref(model, "logits").layer == "logits"
     assert cnnviz.layer_ref(model, "output").is_output
+
+
+def test_class_names_with_grammar_characters(resnet):
+    names = [f"class {i}" for i in range(1000)]
+    names[7], names[8] = "ratio 1:2", "at@home"
+    assert cnnviz.layer_ref(resnet, "logits:ratio 1:2", class_names=names).channel == 7
+    assert cnnviz.layer_ref(resnet, "logits:at@home", class_names=names).channel == 8
+    assert cnnviz.layer_ref(resnet, "at@home", class_names=names).channel == 8
+
+
+def test_non_ascii_digits_are_not_numbers(resnet):
+    for text in ("fc:\u00b2", "layer1.0.conv1:1@\u00b2,3", "layer1.0.relu#\u00b2"):
+        with pytest.raises(CnnvizError):
+            cnnviz.layer_ref(resnet, text)
+
+
+def test_a_reference_of_another_model_is_refused(resnet):
+    ref = cnnviz.layer_ref(resnet, "layer1.0.conv1:3")
+    assert cnnviz.layer_ref(resnet, ref) is ref
+    other = torchvision.models.resnet18()
+    with pytest.raises(CnnvizError, match="resolved against another model"):
+        cnnviz.layer_ref(other, ref)

@@ -8,9 +8,11 @@ from torch import nn
 def fingerprint(model: nn.Module) -> dict:
     """Everything a call could change: values, flags, objects, gradients and hooks."""
     return {
-        "state": {k: _bytes(v) for k, v in model.state_dict(keep_vars=True).items()},
+        # parameters and every buffer, persistent or not
+        "state": {k: _bytes(v) for k, v in [*model.named_parameters(), *model.named_buffers()]},
         "modules": {name: module for name, module in model.named_modules()},
         "parameters": {name: p for name, p in model.named_parameters()},
+        "buffers": {name: b for name, b in model.named_buffers()},
         "training": {name: m.training for name, m in model.named_modules()},
         "requires_grad": {name: p.requires_grad for name, p in model.named_parameters()},
         "grads": {name: None if p.grad is None else _bytes(p.grad) for name, p in model.named_parameters()},
@@ -29,6 +31,9 @@ def assert_untouched(model: nn.Module, before: dict) -> None:
         assert after["modules"][name] is module, f"module {name!r} was replaced"
     for name, parameter in before["parameters"].items():
         assert after["parameters"][name] is parameter, f"parameter {name!r} was replaced"
+    assert after["buffers"].keys() == before["buffers"].keys()
+    for name, buffer in before["buffers"].items():
+        assert after["buffers"][name] is buffer, f"buffer {name!r} was replaced"
     assert after["training"] == before["training"], "training flags changed"
     assert after["requires_grad"] == before["requires_grad"], "requires_grad flags changed"
     for name, grad in before["grads"].items():
