@@ -1,8 +1,8 @@
 """Probe overhead: capturing layers vs a plain forward pass, and early exit vs a full pass.
 
 Measured on torchvision's resnet50 (random weights, eval mode, no_grad), batch 16 at 224 x 224 on
-the CPU by default. Every configuration runs interleaved with its baseline in this one process,
-and each figure is the median of several repeats. The targets (DESIGN.md, the foundation issue):
+the CPU by default. Every configuration runs alternately with its baseline in this one process;
+times are medians over the repeats and ratios are medians of the per-pair ratios. The targets (DESIGN.md, the foundation issue):
 
 * capturing costs at most 5% over a plain forward pass to the same depth (ratio <= 1.05);
 * early exit at an early layer costs a fraction of the full pass.
@@ -40,13 +40,23 @@ def plain_to(model: torchvision.models.ResNet, x: torch.Tensor, depth: str) -> t
     return model.fc(torch.flatten(model.avgpool(x), 1))
 
 
-def timed(function, repeats: int) -> float:
-    samples = []
+def timed(function) -> float:
+    start = time.perf_counter()
+    function()
+    return time.perf_counter() - start
+
+
+def paired(baseline, candidate, repeats: int) -> tuple[float, float, float]:
+    """Run the two alternately; the medians of each and the median of the per-pair ratios
+    (pairs share the machine's momentary load, so their ratio is steadier than either time)."""
+    base_times, candidate_times, ratios = [], [], []
     for _ in range(repeats):
-        start = time.perf_counter()
-        function()
-        samples.append(time.perf_counter() - start)
-    return statistics.median(samples)
+        base = timed(baseline)
+        other = timed(candidate)
+        base_times.append(base)
+        candidate_times.append(other)
+        ratios.append(other / base)
+    return statistics.median(base_times), statistics.median(candidate_times), statistics.median(ratios)
 
 
 def main() -> None:
@@ -71,35 +81,33 @@ def main() -> None:
     def capture_stages():
         return cnnviz.capture(model, x, STAGES)
 
+
     def fx_stages():
         return fx(x)
 
     with torch.no_grad():
         plain_to(model, x, "full")  # warm up allocator and kernels
         rows = []
-        full = timed(lambda: plain_to(model, x, "full"), args.repeats)
+        full = statistics.median(timed(lambda: plain_to(model, x, "full")) for _ in range(args.repeats))
         rows.append(("plain forward, full depth", full, "1.00 (baseline)"))
         for depth in ("layer1", "layer4"):
-            plain = timed(lambda d=depth: plain_to(model, x, d), args.repeats)
-            probed = timed(lambda d=depth: cnnviz.capture(model, x, d), args.repeats)
-            rows.append((f"plain forward to {depth}", plain, f"{plain / full:.2f} of full"))
-            rows.append(
-                (f"capture {depth} (early exit)", probed,
-                 f"{probed / plain:.3f} x plain to {depth}; {probed / full:.2f} of full")
+            plain, probed, ratio = paired(
+                lambda d=depth: plain_to(model, x, d), lambda d=depth: cnnviz.capture(model, x, [d]), args.repeats
             )
-        plain4 = timed(lambda: plain_to(model, x, "layer4"), args.repeats)
-        probed4 = timed(capture_stages, args.repeats)
-        anchor = timed(fx_stages, args.repeats)
+            rows.append((f"plain forward to {depth}", plain, f"{plain / full:.2f} of full"))
+            rows.append((f"capture {depth} (early exit)", probed, f"{ratio:.3f} x plain to {depth}; {probed / full:.2f} of full"))
+        plain4, probed4, ratio4 = paired(lambda: plain_to(model, x, "layer4"), capture_stages, args.repeats)
+        _, anchor, anchor_ratio = paired(lambda: plain_to(model, x, "layer4"), fx_stages, args.repeats)
+        _, _, versus_fx = paired(fx_stages, capture_stages, args.repeats)
         rows.append(
-            ("capture layer1-4 (4 layers)", probed4,
-             f"{probed4 / plain4:.3f} x plain to layer4; {probed4 / anchor:.3f} x FX extractor")
+            ("capture layer1-4 (4 layers)", probed4, f"{ratio4:.3f} x plain to layer4; {versus_fx:.3f} x FX extractor")
         )
-        rows.append(("FX feature extractor, layer1-4", anchor, f"{anchor / plain4:.3f} x plain to layer4"))
+        rows.append(("FX feature extractor, layer1-4", anchor, f"{anchor_ratio:.3f} x plain to layer4"))
         every = [name for name, _ in model.named_modules() if name]
-        probed_all = timed(lambda: cnnviz.capture(model, x, every), max(1, args.repeats // 2))
-        rows.append(
-            (f"capture every module ({len(every)})", probed_all, f"{probed_all / full:.3f} x full plain forward")
+        _, probed_all, ratio_all = paired(
+            lambda: plain_to(model, x, "full"), lambda: cnnviz.capture(model, x, every), max(1, args.repeats // 2)
         )
+        rows.append((f"capture every module ({len(every)})", probed_all, f"{ratio_all:.3f} x full plain forward"))
     width = max(len(r[0]) for r in rows)
     for name, seconds, ratio in rows:
         print(f"{name:<{width}}  {seconds * 1000:9.1f} ms   {ratio}")

@@ -10,6 +10,7 @@ import sys
 import click
 
 from cnnviz import __version__
+from cnnviz.cli.catalogue import models, predict, samples
 from cnnviz.cli.layers import layers
 from cnnviz.cli.options import flush_notes
 from cnnviz.errors import CnnvizError
@@ -37,6 +38,9 @@ class CnnvizGroup(click.Group):
             if debug:
                 raise
             command = error.ctx.command_path if error.ctx is not None else "cnnviz"
+            if command == "cnnviz":  # an error while the subcommand's own options were parsed
+                named = [a for a in arguments if a in self.commands]
+                command = f"cnnviz {named[0]}" if named else command
             _fail(f"{error.format_message()} (see '{command} --help')", EXIT_USER_ERROR)
         except click.ClickException as error:
             if debug:
@@ -76,9 +80,14 @@ def main(debug: bool) -> None:
     references: features.10 (a module), layer1.0.relu#2 (its second call),
     features.10:5 (channel 5), features.10:5@7,3 (one neuron), logits:281.
 
+    Without --model, commands use the built-in model builtin:photos, which
+    works offline; 'cnnviz models' lists the others.
+
     \b
-    Example:
+    Examples:
+      cnnviz layers
       cnnviz layers --model torchvision:resnet18
+      cnnviz predict --image sample:chelsea
     """
 
 
@@ -88,3 +97,6 @@ def _after_success(*_results, **_options) -> None:
 
 
 main.add_command(layers)
+main.add_command(models)
+main.add_command(predict)
+main.add_command(samples)

@@ -32,7 +32,10 @@ class FloatList(click.ParamType):
 def model_options(command):
     """Add --model, --weights, --trust-pickle, --mean, --std, --input-size and --device."""
     options = [
-        click.option("--model", "-m", "model_spec", required=True, metavar="SPEC", help=MODEL_HELP),
+        click.option(
+            "--model", "-m", "model_spec", default="builtin:photos", show_default=True, metavar="SPEC",
+            help=MODEL_HELP,
+        ),
         click.option(
             "--weights", "-w", metavar="NAME|PATH",
             help="torchvision weights name (DEFAULT, IMAGENET1K_V1) or a state-dict file; "

@@ -13,8 +13,10 @@ even though ``cnnviz/probe.py`` is also the module's name.
 """
 __version__ = "0.1.0"
 
+from cnnviz import images, samples, zoo
 from cnnviz.errors import CnnvizError, CnnvizWarning
 from cnnviz.models import LoadedModel, Preprocessing, load_model, read_state_dict, resolve_device
+from cnnviz.predictions import Prediction, Predictions, predict
 from cnnviz.probe import Probe, capture, model_guard, probe
 from cnnviz.references import LayerRef, layer_ref
 from cnnviz.summary import LayerRow, LayerTable, layer_table
@@ -26,14 +28,20 @@ __all__ = [
     "LayerRow",
     "LayerTable",
     "LoadedModel",
+    "Prediction",
+    "Predictions",
     "Preprocessing",
     "Probe",
     "capture",
+    "images",
     "layer_ref",
     "layer_table",
     "load_model",
     "model_guard",
+    "predict",
     "probe",
     "read_state_dict",
     "resolve_device",
+    "samples",
+    "zoo",
 ]

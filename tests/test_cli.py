@@ -87,7 +87,7 @@ def files(tmp_path):
 @pytest.mark.parametrize(
     ("args", "fragments"),
     [
-        (["layers"], ["Missing option '--model'", "cnnviz layers --help"]),
+        (["layers", "--model"], ["Option '--model' requires an argument", "cnnviz layers --help"]),
         (["layers", "-m", "torchvision:resnt18"], ["did you mean 'resnet18'"]),
         (["layers", "-m", "torchvison:resnet18"], ["did you mean 'torchvision:resnet18'"]),
         (["layers", "-m", "{tmp}/missing.pt"], ["does not exist"]),

@@ -1,0 +1,143 @@
+"""What a model says an image is: the top classes with their probabilities.
+
+Example::
+
+    >>> import cnnviz
+    >>> loaded = cnnviz.load_model("builtin:photos")
+    >>> [best] = cnnviz.predict(loaded, "sample:chelsea", top=3)
+    >>> best.classes[0][1]
+    'chelsea'
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from PIL import Image
+
+from cnnviz.errors import CnnvizError
+from cnnviz.images import image_sources, open_image, prepare
+from cnnviz.models import preprocessing_of, unwrap
+from cnnviz.probe import capture
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """The top classes of one image.
+
+    Attributes:
+        source: where the image came from (a path, ``sample:NAME``, or ``image N``).
+        classes: ``(index, name, probability)`` for the top classes, best first (``name`` is
+            ``None`` when the model has no class names).
+    """
+
+    source: str
+    classes: list[tuple[int, str | None, float]]
+
+    def __str__(self) -> str:
+        ranked = ", ".join(f"{name if name is not None else index} {p:.3f}" for index, name, p in self.classes)
+        return f"{self.source}: {ranked}"
+
+
+@dataclass
+class Predictions:
+    """Predictions for several images, and the files that could not be read."""
+
+    predictions: list[Prediction]
+    skipped: list[str] = field(default_factory=list)
+
+    def __iter__(self):
+        return iter(self.predictions)
+
+    def __len__(self) -> int:
+        return len(self.predictions)
+
+    def __getitem__(self, index: int) -> Prediction:
+        return self.predictions[index]
+
+
+def predict(
+    model,
+    images: str | os.PathLike | Image.Image | torch.Tensor | Iterable,
+    *,
+    top: int = 5,
+    batch_size: int = 32,
+) -> Predictions:
+    """Classify images with a model, using its own preprocessing.
+
+    Args:
+        model: a :class:`cnnviz.LoadedModel` (its preprocessing and class names are used) or a
+            plain module (identity preprocessing unless it declares its own).
+        images: an image spec (file, ``sample:NAME``, folder, ``samples``), a PIL image, a
+            ``C x H x W`` tensor in [0, 1], or a list of any of these.
+        top: how many classes to report per image.
+        batch_size: images per forward pass.
+
+    Returns:
+        :class:`Predictions`: one :class:`Prediction` per image, and the files of a folder that
+        could not be read as images (skipped).
+
+    Raises:
+        CnnvizError: an image named on its own cannot be read, nothing could be read, or the
+            model's output is not one score per class.
+    """
+    if top < 1:
+        raise CnnvizError(f"top must be at least 1, got {top}")
+    _, class_names = unwrap(model)
+    preprocessing = preprocessing_of(model)
+    items = _items(images)
+    batch, sources, predictions, skipped = [], [], [], []
+    for source, item, from_folder in items:
+        try:
+            image = item if isinstance(item, (Image.Image, torch.Tensor)) else open_image(item)
+        except CnnvizError:
+            if not from_folder:
+                raise
+            skipped.append(source)
+            continue
+        batch.append(prepare(image, preprocessing))
+        sources.append(source)
+        if len(batch) == batch_size:
+            predictions += _classify(model, torch.cat(batch), sources, class_names, top)
+            batch, sources = [], []
+    if batch:
+        predictions += _classify(model, torch.cat(batch), sources, class_names, top)
+    if not predictions:
+        raise CnnvizError(f"none of the {len(skipped)} files could be read as an image")
+    return Predictions(predictions, skipped)
+
+
+def _items(images) -> list[tuple[str, object, bool]]:
+    """(source name, image or spec, whether it came from expanding a folder)."""
+    if isinstance(images, (Image.Image, torch.Tensor)):
+        return [("image 0", images, False)]
+    if isinstance(images, (str, os.PathLike)):
+        sources = image_sources(images)
+        expanded = os.path.isdir(str(images))
+        return [(source, source, expanded) for source in sources]
+    if not isinstance(images, Sequence) and not isinstance(images, Iterable):
+        raise CnnvizError(f"expected images, an image spec or a list of them, got {type(images).__name__}")
+    items = []
+    for position, item in enumerate(images):
+        if isinstance(item, (Image.Image, torch.Tensor)):
+            items.append((f"image {position}", item, False))
+        else:
+            items += _items(item)
+    return items
+
+
+def _classify(model, inputs: torch.Tensor, sources: Sequence[str], class_names, top: int) -> list[Prediction]:
+    logits = capture(model, inputs, ["logits"])["logits"]
+    if logits.dim() != 2:
+        raise CnnvizError(
+            f"the model's output has shape {tuple(logits.shape)}, not one score per class (N x K)"
+        )
+    probabilities = logits.float().softmax(dim=1).cpu()
+    values, indices = probabilities.topk(min(top, probabilities.shape[1]), dim=1)
+    names = class_names if class_names and len(class_names) == probabilities.shape[1] else None
+    return [
+        Prediction(source, [(int(i), names[int(i)] if names else None, float(v)) for v, i in zip(row_values, row_indices)])
+        for source, row_values, row_indices in zip(sources, values, indices)
+    ]
