@@ -19,10 +19,16 @@ def models(as_json: bool) -> None:
       cnnviz models --json
     """
     from cnnviz import zoo
+    from cnnviz.cli.options import note
+    from cnnviz.errors import CnnvizError
 
     rows = []
     for name in zoo.names():
-        meta = zoo.info(name)
+        try:
+            meta = zoo.info(name)
+        except CnnvizError as error:
+            note(str(error))
+            continue
         rows.append({
             "spec": f"builtin:{name}",
             "default": name == zoo.DEFAULT,

@@ -5,15 +5,17 @@ anything else is a bug: one line and exit code 1, with the traceback under ``--d
 """
 from __future__ import annotations
 
+import contextlib
 import sys
+import warnings
 
 import click
 
 from cnnviz import __version__
 from cnnviz.cli.catalogue import models, predict, samples
 from cnnviz.cli.layers import layers
-from cnnviz.cli.options import flush_notes
-from cnnviz.errors import CnnvizError
+from cnnviz.cli.options import flush_notes, note
+from cnnviz.errors import CnnvizError, CnnvizWarning
 
 EXIT_USER_ERROR = 2
 EXIT_INTERNAL_ERROR = 1
@@ -28,7 +30,8 @@ class CnnvizGroup(click.Group):
         arguments = list(sys.argv[1:] if args is None else args)
         debug = "--debug" in arguments
         try:
-            super().main(arguments, prog_name="cnnviz", standalone_mode=False, **kwargs)
+            with _warnings_as_notes():
+                super().main(arguments, prog_name="cnnviz", standalone_mode=False, **kwargs)
         except click.exceptions.NoArgsIsHelpError as error:
             click.echo(error.ctx.get_help())
             sys.exit(0)
@@ -62,6 +65,23 @@ class CnnvizGroup(click.Group):
                 EXIT_INTERNAL_ERROR,
             )
         sys.exit(0)
+
+
+@contextlib.contextmanager
+def _warnings_as_notes():
+    """cnnviz's own warnings (random weights, assumed preprocessing, huge images) become notes."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", CnnvizWarning)
+        original = warnings.showwarning
+
+        def show(message, category, filename, lineno, file=None, line=None):
+            if issubclass(category, CnnvizWarning):
+                note(str(message))
+            else:
+                original(message, category, filename, lineno, file, line)
+
+        warnings.showwarning = show
+        yield
 
 
 def _fail(message: str, code: int) -> None:

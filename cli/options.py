@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import functools
-import warnings
 
 import click
 
@@ -68,20 +67,13 @@ def model_options(command):
 
 
 def load_for_cli(spec, weights, trusted, mean, std, input_size, device):
-    """Load a model, printing the library's warnings as notes on stderr."""
+    """Load a model; the library's warnings become notes (see cnnviz.cli.main)."""
     import cnnviz
 
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", cnnviz.CnnvizWarning)
-        loaded = cnnviz.load_model(
-            spec, weights, trusted=trusted, mean=mean, std=std,
-            input_size=tuple(input_size) if input_size else None, device=device,
-        )
-    for warning in caught:
-        if issubclass(warning.category, cnnviz.CnnvizWarning):
-            note(str(warning.message))
-        else:
-            warnings.showwarning(warning.message, warning.category, warning.filename, warning.lineno)
+    loaded = cnnviz.load_model(
+        spec, weights, trusted=trusted, mean=mean, std=std,
+        input_size=tuple(input_size) if input_size else None, device=device,
+    )
     if not loaded.preprocessing.known:
         note(
             f"the preprocessing of {loaded.spec} is unknown; assuming {loaded.preprocessing.describe()}. "

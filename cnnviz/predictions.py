@@ -110,14 +110,12 @@ def predict(
 
 
 def _items(images) -> list[tuple[str, object, bool]]:
-    """(source name, image or spec, whether it came from expanding a folder)."""
+    """(source name, image or spec, whether it came from listing a folder)."""
     if isinstance(images, (Image.Image, torch.Tensor)):
         return [("image 0", images, False)]
     if isinstance(images, (str, os.PathLike)):
-        sources = image_sources(images)
-        expanded = os.path.isdir(str(images))
-        return [(source, source, expanded) for source in sources]
-    if not isinstance(images, Sequence) and not isinstance(images, Iterable):
+        return [(source.spec, source.spec, source.from_folder) for source in image_sources(images)]
+    if not isinstance(images, Iterable):
         raise CnnvizError(f"expected images, an image spec or a list of them, got {type(images).__name__}")
     items = []
     for position, item in enumerate(images):
@@ -125,6 +123,8 @@ def _items(images) -> list[tuple[str, object, bool]]:
             items.append((f"image {position}", item, False))
         else:
             items += _items(item)
+    if not items:
+        raise CnnvizError("no images given")
     return items
 
 
@@ -134,7 +134,9 @@ def _classify(model, inputs: torch.Tensor, sources: Sequence[str], class_names, 
         raise CnnvizError(
             f"the model's output has shape {tuple(logits.shape)}, not one score per class (N x K)"
         )
-    probabilities = logits.float().softmax(dim=1).cpu()
+    # One output is a binary classifier's logit (its sigmoid); several are scores (softmax).
+    probabilities = logits.float().sigmoid() if logits.shape[1] == 1 else logits.float().softmax(dim=1)
+    probabilities = probabilities.cpu()
     values, indices = probabilities.topk(min(top, probabilities.shape[1]), dim=1)
     names = class_names if class_names and len(class_names) == probabilities.shape[1] else None
     return [

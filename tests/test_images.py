@@ -1,6 +1,8 @@
 """Sample photographs, image specs, preparing images for a model, and predictions."""
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -28,15 +30,17 @@ def test_every_sample_is_the_real_photograph():
 
 
 def test_image_specs(tmp_path):
-    assert images.image_sources("samples") == [f"sample:{n}" for n in samples.names()]
-    assert images.image_sources("sample:coffee") == ["sample:coffee"]
+    assert [s.spec for s in images.image_sources("samples")] == [f"sample:{n}" for n in samples.names()]
+    assert [s.spec for s in images.image_sources("sample:coffee")] == ["sample:coffee"]
     folder = tmp_path / "photos"
     (folder / "nested").mkdir(parents=True)
     (folder / ".hidden").mkdir()
     Image.new("RGB", (8, 6), (255, 0, 0)).save(folder / "b.png")
     Image.new("L", (5, 5)).save(folder / "nested" / "a.jpg")
     Image.new("L", (5, 5)).save(folder / ".hidden" / "c.png")
-    assert images.image_sources(folder) == [str(folder / "b.png"), str(folder / "nested" / "a.jpg")]
+    found = images.image_sources(folder)
+    assert [s.spec for s in found] == [str(folder / "b.png"), str(folder / "nested" / "a.jpg")]
+    assert all(s.from_folder for s in found)
     assert images.open_image(folder / "b.png").size == (8, 6)
     (tmp_path / "empty").mkdir()
     for spec, message in [
@@ -65,10 +69,8 @@ def test_prepare_converts_any_mode_and_size_with_the_models_preprocessing():
     assert images.prepare(red, grey).shape == (1, 1, 16, 16)
     assert torch.allclose(images.prepare(Image.new("L", (20, 30), 255), rgb)[0, :, 5, 5], torch.ones(3))
     rgba = Image.new("RGBA", (20, 20), (0, 0, 255, 128))
-    assert torch.allclose(images.prepare(rgba, rgb)[0, :, 3, 3], torch.tensor([-1.0, -1.0, 1.0]))
-    deep = Image.fromarray(np.linspace(0, 65535, 400).reshape(20, 20).astype(np.uint16))
-    prepared = images.prepare(deep, grey)
-    assert prepared.min() < -1.5 and prepared.max() > 1.5  # the 16-bit range is kept, not clipped
+    # half-transparent blue over white
+    assert torch.allclose(images.prepare(rgba, rgb)[0, :, 3, 3], torch.tensor([0.0, 0.0, 1.0]), atol=0.01)
     assert images.prepare(torch.rand(1, 40, 40), rgb).shape == (1, 3, 32, 48)
     with pytest.raises(CnnvizError, match="the model takes 4 input channels"):
         images.prepare(red, cnnviz.Preprocessing(mean=(0,) * 4, std=(1,) * 4))
@@ -115,3 +117,114 @@ def test_cli_predict_samples_and_errors(tmp_path):
         result = runner.invoke(main, args)
         assert result.exit_code == 2 and result.stdout == ""
         assert len(result.stderr.splitlines()) == 1 and fragment in result.stderr, result.stderr
+
+
+def grey_level(image: Image.Image) -> float:
+    """The mean of an image prepared for a 1-channel model with mean 0 and std 1: its level in [0, 1]."""
+    identity = cnnviz.Preprocessing(mean=(0.0,), std=(1.0,), input_size=(8, 8), known=True)
+    return float(images.prepare(image, identity).mean())
+
+
+def test_high_bit_depth_images_keep_their_absolute_level():
+    white = Image.fromarray(np.full((10, 10), 65535, dtype=np.uint16))
+    dark = Image.fromarray(np.linspace(0, 1000, 100).reshape(10, 10).astype(np.uint16))
+    assert white.mode.startswith("I;16") and grey_level(white) == pytest.approx(1.0)
+    assert grey_level(dark) == pytest.approx(500 / 65535, abs=2e-3)
+    assert grey_level(Image.fromarray(np.full((10, 10), 0.25, dtype=np.float32))) == pytest.approx(0.25)
+    assert grey_level(Image.fromarray(np.full((10, 10), 200, dtype=np.int32))) == pytest.approx(200 / 255)
+
+
+def test_tensor_images_uint8_and_ranges():
+    identity = cnnviz.Preprocessing(mean=(0.0,) * 3, std=(1.0,) * 3, input_size=(4, 4), known=True)
+    grey = torch.full((3, 4, 4), 128, dtype=torch.uint8)
+    assert float(images.prepare(grey, identity).mean()) == pytest.approx(128 / 255)
+    with pytest.raises(CnnvizError, match=r"values from -2.*give images in \[0, 1\]"):
+        images.prepare(torch.full((3, 4, 4), -2.0), identity)
+    with pytest.raises(CnnvizError, match="float in \\[0, 1\\] or uint8"):
+        images.prepare(torch.ones(3, 4, 4, dtype=torch.int64), identity)
+
+
+def test_modes_transparency_palette_cmyk_and_bilevel():
+    rgb = cnnviz.Preprocessing(mean=(0.0,) * 3, std=(1.0,) * 3, input_size=(4, 4), known=True)
+
+    def colour(image):
+        return images.prepare(image, rgb)[0, :, 2, 2].tolist()
+
+    assert colour(Image.new("RGBA", (8, 8), (0, 0, 0, 0))) == pytest.approx([1, 1, 1])  # transparent: white
+    assert colour(Image.new("LA", (8, 8), (0, 255))) == pytest.approx([0, 0, 0])
+    palette = Image.new("P", (8, 8), 1)
+    palette.putpalette([0, 0, 0, 0, 255, 0] + [0] * 762)
+    assert colour(palette) == pytest.approx([0, 1, 0])
+    assert colour(Image.new("CMYK", (8, 8), (0, 255, 255, 0))) == pytest.approx([1, 0, 0])
+    assert colour(Image.new("1", (8, 8), 1)) == pytest.approx([1, 1, 1])
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    wide = Image.new("RGB", (40, 20), (10, 20, 30))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees when shown
+    wide.save(tmp_path / "phone.jpg", exif=exif)
+    assert images.open_image(tmp_path / "phone.jpg").size == (20, 40)
+
+
+def test_truncated_and_odd_paths(tmp_path, monkeypatch):
+    samples.image("chelsea").save(tmp_path / "cat.png")
+    data_bytes = (tmp_path / "cat.png").read_bytes()
+    (tmp_path / "half.png").write_bytes(data_bytes[: len(data_bytes) // 2])
+    with pytest.raises(CnnvizError, match="cannot read .*half.png"):
+        images.open_image(tmp_path / "half.png")
+    with pytest.raises(CnnvizError, match="empty image spec"):
+        images.image_sources("")
+    if os.path.exists("/dev/null"):
+        with pytest.raises(CnnvizError, match="neither a file nor a folder"):
+            images.image_sources("/dev/null")
+    # ~ is the user's home, for folders as for files.
+    home = tmp_path / "home"
+    (home / "pictures").mkdir(parents=True)
+    samples.image("coffee").save(home / "pictures" / "cup.png")
+    (home / "pictures" / "notes.txt").write_text("not an image")
+    monkeypatch.setenv("HOME", str(home))
+    result = cnnviz.predict(cnnviz.load_model("builtin:photos"), "~/pictures", top=1)
+    assert [p.classes[0][1] for p in result] == ["coffee"] and len(result.skipped) == 1
+
+
+def test_symbolic_links_are_followed_once(tmp_path):
+    real = tmp_path / "real"
+    real.mkdir()
+    Image.new("L", (4, 4)).save(real / "a.png")
+    folder = tmp_path / "linked"
+    folder.mkdir()
+    (folder / "classes").symlink_to(real, target_is_directory=True)
+    (real / "loop").symlink_to(real, target_is_directory=True)
+    assert [s.spec for s in images.image_sources(folder)] == [str(folder / "classes" / "a.png")]
+
+
+def test_a_samples_folder_wins_over_the_sample_photographs(tmp_path, monkeypatch):
+    (tmp_path / "samples").mkdir()
+    Image.new("L", (4, 4)).save(tmp_path / "samples" / "mine.png")
+    monkeypatch.chdir(tmp_path)
+    with pytest.warns(cnnviz.CnnvizWarning, match="sample:\\*"):
+        sources = images.image_sources("samples")
+    assert [s.spec for s in sources] == [os.path.join("samples", "mine.png")]
+    assert len(images.image_sources("sample:*")) == len(samples.names())
+
+
+def test_very_large_images_are_reduced_before_conversion():
+    gradient = np.tile(np.linspace(0, 255, 4000).astype(np.uint8), (3000, 1))
+    big = Image.fromarray(gradient)
+    reduced = images._reduced(big, 64)
+    assert reduced.size == (-(-4000 // 23), -(-3000 // 23))  # a whole factor of 3000 // 128, rounded up
+    small = Image.fromarray(gradient[::30, ::30])
+    preprocessing = cnnviz.Preprocessing(mean=(0.0,), std=(1.0,), input_size=(64, 64), known=True)
+    torch.testing.assert_close(images.prepare(big, preprocessing), images.prepare(small, preprocessing), atol=0.02, rtol=0)
+
+
+def test_single_output_models_give_a_sigmoid_probability():
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 1, 1), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+    with torch.no_grad():
+        model[0].weight.fill_(0.0)
+        model[0].bias.fill_(2.0)
+    [prediction] = cnnviz.predict(model, "sample:coffee")
+    assert prediction.classes == [(0, None, pytest.approx(float(torch.sigmoid(torch.tensor(2.0)))))]
+    with pytest.raises(CnnvizError, match="no images given"):
+        cnnviz.predict(model, [])

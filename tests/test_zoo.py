@@ -94,9 +94,22 @@ def test_installed_package_finds_its_weights():
     assert {entry.name for entry in weights.iterdir() if entry.name.endswith(".pt")} >= {"patterns.pt", "photos.pt"}
 
 
-def test_unknown_builtin_names():
+def test_unknown_builtin_names_and_damaged_files(tmp_path):
     with pytest.raises(CnnvizError, match="no built-in model 'photo'; did you mean 'photos'"):
         cnnviz.load_model("builtin:photo")
+    with pytest.raises(CnnvizError, match="no built-in model 'nope'"):
+        zoo.info("nope")
+    damaged = tmp_path / "photos.pt"
+    damaged.write_bytes(zoo.weights_path("photos").read_bytes()[:1000])
+    with pytest.raises(CnnvizError, match="is damaged .*reinstall cnnviz"):
+        zoo.read_weights_file(damaged, "photos")
+    with pytest.raises(CnnvizError, match="missing from this installation"):
+        zoo.read_weights_file(tmp_path / "none.pt", "photos")
+
+
+def test_metadata_is_a_copy():
+    zoo.info("photos")["classes"].append("not a class")
+    assert len(cnnviz.load_model("builtin:photos").class_names) == len(photos.CLASSES)
 
 
 def test_cli_default_model_and_models_listing():

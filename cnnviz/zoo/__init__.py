@@ -16,6 +16,7 @@ Example::
 """
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
@@ -113,8 +114,11 @@ def load(name: str):
 
 
 def info(name: str) -> dict:
-    """The metadata stored with a built-in model: classes, preprocessing, held-out accuracy, ..."""
-    return dict(_read(name)["meta"])
+    """The metadata stored with a built-in model: classes, preprocessing, held-out accuracy, the
+    training recipe (a copy: changing it changes nothing)."""
+    if name not in BUILTIN:
+        raise CnnvizError(f"no built-in model {name!r}; {did_you_mean(name, names())}")
+    return copy.deepcopy(_read(name)["meta"])
 
 
 def validation_data(name: str, seed: int, per_class: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -142,20 +146,33 @@ def evaluate(model, name: str, meta: dict, seed: int, per_class: int | None = No
 
 @lru_cache(maxsize=None)
 def _read(name: str) -> dict:
-    path = weights_path(name)
+    return read_weights_file(weights_path(name), name)
+
+
+def read_weights_file(path: Path, name: str) -> dict:
+    """``{"state_dict": ..., "meta": ...}`` from a built-in model's file, read with
+    ``weights_only=True``; a missing or damaged file is a :class:`cnnviz.CnnvizError`."""
     if not path.is_file():
         raise CnnvizError(
             f"the weights of builtin:{name} are missing from this installation ({path}); "
             "reinstall cnnviz, or retrain them with python -m cnnviz.zoo.train " + name
         )
-    return torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        content = torch.load(path, map_location="cpu", weights_only=True)
+        content["state_dict"], content["meta"]["classes"]  # noqa: B018 - the shape of the file
+    except Exception as error:
+        raise CnnvizError(
+            f"the weights file of builtin:{name} ({path}) is damaged ({type(error).__name__}); "
+            "reinstall cnnviz, or retrain it with python -m cnnviz.zoo.train " + name
+        ) from None
+    return content
 
 
 def _load(name: str):
     from cnnviz.models import LoadedModel, Preprocessing
 
     content = _read(name)
-    meta = content["meta"]
+    meta = copy.deepcopy(content["meta"])
     model = BUILTIN[name].architecture(len(meta["classes"]))
     model.load_state_dict(content["state_dict"])
     preprocessing = Preprocessing(

@@ -3,7 +3,8 @@
 The class of a crop is the photograph it comes from, named exactly as its scikit-image function.
 Each photograph is split along its longer side: training crops come from the first 75%, validation
 crops from the last 25%, so a validation crop never overlaps anything the model was trained on.
-Greyscale photographs are repeated into three channels.
+Both splits draw crops of the same sizes (10-25% of the photograph's shorter side); training adds
+wider views of its part. Greyscale photographs are repeated into three channels.
 
 Example::
 
@@ -40,13 +41,16 @@ def region(name: str, split: str) -> torch.Tensor:
 
 
 def crops(
-    count: int, *, split: str, seed: int, size: int = SIZE, augment: bool = False
+    count: int, *, split: str, seed: int, size: int = SIZE, augment: bool = False, context: float = 0.0
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``count`` random square crops with balanced classes, resized to ``size``.
 
-    Crop sides are drawn between 20% and 100% of the shorter side of the photograph's region, at
-    a uniformly random position inside it. ``augment`` adds horizontal flips and a little
-    brightness and contrast jitter (for training).
+    Crop sides are drawn between 10% and 25% of the photograph's shorter side, at a uniformly
+    random position inside the split's part: every such crop fits in either part, so both splits
+    see the same scales. With ``context`` > 0 (training), that fraction of the crops instead spans
+    25% to 100% of the part's shorter side, so whole views of a photograph are learned too; they
+    are never part of the held-out measure. ``augment`` adds horizontal flips and a little
+    brightness and contrast jitter.
 
     Returns:
         ``images`` (``count x 3 x size x size`` in [0, 1]) and ``labels`` (``count``, indices into
@@ -59,11 +63,15 @@ def crops(
     images = torch.empty(count, 3, size, size)
     for label in labels.unique().tolist():
         where = (labels == label).nonzero().flatten()
-        source = region(CLASSES[label], split)
+        name = CLASSES[label]
+        source = region(name, split)
         height, width = source.shape[1:]
-        shorter = min(height, width)
+        part_shorter = min(height, width)
+        photo_shorter = min(_photo_size(name))
         n = len(where)
-        side = shorter * (0.2 + 0.8 * torch.rand(n, generator=generator))
+        local = photo_shorter * (0.10 + 0.15 * torch.rand(n, generator=generator))
+        wide = part_shorter * (0.25 + 0.75 * torch.rand(n, generator=generator))
+        side = torch.where(torch.rand(n, generator=generator) < context, wide, local).clamp(max=part_shorter)
         left = torch.rand(n, generator=generator) * (width - side)
         top = torch.rand(n, generator=generator) * (height - side)
         boxes = torch.stack([torch.zeros(n), left, top, left + side, top + side], dim=1)
@@ -77,6 +85,11 @@ def crops(
         mean = images.mean(dim=(1, 2, 3), keepdim=True)
         images = (images - mean) * contrast + mean + brightness
     return images.clamp(0, 1), labels
+
+
+@lru_cache(maxsize=None)
+def _photo_size(name: str) -> tuple[int, int]:
+    return tuple(samples.array(name).shape[:2])
 
 
 def channel_statistics() -> tuple[tuple[float, ...], tuple[float, ...]]:

@@ -26,12 +26,23 @@ from torch.nn import functional as F
 from cnnviz.zoo import BUILTIN, evaluate, patterns, photos, weights_path
 
 VALIDATION_SEED = 1_000_003
+#: Training batches use seeds from 2**32 up, so no training seed can equal a validation or test
+#: seed (those stay below 2**32).
+TRAINING_SEEDS = 2**32
+CONTEXT = 0.3  # share of wide views among the photos model's training crops
+WEIGHT_DECAY = 5e-4
+LABEL_SMOOTHING = 0.05
+WARMUP_STEPS = 100
+
+
+def batch_seed(seed: int, step: int) -> int:
+    return TRAINING_SEEDS + seed * 1_000_000 + step
 
 
 def batches(name: str, batch: int, seed: int, step: int) -> tuple[torch.Tensor, torch.Tensor]:
     if name == "patterns":
-        return patterns.generate(batch, seed=seed * 100_000 + step)
-    return photos.crops(batch, split="train", seed=seed * 100_000 + step, augment=True)
+        return patterns.generate(batch, seed=batch_seed(seed, step))
+    return photos.crops(batch, split="train", seed=batch_seed(seed, step), augment=True, context=CONTEXT)
 
 
 def train(name: str, steps: int, batch: int, seed: int, learning_rate: float) -> dict:
@@ -41,14 +52,14 @@ def train(name: str, steps: int, batch: int, seed: int, learning_rate: float) ->
     mean, std = spec.statistics()
     shift = torch.tensor(mean).reshape(1, 3, 1, 1)
     scale = torch.tensor(std).reshape(1, 3, 1, 1)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=5e-4)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=WEIGHT_DECAY)
     start = time.time()
     model.train()
     for step in range(steps):
         for group in optimizer.param_groups:  # warm-up, then cosine decay
-            group["lr"] = learning_rate * min(1.0, (step + 1) / 100) * 0.5 * (1 + math.cos(math.pi * step / steps))
+            group["lr"] = learning_rate * min(1.0, (step + 1) / WARMUP_STEPS) * 0.5 * (1 + math.cos(math.pi * step / steps))
         images, labels = batches(name, batch, seed, step)
-        loss = F.cross_entropy(model((images - shift) / scale), labels, label_smoothing=0.05)
+        loss = F.cross_entropy(model((images - shift) / scale), labels, label_smoothing=LABEL_SMOOTHING)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -57,8 +68,17 @@ def train(name: str, steps: int, batch: int, seed: int, learning_rate: float) ->
     model.eval()
     seconds = time.time() - start
     meta = spec.metadata(mean, std)
-    meta.update(steps=steps, batch=batch, seed=seed, training_seconds=round(seconds),
-                torch_version=str(torch.__version__))
+    meta.update(
+        steps=steps, batch=batch, seed=seed, training_seconds=round(seconds), torch_version=str(torch.__version__),
+        recipe={
+            "optimizer": "AdamW", "learning_rate": learning_rate, "weight_decay": WEIGHT_DECAY,
+            "schedule": f"linear warm-up over {WARMUP_STEPS} steps, then cosine to 0",
+            "label_smoothing": LABEL_SMOOTHING, "batch_seeds": f"2**32 + seed * 1e6 + step",
+            "photos_crops": f"10-25% of the photograph's shorter side, {CONTEXT:.0%} wide views, flips, "
+                            "brightness and contrast jitter" if name == "photos" else None,
+            "validation_seed": VALIDATION_SEED,
+        },
+    )
     accuracy = evaluate(model, name, meta, seed=VALIDATION_SEED)
     meta["held_out_accuracy"] = round(accuracy, 4)
     meta["held_out"] = spec.held_out_description
