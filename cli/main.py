@@ -13,6 +13,7 @@ import click
 
 from cnnviz import __version__
 from cnnviz.cli.catalogue import models, predict, samples
+from cnnviz.cli.inspect import activations, kernels, stats
 from cnnviz.cli.layers import layers
 from cnnviz.cli.options import flush_notes, note
 from cnnviz.errors import CnnvizError, CnnvizWarning
@@ -117,6 +118,9 @@ def _after_success(*_results, **_options) -> None:
 
 
 main.add_command(layers)
+main.add_command(kernels)
+main.add_command(activations)
+main.add_command(stats)
 main.add_command(models)
 main.add_command(predict)
 main.add_command(samples)

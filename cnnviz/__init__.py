@@ -13,35 +13,49 @@ even though ``cnnviz/probe.py`` is also the module's name.
 """
 __version__ = "0.1.0"
 
-from cnnviz import images, samples, zoo
+from cnnviz import images, output, plots, samples, zoo
+from cnnviz.activations import Activations, LayerActivations, activations
 from cnnviz.errors import CnnvizError, CnnvizWarning
+from cnnviz.kernels import Kernels, convolutions, kernels
 from cnnviz.models import LoadedModel, Preprocessing, load_model, read_state_dict, resolve_device
 from cnnviz.predictions import Prediction, Predictions, predict
 from cnnviz.probe import Probe, capture, model_guard, probe
 from cnnviz.references import LayerRef, layer_ref
+from cnnviz.statistics import LayerStatistics, Statistics, statistics
 from cnnviz.summary import LayerRow, LayerTable, layer_table
 
 __all__ = [
+    "Activations",
     "CnnvizError",
     "CnnvizWarning",
+    "Kernels",
+    "LayerActivations",
     "LayerRef",
     "LayerRow",
+    "LayerStatistics",
     "LayerTable",
     "LoadedModel",
     "Prediction",
     "Predictions",
     "Preprocessing",
     "Probe",
+    "Statistics",
+    "activations",
     "capture",
+    "convolutions",
     "images",
+    "kernels",
     "layer_ref",
     "layer_table",
     "load_model",
     "model_guard",
+    "output",
+    "plots",
     "predict",
     "probe",
     "read_state_dict",
     "resolve_device",
     "samples",
+    "statistics",
     "zoo",
 ]

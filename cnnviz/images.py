@@ -179,6 +179,18 @@ def prepare(image: Image.Image | torch.Tensor, preprocessing: Preprocessing) -> 
     return preprocessing.normalize(pixels.clamp(0, 1)).unsqueeze(0)
 
 
+def display_image(inputs: torch.Tensor, preprocessing: Preprocessing) -> torch.Tensor:
+    """A model input (``C x H x W``, normalised) as the image it shows: de-normalised, clipped to
+    [0, 1], on the CPU, RGB (``3 x H x W``; a greyscale input is repeated into three channels,
+    any other channel count keeps its first three)."""
+    pixels = preprocessing.denormalize(inputs.detach().float().cpu()).clamp(0, 1)
+    if pixels.shape[0] == 1:
+        return pixels.expand(3, -1, -1).clone()
+    if pixels.shape[0] != 3:
+        return pixels[:3].clone() if pixels.shape[0] > 3 else torch.cat([pixels, pixels[-1:].expand(3 - pixels.shape[0], -1, -1)])
+    return pixels
+
+
 def to_tensor(image: Image.Image | torch.Tensor, channels: int) -> torch.Tensor:
     """``C x H x W`` float tensor in [0, 1] with ``channels`` channels (1 or 3 for PIL images).
 

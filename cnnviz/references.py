@@ -302,3 +302,41 @@ def _checked(ref: LayerRef, class_names) -> LayerRef:
 
 def _size_text(spatial: tuple[int, ...]) -> str:
     return "x".join(str(s) for s in spatial)
+
+
+def channel_list(spec, count: int, what: str = "channel") -> list[int]:
+    """Channel indices from a spec: ``"all"``, ``"0-15"``, ``"3,5,9-11"``, an int or a list of ints.
+
+    Raises:
+        CnnvizError: malformed spec, or an index outside ``0 .. count-1`` (the message gives the range).
+    """
+    if spec is None or (isinstance(spec, str) and spec.strip().lower() == "all"):
+        return list(range(count))
+    if isinstance(spec, int):
+        spec = [spec]
+    if isinstance(spec, str):
+        indices: list[int] = []
+        for part in spec.split(","):
+            part = part.strip()
+            low, dash, high = part.partition("-")
+            if not low.isdecimal() or not low.isascii() or (dash and (not high.isdecimal() or not high.isascii())):
+                raise CnnvizError(
+                    f"{what}s {spec!r} must be 'all', numbers and ranges such as '0-15' or '3,5,9-11'"
+                )
+            first, last = int(low), int(high) if dash else int(low)
+            if last < first:
+                raise CnnvizError(f"the range {part!r} runs backwards; write {last}-{first}")
+            indices.extend(range(first, last + 1))
+    else:
+        try:
+            indices = [int(i) for i in spec]
+        except (TypeError, ValueError):
+            raise CnnvizError(f"{what}s must be 'all', a range such as '0-15' or a list of numbers") from None
+    outside = [i for i in indices if not 0 <= i < count]
+    if outside:
+        raise CnnvizError(
+            f"{what} {outside[0]} is out of range: there are {count} {what}s (valid: 0-{count - 1})"
+        )
+    if not indices:
+        raise CnnvizError(f"no {what}s chosen")
+    return list(dict.fromkeys(indices))

@@ -1,0 +1,161 @@
+"""``cnnviz kernels``, ``cnnviz activations`` and ``cnnviz stats``: look inside a model."""
+from __future__ import annotations
+
+import click
+
+from cnnviz.cli.options import model_options, note
+
+OUTPUT_HELP = "Folder for the PNG figures and the JSON summary (created if missing)."
+
+
+def _output_option(command):
+    return click.option("--output", "-o", default="cnnviz-output", show_default=True, metavar="DIR",
+                        help=OUTPUT_HELP)(command)
+
+
+def _wrote(paths) -> None:
+    for path in paths:
+        click.echo(f"wrote {path}")
+
+
+@click.command()
+@model_options
+@click.option("--layer", "-l", "layers", multiple=True, metavar="REF",
+              help="A convolution (repeatable); default the model's first convolution.")
+@click.option("--channels", "-c", metavar="SPEC", help="Output channels: 0-15, 3,5,9, all (default: the first 64).")
+@click.option("--inputs", metavar="SPEC", help="Input channels for the pairs view (default: the first 16).")
+@click.option("--view", type=click.Choice(["auto", "colour", "pairs", "outputs"]), default="auto", show_default=True,
+              help="colour images, (output, input) pairs, or one map per output channel.")
+@click.option("--scope", type=click.Choice(["kernel", "layer", "global"]), default="layer", show_default=True,
+              help="What the largest |weight| that sets the colour scale is taken over.")
+@_output_option
+def kernels(loaded, layers, channels, inputs, view, scope, output) -> None:
+    """Draw the kernels (weights) of convolutions.
+
+    A first-layer kernel over RGB input is drawn as a colour image (mid-grey is
+    zero); deeper kernels as a grid of (output, input) weight maps on a colour
+    scale centred on zero, with a colour bar in raw units.
+
+    \b
+    Examples:
+      cnnviz kernels --layer features.0
+      cnnviz kernels --layer features.10 --channels 0-7 --scope kernel -o out
+      cnnviz kernels --model torchvision:alexnet --weights DEFAULT --layer features.0
+    """
+    import cnnviz
+    from cnnviz import output as files
+
+    names = list(layers) or cnnviz.convolutions(loaded)[:1]
+    if not names:
+        raise cnnviz.CnnvizError(f"{loaded.spec} has no convolutions")
+    results = [cnnviz.kernels(loaded, name, channels=channels, inputs=inputs, view=view) for name in names]
+    folder = files.output_folder(output)
+    written = []
+    for name, result in zip(names, results):
+        for message in result.notes:
+            note(f"{name}: {message}")
+        stem = folder / f"kernels_{files.safe_name(name)}"
+        written.append(files.save_figure(cnnviz.plots.plot_kernels(result, scope), f"{stem}.png"))
+        written.append(files.write_json(f"{stem}.json", {**result.summary(), "scope": scope, "model": loaded.spec}))
+    _wrote(written)
+
+
+@click.command()
+@model_options
+@click.option("--image", "-i", required=True, metavar="IMG", help="An image file or sample:NAME.")
+@click.option("--layer", "-l", "layers", multiple=True, required=True, metavar="REF", help="A layer (repeatable).")
+@click.option("--top", "-k", type=click.IntRange(min=1), default=32, show_default=True,
+              help="Show this many channels per layer, by mean activation.")
+@click.option("--order", type=click.Choice(["mean", "index"]), default="mean", show_default=True,
+              help="Show channels by mean activation (highest first) or by index.")
+@click.option("--channels", "-c", metavar="SPEC", help="Show these channels instead (0-15, 3,5, all).")
+@click.option("--scope", type=click.Choice(["map", "layer", "global"]), default="layer", show_default=True,
+              help="Colour scale per map, per layer, or over all the layers asked.")
+@click.option("--overlay", is_flag=True, help="Draw the maps over the input image.")
+@_output_option
+def activations(loaded, image, layers, top, order, channels, scope, overlay, output) -> None:
+    """Draw the feature maps of one image at one or more layers.
+
+    The image (any size and mode) is prepared with the model's preprocessing.
+    Each map is titled with its channel and raw range; the input as the model
+    saw it is saved as input.png.
+
+    \b
+    Examples:
+      cnnviz activations --image sample:chelsea --layer features.2 --layer features.12
+      cnnviz activations -i photo.jpg -l features.12 --top 16 --overlay --scope map -o out
+    """
+    import cnnviz
+    from cnnviz import output as files
+
+    result = cnnviz.activations(loaded, image, list(layers), top=top, order=order, channels=channels)
+    folder = files.output_folder(output)
+    written = [files.save_figure(_input_figure(result), folder / "input.png")]
+    for name in result.layers:
+        figure = cnnviz.plots.plot_activations(result, name, scope=scope, overlay=overlay)
+        written.append(files.save_figure(figure, folder / f"activations_{files.safe_name(name)}.png"))
+    summary = {**result.summary(), "model": loaded.spec, "scope": scope, "overlay": overlay}
+    written.append(files.write_json(folder / "activations.json", summary))
+    _wrote(written)
+
+
+def _input_figure(result):
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(3, 3.2), layout="constrained")
+    axis = figure.subplots()
+    axis.imshow(result.image.permute(1, 2, 0).numpy(), interpolation="nearest")
+    axis.set_axis_off()
+    height, width = result.image.shape[1:]
+    axis.set_title(f"{result.source} as the model sees it ({height}x{width})", fontsize=8)
+    return figure
+
+
+@click.command()
+@model_options
+@click.option("--images", "-i", required=True, metavar="DIR|samples",
+              help="A folder of images (recursive), samples, or one image.")
+@click.option("--layer", "-l", "layers", multiple=True, required=True, metavar="REF", help="A layer (repeatable).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
+@click.option("--top-k", type=click.IntRange(min=1), default=8, show_default=True, help="Exemplars per channel.")
+@click.option("--bins", type=click.IntRange(min=4), default=128, show_default=True, help="Histogram bins (a multiple of 4).")
+@_output_option
+def stats(loaded, images, layers, batch_size, top_k, bins, output) -> None:
+    """Statistics of activations over a population of images, streamed.
+
+    Per channel: mean, std, min, max, fraction positive and near zero, dead
+    units, histograms (negative values kept) and the top images (exemplars).
+    Writes stats.npz, stats.json and figures: histograms, per-channel
+    statistics, the colorful dimension across layers, exemplar grids.
+
+    \b
+    Examples:
+      cnnviz stats --images samples --layer features.2 --layer features.26
+      cnnviz stats -m torchvision:resnet18 -w DEFAULT -i photos/ -l layer1 -l layer4 -o out
+    """
+    import cnnviz
+    from cnnviz import output as files
+    from cnnviz.cli.options import flush_notes
+    from cnnviz.images import image_sources
+
+    total = len(image_sources(images))
+    flush_notes()
+    from tqdm import tqdm
+
+    with tqdm(total=total, unit="image", desc="statistics", disable=None, leave=False) as bar:
+        result = cnnviz.statistics(loaded, images, list(layers), batch_size=batch_size, top_k=top_k, bins=bins,
+                                   progress=bar.update)
+    if result.skipped:
+        note(f"skipped {len(result.skipped)} file(s) that are not images, e.g. {result.skipped[0]}")
+    folder = files.output_folder(output)
+    written = [
+        files.write_npz(folder / "stats.npz", result.arrays()),
+        files.write_json(folder / "stats.json", {**result.summary(), "model": loaded.spec}),
+        files.save_figure(cnnviz.plots.plot_histograms(result), folder / "histograms.png"),
+        files.save_figure(cnnviz.plots.plot_colorful_dimension(result), folder / "colorful_dimension.png"),
+    ]
+    for name in result.layers:
+        stem = files.safe_name(name)
+        written.append(files.save_figure(cnnviz.plots.plot_channel_statistics(result, name), folder / f"channels_{stem}.png"))
+        written.append(files.save_figure(cnnviz.plots.plot_exemplars(result, name), folder / f"exemplars_{stem}.png"))
+    _wrote(written)

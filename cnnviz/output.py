@@ -1,0 +1,95 @@
+"""Writing results: every file is written under a temporary name, then renamed into place.
+
+An interrupted run (an exception, Ctrl-C, even SIGKILL) therefore never leaves a half-written
+figure, JSON or ``.npz`` file behind: either the old file, or none, or the complete new one.
+
+Example::
+
+    >>> from cnnviz import output
+    >>> output.write_json("out/summary.json", {"layers": 3})
+    >>> output.save_figure(figure, "out/kernels_features.0.png")
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import re
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from cnnviz.errors import CnnvizError
+
+
+def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically (folders are created)."""
+    return _atomic(path, lambda handle: handle.write(data))
+
+
+def write_json(path: str | os.PathLike, content) -> Path:
+    """Write ``content`` as indented JSON, atomically."""
+    text = json.dumps(content, indent=2, default=_jsonable) + "\n"
+    return write_bytes(path, text.encode("utf-8"))
+
+
+def write_npz(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> Path:
+    """Write arrays as a compressed ``.npz`` file, atomically."""
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)
+    return write_bytes(path, buffer.getvalue())
+
+
+def save_figure(figure, path: str | os.PathLike, dpi: int = 100) -> Path:
+    """Save a matplotlib figure as PNG, atomically."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
+    return write_bytes(path, buffer.getvalue())
+
+
+def safe_name(text: str) -> str:
+    """A file-name-safe form of a layer reference: ``layer1.0.relu#2:5`` -> ``layer1.0.relu-2-5``."""
+    cleaned = re.sub(r"[^A-Za-z0-9._]+", "-", text).strip("-.")
+    return cleaned or "output"
+
+
+def output_folder(path: str | os.PathLike) -> Path:
+    """Create the output folder (and parents); a clear error when it cannot be."""
+    folder = Path(path).expanduser()
+    if folder.exists() and not folder.is_dir():
+        raise CnnvizError(f"the output path {str(path)!r} is a file; give a folder with -o")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise CnnvizError(f"cannot create the output folder {str(path)!r}: {error.strerror}") from None
+    return folder
+
+
+def _atomic(path: str | os.PathLike, write: Callable) -> Path:
+    target = Path(path).expanduser()
+    output_folder(target.parent)
+    handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            write(stream)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temporary, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
+    return target
+
+
+def _jsonable(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")

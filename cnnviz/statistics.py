@@ -1,0 +1,584 @@
+"""Statistics of activations over a population of images, streamed in bounded memory.
+
+For every channel of every chosen layer: the count of values, their mean and standard deviation
+(float64, merged with Chan's parallel formulas), minimum, maximum, the fraction of positive values,
+the fraction near zero, whether the unit is dead (never positive), a histogram over a signed range
+(negative values kept), and the dataset exemplars: the top-k images by the channel's largest
+value, with the position of that value and a crop of the input around it.
+
+Histograms have a fixed number of bins over ``[-R, R]`` where ``R`` is a power of two that grows
+(by doubling, which merges pairs of bins exactly) whenever a value falls outside. So every value
+is counted, memory does not grow with the number of images, and two statistics merge exactly:
+``a.merge(b)`` equals the statistics of both populations streamed together.
+
+Example::
+
+    >>> import cnnviz
+    >>> loaded = cnnviz.load_model("builtin:photos")
+    >>> stats = cnnviz.statistics(loaded, "samples", ["features.2", "features.26"])
+    >>> layer = stats["features.26"]
+    >>> layer.mean.shape, layer.dead.sum()           # per channel
+    >>> stats.summary()["layers"][0]["mean"]         # per layer
+"""
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import torch
+from PIL import Image
+
+from cnnviz.errors import CnnvizError
+from cnnviz.images import display_image, image_sources, open_image, prepare
+from cnnviz.models import Preprocessing, preprocessing_of
+from cnnviz.probe import probe
+from cnnviz.references import Reference
+
+DEFAULT_BINS = 128
+DEFAULT_TOP_K = 8
+DEFAULT_NEAR_ZERO = 1e-6
+
+
+@dataclass
+class LayerStatistics:
+    """Per-channel statistics of one layer (arrays over its ``C`` channels).
+
+    Attributes:
+        layer: the layer reference.
+        count: values seen per channel (images x positions).
+        mean, m2: running mean and sum of squared deviations (float64).
+        minimum, maximum: extremes.
+        positive: how many values were > 0; near_zero: how many had ``|x| <= near_zero_tolerance``.
+        histogram: ``C x bins`` counts over ``(-half_range, half_range]``; bin ``i`` holds
+            ``edges[i] < x <= edges[i + 1]``, so zero is counted just below the middle edge and the
+            bins above the middle hold exactly the positive values.
+        half_range: ``R``, a power of two.
+        exemplar_values, exemplar_images, exemplar_positions: ``C x k``: each channel's largest
+            values in its top-k images (best first; ties keep the earlier image), the index of the
+            image in the population, and the (row, column) of the maximum in the map
+            (``C x k x 2``); -1 where fewer than k images were seen.
+        exemplar_crops: ``C x k x 3 x S x S`` uint8 RGB crops of the input around each maximum.
+        exemplar_sources: the name of each exemplar image (``C`` lists of up to k names).
+        map_size: ``(H, W)`` of the layer's maps; input_size: ``(H, W)`` of the inputs.
+    """
+
+    layer: str
+    count: np.ndarray
+    mean: np.ndarray
+    m2: np.ndarray
+    minimum: np.ndarray
+    maximum: np.ndarray
+    positive: np.ndarray
+    near_zero: np.ndarray
+    histogram: np.ndarray
+    half_range: float
+    exemplar_values: np.ndarray
+    exemplar_images: np.ndarray
+    exemplar_positions: np.ndarray
+    exemplar_crops: np.ndarray
+    exemplar_sources: list[list[str]]
+    map_size: tuple[int, int]
+    input_size: tuple[int, int]
+    near_zero_tolerance: float = DEFAULT_NEAR_ZERO
+
+    @property
+    def channels(self) -> int:
+        return len(self.count)
+
+    @property
+    def bins(self) -> int:
+        return self.histogram.shape[1]
+
+    @property
+    def edges(self) -> np.ndarray:
+        """The ``bins + 1`` bin edges, from ``-R`` to ``R``."""
+        return np.linspace(-self.half_range, self.half_range, self.bins + 1)
+
+    @property
+    def std(self) -> np.ndarray:
+        """Population standard deviation per channel."""
+        return np.sqrt(self.m2 / np.maximum(self.count, 1))
+
+    @property
+    def positive_fraction(self) -> np.ndarray:
+        return self.positive / np.maximum(self.count, 1)
+
+    @property
+    def near_zero_fraction(self) -> np.ndarray:
+        return self.near_zero / np.maximum(self.count, 1)
+
+    @property
+    def dead(self) -> np.ndarray:
+        """Channels never positive over the whole population."""
+        return self.positive == 0
+
+    def layer_summary(self) -> dict:
+        """The same statistics for the whole layer (all channels pooled)."""
+        total = int(self.count.sum())
+        mean = float((self.mean * self.count).sum() / max(total, 1))
+        m2 = float(self.m2.sum() + (self.count * (self.mean - mean) ** 2).sum())
+        return {
+            "layer": self.layer,
+            "channels": self.channels,
+            "map_size": list(self.map_size),
+            "count": total,
+            "mean": mean,
+            "std": math.sqrt(m2 / max(total, 1)),
+            "min": float(self.minimum.min()),
+            "max": float(self.maximum.max()),
+            "positive_fraction": float(self.positive.sum() / max(total, 1)),
+            "near_zero_fraction": float(self.near_zero.sum() / max(total, 1)),
+            "near_zero_tolerance": self.near_zero_tolerance,
+            "dead_channels": [int(c) for c in np.flatnonzero(self.dead)],
+            "histogram_range": [-self.half_range, self.half_range],
+            "histogram": [int(v) for v in self.histogram.sum(axis=0)],
+        }
+
+    def channel_table(self) -> list[dict]:
+        """One JSON-ready row per channel."""
+        return [
+            {
+                "channel": c,
+                "mean": float(self.mean[c]),
+                "std": float(self.std[c]),
+                "min": float(self.minimum[c]),
+                "max": float(self.maximum[c]),
+                "positive_fraction": float(self.positive_fraction[c]),
+                "near_zero_fraction": float(self.near_zero_fraction[c]),
+                "dead": bool(self.dead[c]),
+                "exemplars": [
+                    {"image": self.exemplar_sources[c][i], "value": float(self.exemplar_values[c, i]),
+                     "position": [int(p) for p in self.exemplar_positions[c, i]]}
+                    for i in range(len(self.exemplar_sources[c]))
+                ],
+            }
+            for c in range(self.channels)
+        ]
+
+    def rebinned(self, half_range: float) -> LayerStatistics:
+        """The same statistics with the histogram over a larger power-of-two range (exact)."""
+        histogram = self.histogram
+        current = self.half_range
+        while current < half_range:
+            histogram = _double_range(histogram)
+            current *= 2
+        if current != half_range:
+            raise CnnvizError(f"cannot rebin a range of {self.half_range} to {half_range}")
+        return replace(self, histogram=histogram, half_range=current)
+
+    def merge(self, other: LayerStatistics, image_offset: int) -> LayerStatistics:
+        """These statistics and ``other``'s together; ``other``'s image indices move up by
+        ``image_offset`` (the number of images behind ``self``)."""
+        if self.channels != other.channels or self.bins != other.bins:
+            raise CnnvizError(f"cannot merge statistics of {self.layer} with different channels or bins")
+        half_range = max(self.half_range, other.half_range)
+        first, second = self.rebinned(half_range), other.rebinned(half_range)
+        count = first.count + second.count
+        delta = second.mean - first.mean
+        safe = np.maximum(count, 1)
+        mean = first.mean + delta * second.count / safe
+        m2 = first.m2 + second.m2 + delta**2 * first.count * second.count / safe
+        merged = replace(
+            first,
+            count=count, mean=mean, m2=m2,
+            minimum=np.minimum(first.minimum, second.minimum),
+            maximum=np.maximum(first.maximum, second.maximum),
+            positive=first.positive + second.positive,
+            near_zero=first.near_zero + second.near_zero,
+            histogram=first.histogram + second.histogram,
+        )
+        return _merge_exemplars(merged, second, image_offset)
+
+
+@dataclass
+class Statistics:
+    """Statistics of a population of images at several layers.
+
+    Attributes:
+        layers: layer reference -> :class:`LayerStatistics`.
+        images: how many images were seen.
+        skipped: files of a folder that could not be read as images.
+    """
+
+    layers: dict[str, LayerStatistics]
+    images: int
+    skipped: list[str] = field(default_factory=list)
+
+    def __getitem__(self, layer: str) -> LayerStatistics:
+        if layer not in self.layers:
+            raise CnnvizError(f"no statistics for {layer!r}; these layers were measured: {', '.join(self.layers)}")
+        return self.layers[layer]
+
+    def merge(self, other: Statistics) -> Statistics:
+        """The statistics of both populations together (``other``'s images after ``self``'s)."""
+        if list(self.layers) != list(other.layers):
+            raise CnnvizError("cannot merge statistics of different layers")
+        layers = {name: self.layers[name].merge(other.layers[name], self.images) for name in self.layers}
+        return Statistics(layers, self.images + other.images, self.skipped + other.skipped)
+
+    def summary(self) -> dict:
+        """JSON-ready: the population, then per layer its summary and one row per channel."""
+        return {
+            "images": self.images,
+            "skipped": self.skipped,
+            "layers": [{**layer.layer_summary(), "per_channel": layer.channel_table()} for layer in self.layers.values()],
+        }
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """Every array, named ``LAYER/field``, for ``numpy.savez``."""
+        arrays = {"images": np.array(self.images)}
+        for name, layer in self.layers.items():
+            for key in ("count", "mean", "m2", "minimum", "maximum", "positive", "near_zero", "histogram",
+                        "exemplar_values", "exemplar_images", "exemplar_positions", "exemplar_crops"):
+                arrays[f"{name}/{key}"] = getattr(layer, key)
+            arrays[f"{name}/std"] = layer.std
+            arrays[f"{name}/edges"] = layer.edges
+            arrays[f"{name}/dead"] = layer.dead
+        return arrays
+
+    def __repr__(self) -> str:
+        layers = ", ".join(f"{name} ({layer.channels} channels)" for name, layer in self.layers.items())
+        return f"Statistics({self.images} images: {layers})"
+
+
+def statistics(
+    model,
+    images,
+    refs: Reference | Sequence[Reference],
+    *,
+    batch_size: int = 32,
+    bins: int = DEFAULT_BINS,
+    top_k: int = DEFAULT_TOP_K,
+    near_zero: float = DEFAULT_NEAR_ZERO,
+    progress: Callable[[int], None] | None = None,
+) -> Statistics:
+    """Stream a population of images through the model and gather activation statistics.
+
+    Args:
+        model: an ``nn.Module`` or :class:`cnnviz.LoadedModel` (left untouched).
+        images: an image spec (a folder, ``samples``, a file, ``sample:NAME``), a list of specs or
+            PIL images (prepared with the model's preprocessing), or any iterable of model inputs:
+            normalised tensors ``N x C x H x W`` or ``C x H x W``, or ``(inputs, labels)`` pairs as a
+            ``DataLoader`` yields them.
+        refs: the layers (whole layers: no channel or position).
+        batch_size: images per forward pass (for specs and PIL images).
+        bins: histogram bins (a multiple of 4).
+        top_k: exemplars kept per channel.
+        near_zero: ``|x| <=`` this counts as near zero.
+        progress: called with the number of images of each batch once it is done.
+
+    Returns:
+        :class:`Statistics`. Files of a folder that are not images are skipped and listed.
+
+    Raises:
+        CnnvizError: no image could be read, a reference names a channel, bad parameters.
+    """
+    if bins < 4 or bins % 4:
+        raise CnnvizError(f"bins must be a positive multiple of 4, got {bins}")
+    if top_k < 1 or batch_size < 1:
+        raise CnnvizError("top_k and batch_size must be at least 1")
+    refs = [refs] if isinstance(refs, (str, torch.nn.Module)) else list(refs)
+    if not refs:
+        raise CnnvizError("name at least one layer")
+    preprocessing = preprocessing_of(model)
+    accumulators: dict[str, _Accumulator] = {}
+    skipped: list[str] = []
+    seen = 0
+    with probe(model, refs) as recorder:
+        names = {}
+        for key, ref in recorder.references.items():
+            if ref.channel is not None:
+                raise CnnvizError(
+                    f"statistics are per layer: use {ref.layer_text!r} rather than {str(ref)!r} "
+                    "(every channel is measured)"
+                )
+            names[key] = key if isinstance(key, str) else ref.layer_text
+        for inputs, sources in _batches(images, preprocessing, batch_size, skipped):
+            recorder.run(inputs)
+            display = None
+            for key, name in names.items():
+                values = recorder[key]
+                if name not in accumulators:
+                    accumulators[name] = _Accumulator(name, values, inputs, bins, top_k, near_zero)
+                if display is None:
+                    display = _display_batch(inputs, preprocessing)
+                accumulators[name].add(values, display, seen, sources)
+            seen += len(inputs)
+            if progress is not None:
+                progress(len(inputs))
+    if seen == 0:
+        raise CnnvizError(
+            f"no image could be read ({len(skipped)} file(s) skipped, e.g. {skipped[0]})" if skipped else "no images given"
+        )
+    return Statistics({name: accumulator.result() for name, accumulator in accumulators.items()}, seen, skipped)
+
+
+# --------------------------------------------------------------------------------------------
+# input streams
+
+
+def _batches(images, preprocessing: Preprocessing, batch_size: int, skipped: list[str]):
+    """Yield (model inputs N x C x H x W, source names) batches."""
+    if isinstance(images, (str, os.PathLike)):
+        yield from _spec_batches(image_sources(images), preprocessing, batch_size, skipped)
+        return
+    if isinstance(images, (Image.Image, torch.Tensor)):
+        images = [images]
+    if not isinstance(images, Iterable):
+        raise CnnvizError(f"expected images: a spec, a list, or an iterable of tensors, not {type(images).__name__}")
+    pending: list = []
+    counter = 0
+    for item in images:
+        if isinstance(item, (tuple, list)) and item and isinstance(item[0], torch.Tensor):
+            item = item[0]  # (inputs, labels) from a DataLoader
+        if isinstance(item, torch.Tensor):
+            if pending:
+                yield from _spec_batches(pending, preprocessing, batch_size, skipped)
+                pending = []
+            batch = item.unsqueeze(0) if item.dim() == 3 else item
+            if batch.dim() != 4 or not batch.is_floating_point():
+                raise CnnvizError(
+                    f"expected normalised model inputs N x C x H x W (float), got {tuple(item.shape)} {item.dtype}"
+                )
+            yield batch, [f"tensor {counter + i}" for i in range(len(batch))]
+            counter += len(batch)
+        elif isinstance(item, (Image.Image, str, os.PathLike)):
+            pending.append(item)
+        else:
+            raise CnnvizError(f"cannot use a {type(item).__name__} as an image")
+    if pending:
+        yield from _spec_batches(pending, preprocessing, batch_size, skipped)
+
+
+def _spec_batches(items, preprocessing: Preprocessing, batch_size: int, skipped: list[str]):
+    """Batches from image specs, ImageSources and PIL images, skipping unreadable folder files."""
+    batch, names = [], []
+    for name, item, from_folder in _expand(items):
+        try:
+            image = item if isinstance(item, Image.Image) else open_image(item)
+        except CnnvizError:
+            if not from_folder:
+                raise
+            skipped.append(name)
+            continue
+        batch.append(prepare(image, preprocessing))
+        names.append(name)
+        if len(batch) == batch_size:
+            yield torch.cat(batch), names
+            batch, names = [], []
+    if batch:
+        yield torch.cat(batch), names
+
+
+def _expand(items):
+    """(name, image or spec, whether it was found by listing a folder) for each single image."""
+    for position, item in enumerate(items):
+        if isinstance(item, Image.Image):
+            yield f"image {position}", item, False
+        elif hasattr(item, "from_folder"):
+            yield item.spec, item.spec, item.from_folder
+        else:
+            for source in image_sources(item):
+                yield source.spec, source.spec, source.from_folder
+
+
+def _display_batch(inputs: torch.Tensor, preprocessing: Preprocessing) -> torch.Tensor:
+    """De-normalised RGB images in [0, 1], N x 3 x H x W, on the CPU."""
+    return torch.stack([display_image(x, preprocessing) for x in inputs])
+
+
+# --------------------------------------------------------------------------------------------
+# accumulation
+
+
+class _Accumulator:
+    """Running statistics of one layer."""
+
+    def __init__(self, name: str, first: torch.Tensor, inputs: torch.Tensor, bins: int, top_k: int, near_zero: float):
+        values = _as_maps(first)
+        channels = values.shape[1]
+        self.name, self.bins, self.top_k, self.tolerance = name, bins, top_k, near_zero
+        self.map_size = tuple(values.shape[2:])
+        self.input_size = tuple(inputs.shape[2:])
+        self.crop = _crop_size(self.map_size, self.input_size)
+        self.count = np.zeros(channels, dtype=np.int64)
+        self.mean = np.zeros(channels)
+        self.m2 = np.zeros(channels)
+        self.minimum = np.full(channels, np.inf)
+        self.maximum = np.full(channels, -np.inf)
+        self.positive = np.zeros(channels, dtype=np.int64)
+        self.near_zero = np.zeros(channels, dtype=np.int64)
+        self.histogram = np.zeros((channels, bins), dtype=np.int64)
+        self.half_range = _half_range(float(values.min()), float(values.max()))
+        self.top_values = torch.full((channels, 0), -math.inf, dtype=torch.float64)
+        self.top_images = torch.zeros((channels, 0), dtype=torch.int64)
+        self.top_positions = torch.zeros((channels, 0, 2), dtype=torch.int64)
+        self.top_crops = torch.zeros((channels, 0, 3, self.crop, self.crop), dtype=torch.uint8)
+        self.top_sources: list[list[str]] = [[] for _ in range(channels)]
+
+    def add(self, output: torch.Tensor, display: torch.Tensor, first_index: int, sources: list[str]) -> None:
+        values = _as_maps(output).detach()
+        if values.shape[1] != len(self.count) or tuple(values.shape[2:]) != self.map_size:
+            raise CnnvizError(
+                f"{self.name} changed shape between batches ({tuple(values.shape[1:])}); give images of one size"
+            )
+        n, channels = values.shape[:2]
+        flat = values.transpose(0, 1).reshape(channels, -1).contiguous()  # C x (N*H*W)
+        per_channel = flat.shape[1]
+        # mean and squared deviations: float64 accumulation, deviations from the batch mean
+        sums = flat.sum(dim=1, dtype=torch.float64)
+        batch_mean = sums / per_channel
+        deviations = flat - batch_mean.to(flat.dtype)[:, None]
+        squares = (deviations * deviations).sum(dim=1, dtype=torch.float64)
+        correction = (batch_mean - batch_mean.to(flat.dtype).double()) ** 2 * per_channel
+        batch_m2 = (squares - correction).clamp_min(0)
+        low, high = torch.aminmax(flat, dim=1)
+        positive = (flat > 0).sum(dim=1)
+        near = (flat.abs() <= self.tolerance).sum(dim=1)
+        needed = _half_range(float(low.min()), float(high.max()))
+        while self.half_range < needed:
+            self.histogram = _double_range(self.histogram)
+            self.half_range *= 2
+        histogram = _histogram(flat, self.half_range, self.bins)
+        self._combine(per_channel, batch_mean.cpu().numpy(), batch_m2.cpu().numpy())
+        self.minimum = np.minimum(self.minimum, low.double().cpu().numpy())
+        self.maximum = np.maximum(self.maximum, high.double().cpu().numpy())
+        self.positive += positive.cpu().numpy()
+        self.near_zero += near.cpu().numpy()
+        self.histogram += histogram
+        self._exemplars(values, display, first_index, sources)
+
+    def _combine(self, batch_count: int, batch_mean: np.ndarray, batch_m2: np.ndarray) -> None:
+        count = self.count + batch_count
+        delta = batch_mean - self.mean
+        self.mean = self.mean + delta * batch_count / count
+        self.m2 = self.m2 + batch_m2 + delta**2 * self.count * batch_count / count
+        self.count = count
+
+    def _exemplars(self, values: torch.Tensor, display: torch.Tensor, first_index: int, sources: list[str]) -> None:
+        n, channels, height, width = values.shape
+        peak, where = values.flatten(2).max(dim=2)  # N x C
+        candidates = torch.cat([self.top_values, peak.t().double().cpu()], dim=1)
+        images = torch.cat([self.top_images, (first_index + torch.arange(n)).expand(channels, n)], dim=1)
+        positions = torch.stack([where.t().cpu() // width, where.t().cpu() % width], dim=2)
+        all_positions = torch.cat([self.top_positions, positions], dim=1)
+        order = torch.sort(candidates, dim=1, descending=True, stable=True).indices[:, : self.top_k]
+        keep_old = self.top_values.shape[1]
+        crops = torch.zeros((channels, order.shape[1], 3, self.crop, self.crop), dtype=torch.uint8)
+        new_sources: list[list[str]] = []
+        for channel in range(channels):
+            names = []
+            for slot, pick in enumerate(order[channel].tolist()):
+                if pick < keep_old:
+                    crops[channel, slot] = self.top_crops[channel, pick]
+                    names.append(self.top_sources[channel][pick])
+                else:
+                    image = pick - keep_old
+                    row, column = positions[channel, image].tolist()
+                    crops[channel, slot] = _crop(display[image], row, column, self.map_size, self.crop)
+                    names.append(sources[image])
+            new_sources.append(names)
+        self.top_values = torch.gather(candidates, 1, order)
+        self.top_images = torch.gather(images, 1, order)
+        self.top_positions = torch.gather(all_positions, 1, order[..., None].expand(-1, -1, 2))
+        self.top_crops, self.top_sources = crops, new_sources
+
+    def result(self) -> LayerStatistics:
+        channels, k = len(self.count), self.top_k
+        values = np.full((channels, k), np.nan)
+        images = np.full((channels, k), -1, dtype=np.int64)
+        positions = np.full((channels, k, 2), -1, dtype=np.int64)
+        crops = np.zeros((channels, k, 3, self.crop, self.crop), dtype=np.uint8)
+        kept = self.top_values.shape[1]
+        values[:, :kept] = self.top_values.numpy()
+        images[:, :kept] = self.top_images.numpy()
+        positions[:, :kept] = self.top_positions.numpy()
+        crops[:, :kept] = self.top_crops.numpy()
+        return LayerStatistics(
+            layer=self.name, count=self.count, mean=self.mean, m2=self.m2, minimum=self.minimum,
+            maximum=self.maximum, positive=self.positive, near_zero=self.near_zero,
+            histogram=self.histogram, half_range=self.half_range, exemplar_values=values,
+            exemplar_images=images, exemplar_positions=positions, exemplar_crops=crops,
+            exemplar_sources=self.top_sources, map_size=self.map_size, input_size=self.input_size,
+            near_zero_tolerance=self.tolerance,
+        )
+
+
+def _as_maps(values: torch.Tensor) -> torch.Tensor:
+    """N x C x H x W; vectors (N x C) become 1 x 1 maps, 1-D signals (N x C x L) 1 x L maps."""
+    if values.dim() == 2:
+        return values[:, :, None, None]
+    if values.dim() == 3:
+        return values[:, :, None, :]
+    if values.dim() == 4:
+        return values
+    raise CnnvizError(f"statistics need outputs N x C (x H x W), got shape {tuple(values.shape)}")
+
+
+def _half_range(low: float, high: float) -> float:
+    """The smallest power of two R (at least 2**-20) with -R < low and high <= R: every value then
+    lies inside a left-open bin, which keeps doubling the range exact."""
+    if not (math.isfinite(low) and math.isfinite(high)):
+        raise CnnvizError("the layer produced a non-finite value (inf or NaN); statistics need finite activations")
+    half_range = 2.0**-20
+    while high > half_range or -low >= half_range:
+        half_range *= 2
+    return half_range
+
+
+def _histogram(flat: torch.Tensor, half_range: float, bins: int) -> np.ndarray:
+    """C x bins counts; bin i holds edges[i] < x <= edges[i+1] (every value is inside (-R, R])."""
+    inner = torch.linspace(-half_range, half_range, bins + 1, dtype=torch.float64)[1:-1].to(flat.dtype)
+    index = torch.bucketize(flat, inner.to(flat.device), right=False)
+    offsets = (torch.arange(flat.shape[0], device=flat.device) * bins)[:, None]
+    counts = torch.bincount((index + offsets).flatten(), minlength=flat.shape[0] * bins)
+    return counts.reshape(flat.shape[0], bins).cpu().numpy().astype(np.int64)
+
+
+def _double_range(histogram: np.ndarray) -> np.ndarray:
+    """The histogram over twice the range: pairs of bins merge into the middle half."""
+    bins = histogram.shape[1]
+    doubled = np.zeros_like(histogram)
+    doubled[:, bins // 4: bins // 4 + bins // 2] = histogram[:, 0::2] + histogram[:, 1::2]
+    return doubled
+
+
+def _crop_size(map_size: tuple[int, int], input_size: tuple[int, int]) -> int:
+    stride = max(input_size[0] / map_size[0], input_size[1] / map_size[1])
+    return int(min(max(16, math.ceil(4 * stride)), min(input_size)))
+
+
+def _crop(image: torch.Tensor, row: int, column: int, map_size, side: int) -> torch.Tensor:
+    """A side x side uint8 crop of image (3 x H x W in [0, 1]) centred on map position (row, column)."""
+    height, width = image.shape[1:]
+    centre_y = int((row + 0.5) * height / map_size[0])
+    centre_x = int((column + 0.5) * width / map_size[1])
+    top = min(max(0, centre_y - side // 2), height - side)
+    left = min(max(0, centre_x - side // 2), width - side)
+    return (image[:, top:top + side, left:left + side] * 255).round().to(torch.uint8)
+
+
+def _merge_exemplars(merged: LayerStatistics, other: LayerStatistics, offset: int) -> LayerStatistics:
+    k = merged.exemplar_values.shape[1]
+    values = np.concatenate([merged.exemplar_values, other.exemplar_values], axis=1)
+    images = np.concatenate([merged.exemplar_images, np.where(other.exemplar_images >= 0, other.exemplar_images + offset, -1)], axis=1)
+    positions = np.concatenate([merged.exemplar_positions, other.exemplar_positions], axis=1)
+    crops = np.concatenate([merged.exemplar_crops, other.exemplar_crops], axis=1)
+    sortable = np.where(np.isnan(values), -np.inf, values)
+    order = np.argsort(-sortable, axis=1, kind="stable")[:, :k]
+    sources = []
+    for channel in range(len(values)):
+        names = merged.exemplar_sources[channel] + [None] * (k - len(merged.exemplar_sources[channel])) + other.exemplar_sources[channel]
+        sources.append([names[i] for i in order[channel] if images[channel, i] >= 0])
+    take = np.take_along_axis
+    return replace(
+        merged,
+        exemplar_values=take(values, order, axis=1),
+        exemplar_images=take(images, order, axis=1),
+        exemplar_positions=take(positions, order[..., None], axis=1),
+        exemplar_crops=take(crops, order[..., None, None, None], axis=1),
+        exemplar_sources=sources,
+    )

@@ -1,0 +1,89 @@
+"""cnnviz kernels / activations / stats: PNGs and a JSON summary under -o, one-line errors."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+import cnnviz
+from cnnviz.cli.main import main
+
+
+def invoke(*args):
+    return CliRunner().invoke(main, list(args))
+
+
+def written(result) -> list[str]:
+    return [line.removeprefix("wrote ") for line in result.stdout.splitlines()]
+
+
+def test_kernels_command(tmp_path):
+    result = invoke("kernels", "-o", str(tmp_path))
+    assert result.exit_code == 0, result.stderr
+    assert written(result) == [str(tmp_path / "kernels_features.0.png"), str(tmp_path / "kernels_features.0.json")]
+    summary = json.loads((tmp_path / "kernels_features.0.json").read_text())
+    weight = cnnviz.load_model("builtin:photos").module.features[0].weight.detach()
+    assert summary["view"] == "colour" and summary["layer_scale"] == pytest.approx(float(weight.abs().max()))
+    assert Image.open(tmp_path / "kernels_features.0.png").size[0] > 300
+    result = invoke("kernels", "-l", "features.10", "-l", "features.3", "-c", "0-3", "--scope", "kernel", "-o", str(tmp_path))
+    assert result.exit_code == 0 and len(written(result)) == 4
+    assert "showing the first 16 of 32 input channels" in result.stderr
+
+
+def test_activations_command(tmp_path):
+    result = invoke("activations", "-i", "sample:chelsea", "-l", "features.2", "-l", "features.12:3",
+                    "--overlay", "--scope", "map", "-o", str(tmp_path))
+    assert result.exit_code == 0, result.stderr
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["activations.json", "activations_features.12-3.png", "activations_features.2.png", "input.png"]
+    summary = json.loads((tmp_path / "activations.json").read_text())
+    assert summary["image"] == "sample:chelsea" and summary["layers"][1]["shown_channels"] == [3]
+    assert len(summary["layers"][0]["shown_channels"]) == 16  # --top 32, but the layer has 16
+
+
+def test_stats_command(tmp_path):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for name in ("coffee", "rocket", "moon"):
+        cnnviz.samples.image(name).save(folder / f"{name}.png")
+    (folder / "readme.md").write_text("# not an image")
+    out = tmp_path / "out"
+    result = invoke("stats", "-m", "builtin:patterns", "-i", str(folder), "-l", "features.1", "-l", "classifier.3",
+                    "--top-k", "2", "-o", str(out))
+    assert result.exit_code == 0, result.stderr
+    assert "skipped 1 file(s)" in result.stderr
+    expected = {"stats.npz", "stats.json", "histograms.png", "colorful_dimension.png",
+                "channels_features.1.png", "exemplars_features.1.png", "channels_classifier.3.png", "exemplars_classifier.3.png"}
+    assert {p.name for p in out.iterdir()} == expected
+    summary = json.loads((out / "stats.json").read_text())
+    assert summary["images"] == 3 and summary["skipped"] == [str(folder / "readme.md")]
+    arrays = np.load(out / "stats.npz")
+    assert arrays["features.1/mean"].shape == (16,) and int(arrays["images"]) == 3
+    assert summary["layers"][0]["per_channel"][0]["mean"] == pytest.approx(float(arrays["features.1/mean"][0]))
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporary files left
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["kernels", "-l", "features.2"], "not a convolution; its convolutions are"),
+        (["kernels", "-c", "0-99"], "valid: 0-15"),
+        (["activations", "-i", "sample:chelsea"], "Missing option '--layer'"),
+        (["activations", "-i", "nothing.png", "-l", "features.2"], "does not exist"),
+        (["activations", "-i", "sample:chelsea", "-l", "features.2", "-c", "x"], "'0-15'"),
+        (["stats", "-i", "samples", "-l", "features.2:1"], "statistics are per layer"),
+        (["stats", "-i", "{empty}", "-l", "features.2"], "holds no files"),
+        (["stats", "-i", "samples", "-l", "features.2", "--bins", "30"], "multiple of 4"),
+        (["kernels", "-o", "{file}"], "is a file"),
+    ],
+)
+def test_errors_are_one_line(tmp_path, args, fragment):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "file").write_text("x")
+    result = invoke(*[a.format(empty=tmp_path / "empty", file=tmp_path / "file") for a in args])
+    assert result.exit_code == 2, result.stdout
+    assert len(result.stderr.splitlines()) == 1 and fragment in result.stderr, result.stderr
+    assert result.stdout == ""

@@ -1,0 +1,179 @@
+"""Statistics over a population: equal to a numpy reference, mergeable, any kind of input."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, TensorDataset
+from untouched import assert_untouched, fingerprint
+
+import cnnviz
+from cnnviz import CnnvizError
+from cnnviz.zoo import patterns
+
+LAYERS = ["features.0", "features.1", "features.4", "classifier.3"]  # signed conv, in-place ReLU, ReLU, logits
+
+
+@pytest.fixture(scope="module")
+def model():
+    return cnnviz.load_model("builtin:patterns")
+
+
+@pytest.fixture(scope="module")
+def population(model):
+    images, labels = patterns.generate(240, seed=77)
+    inputs = model.preprocessing.normalize(images)
+    inputs[:16] *= 0.05  # dim first images: the histogram range must grow later, exactly
+    return inputs, labels
+
+
+def reference(model, inputs: torch.Tensor, layer: str, bins: int, near_zero: float) -> dict:
+    """Everything computed at once over all activations, in numpy float64."""
+    values = cnnviz.capture(model, inputs, [layer])[layer].double().numpy()
+    if values.ndim == 2:
+        values = values[:, :, None, None]
+    n, channels, height, width = values.shape
+    flat = values.transpose(1, 0, 2, 3).reshape(channels, -1)
+    half_range = 2.0**-20
+    while flat.max() > half_range or -flat.min() >= half_range:
+        half_range *= 2
+    inner = np.linspace(-half_range, half_range, bins + 1)[1:-1]
+    histogram = np.stack([np.bincount(np.searchsorted(inner, row, side="left"), minlength=bins) for row in flat])
+    peaks = values.reshape(n, channels, -1)
+    best = peaks.max(axis=2).T  # C x N
+    order = np.argsort(-best, axis=1, kind="stable")
+    return {
+        "count": np.full(channels, flat.shape[1]), "mean": flat.mean(1), "std": flat.std(1),
+        "minimum": flat.min(1), "maximum": flat.max(1), "positive": (flat > 0).sum(1),
+        "near_zero": (np.abs(flat) <= near_zero).sum(1), "histogram": histogram, "half_range": half_range,
+        "order": order, "best": best, "argmax": peaks.argmax(axis=2).T, "width": width,
+    }
+
+
+def test_statistics_equal_a_numpy_reference_on_240_images(model, population):
+    inputs, _ = population
+    before = fingerprint(model.module)
+    loader = DataLoader(TensorDataset(inputs, torch.zeros(len(inputs))), batch_size=37)
+    stats = cnnviz.statistics(model, loader, LAYERS, top_k=5, near_zero=1e-3)
+    assert_untouched(model.module, before)
+    assert stats.images == 240
+    for layer in LAYERS:
+        got, expected = stats[layer], reference(model, inputs, layer, got_bins := 128, 1e-3)
+        assert got.bins == got_bins
+        np.testing.assert_array_equal(got.count, expected["count"])
+        np.testing.assert_allclose(got.mean, expected["mean"], rtol=1e-6, atol=1e-9)
+        np.testing.assert_allclose(got.std, expected["std"], rtol=1e-6)
+        np.testing.assert_array_equal(got.minimum, expected["minimum"])
+        np.testing.assert_array_equal(got.maximum, expected["maximum"])
+        np.testing.assert_array_equal(got.positive, expected["positive"])
+        np.testing.assert_array_equal(got.near_zero, expected["near_zero"])
+        assert got.half_range == expected["half_range"]
+        np.testing.assert_array_equal(got.histogram, expected["histogram"])
+        np.testing.assert_array_equal(got.dead, expected["positive"] == 0)
+        # exemplars: the top 5 images per channel, ties keeping the earlier image
+        top = expected["order"][:, :5]
+        np.testing.assert_array_equal(got.exemplar_images, top)
+        np.testing.assert_array_equal(got.exemplar_values, np.take_along_axis(expected["best"], top, 1))
+        where = np.take_along_axis(expected["argmax"], top, 1)
+        np.testing.assert_array_equal(got.exemplar_positions[..., 0], where // expected["width"])
+        np.testing.assert_array_equal(got.exemplar_positions[..., 1], where % expected["width"])
+        summary = got.layer_summary()
+        everything = cnnviz.capture(model, inputs, [layer])[layer].double().numpy()
+        assert summary["mean"] == pytest.approx(everything.mean(), rel=1e-6)
+        assert summary["std"] == pytest.approx(everything.std(), rel=1e-6)
+        assert sum(summary["histogram"]) == everything.size
+
+
+def test_exemplar_crops_come_from_the_input_around_the_maximum(model, population):
+    inputs, _ = population
+    stats = cnnviz.statistics(model, inputs[:40], ["features.4"], top_k=3)
+    layer = stats["features.4"]
+    side = layer.exemplar_crops.shape[-1]
+    assert layer.map_size == (24, 24) and side == 16  # 48 px input, 24 x 24 maps: at least 16 px
+    stride = 48 // 24
+    channel = int(np.argmax(layer.exemplar_values[:, 0]))
+    image, (row, column) = layer.exemplar_images[channel, 0], layer.exemplar_positions[channel, 0]
+    shown = model.preprocessing.denormalize(inputs[image]).clamp(0, 1)
+    centre_y, centre_x = int((row + 0.5) * stride), int((column + 0.5) * stride)
+    top, left = min(max(0, centre_y - 8), 48 - 16), min(max(0, centre_x - 8), 48 - 16)
+    expected = (shown[:, top:top + 16, left:left + 16] * 255).round().to(torch.uint8).numpy()
+    np.testing.assert_array_equal(layer.exemplar_crops[channel, 0], expected)
+    assert layer.exemplar_sources[channel][0] == f"tensor {image}"
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_merge_equals_streaming_everything_together(model, population, seed):
+    inputs, _ = population
+    generator = torch.Generator().manual_seed(seed)
+    shuffled = inputs[torch.randperm(len(inputs), generator=generator)]
+    cut = int(torch.randint(1, len(inputs) - 1, (1,), generator=generator))
+    first_part, second_part = shuffled[:cut], shuffled[cut:]
+    first_batches = first_part.split(int(torch.randint(1, 50, (1,), generator=generator)))
+    second_batches = second_part.split(int(torch.randint(1, 50, (1,), generator=generator)))
+    a = cnnviz.statistics(model, first_batches, LAYERS, top_k=4)
+    b = cnnviz.statistics(model, second_batches, LAYERS, top_k=4)
+    # The same batches streamed in one go: every per-batch float32 step is the same, so the merge
+    # must agree to float64 rounding (accuracy against numpy is the reference test's job).
+    together = cnnviz.statistics(model, [*first_batches, *second_batches], LAYERS, top_k=4)
+    merged = a.merge(b)
+    assert merged.images == together.images == len(inputs)
+    for layer in LAYERS:
+        got, expected = merged[layer], together[layer]
+        for exact in ("count", "minimum", "maximum", "positive", "near_zero", "histogram",
+                      "exemplar_values", "exemplar_images", "exemplar_positions", "exemplar_crops"):
+            np.testing.assert_array_equal(getattr(got, exact), getattr(expected, exact), err_msg=f"{layer} {exact}")
+        assert got.half_range == expected.half_range
+        np.testing.assert_allclose(got.mean, expected.mean, rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(got.std, expected.std, rtol=1e-10)
+        assert got.exemplar_sources == [[f"tensor {i}" if i < cut else f"tensor {i - cut}" for i in row] for row in expected.exemplar_images.tolist()]
+
+
+def test_memory_is_bounded_by_channels_not_images(model, population):
+    inputs, _ = population
+    small = cnnviz.statistics(model, inputs[:20], ["features.4"])
+    large = cnnviz.statistics(model, inputs, ["features.4"])
+    sizes = lambda stats: {k: v.nbytes for k, v in stats.arrays().items()}  # noqa: E731
+    assert sizes(small) == sizes(large)
+
+
+def test_image_folders_samples_and_unreadable_files(model, tmp_path):
+    folder = tmp_path / "population"
+    (folder / "more").mkdir(parents=True)
+    for name in ("coffee", "chelsea", "rocket"):
+        cnnviz.samples.image(name).save(folder / f"{name}.png")
+    cnnviz.samples.image("moon").save(folder / "more" / "moon.jpg")
+    (folder / "notes.txt").write_text("not an image")
+    (folder / "broken.png").write_bytes(b"\x89PNG broken")
+    stats = cnnviz.statistics(model, folder, ["features.4"], batch_size=2)
+    assert stats.images == 4 and sorted(stats.skipped) == sorted([str(folder / "notes.txt"), str(folder / "broken.png")])
+    prepared = torch.cat([cnnviz.images.prepare(cnnviz.images.open_image(p), model.preprocessing)
+                          for p in sorted([str(folder / "chelsea.png"), str(folder / "coffee.png"),
+                                           str(folder / "more" / "moon.jpg"), str(folder / "rocket.png")])])
+    direct = cnnviz.statistics(model, prepared, ["features.4"])
+    np.testing.assert_array_equal(stats["features.4"].histogram, direct["features.4"].histogram)
+    samples = cnnviz.statistics(model, "samples", ["classifier.3"])
+    assert samples.images == len(cnnviz.samples.names())
+    pil = cnnviz.statistics(model, [cnnviz.samples.image("coffee"), "sample:moon"], ["classifier.3"])
+    assert pil.images == 2
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CnnvizError, match="holds no files"):
+        cnnviz.statistics(model, tmp_path / "empty", ["features.4"])
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "a.txt").write_text("x")
+    with pytest.raises(CnnvizError, match="no image could be read"):
+        cnnviz.statistics(model, tmp_path / "junk", ["features.4"])
+
+
+def test_bad_arguments(model, population):
+    inputs, _ = population
+    with pytest.raises(CnnvizError, match="statistics are per layer"):
+        cnnviz.statistics(model, inputs[:4], ["features.4:2"])
+    with pytest.raises(CnnvizError, match="multiple of 4"):
+        cnnviz.statistics(model, inputs[:4], ["features.4"], bins=30)
+    with pytest.raises(CnnvizError, match="normalised model inputs"):
+        cnnviz.statistics(model, [torch.zeros(3, 3, dtype=torch.uint8)], ["features.4"])
+    a = cnnviz.statistics(model, inputs[:4], ["features.4"])
+    b = cnnviz.statistics(model, inputs[:4], ["features.1"])
+    with pytest.raises(CnnvizError, match="different layers"):
+        a.merge(b)
