@@ -180,15 +180,20 @@ def prepare(image: Image.Image | torch.Tensor, preprocessing: Preprocessing) -> 
 
 
 def display_image(inputs: torch.Tensor, preprocessing: Preprocessing) -> torch.Tensor:
-    """A model input (``C x H x W``, normalised) as the image it shows: de-normalised, clipped to
-    [0, 1], on the CPU, RGB (``3 x H x W``; a greyscale input is repeated into three channels,
-    any other channel count keeps its first three)."""
+    """Model inputs (``C x H x W`` or ``N x C x H x W``, normalised) as the images they show:
+    de-normalised, clipped to [0, 1], on the CPU, RGB (a greyscale input is repeated into three
+    channels; of more channels the first three are kept)."""
     pixels = preprocessing.denormalize(inputs.detach().float().cpu()).clamp(0, 1)
-    if pixels.shape[0] == 1:
-        return pixels.expand(3, -1, -1).clone()
-    if pixels.shape[0] != 3:
-        return pixels[:3].clone() if pixels.shape[0] > 3 else torch.cat([pixels, pixels[-1:].expand(3 - pixels.shape[0], -1, -1)])
-    return pixels
+    channel_axis = pixels.dim() - 3
+    count = pixels.shape[channel_axis]
+    if count == 3:
+        return pixels
+    if count == 1:
+        return pixels.repeat_interleave(3, dim=channel_axis)
+    if count > 3:
+        return pixels.narrow(channel_axis, 0, 3).clone()
+    last = pixels.narrow(channel_axis, count - 1, 1)
+    return torch.cat([pixels] + [last] * (3 - count), dim=channel_axis)
 
 
 def to_tensor(image: Image.Image | torch.Tensor, channels: int) -> torch.Tensor:

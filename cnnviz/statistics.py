@@ -40,6 +40,7 @@ from cnnviz.references import Reference
 DEFAULT_BINS = 128
 DEFAULT_TOP_K = 8
 DEFAULT_NEAR_ZERO = 1e-6
+CROP_PIXELS = 48  # exemplar crops are stored at most this wide (larger regions are shrunk)
 
 
 @dataclass
@@ -60,7 +61,8 @@ class LayerStatistics:
             values in its top-k images (best first; ties keep the earlier image), the index of the
             image in the population, and the (row, column) of the maximum in the map
             (``C x k x 2``); -1 where fewer than k images were seen.
-        exemplar_crops: ``C x k x 3 x S x S`` uint8 RGB crops of the input around each maximum.
+        exemplar_crops: ``C x k x 3 x S x S`` uint8 RGB crops of the input around each maximum
+            (a region of about four map cells, at least 16 pixels, stored at most 48 pixels wide).
         exemplar_sources: the name of each exemplar image (``C`` lists of up to k names).
         map_size: ``(H, W)`` of the layer's maps; input_size: ``(H, W)`` of the inputs.
     """
@@ -298,14 +300,12 @@ def statistics(
             names[key] = key if isinstance(key, str) else ref.layer_text
         for inputs, sources in _batches(images, preprocessing, batch_size, skipped):
             recorder.run(inputs)
-            display = None
+            inputs = inputs.detach().cpu()
             for key, name in names.items():
                 values = recorder[key]
                 if name not in accumulators:
-                    accumulators[name] = _Accumulator(name, values, inputs, bins, top_k, near_zero)
-                if display is None:
-                    display = _display_batch(inputs, preprocessing)
-                accumulators[name].add(values, display, seen, sources)
+                    accumulators[name] = _Accumulator(name, values, inputs, bins, top_k, near_zero, preprocessing)
+                accumulators[name].add(values, inputs, seen, sources)
             seen += len(inputs)
             if progress is not None:
                 progress(len(inputs))
@@ -385,11 +385,6 @@ def _expand(items):
                 yield source.spec, source.spec, source.from_folder
 
 
-def _display_batch(inputs: torch.Tensor, preprocessing: Preprocessing) -> torch.Tensor:
-    """De-normalised RGB images in [0, 1], N x 3 x H x W, on the CPU."""
-    return torch.stack([display_image(x, preprocessing) for x in inputs])
-
-
 # --------------------------------------------------------------------------------------------
 # accumulation
 
@@ -397,13 +392,16 @@ def _display_batch(inputs: torch.Tensor, preprocessing: Preprocessing) -> torch.
 class _Accumulator:
     """Running statistics of one layer."""
 
-    def __init__(self, name: str, first: torch.Tensor, inputs: torch.Tensor, bins: int, top_k: int, near_zero: float):
+    def __init__(self, name: str, first: torch.Tensor, inputs: torch.Tensor, bins: int, top_k: int, near_zero: float,
+                 preprocessing: Preprocessing):
         values = _as_maps(first)
+        self.preprocessing = preprocessing
         channels = values.shape[1]
         self.name, self.bins, self.top_k, self.tolerance = name, bins, top_k, near_zero
         self.map_size = tuple(values.shape[2:])
         self.input_size = tuple(inputs.shape[2:])
-        self.crop = _crop_size(self.map_size, self.input_size)
+        self.region = _crop_size(self.map_size, self.input_size)
+        self.crop = min(self.region, CROP_PIXELS)
         self.count = np.zeros(channels, dtype=np.int64)
         self.mean = np.zeros(channels)
         self.m2 = np.zeros(channels)
@@ -419,37 +417,41 @@ class _Accumulator:
         self.top_crops = torch.zeros((channels, 0, 3, self.crop, self.crop), dtype=torch.uint8)
         self.top_sources: list[list[str]] = [[] for _ in range(channels)]
 
-    def add(self, output: torch.Tensor, display: torch.Tensor, first_index: int, sources: list[str]) -> None:
+    def add(self, output: torch.Tensor, inputs: torch.Tensor, first_index: int, sources: list[str]) -> None:
         values = _as_maps(output).detach()
         if values.shape[1] != len(self.count) or tuple(values.shape[2:]) != self.map_size:
             raise CnnvizError(
                 f"{self.name} changed shape between batches ({tuple(values.shape[1:])}); give images of one size"
             )
-        n, channels = values.shape[:2]
-        flat = values.transpose(0, 1).reshape(channels, -1).contiguous()  # C x (N*H*W)
-        per_channel = flat.shape[1]
-        # mean and squared deviations: float64 accumulation, deviations from the batch mean
-        sums = flat.sum(dim=1, dtype=torch.float64)
-        batch_mean = sums / per_channel
-        deviations = flat - batch_mean.to(flat.dtype)[:, None]
-        squares = (deviations * deviations).sum(dim=1, dtype=torch.float64)
-        correction = (batch_mean - batch_mean.to(flat.dtype).double()) ** 2 * per_channel
-        batch_m2 = (squares - correction).clamp_min(0)
-        low, high = torch.aminmax(flat, dim=1)
-        positive = (flat > 0).sum(dim=1)
-        near = (flat.abs() <= self.tolerance).sum(dim=1)
+        channels = values.shape[1]
+        per_channel = values.numel() // channels
+        over = (0, 2, 3)
+        # Counts are summed as floats, which is exact below 2**24 per channel and batch.
+        counting = torch.float32 if per_channel < 2**24 else torch.float64
+        low, high = values.amin(dim=over), values.amax(dim=over)
         needed = _half_range(float(low.min()), float(high.max()))
         while self.half_range < needed:
             self.histogram = _double_range(self.histogram)
             self.half_range *= 2
-        histogram = _histogram(flat, self.half_range, self.bins)
+        # Moments of the batch: float32 sums of deviations from the batch's own (float32) mean,
+        # then corrected and merged in float64 (Chan's formulas).
+        shift = values.sum(dim=over, keepdim=True) / per_channel
+        deviations = values - shift
+        first = deviations.sum(dim=over, dtype=counting).double()
+        deviations.mul_(deviations)
+        second = deviations.sum(dim=over, dtype=counting).double()
+        del deviations
+        batch_mean = shift.flatten().double() + first / per_channel
+        batch_m2 = (second - first**2 / per_channel).clamp_min(0)
+        near = values.abs().le(self.tolerance).sum(dim=over, dtype=counting)
+        histogram = _histogram(values, self.half_range, self.bins, counting)
         self._combine(per_channel, batch_mean.cpu().numpy(), batch_m2.cpu().numpy())
         self.minimum = np.minimum(self.minimum, low.double().cpu().numpy())
         self.maximum = np.maximum(self.maximum, high.double().cpu().numpy())
-        self.positive += positive.cpu().numpy()
-        self.near_zero += near.cpu().numpy()
+        self.positive += histogram[:, self.bins // 2:].sum(axis=1)  # the bins above zero, exactly
+        self.near_zero += near.cpu().numpy().astype(np.int64)
         self.histogram += histogram
-        self._exemplars(values, display, first_index, sources)
+        self._exemplars(values, inputs, first_index, sources)
 
     def _combine(self, batch_count: int, batch_mean: np.ndarray, batch_m2: np.ndarray) -> None:
         count = self.count + batch_count
@@ -458,33 +460,36 @@ class _Accumulator:
         self.m2 = self.m2 + batch_m2 + delta**2 * self.count * batch_count / count
         self.count = count
 
-    def _exemplars(self, values: torch.Tensor, display: torch.Tensor, first_index: int, sources: list[str]) -> None:
+    def _exemplars(self, values: torch.Tensor, inputs: torch.Tensor, first_index: int, sources: list[str]) -> None:
         n, channels, height, width = values.shape
         peak, where = values.flatten(2).max(dim=2)  # N x C
+        where = where.t().cpu()
         candidates = torch.cat([self.top_values, peak.t().double().cpu()], dim=1)
         images = torch.cat([self.top_images, (first_index + torch.arange(n)).expand(channels, n)], dim=1)
-        positions = torch.stack([where.t().cpu() // width, where.t().cpu() % width], dim=2)
+        positions = torch.stack([where // width, where % width], dim=2)  # C x N x 2
         all_positions = torch.cat([self.top_positions, positions], dim=1)
+        # Best first; stable, so a tie keeps the earlier image (kept ones come before new ones).
         order = torch.sort(candidates, dim=1, descending=True, stable=True).indices[:, : self.top_k]
-        keep_old = self.top_values.shape[1]
-        crops = torch.zeros((channels, order.shape[1], 3, self.crop, self.crop), dtype=torch.uint8)
-        new_sources: list[list[str]] = []
-        for channel in range(channels):
-            names = []
-            for slot, pick in enumerate(order[channel].tolist()):
-                if pick < keep_old:
-                    crops[channel, slot] = self.top_crops[channel, pick]
-                    names.append(self.top_sources[channel][pick])
-                else:
-                    image = pick - keep_old
-                    row, column = positions[channel, image].tolist()
-                    crops[channel, slot] = _crop(display[image], row, column, self.map_size, self.crop)
-                    names.append(sources[image])
-            new_sources.append(names)
+        kept = self.top_values.shape[1]
+        new = order >= kept
+        crops = torch.empty((channels, order.shape[1], 3, self.crop, self.crop), dtype=torch.uint8)
+        if kept:
+            old_channel, old_slot = (~new).nonzero(as_tuple=True)
+            crops[old_channel, old_slot] = self.top_crops[old_channel, order[old_channel, old_slot]]
+        new_channel, new_slot = new.nonzero(as_tuple=True)
+        if len(new_channel):
+            image = order[new_channel, new_slot] - kept
+            row_column = positions[new_channel, image]
+            crops[new_channel, new_slot] = _crops(
+                inputs, image, row_column, self.map_size, self.region, self.crop, self.preprocessing
+            )
+        names = []
+        for channel, picks in enumerate(order.tolist()):
+            names.append([self.top_sources[channel][p] if p < kept else sources[p - kept] for p in picks])
         self.top_values = torch.gather(candidates, 1, order)
         self.top_images = torch.gather(images, 1, order)
         self.top_positions = torch.gather(all_positions, 1, order[..., None].expand(-1, -1, 2))
-        self.top_crops, self.top_sources = crops, new_sources
+        self.top_crops, self.top_sources = crops, names
 
     def result(self) -> LayerStatistics:
         channels, k = len(self.count), self.top_k
@@ -529,13 +534,20 @@ def _half_range(low: float, high: float) -> float:
     return half_range
 
 
-def _histogram(flat: torch.Tensor, half_range: float, bins: int) -> np.ndarray:
-    """C x bins counts; bin i holds edges[i] < x <= edges[i+1] (every value is inside (-R, R])."""
-    inner = torch.linspace(-half_range, half_range, bins + 1, dtype=torch.float64)[1:-1].to(flat.dtype)
-    index = torch.bucketize(flat, inner.to(flat.device), right=False)
-    offsets = (torch.arange(flat.shape[0], device=flat.device) * bins)[:, None]
-    counts = torch.bincount((index + offsets).flatten(), minlength=flat.shape[0] * bins)
-    return counts.reshape(flat.shape[0], bins).cpu().numpy().astype(np.int64)
+def _histogram(values: torch.Tensor, half_range: float, bins: int, counting: torch.dtype) -> np.ndarray:
+    """C x bins counts of N x C x H x W values; bin i holds edges[i] < x <= edges[i+1].
+
+    torch.histogram bins are closed on the left, so the negated values are counted and the bins
+    reversed. Its linear binning checks the neighbouring edges, so no value near an edge is
+    misplaced by rounding (the edges, multiples of a power of two, are exact in float32).
+    """
+    per_channel = values.transpose(0, 1).reshape(values.shape[1], -1)
+    negated = per_channel.neg().to(counting)
+    counts = torch.stack([
+        torch.histogram(negated[c].cpu(), bins=bins, range=(-half_range, half_range)).hist
+        for c in range(per_channel.shape[0])
+    ])
+    return counts.flip(1).numpy().astype(np.int64)
 
 
 def _double_range(histogram: np.ndarray) -> np.ndarray:
@@ -551,14 +563,36 @@ def _crop_size(map_size: tuple[int, int], input_size: tuple[int, int]) -> int:
     return int(min(max(16, math.ceil(4 * stride)), min(input_size)))
 
 
-def _crop(image: torch.Tensor, row: int, column: int, map_size, side: int) -> torch.Tensor:
-    """A side x side uint8 crop of image (3 x H x W in [0, 1]) centred on map position (row, column)."""
-    height, width = image.shape[1:]
-    centre_y = int((row + 0.5) * height / map_size[0])
-    centre_x = int((column + 0.5) * width / map_size[1])
-    top = min(max(0, centre_y - side // 2), height - side)
-    left = min(max(0, centre_x - side // 2), width - side)
-    return (image[:, top:top + side, left:left + side] * 255).round().to(torch.uint8)
+def _crops(inputs: torch.Tensor, image: torch.Tensor, row_column: torch.Tensor, map_size, side: int,
+           stored: int, preprocessing: Preprocessing) -> torch.Tensor:
+    """uint8 RGB crops of model inputs (N x C x H x W, normalised), one per pick: a side x side
+    region of ``image[i]`` around map position ``row_column[i]``, shown as the model saw it,
+    shrunk to stored x stored (area averaging) when it is larger.
+
+    Each image is de-normalised (and shrunk) once, and each distinct (image, position) cropped
+    once, however many channels pick it.
+    """
+    picks = torch.stack([image, row_column[:, 0], row_column[:, 1]], dim=1)
+    unique, back = torch.unique(picks, dim=0, return_inverse=True)
+    needed, slot_of = torch.unique(unique[:, 0], return_inverse=True)
+    shown = display_image(inputs[needed], preprocessing)  # n x 3 x H x W
+    height, width = inputs.shape[2:]
+    scale = stored / side
+    if stored < side:
+        shown = torch.nn.functional.interpolate(
+            shown, size=(max(stored, round(height * scale)), max(stored, round(width * scale))), mode="area"
+        )
+    small_height, small_width = shown.shape[2:]
+    centre_y = ((unique[:, 1].double() + 0.5) * height / map_size[0] * scale).long()
+    centre_x = ((unique[:, 2].double() + 0.5) * width / map_size[1] * scale).long()
+    top = (centre_y - stored // 2).clamp(min=0).clamp(max=small_height - stored)
+    left = (centre_x - stored // 2).clamp(min=0).clamp(max=small_width - stored)
+    steps = torch.arange(stored)
+    rows = (top[:, None] + steps)[:, None, :, None]
+    columns = (left[:, None] + steps)[:, None, None, :]
+    colours = torch.arange(3)[None, :, None, None]
+    patches = shown[slot_of[:, None, None, None], colours, rows, columns]  # distinct x 3 x stored x stored
+    return (patches * 255).round().to(torch.uint8)[back]
 
 
 def _merge_exemplars(merged: LayerStatistics, other: LayerStatistics, offset: int) -> LayerStatistics:
