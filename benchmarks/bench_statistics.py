@@ -32,6 +32,7 @@ from cnnviz.zoo import photos
 
 PHOTO_LAYERS = ["features.5", "features.12", "features.19", "features.26"]
 RESNET_LAYERS = ["layer1", "layer2", "layer3", "layer4"]
+RESNET_MEASURED = ["layer1", "layer3"]
 
 
 def timed(function) -> float:
@@ -119,10 +120,11 @@ def memory_of(count: int, batch: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=2000)
-    parser.add_argument("--resnet-images", type=int, default=256)
+    parser.add_argument("--resnet-images", type=int, default=2000)
+    parser.add_argument("--resnet-repeats", type=int, default=1)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--quick", action="store_true", help="128 images, 32 for resnet18, 1 repeat, small memory runs")
+    parser.add_argument("--quick", action="store_true", help="128 images, 16 for resnet18, 1 repeat, small memory runs")
     parser.add_argument("--memory-child", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.set_num_threads(min(2, torch.get_num_threads()))
@@ -142,10 +144,11 @@ def main() -> None:
 
     torch.manual_seed(0)
     resnet = cnnviz.load_model(torchvision.models.resnet18().eval())
-    inputs = torch.randn(args.resnet_images, 3, 224, 224, generator=torch.Generator().manual_seed(0))
-    resnet_batches = list(inputs.split(32))
+    generator = torch.Generator().manual_seed(0)
+    resnet_batches = [torch.randn(min(32, args.resnet_images - start), 3, 224, 224, generator=generator)
+                      for start in range(0, args.resnet_images, 32)]
     print(f"\ntorchvision resnet18 (random weights), {args.resnet_images} images of 224x224, batch 32")
-    for layer, plain, streamed, ratio in time_rows(resnet, resnet_trunk, RESNET_LAYERS, resnet_batches, args.repeats):
+    for layer, plain, streamed, ratio in time_rows(resnet, resnet_trunk, RESNET_MEASURED, resnet_batches, args.resnet_repeats):
         print(f"  {layer:<12} plain {plain:7.2f} s   statistics {streamed:7.2f} s   ratio {ratio:.2f}")
 
     small, large = (200, 1000) if args.quick else (1000, 5000)

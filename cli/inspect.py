@@ -133,14 +133,13 @@ def stats(loaded, images, layers, batch_size, top_k, bins, output) -> None:
       cnnviz stats --images samples --layer features.2 --layer features.26
       cnnviz stats -m torchvision:resnet18 -w DEFAULT -i photos/ -l layer1 -l layer4 -o out
     """
+    from tqdm import tqdm
+
     import cnnviz
     from cnnviz import output as files
-    from cnnviz.cli.options import flush_notes
     from cnnviz.images import image_sources
 
     total = len(image_sources(images))
-    flush_notes()
-    from tqdm import tqdm
 
     with tqdm(total=total, unit="image", desc="statistics", disable=None, leave=False) as bar:
         result = cnnviz.statistics(loaded, images, list(layers), batch_size=batch_size, top_k=top_k, bins=bins,

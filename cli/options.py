@@ -83,11 +83,7 @@ def load_for_cli(spec, weights, trusted, mean, std, input_size, device):
 
 
 def note(message: str) -> None:
-    """A one-line note for stderr, shown once the command has succeeded (an error stays one line).
-
-    Commands that run long call :func:`flush_notes` once their inputs are checked, so that the
-    notes come before the work.
-    """
+    """A one-line note for stderr, shown once the command has succeeded (an error stays one line)."""
     context = click.get_current_context(silent=True)
     if context is None:
         click.echo(f"note: {message}", err=True)

@@ -48,6 +48,9 @@ class Kernels:
             response to an input equal in every channel), ``"curves"`` (1-D) or ``"slices"`` (3-D).
         layer_scale: the largest absolute weight of the whole layer (all channels).
         global_scale: the largest absolute weight of every convolution of the model.
+        layer_map_scale, global_map_scale: the same for the maps of the outputs and slices views
+            (kernels summed over their inputs), over the whole layer and over the whole model.
+        inputs_summed: the inputs (inside a group) summed in the outputs and slices views.
         notes: what was left out (channels beyond the cap, ...).
     """
 
@@ -62,6 +65,9 @@ class Kernels:
     view: str
     layer_scale: float
     global_scale: float
+    layer_map_scale: float = 0.0
+    global_map_scale: float = 0.0
+    inputs_summed: list[int] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -81,6 +87,20 @@ class Kernels:
         if scope == "kernel":
             return self.weight.abs().flatten(1).amax(dim=1).clamp_min(1e-12)
         value = self.layer_scale if scope == "layer" else self.global_scale
+        return torch.full((len(self.outputs),), max(value, 1e-12))
+
+    def maps(self) -> torch.Tensor:
+        """The maps of the outputs and slices views: each shown output's kernel summed over
+        ``inputs_summed`` (its response to an input equal in those channels), ``outputs x *kernel``."""
+        return self.weight[:, self.inputs_summed].sum(dim=1)
+
+    def map_scales(self, scope: str) -> torch.Tensor:
+        """Like :meth:`scales`, for :meth:`maps`."""
+        _check_scope(scope)
+        maps = self.maps()
+        if scope == "kernel":
+            return maps.abs().flatten(1).amax(dim=1).clamp_min(1e-12)
+        value = self.layer_map_scale if scope == "layer" else self.global_map_scale
         return torch.full((len(self.outputs),), max(value, 1e-12))
 
     def colour_images(self, scope: str = "layer") -> torch.Tensor:
@@ -182,6 +202,7 @@ def kernels(
     resolved = _resolve_view(view, weight, module, conv)
     if resolved == "pairs" and inputs is None and per_group > max_inputs:
         notes.append(f"showing the first {max_inputs} of {per_group} input channels of each kernel")
+    summed = chosen_inputs if inputs is not None else list(range(per_group))
     return Kernels(
         layer=target.layer_text,
         module_type=type(conv).__name__,
@@ -194,6 +215,9 @@ def kernels(
         view=resolved,
         layer_scale=float(weight.abs().max()),
         global_scale=_global_scale(module),
+        layer_map_scale=float(weight[:, summed].sum(dim=1).abs().max()),
+        global_map_scale=_global_scale(module, summed=True),
+        inputs_summed=summed,
         notes=notes,
     )
 
@@ -210,24 +234,27 @@ def _resolve_view(view: str, weight: torch.Tensor, model: nn.Module, conv: nn.Mo
         return "curves"
     if dims == 3:
         return "slices"
-    if view == "colour" and weight.shape[1] != 3:
+    if view == "colour" and (weight.shape[1] != 3 or conv.groups != 1):
         raise CnnvizError("the colour view needs kernels over 3 input channels; use the pairs or outputs view")
     if view != "auto":
         return view
     first = next((m for m in model.modules() if isinstance(m, nn.modules.conv._ConvNd)), None)
-    if weight.shape[1] == 3 and conv is first:
+    if conv is first and conv.in_channels == 3 and conv.groups == 1 and not conv.transposed:
         return "colour"
     if weight.shape[1] == 1:
         return "outputs"
     return "pairs"
 
 
-def _global_scale(model: nn.Module) -> float:
-    scales = [
-        float(m.weight.detach().abs().max())
-        for m in model.modules()
-        if isinstance(m, nn.modules.conv._ConvNd) and not isinstance(m.weight, nn.parameter.UninitializedParameter)
-    ]
+def _global_scale(model: nn.Module, summed: bool = False) -> float:
+    """The largest absolute weight of every convolution (or of every kernel summed over its inputs)."""
+    scales = []
+    for m in model.modules():
+        if isinstance(m, nn.modules.conv._ConvNd) and not isinstance(m.weight, nn.parameter.UninitializedParameter):
+            weight = m.weight.detach()
+            if summed:
+                weight = weight.sum(dim=0 if m.transposed else 1)
+            scales.append(float(weight.abs().max()))
     return max(scales) if scales else 0.0
 
 

@@ -71,18 +71,38 @@ def output_folder(path: str | os.PathLike) -> Path:
 def _atomic(path: str | os.PathLike, write: Callable) -> Path:
     target = Path(path).expanduser()
     output_folder(target.parent)
-    handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
+    try:
+        handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
+    except OSError as error:
+        raise CnnvizError(f"cannot write into {str(target.parent)!r}: {error.strerror}; choose another folder with -o") from None
     try:
         with os.fdopen(handle, "wb") as stream:
             write(stream)
             stream.flush()
             os.fsync(stream.fileno())
+        os.chmod(temporary, 0o666 & ~_umask())  # mkstemp makes 0600; give what open() would
         os.replace(temporary, target)
+    except OSError as error:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise CnnvizError(f"cannot write {str(target)!r}: {error.strerror}") from None
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(temporary)
         raise
     return target
+
+
+_UMASK: list[int] = []
+
+
+def _umask() -> int:
+    """The process's umask (read once: reading it means setting it)."""
+    if not _UMASK:
+        current = os.umask(0o022)
+        os.umask(current)
+        _UMASK.append(current)
+    return _UMASK[0]
 
 
 def _jsonable(value):

@@ -132,13 +132,11 @@ def _kernels_pairs(kernels: Kernels, scope: str, columns: int) -> Figure:
 
 
 def _kernels_outputs(kernels: Kernels, scope: str, columns: int) -> Figure:
-    maps = kernels.weight.sum(dim=1).numpy()  # depthwise: the kernel itself
-    limits = np.abs(maps).reshape(len(maps), -1).max(axis=1).clip(1e-12)
+    maps = kernels.maps().numpy()  # depthwise: the kernel itself
+    scales = kernels.map_scales(scope).numpy()
     if scope == "kernel":
-        maps = maps / limits[:, None, None]
-        limit = 1.0
-    else:
-        limit = float(limits.max()) if scope == "layer" else max(kernels.global_scale * kernels.weight.shape[1], 1e-12)
+        maps = maps / scales[:, None, None]
+    limit = 1.0 if scope == "kernel" else float(scales[0])
     rows, columns = _grid(len(maps), columns)
     grid = [[maps[r * columns + c] for c in range(columns) if r * columns + c < len(maps)] for r in range(rows)]
     tiled = _mosaic(grid)
@@ -150,10 +148,11 @@ def _kernels_outputs(kernels: Kernels, scope: str, columns: int) -> Figure:
     axis.set_yticks([])
     for index, output in enumerate(kernels.outputs):
         r, c = divmod(index, columns)
-        axis.text(c * (width + 1) + width / 2 - 0.5, r * (height + 1) - 0.6, str(output), ha="center", va="bottom", fontsize=6)
+        label = f"{output} ±{scales[index]:.2g}" if scope == "kernel" else str(output)
+        axis.text(c * (width + 1) + width / 2 - 0.5, r * (height + 1) - 0.6, label, ha="center", va="bottom", fontsize=6)
     bar = figure.colorbar(image, ax=axis, shrink=0.6)
     what = "sum over inputs" if kernels.weight.shape[1] > 1 else "weight"
-    bar.set_label(f"{what} / each map's max" if scope == "kernel" else what, fontsize=8)
+    bar.set_label(f"{what} / each map's max |value| (printed above it)" if scope == "kernel" else what, fontsize=8)
     return figure
 
 
@@ -181,23 +180,23 @@ def _kernels_curves(kernels: Kernels, scope: str, columns: int) -> Figure:
 
 
 def _kernels_slices(kernels: Kernels, scope: str, columns: int) -> Figure:
-    weight = kernels.weight.sum(dim=1).numpy()  # outputs x depth x H x W
-    limit = float(np.abs(weight).max()) if scope != "global" else max(kernels.global_scale * kernels.weight.shape[1], 1e-12)
-    tiled = _mosaic([[weight[o, d] for d in range(weight.shape[1])] for o in range(weight.shape[0])])
-    figure = Figure(figsize=(2 + 0.6 * weight.shape[1], 1.2 + 0.6 * weight.shape[0]), layout="constrained")
-    axis = figure.subplots()
+    maps = kernels.maps().numpy()  # outputs x depth x H x W
+    scales = kernels.map_scales(scope).numpy()
     if scope == "kernel":
-        per = np.abs(weight).reshape(len(weight), -1).max(axis=1).clip(1e-12)
-        tiled = _mosaic([[weight[o, d] / per[o] for d in range(weight.shape[1])] for o in range(weight.shape[0])])
-        limit = 1.0
+        maps = maps / scales[:, None, None, None]
+    limit = 1.0 if scope == "kernel" else float(scales[0])
+    tiled = _mosaic([[maps[o, d] for d in range(maps.shape[1])] for o in range(maps.shape[0])])
+    figure = Figure(figsize=(2 + 0.6 * maps.shape[1], 1.2 + 0.6 * maps.shape[0]), layout="constrained")
+    axis = figure.subplots()
     image = _diverging_image(axis, tiled, limit)
-    height, width = weight.shape[2:]
-    axis.set_xticks([d * (width + 1) + (width - 1) / 2 for d in range(weight.shape[1])], [str(d) for d in range(weight.shape[1])], fontsize=6)
-    axis.set_yticks([o * (height + 1) + (height - 1) / 2 for o in range(weight.shape[0])], [str(o) for o in kernels.outputs], fontsize=6)
+    height, width = maps.shape[2:]
+    axis.set_xticks([d * (width + 1) + (width - 1) / 2 for d in range(maps.shape[1])], [str(d) for d in range(maps.shape[1])], fontsize=6)
+    labels = [f"{o} ±{s:.2g}" if scope == "kernel" else str(o) for o, s in zip(kernels.outputs, scales)]
+    axis.set_yticks([o * (height + 1) + (height - 1) / 2 for o in range(maps.shape[0])], labels, fontsize=6)
     axis.set_xlabel("depth slice", fontsize=8)
     axis.set_ylabel("output channel", fontsize=8)
     bar = figure.colorbar(image, ax=axis, shrink=0.6)
-    bar.set_label("sum over inputs" + (" / each row's max" if scope == "kernel" else ""), fontsize=8)
+    bar.set_label("sum over inputs" + (" / each row's max |value|" if scope == "kernel" else ""), fontsize=8)
     return figure
 
 
@@ -431,4 +430,85 @@ def plot_exemplars(statistics, layer: str, channels=None, max_channels: int = 16
         f"{stats.layer}: top {k} of {statistics.images} images per channel ({size}x{size} crops around the maximum)",
         fontsize=10,
     )
+    return figure
+
+
+# --------------------------------------------------------------------------------------------
+# attributions
+
+
+def plot_attribution(attribution, index: int = 0) -> Figure:
+    """One method on one image: the input, the signed map (summed over channels, diverging scale
+    centred on zero), the absolute map, and the absolute map over the input; colour bars in raw
+    attribution units. Grad-CAM, which is non-negative, shows its map on a scale from zero."""
+    image = attribution.images[index].permute(1, 2, 0).numpy()
+    signed = attribution.signed_map()[index].numpy()
+    absolute = attribution.absolute_map()[index].numpy()
+    figure = Figure(figsize=(13, 3.5), layout="constrained")
+    axes = figure.subplots(1, 4)
+    axes[0].imshow(image, interpolation="nearest")
+    axes[0].set_title(f"{attribution.sources[index]}", fontsize=8)
+    limit = max(float(np.abs(signed).max()), 1e-12)
+    shown = axes[1].imshow(signed, cmap=DIVERGING, vmin=-limit, vmax=limit, interpolation="nearest")
+    figure.colorbar(shown, ax=axes[1], fraction=0.046).ax.tick_params(labelsize=6)
+    axes[1].set_title("signed (sum over channels)" if attribution.attribution.shape[1] > 1 else "map", fontsize=8)
+    top = max(float(absolute.max()), 1e-12)
+    shown = axes[2].imshow(absolute, cmap=SEQUENTIAL, vmin=0, vmax=top, interpolation="nearest")
+    figure.colorbar(shown, ax=axes[2], fraction=0.046).ax.tick_params(labelsize=6)
+    axes[2].set_title("absolute (sum of |.| over channels)", fontsize=8)
+    axes[3].imshow(image, interpolation="nearest")
+    shown = axes[3].imshow(absolute, cmap=SEQUENTIAL, vmin=0, vmax=top, alpha=0.6, interpolation="bilinear")
+    axes[3].set_title("absolute over the input", fontsize=8)
+    for axis in axes:
+        axis.set_axis_off()
+    layer = f" at {attribution.layer}" if attribution.layer else ""
+    figure.suptitle(f"{attribution.method}{layer}: {attribution.targets[index]}", fontsize=10)
+    return figure
+
+
+def plot_attributions(attributions: dict, images: int = 4) -> Figure:
+    """Several methods side by side: a row per image (at most ``images``), the input then each
+    method's absolute map with its own colour bar in raw units."""
+    methods = list(attributions.values())
+    if not methods:
+        raise CnnvizError("no attributions to draw")
+    first = methods[0]
+    rows = min(images, len(first.images))
+    figure = Figure(figsize=(2.3 * (len(methods) + 1) + 0.5, 2.3 * rows + 0.6), layout="constrained")
+    axes = figure.subplots(rows, len(methods) + 1, squeeze=False)
+    for row in range(rows):
+        axes[row, 0].imshow(first.images[row].permute(1, 2, 0).numpy(), interpolation="nearest")
+        axes[row, 0].set_title(first.targets[row], fontsize=7)
+        for column, attribution in enumerate(methods, start=1):
+            values = attribution.absolute_map()[row].numpy()
+            shown = axes[row, column].imshow(values, cmap=SEQUENTIAL, vmin=0, vmax=max(float(values.max()), 1e-12),
+                                             interpolation="nearest")
+            figure.colorbar(shown, ax=axes[row, column], fraction=0.046).ax.tick_params(labelsize=5)
+            if row == 0:
+                axes[row, column].set_title(attribution.method, fontsize=8)
+    for axis in axes.flat:
+        axis.set_axis_off()
+    figure.suptitle("Attributions (absolute, summed over channels; each map on its own raw scale)", fontsize=10)
+    return figure
+
+
+def plot_sanity_check(check) -> Figure:
+    """The randomisation test: rank correlation with the original map as more layers are
+    re-initialised (top down), and the maps of the first image at each stage."""
+    stages = len(check.layers)
+    figure = Figure(figsize=(max(8, 1.6 * (stages + 1)), 5.2), layout="constrained")
+    grid = figure.add_gridspec(2, stages + 1, height_ratios=[1.2, 1])
+    curve = figure.add_subplot(grid[0, :])
+    curve.plot(range(1, stages + 1), check.correlations, "o-")
+    curve.axhline(0, color="grey", linewidth=0.5)
+    curve.set_ylim(-1.05, 1.05)
+    curve.set_xticks(range(1, stages + 1), [f"…{name}" for name in check.layers], fontsize=7)
+    curve.set_xlabel("re-initialised from the output down to", fontsize=8)
+    curve.set_ylabel("rank correlation with the original", fontsize=8)
+    for stage in range(stages + 1):
+        axis = figure.add_subplot(grid[1, stage])
+        axis.imshow(check.maps[stage, 0].numpy(), cmap=SEQUENTIAL, interpolation="nearest")
+        axis.set_axis_off()
+        axis.set_title("original" if stage == 0 else f"≤ {check.layers[stage - 1]}", fontsize=7)
+    figure.suptitle(f"Sanity check of {check.method} (model-parameter randomisation)", fontsize=10)
     return figure

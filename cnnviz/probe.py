@@ -111,6 +111,8 @@ class Probe:
         self._outputs: dict[str, list[torch.Tensor | None]] = {}
         self._shapes: dict[str, list[tuple[int, ...] | None]] = {}
         self._seen: set[tuple[str, int]] = set()
+        #: (layer, call) of every recorded call, in the order the calls finished
+        self.order: list[tuple[str, int]] = []
         self._stack: contextlib.ExitStack | None = None
         self._running = False
         self._has_run = False
@@ -156,7 +158,7 @@ class Probe:
                 "normalised (e.g. preprocessing.normalize(images.float() / 255))"
             )
         inputs = _to_device_of(inputs, self.module)
-        self._outputs, self._shapes, self._seen = {}, {}, set()
+        self._outputs, self._shapes, self._seen, self.order = {}, {}, set(), []
         self._inputs, self._has_run = inputs, True
         grad_mode = torch.enable_grad() if self.keep_graph else torch.no_grad()
         output = None
@@ -218,6 +220,7 @@ class Probe:
             shapes = self._shapes.setdefault(name, [])
             call = len(outputs) + 1
             self._seen.add((name, call))
+            self.order.append((name, call))
             finishing = (
                 self._running and self.early_exit and not self._needs_output and self._needed <= self._seen
             )

@@ -63,7 +63,8 @@ class LayerStatistics:
             (``C x k x 2``); -1 where fewer than k images were seen.
         exemplar_crops: ``C x k x 3 x S x S`` uint8 RGB crops of the input around each maximum
             (a region of about four map cells, at least 16 pixels, stored at most 48 pixels wide).
-        exemplar_sources: the name of each exemplar image (``C`` lists of up to k names).
+        exemplar_sources: the file or sample of each exemplar image (``C`` lists of up to k; ``None``
+            for tensors, see :meth:`exemplar_name`).
         map_size: ``(H, W)`` of the layer's maps; input_size: ``(H, W)`` of the inputs.
     """
 
@@ -152,13 +153,19 @@ class LayerStatistics:
                 "near_zero_fraction": float(self.near_zero_fraction[c]),
                 "dead": bool(self.dead[c]),
                 "exemplars": [
-                    {"image": self.exemplar_sources[c][i], "value": float(self.exemplar_values[c, i]),
+                    {"image": self.exemplar_name(c, i), "value": float(self.exemplar_values[c, i]),
                      "position": [int(p) for p in self.exemplar_positions[c, i]]}
                     for i in range(len(self.exemplar_sources[c]))
                 ],
             }
             for c in range(self.channels)
         ]
+
+    def exemplar_name(self, channel: int, slot: int) -> str:
+        """Where exemplar ``slot`` of ``channel`` came from: its file or sample, or ``image N``
+        (its place in the population) for tensors."""
+        name = self.exemplar_sources[channel][slot]
+        return name if name is not None else f"image {int(self.exemplar_images[channel, slot])}"
 
     def rebinned(self, half_range: float) -> LayerStatistics:
         """The same statistics with the histogram over a larger power-of-two range (exact)."""
@@ -174,8 +181,13 @@ class LayerStatistics:
     def merge(self, other: LayerStatistics, image_offset: int) -> LayerStatistics:
         """These statistics and ``other``'s together; ``other``'s image indices move up by
         ``image_offset`` (the number of images behind ``self``)."""
-        if self.channels != other.channels or self.bins != other.bins:
-            raise CnnvizError(f"cannot merge statistics of {self.layer} with different channels or bins")
+        mine = (self.channels, self.bins, self.map_size, self.input_size, self.exemplar_values.shape[1], self.near_zero_tolerance)
+        theirs = (other.channels, other.bins, other.map_size, other.input_size, other.exemplar_values.shape[1], other.near_zero_tolerance)
+        if mine != theirs:
+            raise CnnvizError(
+                f"cannot merge statistics of {self.layer} taken differently (channels, bins, map size, "
+                f"input size, top_k, near-zero tolerance: {mine} and {theirs}); gather both the same way"
+            )
         half_range = max(self.half_range, other.half_range)
         first, second = self.rebinned(half_range), other.rebinned(half_range)
         count = first.count + second.count
@@ -330,10 +342,8 @@ def _batches(images, preprocessing: Preprocessing, batch_size: int, skipped: lis
     if not isinstance(images, Iterable):
         raise CnnvizError(f"expected images: a spec, a list, or an iterable of tensors, not {type(images).__name__}")
     pending: list = []
-    counter = 0
     for item in images:
-        if isinstance(item, (tuple, list)) and item and isinstance(item[0], torch.Tensor):
-            item = item[0]  # (inputs, labels) from a DataLoader
+        item = _from_loader(item)
         if isinstance(item, torch.Tensor):
             if pending:
                 yield from _spec_batches(pending, preprocessing, batch_size, skipped)
@@ -343,14 +353,33 @@ def _batches(images, preprocessing: Preprocessing, batch_size: int, skipped: lis
                 raise CnnvizError(
                     f"expected normalised model inputs N x C x H x W (float), got {tuple(item.shape)} {item.dtype}"
                 )
-            yield batch, [f"tensor {counter + i}" for i in range(len(batch))]
-            counter += len(batch)
+            for chunk in batch.split(batch_size):  # bounded memory, whatever the loader's batch size
+                yield chunk, [None] * len(chunk)
         elif isinstance(item, (Image.Image, str, os.PathLike)):
             pending.append(item)
         else:
             raise CnnvizError(f"cannot use a {type(item).__name__} as an image")
     if pending:
         yield from _spec_batches(pending, preprocessing, batch_size, skipped)
+
+
+INPUT_KEYS = ("image", "images", "pixel_values", "input", "inputs", "x")
+
+
+def _from_loader(item):
+    """The inputs of what a DataLoader yields: a tensor, ``(inputs, labels, ...)``, or a dict with
+    one of the keys of ``INPUT_KEYS``."""
+    if isinstance(item, (tuple, list)) and item and isinstance(item[0], torch.Tensor):
+        return item[0]
+    if isinstance(item, dict):
+        for key in INPUT_KEYS:
+            if isinstance(item.get(key), torch.Tensor):
+                return item[key]
+        raise CnnvizError(
+            f"a batch is a dict with keys {sorted(item)}; cnnviz looks for the inputs under one of "
+            f"{', '.join(INPUT_KEYS)}"
+        )
+    return item
 
 
 def _spec_batches(items, preprocessing: Preprocessing, batch_size: int, skipped: list[str]):
@@ -433,16 +462,18 @@ class _Accumulator:
         while self.half_range < needed:
             self.histogram = _double_range(self.histogram)
             self.half_range *= 2
-        # Moments of the batch: float32 sums of deviations from the batch's own (float32) mean,
-        # then corrected and merged in float64 (Chan's formulas).
-        shift = values.sum(dim=over, keepdim=True) / per_channel
-        deviations = values - shift
-        first = deviations.sum(dim=over, dtype=counting).double()
+        # Moments of the batch. The sum, where cancellation would hurt a mean near zero, is
+        # accumulated in float64. The squared deviations (positive terms, no cancellation) are
+        # float32 along each row of a map, then float64; the deviations are taken from the float32
+        # mean and corrected for its rounding exactly: sum (x - s)^2 = m2 + n (mean - s)^2.
+        total = values.sum(dim=over, dtype=torch.float64)
+        batch_mean = total / per_channel
+        shift = batch_mean.to(values.dtype)
+        deviations = values - shift[None, :, None, None]
         deviations.mul_(deviations)
-        second = deviations.sum(dim=over, dtype=counting).double()
+        second = deviations.sum(dim=3).double().sum(dim=(0, 2))
         del deviations
-        batch_mean = shift.flatten().double() + first / per_channel
-        batch_m2 = (second - first**2 / per_channel).clamp_min(0)
+        batch_m2 = (second - per_channel * (batch_mean - shift.double()) ** 2).clamp_min(0)
         near = values.abs().le(self.tolerance).sum(dim=over, dtype=counting)
         histogram = _histogram(values, self.half_range, self.bins, counting)
         self._combine(per_channel, batch_mean.cpu().numpy(), batch_m2.cpu().numpy())
@@ -507,7 +538,8 @@ class _Accumulator:
             maximum=self.maximum, positive=self.positive, near_zero=self.near_zero,
             histogram=self.histogram, half_range=self.half_range, exemplar_values=values,
             exemplar_images=images, exemplar_positions=positions, exemplar_crops=crops,
-            exemplar_sources=self.top_sources, map_size=self.map_size, input_size=self.input_size,
+            exemplar_sources=[[name for name in names] for names in self.top_sources],
+            map_size=self.map_size, input_size=self.input_size,
             near_zero_tolerance=self.tolerance,
         )
 

@@ -51,12 +51,12 @@ def test_stats_command(tmp_path):
         cnnviz.samples.image(name).save(folder / f"{name}.png")
     (folder / "readme.md").write_text("# not an image")
     out = tmp_path / "out"
-    result = invoke("stats", "-m", "builtin:patterns", "-i", str(folder), "-l", "features.1", "-l", "classifier.3",
+    result = invoke("stats", "-m", "builtin:patterns", "-i", str(folder), "-l", "features.1", "-l", "classifier.1",
                     "--top-k", "2", "-o", str(out))
     assert result.exit_code == 0, result.stderr
     assert "skipped 1 file(s)" in result.stderr
     expected = {"stats.npz", "stats.json", "histograms.png", "colorful_dimension.png",
-                "channels_features.1.png", "exemplars_features.1.png", "channels_classifier.3.png", "exemplars_classifier.3.png"}
+                "channels_features.1.png", "exemplars_features.1.png", "channels_classifier.1.png", "exemplars_classifier.1.png"}
     assert {p.name for p in out.iterdir()} == expected
     summary = json.loads((out / "stats.json").read_text())
     assert summary["images"] == 3 and summary["skipped"] == [str(folder / "readme.md")]

@@ -117,3 +117,19 @@ def test_the_model_is_untouched(photos):
     for name in cnnviz.convolutions(photos):
         plot_kernels(cnnviz.kernels(photos, name, channels="0-3"), scope="global")
     assert_untouched(photos.module, before)
+
+
+def test_colour_only_for_a_first_convolution_over_rgb_and_whole_layer_scales():
+    grouped = nn.Sequential(nn.Conv2d(6, 8, 3, groups=2))
+    assert cnnviz.kernels(grouped, "0").view == "pairs"  # three inputs per group, but not RGB
+    with pytest.raises(CnnvizError, match="colour view needs kernels over 3 input channels"):
+        cnnviz.kernels(grouped, "0", view="colour")
+    depthwise = nn.Sequential(nn.Conv2d(4, 4, 3, groups=4))
+    with torch.no_grad():
+        depthwise[0].weight.mul_(0.01)
+        depthwise[0].weight[3].fill_(3.0)
+    shown = cnnviz.kernels(depthwise, "0", channels="0-1")
+    low, high = plot_kernels(shown, scope="layer").axes[0].images[0].get_clim()
+    assert high == pytest.approx(3.0)  # the whole layer's largest weight (channel 3), not the two shown
+    summed = cnnviz.kernels(nn.Sequential(nn.Conv2d(4, 2, 3)), "0", view="outputs", inputs="1,2")
+    torch.testing.assert_close(summed.maps(), summed.weight[:, [1, 2]].sum(1))
