@@ -125,16 +125,16 @@ def test_cli_default_model_and_models_listing():
     assert "builtin:patterns" in result.stdout and "torchvision:NAME" in result.stdout
     listing = CliRunner().invoke(main, ["models", "--json"])
     rows = {row["spec"]: row for row in __import__("json").loads(listing.stdout)}
-    assert rows["builtin:patterns"]["classes"] == 10 and rows["builtin:photos"]["input"] == "3x64x64"
+    assert rows["builtin:patterns"]["classes"] == 11 and rows["builtin:photos"]["input"] == "3x64x64"
 
 
 def test_patterns_are_deterministic_and_balanced():
-    first, labels = patterns.generate(100, seed=3)
-    second, same_labels = patterns.generate(100, seed=3)
+    first, labels = patterns.generate(110, seed=3)
+    second, same_labels = patterns.generate(110, seed=3)
     assert torch.equal(first, second) and torch.equal(labels, same_labels)
-    assert torch.bincount(labels).tolist() == [10] * 10
-    assert first.shape == (100, 3, 48, 48) and 0 <= first.min() and first.max() <= 1
-    other, _ = patterns.generate(100, seed=4)
+    assert torch.bincount(labels).tolist() == [10] * 11
+    assert first.shape == (110, 3, 48, 48) and 0 <= first.min() and first.max() <= 1
+    other, _ = patterns.generate(110, seed=4)
     assert not torch.equal(first, other)
 
 

@@ -78,7 +78,7 @@ BUILTIN: dict[str, BuiltinSpec] = {
     ),
     "patterns": BuiltinSpec(
         name="patterns",
-        summary="LeNet-like (conv-pool-conv-pool-fc), ten procedural patterns of known meaning",
+        summary="LeNet-like (conv-pool-conv-pool-fc), eleven procedural patterns of known meaning",
         architecture=PatternNet,
         classes=lambda: list(patterns.CLASSES),
         statistics=lambda: ((0.5, 0.5, 0.5), (0.25, 0.25, 0.25)),

@@ -2,7 +2,7 @@
 
 Both follow the lecture's classic patterns and torchvision's naming (``features``, ``classifier``),
 so that their layer references read like those of torchvision's VGG: ``features.0`` is the first
-convolution, ``classifier.3`` the last linear layer (the logits).
+convolution, ``classifier.1`` (patterns) or ``classifier.2`` (photos) the last linear layer (the logits).
 """
 from __future__ import annotations
 
@@ -10,24 +10,24 @@ from torch import nn
 
 
 class PatternNet(nn.Module):
-    """LeNet-like: conv-ReLU-pool, conv-ReLU-pool, global average, two fully connected layers.
+    """LeNet-like: conv-ReLU-pool, conv-ReLU-pool, global average, one fully connected layer.
 
-    Input ``N x 3 x 48 x 48`` (any size works: the average pooling makes it size-free).
+    Input ``N x 3 x 48 x 48`` (any size works: the average pooling makes it size-free). A linear
+    layer on averaged maps makes each class score a weighted sum of the maps, so the class
+    activation map of a class shows where its evidence is (Zhou et al., 2016).
 
-    ``features``: 0 conv 5x5 (16), 1 ReLU, 2 max-pool, 3 conv 5x5 (32), 4 ReLU, 5 max-pool;
-    ``classifier``: 0 flatten, 1 linear (64), 2 ReLU, 3 linear (one output per class).
+    ``features``: 0 conv 5x5 (16), 1 ReLU, 2 max-pool, 3 conv 5x5 (48), 4 ReLU, 5 max-pool;
+    ``classifier``: 0 flatten, 1 linear (one output per class).
     """
 
-    def __init__(self, classes: int = 10) -> None:
+    def __init__(self, classes: int = 11) -> None:
         super().__init__()
         self.features = nn.Sequential(
             nn.Conv2d(3, 16, 5, padding=2), nn.ReLU(inplace=True), nn.MaxPool2d(2),
-            nn.Conv2d(16, 32, 5, padding=2), nn.ReLU(inplace=True), nn.MaxPool2d(2),
+            nn.Conv2d(16, 48, 5, padding=2), nn.ReLU(inplace=True), nn.MaxPool2d(2),
         )
         self.pool = nn.AdaptiveAvgPool2d(1)
-        self.classifier = nn.Sequential(
-            nn.Flatten(), nn.Linear(32, 64), nn.ReLU(inplace=True), nn.Linear(64, classes),
-        )
+        self.classifier = nn.Sequential(nn.Flatten(), nn.Linear(48, classes))
 
     def forward(self, x):
         return self.classifier(self.pool(self.features(x)))

@@ -1,8 +1,10 @@
 """Procedural pattern images whose classes have a visual meaning known in advance.
 
-Ten classes: gratings whose stripes run at 0, 45, 90 and 135 degrees (counter-clockwise from the
-horizontal, as seen on screen: ``grating_90`` has vertical stripes), concentric rings, a
-checkerboard, a lattice of dots, and a red, a green and a blue blob on a nearly grey background.
+Eleven classes: gratings whose stripes run at 0, 45, 90 and 135 degrees (counter-clockwise from
+the horizontal, as seen on screen: ``grating_90`` has vertical stripes), concentric rings, a
+checkerboard, a lattice of dots, a red, a green and a blue blob on a nearly grey background
+(plain, mottled or faintly striped), and those backgrounds alone (``plain``): the background is
+no evidence for a blob, so only the blob itself tells the blob classes.
 Every image draws its own frequency, phase, position, contrast, colours and noise, so that only
 the class's meaning is common to its images. ``CLASS_INFO`` says what each class means, for tests
 that check a visualization recovers it.
@@ -27,9 +29,10 @@ CLASS_INFO: dict[str, dict] = {
     "rings": {"kind": "rings", "description": "concentric rings"},
     "checkerboard": {"kind": "checkerboard", "description": "a checkerboard"},
     "dots": {"kind": "dots", "description": "a lattice of dots"},
-    "red_blob": {"kind": "blob", "color": [1.0, 0.0, 0.0], "description": "a red blob on grey"},
-    "green_blob": {"kind": "blob", "color": [0.0, 1.0, 0.0], "description": "a green blob on grey"},
-    "blue_blob": {"kind": "blob", "color": [0.0, 0.0, 1.0], "description": "a blue blob on grey"},
+    "red_blob": {"kind": "blob", "color": [1.0, 0.0, 0.0], "description": "a red blob on a grey background"},
+    "green_blob": {"kind": "blob", "color": [0.0, 1.0, 0.0], "description": "a green blob on a grey background"},
+    "blue_blob": {"kind": "blob", "color": [0.0, 0.0, 1.0], "description": "a blue blob on a grey background"},
+    "plain": {"kind": "plain", "description": "the grey backgrounds of the blobs, without a blob"},
 }
 CLASSES = list(CLASS_INFO)
 SIZE = 48
@@ -123,6 +126,8 @@ def _draw(name: str, n: int, size: int, generator: torch.Generator) -> torch.Ten
         dv = torch.remainder(v - offset_v, spacing) - spacing / 2
         distance = (du**2 + dv**2).sqrt()
         return _mix(torch.sigmoid(3 * (radius - distance)), generator)
+    if info["kind"] == "plain":
+        return _blob(None, x, y, n, size, generator)
     return _blob(torch.tensor(info["color"]), x, y, n, size, generator)
 
 
@@ -131,16 +136,36 @@ def _rotated(x, y, degrees: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.T
     return x * torch.cos(angle) + y * torch.sin(angle), -x * torch.sin(angle) + y * torch.cos(angle)
 
 
-def _blob(colour: torch.Tensor, x, y, n: int, size: int, generator: torch.Generator) -> torch.Tensor:
-    """A Gaussian blob of a jittered primary colour on a nearly grey background."""
-    grey = _uniform(n, 0.25, 0.75, generator)[:, None]
-    background = (grey + 0.06 * (torch.rand(n, 3, generator=generator) - 0.5)).clamp(0, 1)
+def _blob(colour: torch.Tensor | None, x, y, n: int, size: int, generator: torch.Generator) -> torch.Tensor:
+    """A Gaussian blob of a jittered primary colour on a nearly grey background, which is plain,
+    softly mottled or faintly striped, so that only the blob tells the class (no blob for
+    ``colour=None``)."""
+    grey = _uniform(n, 0.25, 0.75, generator)[:, None, None]
+    texture = torch.zeros(n, size, size)
+    kind = torch.randint(0, 3, (n,), generator=generator)
+    mottled = kind == 1
+    if mottled.any():
+        coarse = torch.rand(int(mottled.sum()), 1, 6, 6, generator=generator) - 0.5
+        smooth = torch.nn.functional.interpolate(coarse, size=(size, size), mode="bicubic", align_corners=False)[:, 0]
+        texture[mottled] = smooth * _uniform(int(mottled.sum()), 0.1, 0.3, generator)[:, None, None]
+    striped = kind == 2
+    if striped.any():
+        count = int(striped.sum())
+        angle = _uniform(count, 0, math.pi, generator)[:, None, None]
+        frequency = _uniform(count, 1 / 12, 1 / 5, generator)[:, None, None]
+        phase = _uniform(count, 0, 2 * math.pi, generator)[:, None, None]
+        wave = torch.cos(2 * math.pi * frequency * (-x[striped] * torch.sin(angle) + y[striped] * torch.cos(angle)) + phase)
+        texture[striped] = wave * _uniform(count, 0.03, 0.08, generator)[:, None, None]
+    tint = 0.06 * (torch.rand(n, 3, generator=generator) - 0.5)
+    background = (grey + texture)[:, None] + tint[:, :, None, None]
+    if colour is None:
+        return background.clamp(0, 1)
     primary = colour * _uniform(n, 0.75, 1.0, generator)[:, None]
     primary = primary + (1 - colour) * 0.25 * torch.rand(n, 3, generator=generator)
     centre_x = _uniform(n, 0.2 * size, 0.8 * size, generator)[:, None, None]
     centre_y = _uniform(n, 0.2 * size, 0.8 * size, generator)[:, None, None]
-    sigma = _uniform(n, 0.06 * size, 0.18 * size, generator)[:, None, None]
+    sigma = _uniform(n, 0.05 * size, 0.10 * size, generator)[:, None, None]
     mask = torch.exp(-((x - centre_x) ** 2 + (y - centre_y) ** 2) / (2 * sigma**2))
     strength = _uniform(n, 0.8, 1.0, generator)[:, None, None]
     alpha = (mask * strength)[:, None]
-    return background[:, :, None, None] * (1 - alpha) + primary[:, :, None, None] * alpha
+    return (background * (1 - alpha) + primary[:, :, None, None] * alpha).clamp(0, 1)
