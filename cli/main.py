@@ -12,6 +12,7 @@ import warnings
 import click
 
 from cnnviz import __version__
+from cnnviz.cli.attribution import saliency
 from cnnviz.cli.catalogue import models, predict, samples
 from cnnviz.cli.inspect import activations, kernels, stats
 from cnnviz.cli.layers import layers
@@ -121,6 +122,7 @@ main.add_command(layers)
 main.add_command(kernels)
 main.add_command(activations)
 main.add_command(stats)
+main.add_command(saliency)
 main.add_command(models)
 main.add_command(predict)
 main.add_command(samples)

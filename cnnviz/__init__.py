@@ -15,6 +15,7 @@ __version__ = "0.1.0"
 
 from cnnviz import images, output, plots, samples, zoo
 from cnnviz.activations import Activations, LayerActivations, activations
+from cnnviz.attribution import METHODS, Attribution, SanityCheck, sanity_check, saliency
 from cnnviz.errors import CnnvizError, CnnvizWarning
 from cnnviz.kernels import Kernels, convolutions, kernels
 from cnnviz.models import LoadedModel, Preprocessing, load_model, read_state_dict, resolve_device
@@ -26,6 +27,8 @@ from cnnviz.summary import LayerRow, LayerTable, layer_table
 
 __all__ = [
     "Activations",
+    "Attribution",
+    "METHODS",
     "CnnvizError",
     "CnnvizWarning",
     "Kernels",
@@ -39,6 +42,7 @@ __all__ = [
     "Predictions",
     "Preprocessing",
     "Probe",
+    "SanityCheck",
     "Statistics",
     "activations",
     "capture",
@@ -55,7 +59,9 @@ __all__ = [
     "probe",
     "read_state_dict",
     "resolve_device",
+    "saliency",
     "samples",
+    "sanity_check",
     "statistics",
     "zoo",
 ]

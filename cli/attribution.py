@@ -1,0 +1,73 @@
+"""``cnnviz saliency``: input gradients and attributions, through captum."""
+from __future__ import annotations
+
+import click
+
+from cnnviz.cli.options import model_options
+
+DEFAULT_METHODS = ("gradient", "smoothgrad", "integrated_gradients", "guided_backprop", "gradcam", "occlusion")
+
+
+@click.command()
+@model_options
+@click.option("--image", "-i", "images", multiple=True, required=True, metavar="IMG",
+              help="An image file, sample:NAME, a folder or samples (repeatable).")
+@click.option("--method", "-M", "methods", multiple=True, metavar="NAME",
+              help="gradient, gradient_x_input, smoothgrad, integrated_gradients, guided_backprop, "
+                   "deconvolution, gradcam, guided_gradcam, occlusion, or all (repeatable; default: "
+                   + ", ".join(DEFAULT_METHODS) + ").")
+@click.option("--target", "-t", "targets", multiple=True, metavar="T",
+              help="What to explain: a class index or name, or a unit (features.10:5, features.10:5@7,3); "
+                   "once for all images or once per image. Default: each image's top-1 class.")
+@click.option("--layer", "-l", metavar="REF", help="The Grad-CAM layer (default: the last spatial layer before the target).")
+@click.option("--steps", type=click.IntRange(min=2), default=32, show_default=True, help="Integrated-gradients steps.")
+@click.option("--samples", type=click.IntRange(min=1), default=16, show_default=True, help="SmoothGrad samples.")
+@click.option("--window", type=click.IntRange(min=1), help="Occlusion patch size in pixels.")
+@click.option("--sanity", is_flag=True, help="Also run the model-parameter randomisation test for each method.")
+@click.option("--output", "-o", default="cnnviz-output", show_default=True, metavar="DIR",
+              help="Folder for the figures, the raw attributions (.npy) and the JSON summary.")
+def saliency(loaded, images, methods, targets, layer, steps, samples, window, sanity, output) -> None:
+    """Show which input pixels drive a class score or any unit, with
+    captum's attribution methods.
+
+    Writes, per method, a figure (input, signed map, absolute map, overlay)
+    and the raw attribution N x C x H x W as .npy; a panel of all methods
+    side by side; and saliency.json with the targets and the settings.
+
+    \b
+    Examples:
+      cnnviz saliency --image sample:chelsea
+      cnnviz saliency -i sample:coffee -M gradcam -M guided_gradcam --target features.19:7
+      cnnviz saliency -m torchvision:resnet18 -w DEFAULT -i cat.jpg --target tabby --sanity
+    """
+    import numpy as np
+
+    import cnnviz
+    from cnnviz import output as files
+
+    chosen = list(cnnviz.METHODS) if "all" in methods else list(methods or DEFAULT_METHODS)
+    target = None if not targets else (_target(targets[0]) if len(targets) == 1 else [_target(t) for t in targets])
+    results = cnnviz.saliency(loaded, list(images), target, chosen, layer=layer, steps=steps, samples=samples,
+                              window=window)
+    folder = files.output_folder(output)
+    written, summary = [], {"model": loaded.spec, "methods": []}
+    for name, result in results.items():
+        written.append(files.save_figure(cnnviz.plots.plot_attribution(result), folder / f"saliency_{name}.png"))
+        buffer = __import__("io").BytesIO()
+        np.save(buffer, result.attribution.numpy())
+        written.append(files.write_bytes(folder / f"saliency_{name}.npy", buffer.getvalue()))
+        entry = result.summary()
+        if sanity:
+            check = cnnviz.sanity_check(loaded, result.inputs, name, [t.split(" (")[0] for t in result.targets],
+                                        layer=layer, steps=steps, samples=samples, window=window)
+            written.append(files.save_figure(cnnviz.plots.plot_sanity_check(check), folder / f"sanity_{name}.png"))
+            entry["sanity_check"] = check.summary()
+        summary["methods"].append(entry)
+    written.append(files.save_figure(cnnviz.plots.plot_attributions(results), folder / "saliency_panel.png"))
+    written.append(files.write_json(folder / "saliency.json", summary))
+    for path in written:
+        click.echo(f"wrote {path}")
+
+
+def _target(text: str):
+    return int(text) if text.strip().isdecimal() and text.strip().isascii() else text

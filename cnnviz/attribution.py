@@ -1,0 +1,498 @@
+"""Input gradients and attributions: how the input drives a unit, through captum.
+
+The lecture's "derivatives of the response with respect to the input", for any unit of any model:
+a class score, a channel of an inner layer (its spatial mean) or a single neuron. The methods are
+captum's (``Saliency``, ``InputXGradient``, ``NoiseTunnel``, ``IntegratedGradients``,
+``LayerGradCam``, ``Occlusion``), run on a forward function that goes through cnnviz's probe, so the
+network stops at the deepest layer the targets need and the model is left untouched.
+
+Guided backpropagation and deconvolution change the backward rule of every ReLU. captum's versions
+hook ``nn.ReLU`` modules only, so on a model calling ``F.relu`` they silently return the plain
+gradient. Here a ``TorchFunctionMode`` reroutes every ReLU call (a module's or a functional one,
+in place or not) through the rule for the length of the call; a model with no ReLU at all is
+refused rather than given a plain gradient under another name.
+
+Example::
+
+    >>> import cnnviz
+    >>> loaded = cnnviz.load_model("builtin:photos")
+    >>> result = cnnviz.saliency(loaded, "sample:chelsea", method="integrated_gradients")
+    >>> result.attribution.shape, result.targets        # N x C x H x W, what was explained
+    (torch.Size([1, 3, 64, 64]), ['logits:4 (chelsea)'])
+    >>> many = cnnviz.saliency(loaded, "sample:chelsea", method=["gradient", "gradcam"], target="features.19:7")
+"""
+from __future__ import annotations
+
+import copy
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+from PIL import Image
+from torch import nn
+from torch.nn import functional as F
+from torch.overrides import TorchFunctionMode
+
+from cnnviz.errors import CnnvizError
+from cnnviz.images import display_image, image_sources, open_image, prepare
+from cnnviz.models import preprocessing_of, unwrap
+from cnnviz.probe import probe
+from cnnviz.references import LayerRef, layer_ref
+
+METHODS = (
+    "gradient", "gradient_x_input", "smoothgrad", "integrated_gradients", "guided_backprop",
+    "deconvolution", "gradcam", "guided_gradcam", "occlusion",
+)
+#: methods whose maps are one channel (class activation maps)
+CAM_METHODS = ("gradcam",)
+
+
+@dataclass
+class Attribution:
+    """The attribution of one method for a batch of images.
+
+    Attributes:
+        method: the method's name (one of ``METHODS``).
+        attribution: the raw attribution, ``N x C x H x W`` (``N x 1 x H x W`` for Grad-CAM, upsampled
+            to the input size), float32 on the CPU.
+        inputs: the model inputs it explains, ``N x C x H x W``, normalised.
+        images: the same inputs de-normalised for display, ``N x 3 x H x W`` RGB in [0, 1].
+        targets: what was explained for each image, as a layer reference (``logits:281 (tabby)``).
+        sources: where each image came from.
+        layer: the layer of Grad-CAM (and guided Grad-CAM), else ``None``.
+        layer_attribution: Grad-CAM at the layer's own resolution (``N x 1 x h x w``), else ``None``.
+        settings: the method's parameters (steps, samples, window, ...).
+    """
+
+    method: str
+    attribution: torch.Tensor
+    inputs: torch.Tensor
+    images: torch.Tensor
+    targets: list[str]
+    sources: list[str]
+    layer: str | None = None
+    layer_attribution: torch.Tensor | None = None
+    settings: dict = field(default_factory=dict)
+
+    def signed_map(self) -> torch.Tensor:
+        """``N x H x W``: the attribution summed over channels (its sign kept)."""
+        return self.attribution.sum(dim=1)
+
+    def absolute_map(self) -> torch.Tensor:
+        """``N x H x W``: the absolute attribution summed over channels (its magnitude)."""
+        return self.attribution.abs().sum(dim=1)
+
+    def summary(self) -> dict:
+        return {
+            "method": self.method,
+            "shape": list(self.attribution.shape),
+            "layer": self.layer,
+            "targets": self.targets,
+            "images": self.sources,
+            "min": float(self.attribution.min()),
+            "max": float(self.attribution.max()),
+            "settings": self.settings,
+        }
+
+    def __repr__(self) -> str:
+        return (
+            f"Attribution({self.method!r}, {tuple(self.attribution.shape)}, targets={self.targets}, "
+            f"range [{float(self.attribution.min()):.3g}, {float(self.attribution.max()):.3g}])"
+        )
+
+
+def saliency(
+    model,
+    images,
+    target=None,
+    method: str | Sequence[str] = "gradient",
+    *,
+    layer=None,
+    steps: int = 32,
+    samples: int = 16,
+    noise: float = 0.15,
+    window: int | None = None,
+    stride: int | None = None,
+    batch_size: int = 32,
+):
+    """Attribute a unit's value to the input pixels with one or several methods.
+
+    Args:
+        model: an ``nn.Module`` or :class:`cnnviz.LoadedModel` (left untouched).
+        images: an image spec (file, ``sample:NAME``, a folder, ``samples``), a PIL image, a
+            ``C x H x W`` tensor in [0, 1], a list of those, or a batch of normalised model inputs
+            ``N x C x H x W``.
+        target: what to explain: ``None`` (each image's top-1 class), a class index or name, a
+            layer reference to any unit (``"features.10:5"``, the spatial mean of channel 5;
+            ``"features.10:5@7,3"``, one neuron), or a list with one of those per image.
+        method: one name of ``METHODS`` or a list of them.
+        layer: the layer for Grad-CAM (default: the last layer with spatial maps that runs once).
+        steps: integration steps of integrated gradients.
+        samples, noise: SmoothGrad's noisy copies and their standard deviation, as a fraction of
+            the input's range.
+        window, stride: occlusion's square patch and step in pixels (default: an eighth of the
+            smaller side, and half of that).
+        batch_size: examples per forward pass inside integrated gradients, SmoothGrad and
+            occlusion (this bounds their memory).
+
+    Returns:
+        An :class:`Attribution`, or for a list of methods a dict from method to Attribution.
+    """
+    methods = [method] if isinstance(method, str) else list(method)
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown or not methods:
+        raise CnnvizError(f"unknown method {unknown[0] if unknown else ''!r}; use one of {', '.join(METHODS)}")
+    if steps < 2 or samples < 1 or batch_size < 1 or noise < 0:
+        raise CnnvizError("steps must be at least 2, samples and batch_size at least 1, noise not negative")
+    module, _ = unwrap(model)
+    preprocessing = preprocessing_of(model)
+    inputs, sources = _inputs(images, preprocessing)
+    units, indices, descriptions = _targets(model, inputs, target)
+    cam_layer = None
+    if any(m in ("gradcam", "guided_gradcam") for m in methods):
+        cam_layer = _cam_layer(model, layer, inputs[:1], units)
+    forward = _UnitForward(model, units, cam_layer)
+    shown = display_image(inputs, preprocessing)
+    results = {}
+    for name in methods:
+        attribution, layer_attribution, settings = _attribute(
+            name, module, forward, inputs, indices, cam_layer, steps, samples, noise, window, stride, batch_size,
+        )
+        results[name] = Attribution(
+            method=name,
+            attribution=attribution.detach().float().cpu(),
+            inputs=inputs.detach().cpu(),
+            images=shown,
+            targets=descriptions,
+            sources=sources,
+            layer=cam_layer.layer_text if cam_layer is not None and "gradcam" in name else None,
+            layer_attribution=None if layer_attribution is None else layer_attribution.detach().float().cpu(),
+            settings=settings,
+        )
+    return results[methods[0]] if isinstance(method, str) else results
+
+
+# --------------------------------------------------------------------------------------------
+# inputs and targets
+
+
+def _inputs(images, preprocessing) -> tuple[torch.Tensor, list[str]]:
+    if isinstance(images, torch.Tensor) and images.dim() == 4:
+        if not images.is_floating_point():
+            raise CnnvizError("a batch of model inputs must be float, normalised with the model's mean and std")
+        return images.detach().float(), [f"tensor {i}" for i in range(len(images))]
+    items = images if isinstance(images, (list, tuple)) else [images]
+    prepared, sources = [], []
+    for position, item in enumerate(items):
+        if isinstance(item, (Image.Image, torch.Tensor)):
+            prepared.append(prepare(item, preprocessing))
+            sources.append(getattr(item, "filename", "") or f"image {position}")
+            continue
+        if not isinstance(item, (str, os.PathLike)):
+            raise CnnvizError(f"cannot use a {type(item).__name__} as an image")
+        for source in image_sources(item):
+            prepared.append(prepare(open_image(source.spec), preprocessing))
+            sources.append(source.spec)
+    if not prepared:
+        raise CnnvizError("no images given")
+    return torch.cat(prepared), sources
+
+
+def _targets(model, inputs: torch.Tensor, target) -> tuple[list[LayerRef], list[int], list[str]]:
+    """The distinct units to explain, each image's index among them, and their descriptions."""
+    _, class_names = unwrap(model)
+    count = len(inputs)
+    if isinstance(target, (list, tuple)):
+        if len(target) != count:
+            raise CnnvizError(f"{len(target)} targets for {count} images; give one target, or one per image")
+        per_image = list(target)
+    else:
+        per_image = [target] * count
+    if any(t is None for t in per_image):
+        with probe(model, ["logits"]) as recorder:
+            recorder.run(inputs)
+            logits = recorder["logits"]
+        if logits.dim() != 2:
+            raise CnnvizError(
+                f"the model's output has shape {tuple(logits.shape)}, so there is no top-1 class; "
+                "name the unit to explain with --target"
+            )
+        predicted = logits.argmax(dim=1).tolist()
+        per_image = [predicted[i] if t is None else t for i, t in enumerate(per_image)]
+    resolved = []
+    for item in per_image:
+        if isinstance(item, bool) or not isinstance(item, (int, str, LayerRef)):
+            raise CnnvizError(f"a target must be a class index, a class name or a layer reference, not {item!r}")
+        text = f"logits:{item}" if isinstance(item, int) else item
+        ref = layer_ref(model, text)
+        if ref.channel is None:
+            raise CnnvizError(
+                f"the target {str(ref)!r} is a whole layer; name one unit: '{ref.layer_text}:CHANNEL' "
+                f"(its spatial mean) or '{ref.layer_text}:CHANNEL@ROW,COLUMN'"
+            )
+        resolved.append(ref)
+    units = list(dict.fromkeys(resolved))
+    indices = [units.index(ref) for ref in resolved]
+
+    def describe(ref: LayerRef) -> str:
+        if ref.is_output and class_names and ref.channel < len(class_names):
+            return f"{ref} ({class_names[ref.channel]})"
+        return str(ref)
+
+    return units, indices, [describe(ref) for ref in resolved]
+
+
+class _UnitForward:
+    """``inputs -> M x U`` values of the target units, through the probe (early exit after the
+    deepest of the units and, when given, the Grad-CAM layer)."""
+
+    def __init__(self, model, units: list[LayerRef], also: LayerRef | None = None):
+        self.model, self.units = model, units
+        self.refs = units + ([also] if also is not None else [])
+
+    def __call__(self, inputs: torch.Tensor) -> torch.Tensor:
+        with probe(self.model, self.refs, keep_graph=True) as recorder:
+            recorder.run(inputs)
+            columns = []
+            for unit in self.units:
+                value = recorder[unit]
+                columns.append(value.flatten(1).mean(dim=1) if value.dim() > 1 else value)
+        return torch.stack(columns, dim=1)
+
+
+def _cam_layer(model, layer, example: torch.Tensor, units: list[LayerRef]) -> LayerRef:
+    """The Grad-CAM layer: the one asked for, checked, or the last layer with spatial maps (more
+    than 1 x 1) that runs once and finishes before every target."""
+    module, _ = unwrap(model)
+    names = [name for name, _ in module.named_modules() if name]
+    with probe(model, names, store=False, early_exit=False) as recorder:
+        recorder.run(example)
+        order, shapes = recorder.order, recorder.shapes
+    position = {entry: index for index, entry in enumerate(order)}
+    deadline = min((position.get((u.layer, u.call), len(order)) for u in units if not u.is_output), default=len(order))
+
+    def usable(name: str) -> str | None:
+        calls = shapes.get(name, [])
+        if len(calls) != 1:
+            return f"{name} runs {len(calls)} times per forward pass; Grad-CAM needs a layer that runs once"
+        shape = calls[0]
+        if shape is None or len(shape) != 4 or shape[2] * shape[3] <= 1:
+            return f"{name} outputs {shape and tuple(shape[1:])}, not spatial maps (C x H x W with H x W > 1)"
+        if position[(name, 1)] >= deadline:
+            return f"{name} does not run before the target, so the target does not depend on it; pick an earlier layer"
+        return None
+
+    if layer is not None:
+        ref = layer_ref(model, layer)
+        if ref.channel is not None or ref.is_output:
+            raise CnnvizError(f"Grad-CAM needs a layer with spatial maps, such as '{ref.layer_text}' without a channel")
+        problem = usable(ref.layer) if ref.call == 1 else f"{ref.layer_text} is a later call; Grad-CAM needs a layer that runs once"
+        if problem:
+            raise CnnvizError(problem)
+        return ref
+    candidates = [name for name, call in order if call == 1 and usable(name) is None]
+    if not candidates:
+        raise CnnvizError("no layer with spatial maps runs once before the target; Grad-CAM cannot be computed here")
+    return layer_ref(model, candidates[-1])
+
+
+# --------------------------------------------------------------------------------------------
+# methods
+
+
+def _attribute(name, module, forward, inputs, indices, cam_layer, steps, samples, noise, window, stride, batch_size):
+    from captum.attr import (
+        InputXGradient, IntegratedGradients, LayerAttribution, LayerGradCam, NoiseTunnel, Occlusion, Saliency,
+    )
+
+    x = inputs.clone().requires_grad_(True)
+    target = list(indices)
+    height, width = inputs.shape[2:]
+    if name == "gradient":
+        return Saliency(forward).attribute(x, target=target, abs=False), None, {}
+    if name == "gradient_x_input":
+        return InputXGradient(forward).attribute(x, target=target), None, {}
+    if name == "smoothgrad":
+        spread = float(noise * (inputs.max() - inputs.min()))
+        tunnel = NoiseTunnel(Saliency(forward))
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)  # the same noise every run
+            result = tunnel.attribute(x, nt_type="smoothgrad", nt_samples=samples, stdevs=spread,
+                                      nt_samples_batch_size=max(1, batch_size // len(inputs)), target=target, abs=False)
+        return result, None, {"samples": samples, "noise": noise, "stdev": spread}
+    if name == "integrated_gradients":
+        result = IntegratedGradients(forward).attribute(
+            x, baselines=torch.zeros_like(x), target=target, n_steps=steps,
+            internal_batch_size=max(len(inputs), batch_size),
+        )
+        return result, None, {"steps": steps, "baseline": "zeros (the mean image after normalisation)"}
+    if name in ("guided_backprop", "deconvolution"):
+        return _relu_rule(forward, x, target, name), None, {}
+    if name in ("gradcam", "guided_gradcam"):
+        layer_module = cam_layer.module
+        cam = LayerGradCam(forward, layer_module).attribute(x, target=target, relu_attributions=True)
+        upsampled = LayerAttribution.interpolate(cam, (height, width), interpolate_mode="bilinear")
+        if name == "gradcam":
+            return upsampled, cam, {"layer": cam_layer.layer_text}
+        guided = _relu_rule(forward, inputs.clone().requires_grad_(True), target, "guided_backprop")
+        return guided * upsampled, cam, {"layer": cam_layer.layer_text}
+    if name == "occlusion":
+        side = window or max(3, round(min(height, width) / 8))
+        step = stride or max(1, side // 2)
+        if side > min(height, width):
+            raise CnnvizError(f"the occlusion window ({side} px) is larger than the image ({height}x{width})")
+        result = Occlusion(forward).attribute(
+            inputs.clone(), sliding_window_shapes=(inputs.shape[1], side, side), strides=(inputs.shape[1], step, step),
+            baselines=0.0, target=target, perturbations_per_eval=max(1, batch_size // len(inputs)),
+        )
+        return result, None, {"window": side, "stride": step, "baseline": "zeros (the mean image after normalisation)"}
+    raise CnnvizError(f"unknown method {name!r}")
+
+
+class _ReluRule(TorchFunctionMode):
+    """Reroutes every ReLU call (module or functional, in place or not) through a backward rule.
+
+    The forward value is the ReLU's; the rerouted call returns a new tensor instead of writing in
+    place (the value is the same), so nothing the network holds is overwritten.
+    """
+
+    RELU_FUNCTIONS = (F.relu, torch.relu, torch.relu_, torch.Tensor.relu, torch.Tensor.relu_)
+
+    def __init__(self, rule: str):
+        super().__init__()
+        self.rule, self.calls = rule, 0
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func in self.RELU_FUNCTIONS:
+            self.calls += 1
+            return _RuledReLU.apply(args[0], self.rule)
+        return func(*args, **kwargs)
+
+
+class _RuledReLU(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, inputs, rule):
+        output = inputs.clamp(min=0)
+        ctx.save_for_backward(output)
+        ctx.rule = rule
+        return output
+
+    @staticmethod
+    def backward(ctx, grad):
+        (output,) = ctx.saved_tensors
+        if ctx.rule == "guided_backprop":  # only positive gradients, only where the unit was active
+            return grad.clamp(min=0) * (output > 0).to(grad.dtype), None
+        return grad.clamp(min=0), None  # deconvolution: the ReLU applied to the gradient
+
+
+def _relu_rule(forward, x: torch.Tensor, target: list[int], rule: str) -> torch.Tensor:
+    mode = _ReluRule(rule)
+    with mode:
+        values = forward(x)
+        selected = values[torch.arange(len(values)), torch.tensor(target)]
+    if mode.calls == 0:
+        raise CnnvizError(
+            f"{rule.replace('_', ' ')} changes the backward rule of ReLUs, and this model runs no ReLU "
+            "before the target; it would be the plain gradient, so use method 'gradient'"
+        )
+    (gradient,) = torch.autograd.grad(selected.sum(), x)
+    return gradient
+
+
+# --------------------------------------------------------------------------------------------
+# sanity check
+
+
+@dataclass
+class SanityCheck:
+    """The model-parameter randomisation test (Adebayo et al., 2018).
+
+    Attributes:
+        method: the attribution method checked.
+        layers: the layers re-initialised, cumulatively from the output down: step k has the first
+            k of them randomised.
+        correlations: for each step, the Spearman rank correlation between the absolute attribution
+            map of the randomised copy and the original's (mean over images).
+        maps: the absolute maps, ``(steps + 1) x N x H x W`` (the original first).
+        original: the original :class:`Attribution`.
+    """
+
+    method: str
+    layers: list[str]
+    correlations: list[float]
+    maps: torch.Tensor
+    original: Attribution
+
+    def summary(self) -> dict:
+        return {"method": self.method, "randomised_layers": self.layers,
+                "rank_correlations": [round(c, 6) for c in self.correlations]}
+
+
+def sanity_check(
+    model, images, method: str = "gradient", target=None, *, stages: int = 6, seed: int = 0, **options,
+) -> SanityCheck:
+    """Re-initialise the model's layers from the top down, on a copy, and see the attribution change.
+
+    An attribution method that explains the model must depend on its weights: after the top layers
+    are re-initialised, the map should no longer look like the original. Each stage re-initialises
+    more layers (cumulatively, from the output towards the input) of a deep copy of the model
+    (``reset_parameters()`` under ``seed``); the user's model is never touched.
+
+    Args:
+        model, images, method, target: as for :func:`saliency` (the target is fixed to what the
+            original model explains, so randomisation does not change it).
+        stages: how many cumulative steps (spread over the model's parameterised layers).
+        seed: the seed of the re-initialisation.
+        options: passed on to :func:`saliency`.
+
+    Returns:
+        :class:`SanityCheck` with one rank correlation per stage.
+    """
+    if stages < 1:
+        raise CnnvizError("stages must be at least 1")
+    original = saliency(model, images, target, method, **options)
+    module, class_names = unwrap(model)
+    parameterised = [name for name, m in module.named_modules()
+                     if name and hasattr(m, "reset_parameters") and any(True for _ in m.parameters(recurse=False))]
+    if not parameterised:
+        raise CnnvizError("the model has no layer with parameters to re-initialise")
+    top_down = parameterised[::-1]
+    cut_points = sorted({max(1, round(len(top_down) * (k + 1) / stages)) for k in range(min(stages, len(top_down)))})
+    fixed_targets = [t.split(" (")[0] for t in original.targets]
+    maps, correlations, layers = [original.absolute_map()], [], []
+    for cut in cut_points:
+        copy_model = copy.deepcopy(module)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            for name in top_down[:cut]:
+                copy_model.get_submodule(name).reset_parameters()
+        wrapped = _with_metadata(model, copy_model)
+        randomised = saliency(wrapped, original.inputs, fixed_targets, method, **options)
+        maps.append(randomised.absolute_map())
+        correlations.append(_mean_rank_correlation(maps[0], maps[-1]))
+        layers.append(top_down[cut - 1])
+    return SanityCheck(method, layers, correlations, torch.stack(maps), original)
+
+
+def _with_metadata(model, module: nn.Module):
+    from cnnviz.models import LoadedModel
+
+    if isinstance(model, LoadedModel):
+        return LoadedModel(module, model.preprocessing, model.class_names, model.spec, "randomised copy")
+    return module
+
+
+def _mean_rank_correlation(first: torch.Tensor, second: torch.Tensor) -> float:
+    """Spearman's rank correlation of two N x H x W maps, averaged over the N images."""
+    values = []
+    for a, b in zip(first.flatten(1), second.flatten(1)):
+        ranks_a = torch.argsort(torch.argsort(a)).double()
+        ranks_b = torch.argsort(torch.argsort(b)).double()
+        ranks_a -= ranks_a.mean()
+        ranks_b -= ranks_b.mean()
+        denominator = math.sqrt(float((ranks_a**2).sum() * (ranks_b**2).sum()))
+        values.append(float((ranks_a * ranks_b).sum()) / denominator if denominator else 0.0)
+    return sum(values) / len(values)

@@ -1,0 +1,207 @@
+"""Attributions: parity with captum, correct guided backprop on every kind of ReLU, known answers."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+from captum.attr import Deconvolution, GuidedBackprop, LayerAttribution, LayerGradCam, Saliency
+from click.testing import CliRunner
+from conftest import FunctionalNet
+from torch import nn
+from untouched import assert_untouched, fingerprint
+
+import cnnviz
+from cnnviz import CnnvizError
+from cnnviz.cli.main import main
+from cnnviz.zoo import patterns
+
+
+@pytest.fixture(scope="module")
+def photos():
+    return cnnviz.load_model("builtin:photos")
+
+
+@pytest.fixture(scope="module")
+def batch(photos):
+    return torch.cat([cnnviz.images.prepare(cnnviz.samples.image(n), photos.preprocessing) for n in ("chelsea", "coffee")])
+
+
+def test_gradient_and_gradcam_equal_captum(photos, batch):
+    before = fingerprint(photos.module)
+    result = cnnviz.saliency(photos, batch, target=[3, 4], method=["gradient", "gradcam"], layer="features.20")
+    reference = Saliency(photos.module).attribute(batch.clone().requires_grad_(True), target=[3, 4], abs=False)
+    torch.testing.assert_close(result["gradient"].attribution, reference, rtol=0, atol=0)
+    layer = photos.module.features[20]
+    cam = LayerGradCam(photos.module, layer).attribute(batch.clone().requires_grad_(True), target=[3, 4], relu_attributions=True)
+    torch.testing.assert_close(result["gradcam"].layer_attribution, cam, rtol=1e-6, atol=1e-9)
+    torch.testing.assert_close(result["gradcam"].attribution, LayerAttribution.interpolate(cam, (64, 64), "bilinear"),
+                               rtol=1e-6, atol=1e-9)
+    assert result["gradcam"].layer == "features.20" and result["gradcam"].attribution.shape == (2, 1, 64, 64)
+    assert_untouched(photos.module, before)
+
+
+def test_hand_computed_gradient_of_one_neuron():
+    # unit = relu(w . x + b) at row 1, column 2 of channel 0: its input gradient is w there, zero elsewhere
+    conv = nn.Conv2d(2, 1, 1)
+    with torch.no_grad():
+        conv.weight.copy_(torch.tensor([[[[2.0]], [[-3.0]]]]))
+        conv.bias.fill_(10.0)  # active, so the ReLU passes the gradient
+    model = nn.Sequential(conv, nn.ReLU())
+    x = torch.ones(1, 2, 3, 3)
+    result = cnnviz.saliency(model, x, target="1:0@1,2", method=["gradient", "gradient_x_input"])
+    expected = torch.zeros(1, 2, 3, 3)
+    expected[0, 0, 1, 2], expected[0, 1, 1, 2] = 2.0, -3.0
+    assert torch.equal(result["gradient"].attribution, expected)
+    assert torch.equal(result["gradient_x_input"].attribution, expected * x)
+    # a channel target is the spatial mean: each position gets w / 9
+    channel = cnnviz.saliency(model, x, target="1:0", method="gradient")
+    torch.testing.assert_close(channel.attribution[0, 0], torch.full((3, 3), 2.0 / 9))
+
+
+def test_guided_backprop_and_deconvolution_equal_captum_where_captum_is_right():
+    # resnet18: in-place nn.ReLU modules, one of them reused twice per block
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18().eval()
+    x = torch.randn(2, 3, 64, 64)
+    before = fingerprint(model)
+    ours = cnnviz.saliency(model, x, target=[1, 7], method=["guided_backprop", "deconvolution", "gradient"])
+    torch.testing.assert_close(ours["guided_backprop"].attribution,
+                               GuidedBackprop(model).attribute(x.clone().requires_grad_(True), target=[1, 7]))
+    torch.testing.assert_close(ours["deconvolution"].attribution,
+                               Deconvolution(model).attribute(x.clone().requires_grad_(True), target=[1, 7]))
+    assert not torch.allclose(ours["guided_backprop"].attribution, ours["gradient"].attribution)
+    assert_untouched(model, before)
+
+
+def test_guided_backprop_on_densenet_differs_from_the_gradient():
+    torch.manual_seed(0)
+    model = torchvision.models.densenet121().eval()  # nn.ReLU modules and a functional in-place F.relu
+    x = torch.randn(1, 3, 64, 64)
+    result = cnnviz.saliency(model, x, target=5, method=["guided_backprop", "gradient"])
+    guided, plain = result["guided_backprop"].attribution, result["gradient"].attribution
+    assert not torch.allclose(guided, plain, rtol=1e-3, atol=1e-6)
+
+
+def test_functional_relus_get_the_guided_rule_too():
+    torch.manual_seed(0)
+    functional = FunctionalNet().eval()
+
+    class ModuleNet(nn.Module):  # the same network with nn.ReLU modules, where captum is right
+        def __init__(self, source):
+            super().__init__()
+            self.conv1, self.conv2, self.relu1, self.relu2 = source.conv1, source.conv2, nn.ReLU(), nn.ReLU()
+
+        def forward(self, x):
+            return self.relu2(self.conv2(self.relu1(self.conv1(x)))).mean(dim=(2, 3))
+
+    x = torch.randn(3, 3, 12, 12)
+    ours = cnnviz.saliency(functional, x, target=1, method=["guided_backprop", "gradient"])
+    reference = GuidedBackprop(ModuleNet(functional)).attribute(x.clone().requires_grad_(True), target=1)
+    torch.testing.assert_close(ours["guided_backprop"].attribution, reference)
+    # captum alone on the functional model silently returns the plain gradient
+    captum_alone = GuidedBackprop(functional).attribute(x.clone().requires_grad_(True), target=1)
+    torch.testing.assert_close(captum_alone, ours["gradient"].attribution)
+    assert not torch.allclose(reference, captum_alone)
+
+
+def test_no_relu_is_refused_rather_than_a_plain_gradient():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Tanh(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2))
+    with pytest.raises(CnnvizError, match="runs no ReLU before the target.*use method 'gradient'"):
+        cnnviz.saliency(model, torch.randn(1, 3, 8, 8), target=0, method="guided_backprop")
+
+
+def test_gradcam_of_a_blob_class_peaks_inside_the_blob():
+    model = cnnviz.load_model("builtin:patterns")
+    hits = 0
+    for colour, channel in (("red_blob", 0), ("green_blob", 1), ("blue_blob", 2)):
+        images, _ = patterns.generate(6, seed=11, classes=[colour])
+        # where the blob is: the pixel most of its colour, against the others
+        purity = images[:, channel] - images.mean(dim=1)
+        result = cnnviz.saliency(model, model.preprocessing.normalize(images), target=colour, method="gradcam")
+        assert result.layer is not None
+        for index in range(len(images)):
+            blob = divmod(int(purity[index].argmax()), 48)
+            peak = divmod(int(result.attribution[index, 0].argmax()), 48)
+            hits += (abs(blob[0] - peak[0]) ** 2 + abs(blob[1] - peak[1]) ** 2) ** 0.5 <= 8
+    assert hits >= 16, f"Grad-CAM peaked on the blob in only {hits} of 18 images"
+
+
+def test_integrated_gradients_add_up_to_the_score_difference(photos, batch):
+    result = cnnviz.saliency(photos, batch, target=[3, 4], method="integrated_gradients", steps=64, batch_size=8)
+    logits = cnnviz.capture(photos, torch.cat([batch, torch.zeros_like(batch[:1])]), ["logits"])["logits"]
+    differences = torch.stack([logits[0, 3] - logits[2, 3], logits[1, 4] - logits[2, 4]])
+    totals = result.attribution.flatten(1).sum(dim=1)
+    torch.testing.assert_close(totals, differences, rtol=0.05, atol=0.05)
+
+
+def test_per_image_targets_and_unit_targets(photos, batch):
+    together = cnnviz.saliency(photos, batch, target=["chelsea", "features.19:7"], method="gradient")
+    assert together.targets == ["logits:3 (chelsea)", "features.19:7"]
+    first = cnnviz.saliency(photos, batch[:1], target=3, method="gradient")
+    second = cnnviz.saliency(photos, batch[1:], target="features.19:7", method="gradient")
+    torch.testing.assert_close(together.attribution, torch.cat([first.attribution, second.attribution]))
+    default = cnnviz.saliency(photos, "sample:chelsea", method="gradient")
+    assert default.targets == ["logits:3 (chelsea)"] and default.sources == ["sample:chelsea"]
+
+
+def test_every_method_runs_and_leaves_the_model_untouched(photos, batch):
+    before = fingerprint(photos.module)
+    results = cnnviz.saliency(photos, batch, method=list(cnnviz.METHODS), steps=8, samples=4)
+    for name, result in results.items():
+        expected_channels = 1 if name == "gradcam" else 3
+        assert result.attribution.shape == (2, expected_channels, 64, 64), name
+        assert torch.isfinite(result.attribution).all() and result.attribution.abs().sum() > 0, name
+    # the most occluding window hurts the score more than the least
+    occlusion = results["occlusion"].absolute_map()
+    assert occlusion.flatten(1).max(1).values.min() > 0
+    assert_untouched(photos.module, before)
+
+
+def test_sanity_check_attributions_change_with_the_weights(photos):
+    before = fingerprint(photos.module)
+    check = cnnviz.sanity_check(photos, ["sample:chelsea", "sample:coffee"], method="gradient", stages=4)
+    assert len(check.correlations) == 4 and check.maps.shape == (5, 2, 64, 64)
+    assert check.correlations[-1] < 0.5 and check.correlations[-1] < check.correlations[0]
+    assert_untouched(photos.module, before)
+    identical = cnnviz.attribution._mean_rank_correlation(check.maps[0], check.maps[0])
+    assert identical == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"method": "lime"}, "unknown method 'lime'"),
+        ({"target": "features.5"}, "is a whole layer"),
+        ({"target": [1, 2, 3]}, "3 targets for 1 images"),
+        ({"target": "nothing"}, "no layer 'nothing'"),
+        ({"target": "features.19:3", "method": "gradcam", "layer": "features.26"}, "does not run before the target"),
+        ({"method": "gradcam", "layer": "features.1:3"}, "without a channel"),
+        ({"method": "gradcam", "layer": "classifier.2"}, "not spatial maps"),
+        ({"steps": 1, "method": "integrated_gradients"}, "steps must be at least 2"),
+        ({"method": "occlusion", "window": 100}, "larger than the image"),
+    ],
+)
+def test_errors(photos, kwargs, message):
+    with pytest.raises(CnnvizError, match=message):
+        cnnviz.saliency(photos, "sample:chelsea", **kwargs)
+
+
+def test_cli_writes_figures_raw_arrays_and_json(tmp_path, photos):
+    result = CliRunner().invoke(main, ["saliency", "-i", "sample:chelsea", "-i", "sample:coffee", "-M", "gradient",
+                                       "-M", "gradcam", "--sanity", "-o", str(tmp_path)])
+    assert result.exit_code == 0, result.stderr
+    names = {p.name for p in tmp_path.iterdir()}
+    assert names == {"saliency_gradient.png", "saliency_gradient.npy", "saliency_gradcam.png", "saliency_gradcam.npy",
+                     "sanity_gradient.png", "sanity_gradcam.png", "saliency_panel.png", "saliency.json"}
+    saved = np.load(tmp_path / "saliency_gradient.npy")
+    expected = cnnviz.saliency(photos, ["sample:chelsea", "sample:coffee"], method="gradient").attribution.numpy()
+    np.testing.assert_array_equal(saved, expected)
+    summary = json.loads((tmp_path / "saliency.json").read_text())
+    assert [m["method"] for m in summary["methods"]] == ["gradient", "gradcam"]
+    assert summary["methods"][0]["targets"] == ["logits:3 (chelsea)", "logits:4 (coffee)"]
+    assert len(summary["methods"][0]["sanity_check"]["rank_correlations"]) == 6
+    error = CliRunner().invoke(main, ["saliency", "-i", "sample:chelsea", "-t", "features.2"])
+    assert error.exit_code == 2 and len(error.stderr.splitlines()) == 1 and "whole layer" in error.stderr
