@@ -66,6 +66,7 @@ def resnet_trunk(model, layer: str):
 
 
 def time_rows(loaded, trunk_of, layers, batches, repeats: int) -> list[tuple[str, float, float, float]]:
+    """Both sides run the same batches (statistics' batch_size is the batches' own size)."""
     rows = []
     for layer in layers:
         trunk = trunk_of(loaded.module, layer)
@@ -76,7 +77,7 @@ def time_rows(loaded, trunk_of, layers, batches, repeats: int) -> list[tuple[str
                     trunk(batch)
 
         def streamed():
-            cnnviz.statistics(loaded, batches, [layer])
+            cnnviz.statistics(loaded, batches, [layer], batch_size=len(batches[0]))
 
         plain()
         streamed()  # warm up
@@ -125,6 +126,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="128 images, 16 for resnet18, 1 repeat, small memory runs")
+    parser.add_argument("--skip-memory", action="store_true", help="skip the two memory runs")
     parser.add_argument("--memory-child", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.set_num_threads(min(2, torch.get_num_threads()))
@@ -142,6 +144,17 @@ def main() -> None:
     for layer, plain, streamed, ratio in time_rows(loaded, photo_trunk, PHOTO_LAYERS, batches, args.repeats):
         print(f"  {layer:<12} plain {plain:7.2f} s   statistics {streamed:7.2f} s   ratio {ratio:.2f}")
 
+    if args.resnet_images:
+        resnet_rows(args)
+    if args.skip_memory:
+        return
+    small, large = (200, 1000) if args.quick else (1000, 5000)
+    first, second = memory_of(small, args.batch), memory_of(large, args.batch)
+    print(f"\npeak memory, builtin:photos at features.5 and features.26: {small} images {first:.0f} MiB, "
+          f"{large} images {second:.0f} MiB, ratio {second / first:.3f}")
+
+
+def resnet_rows(args) -> None:
     torch.manual_seed(0)
     resnet = cnnviz.load_model(torchvision.models.resnet18().eval())
     generator = torch.Generator().manual_seed(0)
@@ -150,11 +163,6 @@ def main() -> None:
     print(f"\ntorchvision resnet18 (random weights), {args.resnet_images} images of 224x224, batch 32")
     for layer, plain, streamed, ratio in time_rows(resnet, resnet_trunk, RESNET_MEASURED, resnet_batches, args.resnet_repeats):
         print(f"  {layer:<12} plain {plain:7.2f} s   statistics {streamed:7.2f} s   ratio {ratio:.2f}")
-
-    small, large = (200, 1000) if args.quick else (1000, 5000)
-    first, second = memory_of(small, args.batch), memory_of(large, args.batch)
-    print(f"\npeak memory, builtin:photos at features.5 and features.26: {small} images {first:.0f} MiB, "
-          f"{large} images {second:.0f} MiB, ratio {second / first:.3f}")
 
 
 if __name__ == "__main__":
