@@ -24,15 +24,17 @@ DEFAULT_METHODS = ("gradient", "smoothgrad", "integrated_gradients", "guided_bac
 @click.option("--samples", type=click.IntRange(min=1), default=16, show_default=True, help="SmoothGrad samples.")
 @click.option("--window", type=click.IntRange(min=1), help="Occlusion patch size in pixels.")
 @click.option("--sanity", is_flag=True, help="Also run the model-parameter randomisation test for each method.")
+@click.option("--sanity-stages", type=click.IntRange(min=1), metavar="N",
+              help="At most N randomisation stages (default: one per layer with weights).")
 @click.option("--output", "-o", default="cnnviz-output", show_default=True, metavar="DIR",
               help="Folder for the figures, the raw attributions (.npy) and the JSON summary.")
-def saliency(loaded, images, methods, targets, layer, steps, samples, window, sanity, output) -> None:
+def saliency(loaded, images, methods, targets, layer, steps, samples, window, sanity, sanity_stages, output) -> None:
     """Show which input pixels drive a class score or any unit, with
     captum's attribution methods.
 
-    Writes, per method, a figure (input, signed map, absolute map, overlay)
-    and the raw attribution N x C x H x W as .npy; a panel of all methods
-    side by side; and saliency.json with the targets and the settings.
+    Writes, per method, a figure per image (input, signed map, absolute map,
+    overlay) and the raw attribution N x C x H x W as .npy; a panel of all
+    methods side by side; and saliency.json with the targets and the settings.
 
     \b
     Examples:
@@ -52,14 +54,18 @@ def saliency(loaded, images, methods, targets, layer, steps, samples, window, sa
     folder = files.output_folder(output)
     written, summary = [], {"model": loaded.spec, "methods": []}
     for name, result in results.items():
-        written.append(files.save_figure(cnnviz.plots.plot_attribution(result), folder / f"saliency_{name}.png"))
+        count = len(result.attribution)
+        for index in range(count):
+            suffix = "" if count == 1 else f"_{index}"
+            figure = cnnviz.plots.plot_attribution(result, index)
+            written.append(files.save_figure(figure, folder / f"saliency_{name}{suffix}.png"))
         buffer = __import__("io").BytesIO()
         np.save(buffer, result.attribution.numpy())
         written.append(files.write_bytes(folder / f"saliency_{name}.npy", buffer.getvalue()))
         entry = result.summary()
         if sanity:
             check = cnnviz.sanity_check(loaded, result.inputs, name, [t.split(" (")[0] for t in result.targets],
-                                        layer=layer, steps=steps, samples=samples, window=window)
+                                        stages=sanity_stages, layer=layer, steps=steps, samples=samples, window=window)
             written.append(files.save_figure(cnnviz.plots.plot_sanity_check(check), folder / f"sanity_{name}.png"))
             entry["sanity_check"] = check.summary()
         summary["methods"].append(entry)

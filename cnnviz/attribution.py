@@ -32,14 +32,13 @@ from dataclasses import dataclass, field
 import torch
 from PIL import Image
 from torch import nn
-from torch.nn import functional as F
-from torch.overrides import TorchFunctionMode
 
 from cnnviz.errors import CnnvizError
 from cnnviz.images import display_image, image_sources, open_image, prepare
 from cnnviz.models import preprocessing_of, unwrap
 from cnnviz.probe import probe
 from cnnviz.references import LayerRef, layer_ref
+from cnnviz.relu import relu_rule
 
 METHODS = (
     "gradient", "gradient_x_input", "smoothgrad", "integrated_gradients", "guided_backprop",
@@ -134,8 +133,8 @@ def saliency(
             the input's range.
         window, stride: occlusion's square patch and step in pixels (default: an eighth of the
             smaller side, and half of that).
-        batch_size: examples per forward pass inside integrated gradients, SmoothGrad and
-            occlusion (this bounds their memory).
+        batch_size: the most images attributed at once, and the most examples per forward pass
+            inside integrated gradients, SmoothGrad and occlusion (this bounds their memory).
 
     Returns:
         An :class:`Attribution`, or for a list of methods a dict from method to Attribution.
@@ -152,24 +151,29 @@ def saliency(
     units, indices, descriptions = _targets(model, inputs, target)
     cam_layer = None
     if any(m in ("gradcam", "guided_gradcam") for m in methods):
-        cam_layer = _cam_layer(model, layer, inputs[:1], units)
+        cam_layer = _cam_layer(model, layer, inputs, units, indices)
     forward = _UnitForward(model, units, cam_layer)
     shown = display_image(inputs, preprocessing)
     results = {}
     for name in methods:
-        attribution, layer_attribution, settings = _attribute(
-            name, module, forward, inputs, indices, cam_layer, steps, samples, noise, window, stride, batch_size,
-        )
+        pieces = []
+        for start in range(0, len(inputs), batch_size):  # at most batch_size images at a time
+            part = slice(start, start + batch_size)
+            pieces.append(_attribute(name, forward, inputs[part], indices[part], cam_layer, steps, samples,
+                                     noise, window, stride, batch_size))
+        attribution = torch.cat([piece[0].detach().float().cpu() for piece in pieces])
+        layer_attribution = None if pieces[0][1] is None else torch.cat([piece[1].detach().float().cpu() for piece in pieces])
+        settings = pieces[0][2]
         results[name] = Attribution(
             method=name,
-            attribution=attribution.detach().float().cpu(),
+            attribution=attribution,
             inputs=inputs.detach().cpu(),
             images=shown,
             targets=descriptions,
             sources=sources,
             layer=cam_layer.layer_text if cam_layer is not None and "gradcam" in name else None,
-            layer_attribution=None if layer_attribution is None else layer_attribution.detach().float().cpu(),
-            settings=settings,
+            layer_attribution=layer_attribution,
+            settings={**settings, "batch_size": batch_size},
         )
     return results[methods[0]] if isinstance(method, str) else results
 
@@ -204,6 +208,8 @@ def _targets(model, inputs: torch.Tensor, target) -> tuple[list[LayerRef], list[
     """The distinct units to explain, each image's index among them, and their descriptions."""
     _, class_names = unwrap(model)
     count = len(inputs)
+    if isinstance(target, torch.Tensor) and target.dim() == 1:
+        target = target.tolist()
     if isinstance(target, (list, tuple)):
         if len(target) != count:
             raise CnnvizError(f"{len(target)} targets for {count} images; give one target, or one per image")
@@ -223,6 +229,11 @@ def _targets(model, inputs: torch.Tensor, target) -> tuple[list[LayerRef], list[
         per_image = [predicted[i] if t is None else t for i, t in enumerate(per_image)]
     resolved = []
     for item in per_image:
+        if hasattr(item, "item") and not isinstance(item, (str, LayerRef)):  # a tensor or numpy integer
+            try:
+                item = int(item.item()) if float(item.item()).is_integer() else item
+            except (TypeError, ValueError, RuntimeError):
+                pass
         if isinstance(item, bool) or not isinstance(item, (int, str, LayerRef)):
             raise CnnvizError(f"a target must be a class index, a class name or a layer reference, not {item!r}")
         text = f"logits:{item}" if isinstance(item, int) else item
@@ -262,13 +273,13 @@ class _UnitForward:
         return torch.stack(columns, dim=1)
 
 
-def _cam_layer(model, layer, example: torch.Tensor, units: list[LayerRef]) -> LayerRef:
+def _cam_layer(model, layer, inputs: torch.Tensor, units: list[LayerRef], indices: list[int]) -> LayerRef:
     """The Grad-CAM layer: the one asked for, checked, or the last layer with spatial maps (more
-    than 1 x 1) that runs once and finishes before every target."""
+    than 1 x 1) that runs once, finishes before every target and that every target depends on."""
     module, _ = unwrap(model)
     names = [name for name, _ in module.named_modules() if name]
     with probe(model, names, store=False, early_exit=False) as recorder:
-        recorder.run(example)
+        recorder.run(inputs[:1])
         order, shapes = recorder.order, recorder.shapes
     position = {entry: index for index, entry in enumerate(order)}
     deadline = min((position.get((u.layer, u.call), len(order)) for u in units if not u.is_output), default=len(order))
@@ -291,18 +302,41 @@ def _cam_layer(model, layer, example: torch.Tensor, units: list[LayerRef]) -> La
         problem = usable(ref.layer) if ref.call == 1 else f"{ref.layer_text} is a later call; Grad-CAM needs a layer that runs once"
         if problem:
             raise CnnvizError(problem)
+        if not _dependent(model, [ref.layer], inputs, units, indices):
+            raise CnnvizError(f"the target does not depend on {ref.layer} (another branch?); pick a layer on its path")
         return ref
     candidates = [name for name, call in order if call == 1 and usable(name) is None]
+    reached = _dependent(model, candidates, inputs, units, indices)
+    chosen = [name for name in candidates if name in reached]
+    if not chosen:
+        raise CnnvizError("no layer with spatial maps that runs once lies on the target's path; Grad-CAM cannot be computed here")
+    return layer_ref(model, chosen[-1])
+
+
+def _dependent(model, candidates: list[str], inputs, units: list[LayerRef], indices: list[int]) -> set[str]:
+    """The candidate layers whose output every target unit's value depends on (non-zero gradient),
+    tried on one image per unit."""
     if not candidates:
-        raise CnnvizError("no layer with spatial maps runs once before the target; Grad-CAM cannot be computed here")
-    return layer_ref(model, candidates[-1])
+        return set()
+    examples = inputs[[indices.index(k) for k in range(len(units))]].clone().requires_grad_(True)
+    reached = set(candidates)
+    with probe(model, [*candidates, *units], keep_graph=True, copy=False) as recorder:
+        recorder.run(examples)
+        outputs = [recorder[name] for name in candidates]
+        for k, unit in enumerate(units):
+            value = recorder[unit][k]
+            gradients = torch.autograd.grad(value.sum(), outputs, allow_unused=True, retain_graph=True)
+            for name, gradient in zip(candidates, gradients):
+                if gradient is None or not bool(gradient[k].abs().sum() > 0):
+                    reached.discard(name)
+    return reached
 
 
 # --------------------------------------------------------------------------------------------
 # methods
 
 
-def _attribute(name, module, forward, inputs, indices, cam_layer, steps, samples, noise, window, stride, batch_size):
+def _attribute(name, forward, inputs, indices, cam_layer, steps, samples, noise, window, stride, batch_size):
     from captum.attr import (
         InputXGradient, IntegratedGradients, LayerAttribution, LayerGradCam, NoiseTunnel, Occlusion, Saliency,
     )
@@ -315,17 +349,23 @@ def _attribute(name, module, forward, inputs, indices, cam_layer, steps, samples
     if name == "gradient_x_input":
         return InputXGradient(forward).attribute(x, target=target), None, {}
     if name == "smoothgrad":
-        spread = float(noise * (inputs.max() - inputs.min()))
+        # each image alone: its own noise level (a fraction of its own range) and the same noise
+        # whatever else is in the batch
         tunnel = NoiseTunnel(Saliency(forward))
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(0)  # the same noise every run
-            result = tunnel.attribute(x, nt_type="smoothgrad", nt_samples=samples, stdevs=spread,
-                                      nt_samples_batch_size=max(1, batch_size // len(inputs)), target=target, abs=False)
-        return result, None, {"samples": samples, "noise": noise, "stdev": spread}
+        results, spreads = [], []
+        for index in range(len(inputs)):
+            spread = float(noise * (inputs[index].max() - inputs[index].min()))
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(0)
+                results.append(tunnel.attribute(
+                    x[index:index + 1], nt_type="smoothgrad", nt_samples=samples, stdevs=spread,
+                    nt_samples_batch_size=batch_size, target=target[index:index + 1], abs=False,
+                ))
+            spreads.append(spread)
+        return torch.cat(results), None, {"samples": samples, "noise": noise}
     if name == "integrated_gradients":
         result = IntegratedGradients(forward).attribute(
-            x, baselines=torch.zeros_like(x), target=target, n_steps=steps,
-            internal_batch_size=max(len(inputs), batch_size),
+            x, baselines=torch.zeros_like(x), target=target, n_steps=steps, internal_batch_size=batch_size,
         )
         return result, None, {"steps": steps, "baseline": "zeros (the mean image after normalisation)"}
     if name in ("guided_backprop", "deconvolution"):
@@ -351,45 +391,8 @@ def _attribute(name, module, forward, inputs, indices, cam_layer, steps, samples
     raise CnnvizError(f"unknown method {name!r}")
 
 
-class _ReluRule(TorchFunctionMode):
-    """Reroutes every ReLU call (module or functional, in place or not) through a backward rule.
-
-    The forward value is the ReLU's; the rerouted call returns a new tensor instead of writing in
-    place (the value is the same), so nothing the network holds is overwritten.
-    """
-
-    RELU_FUNCTIONS = (F.relu, torch.relu, torch.relu_, torch.Tensor.relu, torch.Tensor.relu_)
-
-    def __init__(self, rule: str):
-        super().__init__()
-        self.rule, self.calls = rule, 0
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        if func in self.RELU_FUNCTIONS:
-            self.calls += 1
-            return _RuledReLU.apply(args[0], self.rule)
-        return func(*args, **kwargs)
-
-
-class _RuledReLU(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, inputs, rule):
-        output = inputs.clamp(min=0)
-        ctx.save_for_backward(output)
-        ctx.rule = rule
-        return output
-
-    @staticmethod
-    def backward(ctx, grad):
-        (output,) = ctx.saved_tensors
-        if ctx.rule == "guided_backprop":  # only positive gradients, only where the unit was active
-            return grad.clamp(min=0) * (output > 0).to(grad.dtype), None
-        return grad.clamp(min=0), None  # deconvolution: the ReLU applied to the gradient
-
-
 def _relu_rule(forward, x: torch.Tensor, target: list[int], rule: str) -> torch.Tensor:
-    mode = _ReluRule(rule)
+    mode = relu_rule(rule)
     with mode:
         values = forward(x)
         selected = values[torch.arange(len(values)), torch.tensor(target)]
@@ -432,49 +435,70 @@ class SanityCheck:
 
 
 def sanity_check(
-    model, images, method: str = "gradient", target=None, *, stages: int = 6, seed: int = 0, **options,
+    model, images, method: str = "gradient", target=None, *, stages: int | None = None, seed: int = 0, **options,
 ) -> SanityCheck:
     """Re-initialise the model's layers from the top down, on a copy, and see the attribution change.
 
     An attribution method that explains the model must depend on its weights: after the top layers
-    are re-initialised, the map should no longer look like the original. Each stage re-initialises
-    more layers (cumulatively, from the output towards the input) of a deep copy of the model
-    (``reset_parameters()`` under ``seed``); the user's model is never touched.
+    are re-initialised, the map should no longer look like the original. The layers with weights
+    (a convolution or a linear layer, with the normalisation layers that follow it) are taken in
+    the order they run; each stage re-initialises one more of them, from the output towards the
+    input, in a deep copy of the model (``reset_parameters()`` under ``seed``). The user's model is
+    never touched.
 
     Args:
-        model, images, method, target: as for :func:`saliency` (the target is fixed to what the
-            original model explains, so randomisation does not change it).
-        stages: how many cumulative steps (spread over the model's parameterised layers).
+        model, images, method, target: as for :func:`saliency` (one method; the target is fixed to
+            what the original model explains, so randomisation does not change it).
+        stages: at most this many stages, spread evenly over the layers (default: every layer).
         seed: the seed of the re-initialisation.
         options: passed on to :func:`saliency`.
 
     Returns:
         :class:`SanityCheck` with one rank correlation per stage.
     """
-    if stages < 1:
+    if not isinstance(method, str) or method not in METHODS:
+        raise CnnvizError(f"the sanity check takes one method of {', '.join(METHODS)}, not {method!r}")
+    if stages is not None and stages < 1:
         raise CnnvizError("stages must be at least 1")
     original = saliency(model, images, target, method, **options)
-    module, class_names = unwrap(model)
-    parameterised = [name for name, m in module.named_modules()
-                     if name and hasattr(m, "reset_parameters") and any(True for _ in m.parameters(recurse=False))]
-    if not parameterised:
+    module, _ = unwrap(model)
+    groups = _layers_top_down(module, original.inputs[:1])
+    if not groups:
         raise CnnvizError("the model has no layer with parameters to re-initialise")
-    top_down = parameterised[::-1]
-    cut_points = sorted({max(1, round(len(top_down) * (k + 1) / stages)) for k in range(min(stages, len(top_down)))})
+    count = len(groups) if stages is None else min(stages, len(groups))
+    cuts = sorted({math.ceil(len(groups) * (k + 1) / count) for k in range(count)})
     fixed_targets = [t.split(" (")[0] for t in original.targets]
     maps, correlations, layers = [original.absolute_map()], [], []
-    for cut in cut_points:
+    for cut in cuts:
         copy_model = copy.deepcopy(module)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            for name in top_down[:cut]:
-                copy_model.get_submodule(name).reset_parameters()
-        wrapped = _with_metadata(model, copy_model)
-        randomised = saliency(wrapped, original.inputs, fixed_targets, method, **options)
+            for group in groups[:cut]:
+                for name in group:
+                    copy_model.get_submodule(name).reset_parameters()
+        randomised = saliency(_with_metadata(model, copy_model), original.inputs, fixed_targets, method, **options)
         maps.append(randomised.absolute_map())
         correlations.append(_mean_rank_correlation(maps[0], maps[-1]))
-        layers.append(top_down[cut - 1])
+        layers.append(groups[cut - 1][0])
     return SanityCheck(method, layers, correlations, torch.stack(maps), original)
+
+
+def _layers_top_down(module: nn.Module, example: torch.Tensor) -> list[list[str]]:
+    """Groups of module names to re-initialise together, from the output towards the input: each
+    convolution or linear layer with the normalisation layers that run after it."""
+    names = [name for name, m in module.named_modules()
+             if name and hasattr(m, "reset_parameters") and any(True for _ in m.parameters(recurse=False))]
+    with probe(module, names, store=False, early_exit=False) as recorder:
+        recorder.run(example)
+        ran = [name for name, call in recorder.order if call == 1]
+    groups: list[list[str]] = []
+    for name in ran:
+        starts_group = isinstance(module.get_submodule(name), (nn.modules.conv._ConvNd, nn.Linear))
+        if starts_group or not groups:
+            groups.append([name])
+        else:
+            groups[-1].append(name)
+    return groups[::-1]
 
 
 def _with_metadata(model, module: nn.Module):
@@ -486,13 +510,25 @@ def _with_metadata(model, module: nn.Module):
 
 
 def _mean_rank_correlation(first: torch.Tensor, second: torch.Tensor) -> float:
-    """Spearman's rank correlation of two N x H x W maps, averaged over the N images."""
+    """Spearman's rank correlation (tied values share their average rank) of two N x H x W maps,
+    averaged over the N images; NaN when a map is constant (it has no ranking)."""
     values = []
     for a, b in zip(first.flatten(1), second.flatten(1)):
-        ranks_a = torch.argsort(torch.argsort(a)).double()
-        ranks_b = torch.argsort(torch.argsort(b)).double()
+        ranks_a, ranks_b = _average_ranks(a), _average_ranks(b)
         ranks_a -= ranks_a.mean()
         ranks_b -= ranks_b.mean()
         denominator = math.sqrt(float((ranks_a**2).sum() * (ranks_b**2).sum()))
-        values.append(float((ranks_a * ranks_b).sum()) / denominator if denominator else 0.0)
+        values.append(float((ranks_a * ranks_b).sum()) / denominator if denominator else float("nan"))
     return sum(values) / len(values)
+
+
+def _average_ranks(values: torch.Tensor) -> torch.Tensor:
+    """Ranks from 1, ties sharing the mean of the ranks they span."""
+    order = torch.argsort(values, stable=True)
+    ordered = values[order]
+    _, inverse, counts = torch.unique_consecutive(ordered, return_inverse=True, return_counts=True)
+    ends = torch.cumsum(counts, dim=0).double()
+    mean_rank = ends - (counts.double() - 1) / 2
+    ranks = torch.empty(len(values), dtype=torch.float64)
+    ranks[order] = mean_rank[inverse]
+    return ranks

@@ -448,8 +448,8 @@ def plot_attribution(attribution, index: int = 0) -> Figure:
     axes = figure.subplots(1, 4)
     axes[0].imshow(image, interpolation="nearest")
     axes[0].set_title(f"{attribution.sources[index]}", fontsize=8)
-    limit = max(float(np.abs(signed).max()), 1e-12)
-    shown = axes[1].imshow(signed, cmap=DIVERGING, vmin=-limit, vmax=limit, interpolation="nearest")
+    colour_map, norm = _value_scale(float(signed.min()), float(signed.max()))
+    shown = axes[1].imshow(signed, cmap=colour_map, norm=norm, interpolation="nearest")
     figure.colorbar(shown, ax=axes[1], fraction=0.046).ax.tick_params(labelsize=6)
     axes[1].set_title("signed (sum over channels)" if attribution.attribution.shape[1] > 1 else "map", fontsize=8)
     top = max(float(absolute.max()), 1e-12)
@@ -494,21 +494,47 @@ def plot_attributions(attributions: dict, images: int = 4) -> Figure:
 
 def plot_sanity_check(check) -> Figure:
     """The randomisation test: rank correlation with the original map as more layers are
-    re-initialised (top down), and the maps of the first image at each stage."""
+    re-initialised (top down), and the maps of the first image at each stage, each with a colour
+    bar in raw attribution units."""
     stages = len(check.layers)
-    figure = Figure(figsize=(max(8, 1.6 * (stages + 1)), 5.2), layout="constrained")
+    figure = Figure(figsize=(max(8, 1.8 * (stages + 1)), 5.4), layout="constrained")
     grid = figure.add_gridspec(2, stages + 1, height_ratios=[1.2, 1])
     curve = figure.add_subplot(grid[0, :])
     curve.plot(range(1, stages + 1), check.correlations, "o-")
     curve.axhline(0, color="grey", linewidth=0.5)
     curve.set_ylim(-1.05, 1.05)
-    curve.set_xticks(range(1, stages + 1), [f"…{name}" for name in check.layers], fontsize=7)
+    curve.set_xticks(range(1, stages + 1), [f"…{name}" for name in check.layers], fontsize=7,
+                     rotation=45 if stages > 8 else 0, ha="right" if stages > 8 else "center")
     curve.set_xlabel("re-initialised from the output down to", fontsize=8)
     curve.set_ylabel("rank correlation with the original", fontsize=8)
     for stage in range(stages + 1):
         axis = figure.add_subplot(grid[1, stage])
-        axis.imshow(check.maps[stage, 0].numpy(), cmap=SEQUENTIAL, interpolation="nearest")
+        values = check.maps[stage, 0].numpy()
+        shown = axis.imshow(values, cmap=SEQUENTIAL, vmin=0, vmax=max(float(values.max()), 1e-12), interpolation="nearest")
+        figure.colorbar(shown, ax=axis, fraction=0.046).ax.tick_params(labelsize=5)
         axis.set_axis_off()
         axis.set_title("original" if stage == 0 else f"≤ {check.layers[stage - 1]}", fontsize=7)
     figure.suptitle(f"Sanity check of {check.method} (model-parameter randomisation)", fontsize=10)
+    return figure
+
+
+# --------------------------------------------------------------------------------------------
+# feature visualization
+
+
+def plot_rendering(rendering, columns: int = 8) -> Figure:
+    """The images of a :class:`cnnviz.Rendering` as a grid, each titled with its unit and its final
+    objective value."""
+    images = rendering.display()
+    rows, columns = _grid(len(images), columns)
+    figure = Figure(figsize=(1.7 * columns + 0.4, 1.9 * rows + 0.6), layout="constrained")
+    axes = figure.subplots(rows, columns, squeeze=False)
+    for index, axis in enumerate(axes.flat):
+        axis.set_axis_off()
+        if index < len(images):
+            axis.imshow(images[index].permute(1, 2, 0).numpy(), interpolation="nearest")
+            axis.set_title(f"{rendering.units[index]}\n{rendering.values[index]:.3g}", fontsize=6, pad=2)
+    height, width = images.shape[2:]
+    figure.suptitle(f"{rendering.objective}: {len(images)} images {height}x{width}, "
+                    f"{rendering.settings.get('steps')} steps", fontsize=10)
     return figure

@@ -98,8 +98,10 @@ class Probe:
         keep_graph: bool = False,
         early_exit: bool = True,
         store: bool = True,
+        copy: bool = True,
     ) -> None:
         self.module, self.class_names = unwrap(model)
+        self.copy = copy
         keys = [refs] if isinstance(refs, (str, nn.Module, LayerRef)) else list(refs)
         self._refs: dict = dict(zip(keys, resolve_all(model, keys)))
         self.keep_graph = keep_graph
@@ -231,7 +233,7 @@ class Probe:
                 # buffer is copied. clone() keeps the autograd graph when there is one.
                 if not self.store:
                     kept = None
-                elif finishing and not self._owned_elsewhere(output):
+                elif not self.copy or (finishing and not self._owned_elsewhere(output)):
                     kept = output
                 else:
                     kept = output.clone()
@@ -286,6 +288,7 @@ def probe(
     keep_graph: bool = False,
     early_exit: bool = True,
     store: bool = True,
+    copy: bool = True,
 ) -> Probe:
     """A context manager that records the outputs of the modules named by ``refs``.
 
@@ -298,6 +301,9 @@ def probe(
         early_exit: stop the forward pass once every referenced call has run (never when
             ``logits`` is referenced).
         store: keep the tensors; ``False`` records only shapes (cheap, used by ``layer_table``).
+        copy: keep copies (the default), safe from later in-place operations; ``False`` keeps the
+            very tensors the network goes on with, so that gradients with respect to them are the
+            network's (their values may then be overwritten by a later in-place operation).
 
     Example::
 
@@ -306,7 +312,7 @@ def probe(
             maps = p["features.3"]        # N x C x H x W
             channel = p["features.8:12"]  # N x H x W
     """
-    return Probe(model, refs, keep_graph=keep_graph, early_exit=early_exit, store=store)
+    return Probe(model, refs, keep_graph=keep_graph, early_exit=early_exit, store=store, copy=copy)
 
 
 def capture(

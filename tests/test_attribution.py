@@ -11,6 +11,7 @@ from captum.attr import Deconvolution, GuidedBackprop, LayerAttribution, LayerGr
 from click.testing import CliRunner
 from conftest import FunctionalNet
 from torch import nn
+from torch.nn import functional as F
 from untouched import assert_untouched, fingerprint
 
 import cnnviz
@@ -154,20 +155,150 @@ def test_every_method_runs_and_leaves_the_model_untouched(photos, batch):
         expected_channels = 1 if name == "gradcam" else 3
         assert result.attribution.shape == (2, expected_channels, 64, 64), name
         assert torch.isfinite(result.attribution).all() and result.attribution.abs().sum() > 0, name
-    # the most occluding window hurts the score more than the least
-    occlusion = results["occlusion"].absolute_map()
-    assert occlusion.flatten(1).max(1).values.min() > 0
     assert_untouched(photos.module, before)
+
+
+def test_occlusion_smoothgrad_and_integrated_gradients_equal_captum_on_the_plain_model(photos, batch):
+    from captum.attr import IntegratedGradients, NoiseTunnel, Occlusion
+
+    ours = cnnviz.saliency(photos, batch[:1], target=3, method=["occlusion", "smoothgrad", "integrated_gradients"],
+                           steps=16, samples=4, window=8, stride=4)
+    x = batch[:1].clone()
+    occlusion = Occlusion(photos.module).attribute(x, sliding_window_shapes=(3, 8, 8), strides=(3, 4, 4), baselines=0.0, target=3)
+    torch.testing.assert_close(ours["occlusion"].attribution, occlusion, rtol=1e-4, atol=1e-5)
+    ig = IntegratedGradients(photos.module).attribute(x.clone().requires_grad_(True), baselines=torch.zeros_like(x),
+                                                      target=3, n_steps=16)
+    torch.testing.assert_close(ours["integrated_gradients"].attribution, ig, rtol=1e-4, atol=1e-6)
+    spread = 0.15 * float(x.max() - x.min())
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        smooth = NoiseTunnel(Saliency(photos.module)).attribute(x.clone().requires_grad_(True), nt_type="smoothgrad",
+                                                                nt_samples=4, stdevs=spread, target=3, abs=False)
+    torch.testing.assert_close(ours["smoothgrad"].attribution, smooth, rtol=1e-4, atol=1e-7)
+
+
+def test_each_image_is_attributed_as_if_alone(photos, batch):
+    together = cnnviz.saliency(photos, batch, target=[3, 4], method=["smoothgrad", "gradient"], samples=4, batch_size=1)
+    alone = cnnviz.saliency(photos, batch[1:], target=4, method=["smoothgrad", "gradient"], samples=4)
+    for name in ("smoothgrad", "gradient"):
+        torch.testing.assert_close(together[name].attribution[1:], alone[name].attribution)
+
+
+def test_batches_are_bounded_by_batch_size(photos):
+    sizes = []
+    handle_model = photos.module
+    recorder = []
+
+    class Watch(nn.Module):
+        def forward(self, x):
+            recorder.append(len(x))
+            return x
+
+    watched = nn.Sequential(Watch(), handle_model)
+    inputs = torch.zeros(10, 3, 64, 64)
+    cnnviz.saliency(watched, inputs, target=1, method=["gradient", "integrated_gradients", "occlusion"],
+                    steps=8, batch_size=4, window=16)
+    sizes = set(recorder)
+    assert max(sizes) <= 4, sizes
+
+
+def test_gradcam_layer_is_on_the_targets_path():
+    torch.manual_seed(0)
+    model = torchvision.models.googlenet(init_weights=True, aux_logits=False).eval()
+    x = torch.randn(1, 3, 96, 96)
+    # the first channels of inception4a come from its first branch: the branches that run after it
+    # are not on their path
+    branch = cnnviz.capture(model, x, ["inception4a.branch1"])["inception4a.branch1"]
+    alive = int((branch[0].flatten(1).amax(1) > 0).nonzero()[0])
+    result = cnnviz.saliency(model, x, target=f"inception4a:{alive}", method="gradcam")
+    assert not result.layer.startswith(("inception4a.branch2", "inception4a.branch3", "inception4a.branch4"))
+    assert result.attribution.abs().sum() > 0
+    with pytest.raises(CnnvizError, match="does not depend on inception4a.branch4"):
+        cnnviz.saliency(model, x, target=f"inception4a:{alive}", method="gradcam", layer="inception4a.branch4")
+
+
+def test_in_place_relus_whose_result_is_not_used_keep_the_forward_pass():
+    class Unassigned(nn.Module):  # rectifies in place and goes on with the same tensor
+        def __init__(self):
+            super().__init__()
+            self.conv1, self.conv2 = nn.Conv2d(3, 4, 3), nn.Conv2d(4, 4, 3)
+
+        def forward(self, x):
+            x = self.conv1(x)
+            x.relu_()
+            y = self.conv2(x)
+            F.relu(y, inplace=True)
+            return y.mean(dim=(2, 3))
+
+    class Modules(nn.Module):
+        def __init__(self, source):
+            super().__init__()
+            self.conv1, self.conv2, self.relu1, self.relu2 = source.conv1, source.conv2, nn.ReLU(), nn.ReLU()
+
+        def forward(self, x):
+            return self.relu2(self.conv2(self.relu1(self.conv1(x)))).mean(dim=(2, 3))
+
+    torch.manual_seed(0)
+    model = Unassigned().eval()
+    x = torch.randn(2, 3, 10, 10)
+    ours = cnnviz.saliency(model, x, target=1, method=["guided_backprop", "deconvolution"])
+    reference = Modules(model)
+    torch.testing.assert_close(ours["guided_backprop"].attribution,
+                               GuidedBackprop(reference).attribute(x.clone().requires_grad_(True), target=1))
+    torch.testing.assert_close(ours["deconvolution"].attribution,
+                               Deconvolution(reference).attribute(x.clone().requires_grad_(True), target=1))
+
+
+def test_figures_show_rgb_inputs_and_scales_centred_on_zero(photos, batch):
+    result = cnnviz.saliency(photos, batch, target=[3, 4], method=["gradient", "gradcam"])
+    figure = cnnviz.plots.plot_attribution(result["gradient"], index=1)
+    shown = figure.axes[0].images[0].get_array()
+    assert shown.shape == (64, 64, 3) and np.allclose(shown, result["gradient"].images[1].permute(1, 2, 0).numpy())
+    low, high = figure.axes[1].images[0].get_clim()
+    assert low == pytest.approx(-high) and high == pytest.approx(float(result["gradient"].signed_map()[1].abs().max()))
+    cam_figure = cnnviz.plots.plot_attribution(result["gradcam"], index=0)
+    low, high = cam_figure.axes[1].images[0].get_clim()
+    assert low == 0 and high == pytest.approx(float(result["gradcam"].attribution[0].max()))  # non-negative: from zero
+    colour_bars = [axis for axis in figure.axes if axis.get_label() == "<colorbar>"]
+    assert len(colour_bars) == 2
 
 
 def test_sanity_check_attributions_change_with_the_weights(photos):
     before = fingerprint(photos.module)
     check = cnnviz.sanity_check(photos, ["sample:chelsea", "sample:coffee"], method="gradient", stages=4)
     assert len(check.correlations) == 4 and check.maps.shape == (5, 2, 64, 64)
+    assert check.layers[-1] == "features.0"  # top down, down to the input
     assert check.correlations[-1] < 0.5 and check.correlations[-1] < check.correlations[0]
     assert_untouched(photos.module, before)
-    identical = cnnviz.attribution._mean_rank_correlation(check.maps[0], check.maps[0])
-    assert identical == pytest.approx(1.0)
+    every = cnnviz.sanity_check(photos, "sample:chelsea", method="gradcam", layer="features.13")
+    assert every.layers == ["classifier.2", "features.24", "features.21", "features.17", "features.14",
+                            "features.10", "features.7", "features.3", "features.0"]
+
+
+def test_sanity_check_follows_the_order_layers_run_in():
+    class HeadFirst(nn.Module):  # defined head first, but the head runs last
+        def __init__(self):
+            super().__init__()
+            self.head = nn.Linear(4, 3)
+            self.conv1 = nn.Conv2d(3, 4, 3)
+            self.conv2 = nn.Conv2d(4, 4, 3)
+
+        def forward(self, x):
+            return self.head(torch.relu(self.conv2(torch.relu(self.conv1(x)))).mean(dim=(2, 3)))
+
+    torch.manual_seed(0)
+    check = cnnviz.sanity_check(HeadFirst(), torch.randn(1, 3, 12, 12), target=0, stages=10)
+    assert check.layers == ["head", "conv2", "conv1"]  # more stages than layers: still every layer
+
+
+def test_rank_correlation_with_ties_and_constant_maps():
+    correlation = cnnviz.attribution._mean_rank_correlation
+    a = torch.tensor([[[0.0, 0.0, 1.0, 2.0]]])
+    b = torch.tensor([[[0.0, 0.0, 2.0, 1.0]]])
+    # average ranks: a -> 1.5 1.5 3 4, b -> 1.5 1.5 4 3: Spearman 3.5 / 4.5 (as scipy.stats.spearmanr)
+    assert correlation(a, b) == pytest.approx(7 / 9)
+    assert correlation(a, a) == pytest.approx(1.0)
+    assert np.isnan(correlation(a, torch.zeros_like(a)))
 
 
 @pytest.mark.parametrize(
@@ -194,7 +325,8 @@ def test_cli_writes_figures_raw_arrays_and_json(tmp_path, photos):
                                        "-M", "gradcam", "--sanity", "-o", str(tmp_path)])
     assert result.exit_code == 0, result.stderr
     names = {p.name for p in tmp_path.iterdir()}
-    assert names == {"saliency_gradient.png", "saliency_gradient.npy", "saliency_gradcam.png", "saliency_gradcam.npy",
+    assert names == {"saliency_gradient_0.png", "saliency_gradient_1.png", "saliency_gradient.npy",
+                     "saliency_gradcam_0.png", "saliency_gradcam_1.png", "saliency_gradcam.npy",
                      "sanity_gradient.png", "sanity_gradcam.png", "saliency_panel.png", "saliency.json"}
     saved = np.load(tmp_path / "saliency_gradient.npy")
     expected = cnnviz.saliency(photos, ["sample:chelsea", "sample:coffee"], method="gradient").attribution.numpy()
@@ -202,6 +334,7 @@ def test_cli_writes_figures_raw_arrays_and_json(tmp_path, photos):
     summary = json.loads((tmp_path / "saliency.json").read_text())
     assert [m["method"] for m in summary["methods"]] == ["gradient", "gradcam"]
     assert summary["methods"][0]["targets"] == ["logits:3 (chelsea)", "logits:4 (coffee)"]
-    assert len(summary["methods"][0]["sanity_check"]["rank_correlations"]) == 6
+    layers_with_weights = 9  # eight convolutions (each with its BatchNorm) and the linear layer
+    assert len(summary["methods"][0]["sanity_check"]["rank_correlations"]) == layers_with_weights
     error = CliRunner().invoke(main, ["saliency", "-i", "sample:chelsea", "-t", "features.2"])
     assert error.exit_code == 2 and len(error.stderr.splitlines()) == 1 and "whole layer" in error.stderr
