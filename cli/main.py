@@ -15,6 +15,7 @@ from cnnviz import __version__
 from cnnviz.cli.attribution import saliency
 from cnnviz.cli.catalogue import models, predict, samples
 from cnnviz.cli.inspect import activations, kernels, stats
+from cnnviz.cli.visualize import dream, maximize
 from cnnviz.cli.layers import layers
 from cnnviz.cli.options import flush_notes, note
 from cnnviz.errors import CnnvizError, CnnvizWarning
@@ -123,6 +124,8 @@ main.add_command(kernels)
 main.add_command(activations)
 main.add_command(stats)
 main.add_command(saliency)
+main.add_command(maximize)
+main.add_command(dream)
 main.add_command(models)
 main.add_command(predict)
 main.add_command(samples)

@@ -13,11 +13,13 @@ even though ``cnnviz/probe.py`` is also the module's name.
 """
 __version__ = "0.1.0"
 
-from cnnviz import images, output, plots, samples, zoo
+from cnnviz import images, objectives, output, plots, samples, zoo
 from cnnviz.activations import Activations, LayerActivations, activations
 from cnnviz.attribution import METHODS, Attribution, SanityCheck, sanity_check, saliency
+from cnnviz.dream import Dream, dream
 from cnnviz.errors import CnnvizError, CnnvizWarning
 from cnnviz.kernels import Kernels, convolutions, kernels
+from cnnviz.maximize import Rendering, maximize
 from cnnviz.models import LoadedModel, Preprocessing, load_model, read_state_dict, resolve_device
 from cnnviz.predictions import Prediction, Predictions, predict
 from cnnviz.probe import Probe, capture, model_guard, probe
@@ -31,6 +33,7 @@ __all__ = [
     "METHODS",
     "CnnvizError",
     "CnnvizWarning",
+    "Dream",
     "Kernels",
     "LayerActivations",
     "LayerRef",
@@ -42,17 +45,21 @@ __all__ = [
     "Predictions",
     "Preprocessing",
     "Probe",
+    "Rendering",
     "SanityCheck",
     "Statistics",
     "activations",
     "capture",
     "convolutions",
+    "dream",
     "images",
     "kernels",
     "layer_ref",
     "layer_table",
     "load_model",
+    "maximize",
     "model_guard",
+    "objectives",
     "output",
     "plots",
     "predict",

@@ -50,6 +50,20 @@ def save_figure(figure, path: str | os.PathLike, dpi: int = 100) -> Path:
     return write_bytes(path, buffer.getvalue())
 
 
+def save_image(pixels, path: str | os.PathLike) -> Path:
+    """Save a ``3 x H x W`` (or ``1 x H x W``) tensor in [0, 1] as an 8-bit PNG, atomically, at its
+    own size."""
+    from PIL import Image
+
+    import torch
+
+    array = (pixels.detach().float().cpu().clamp(0, 1) * 255).round().to(torch.uint8)
+    array = array[0].numpy() if array.shape[0] == 1 else array.permute(1, 2, 0).numpy()
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="png")
+    return write_bytes(path, buffer.getvalue())
+
+
 def safe_name(text: str) -> str:
     """A file-name-safe form of a layer reference: ``layer1.0.relu#2:5`` -> ``layer1.0.relu-2-5``."""
     cleaned = re.sub(r"[^A-Za-z0-9._]+", "-", text).strip("-.")

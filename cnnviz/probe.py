@@ -99,15 +99,19 @@ class Probe:
         early_exit: bool = True,
         store: bool = True,
         copy: bool = True,
+        also: Iterable[Reference] = (),
     ) -> None:
         self.module, self.class_names = unwrap(model)
         self.copy = copy
         keys = [refs] if isinstance(refs, (str, nn.Module, LayerRef)) else list(refs)
         self._refs: dict = dict(zip(keys, resolve_all(model, keys)))
+        watched = [r for r in resolve_all(model, list(also)) if not r.is_output]
         self.keep_graph = keep_graph
         self.early_exit = early_exit
         self.store = store
-        self._inner = list(dict.fromkeys(r.layer for r in self._refs.values() if not r.is_output))
+        self._inner = list(dict.fromkeys(
+            [r.layer for r in self._refs.values() if not r.is_output] + [r.layer for r in watched]
+        ))
         self._needs_output = any(r.is_output for r in self._refs.values())
         self._needed = {(r.layer, r.call) for r in self._refs.values() if not r.is_output}
         self._outputs: dict[str, list[torch.Tensor | None]] = {}
@@ -289,6 +293,7 @@ def probe(
     early_exit: bool = True,
     store: bool = True,
     copy: bool = True,
+    also: Iterable[Reference] = (),
 ) -> Probe:
     """A context manager that records the outputs of the modules named by ``refs``.
 
@@ -304,6 +309,8 @@ def probe(
         copy: keep copies (the default), safe from later in-place operations; ``False`` keeps the
             very tensors the network goes on with, so that gradients with respect to them are the
             network's (their values may then be overwritten by a later in-place operation).
+        also: more modules to record when they run before the pass stops, without waiting for
+            them (for instance every module, to see all that runs up to a layer).
 
     Example::
 
@@ -312,7 +319,7 @@ def probe(
             maps = p["features.3"]        # N x C x H x W
             channel = p["features.8:12"]  # N x H x W
     """
-    return Probe(model, refs, keep_graph=keep_graph, early_exit=early_exit, store=store, copy=copy)
+    return Probe(model, refs, keep_graph=keep_graph, early_exit=early_exit, store=store, copy=copy, also=also)
 
 
 def capture(

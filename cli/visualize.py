@@ -1,0 +1,145 @@
+"""``cnnviz maximize`` and ``cnnviz dream``: images that make units respond."""
+from __future__ import annotations
+
+import click
+
+from cnnviz.cli.options import model_options, note
+
+
+class SizeType(click.ParamType):
+    """``auto``, ``H``, ``HxW`` or ``H,W``."""
+
+    name = "auto|H|HxW"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, (tuple, int)) or value == "auto":
+            return value
+        text = str(value).lower().replace("x", ",")
+        try:
+            parts = [int(part) for part in text.split(",")]
+        except ValueError:
+            self.fail(f"{value!r} is not auto, H or HxW (e.g. 128 or 128x96)", param, ctx)
+        if len(parts) not in (1, 2) or min(parts) < 8:
+            self.fail(f"{value!r} must be auto, H or HxW with sides of at least 8", param, ctx)
+        return parts[0] if len(parts) == 1 else tuple(parts)
+
+
+@click.command()
+@model_options
+@click.option("--layer", "-l", "target", required=True, metavar="REF",
+              help="A layer (with --channels), a channel (features.12:5), a neuron (features.12:5@3,4), "
+                   "logits (with --channels) or a class name.")
+@click.option("--channels", "-c", metavar="SPEC", help="Channels or classes to render, one image each: 0-15, 3,5, all.")
+@click.option("--steps", type=click.IntRange(min=1), default=256, show_default=True)
+@click.option("--size", type=SizeType(), default="auto", show_default=True,
+              help="auto (twice the unit's receptive field; the input size for classes), H or HxW.")
+@click.option("--param", type=click.Choice(["fft", "pixel"]), default="fft", show_default=True)
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=0.05, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), help="Images per batch (default: what fits 1.5 GiB).")
+@click.option("--precision", type=click.Choice(["fp32", "bf16", "auto"]), default="fp32", show_default=True)
+@click.option("--stats", "stats_file", type=click.Path(dir_okay=False), metavar="NPZ",
+              help="stats.npz from 'cnnviz stats': adds each unit's dataset maximum to the JSON.")
+@click.option("--output", "-o", default="cnnviz-output", show_default=True, metavar="DIR")
+def maximize(loaded, target, channels, steps, size, param, lr, seed, batch_size, precision, stats_file, output) -> None:
+    """Render images that maximise units: channels, neurons or classes.
+
+    Each unit is one image of a batch, with its own seed and random
+    transformations; the network stops at the target layer. Writes a PNG per
+    unit, a grid, and a JSON with each unit's final value.
+
+    \b
+    Examples:
+      cnnviz maximize --layer features.12 --channels 0-15
+      cnnviz maximize -m builtin:patterns --layer logits --channels all --steps 128
+      cnnviz maximize --layer chelsea --size 96 --seed 3
+    """
+    from tqdm import tqdm
+
+    import cnnviz
+    from cnnviz import output as files
+
+    maxima = _dataset_maxima(stats_file)
+    with tqdm(unit="image-step", desc="maximize", disable=None, leave=False) as bar:
+        rendering = cnnviz.maximize(loaded, target, channels=channels, steps=steps, size=size, param=param, lr=lr,
+                                    seed=seed, batch_size=batch_size, precision=precision, progress=bar.update)
+    folder = files.output_folder(output)
+    written = []
+    stem = files.safe_name(target if channels is None else f"{target}-{channels}")
+    for image, unit in zip(rendering.display(), rendering.units):
+        written.append(files.save_image(image, folder / f"maximize_{files.safe_name(unit.split(' ')[0])}.png"))
+    written.append(files.save_figure(cnnviz.plots.plot_rendering(rendering), folder / f"maximize_{stem}_grid.png"))
+    summary = {**rendering.summary(), "model": loaded.spec}
+    if maxima is not None:
+        for entry in summary["units"]:
+            layer, _, channel = entry["unit"].split(" ")[0].partition(":")
+            key = f"{layer}/maximum"
+            if key in maxima and channel.split("@")[0].isdecimal():
+                entry["dataset_maximum"] = float(maxima[key][int(channel.split("@")[0])])
+        if not any("dataset_maximum" in entry for entry in summary["units"]):
+            note(f"{stats_file} has no statistics of this layer; run cnnviz stats with --layer for it")
+    written.append(files.write_json(folder / f"maximize_{stem}.json", summary))
+    for path in written:
+        click.echo(f"wrote {path}")
+
+
+def _dataset_maxima(path):
+    if path is None:
+        return None
+    import numpy as np
+
+    from cnnviz.errors import CnnvizError
+
+    try:
+        with np.load(path) as archive:
+            return {key: archive[key] for key in archive.files if key.endswith("/maximum")}
+    except FileNotFoundError:
+        raise CnnvizError(f"statistics file {path!r} does not exist; write one with cnnviz stats -o DIR") from None
+    except Exception as error:
+        raise CnnvizError(f"cannot read {path!r} as statistics from cnnviz stats ({type(error).__name__})") from None
+
+
+@click.command()
+@model_options
+@click.option("--image", "-i", required=True, metavar="IMG", help="An image file or sample:NAME.")
+@click.option("--layer", "-l", "layers", multiple=True, required=True, metavar="REF", help="A layer (repeatable).")
+@click.option("--weight", "layer_weights", multiple=True, type=float, metavar="W",
+              help="The weight of each --layer, in order (default 1 each).")
+@click.option("--octaves", type=click.IntRange(min=1), default=4, show_default=True)
+@click.option("--scale", type=click.FloatRange(min=1, min_open=True), default=1.4, show_default=True)
+@click.option("--iterations", type=click.IntRange(min=1), default=10, show_default=True, help="Steps per octave.")
+@click.option("--step", type=click.FloatRange(min=0, min_open=True), default=0.01, show_default=True)
+@click.option("--jitter", type=click.IntRange(min=0), default=32, show_default=True)
+@click.option("--tile", type=click.IntRange(min=16), default=512, show_default=True,
+              help="Largest tile side for the gradient (bounds the memory on large images).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--output", "-o", default="cnnviz-output", show_default=True, metavar="DIR")
+def dream(loaded, image, layers, layer_weights, octaves, scale, iterations, step, jitter, tile, seed, output) -> None:
+    """Deep Dream: change an image so that the chosen layers respond more.
+
+    Octaves (the image shrunk by --scale), random rolls, the gradient taken
+    tile by tile and normalised, the detail of each octave carried to the
+    next. Writes the dreamed image at the original's size and a JSON.
+
+    \b
+    Examples:
+      cnnviz dream --image sample:chelsea --layer features.12
+      cnnviz dream -i photo.jpg -l features.12 -l features.19 --weight 1 --weight 0.5 --octaves 5
+    """
+    from tqdm import tqdm
+
+    import cnnviz
+    from cnnviz import output as files
+
+    with tqdm(total=octaves * iterations, unit="step", desc="dream", disable=None, leave=False) as bar:
+        result = cnnviz.dream(loaded, image, list(layers), list(layer_weights) or None, octaves=octaves, scale=scale,
+                              iterations=iterations, step=step, jitter=jitter, tile=tile, seed=seed, progress=bar.update)
+    folder = files.output_folder(output)
+    stem = files.safe_name("-".join(layers))
+    shown = result.image.expand(3, -1, -1) if result.image.shape[0] == 1 else result.image[:3]
+    written = [
+        files.save_image(shown, folder / f"dream_{stem}.png"),
+        files.write_json(folder / f"dream_{stem}.json", {**result.summary(), "model": loaded.spec, "image": image}),
+    ]
+    for path in written:
+        click.echo(f"wrote {path}")

@@ -1,0 +1,281 @@
+"""Maximal-response images and Deep Dream: known answers on the pattern model, batches equal
+single renders, objectives, parameterisations, transformations, and the untouched model."""
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+from click.testing import CliRunner
+from conftest import Counter
+from torch import nn
+from untouched import assert_untouched, fingerprint
+
+import cnnviz
+from cnnviz import CnnvizError
+from cnnviz import objectives as o
+from cnnviz.cli.main import main
+from cnnviz.parameterization import COLOUR, image_parameters
+from cnnviz.transforms import Robustness
+from cnnviz.zoo import patterns
+
+
+@pytest.fixture(scope="module")
+def pattern_model():
+    return cnnviz.load_model("builtin:patterns")
+
+
+@pytest.fixture(scope="module")
+def class_renders(pattern_model):
+    before = fingerprint(pattern_model.module)
+    # each class logit, with a total-variation penalty (without it, grating_135's image also
+    # turns blue, and the model splits it between grating_135 and blue_blob)
+    rendering = cnnviz.maximize(pattern_model, "logits", channels="all", steps=160, seed=0, regularize=1.0)
+    assert_untouched(pattern_model.module, before)
+    return rendering
+
+
+def stripe_angle(image: torch.Tensor) -> float:
+    """The dominant stripe orientation of an image, in degrees from the horizontal (0-180)."""
+    centred = image - image.mean(dim=(1, 2), keepdim=True)
+    power = (torch.fft.fft2(centred).abs() ** 2).sum(dim=0)
+    power = torch.fft.fftshift(power)
+    size = image.shape[-1]
+    centre = size // 2
+    rows, columns = torch.meshgrid(torch.arange(size) - centre, torch.arange(size) - centre, indexing="ij")
+    radius = (rows**2 + columns**2).float().sqrt()
+    power[(radius < 2) | (radius > size / 2)] = 0  # neither the mean nor the corners
+    row, column = divmod(int(power.argmax()), size)
+    wave = math.degrees(math.atan2(centre - row, column - centre))
+    return (wave - 90) % 180
+
+
+def test_class_renders_are_classified_as_their_class(pattern_model, class_renders):
+    probabilities = cnnviz.capture(pattern_model, pattern_model.preprocessing.normalize(class_renders.images),
+                                   ["logits"])["logits"].softmax(dim=1)
+    for index, name in enumerate(patterns.CLASSES):
+        assert probabilities[index, index] >= 0.9, (name, float(probabilities[index, index]))
+    assert class_renders.units[0] == "logits:0 (grating_0)" and class_renders.settings["size"] == [48, 48]
+
+
+def test_grating_renders_have_the_classes_orientation(class_renders):
+    for name, info in patterns.CLASS_INFO.items():
+        if info["kind"] != "grating":
+            continue
+        angle = stripe_angle(class_renders.images[patterns.CLASSES.index(name)])
+        expected = info["stripe_angle"]
+        difference = min(abs(angle - expected), 180 - abs(angle - expected))
+        assert difference <= 15, (name, angle)
+
+
+def test_colour_renders_have_the_classes_colour(class_renders):
+    for name, info in patterns.CLASS_INFO.items():
+        if info["kind"] != "blob":
+            continue
+        image = class_renders.images[patterns.CLASSES.index(name)]
+        excess = (image - image.mean(dim=0, keepdim=True)).flatten(1).mean(dim=1)  # colour beyond grey
+        assert int(excess.argmax()) == info["color"].index(1.0), (name, excess.tolist())
+
+
+def test_a_batch_renders_what_single_renders_do():
+    photos = cnnviz.load_model("builtin:photos")
+    batched = cnnviz.maximize(photos, "features.12", channels=[1, 4, 7], steps=24, seed=5, size=48)
+    for position, channel in enumerate([1, 4, 7]):
+        single = cnnviz.maximize(photos, f"features.12:{channel}", steps=24, seed=5, size=48)
+        torch.testing.assert_close(batched.images[position], single.images[0], rtol=0, atol=2e-3)
+        assert batched.values[position] == pytest.approx(single.values[0], rel=1e-3, abs=1e-4)
+    assert len(set(tuple(v for v in batched.images[k].flatten()[:5].tolist()) for k in range(3))) == 3
+
+
+def test_renders_are_deterministic_and_raise_their_unit():
+    photos = cnnviz.load_model("builtin:photos")
+    first = cnnviz.maximize(photos, "features.19:3", steps=32, size=48, seed=1)
+    second = cnnviz.maximize(photos, "features.19:3", steps=32, size=48, seed=1)
+    assert torch.equal(first.images, second.images)
+    other = cnnviz.maximize(photos, "features.19:3", steps=32, size=48, seed=2)
+    assert not torch.equal(first.images, other.images)
+    noise = torch.rand(4, 3, 48, 48, generator=torch.Generator().manual_seed(0))
+    padded = torch.nn.functional.pad(noise, (12,) * 4, value=0.5)
+    baseline = cnnviz.capture(photos, photos.preprocessing.normalize(padded), ["features.19:3"])["features.19:3"]
+    assert first.values[0] > 3 * float(baseline.mean(dim=(1, 2)).max())
+
+
+def test_early_exit_and_the_untouched_model_even_when_interrupted():
+    photos = cnnviz.load_model("builtin:photos")
+    counter = Counter()
+    model = nn.Sequential()
+    for name, child in photos.module.features.named_children():
+        model.add_module(name, child)
+        if name == "12":
+            model.add_module("counter", counter)
+    before = fingerprint(model)
+    cnnviz.maximize(model, "12:0", steps=3, size=32)
+    assert counter.count == 0, "the network ran past the target layer"
+    assert_untouched(model, before)
+
+    def interrupt(done):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        cnnviz.maximize(model, "12:0", steps=10, size=32, progress=interrupt)
+    assert_untouched(model, before)
+
+
+def test_relu_redirection_revives_dead_units():
+    torch.manual_seed(0)
+    conv = nn.Conv2d(3, 2, 3, padding=1)
+    with torch.no_grad():
+        conv.bias.fill_(-20.0)  # dead on every image in [0, 1] at the start
+    model = nn.Sequential(conv, nn.ReLU())
+    stuck = cnnviz.maximize(model, "1:0", steps=40, size=16, redirect_steps=0, lr=0.1)
+    assert stuck.values[0] == 0.0
+    revived = cnnviz.maximize(model, "1:0", steps=40, size=16, redirect_steps=40, lr=0.1)
+    weights = conv.weight[0].detach()
+    # it pushed the input the way the unit's weights point
+    assert revived.images[0].mean() != stuck.images[0].mean()
+    assert float((revived.images[0] - 0.5).mul(weights.sum(dim=(1, 2))[:, None, None]).sum()) > 0
+
+
+def test_objectives_compose_like_the_maths():
+    activations = {"a": torch.arange(2 * 3 * 4 * 4, dtype=torch.float32).reshape(2, 3, 4, 4)}
+    images = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    maps = activations["a"]
+    assert torch.equal(o.channel("a", 1)(activations, images), maps[:, 1].mean(dim=(1, 2)))
+    assert torch.equal(o.channel("a", [0, 2])(activations, images), torch.stack([maps[0, 0].mean(), maps[1, 2].mean()]))
+    assert torch.equal(o.neuron("a", 2)(activations, images), maps[:, 2, 2, 2])
+    assert torch.equal(o.neuron("a", 2, 1, 3)(activations, images), maps[:, 2, 1, 3])
+    assert torch.allclose(o.layer("a")(activations, images), maps.pow(2).flatten(1).mean(dim=1))
+    direction = torch.tensor([1.0, -2.0, 0.5])
+    expected = (maps * direction[None, :, None, None]).sum(dim=1).flatten(1).mean(dim=1)
+    assert torch.allclose(o.direction("a", direction)(activations, images), expected)
+    variation = o.total_variation()(activations, images)
+    manual = (images[:, :, 1:] - images[:, :, :-1]).abs().flatten(1).mean(1) + (images[..., 1:] - images[..., :-1]).abs().flatten(1).mean(1)
+    assert torch.allclose(variation, manual)
+    combined = 2 * o.channel("a", 1) - 0.5 * o.total_variation() + 3
+    assert torch.allclose(combined(activations, images), 2 * maps[:, 1].mean(dim=(1, 2)) - 0.5 * manual + 3)
+    assert combined.layers == ("a",)
+    same = {"a": torch.ones(3, 2, 4, 4)}
+    assert torch.allclose(o.diversity("a")(same, images[:1].expand(3, -1, -1, -1)), torch.ones(3))
+    with pytest.raises(CnnvizError, match="multiplied by numbers"):
+        o.channel("a", 1) * o.channel("a", 2)
+    with pytest.raises(CnnvizError, match="2 units for a batch of 3"):
+        o.channel("a", [0, 1])({"a": torch.zeros(3, 3, 2, 2)}, images)
+
+
+def test_custom_objectives_with_diversity():
+    photos = cnnviz.load_model("builtin:photos")
+    plain = cnnviz.maximize(photos, objective=o.channel("features.12", 3), images=3, steps=24, size=48)
+    diverse = cnnviz.maximize(photos, objective=o.channel("features.12", 3) - 20 * o.diversity("features.12"),
+                              images=3, steps=24, size=48)
+    assert plain.images.shape == diverse.images.shape == (3, 3, 48, 48)
+
+    def similarity(images):  # the mean Gram-matrix similarity of the batch's images at the layer
+        activations = cnnviz.capture(photos, photos.preprocessing.normalize(images), ["features.12"])
+        return float(o.diversity("features.12")(activations, images).mean())
+
+    assert similarity(diverse.images) < similarity(plain.images)
+    with pytest.raises(CnnvizError, match="no layer 'nowhere'"):
+        cnnviz.maximize(photos, objective=o.channel("nowhere", 0))
+
+
+def test_parameterisations_shapes_and_ranges():
+    def generators():
+        return [torch.Generator().manual_seed(k) for k in range(2)]
+
+    for kind in ("fft", "pixel"):
+        for channels, size in ((3, (40, 56)), (1, (33, 20))):
+            params = image_parameters(kind, generators(), channels, size)
+            images = params.images()
+            assert images.shape == (2, channels, *size) and 0 < images.min() and images.max() < 1
+            assert torch.equal(images, image_parameters(kind, generators(), channels, size).images())
+            assert not torch.equal(images[0], images[1])
+    assert COLOUR.norm(dim=0).max() == pytest.approx(1.0)
+    with pytest.raises(CnnvizError, match="unknown parameterisation"):
+        image_parameters("wavelet", generators(), 3, (8, 8))
+
+
+def test_one_channel_models_and_non_square_sizes():
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Conv2d(4, 4, 3), nn.ReLU())
+    rendering = cnnviz.maximize(model, "3", channels="0-3", steps=4, size=(24, 40), param="pixel")
+    assert rendering.images.shape == (4, 1, 24, 40) and rendering.display().shape == (4, 3, 24, 40)
+
+
+def test_transformations_draw_per_image_and_repeat_with_the_seed():
+    images = torch.rand(1, 3, 20, 20, generator=torch.Generator().manual_seed(0)).expand(2, -1, -1, -1)
+    robust = Robustness()
+    out = robust(images, [torch.Generator().manual_seed(1), torch.Generator().manual_seed(2)])
+    assert out.shape == (2, 3, 44, 44) and not torch.allclose(out[0], out[1])
+    same = robust(images, [torch.Generator().manual_seed(1), torch.Generator().manual_seed(1)])
+    assert torch.equal(same[0], same[1])
+    assert torch.equal(Robustness.none()(images, [None, None]), images)
+
+
+def test_auto_size_follows_the_receptive_field():
+    photos = cnnviz.load_model("builtin:photos")
+    early = cnnviz.maximize(photos, "features.2:0", steps=1)
+    late = cnnviz.maximize(photos, "features.19:0", steps=1)
+    assert early.settings["size"] == [48, 48]  # a 3x3 field: the smallest canvas
+    assert late.settings["size"][0] > 48 and late.settings["size"][0] % 8 == 0
+    assert cnnviz.maximize(photos, "chelsea", steps=1).settings["size"] == [64, 64]
+
+
+def test_errors(pattern_model):
+    for kwargs, message in [
+        ({"target": "features.4"}, "is a whole layer"),
+        ({"target": "features.4:3", "channels": "0-2"}, "already names a channel"),
+        ({"target": "features.4", "channels": "0-99"}, "valid: 0-47"),
+        ({"target": "purple_blob"}, "no layer 'purple_blob'"),
+        ({"target": "features.4:1", "size": 4}, "at least 8 pixels"),
+        ({"target": "features.4:1", "precision": "fp8"}, "unknown precision"),
+        ({"target": "features.4:1", "param": "wavelet"}, "unknown parameterisation"),
+        ({}, "name what to maximise"),
+    ]:
+        with pytest.raises(CnnvizError, match=message):
+            cnnviz.maximize(pattern_model, steps=1, **kwargs)
+
+
+def test_deep_dream_raises_the_layers_and_keeps_the_size():
+    photos = cnnviz.load_model("builtin:photos")
+    before = fingerprint(photos.module)
+    result = cnnviz.dream(photos, "sample:coffee", ["features.12", "features.19"], weights=[1, 0.5],
+                          octaves=3, iterations=6)
+    assert_untouched(photos.module, before)
+    assert result.image.shape == result.original.shape == (3, 400, 600)
+    assert result.gain > 2
+    inputs = photos.preprocessing.normalize(torch.stack([result.original, result.image]))
+    energy = cnnviz.capture(photos, inputs, ["features.12"])["features.12"].pow(2).flatten(1).mean(dim=1)
+    assert energy[1] > 2 * energy[0]
+    tiled = cnnviz.dream(photos, torch.rand(3, 70, 90), "features.12", octaves=2, iterations=2, tile=32)
+    assert tiled.image.shape == (3, 70, 90)
+    with pytest.raises(CnnvizError, match="raises whole layers"):
+        cnnviz.dream(photos, "sample:coffee", "features.12:3")
+    with pytest.raises(CnnvizError, match="2 weights for 1 layers"):
+        cnnviz.dream(photos, "sample:coffee", "features.12", weights=[1, 2])
+
+
+def test_cli_maximize_and_dream(tmp_path):
+    stats = CliRunner().invoke(main, ["stats", "-i", "samples", "-l", "features.12", "-o", str(tmp_path / "stats")])
+    assert stats.exit_code == 0, stats.stderr
+    result = CliRunner().invoke(main, ["maximize", "-l", "features.12", "-c", "0-2", "--steps", "8",
+                                       "--stats", str(tmp_path / "stats" / "stats.npz"), "-o", str(tmp_path)])
+    assert result.exit_code == 0, result.stderr
+    names = {p.name for p in tmp_path.iterdir() if p.is_file()}
+    assert {"maximize_features.12-0.png", "maximize_features.12-2.png", "maximize_features.12-0-2_grid.png",
+            "maximize_features.12-0-2.json"} <= names
+    summary = json.loads((tmp_path / "maximize_features.12-0-2.json").read_text())
+    assert [u["unit"] for u in summary["units"]] == ["features.12:0", "features.12:1", "features.12:2"]
+    assert all("dataset_maximum" in u for u in summary["units"])
+    dream = CliRunner().invoke(main, ["dream", "-i", "sample:chelsea", "-l", "features.12", "--octaves", "2",
+                                      "--iterations", "2", "-o", str(tmp_path)])
+    assert dream.exit_code == 0, dream.stderr
+    from PIL import Image
+    assert Image.open(tmp_path / "dream_features.12.png").size == (451, 300)
+    for args, fragment in [
+        (["maximize", "-l", "features.12"], "is a whole layer"),
+        (["maximize", "-l", "features.12:1", "--size", "abc"], "--size"),
+        (["maximize", "-l", "features.12:1", "--stats", str(tmp_path / "none.npz")], "does not exist"),
+        (["dream", "-i", "sample:chelsea", "-l", "features.12", "--weight", "1", "--weight", "2"], "2 weights for 1 layers"),
+    ]:
+        error = CliRunner().invoke(main, args)
+        assert error.exit_code == 2 and len(error.stderr.splitlines()) == 1 and fragment in error.stderr, error.stderr
