@@ -116,7 +116,17 @@ def dream(
     generator = torch.Generator().manual_seed(seed)
     height, width = original.shape[1:]
     sizes = [(max(1, round(height / scale**k)), max(1, round(width / scale**k))) for k in range(octaves)][::-1]
-    with probe(model, names, keep_graph=True) as recorder:
+    # octaves too small for the network are left out; the image itself must be large enough
+    sizes = [size for size in sizes if _runs_at(model, names, preprocessing.channels, size)]
+    if not sizes or sizes[-1] != (height, width):
+        raise CnnvizError(
+            f"the image ({height}x{width}) is too small for {', '.join(names)}: the network cannot reach "
+            "the layer from it; use a larger image or an earlier layer"
+        )
+    smallest = min(min(size) for size in sizes)
+    if tile < smallest and not _runs_at(model, names, preprocessing.channels, (tile, tile)):
+        raise CnnvizError(f"tiles of {tile} px are too small for {', '.join(names)}; give a larger --tile")
+    with torch.inference_mode(False), torch.enable_grad(), probe(model, names, keep_graph=True) as recorder:
 
         def objective_of(pixels: torch.Tensor) -> torch.Tensor:
             recorder.run(preprocessing.normalize(pixels[None]))
@@ -138,9 +148,21 @@ def dream(
                     progress(1)
             detail = current - base
         after = _tiled_value(objective_of, current, tile)
-    settings = {"octaves": octaves, "scale": scale, "iterations": iterations, "step": step,
-                "jitter": jitter, "tile": tile, "seed": seed}
+    settings = {"octaves": octaves, "octaves_used": len(sizes), "scale": scale, "iterations": iterations,
+                "step": step, "jitter": jitter, "tile": tile, "seed": seed}
     return Dream(current.detach(), original, names, weights, before, after, settings)
+
+
+def _runs_at(model, names: list[str], channels: int, size: tuple[int, int]) -> bool:
+    """Whether the network reaches every layer of ``names`` from an image of ``size``."""
+    try:
+        with probe(model, names, store=False) as recorder:
+            recorder.run(torch.zeros(1, channels, *size))
+            for name in names:
+                recorder.check(recorder.references[name])
+        return True
+    except CnnvizError:
+        return False
 
 
 def _resized(pixels: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

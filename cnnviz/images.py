@@ -181,9 +181,14 @@ def prepare(image: Image.Image | torch.Tensor, preprocessing: Preprocessing) -> 
 
 def display_image(inputs: torch.Tensor, preprocessing: Preprocessing) -> torch.Tensor:
     """Model inputs (``C x H x W`` or ``N x C x H x W``, normalised) as the images they show:
-    de-normalised, clipped to [0, 1], on the CPU, RGB (a greyscale input is repeated into three
-    channels; of more channels the first three are kept)."""
-    pixels = preprocessing.denormalize(inputs.detach().float().cpu()).clamp(0, 1)
+    de-normalised, clipped to [0, 1], on the CPU, RGB (see :func:`rgb`)."""
+    return rgb(preprocessing.denormalize(inputs.detach().float().cpu()).clamp(0, 1))
+
+
+def rgb(pixels: torch.Tensor) -> torch.Tensor:
+    """``C x H x W`` or ``N x C x H x W`` images with any channel count as RGB: greyscale repeated
+    into three channels, two channels completed by repeating the last, more than three cut to the
+    first three."""
     channel_axis = pixels.dim() - 3
     count = pixels.shape[channel_axis]
     if count == 3:

@@ -58,8 +58,11 @@ class Rendering:
     settings: dict = field(default_factory=dict)
 
     def display(self) -> torch.Tensor:
-        """The images as RGB, ``N x 3 x H x W`` (a greyscale model's images repeated into 3)."""
-        return self.images.expand(-1, 3, -1, -1) if self.images.shape[1] == 1 else self.images[:, :3]
+        """The images as RGB, ``N x 3 x H x W`` (a greyscale model's images repeated into 3; of
+        other channel counts, the first three, or the last repeated)."""
+        from cnnviz.images import rgb
+
+        return rgb(self.images)
 
     def summary(self) -> dict:
         return {"objective": self.objective, "settings": self.settings,
@@ -120,23 +123,36 @@ def maximize(
         raise CnnvizError("steps and images must be at least 1 and lr positive")
     if precision not in PRECISIONS:
         raise CnnvizError(f"unknown precision {precision!r}; use fp32, bf16 or auto")
+    if batch_size is not None and batch_size < 1:
+        raise CnnvizError(f"batch_size must be at least 1, got {batch_size}")
     plan = _plan(model, target, channels, objective, images, class_names)
     device = next((p.device for p in module.parameters()), torch.device("cpu"))
     canvas = _canvas(model, size, plan, preprocessing)
     robust = robustness if robustness is not None else Robustness()
-    chunk = batch_size or _batch_size(model, canvas, robust, plan, preprocessing)
+    if objective is not None:  # one objective over the whole batch (diversity compares its images)
+        if batch_size is not None and batch_size < images:
+            raise CnnvizError(
+                f"an objective is rendered as one batch of its {images} images; give batch_size >= {images}"
+            )
+        chunk = images
+    else:
+        chunk = batch_size or _batch_size(model, canvas, robust, plan, preprocessing)
     use_bf16 = _bf16(precision, device)
+    offset = _padding_offset(model, plan, canvas, robust, preprocessing)
     rendered, values = [], []
-    for start in range(0, len(plan.units), chunk):
-        part = slice(start, start + chunk)
-        goal = plan.build(part)
-        if regularize:
-            goal = goal - regularize * o.total_variation()
-        generators = [torch.Generator().manual_seed(seed * 1_000_003 + s) for s in plan.seeds[part]]
-        images_, values_ = _render(model, goal, generators, canvas, preprocessing, steps, lr, param, robust,
-                                   redirect_steps, use_bf16, device, progress)
-        rendered.append(images_)
-        values += values_
+    # gradients are needed whatever the caller's mode (a notebook may sit in torch.no_grad())
+    with torch.inference_mode(False), torch.enable_grad():
+        for start in range(0, len(plan.units), chunk):
+            part = slice(start, start + chunk)
+            goal, final_goal = plan.build(part, offset), plan.build(part, (0, 0))
+            if regularize:
+                goal = goal - regularize * o.total_variation()
+                final_goal = final_goal - regularize * o.total_variation()
+            generators = [torch.Generator().manual_seed(seed * 1_000_003 + s) for s in plan.seeds[part]]
+            images_, values_ = _render(model, goal, final_goal, generators, canvas, preprocessing, steps, lr,
+                                       param, robust, redirect_steps, use_bf16, device, progress)
+            rendered.append(images_)
+            values += values_
     settings = {
         "size": list(canvas), "steps": steps, "lr": lr, "param": param, "seed": seed,
         "batch_size": chunk, "redirect_steps": redirect_steps, "precision": "bf16" if use_bf16 else "fp32",
@@ -158,7 +174,7 @@ class _Plan:
     description: str
     layers: tuple[str, ...]
     ref: object | None
-    build: Callable[[slice], o.Objective]
+    build: Callable[[slice, tuple[int, int]], o.Objective]
 
 
 def _plan(model, target, channels, objective, images, class_names) -> _Plan:
@@ -170,7 +186,7 @@ def _plan(model, target, channels, objective, images, class_names) -> _Plan:
         for name in objective.layers:
             layer_ref(model, name)  # unknown layers fail here, before any work
         return _Plan([f"{objective.description} #{i}" for i in range(images)], list(range(images)),
-                     objective.description, objective.layers, None, lambda part: objective)
+                     objective.description, objective.layers, None, lambda part, offset: objective)
     if target is None:
         raise CnnvizError("name what to maximise: a layer with channels, a channel ('features.12:5') or a class")
     ref = layer_ref(model, target)
@@ -185,14 +201,15 @@ def _plan(model, target, channels, objective, images, class_names) -> _Plan:
                 f"{layer_text} is a whole layer: name a channel ('{layer_text}:5') or give channels "
                 "(channels='0-15', --channels 0-15)"
             )
-        chosen = channel_list(channels, _channel_count(model, ref), "channel")
+        chosen = channel_list(channels, _channel_count(model, ref), "channel",
+                              names=class_names if ref.is_output else None)
     if ref.position is not None and len(ref.position) != 2:
         raise CnnvizError("a neuron of a 2-D map needs a row and a column, e.g. features.12:5@3,4")
 
-    def build(part: slice) -> o.Objective:
+    def build(part: slice, offset: tuple[int, int]) -> o.Objective:
         indices = chosen[part]
-        if ref.position is not None:
-            return o.neuron(layer_text, indices, *ref.position)
+        if ref.position is not None:  # a position on the saved image's map; shifted by the padding
+            return o.neuron(layer_text, indices, ref.position[0] + offset[0], ref.position[1] + offset[1])
         return o.class_logit(indices) if ref.is_output else o.channel(layer_text, indices)
 
     units = []
@@ -280,6 +297,26 @@ def _batch_size(model, canvas, robust, plan: _Plan, preprocessing) -> int:
     return int(max(1, min(len(plan.units), MEMORY_BUDGET // per_image, 64)))
 
 
+def _padding_offset(model, plan: _Plan, canvas, robust, preprocessing) -> tuple[int, int]:
+    """How many map positions the padding adds before the saved image's first position, at the
+    target layer (for neurons at an explicit position)."""
+    if plan.ref is None or plan.ref.position is None or not robust.pad:
+        return (0, 0)
+    sizes = []
+    for height, width in (canvas, (canvas[0] + 2 * robust.pad, canvas[1] + 2 * robust.pad)):
+        with probe(model, [plan.ref.layer_text], store=False) as recorder:
+            recorder.run(torch.zeros(1, preprocessing.channels, height, width))
+            shape = recorder.shapes[plan.ref.layer][plan.ref.call - 1]
+        sizes.append(shape[2:])
+    (inner_h, inner_w), (outer_h, outer_w) = sizes
+    if not (0 <= plan.ref.position[0] < inner_h and 0 <= plan.ref.position[1] < inner_w):
+        raise CnnvizError(
+            f"position {plan.ref.position[0]},{plan.ref.position[1]} is outside the {inner_h}x{inner_w} maps "
+            f"of {plan.ref.layer_text} at this size ({canvas[0]}x{canvas[1]}); pick a position inside or a larger --size"
+        )
+    return ((outer_h - inner_h) // 2, (outer_w - inner_w) // 2)
+
+
 def _bf16(precision: str, device: torch.device) -> bool:
     if precision == "fp32":
         return False
@@ -302,15 +339,17 @@ def _cpu_has_bf16() -> bool:
 # the optimisation loop
 
 
-def _render(model, goal, generators, canvas, preprocessing, steps, lr, param, robust, redirect_steps,
+def _render(model, goal, final_goal, generators, canvas, preprocessing, steps, lr, param, robust, redirect_steps,
             use_bf16, device, progress):
+    """Optimise ``goal`` on transformed (padded) images; score ``final_goal`` on the final images
+    as they are saved (no padding, no transformation)."""
     params = image_parameters(param, generators, preprocessing.channels, canvas, device)
     optimizer = torch.optim.Adam(params.parameters(), lr=lr)
-    layers = list(goal.layers)
+    layers = list(dict.fromkeys(goal.layers + final_goal.layers))
     autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if use_bf16 else contextlib.nullcontext
     with probe(model, layers, keep_graph=True) as recorder:
 
-        def scores(images, transformed, redirect: bool):
+        def scores(objective, images, transformed, redirect: bool):
             # channels_last makes the convolutions of a CPU or GPU pass faster (measured: VGG11 to
             # features.3, 265 -> 173 ms per step of 8 images)
             inputs = preprocessing.normalize(transformed).contiguous(memory_format=torch.channels_last)
@@ -318,19 +357,17 @@ def _render(model, goal, generators, canvas, preprocessing, steps, lr, param, ro
             with rule, autocast():
                 recorder.run(inputs)
                 activations = {name: recorder[name].float() for name in layers}
-            return goal(activations, images)
+            return objective(activations, images)
 
         for step in range(steps):
             images = params.images()
             transformed = robust(images, generators)
-            values = scores(images, transformed, step < redirect_steps)
+            values = scores(goal, images, transformed, step < redirect_steps)
             optimizer.zero_grad(set_to_none=True)
             (-values.sum()).backward()
             optimizer.step()
             if progress is not None:
                 progress(len(generators))
-        with torch.no_grad():
-            final = params.images().detach()
-            padded = Robustness(pad=robust.pad, jitter=0, scale=(1.0, 1.0), rotate=0.0, jitter_after=0)(final, generators)
-            values = scores(final, padded, False)
+        final = params.images().detach()
+        values = scores(final_goal, final, final, False).detach()
     return final.float().cpu(), [float(v) for v in values]

@@ -361,10 +361,12 @@ def _register(module: nn.Module, name: str, hook):
 
 
 def _to_device_of(inputs: torch.Tensor, module: nn.Module) -> torch.Tensor:
-    for tensor in module.parameters():
-        return inputs if inputs.device == tensor.device else inputs.to(tensor.device)
-    for tensor in module.buffers():
-        return inputs if inputs.device == tensor.device else inputs.to(tensor.device)
+    """The inputs on the model's device, and in its floating-point type (a float64 or half model
+    takes inputs of its own type)."""
+    for tensor in (*module.parameters(), *module.buffers()):
+        if tensor.is_floating_point():
+            return inputs.to(device=tensor.device, dtype=tensor.dtype)
+        return inputs.to(device=tensor.device)
     return inputs
 
 

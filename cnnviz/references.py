@@ -304,8 +304,9 @@ def _size_text(spatial: tuple[int, ...]) -> str:
     return "x".join(str(s) for s in spatial)
 
 
-def channel_list(spec, count: int, what: str = "channel") -> list[int]:
-    """Channel indices from a spec: ``"all"``, ``"0-15"``, ``"3,5,9-11"``, an int or a list of ints.
+def channel_list(spec, count: int, what: str = "channel", names: Sequence[str] | None = None) -> list[int]:
+    """Channel indices from a spec: ``"all"``, ``"0-15"``, ``"3,5,9-11"``, an int or a list of ints;
+    with ``names`` (class names), names work too: ``"chelsea,coffee"``.
 
     Raises:
         CnnvizError: malformed spec, or an index outside ``0 .. count-1`` (the message gives the range).
@@ -318,6 +319,10 @@ def channel_list(spec, count: int, what: str = "channel") -> list[int]:
         indices: list[int] = []
         for part in spec.split(","):
             part = part.strip()
+            by_name = _class_index(part, names)
+            if by_name is not None:
+                indices.append(by_name)
+                continue
             low, dash, high = part.partition("-")
             if not low.isdecimal() or not low.isascii() or (dash and (not high.isdecimal() or not high.isascii())):
                 raise CnnvizError(
@@ -328,10 +333,13 @@ def channel_list(spec, count: int, what: str = "channel") -> list[int]:
                 raise CnnvizError(f"the range {part!r} runs backwards; write {last}-{first}")
             indices.extend(range(first, last + 1))
     else:
-        try:
-            indices = [int(i) for i in spec]
-        except (TypeError, ValueError):
-            raise CnnvizError(f"{what}s must be 'all', a range such as '0-15' or a list of numbers") from None
+        indices = []
+        for item in spec:
+            by_name = _class_index(item, names) if isinstance(item, str) else None
+            try:
+                indices.append(by_name if by_name is not None else int(item))
+            except (TypeError, ValueError):
+                raise CnnvizError(f"{what}s must be 'all', a range such as '0-15' or a list of numbers") from None
     outside = [i for i in indices if not 0 <= i < count]
     if outside:
         raise CnnvizError(
