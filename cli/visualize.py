@@ -24,6 +24,26 @@ class SizeType(click.ParamType):
         return parts[0] if len(parts) == 1 else tuple(parts)
 
 
+class SizeOption(click.Option):
+    """``--size H [W]``: the option takes its value and, when the next argument is a whole number,
+    that one too (``--size 128 96``); ``--size 128x96`` and ``--size auto`` work as well."""
+
+    def add_to_parser(self, parser, ctx):
+        super().add_to_parser(parser, ctx)
+        for name in self.opts:
+            option = parser._long_opt.get(name) or parser._short_opt.get(name)
+            if option is None:
+                continue
+            process = option.process
+
+            def take_width(value, state, process=process):
+                if str(value).isdecimal() and state.rargs and state.rargs[0].isdecimal():
+                    value = f"{value}x{state.rargs.pop(0)}"
+                return process(value, state)
+
+            option.process = take_width
+
+
 @click.command()
 @model_options
 @click.option("--layer", "-l", "target", required=True, metavar="REF",
@@ -31,15 +51,17 @@ class SizeType(click.ParamType):
                    "logits (with --channels) or a class name.")
 @click.option("--channels", "-c", metavar="SPEC", help="Channels or classes to render, one image each: 0-15, 3,5, all.")
 @click.option("--steps", type=click.IntRange(min=1), default=256, show_default=True)
-@click.option("--size", type=SizeType(), default="auto", show_default=True,
-              help="auto (twice the unit's receptive field; the input size for classes), H or HxW.")
+@click.option("--size", cls=SizeOption, type=SizeType(), default="auto", show_default=True, metavar="H [W]",
+              help="auto (twice the unit's receptive field; the input size for classes), H, 'H W' or HxW.")
 @click.option("--param", type=click.Choice(["fft", "pixel"]), default="fft", show_default=True)
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=0.05, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), help="Images per batch (default: what fits 1.5 GiB).")
 @click.option("--precision", type=click.Choice(["fp32", "bf16", "auto"]), default="fp32", show_default=True)
 @click.option("--stats", "stats_file", type=click.Path(dir_okay=False), metavar="NPZ",
-              help="stats.npz from 'cnnviz stats': adds each unit's dataset maximum to the JSON.")
+              help="stats.npz from 'cnnviz stats' of the same layer: adds each unit's dataset maximum to the "
+                   "JSON (for a channel or class its largest per-image mean, the objective's own "
+                   "measure; for a neuron the largest value anywhere in its map).")
 @click.option("--output", "-o", default="cnnviz-output", show_default=True, metavar="DIR")
 def maximize(loaded, target, channels, steps, size, param, lr, seed, batch_size, precision, stats_file, output) -> None:
     """Render images that maximise units: channels, neurons or classes.
@@ -52,7 +74,7 @@ def maximize(loaded, target, channels, steps, size, param, lr, seed, batch_size,
     Examples:
       cnnviz maximize --layer features.12 --channels 0-15
       cnnviz maximize -m builtin:patterns --layer logits --channels all --steps 128
-      cnnviz maximize --layer chelsea --size 96 --seed 3
+      cnnviz maximize --layer chelsea --size 96 128 --seed 3
     """
     from tqdm import tqdm
 
@@ -71,16 +93,30 @@ def maximize(loaded, target, channels, steps, size, param, lr, seed, batch_size,
     written.append(files.save_figure(cnnviz.plots.plot_rendering(rendering), folder / f"maximize_{stem}_grid.png"))
     summary = {**rendering.summary(), "model": loaded.spec}
     if maxima is not None:
-        for entry in summary["units"]:
-            layer, _, channel = entry["unit"].split(" ")[0].partition(":")
-            key = f"{layer}/maximum"
-            if key in maxima and channel.split("@")[0].isdecimal():
-                entry["dataset_maximum"] = float(maxima[key][int(channel.split("@")[0])])
-        if not any("dataset_maximum" in entry for entry in summary["units"]):
-            note(f"{stats_file} has no statistics of this layer; run cnnviz stats with --layer for it")
+        _add_dataset_maxima(summary, maxima, stats_file)
     written.append(files.write_json(folder / f"maximize_{stem}.json", summary))
     for path in written:
         click.echo(f"wrote {path}")
+
+
+def _add_dataset_maxima(summary: dict, maxima: dict, stats_file: str) -> None:
+    """Each unit's dataset maximum in the measure of its objective: a channel's (or class's) mean
+    over the map is compared with its largest per-image mean, a neuron with the largest value
+    anywhere in its channel (an upper bound for any one position)."""
+    found = False
+    for entry in summary["units"]:
+        unit = entry["unit"].split(" ")[0]
+        layer, _, rest = unit.partition(":")
+        channel, at, _ = rest.partition("@")
+        key = f"{layer}/maximum" if at else f"{layer}/mean_maximum"
+        if key in maxima and channel.isdecimal() and int(channel) < len(maxima[key]):
+            entry["dataset_maximum"] = float(maxima[key][int(channel)])
+            entry["dataset_maximum_of"] = ("largest value anywhere in the channel's map" if at
+                                           else "largest per-image mean of the channel")
+            found = True
+    if not found:
+        note(f"{stats_file} has no statistics of this layer (or was written by an older cnnviz); "
+             "run cnnviz stats --layer for it")
 
 
 def _dataset_maxima(path):
@@ -92,7 +128,7 @@ def _dataset_maxima(path):
 
     try:
         with np.load(path) as archive:
-            return {key: archive[key] for key in archive.files if key.endswith("/maximum")}
+            return {key: archive[key] for key in archive.files if key.endswith(("/maximum", "/mean_maximum"))}
     except FileNotFoundError:
         raise CnnvizError(f"statistics file {path!r} does not exist; write one with cnnviz stats -o DIR") from None
     except Exception as error:

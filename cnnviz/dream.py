@@ -26,6 +26,7 @@ from torch.nn import functional as F
 
 from cnnviz import objectives as o
 from cnnviz.errors import CnnvizError
+from cnnviz.output import set_progress_total
 from cnnviz.images import open_image, to_tensor
 from cnnviz.models import preprocessing_of
 from cnnviz.probe import probe
@@ -126,6 +127,7 @@ def dream(
     smallest = min(min(size) for size in sizes)
     if tile < smallest and not _runs_at(model, names, preprocessing.channels, (tile, tile)):
         raise CnnvizError(f"tiles of {tile} px are too small for {', '.join(names)}; give a larger --tile")
+    set_progress_total(progress, len(sizes) * iterations)
     with torch.inference_mode(False), torch.enable_grad(), probe(model, names, keep_graph=True) as recorder:
 
         def objective_of(pixels: torch.Tensor) -> torch.Tensor:

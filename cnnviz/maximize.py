@@ -28,6 +28,7 @@ import torch
 
 from cnnviz import objectives as o
 from cnnviz.errors import CnnvizError
+from cnnviz.output import set_progress_total
 from cnnviz.models import preprocessing_of, unwrap
 from cnnviz.parameterization import image_parameters
 from cnnviz.probe import probe
@@ -140,6 +141,7 @@ def maximize(
     use_bf16 = _bf16(precision, device)
     offset = _padding_offset(model, plan, canvas, robust, preprocessing)
     rendered, values = [], []
+    set_progress_total(progress, len(plan.units) * steps)
     # gradients are needed whatever the caller's mode (a notebook may sit in torch.no_grad())
     with torch.inference_mode(False), torch.enable_grad():
         for start in range(0, len(plan.units), chunk):

@@ -127,3 +127,12 @@ def _jsonable(value):
     if isinstance(value, Path):
         return str(value)
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def set_progress_total(progress, total: int) -> None:
+    """Tell a progress callback how much work lies ahead, once it is known: when ``progress`` is
+    the ``update`` method of a tqdm bar, the bar's total is set (other callables are left alone)."""
+    bar = getattr(progress, "__self__", None)
+    if bar is not None and hasattr(bar, "total") and callable(getattr(bar, "refresh", None)):
+        bar.total = total
+        bar.refresh()

@@ -52,6 +52,9 @@ class LayerStatistics:
         count: values seen per channel (images x positions).
         mean, m2: running mean and sum of squared deviations (float64).
         minimum, maximum: extremes.
+        mean_maximum: each channel's largest per-image spatial mean (the largest value of the
+            objective ``maximize`` uses for a channel, over the population; the value itself for
+            N x C outputs such as logits).
         positive: how many values were > 0; near_zero: how many had ``|x| <= near_zero_tolerance``.
         histogram: ``C x bins`` counts over ``(-half_range, half_range]``; bin ``i`` holds
             ``edges[i] < x <= edges[i + 1]``, so zero is counted just below the middle edge and the
@@ -86,6 +89,7 @@ class LayerStatistics:
     map_size: tuple[int, int]
     input_size: tuple[int, int]
     near_zero_tolerance: float = DEFAULT_NEAR_ZERO
+    mean_maximum: np.ndarray | None = None
 
     @property
     def channels(self) -> int:
@@ -149,6 +153,7 @@ class LayerStatistics:
                 "std": float(self.std[c]),
                 "min": float(self.minimum[c]),
                 "max": float(self.maximum[c]),
+                "max_image_mean": float(self.mean_maximum[c]) if self.mean_maximum is not None else None,
                 "positive_fraction": float(self.positive_fraction[c]),
                 "near_zero_fraction": float(self.near_zero_fraction[c]),
                 "dead": bool(self.dead[c]),
@@ -200,6 +205,8 @@ class LayerStatistics:
             count=count, mean=mean, m2=m2,
             minimum=np.minimum(first.minimum, second.minimum),
             maximum=np.maximum(first.maximum, second.maximum),
+            mean_maximum=(np.maximum(first.mean_maximum, second.mean_maximum)
+                          if first.mean_maximum is not None and second.mean_maximum is not None else None),
             positive=first.positive + second.positive,
             near_zero=first.near_zero + second.near_zero,
             histogram=first.histogram + second.histogram,
@@ -245,9 +252,10 @@ class Statistics:
         """Every array, named ``LAYER/field``, for ``numpy.savez``."""
         arrays = {"images": np.array(self.images)}
         for name, layer in self.layers.items():
-            for key in ("count", "mean", "m2", "minimum", "maximum", "positive", "near_zero", "histogram",
-                        "exemplar_values", "exemplar_images", "exemplar_positions", "exemplar_crops"):
-                arrays[f"{name}/{key}"] = getattr(layer, key)
+            for key in ("count", "mean", "m2", "minimum", "maximum", "mean_maximum", "positive", "near_zero",
+                        "histogram", "exemplar_values", "exemplar_images", "exemplar_positions", "exemplar_crops"):
+                if getattr(layer, key) is not None:
+                    arrays[f"{name}/{key}"] = getattr(layer, key)
             arrays[f"{name}/std"] = layer.std
             arrays[f"{name}/edges"] = layer.edges
             arrays[f"{name}/dead"] = layer.dead
@@ -436,6 +444,7 @@ class _Accumulator:
         self.m2 = np.zeros(channels)
         self.minimum = np.full(channels, np.inf)
         self.maximum = np.full(channels, -np.inf)
+        self.mean_maximum = np.full(channels, -np.inf)
         self.positive = np.zeros(channels, dtype=np.int64)
         self.near_zero = np.zeros(channels, dtype=np.int64)
         self.histogram = np.zeros((channels, bins), dtype=np.int64)
@@ -479,6 +488,8 @@ class _Accumulator:
         self._combine(per_channel, batch_mean.cpu().numpy(), batch_m2.cpu().numpy())
         self.minimum = np.minimum(self.minimum, low.double().cpu().numpy())
         self.maximum = np.maximum(self.maximum, high.double().cpu().numpy())
+        image_means = values.mean(dim=(2, 3), dtype=torch.float64).amax(dim=0)
+        self.mean_maximum = np.maximum(self.mean_maximum, image_means.cpu().numpy())
         self.positive += histogram[:, self.bins // 2:].sum(axis=1)  # the bins above zero, exactly
         self.near_zero += near.cpu().numpy().astype(np.int64)
         self.histogram += histogram
@@ -540,7 +551,7 @@ class _Accumulator:
             exemplar_images=images, exemplar_positions=positions, exemplar_crops=crops,
             exemplar_sources=[[name for name in names] for names in self.top_sources],
             map_size=self.map_size, input_size=self.input_size,
-            near_zero_tolerance=self.tolerance,
+            near_zero_tolerance=self.tolerance, mean_maximum=self.mean_maximum,
         )
 
 

@@ -126,18 +126,98 @@ def test_early_exit_and_the_untouched_model_even_when_interrupted():
 
 
 def test_relu_redirection_revives_dead_units():
-    torch.manual_seed(0)
+    # a unit that is dead on every image at the start, but reachable: all-white images give it
+    # 27 - 20 = 7 > 0. Without redirection its gradient is zero and it stays dead.
     conv = nn.Conv2d(3, 2, 3, padding=1)
     with torch.no_grad():
-        conv.bias.fill_(-20.0)  # dead on every image in [0, 1] at the start
+        conv.weight.fill_(1.0)
+        conv.bias.fill_(-20.0)
     model = nn.Sequential(conv, nn.ReLU())
-    stuck = cnnviz.maximize(model, "1:0", steps=40, size=16, redirect_steps=0, lr=0.1)
+    stuck = cnnviz.maximize(model, "1:0", steps=80, size=16, redirect_steps=0, lr=0.1)
     assert stuck.values[0] == 0.0
-    revived = cnnviz.maximize(model, "1:0", steps=40, size=16, redirect_steps=40, lr=0.1)
-    weights = conv.weight[0].detach()
-    # it pushed the input the way the unit's weights point
-    assert revived.images[0].mean() != stuck.images[0].mean()
-    assert float((revived.images[0] - 0.5).mul(weights.sum(dim=(1, 2))[:, None, None]).sum()) > 0
+    revived = cnnviz.maximize(model, "1:0", steps=80, size=16, redirect_steps=40, lr=0.1)
+    assert revived.values[0] > 0.5
+    assert float(revived.images[0].mean()) > float(stuck.images[0].mean()) + 0.05  # pushed towards white
+
+
+def test_final_values_are_measured_on_the_saved_images():
+    photos = cnnviz.load_model("builtin:photos")
+    inputs = lambda r: photos.preprocessing.normalize(r.images)
+    channels = cnnviz.maximize(photos, "features.12", channels=[2, 5], steps=6, size=40)
+    maps = cnnviz.capture(photos, inputs(channels), ["features.12"])["features.12"]
+    assert channels.values == pytest.approx(maps[[0, 1], [2, 5]].mean(dim=(1, 2)).tolist(), rel=1e-4, abs=1e-5)
+    neuron = cnnviz.maximize(photos, "features.12:2@3,7", steps=6, size=40)
+    assert neuron.values[0] == pytest.approx(float(cnnviz.capture(photos, inputs(neuron), ["features.12"])
+                                                   ["features.12"][0, 2, 3, 7]), rel=1e-4, abs=1e-5)
+    with pytest.raises(CnnvizError, match="outside the 20x20 maps"):
+        cnnviz.maximize(photos, "features.12:2@25,3", steps=1, size=40)
+
+
+def test_batch_size_splits_without_changing_the_result():
+    photos = cnnviz.load_model("builtin:photos")
+    whole = cnnviz.maximize(photos, "features.5", channels="0-2", steps=10, size=32, seed=3)
+    split = cnnviz.maximize(photos, "features.5", channels="0-2", steps=10, size=32, seed=3, batch_size=1)
+    assert whole.settings["batch_size"] >= 3 and split.settings["batch_size"] == 1
+    difference = (whole.images - split.images).abs()  # only the convolutions' last bits differ
+    assert float(difference.max()) <= 8 / 255 and float(difference.mean()) <= 1 / 255
+    assert split.values == pytest.approx(whole.values, rel=5e-3, abs=1e-4)
+    diverse = o.channel("features.5", 0) - 0.5 * o.diversity("features.5")
+    with pytest.raises(CnnvizError, match="one batch of its 3 images"):
+        cnnviz.maximize(photos, objective=diverse, images=3, batch_size=2, steps=1, size=32)
+    with pytest.raises(CnnvizError, match="batch_size must be at least 1"):
+        cnnviz.maximize(photos, "features.5:0", batch_size=0, steps=1, size=32)
+
+
+def test_gradients_flow_whatever_the_callers_mode():
+    photos = cnnviz.load_model("builtin:photos")
+    free = cnnviz.maximize(photos, "features.5:1", steps=5, size=32)
+    with torch.no_grad():
+        quiet = cnnviz.maximize(photos, "features.5:1", steps=5, size=32)
+    with torch.inference_mode():
+        inferred = cnnviz.maximize(photos, "features.5:1", steps=5, size=32)
+        dreamed = cnnviz.dream(photos, torch.rand(3, 48, 48), "features.5", octaves=1, iterations=3)
+    assert torch.equal(free.images, quiet.images) and torch.equal(free.images, inferred.images)
+    assert dreamed.gain > 1
+
+
+def test_models_of_other_types_and_channel_counts():
+    photos = cnnviz.load_model("builtin:photos")
+    double = nn.Sequential(*list(photos.module.features.children())[:6]).double()
+    before = fingerprint(double)
+    rendering = cnnviz.maximize(double, "4:3", steps=4, size=24)
+    assert_untouched(double, before)
+    assert rendering.images.dtype == torch.float32 and math.isfinite(rendering.values[0])
+    two = nn.Sequential(nn.Conv2d(2, 4, 3), nn.ReLU())
+    pair = cnnviz.maximize(two, "1", channels="0-1", steps=3, size=16)
+    assert pair.images.shape == (2, 2, 16, 16) and pair.display().shape == (2, 3, 16, 16)
+    assert torch.equal(pair.display()[:, 2], pair.images[:, 1])
+
+
+@pytest.mark.skipif(not cnnviz.maximize.__globals__["_cpu_has_bf16"](), reason="this CPU has no bf16 instructions")
+def test_bf16_renders_as_well_as_fp32():
+    photos = cnnviz.load_model("builtin:photos")
+    full = cnnviz.maximize(photos, "features.12", channels="0-3", steps=32, size=40, precision="fp32")
+    half = cnnviz.maximize(photos, "features.12", channels="0-3", steps=32, size=40, precision="bf16")
+    assert half.settings["precision"] == "bf16" and full.settings["precision"] == "fp32"
+    noise = photos.preprocessing.normalize(torch.rand(4, 3, 40, 40, generator=torch.Generator().manual_seed(0)))
+    baseline = cnnviz.capture(photos, noise, ["features.12"])["features.12"][:, :4].mean(dim=(2, 3)).max(dim=0).values
+    for value, floor in zip(half.values, baseline.tolist()):
+        assert value > floor + 0.5
+    assert sum(half.values) > 0.7 * sum(full.values)
+
+
+def test_progress_knows_its_total():
+    import io
+
+    from tqdm import tqdm
+
+    photos = cnnviz.load_model("builtin:photos")
+    with tqdm(file=io.StringIO()) as bar:
+        cnnviz.maximize(photos, "features.5", channels="0-2", steps=4, size=24, progress=bar.update)
+        assert bar.total == 12 and bar.n == 12
+    with tqdm(file=io.StringIO()) as bar:
+        cnnviz.dream(photos, torch.rand(3, 48, 48), "features.5", octaves=2, iterations=3, progress=bar.update)
+        assert bar.total == 6 and bar.n == 6
 
 
 def test_objectives_compose_like_the_maths():
@@ -249,8 +329,17 @@ def test_deep_dream_raises_the_layers_and_keeps_the_size():
     inputs = photos.preprocessing.normalize(torch.stack([result.original, result.image]))
     energy = cnnviz.capture(photos, inputs, ["features.12"])["features.12"].pow(2).flatten(1).mean(dim=1)
     assert energy[1] > 2 * energy[0]
-    tiled = cnnviz.dream(photos, torch.rand(3, 70, 90), "features.12", octaves=2, iterations=2, tile=32)
-    assert tiled.image.shape == (3, 70, 90)
+    counter = Counter()
+    counted = nn.Sequential(counter, *list(photos.module.features.children())[:13])
+    calls = []
+    for tile in (32, 512):
+        counter.count = 0
+        tiled = cnnviz.dream(counted, torch.rand(3, 70, 90), "12", octaves=2, iterations=2, tile=tile)
+        assert tiled.image.shape == (3, 70, 90)
+        calls.append(counter.count)
+    assert calls[0] > calls[1]  # 32-pixel tiles: several passes per step instead of one
+    with pytest.raises(CnnvizError, match="too small"):
+        cnnviz.dream(photos, torch.rand(3, 2, 2), "features.19")
     with pytest.raises(CnnvizError, match="raises whole layers"):
         cnnviz.dream(photos, "sample:coffee", "features.12:3")
     with pytest.raises(CnnvizError, match="2 weights for 1 layers"):
@@ -268,7 +357,18 @@ def test_cli_maximize_and_dream(tmp_path):
             "maximize_features.12-0-2.json"} <= names
     summary = json.loads((tmp_path / "maximize_features.12-0-2.json").read_text())
     assert [u["unit"] for u in summary["units"]] == ["features.12:0", "features.12:1", "features.12:2"]
-    assert all("dataset_maximum" in u for u in summary["units"])
+    photos = cnnviz.load_model("builtin:photos")
+    samples = torch.cat([cnnviz.images.prepare(cnnviz.samples.image(name), photos.preprocessing)
+                           for name in cnnviz.samples.names()])
+    means = cnnviz.capture(photos, samples, ["features.12"])["features.12"].double().mean(dim=(2, 3)).amax(dim=0)
+    for unit in summary["units"]:
+        channel = int(unit["unit"].split(":")[1])
+        assert unit["dataset_maximum"] == pytest.approx(float(means[channel]), rel=1e-4)
+        assert unit["dataset_maximum_of"] == "largest per-image mean of the channel"
+    sized = CliRunner().invoke(main, ["maximize", "-l", "features.12:1", "--size", "40", "56", "--steps", "2",
+                                      "-o", str(tmp_path / "sized")])
+    assert sized.exit_code == 0, sized.stderr
+    assert json.loads((tmp_path / "sized" / "maximize_features.12-1.json").read_text())["settings"]["size"] == [40, 56]
     dream = CliRunner().invoke(main, ["dream", "-i", "sample:chelsea", "-l", "features.12", "--octaves", "2",
                                       "--iterations", "2", "-o", str(tmp_path)])
     assert dream.exit_code == 0, dream.stderr
