@@ -1,0 +1,82 @@
+"""``cnnviz gallery``: a static HTML site of one model's figures."""
+from __future__ import annotations
+
+import click
+
+from cnnviz.cli.options import model_options, note
+
+
+@click.command()
+@model_options
+@click.option("--images", "-i", "images", multiple=True, metavar="DIR|samples|FILE",
+              help="The images: a folder, samples (the bundled photographs, default), files or sample:NAME "
+                   "(repeatable).")
+@click.option("--layers", "-l", "layers", multiple=True, metavar="REF",
+              help="Layers that get a page (repeatable, or comma-separated); default every convolution, "
+                   "or 8 spread over the depth when there are more than 12.")
+@click.option("--max-channels", type=click.IntRange(min=0), default=16, show_default=True,
+              help="Maximal-response images per layer (the first channels); 0 for all.")
+@click.option("--steps", type=click.IntRange(min=1), default=64, show_default=True,
+              help="Optimisation steps per maximal-response image.")
+@click.option("--class-steps", type=click.IntRange(min=1), default=128, show_default=True,
+              help="Optimisation steps per class visualization.")
+@click.option("--max-classes", type=click.IntRange(min=0), default=64, show_default=True,
+              help="Class visualizations (the first classes); 0 for none.")
+@click.option("--activation-images", type=click.IntRange(min=1), default=3, show_default=True,
+              help="Images whose activations are drawn on every layer page.")
+@click.option("--attribution-images", type=click.IntRange(min=1), default=8, show_default=True,
+              help="Images attributed with every method on the attributions page.")
+@click.option("--methods", default=",".join(("gradient", "smoothgrad", "integrated_gradients", "guided_backprop",
+                                              "gradcam", "occlusion")), show_default=True, metavar="M[,M...]",
+              help="Attribution methods, side by side.")
+@click.option("--dream-image", metavar="IMG", help="The image Deep Dream changes (default: the first image).")
+@click.option("--dream-octaves", type=click.IntRange(min=1), default=3, show_default=True)
+@click.option("--dream-iterations", type=click.IntRange(min=1), default=8, show_default=True,
+              help="Deep Dream's steps per octave.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--force", is_flag=True, help="Redo every figure, even those whose inputs and settings are unchanged.")
+@click.option("--output", "-o", default="cnnviz-gallery", show_default=True, metavar="DIR")
+def gallery(loaded, images, layers, max_channels, steps, class_steps, max_classes, activation_images,
+            attribution_images, methods, dream_image, dream_octaves, dream_iterations, seed, force, output) -> None:
+    """Write a static HTML gallery of a model: an index with the layer
+    table, a page per layer (kernels, activations, statistics and dataset
+    exemplars, maximal-response images, Deep Dream), a page of attributions
+    and a page of class visualizations, with manifest.json.
+
+    Open DIR/index.html in a browser (no server needed). A re-run reuses
+    every figure whose model, images and settings are unchanged, so an
+    interrupted run is completed by running the same command again.
+
+    \b
+    Examples:
+      cnnviz gallery
+      cnnviz gallery --model builtin:patterns -o patterns-gallery
+      cnnviz gallery -m torchvision:vgg16 -w DEFAULT -i photos/ --layers features.10,features.28 --max-channels 8
+    """
+    from tqdm import tqdm
+
+    import cnnviz
+
+    bars: list = []
+
+    def progress(stage: str, total: int):
+        bar = tqdm(total=total, desc=f"{stage:<12}", unit="", disable=None, leave=False)
+        bars.append(bar)
+        return bar.update
+
+    chosen_layers = [part.strip() for text in layers for part in text.split(",") if part.strip()]
+    try:
+        site = cnnviz.gallery(
+            loaded, list(images) or "samples", chosen_layers or None, output, force=force, progress=progress,
+            max_channels=max_channels or None, steps=steps, class_steps=class_steps, max_classes=max_classes,
+            activation_images=activation_images, attribution_images=attribution_images,
+            methods=tuple(m.strip() for m in methods.split(",") if m.strip()), dream_image=dream_image, dream_octaves=dream_octaves,
+            dream_iterations=dream_iterations, seed=seed,
+        )
+    finally:
+        for bar in bars:
+            bar.close()
+    for line in site.failed:
+        note(f"not shown: {line}")
+    click.echo(f"wrote {site.index} ({len(site.figures)} figures; {site.done} jobs run, {site.reused} reused)")
+    click.echo(f"open file://{site.index.resolve()} in a browser")

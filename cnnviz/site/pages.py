@@ -1,0 +1,156 @@
+"""The gallery's HTML pages, from Jinja2 templates shipped with the package."""
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+import jinja2
+
+from cnnviz import __version__
+from cnnviz import output as files
+
+LAYER_SECTIONS = [
+    ("kernels", "Kernels", ["kernels"],
+     "The convolution's weights as images: for a convolution reading RGB, each output's kernel in colour; "
+     "otherwise a map per output and input channel on one diverging scale (red positive, blue negative)."),
+    ("activations", "Activations on sample images", ["activations"],
+     "The layer's feature maps for single images, the most active channels first, on one scale for the layer."),
+    ("statistics", "Statistics over all images", ["channel_statistics", "exemplars"],
+     "Per channel: mean, spread, extremes and how often it is positive, over every image; and the image "
+     "crops where each channel responds most (dataset exemplars)."),
+    ("maximize", "Maximal-response images", ["maximize"],
+     "Images optimised by gradient ascent to raise each channel's mean activation (decorrelated Fourier "
+     "image, random transformations each step). The caption gives the value reached and, for comparison, "
+     "the largest per-image mean the channel reaches on the real images."),
+    ("dream", "Deep Dream", ["dream"],
+     "An image changed, octave by octave, so that the whole layer responds more strongly."),
+]
+
+
+def _environment() -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.PackageLoader("cnnviz.site", "templates"),
+        autoescape=jinja2.select_autoescape(["html"]),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+    )
+
+
+def layer_page(layer: str) -> str:
+    return f"layer-{files.safe_name(layer).replace(':', '_')}.html"
+
+
+def write_site(builder, manifest: dict) -> Path:
+    """Write style.css and every page; return the index's path."""
+    environment = _environment()
+    folder = builder.folder
+    css = resources.files("cnnviz.site").joinpath("static", "style.css").read_bytes()
+    files.write_bytes(folder / "style.css", css)
+    figures = [_shown(figure) for figure in manifest["figures"]]
+    by_layer: dict[str, list[dict]] = {}
+    for figure in figures:
+        by_layer.setdefault(figure["layer"], []).append(figure)
+    problems: dict[str, list[str]] = {}
+    for record in builder.records.values():
+        if record.get("error"):
+            kind, _, subject = record["job"].partition(" ")
+            problems.setdefault(subject if subject in builder.layers else "", []).append(f"{record['job']}: {record['error']}")
+    layer_links = [{"href": layer_page(layer), "label": layer} for layer in builder.layers]
+    others = []
+    if any(f["kind"] == "attributions" for f in figures):
+        others.append({"href": "attributions.html", "label": "Attributions",
+                       "note": f"{', '.join(builder.settings.methods)} side by side"})
+    if any(f["kind"] == "class" for f in figures):
+        others.append({"href": "classes.html", "label": "Classes", "note": "an image per class that the model scores highly"})
+    nav = [{"href": "index.html", "label": "Index"}] + layer_links + others
+    common = {"model": manifest["model"], "version": __version__, "nav": nav}
+
+    def write(name: str, template: str, **context) -> Path:
+        html = environment.get_template(template).render(current=name, **common, **context)
+        return files.write_bytes(folder / name, html.encode("utf-8"))
+
+    for position, layer in enumerate(builder.layers):
+        mine = by_layer.get(layer, [])
+        sections = []
+        for section_id, title, kinds, text in LAYER_SECTIONS:
+            chosen = [f for f in mine if f["kind"] in kinds]
+            failed = [p for p in problems.get(layer, []) if p.split(" ", 1)[0] == section_id]
+            if not chosen and not failed:
+                continue
+            tiles = section_id == "maximize"
+            sections.append({"id": section_id, "title": title, "text": text, "problems": failed,
+                             "cards": [] if tiles else chosen, "tiles": chosen if tiles else []})
+        pager = {"previous": layer_links[position - 1] if position else None,
+                 "next": layer_links[position + 1] if position + 1 < len(layer_links) else None}
+        row = next((r for r in list(builder.table) if r.name == layer.split("#")[0]), None)
+        intro = (f"{layer}: {row.type}, output {_shape_text(row.output_shape)}, {row.params:,} parameters."
+                 if row is not None else layer)
+        write(layer_page(layer), "page.html", title=f"Layer {layer}", intro=intro, sections=sections, pager=pager)
+    attributions = [f for f in figures if f["kind"] == "attributions"]
+    if attributions:
+        write("attributions.html", "page.html", title="Attributions", pager=None,
+              intro="Which pixels each image's top class depends on, by several methods side by side. Each map is "
+                    "the absolute attribution summed over colour channels, on its own scale; the caption gives "
+                    "every method's raw range.",
+              sections=[{"id": "attributions", "title": "Methods side by side", "text": "", "cards": attributions,
+                         "tiles": [], "problems": [p for p in problems.get("", []) if p.startswith("attributions")]}])
+    classes = [f for f in figures if f["kind"] == "class"]
+    if classes:
+        write("classes.html", "page.html", title="Class visualizations", pager=None,
+              intro="For each class, an image optimised to raise its logit (the model's output before softmax).",
+              sections=[{"id": "classes", "title": "Classes", "text": "", "cards": [], "tiles": classes,
+                         "problems": [p for p in problems.get("", []) if p.startswith("classes")]}])
+    overview = [f for f in figures if f["kind"] == "histograms"]
+    layer_notes = {layer: f"{sum(1 for f in by_layer.get(layer, []))} figures" for layer in builder.layers}
+    return write(
+        "index.html", "index.html", title=f"What {manifest['model']['spec']} has learned",
+        images=manifest["images"], failed=manifest["failed"], overview=overview,
+        layer_pages=[{**link, "note": layer_notes[link["label"]]} for link in layer_links],
+        other_pages=others, table=_table(builder), settings=_settings(builder, manifest),
+    )
+
+
+def _shown(figure: dict) -> dict:
+    low, high = figure["value_range"]
+    text = "n/a" if low is None or high is None else f"{low:.3g} to {high:.3g}"
+    return {**figure, "range_text": text}
+
+
+def _shape_text(shapes) -> str:
+    if not shapes or shapes[0] is None:
+        return "?"
+    text = "x".join(str(n) for n in shapes[0])
+    return text + (f" (x{len(shapes)} calls)" if len(shapes) > 1 else "")
+
+
+def _table(builder) -> dict:
+    table = builder.table
+    rows = [row.to_dict() for row in table]
+    extra = [key for key in (rows[0] if rows else {}) if key not in ("name", "type", "output_shape", "calls", "params")]
+    columns = ["layer", "type", "output shape", "calls", "parameters"] + [key.replace("_", " ") for key in extra]
+    shown = set(builder.layers)
+    body = []
+    for row, data in zip(table, rows):
+        cells = [row.name, row.type, _shape_text(row.output_shape), row.calls, f"{row.params:,}"]
+        cells += [_cell(data[key]) for key in extra]
+        body.append({"cells": cells, "href": layer_page(row.name) if row.name in shown else None})
+    params = sum(p.numel() for p in builder.module.parameters())
+    return {"columns": columns, "rows": body,
+            "footer": f"{len(rows)} layers, {params:,} parameters; the layers in bold have a page."}
+
+
+def _cell(value) -> str:
+    if isinstance(value, (list, tuple)):
+        return " x ".join(str(v) for v in value)
+    return "" if value is None else str(value)
+
+
+def _settings(builder, manifest: dict) -> list[tuple[str, str]]:
+    settings = [("layers shown", ", ".join(builder.layers)), ("images", str(manifest["images"]["count"]))]
+    if manifest["images"]["skipped"]:
+        settings.append(("files skipped (not images)", ", ".join(manifest["images"]["skipped"])))
+    for name, value in manifest["settings"].items():
+        if isinstance(value, (list, tuple)):
+            value = ", ".join(str(v) for v in value)
+        settings.append((name.replace("_", " "), "all" if value is None else str(value)))
+    return settings

@@ -1,0 +1,248 @@
+"""The gallery: its pages and manifest, reuse and --force, a run killed part-way, and a real
+browser opening it from the file system."""
+from __future__ import annotations
+
+import hashlib
+import html.parser
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+from untouched import assert_untouched, fingerprint
+
+import cnnviz
+from cnnviz import CnnvizError
+from cnnviz.cli.main import main
+
+ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = Path(os.environ.get("CNNVIZ_TEST_ARTIFACTS", ROOT / "test-artifacts"))
+SMALL = {"max_channels": 2, "steps": 4, "class_steps": 4, "max_classes": 3, "activation_images": 2,
+         "attribution_images": 3, "methods": ("gradient", "gradcam"), "dream_octaves": 1, "dream_iterations": 2}
+SMALL_CLI = ["--layers", "features.0,features.10", "--max-channels", "2", "--steps", "4", "--class-steps", "4",
+             "--max-classes", "3", "--activation-images", "2", "--attribution-images", "3",
+             "--methods", "gradient,gradcam", "--dream-octaves", "1", "--dream-iterations", "2"]
+
+
+@pytest.fixture(scope="module")
+def photo_folder(tmp_path_factory):
+    """Three real photographs, shrunk, and a file that is not an image (skipped)."""
+    folder = tmp_path_factory.mktemp("photos")
+    for name in ("chelsea", "coffee", "astronaut"):
+        image = cnnviz.samples.image(name)
+        image.thumbnail((96, 96))
+        image.save(folder / f"{name}.png")
+    (folder / "notes.txt").write_text("not an image")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def built(photo_folder, tmp_path_factory):
+    photos = cnnviz.load_model("builtin:photos")
+    before = fingerprint(photos.module)
+    output = tmp_path_factory.mktemp("gallery")
+    site = cnnviz.gallery(photos, str(photo_folder), ["features.0", "features.10"], output, **SMALL)
+    assert_untouched(photos.module, before)
+    return photos, site, output, snapshot(output)
+
+
+def snapshot(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+class Links(html.parser.HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.links: list[str] = []
+        self.images: list[str] = []
+
+    def handle_starttag(self, tag, attributes):
+        attributes = dict(attributes)
+        if tag == "a" and "href" in attributes:
+            self.links.append(attributes["href"])
+        if tag in ("img", "link") and ("src" in attributes or "href" in attributes):
+            self.images.append(attributes.get("src") or attributes["href"])
+
+
+def test_pages_manifest_and_figures(built, photo_folder):
+    photos, site, output, _ = built
+    assert site.index == output / "index.html" and site.done == 11 and site.reused == 0 and not site.failed
+    for page in ("index.html", "layer-features.0.html", "layer-features.10.html", "attributions.html",
+                 "classes.html", "style.css", "manifest.json", "data/stats.npz"):
+        assert (output / page).is_file(), page
+    manifest = json.loads((output / "manifest.json").read_text())
+    kinds = {figure["kind"] for figure in manifest["figures"]}
+    assert kinds == {"kernels", "activations", "histograms", "channel_statistics", "exemplars", "maximize", "dream",
+                     "attributions", "class"}
+    assert manifest["images"]["count"] == 4 and manifest["images"]["skipped"] == [str(photo_folder / "notes.txt")]
+    for figure in manifest["figures"]:
+        assert (output / figure["file"]).is_file() and (output / figure["thumbnail"]).is_file()
+        assert figure["caption"] and len(figure["value_range"]) == 2 and figure["value_range"][0] <= figure["value_range"][1]
+        with Image.open(output / figure["thumbnail"]) as thumbnail:
+            assert thumbnail.width <= 360
+    # the ranges are the raw values: the kernels' weights, the channels' dataset maxima
+    kernels = next(f for f in manifest["figures"] if f["kind"] == "kernels" and f["layer"] == "features.10")
+    weight = photos.module.features[10].weight.detach()
+    assert kernels["value_range"] == pytest.approx([float(weight.min()), float(weight.max())])
+    stats = cnnviz.statistics(photos, str(photo_folder), ["features.10"])
+    units = [f for f in manifest["figures"] if f["kind"] == "maximize" and f["layer"] == "features.10"]
+    assert [f["unit"] for f in units] == ["features.10:0", "features.10:1"]
+    for figure, channel in zip(units, (0, 1)):
+        assert figure["dataset_maximum"] == pytest.approx(float(stats["features.10"].mean_maximum[channel]))
+        shown = np.asarray(Image.open(output / figure["file"]), dtype=np.float64) / 255
+        assert shown.min() == pytest.approx(figure["value_range"][0], abs=1 / 255)
+        assert shown.max() == pytest.approx(figure["value_range"][1], abs=1 / 255)
+    classes = [f for f in manifest["figures"] if f["kind"] == "class"]
+    assert [f["caption"].split(":")[0] for f in classes] == photos.class_names[:3]
+    attributions = next(f for f in manifest["figures"] if f["kind"] == "attributions")
+    assert attributions["method"] == ["gradient", "gradcam"] and set(attributions["method_ranges"]) == {"gradient", "gradcam"}
+
+
+def test_every_link_and_image_resolves_with_relative_paths(built):
+    _, _, output, _ = built
+    pages = sorted(output.glob("*.html"))
+    assert len(pages) == 5
+    for page in pages:
+        parser = Links()
+        parser.feed(page.read_text())
+        assert parser.images, page.name
+        for target in parser.links + parser.images:
+            assert not urlparse(target).scheme and not target.startswith("/"), (page.name, target)
+            assert (output / unquote(target.split("#")[0])).is_file(), (page.name, target)
+        text = page.read_text()
+        assert str(output) not in text  # no absolute paths: the folder can be moved or zipped
+
+
+def test_reruns_reuse_what_has_not_changed(built, photo_folder):
+    photos, _, output, before = built
+    again = cnnviz.gallery(photos, str(photo_folder), ["features.0", "features.10"], output, **SMALL)
+    assert again.done == 0 and again.reused == 11
+    assert snapshot(output) == before
+    changed = cnnviz.gallery(photos, str(photo_folder), ["features.0", "features.10"], output, **{**SMALL, "steps": 5})
+    assert changed.done == 2 and changed.reused == 9  # only the maximal-response images depend on steps
+    forced = cnnviz.gallery(photos, str(photo_folder), ["features.0", "features.10"], output, force=True, **SMALL)
+    assert forced.done == 11 and forced.reused == 0
+    assert snapshot(output) == before  # deterministic: the same settings give the same bytes
+
+
+def test_a_killed_run_is_completed_by_the_next(built, photo_folder, tmp_path):
+    # the uninterrupted run: the module's gallery, written by the library with the same settings
+    reference = built[3]
+    command = [sys.executable, "-m", "cnnviz", "gallery", "-i", str(photo_folder), *SMALL_CLI]
+    killed = tmp_path / "killed"
+    process = subprocess.Popen(command + ["-o", str(killed)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and process.poll() is None:
+        if len(list((killed / ".cnnviz").glob("*.json"))) >= 4:  # part-way: some jobs done, others not
+            break
+        time.sleep(0.05)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    assert not (killed / "index.html").exists(), "the run finished before it could be killed"
+    # a file caught half-written by the kill stays under its temporary name; plant one more
+    (killed / "figures").mkdir(exist_ok=True)
+    (killed / "figures" / ".kernels.png.x1y2.part").write_bytes(b"\x89PNG half")
+    again = subprocess.run(command + ["-o", str(killed)], capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr
+    assert "reused" in again.stdout and " 0 reused" not in again.stdout
+    assert snapshot(killed) == reference
+
+
+def find_chromium() -> str | None:
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        if shutil.which(name):
+            return shutil.which(name)
+    return None
+
+
+CHECKER = """<!DOCTYPE html><html><body><pre id="out">waiting</pre>
+<iframe id="page" src="PAGE" style="width:1280px;height:800px"></iframe>
+<script>
+document.getElementById("page").addEventListener("load", () => {
+  const doc = document.getElementById("page").contentDocument;
+  const images = Array.from(doc.images).map(i => ({src: i.getAttribute("src"), ok: i.complete && i.naturalWidth > 0}));
+  const links = Array.from(doc.querySelectorAll("a[href]")).map(a => {
+    const request = new XMLHttpRequest();
+    let ok = false;
+    try { request.open("GET", a.href, false); request.send(); ok = request.responseText.length > 0 || request.response !== null; }
+    catch (error) { ok = false; }
+    return {href: a.getAttribute("href"), ok: ok};
+  });
+  const sheet = doc.styleSheets.length;
+  document.getElementById("out").textContent = "RESULT" + JSON.stringify({images, links, sheet}) + "END";
+});
+</script></body></html>"""
+
+
+def chromium(*arguments: str, profile: Path) -> subprocess.CompletedProcess:
+    browser = find_chromium()
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+             "--disable-component-update", "--disable-sync", f"--user-data-dir={profile}"]
+    return subprocess.run([browser, *flags, *arguments], capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.skipif(find_chromium() is None, reason="no Chromium here (.ci/run installs Debian's chromium)")
+def test_a_browser_shows_every_image_and_link(built, tmp_path):
+    _, _, output, _ = built
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    for page in ("index.html", "layer-features.10.html"):
+        checker = output.parent / f"check-{page}"
+        checker.write_text(CHECKER.replace("PAGE", f"{output.name}/{page}"))
+        done = chromium("--allow-file-access-from-files", "--virtual-time-budget=15000", "--dump-dom",
+                        checker.as_uri(), profile=tmp_path / f"profile-{page}")
+        assert "RESULT" in done.stdout, done.stderr[-2000:]
+        result = json.loads(done.stdout.split("RESULT", 1)[1].split("END", 1)[0])
+        assert result["images"] and all(image["ok"] for image in result["images"]), result["images"]
+        assert result["links"] and all(link["ok"] for link in result["links"]), result["links"]
+        assert result["sheet"] == 1
+        screenshot = ARTIFACTS / f"gallery-{page.replace('.html', '')}.png"
+        shot = chromium("--window-size=1280,1600", f"--screenshot={screenshot}", (output / page).as_uri(),
+                        profile=tmp_path / f"shot-{page}")
+        assert screenshot.is_file(), shot.stderr[-2000:]
+        pixels = np.asarray(Image.open(screenshot).convert("L"), dtype=np.float64)
+        assert pixels.shape == (1600, 1280) and pixels.std() > 10  # a page with figures, not a blank one
+
+
+def test_default_layers_and_errors(photo_folder, tmp_path):
+    import torchvision
+
+    assert cnnviz.site.default_layers(cnnviz.load_model("builtin:photos")) == [
+        "features.0", "features.3", "features.7", "features.10", "features.14", "features.17", "features.21", "features.24"]
+    resnet = torchvision.models.resnet18()
+    chosen = cnnviz.site.default_layers(resnet)
+    convolutions = cnnviz.convolutions(resnet)
+    assert len(convolutions) == 20 and len(chosen) == 8
+    assert chosen[0] == convolutions[0] and chosen[-1] == convolutions[-1] and set(chosen) <= set(convolutions)
+    photos = cnnviz.load_model("builtin:photos")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for kwargs, message in [
+        ({"layers": ["features.99"]}, "no layer 'features.99'"),
+        ({"layers": ["features.3:2"]}, "names a unit"),
+        ({"images": str(empty)}, "holds no files"),
+        ({"images": str(tmp_path / "missing")}, "does not exist"),
+        ({"methods": ("gradient", "telepathy")}, "unknown attribution methods"),
+        ({"steps": 0}, "steps must be"),
+        ({"colour": "red"}, "the settings are"),
+    ]:
+        arguments = {"images": str(photo_folder), "output": tmp_path / "out", **kwargs}
+        with pytest.raises(CnnvizError, match=message):
+            cnnviz.gallery(photos, **arguments)
+    assert not (tmp_path / "out").exists()  # nothing written before the inputs are checked
+    for arguments, fragment in [
+        (["gallery", "--layers", "features.99", "-o", str(tmp_path / "cli")], "no layer 'features.99'"),
+        (["gallery", "-i", str(empty), "-o", str(tmp_path / "cli")], "holds no files"),
+    ]:
+        result = CliRunner().invoke(main, arguments)
+        assert result.exit_code == 2 and len(result.stderr.splitlines()) == 1 and fragment in result.stderr, result.stderr
