@@ -27,16 +27,42 @@ def test_ci_runs_exactly_the_readme_install_and_test_commands():
     assert "set -euo pipefail" in ci and any("venv" in line for line in ci)
 
 
-def test_quick_start_output_matches_the_readme():
+def test_quick_start_is_the_gallery_and_prints_what_the_readme_shows(tmp_path, monkeypatch):
     (command,) = first_code_block("Quick start")
-    result = CliRunner().invoke(main, command.split()[1:])
+    assert command == "cnnviz gallery"
+    monkeypatch.chdir(tmp_path)
+    # the README's command, with small settings so that the suite stays fast (the full run is
+    # what the gallery tests and the README's timing are about)
+    small = ["--layers", "features.0", "--max-channels", "1", "--steps", "2", "--max-classes", "1",
+             "--class-steps", "2", "--activation-images", "1", "--attribution-images", "1",
+             "--methods", "gradient", "--dream-octaves", "1", "--dream-iterations", "1", "-i", "sample:chelsea"]
+    result = CliRunner().invoke(main, command.split()[1:] + small)
     assert result.exit_code == 0, result.stderr
     section = README.split("## Quick start", 1)[1]
+    shown = re.search(r"\n```\n(wrote .*?)```", section, re.S).group(1).splitlines()
+    real = result.stdout.splitlines()
+    for line in shown:
+        if line != "...":
+            pattern = re.sub(r"\\d\+|\d+", r"\\d+", re.escape(line))
+            assert any(re.fullmatch(pattern, printed) for printed in real), (line, real)
+    assert (tmp_path / "cnnviz-gallery" / "index.html").is_file()
+
+
+def test_layer_table_example_matches_the_real_output():
+    section = README.split("### `cnnviz layers`", 1)[1]
+    (command,) = [line for line in first_code_block_of(section) if "# the table below" in line]
+    result = CliRunner().invoke(main, command.split("#")[0].split()[1:])
+    assert result.exit_code == 0, result.stderr
     shown = re.search(r"\n```\n(layer .*?)```", section, re.S).group(1).splitlines()
     real = result.stdout.splitlines()
     for line in shown:
         if line != "...":
             assert line in real, f"README shows {line!r}, the command prints otherwise"
+
+
+def first_code_block_of(text: str) -> list[str]:
+    block = re.search(r"```bash\n(.*?)```", text, re.S).group(1)
+    return [line.strip() for line in block.splitlines() if line.strip()]
 
 
 def test_benchmark_script_runs():

@@ -22,7 +22,7 @@ from cnnviz.models import LoadedModel, load_model, preprocessing_of, unwrap
 from cnnviz.references import layer_ref
 
 RECORDS = ".cnnviz"  # the folder of job records inside the gallery
-THUMBNAIL_WIDTH = 360
+THUMBNAIL_WIDTH, THUMBNAIL_HEIGHT = 360, 540  # thumbnails fit in this box
 MANY_CONVOLUTIONS = 12  # above this, the default is a subset of the convolutions
 SUBSET = 8
 METHODS = ("gradient", "smoothgrad", "integrated_gradients", "guided_backprop", "gradcam", "occlusion")
@@ -452,6 +452,7 @@ class _Builder:
             kind="attributions", layer=None, value_range=(min(r[0] for r in ranges.values()), max(r[1] for r in ranges.values())),
             caption=caption, settings={"methods": list(s.methods), "images": chunk},
             extra={"method": list(s.methods), "method_ranges": ranges, "images": chunk},
+            thumbnail=False,  # shown full width: the methods side by side need the detail
         )
         self._tick(len(chunk))
         return [figure], {}
@@ -484,9 +485,11 @@ class _Builder:
         entry.update(extra or {})
         return entry
 
-    def _save_figure(self, figure, path: str, kind, layer, value_range, caption, settings, extra=None) -> dict:
+    def _save_figure(self, figure, path: str, kind, layer, value_range, caption, settings, extra=None,
+                     thumbnail: bool = True) -> dict:
         files.save_figure(figure, self.folder / path)
-        return self._entry(path, self._thumbnail(path), kind, layer, value_range, caption, settings, extra=extra)
+        small = self._thumbnail(path) if thumbnail else path
+        return self._entry(path, small, kind, layer, value_range, caption, settings, extra=extra)
 
     def _save_image(self, pixels: torch.Tensor, path: str, kind, layer, value_range, caption, settings, unit=None,
                     value=None, extra=None, thumbnail: bool = False) -> dict:
@@ -497,10 +500,11 @@ class _Builder:
     def _thumbnail(self, path: str) -> str:
         with Image.open(self.folder / path) as image:
             image.load()
-            if image.width <= THUMBNAIL_WIDTH:
+            scale = min(THUMBNAIL_WIDTH / image.width, THUMBNAIL_HEIGHT / image.height)
+            if scale >= 1:
                 return path
-            height = max(1, round(image.height * THUMBNAIL_WIDTH / image.width))
-            small = image.convert("RGB").resize((THUMBNAIL_WIDTH, height), Image.Resampling.LANCZOS)
+            size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+            small = image.convert("RGB").resize(size, Image.Resampling.LANCZOS)
         buffer = io.BytesIO()
         small.save(buffer, format="PNG", optimize=False)
         thumbnail = f"thumbs/{path}"

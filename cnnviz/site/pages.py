@@ -78,7 +78,7 @@ def write_site(builder, manifest: dict) -> Path:
             if not chosen and not failed:
                 continue
             tiles = section_id == "maximize"
-            sections.append({"id": section_id, "title": title, "text": text, "problems": failed,
+            sections.append({"id": section_id, "title": title, "text": text, "problems": failed, "wide": False,
                              "cards": [] if tiles else chosen, "tiles": chosen if tiles else []})
         pager = {"previous": layer_links[position - 1] if position else None,
                  "next": layer_links[position + 1] if position + 1 < len(layer_links) else None}
@@ -92,13 +92,13 @@ def write_site(builder, manifest: dict) -> Path:
               intro="Which pixels each image's top class depends on, by several methods side by side. Each map is "
                     "the absolute attribution summed over colour channels, on its own scale; the caption gives "
                     "every method's raw range.",
-              sections=[{"id": "attributions", "title": "Methods side by side", "text": "", "cards": attributions,
+              sections=[{"id": "attributions", "title": "Methods side by side", "text": "", "cards": attributions, "wide": True,
                          "tiles": [], "problems": [p for p in problems.get("", []) if p.startswith("attributions")]}])
     classes = [f for f in figures if f["kind"] == "class"]
     if classes:
         write("classes.html", "page.html", title="Class visualizations", pager=None,
               intro="For each class, an image optimised to raise its logit (the model's output before softmax).",
-              sections=[{"id": "classes", "title": "Classes", "text": "", "cards": [], "tiles": classes,
+              sections=[{"id": "classes", "title": "Classes", "text": "", "cards": [], "tiles": classes, "wide": False,
                          "problems": [p for p in problems.get("", []) if p.startswith("classes")]}])
     overview = [f for f in figures if f["kind"] == "histograms"]
     layer_notes = {layer: f"{sum(1 for f in by_layer.get(layer, []))} figures" for layer in builder.layers}
