@@ -228,14 +228,19 @@ def test_default_layers_and_errors(photo_folder, tmp_path):
     photos = cnnviz.load_model("builtin:photos")
     empty = tmp_path / "empty"
     empty.mkdir()
+    only_text = tmp_path / "text"
+    only_text.mkdir()
+    (only_text / "a.txt").write_text("words")
     for kwargs, message in [
         ({"layers": ["features.99"]}, "no layer 'features.99'"),
         ({"layers": ["features.3:2"]}, "names a unit"),
         ({"images": str(empty)}, "holds no files"),
         ({"images": str(tmp_path / "missing")}, "does not exist"),
+        ({"images": str(only_text)}, "none of the images could be read"),
         ({"methods": ("gradient", "telepathy")}, "unknown attribution methods"),
         ({"steps": 0}, "steps must be"),
         ({"colour": "red"}, "the settings are"),
+        ({"dream_image": str(tmp_path / "nope.png")}, "does not exist"),
     ]:
         arguments = {"images": str(photo_folder), "output": tmp_path / "out", **kwargs}
         with pytest.raises(CnnvizError, match=message):

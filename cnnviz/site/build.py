@@ -188,13 +188,16 @@ class _Builder:
         self.images = images
         self.sources = [source.spec for source in image_sources(images)]
         self.layers = self._layers(layers)
+        self._readable: list[str] | None = None
+        self.readable()  # no image can be read: fail now, before any file is written
+        if settings.dream_image is not None:
+            open_image(settings.dream_image)
         self.folder = files.output_folder(folder)
         self.model_key = _model_key(loaded)
         self.images_key = _images_key(self.sources)
         self.done = self.reused = 0
         self.failed: list[str] = []
         self.records: dict[str, dict] = {}
-        self._readable: list[str] | None = None
 
     # -- choosing ---------------------------------------------------------------------------
 
