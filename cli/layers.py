@@ -16,7 +16,10 @@ from cnnviz.cli.options import model_options, note
     "and position, exists.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list of rows instead of a table.")
-def layers(loaded, refs: tuple[str, ...], as_json: bool) -> None:
+@click.option("--rf", "with_rf", is_flag=True,
+              help="Add a column with each layer's theoretical receptive field: size /stride @offset "
+              "in input pixels, or 'global' (see 'cnnviz rf').")
+def layers(loaded, refs: tuple[str, ...], as_json: bool, with_rf: bool) -> None:
     """List every layer of a model: its reference name, type, output shape
     per call, calls per forward pass and parameter count.
 
@@ -29,10 +32,11 @@ def layers(loaded, refs: tuple[str, ...], as_json: bool) -> None:
       cnnviz layers --model torchvision:resnet18
       cnnviz layers --model torchvision:resnet18 --layer layer1.0.relu#2:5@7,3
       cnnviz layers --model mypackage.nets:make_net --input-size 64 64 --json
+      cnnviz layers --model torchvision:vgg16 --rf
     """
     import cnnviz
 
-    table = cnnviz.layer_table(loaded, refs=list(refs) or None)
+    table = cnnviz.layer_table(loaded, refs=list(refs) or None, receptive_fields=with_rf)
     for message in table.notes:
         note(message)
     if as_json:

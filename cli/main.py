@@ -17,6 +17,7 @@ from cnnviz.cli.catalogue import models, predict, samples
 from cnnviz.cli.inspect import activations, kernels, stats
 from cnnviz.cli.visualize import dream, maximize
 from cnnviz.cli.layers import layers
+from cnnviz.cli.lecture import conv_arithmetic, conv_matrix, equivariance, rf
 from cnnviz.cli.options import flush_notes, note
 from cnnviz.errors import CnnvizError, CnnvizWarning
 
@@ -129,3 +130,7 @@ main.add_command(dream)
 main.add_command(models)
 main.add_command(predict)
 main.add_command(samples)
+main.add_command(rf)
+main.add_command(equivariance)
+main.add_command(conv_matrix)
+main.add_command(conv_arithmetic)

@@ -18,6 +18,14 @@ from cnnviz.activations import Activations, LayerActivations, activations
 from cnnviz.attribution import METHODS, Attribution, SanityCheck, sanity_check, saliency
 from cnnviz.dream import Dream, dream
 from cnnviz.errors import CnnvizError, CnnvizWarning
+from cnnviz.convolution import conv_matrix, conv_output_size
+from cnnviz.equivariance import Equivariance, equivariance
+from cnnviz.lecture_plots import (
+    conv_arithmetic, plot_conv_matrix, plot_effective_receptive_field, plot_equivariance, plot_receptive_fields,
+)
+from cnnviz.receptive_field import (
+    EffectiveReceptiveField, ReceptiveField, ReceptiveFields, effective_receptive_field, receptive_field,
+)
 from cnnviz.kernels import Kernels, convolutions, kernels
 from cnnviz.maximize import Rendering, maximize
 from cnnviz.models import LoadedModel, Preprocessing, load_model, read_state_dict, resolve_device
@@ -33,6 +41,8 @@ __all__ = [
     "METHODS",
     "CnnvizError",
     "CnnvizWarning",
+    "EffectiveReceptiveField",
+    "Equivariance",
     "Dream",
     "Kernels",
     "LayerActivations",
@@ -45,13 +55,20 @@ __all__ = [
     "Predictions",
     "Preprocessing",
     "Probe",
+    "ReceptiveField",
+    "ReceptiveFields",
     "Rendering",
     "SanityCheck",
     "Statistics",
     "activations",
     "capture",
+    "conv_arithmetic",
+    "conv_matrix",
+    "conv_output_size",
     "convolutions",
     "dream",
+    "effective_receptive_field",
+    "equivariance",
     "images",
     "kernels",
     "layer_ref",
@@ -61,9 +78,14 @@ __all__ = [
     "model_guard",
     "objectives",
     "output",
+    "plot_conv_matrix",
+    "plot_effective_receptive_field",
+    "plot_equivariance",
+    "plot_receptive_fields",
     "plots",
     "predict",
     "probe",
+    "receptive_field",
     "read_state_dict",
     "resolve_device",
     "saliency",

@@ -34,6 +34,8 @@ class LayerRow:
         output_shape: the per-image output shape of each call (the batch dimension dropped).
         calls: how many times it runs in one forward pass.
         params: its number of parameters, those of its submodules included.
+        receptive_fields: with ``layer_table(..., receptive_fields=True)``, the theoretical
+            :class:`cnnviz.ReceptiveField` of each call, else ``None``.
     """
 
     name: str
@@ -41,16 +43,28 @@ class LayerRow:
     output_shape: list[tuple[int, ...]]
     calls: int
     params: int
+    receptive_fields: list | None = None
 
     def to_dict(self) -> dict:
         """The row as JSON-ready data (the keys ``name``, ``type``, ``output_shape``, ``calls``, ``params``)."""
-        return {
+        data = {
             "name": self.name,
             "type": self.type,
             "output_shape": [list(shape) for shape in self.output_shape],
             "calls": self.calls,
             "params": self.params,
         }
+        if self.receptive_fields is not None:
+            data["receptive_field"] = [rf.to_dict() if rf is not None else None for rf in self.receptive_fields]
+        return data
+
+    @property
+    def receptive_field_text(self) -> str:
+        """``"11 /4 @-5"`` (size, stride, offset), ``"global"``, or one per call when they differ."""
+        if not self.receptive_fields:
+            return ""
+        texts = list(dict.fromkeys(rf.text if rf is not None else "?" for rf in self.receptive_fields))
+        return ", ".join(texts)
 
     @property
     def shape_text(self) -> str:
@@ -91,11 +105,14 @@ class LayerTable(list):
         cells = [header] + [
             (r.name, r.type, r.shape_text, str(r.calls), f"{r.params:,}") for r in self
         ]
+        if any(r.receptive_fields is not None for r in self):
+            header = (*header, "receptive field")
+            cells = [header] + [(*row, r.receptive_field_text) for row, r in zip(cells[1:], self)]
         widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
         lines = []
         for index, row in enumerate(cells):
             parts = [
-                cell.rjust(width) if column >= 3 else cell.ljust(width)
+                cell.rjust(width) if 3 <= column <= 4 else cell.ljust(width)
                 for column, (cell, width) in enumerate(zip(row, widths))
             ]
             lines.append("  ".join(parts).rstrip())
@@ -125,6 +142,7 @@ def layer_table(
     model,
     input_size: int | Sequence[int] | None = None,
     refs: Sequence[Reference] | None = None,
+    receptive_fields: bool = False,
 ) -> LayerTable:
     """One row per module that produces a tensor, found by a dry run on one random image.
 
@@ -134,6 +152,9 @@ def layer_table(
             (its preprocessing, or what the module declares, else 224 x 224).
         refs: keep only the rows of these layer references, after checking each against the dry
             run (its call, channel and position must exist), in the order given.
+        receptive_fields: also compute each layer's theoretical receptive field
+            (:func:`cnnviz.receptive_field`: size, stride and offset; ``global`` when every unit
+            sees the whole input), shown as a column.
 
     Returns:
         A :class:`LayerTable` of :class:`LayerRow`, in the order of ``named_modules()``, ending with
@@ -180,6 +201,11 @@ def layer_table(
                 recorder.check(ref)
             wanted = list(dict.fromkeys(ref.layer for ref in resolved))
     modules = dict(module.named_modules())
+    fields = None
+    if receptive_fields:
+        from cnnviz.receptive_field import receptive_field
+
+        fields = receptive_field(model, input_size=(height, width))
     rows = []
     for name in wanted if wanted is not None else names + [""]:
         calls = shapes.get(name, [])
@@ -193,9 +219,16 @@ def layer_table(
                 output_shape=[tuple(shape[1:]) for shape in calls],
                 calls=len(calls),
                 params=_count_parameters(owner),
+                receptive_fields=None if fields is None else [
+                    fields.get(_call_name(name or "logits", call)) for call in range(1, len(calls) + 1)
+                ],
             )
         )
     return LayerTable(rows, input_shape, _count_parameters(module), notes)
+
+
+def _call_name(name: str, call: int) -> str:
+    return name if call == 1 else f"{name}#{call}"
 
 
 def _count_parameters(module: nn.Module) -> int:

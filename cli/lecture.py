@@ -1,0 +1,231 @@
+"""``cnnviz rf``, ``cnnviz equivariance``, ``cnnviz conv-matrix`` and ``cnnviz conv-arithmetic``:
+the lecture's ideas, computed and drawn."""
+from __future__ import annotations
+
+import click
+
+from cnnviz.cli.options import FloatList, model_options, note
+
+OUTPUT_HELP = "Folder for the PNG figures and the JSON summary (created if missing)."
+
+
+def _output_option(command):
+    return click.option("--output", "-o", default="cnnviz-output", show_default=True, metavar="DIR",
+                        help=OUTPUT_HELP)(command)
+
+
+def _wrote(paths) -> None:
+    for path in paths:
+        click.echo(f"wrote {path}")
+
+
+@click.command()
+@model_options
+@click.option("--layer", "-l", "layers", multiple=True, metavar="REF",
+              help="Also compute the effective receptive field of this layer's centre unit (repeatable; "
+              "default: the deepest layer whose units do not see the whole input).")
+@click.option("--images", "-i", default="samples", show_default=True, metavar="DIR|samples",
+              help="Images for the effective receptive field (a folder, samples, or one image).")
+@click.option("--max-images", type=click.IntRange(min=1), default=8, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the receptive fields as JSON instead of a table.")
+@_output_option
+def rf(loaded, layers, images, max_images, as_json, output) -> None:
+    """Receptive fields: theoretical and effective.
+
+    Prints, for every layer, the size of a unit's input region, the stride
+    (jump) between neighbouring units and the offset of unit (0, 0)'s region,
+    in input pixels; 'global' when units see the whole input. Draws the
+    regions of the centre unit of several layers on the first image, and the
+    effective receptive field (Luo et al., 2016: the mean input-gradient
+    magnitude of a centre unit) with the theoretical box and the radii that
+    hold 50% and 95% of its mass.
+
+    \b
+    Examples:
+      cnnviz rf
+      cnnviz rf --model torchvision:resnet50 --layer layer3 -i samples -o out
+      cnnviz rf -m torchvision:vgg16 --layer features.16 --layer features.30 --json
+    """
+    import json
+
+    import cnnviz
+    from cnnviz import output as files
+    from cnnviz.equivariance import _inputs
+    from cnnviz.images import display_image
+
+    fields = cnnviz.receptive_field(loaded)
+    for message in fields.notes:
+        note(message)
+    if as_json:
+        click.echo(json.dumps([rf.to_dict() for rf in fields.values()], indent=2))
+    else:
+        click.echo(fields.to_text())
+    chosen = list(layers) or _default_layer(fields)
+    inputs = _inputs(loaded, images, max_images)
+    folder = files.output_folder(output)
+    image = display_image(inputs[0], loaded.preprocessing)
+    written = [
+        files.save_figure(cnnviz.plot_receptive_fields(fields, image), folder / "receptive_fields.png"),
+    ]
+    effective = []
+    for name in chosen:
+        erf = cnnviz.effective_receptive_field(loaded, name, inputs, max_images=max_images)
+        effective.append(erf.summary())
+        written.append(files.save_figure(cnnviz.plot_effective_receptive_field(erf),
+                                         folder / f"effective_rf_{files.safe_name(name)}.png"))
+    summary = {"model": loaded.spec, "input_size": list(fields.input_size),
+               "layers": [rf.to_dict() for rf in fields.values()], "effective": effective}
+    written.append(files.write_json(folder / "receptive_fields.json", summary))
+    if not as_json:
+        _wrote(written)
+
+
+def _default_layer(fields) -> list[str]:
+    grid = [name for name, field in fields.items() if field.kind == "grid" and not field.covers_input]
+    return grid[-1:]
+
+
+@click.command()
+@model_options
+@click.option("--images", "-i", default="samples", show_default=True, metavar="DIR|samples",
+              help="A folder of images, samples, or one image.")
+@click.option("--layer", "-l", "layers", multiple=True, metavar="REF",
+              help="A layer (repeatable; default: every convolution, pooling and ReLU, and the logits).")
+@click.option("--shifts", type=FloatList(), default="1,2,4,8", show_default=True, help="Translations in pixels.")
+@click.option("--angles", type=FloatList(), default="5,15,45,90", show_default=True, help="Rotations in degrees.")
+@click.option("--scales", type=FloatList(), default="0.8,0.9,1.1,1.25", show_default=True, help="Zoom factors.")
+@click.option("--max-images", type=click.IntRange(min=1), default=8, show_default=True)
+@_output_option
+def equivariance(loaded, images, layers, shifts, angles, scales, max_images, output) -> None:
+    """Equivariance and invariance of every layer to translation, rotation and scaling.
+
+    For each layer: the equivariance error ||f(Tx) - T'f(x)|| / ||f(x)|| (the
+    input shifted, rotated or scaled, compared with the feature map transformed
+    the same way at the layer's stride, borders cropped), and the invariance
+    error of the output and of its spatial average. Writes equivariance.png
+    (curves across depth) and equivariance.json.
+
+    \b
+    Examples:
+      cnnviz equivariance
+      cnnviz equivariance -m torchvision:resnet18 -w DEFAULT -i photos/ -l layer1 -l layer4 -l logits
+      cnnviz equivariance --shifts 1,3 --angles 10 --scales 0.9 -o out
+    """
+    import cnnviz
+    from cnnviz import output as files
+
+    if any(not float(s).is_integer() for s in shifts):
+        raise cnnviz.CnnvizError(f"--shifts must be whole numbers of pixels, not {','.join(map(str, shifts))}")
+    result = cnnviz.equivariance(loaded, images, list(layers) or None, shifts=[int(s) for s in shifts],
+                                 angles=list(angles), scales=list(scales), max_images=max_images)
+    folder = files.output_folder(output)
+    _wrote([
+        files.save_figure(cnnviz.plot_equivariance(result), folder / "equivariance.png"),
+        files.write_json(folder / "equivariance.json", {**result.summary(), "model": loaded.spec}),
+    ])
+
+
+LECTURE_KERNEL = "1,4,1;1,4,3;3,3,1"
+LECTURE_INPUT = "4,5,8,7;1,8,8,8;3,6,6,4;6,5,7,8"
+
+
+def _matrix(text: str, what: str):
+    import torch
+
+    import cnnviz
+
+    try:
+        rows = [[float(value) for value in row.split(",")] for row in text.split(";")]
+    except ValueError:
+        raise cnnviz.CnnvizError(f"{what} {text!r} is not numbers; write rows separated by ';' and values by ',', "
+                                 "e.g. 1,4,1;1,4,3;3,3,1") from None
+    if len({len(row) for row in rows}) != 1:
+        raise cnnviz.CnnvizError(f"the rows of {what} {text!r} have different lengths")
+    tensor = torch.tensor(rows)
+    return tensor[0] if tensor.shape[0] == 1 else tensor
+
+
+@click.command("conv-matrix")
+@click.option("--kernel", "-k", default=LECTURE_KERNEL, show_default=True, metavar="ROWS",
+              help="The kernel: rows separated by ';', values by ','; one row for a 1-D kernel.")
+@click.option("--input", "-x", "values", default=LECTURE_INPUT, show_default=True, metavar="ROWS",
+              help="The input, in the same notation.")
+@click.option("--stride", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--padding", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--dilation", type=click.IntRange(min=1), default=1, show_default=True)
+@_output_option
+def conv_matrix(kernel, values, stride, padding, dilation, output) -> None:
+    """Convolution as a matrix: the matrix U with U @ x = conv(x, kernel).
+
+    Prints U @ x (reshaped) next to torch's conv2d, and checks that U.T @ g is
+    the gradient autograd computes. Writes conv_matrix.png (U, v(x) and U v(x))
+    and conv_matrix.json. The defaults are the lecture's worked example.
+
+    \b
+    Examples:
+      cnnviz conv-matrix
+      cnnviz conv-matrix --kernel "1,-2,1" --input "3,1,4,1,5,9,2,6" --padding 1
+      cnnviz conv-matrix -k "1,0;0,-1" -x "1,2,3;4,5,6;7,8,9" --stride 2 --padding 1 -o out
+    """
+    import torch
+    from torch.nn import functional as F
+
+    import cnnviz
+    from cnnviz import output as files
+
+    weight, x = _matrix(kernel, "the kernel"), _matrix(values, "the input")
+    if weight.dim() != x.dim():
+        raise cnnviz.CnnvizError(f"a {weight.dim()}-D kernel needs a {weight.dim()}-D input, not {x.dim()}-D")
+    matrix = cnnviz.conv_matrix(weight, x.shape, stride, padding, dilation)
+    convolve = F.conv2d if x.dim() == 2 else F.conv1d
+    reference = convolve(x[None, None], weight[None, None], stride=stride, padding=padding, dilation=dilation)[0, 0]
+    product = (matrix @ x.flatten()).reshape(reference.shape)
+    leaf = x.clone().requires_grad_(True)
+    out = convolve(leaf[None, None], weight[None, None], stride=stride, padding=padding, dilation=dilation)[0, 0]
+    upstream = torch.arange(1, out.numel() + 1, dtype=x.dtype).reshape(out.shape)
+    gradient, = torch.autograd.grad((out * upstream).sum(), leaf)
+    backward = (matrix.T @ upstream.flatten()).reshape(x.shape)
+    click.echo(f"U is {matrix.shape[0]} x {matrix.shape[1]} ({int((matrix != 0).sum())} non-zero)")
+    click.echo(f"U @ x      = {product.tolist()}")
+    click.echo(f"conv(x, k) = {reference.tolist()}")
+    click.echo(f"U.T @ g equals the autograd gradient (g = 1, 2, ...): {bool(torch.allclose(backward, gradient))}")
+    folder = files.output_folder(output)
+    _wrote([
+        files.save_figure(cnnviz.plot_conv_matrix(weight, x.shape, stride, padding, dilation, x=x), folder / "conv_matrix.png"),
+        files.write_json(folder / "conv_matrix.json", {
+            "kernel": weight.tolist(), "input": x.tolist(), "stride": stride, "padding": padding, "dilation": dilation,
+            "matrix": matrix.tolist(), "output": product.tolist(), "conv2d": reference.tolist(),
+            "backward_matches_autograd": bool(torch.allclose(backward, gradient)),
+        }),
+    ])
+
+
+@click.command("conv-arithmetic")
+@click.option("--input-size", "-n", nargs=2, type=click.IntRange(min=1), default=(5, 5), show_default=True, metavar="H W")
+@click.option("--kernel", "-k", nargs=2, type=click.IntRange(min=1), default=(3, 3), show_default=True, metavar="H W")
+@click.option("--stride", "-s", nargs=2, type=click.IntRange(min=1), default=(1, 1), show_default=True, metavar="H W")
+@click.option("--padding", "-p", nargs=2, type=click.IntRange(min=0), default=(0, 0), show_default=True, metavar="H W")
+@click.option("--dilation", "-d", nargs=2, type=click.IntRange(min=1), default=(1, 1), show_default=True, metavar="H W")
+@click.option("--positions", type=click.IntRange(min=1), default=3, show_default=True, help="Output units to show.")
+@_output_option
+def conv_arithmetic(input_size, kernel, stride, padding, dilation, positions, output) -> None:
+    """Padding, stride and dilation illustrated (Dumoulin and Visin, 2016).
+
+    Draws the padded input, the dilated kernel's footprint for successive
+    output units and the output grid; prints the output size,
+    floor((n + 2p - d(k - 1) - 1) / s) + 1 per dimension.
+
+    \b
+    Examples:
+      cnnviz conv-arithmetic
+      cnnviz conv-arithmetic -n 5 5 -k 3 3 -s 2 2 -p 1 1 -o out
+      cnnviz conv-arithmetic -n 7 7 -k 3 3 -d 2 2
+    """
+    import cnnviz
+    from cnnviz import output as files
+
+    sizes = [cnnviz.conv_output_size(*args) for args in zip(input_size, kernel, stride, padding, dilation)]
+    click.echo(f"output {sizes[0]}x{sizes[1]}")
+    figure = cnnviz.conv_arithmetic(input_size, kernel, stride, padding, dilation, positions=positions)
+    folder = files.output_folder(output)
+    _wrote([files.save_figure(figure, folder / "conv_arithmetic.png")])
