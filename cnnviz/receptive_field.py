@@ -41,7 +41,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
 import torch
-from torch import nn
 from torch.nn import functional as F
 from torch.overrides import TorchFunctionMode
 
@@ -373,7 +372,6 @@ def _window(box: _Box, in_shape, out_shape, kernel, stride, padding, dilation, c
     box = box.map(lambda t: _fit(t, in_shape))
     grouped_channels = False
     if groups is not None:
-        channels = box.rlo.shape[1]
         if groups == 1 or max(p.shape[1] for p in box.parts) == 1:
             box = _reduce(box, (1,))
         else:
@@ -381,7 +379,6 @@ def _window(box: _Box, in_shape, out_shape, kernel, stride, padding, dilation, c
             grouped = box.map(lambda t: t.reshape(t.shape[0], groups, in_shape[1] // groups, *t.shape[2:]))
             box = _reduce(grouped, (2,), keepdim=False)
             grouped_channels = True
-        del channels
     box = _extend_box(box, [(p, q) for p, q in padding], in_shape, virtual)
     pool = (F.max_pool1d, F.max_pool2d, F.max_pool3d)[dims - 1]
 
