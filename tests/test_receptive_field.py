@@ -8,7 +8,7 @@ become the identity, max pooling average pooling, and gates (sigmoid) a bounded 
 slope never vanishes. The bounding box of the gradient's support must then equal the clipped box
 that :func:`cnnviz.receptive_field` traces, element by element.
 
-The 17 architectures of ``FAMILIES`` (one per torchvision family) run by default; set
+The 19 architectures of ``FAMILIES`` (one or two per torchvision family) run by default; set
 ``CNNVIZ_ALL_ARCHITECTURES=1`` to check all 80 (a few minutes on 2 cores).
 """
 from __future__ import annotations
