@@ -14,6 +14,7 @@ import click
 from cnnviz import __version__
 from cnnviz.cli.attribution import saliency
 from cnnviz.cli.catalogue import models, predict, samples
+from cnnviz.cli.gallery import gallery
 from cnnviz.cli.inspect import activations, kernels, stats
 from cnnviz.cli.visualize import dream, maximize
 from cnnviz.cli.layers import layers
@@ -134,3 +135,4 @@ main.add_command(rf)
 main.add_command(equivariance)
 main.add_command(conv_matrix)
 main.add_command(conv_arithmetic)
+main.add_command(gallery)

@@ -33,6 +33,7 @@ from cnnviz.predictions import Prediction, Predictions, predict
 from cnnviz.probe import Probe, capture, model_guard, probe
 from cnnviz.references import LayerRef, layer_ref
 from cnnviz.statistics import LayerStatistics, Statistics, statistics
+from cnnviz.site import Gallery, GallerySettings, gallery
 from cnnviz.summary import LayerRow, LayerTable, layer_table
 
 __all__ = [
@@ -44,6 +45,8 @@ __all__ = [
     "EffectiveReceptiveField",
     "Equivariance",
     "Dream",
+    "Gallery",
+    "GallerySettings",
     "Kernels",
     "LayerActivations",
     "LayerRef",
@@ -69,6 +72,7 @@ __all__ = [
     "dream",
     "effective_receptive_field",
     "equivariance",
+    "gallery",
     "images",
     "kernels",
     "layer_ref",
