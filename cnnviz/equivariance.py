@@ -65,6 +65,11 @@ class Equivariance:
     pooled_invariance_error: dict[str, dict[float, list[float]]] = field(default_factory=dict)
     images: int = 0
 
+    def __repr__(self) -> str:
+        kinds = ", ".join(f"{kind} {self.magnitudes[kind]}" for kind in self.magnitudes)
+        return (f"Equivariance({len(self.layers)} layers from {self.layers[0]} to {self.layers[-1]}, "
+                f"{self.images} images; {kinds})" if self.layers else "Equivariance(no layers)")
+
     def summary(self) -> dict:
         """JSON-ready data."""
         def listed(table):

@@ -1084,6 +1084,11 @@ class EffectiveReceptiveField:
     image: torch.Tensor
     images: int
 
+    def __repr__(self) -> str:
+        return (f"EffectiveReceptiveField({self.layer} at {self.unit[0]},{self.unit[1]}: 50% within "
+                f"{self.radius_50:.1f} px, 95% within {self.radius_95:.1f} px of the centre; theoretical "
+                f"{self.theoretical.text}; {self.images} images)")
+
     def summary(self) -> dict:
         """JSON-ready data (without the map)."""
         return {

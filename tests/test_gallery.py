@@ -114,6 +114,8 @@ def test_every_link_and_image_resolves_with_relative_paths(built):
     _, _, output, _ = built
     pages = sorted(output.glob("*.html"))
     assert len(pages) == 5
+    index = (output / "index.html").read_text()
+    assert "receptive field" in index and "<td>5 /1 @-2</td>" in index  # features.3's, in the layer table
     for page in pages:
         parser = Links()
         parser.feed(page.read_text())

@@ -184,7 +184,10 @@ class _Builder:
         self.loaded, self.settings, self.force = loaded, settings, force
         self.module, self.class_names = unwrap(loaded)
         self.progress = progress
-        self.table = cnnviz.layer_table(loaded)
+        try:  # the layer table with each layer's theoretical receptive field, when it can be found
+            self.table = cnnviz.layer_table(loaded, receptive_fields=True)
+        except CnnvizError:
+            self.table = cnnviz.layer_table(loaded)
         self.images = images
         self.sources = [source.spec for source in image_sources(images)]
         self.layers = self._layers(layers)

@@ -124,25 +124,22 @@ def _shape_text(shapes) -> str:
 
 
 def _table(builder) -> dict:
-    table = builder.table
-    rows = [row.to_dict() for row in table]
-    extra = [key for key in (rows[0] if rows else {}) if key not in ("name", "type", "output_shape", "calls", "params")]
-    columns = ["layer", "type", "output shape", "calls", "parameters"] + [key.replace("_", " ") for key in extra]
+    rows = list(builder.table)
+    fields = any(row.receptive_fields for row in rows)
+    columns = ["layer", "type", "output shape", "calls", "parameters"]
+    columns += ["receptive field (size /stride @offset)"] if fields else []
     shown = set(builder.layers)
     body = []
-    for row, data in zip(table, rows):
+    for row in rows:
         cells = [row.name, row.type, _shape_text(row.output_shape), row.calls, f"{row.params:,}"]
-        cells += [_cell(data[key]) for key in extra]
+        cells += [row.receptive_field_text] if fields else []
         body.append({"cells": cells, "href": layer_page(row.name) if row.name in shown else None})
     params = sum(p.numel() for p in builder.module.parameters())
-    return {"columns": columns, "rows": body,
-            "footer": f"{len(rows)} layers, {params:,} parameters; the layers in bold have a page."}
-
-
-def _cell(value) -> str:
-    if isinstance(value, (list, tuple)):
-        return " x ".join(str(v) for v in value)
-    return "" if value is None else str(value)
+    footer = f"{len(rows)} layers, {params:,} parameters; the layers in bold have a page."
+    if fields:
+        footer += (" Receptive field: the input region one unit sees, its stride between neighbouring units "
+                   "and the offset of its first pixel (global: every input pixel).")
+    return {"columns": columns, "rows": body, "footer": footer}
 
 
 def _settings(builder, manifest: dict) -> list[tuple[str, str]]:
