@@ -149,6 +149,7 @@ def main() -> None:
     parser.add_argument("--lucent-steps", type=int, default=512)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (part 4: part 1 on the GPU)")
+    parser.add_argument("--parts", default="123", help="which parts to run on the CPU, e.g. 12 or 3")
     args = parser.parse_args()
     if args.quick:
         args.units, args.steps, args.quality_units, args.lucent_steps = 2, 4, 1, 16
@@ -163,14 +164,16 @@ def main() -> None:
         return
     torch.set_num_threads(min(2, torch.get_num_threads()))
     print(f"CPU, {torch.get_num_threads()} threads, torch {torch.__version__}")
-    print("1-2. equal settings and the floor")
-    for layer in ("features.3", "features.13"):
-        equal_settings("VGG11", vgg, layer, args.units, 128, args.steps)
-    for layer in ("features.5", "features.12"):
-        equal_settings("photos", photos, layer, args.units, 88, args.steps)
-    print("3. time to quality")
-    for layer in ("features.3", "features.13"):
-        time_to_quality(vgg, layer, args.quality_units, args.lucent_steps, 4096)
+    if "1" in args.parts or "2" in args.parts:
+        print("1-2. equal settings and the floor")
+        for layer in ("features.3", "features.13"):
+            equal_settings("VGG11", vgg, layer, args.units, 128, args.steps)
+        for layer in ("features.5", "features.12"):
+            equal_settings("photos", photos, layer, args.units, 88, args.steps)
+    if "3" in args.parts:
+        print("3. time to quality")
+        for layer in ("features.3", "features.13"):
+            time_to_quality(vgg, layer, args.quality_units, args.lucent_steps, 4096)
 
 
 if __name__ == "__main__":

@@ -4,18 +4,8 @@ from __future__ import annotations
 import click
 
 from cnnviz.cli.options import model_options, note
-
-OUTPUT_HELP = "Folder for the PNG figures and the JSON summary (created if missing)."
-
-
-def _output_option(command):
-    return click.option("--output", "-o", default="cnnviz-output", show_default=True, metavar="DIR",
-                        help=OUTPUT_HELP)(command)
-
-
-def _wrote(paths) -> None:
-    for path in paths:
-        click.echo(f"wrote {path}")
+from cnnviz.cli.options import output_option as _output_option
+from cnnviz.cli.options import wrote as _wrote
 
 
 @click.command()

@@ -98,3 +98,18 @@ def flush_notes() -> None:
         return
     for message in context.find_root().meta.pop("cnnviz.notes", []):
         click.echo(f"note: {message}", err=True)
+
+
+OUTPUT_HELP = "Folder for the PNG figures and the JSON summary (created if missing)."
+
+
+def output_option(command):
+    """``--output/-o DIR`` (default ``cnnviz-output``) for commands that write figures."""
+    return click.option("--output", "-o", default="cnnviz-output", show_default=True, metavar="DIR",
+                        help=OUTPUT_HELP)(command)
+
+
+def wrote(paths) -> None:
+    """Say which files a command wrote, one line each."""
+    for path in paths:
+        click.echo(f"wrote {path}")

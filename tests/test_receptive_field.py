@@ -35,7 +35,9 @@ FAMILIES = [
     "mnasnet0_5", "mobilenet_v2", "mobilenet_v3_small", "regnet_y_400mf", "resnet18", "resnext50_32x4d",
     "shufflenet_v2_x0_5", "squeezenet1_0", "swin_t", "vgg11_bn", "vit_b_32", "wide_resnet50_2",
 ]
-EVERY = os.environ.get("CNNVIZ_ALL_ARCHITECTURES") == "1"
+# every architecture by default (the issue asks for all); CNNVIZ_FEW_ARCHITECTURES=1 checks one or
+# more per family, for a quick local run
+EVERY = os.environ.get("CNNVIZ_FEW_ARCHITECTURES") != "1"
 
 
 # -------------------------------------------------------------------------------------------
@@ -230,7 +232,7 @@ def spread(names: list[str], count: int) -> list[str]:
 @pytest.mark.parametrize("name", ALL)
 def test_boxes_equal_the_gradient_support(name):
     if not EVERY and name not in FAMILIES:
-        pytest.skip("set CNNVIZ_ALL_ARCHITECTURES=1 to check every torchvision architecture")
+        pytest.skip("CNNVIZ_FEW_ARCHITECTURES=1: one or more architectures per family only")
     size, kwargs = settings_for(name)
     model = positive_copy(name, **kwargs)
     candidates = [n for n, m in model.named_modules() if n and not list(m.children())]
