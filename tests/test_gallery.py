@@ -19,6 +19,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 from PIL import Image
+from torch import nn
 from untouched import assert_untouched, fingerprint
 
 import cnnviz
@@ -178,7 +179,7 @@ document.getElementById("page").addEventListener("load", () => {
   const links = Array.from(doc.querySelectorAll("a[href]")).map(a => {
     const request = new XMLHttpRequest();
     let ok = false;
-    try { request.open("GET", a.href, false); request.send(); ok = request.responseText.length > 0 || request.response !== null; }
+    try { request.open("GET", a.href, false); request.send(); ok = request.responseText.length > 0; }
     catch (error) { ok = false; }
     return {href: a.getAttribute("href"), ok: ok};
   });
@@ -254,3 +255,52 @@ def test_default_layers_and_errors(photo_folder, tmp_path):
     ]:
         result = CliRunner().invoke(main, arguments)
         assert result.exit_code == 2 and len(result.stderr.splitlines()) == 1 and fragment in result.stderr, result.stderr
+
+
+class WithSpare(nn.Module):
+    """A small classifier with a convolution that never runs (left out of the default layers)."""
+
+    def __init__(self):
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 4, 3, padding=1), nn.ReLU())
+        self.spare = nn.Conv2d(3, 2, 3)
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3))
+
+    def forward(self, x):
+        return self.head(self.features(x))
+
+
+def test_what_a_rerun_redoes_and_awkward_names(tmp_path):
+    torch.manual_seed(0)
+    model = WithSpare()
+    loaded = cnnviz.load_model(model, input_size=(32, 32))
+    folder = tmp_path / "images"
+    folder.mkdir()
+    names = ["猫.png", "茶.png", "cost$\\q$ & <b>.png"]  # non-ASCII names that a file name flattens; TeX and HTML
+    for index, name in enumerate(names):
+        Image.fromarray(np.random.default_rng(index).integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(folder / name)
+    settings = {"max_channels": 1, "steps": 2, "max_classes": 0, "activation_images": 3, "attribution_images": 3,
+                "methods": "gradient", "dream_octaves": 1, "dream_iterations": 1}
+    output = tmp_path / "site"
+    first = cnnviz.gallery(loaded, str(folder), output=output, **settings)
+    assert not first.failed and json.loads((output / "manifest.json").read_text())["layers"] == ["features.0", "features.2"]
+    activations = sorted(f["file"] for f in first.figures if f["kind"] == "activations" and f["layer"] == "features.0")
+    assert len(set(activations)) == 3  # one file per image, although two names flatten alike
+    assert "&lt;b&gt;" in (output / "layer-features.0.html").read_text()
+    before = snapshot(output)
+    # one image changes: its activations, the statistics and the attributions are redone, nothing else
+    Image.fromarray(np.zeros((40, 40, 3), dtype=np.uint8)).save(folder / names[0])
+    second = cnnviz.gallery(loaded, str(folder), output=output, **settings)
+    after = snapshot(output)
+    changed = {path for path in after if after[path] != before.get(path)}
+    assert second.done == 3 and any("activations" in path for path in changed)
+    assert not any("kernels" in path or "maximize" in path for path in changed)
+    # the architecture changes (no weight does): everything is redone
+    model.features[0].padding = (0, 0)
+    third = cnnviz.gallery(loaded, str(folder), output=output, **settings)
+    assert third.reused == 0
+    # fewer layers: the other layer's page goes
+    cnnviz.gallery(loaded, str(folder), layers=["features.2"], output=output, **settings)
+    assert not (output / "layer-features.0.html").exists() and (output / "layer-features.2.html").is_file()
+    with pytest.raises(CnnvizError, match="does not run in a forward pass"):
+        cnnviz.gallery(loaded, str(folder), layers=["spare"], output=output, **settings)

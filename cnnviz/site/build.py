@@ -152,13 +152,18 @@ def gallery(
         settings = replace(settings or GallerySettings(), **overrides)
     except TypeError as error:
         raise CnnvizError(f"{error}; the settings are: {', '.join(GallerySettings.__dataclass_fields__)}") from None
-    settings = replace(settings, methods=tuple(settings.methods))
+    methods = settings.methods
+    settings = replace(settings, methods=(methods,) if isinstance(methods, str) else tuple(methods))
     settings.check()
     loaded = model if isinstance(model, LoadedModel) else (
         load_model(model) if isinstance(model, str) else LoadedModel(model, preprocessing_of(model), spec=type(model).__name__)
     )
+    import matplotlib
+
     builder = _Builder(loaded, images, layers, Path(output).expanduser(), settings, force, progress)
-    return builder.run()
+    # file and class names go into figure titles as they are: a '$' is text, not mathematics
+    with matplotlib.rc_context({"text.parse_math": False}):
+        return builder.run()
 
 
 def default_layers(model) -> list[str]:
@@ -205,6 +210,12 @@ class _Builder:
     # -- choosing ---------------------------------------------------------------------------
 
     def _layers(self, layers) -> list[str]:
+        ran = {row.name for row in self.table if row.output_shape and row.output_shape[0] is not None}
+        if not layers:  # the default: convolutions that run in a forward pass
+            chosen = [layer for layer in default_layers(self.loaded) if layer.split("#")[0] in ran]
+            if not chosen:
+                raise CnnvizError("no convolution of this model runs in a forward pass; name the layers with --layers")
+            return chosen
         if layers:
             chosen = []
             for text in layers:
@@ -213,10 +224,12 @@ class _Builder:
                     raise CnnvizError(f"{text!r} names a unit; a gallery page shows whole layers: give {ref.layer_text}")
                 if ref.is_output:
                     raise CnnvizError("the model's output has the class page; give layers inside the model")
+                if ref.layer not in ran:
+                    raise CnnvizError(f"{text!r} does not run in a forward pass of this model; pick a layer that does "
+                                      "(cnnviz layers lists them with their output shapes)")
                 if ref.layer_text not in chosen:
                     chosen.append(ref.layer_text)
             return chosen
-        return default_layers(self.loaded)
 
     def readable(self) -> list[str]:
         """The first image sources that open (as many as any job needs)."""
@@ -252,7 +265,7 @@ class _Builder:
         stages: list[tuple[str, list[tuple[str, dict, Callable, int]]]] = []
         stages.append(("kernels", [(f"kernels {layer}", {"layer": layer}, lambda layer=layer: self.kernels(layer), 1)
                                    for layer in self.layers if layer in conv]))
-        stages.append(("activations", [(f"activations {spec}", {"image": spec, "layers": self.layers},
+        stages.append(("activations", [(f"activations {spec}", {"image": spec, "image_key": _images_key([spec]), "layers": self.layers},
                                         lambda spec=spec: self.activations(spec), 1)
                                        for spec in self.readable()[: s.activation_images]]))
         stages.append(("statistics", [("statistics", {"layers": self.layers, "images": self.images_key},
@@ -287,9 +300,9 @@ class _Builder:
         update = self.progress(stage, total) if self.progress is not None and jobs else None
         for name, inputs, work_function, work in jobs:
             key = self._key(name, inputs)
-            record_path = self.folder / RECORDS / f"{files.safe_name(name)}.json"
+            record_path = self.folder / RECORDS / f"{_file_stem(name)}.json"
             record = None if self.force else _read_record(record_path)
-            if record is not None and record.get("key") == key and all(
+            if record is not None and record.get("key") == key and not record.get("error") and all(
                 (self.folder / path).is_file() for path in record.get("files", [])
             ):
                 self.reused += 1
@@ -297,14 +310,22 @@ class _Builder:
                     update(work)
             else:
                 self._stage_update = update
+                # the old record goes first: a job interrupted while it overwrites its files must
+                # not leave a record that a later run would trust
+                record_path.unlink(missing_ok=True)
                 try:
                     figures, data = work_function()
                     error = None
                 except CnnvizError as failure:
                     figures, data, error = [], {}, str(failure)
+                except Exception as failure:  # a bug in one figure: report it, write the rest
+                    figures, data = [], {}
+                    error = f"internal error: {type(failure).__name__}: {failure} (please report it)"
+                written = {path for f in figures for path in (f["file"], f["thumbnail"])} | set(data.pop("written", []))
                 record = {"key": key, "job": name, "figures": figures, "data": data, "error": error,
-                          "files": sorted({path for f in figures for path in (f["file"], f["thumbnail"])})}
-                files.write_json(record_path, record)
+                          "files": sorted(written)}
+                if error is None:  # failures are retried by the next run, never reused
+                    files.write_json(record_path, record)
                 self.done += 1
             if record.get("error"):
                 self.failed.append(f"{name}: {record['error']}")
@@ -364,7 +385,7 @@ class _Builder:
             shown = result[layer]
             caption = f"Activations of {layer} on {spec} (one scale over the layer; the 32 most active channels first)"
             figures.append(self._save_figure(
-                plots.plot_activations(result, layer, max_maps=32), f"figures/{_safe(layer)}/activations_{_safe(spec)}.png",
+                plots.plot_activations(result, layer, max_maps=32), f"figures/{_safe(layer)}/activations_{_file_stem(spec)}.png",
                 kind="activations", layer=layer, value_range=(low, high), caption=caption,
                 settings={"image": spec, "order": "mean", "max_maps": 32}, extra={"image": spec},
             ))
@@ -385,7 +406,7 @@ class _Builder:
             caption=f"Histograms of every shown layer's activations over {stats.images} images",
             settings={"images": stats.images},
         )]
-        data = {"images": stats.images, "skipped": stats.skipped, "layers": {}}
+        data = {"images": stats.images, "skipped": stats.skipped, "layers": {}, "written": ["data/stats.npz"]}
         for layer in self.layers:
             part = stats[layer]
             value_range = (float(part.minimum.min()), float(part.maximum.max()))
@@ -466,6 +487,7 @@ class _Builder:
     def classes(self, classes: list[int]):
         s = self.settings
         rendering = self.cnnviz.maximize(self.loaded, "logits", channels=classes, steps=s.class_steps, seed=s.seed,
+                                         size=tuple(self.loaded.preprocessing.input_size),
                                          progress=lambda n: self._tick(n))
         figures = []
         for image, shown, unit, value, index in zip(rendering.images, rendering.display(), rendering.units,
@@ -548,6 +570,14 @@ def _safe(text: str) -> str:
     return files.safe_name(text).replace(":", "_")
 
 
+def _file_stem(text: str) -> str:
+    """A short, readable file name for any text (an image path, a job), unique through a hash of
+    the whole text: names that differ only in characters a file name cannot hold stay apart."""
+    digest = hashlib.sha256(text.encode()).hexdigest()[:10]
+    readable = _safe(Path(text).name if ("/" in text or os.sep in text) else text)[:40].strip("-.")
+    return f"{readable}-{digest}" if readable else digest
+
+
 def _finite(value) -> float | None:
     value = float(value)
     return value if math.isfinite(value) else None
@@ -573,8 +603,8 @@ def _model_key(loaded: LoadedModel) -> str:
     """The model's identity: its class, spec, preprocessing and every parameter and buffer."""
     module, class_names = unwrap(loaded)
     digest = hashlib.sha256()
-    digest.update(json.dumps([type(module).__qualname__, loaded.spec, loaded.preprocessing.describe(),
-                              class_names], default=str).encode())
+    digest.update(json.dumps([type(module).__qualname__, repr(module), loaded.spec,
+                              loaded.preprocessing.describe(), class_names], default=str).encode())
     for name, tensor in list(module.state_dict().items()):
         digest.update(name.encode())
         digest.update(str(tuple(tensor.shape)).encode() + str(tensor.dtype).encode())

@@ -100,6 +100,14 @@ def write_site(builder, manifest: dict) -> Path:
               intro="For each class, an image optimised to raise its logit (the model's output before softmax).",
               sections=[{"id": "classes", "title": "Classes", "text": "", "cards": [], "tiles": classes, "wide": False,
                          "problems": [p for p in problems.get("", []) if p.startswith("classes")]}])
+    # pages of an earlier run that this one does not write (other layers, no classes) would be
+    # stale: they go
+    written = {layer_page(layer) for layer in builder.layers} | {"index.html"}
+    written |= {"attributions.html"} if attributions else set()
+    written |= {"classes.html"} if classes else set()
+    for page in [*folder.glob("layer-*.html"), folder / "attributions.html", folder / "classes.html"]:
+        if page.name not in written and page.is_file():
+            page.unlink()
     overview = [f for f in figures if f["kind"] == "histograms"]
     layer_notes = {layer: f"{sum(1 for f in by_layer.get(layer, []))} figures" for layer in builder.layers}
     return write(
