@@ -249,8 +249,12 @@ class _Builder:
             self._readable = readable
         return self._readable
 
+    def row_of(self, layer: str):
+        """The layer table's row of a layer reference (``None`` when the table has none)."""
+        return next((row for row in self.table if row.name == layer.split("#")[0]), None)
+
     def channels_of(self, layer: str) -> int:
-        row = next((row for row in list(self.table) if row.name == layer.split("#")[0]), None)
+        row = self.row_of(layer)
         shape = row.output_shape[0] if row is not None and row.output_shape and row.output_shape[0] else ()
         return int(shape[0]) if shape else 0
 
@@ -382,14 +386,12 @@ class _Builder:
         figures = []
         for layer in self.layers:
             low, high = result[layer].value_range()
-            shown = result[layer]
             caption = f"Activations of {layer} on {spec} (one scale over the layer; the 32 most active channels first)"
             figures.append(self._save_figure(
                 plots.plot_activations(result, layer, max_maps=32), f"figures/{_safe(layer)}/activations_{_file_stem(spec)}.png",
                 kind="activations", layer=layer, value_range=(low, high), caption=caption,
                 settings={"image": spec, "order": "mean", "max_maps": 32}, extra={"image": spec},
             ))
-            del shown
         self._tick(1)
         return figures, {}
 
@@ -431,14 +433,12 @@ class _Builder:
         return figures, data
 
     def maximize(self, layer: str, channels: list[int]):
-        from cnnviz import plots
-
         s = self.settings
         rendering = self.cnnviz.maximize(self.loaded, layer, channels=channels, steps=s.steps, seed=s.seed,
                                          progress=lambda n: self._tick(n))
         figures = []
-        for image, shown, unit, value in zip(rendering.images, rendering.display(), rendering.units, rendering.values):
-            channel = int(unit.split(" ")[0].split(":")[1].split("@")[0])
+        for image, shown, unit, value, channel in zip(rendering.images, rendering.display(), rendering.units,
+                                                      rendering.values, channels):
             figures.append(self._save_image(
                 shown, f"figures/{_safe(layer)}/maximize_{channel}.png", kind="maximize", layer=layer, unit=unit,
                 value_range=(float(image.min()), float(image.max())), value=value,
@@ -548,8 +548,6 @@ class _Builder:
             if figure["kind"] == "maximize" and figure["layer"] in maxima and figure["unit"]:
                 channel = int(figure["unit"].split(":")[1].split("@")[0])
                 figure["dataset_maximum"] = maxima[figure["layer"]]["mean_maximum"][channel]
-            if figure["kind"] == "attributions":
-                figure["method"] = figure.get("method")
             shown.append(figure)
         return {
             "cnnviz": __version__,

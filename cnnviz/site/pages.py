@@ -82,7 +82,7 @@ def write_site(builder, manifest: dict) -> Path:
                              "cards": [] if tiles else chosen, "tiles": chosen if tiles else []})
         pager = {"previous": layer_links[position - 1] if position else None,
                  "next": layer_links[position + 1] if position + 1 < len(layer_links) else None}
-        row = next((r for r in list(builder.table) if r.name == layer.split("#")[0]), None)
+        row = builder.row_of(layer)
         intro = (f"{layer}: {row.type}, output {_shape_text(row.output_shape)}, {row.params:,} parameters."
                  if row is not None else layer)
         write(layer_page(layer), "page.html", title=f"Layer {layer}", intro=intro, sections=sections, pager=pager)
