@@ -14,7 +14,8 @@ up). Printed per layer:
    cnnviz units per second (all units as one batch) over Lucent's per-unit loop. Targets: >= 4x
    (early layer), >= 1.8x (middle);
 2. the floor: cnnviz's time per step over a bare forward pass to the target plus the input
-   gradient, for the same batch at the same 128 px (channels_last, fp32). Target: <= 1.3x;
+   gradient, for the same batch at the same size (channels_last, fp32), the two interleaved step
+   by step (medians). Target: <= 1.3x;
 3. time to quality (VGG11): per unit, Lucent renders it with its defaults (128 px upsampled to
    224, 512 steps); cnnviz (its own defaults: size auto, bf16 where the CPU has it) renders the
    same unit with 8, 16, 32, ... steps until the unit's activation, measured on the saved 8-bit
@@ -73,11 +74,11 @@ def saved_activation(model, layer: str, channel: int, image: torch.Tensor) -> fl
     return float(values.flatten(1).mean(dim=1)[0])
 
 
-def bare_step_seconds(model, layer: str, batch: int, side: int, repeats: int = 3) -> float:
-    """A forward pass to the layer and the input gradient of the batch, nothing else."""
+def bare_step(model, layer: str, batch: int, side: int):
+    """A forward pass to the layer and the input gradient of the batch, nothing else (on a copy of
+    the trunk with frozen parameters; channels_last, as cnnviz runs)."""
     index = int(layer.split(".")[1])
-    trunk = model.features[: index + 1]
-    flags = [p.requires_grad for p in trunk.parameters()]
+    trunk = copy.deepcopy(model.features[: index + 1])
     for parameter in trunk.parameters():
         parameter.requires_grad_(False)
     device = next(model.parameters()).device
@@ -87,18 +88,34 @@ def bare_step_seconds(model, layer: str, batch: int, side: int, repeats: int = 3
     def step():
         trunk(x)[:, :batch].mean(dim=(2, 3)).sum().backward()
 
-    step()
-    synchronize(device)
-    start = time.perf_counter()
-    for _ in range(repeats):
-        step()
-    synchronize(device)
-    for parameter, flag in zip(trunk.parameters(), flags):
-        parameter.requires_grad_(flag)
-    return (time.perf_counter() - start) / repeats
+    return step
 
 
-def equal_settings(name, model, layer, units, size, steps):
+def floor_ratio(wrapped, model, layer: str, units: int, size: int, steps: int) -> tuple[float, float]:
+    """Median seconds of one cnnviz step and of one bare step, interleaved: after each cnnviz step
+    (its progress callback) one bare step runs and is timed on its own, and the cnnviz step is
+    the time between callbacks less that. Both see the same machine at the same moments, which
+    matters on a shared CPU whose speed drifts by 20-30 % within a minute."""
+    device = next(model.parameters()).device
+    bare = bare_step(model, layer, units, size)
+    ours, bares, last = [], [], [None]
+
+    def progress(_count):
+        synchronize(device)
+        now = time.perf_counter()
+        if last[0] is not None:
+            ours.append(now - last[0])
+        bare()
+        synchronize(device)
+        bares.append(time.perf_counter() - now)
+        last[0] = time.perf_counter()
+
+    cnnviz.maximize(wrapped, layer, channels=f"0-{units - 1}", steps=steps, size=size - 24, redirect_steps=0,
+                    progress=progress)
+    return statistics.median(ours[2:]), statistics.median(bares[2:])
+
+
+def equal_settings(name, model, layer, units, size, steps, floor_steps):
     wrapped = cnnviz.load_model(model, mean=0.0, std=1.0)
     device = next(model.parameters()).device
     lucent_seconds = sum(lucent_render(model, layer, c, size, steps, False, c)[1] for c in range(units))
@@ -108,12 +125,14 @@ def equal_settings(name, model, layer, units, size, steps):
     cnnviz.maximize(wrapped, layer, channels=f"0-{units - 1}", steps=steps, size=size - 24, redirect_steps=0)
     synchronize(device)
     ours = time.perf_counter() - start
-    floor = bare_step_seconds(model, layer, units, size) if hasattr(model, "features") else float("nan")
-    per_step = ours / steps
     print(f"  {name} {layer:<12} equal settings on {device.type} ({units} units, network sees {size} px, {steps} steps): "
           f"Lucent {units / lucent_seconds:.3f} units/s, cnnviz {units / ours:.3f} units/s, "
-          f"{lucent_seconds / ours:.1f}x; step {per_step * 1000:.0f} ms vs bare {floor * 1000:.0f} ms "
-          f"({per_step / floor:.2f}x)")
+          f"{lucent_seconds / ours:.1f}x")
+    if floor_steps:
+        step, bare = floor_ratio(wrapped, model, layer, units, size, floor_steps)
+        print(f"  {name} {layer:<12} floor ({units} images, {size} px, median of {floor_steps} interleaved steps): "
+              f"cnnviz step {step * 1000:.1f} ms, bare forward + input gradient {bare * 1000:.1f} ms, "
+              f"{step / bare:.2f}x")
 
 
 def time_to_quality(model, layer, units, lucent_steps, budget_steps):
@@ -145,6 +164,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--units", type=int, default=8)
     parser.add_argument("--steps", type=int, default=32)
+    parser.add_argument("--floor-steps", type=int, default=48, help="interleaved steps of part 2 (x4 on photos)")
     parser.add_argument("--quality-units", type=int, default=3)
     parser.add_argument("--lucent-steps", type=int, default=512)
     parser.add_argument("--quick", action="store_true")
@@ -152,7 +172,7 @@ def main() -> None:
     parser.add_argument("--parts", default="123", help="which parts to run on the CPU, e.g. 12 or 3")
     args = parser.parse_args()
     if args.quick:
-        args.units, args.steps, args.quality_units, args.lucent_steps = 2, 4, 1, 16
+        args.units, args.steps, args.quality_units, args.lucent_steps, args.floor_steps = 2, 4, 1, 16, 6
     torch.manual_seed(0)
     vgg = torchvision.models.vgg11().eval()
     photos = cnnviz.load_model("builtin:photos").module
@@ -160,16 +180,19 @@ def main() -> None:
         print(f"4. {torch.cuda.get_device_name()}, torch {torch.__version__}: equal settings on the GPU")
         vgg, photos = vgg.to(args.device), photos.to(args.device)
         for layer in ("features.3", "features.13"):
-            equal_settings("VGG11", vgg, layer, args.units, 128, args.steps)
+            equal_settings("VGG11", vgg, layer, args.units, 128, args.steps, args.floor_steps)
         return
     torch.set_num_threads(min(2, torch.get_num_threads()))
     print(f"CPU, {torch.get_num_threads()} threads, torch {torch.__version__}")
     if "1" in args.parts or "2" in args.parts:
         print("1-2. equal settings and the floor")
+        if "1" not in args.parts:
+            print("  (part 1's Lucent renders run too: part 2 follows them)")
+        floor_steps = args.floor_steps if "2" in args.parts else 0
         for layer in ("features.3", "features.13"):
-            equal_settings("VGG11", vgg, layer, args.units, 128, args.steps)
+            equal_settings("VGG11", vgg, layer, args.units, 128, args.steps, floor_steps)
         for layer in ("features.5", "features.12"):
-            equal_settings("photos", photos, layer, args.units, 88, args.steps)
+            equal_settings("photos", photos, layer, args.units, 88, args.steps, 4 * floor_steps)
     if "3" in args.parts:
         print("3. time to quality")
         for layer in ("features.3", "features.13"):

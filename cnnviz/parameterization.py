@@ -40,17 +40,20 @@ class ImageParameters:
             rows = torch.fft.fftfreq(height)[:, None]
             columns = torch.fft.rfftfreq(width)[None, :]
             frequency = (rows**2 + columns**2).sqrt()
-            self.scale = 1.0 / frequency.clamp(min=1.0 / max(height, width))
+            # 1 / frequency, and the 1/4 that keeps the first images' pixels near 0, in one factor
+            # (one multiplication per step), for the real and imaginary parts alike
+            scale = 0.25 / frequency.clamp(min=1.0 / max(height, width))
+            self.scale = scale[..., None].expand(*scale.shape, 2).contiguous()
 
     def parameters(self) -> list[torch.Tensor]:
         return self.tensors
 
     def images(self) -> torch.Tensor:
         if self.kind == "fft":
-            real, imaginary = self.tensors
-            scale = self.scale.to(real.device, real.dtype)
-            spectrum = torch.complex(real * scale, imaginary * scale)
-            raw = torch.fft.irfft2(spectrum, s=self.size, norm="ortho") / 4.0
+            (spectrum,) = self.tensors  # B x C x H x (W // 2 + 1) x 2: real and imaginary parts
+            if self.scale.device != spectrum.device or self.scale.dtype != spectrum.dtype:
+                self.scale = self.scale.to(spectrum.device, spectrum.dtype)
+            raw = torch.fft.irfft2(torch.view_as_complex(spectrum * self.scale), s=self.size, norm="ortho")
         else:
             (raw,) = self.tensors
         if self.channels == 3:
@@ -68,9 +71,11 @@ def image_parameters(
     height, width = size
     if kind == "fft":
         shape = (channels, height, width // 2 + 1)
-        real = torch.stack([torch.randn(shape, generator=g) * spread for g in generators])
-        imaginary = torch.stack([torch.randn(shape, generator=g) * spread for g in generators])
-        tensors = [real.to(device).requires_grad_(True), imaginary.to(device).requires_grad_(True)]
+        spectra = []
+        for g in generators:  # each image's real part, then its imaginary part, from its own generator
+            real = torch.randn(shape, generator=g)
+            spectra.append(torch.stack([real, torch.randn(shape, generator=g)], dim=-1) * spread)
+        tensors = [torch.stack(spectra).to(device).requires_grad_(True)]
     else:
         shape = (channels, height, width)
         pixels = torch.stack([torch.randn(shape, generator=g) * spread for g in generators])

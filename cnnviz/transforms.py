@@ -2,7 +2,7 @@
 
 Each step, each image of the batch gets its own random draw from its own generator: padding with
 mid-grey, a jitter, a scale, a rotation and a second small jitter, applied at once as one affine
-transformation (``affine_grid`` / ``grid_sample``). An image whose visualization survives them
+transformation (one ``grid_sample``; the padding is folded into it). An image whose visualization survives them
 shows what the unit responds to, not adversarial high-frequency noise.
 
 Example::
@@ -13,6 +13,7 @@ Example::
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -35,22 +36,45 @@ class Robustness:
 
     def __call__(self, images: torch.Tensor, generators: list[torch.Generator]) -> torch.Tensor:
         """``B x C x H x W`` images in [0, 1] -> transformed, ``B x C x (H + 2 pad) x (W + 2 pad)``."""
-        if self.pad:
-            images = F.pad(images, (self.pad,) * 4, value=0.5)
         if not self.jitter and self.scale == (1.0, 1.0) and not self.rotate and not self.jitter_after:
-            return images
-        batch, _, height, width = images.shape
+            return F.pad(images, (self.pad,) * 4, value=0.5) if self.pad else images
+        height, width = images.shape[2:]
+        out_h, out_w = height + 2 * self.pad, width + 2 * self.pad
         draws = torch.stack([torch.rand(6, generator=g) for g in generators])  # B x 6, one row per image
         angle = torch.deg2rad((draws[:, 0] * 2 - 1) * self.rotate)
         low, high = self.scale
         scale = low + (high - low) * draws[:, 1]
         shift_x = (draws[:, 2] * 2 - 1) * self.jitter + (draws[:, 4] * 2 - 1) * self.jitter_after
         shift_y = (draws[:, 3] * 2 - 1) * self.jitter + (draws[:, 5] * 2 - 1) * self.jitter_after
-        # grid_sample reads the input at theta @ (x, y, 1) in [-1, 1] coordinates: the inverse map
+        # grid_sample reads the input at theta @ (x, y, 1) in [-1, 1] coordinates: the inverse map,
+        # on the padded canvas; the padding itself is not materialised: the unpadded image's
+        # coordinates are the padded canvas's times (padded size / size), and sampling
+        # ``images - 0.5`` with zeros outside, plus 0.5, is sampling the image padded with grey.
         cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
         theta = torch.stack([
-            torch.stack([cos, -sin * height / width, 2 * shift_x / width], dim=1),
-            torch.stack([sin * width / height, cos, 2 * shift_y / height], dim=1),
+            torch.stack([cos * out_w / width, -sin * out_h / width, 2 * shift_x / width], dim=1),
+            torch.stack([sin * out_w / height, cos * out_h / height, 2 * shift_y / height], dim=1),
         ], dim=1).to(images.device, images.dtype)
-        grid = F.affine_grid(theta, (batch, images.shape[1], height, width), align_corners=False)
-        return F.grid_sample(images, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+        grid = _affine_grid(theta, out_h, out_w)
+        sampled = F.grid_sample(images - 0.5, grid, mode="bilinear",
+                                padding_mode="zeros", align_corners=False)
+        return sampled + 0.5
+
+
+def _affine_grid(theta: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """``affine_grid(theta, ..., align_corners=False)`` as two multiply-adds per coordinate on
+    cached pixel centres (measured: 0.30 -> 0.20 ms for 8 images of 88 px; bmm with an inner size
+    of 3 is slow on a CPU)."""
+    xs, ys = _pixel_centres(height, width, theta.device, theta.dtype)
+    t = theta[:, :, :, None, None]  # B x 2 x 3 x 1 x 1
+    grid_x = t[:, 0, 0] * xs + t[:, 0, 1] * ys + t[:, 0, 2]
+    grid_y = t[:, 1, 0] * xs + t[:, 1, 1] * ys + t[:, 1, 2]
+    return torch.stack([grid_x, grid_y], dim=-1)
+
+
+@functools.lru_cache(maxsize=16)
+def _pixel_centres(height: int, width: int, device: torch.device, dtype: torch.dtype):
+    """``1 x H x W`` x and y of each pixel's centre in [-1, 1] coordinates (``align_corners=False``)."""
+    ys = (torch.arange(height, dtype=torch.float64) * 2 + 1) / height - 1
+    xs = (torch.arange(width, dtype=torch.float64) * 2 + 1) / width - 1
+    return (xs.expand(1, height, width).to(device, dtype), ys[:, None].expand(1, height, width).to(device, dtype))

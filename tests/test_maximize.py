@@ -294,6 +294,57 @@ def test_transformations_draw_per_image_and_repeat_with_the_seed():
     assert torch.equal(Robustness.none()(images, [None, None]), images)
 
 
+def test_transformations_equal_torchs_affine_grid_on_the_padded_image():
+    """The padding folded into the sampling gives what torch's own affine_grid and grid_sample
+    give on the explicitly padded image, wherever that reads inside the padded canvas (outside,
+    torch's reflection would bring image content back; ours reads the grey padding)."""
+    from torch.nn import functional as F
+
+    images = torch.rand(5, 3, 40, 56, generator=torch.Generator().manual_seed(0))
+    robust = Robustness()
+    ours = robust(images, [torch.Generator().manual_seed(k) for k in range(5)])
+    padded = F.pad(images, (12,) * 4, value=0.5)
+    height, width = padded.shape[2:]
+    draws = torch.stack([torch.rand(6, generator=torch.Generator().manual_seed(k)) for k in range(5)])
+    angle = torch.deg2rad((draws[:, 0] * 2 - 1) * 10)
+    scale = 0.9 + 0.2 * draws[:, 1]
+    shift_x = (draws[:, 2] * 2 - 1) * 8 + (draws[:, 4] * 2 - 1) * 4
+    shift_y = (draws[:, 3] * 2 - 1) * 8 + (draws[:, 5] * 2 - 1) * 4
+    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
+    theta = torch.stack([torch.stack([cos, -sin * height / width, 2 * shift_x / width], dim=1),
+                         torch.stack([sin * width / height, cos, 2 * shift_y / height], dim=1)], dim=1)
+    grid = F.affine_grid(theta, padded.shape, align_corners=False)
+    reference = F.grid_sample(padded, grid, align_corners=False, padding_mode="reflection")
+    inside = (grid.abs() <= 1).all(dim=-1)[:, None].expand_as(reference)
+    assert ours.shape == reference.shape == (5, 3, 64, 80) and inside.float().mean() > 0.7
+    assert torch.allclose(ours[inside], reference[inside], atol=1e-5)
+    assert torch.allclose(ours[~inside], torch.tensor(0.5), atol=1e-5)  # beyond the canvas: grey
+    only_pad = Robustness(pad=4, jitter=0, scale=(1.0, 1.0), rotate=0.0, jitter_after=0)
+    assert torch.equal(only_pad(images, [None] * 5), padded[:, :, 8:-8, 8:-8])
+    # an exact identity through the sampling path: a scale range of one value, no shift or turn
+    exact = Robustness(pad=4, jitter=0, scale=(1.0, 1.0 + 1e-12), rotate=0.0, jitter_after=0)
+    assert torch.allclose(exact(images, [torch.Generator()] * 5), padded[:, :, 8:-8, 8:-8], atol=1e-5)
+
+
+def test_adam_equals_torchs():
+    from cnnviz.maximize import _Adam
+
+    generator = torch.Generator().manual_seed(0)
+    start = [torch.randn(4, 5, generator=generator), torch.randn(3, generator=generator)]
+    ours = [t.clone().requires_grad_(True) for t in start]
+    theirs = [t.clone().requires_grad_(True) for t in start]
+    mine, reference = _Adam(ours, lr=0.05), torch.optim.Adam(theirs, lr=0.05, foreach=False)
+    for step in range(6):
+        gradients = [torch.randn(t.shape, generator=generator) for t in start]
+        for tensors, optimizer in ((ours, mine), (theirs, reference)):
+            optimizer.zero_grad()
+            for tensor, gradient in zip(tensors, gradients):
+                tensor.grad = gradient.clone()
+            optimizer.step()
+    for a, b, first in zip(ours, theirs, start):
+        assert torch.allclose(a, b, rtol=0, atol=1e-6) and not torch.allclose(a, first)
+
+
 def test_auto_size_follows_the_receptive_field():
     photos = cnnviz.load_model("builtin:photos")
     early = cnnviz.maximize(photos, "features.2:0", steps=1)
