@@ -223,7 +223,7 @@ def _targets(model, inputs: torch.Tensor, target) -> tuple[list[LayerRef], list[
         if logits.dim() != 2:
             raise CnnvizError(
                 f"the model's output has shape {tuple(logits.shape)}, so there is no top-1 class; "
-                "name the unit to explain with --target"
+                "name the unit to explain (target=..., --target on the command line)"
             )
         predicted = logits.argmax(dim=1).tolist()
         per_image = [predicted[i] if t is None else t for i, t in enumerate(per_image)]

@@ -95,8 +95,10 @@ def test_pages_manifest_and_figures(built, photo_folder):
                 assert thumbnail.width <= 360 and thumbnail.height <= 540
     # the ranges are the raw values: the kernels' weights, the channels' dataset maxima
     kernels = next(f for f in manifest["figures"] if f["kind"] == "kernels" and f["layer"] == "features.10")
-    weight = photos.module.features[10].weight.detach()
-    assert kernels["value_range"] == pytest.approx([float(weight.min()), float(weight.max())])
+    weight = photos.module.features[10].weight.detach()  # 32 x 32 x 3 x 3: the first 16 inputs are shown
+    shown_weights = weight[:, :16]
+    assert cnnviz.kernels(photos, "features.10").view == "pairs" and "the first 16 of 32 inputs" in kernels["caption"]
+    assert kernels["value_range"] == pytest.approx([float(shown_weights.min()), float(shown_weights.max())])
     stats = cnnviz.statistics(photos, str(photo_folder), ["features.10"])
     units = [f for f in manifest["figures"] if f["kind"] == "maximize" and f["layer"] == "features.10"]
     assert [f["unit"] for f in units] == ["features.10:0", "features.10:1"]
@@ -299,8 +301,55 @@ def test_what_a_rerun_redoes_and_awkward_names(tmp_path):
     model.features[0].padding = (0, 0)
     third = cnnviz.gallery(loaded, str(folder), output=output, **settings)
     assert third.reused == 0
-    # fewer layers: the other layer's page goes
-    cnnviz.gallery(loaded, str(folder), layers=["features.2"], output=output, **settings)
+    # captions and pages name the images by their file names, not by where they lie on this disk
+    assert not any(str(folder) in f["caption"] for f in third.figures)
+    assert not any(str(folder) in page.read_text() for page in output.glob("*.html"))
+    # fewer layers: the other layer's page and figures go; what the user keeps beside them stays
+    (output / "my-notes.txt").write_text("mine")
+    (output / "mine").mkdir()
+    (output / "mine" / ".draft.txt.part").write_text("mine too")
+    fewer = cnnviz.gallery(loaded, str(folder), layers=["features.2"], output=output, **settings)
     assert not (output / "layer-features.0.html").exists() and (output / "layer-features.2.html").is_file()
+    assert not (output / "figures" / "features.0").exists()
+    on_disk = {str(path.relative_to(output)) for name in ("figures", "thumbs") for path in (output / name).rglob("*")
+               if path.is_file()}
+    assert on_disk == {path for f in fewer.figures for path in (f["file"], f["thumbnail"])}
+    assert (output / "my-notes.txt").read_text() == "mine" and (output / "mine" / ".draft.txt.part").is_file()
     with pytest.raises(CnnvizError, match="does not run in a forward pass"):
         cnnviz.gallery(loaded, str(folder), layers=["spare"], output=output, **settings)
+
+
+class SharedActivation(nn.Module):
+    """One ReLU module used twice, after convolutions of 4 and 6 channels; the output is a map,
+    not class scores."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1, self.conv2, self.act = nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(4, 6, 3, padding=1), nn.ReLU()
+
+    def forward(self, x):
+        return self.act(self.conv2(self.act(self.conv1(x))))
+
+
+def test_a_module_run_twice_and_a_model_without_classes(photo_folder, tmp_path):
+    torch.manual_seed(0)
+    loaded = cnnviz.load_model(SharedActivation(), input_size=(32, 32))
+    settings = {"max_channels": None, "steps": 2, "activation_images": 1, "attribution_images": 2,
+                "methods": "gradient", "dream_octaves": 1, "dream_iterations": 1}
+    site = cnnviz.gallery(loaded, str(photo_folder), ["act#1", "act#2"], tmp_path / "site", **settings)
+    assert not site.failed and site.figures
+    rendered = {layer: sum(1 for f in site.figures if f["kind"] == "maximize" and f["layer"] == layer)
+                for layer in ("act", "act#2")}
+    assert rendered == {"act": 4, "act#2": 6}  # each call's own channels ("act#1" is "act")
+    assert not any(f["kind"] in ("attributions", "class") for f in site.figures)
+    assert not (tmp_path / "site" / "attributions.html").exists()
+    index = (tmp_path / "site" / "index.html").read_text()
+    assert '<a href="layer-act.html">act</a>' in index and "not one score per class" in index
+    # only the second call shown: the module's row in the layer table links to that call's page
+    again = cnnviz.gallery(loaded, str(photo_folder), ["act#2"], tmp_path / "site", **settings)
+    index = (tmp_path / "site" / "index.html").read_text()
+    assert again.reused > 0 and '<a href="layer-act-2.html">act</a>' in index
+    assert not (tmp_path / "site" / "layer-act.html").exists() and not (tmp_path / "site" / "figures" / "act").exists()
+    links = Links()
+    links.feed(index)
+    assert all((tmp_path / "site" / link).is_file() for link in links.links)

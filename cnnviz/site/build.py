@@ -254,8 +254,12 @@ class _Builder:
         return next((row for row in self.table if row.name == layer.split("#")[0]), None)
 
     def channels_of(self, layer: str) -> int:
+        """The channels of the layer's output in the call the reference names (``NAME#2``: the second)."""
         row = self.row_of(layer)
-        shape = row.output_shape[0] if row is not None and row.output_shape and row.output_shape[0] else ()
+        _, _, call = layer.partition("#")
+        index = int(call) - 1 if call.isdigit() else 0
+        shapes = row.output_shape if row is not None and row.output_shape else []
+        shape = shapes[index] if index < len(shapes) and shapes[index] else ()
         return int(shape[0]) if shape else 0
 
     # -- the run ------------------------------------------------------------------------------
@@ -282,8 +286,10 @@ class _Builder:
         stages.append(("dream", [(f"dream {layer}", {"layer": layer, "image": dream_image, "image_key": _images_key([dream_image])},
                                   lambda layer=layer: self.dream(layer, dream_image), s.dream_octaves * s.dream_iterations)
                                  for layer in self.layers]))
+        # attributions explain each image's top class: a model without one score per class has none
+        count = min(s.attribution_images, len(self.readable())) if self.class_count() else 0
         chunks = [self.readable()[i: i + IMAGES_PER_ATTRIBUTION_FIGURE]
-                  for i in range(0, min(s.attribution_images, len(self.readable())), IMAGES_PER_ATTRIBUTION_FIGURE)]
+                  for i in range(0, count, IMAGES_PER_ATTRIBUTION_FIGURE)]
         stages.append(("attributions", [(f"attributions {k}", {"images": chunk, "image_key": _images_key(chunk)},
                                          lambda k=k, chunk=chunk: self.attributions(k, chunk), len(chunk))
                                         for k, chunk in enumerate(chunks)]))
@@ -293,6 +299,7 @@ class _Builder:
                                         len(classes) * s.class_steps)]))
         for stage, jobs in stages:
             self._run_stage(stage, jobs)
+        self._remove_stale_jobs()
         figures = [figure for record in self.records.values() for figure in record["figures"]]
         manifest = self._manifest(figures)
         manifest_path = files.write_json(self.folder / "manifest.json", manifest)
@@ -314,6 +321,7 @@ class _Builder:
                     update(work)
             else:
                 self._stage_update = update
+                previous = _read_record(record_path) or {}
                 # the old record goes first: a job interrupted while it overwrites its files must
                 # not leave a record that a later run would trust
                 record_path.unlink(missing_ok=True)
@@ -330,12 +338,26 @@ class _Builder:
                           "files": sorted(written)}
                 if error is None:  # failures are retried by the next run, never reused
                     files.write_json(record_path, record)
+                # what the job wrote last time and not this time (fewer channels, say) is stale
+                _remove_written(self.folder, set(previous.get("files", [])) - written)
                 self.done += 1
             if record.get("error"):
                 self.failed.append(f"{name}: {record['error']}")
             self.records[name] = record
         if update is not None and hasattr(update, "__self__") and hasattr(update.__self__, "close"):
             update.__self__.close()
+
+    def _remove_stale_jobs(self) -> None:
+        """Records of jobs this run no longer has (a layer no longer shown, fewer images), and the
+        files only they wrote."""
+        current = {f"{_file_stem(name)}.json" for name in self.records}
+        kept = {path for record in self.records.values() for path in record.get("files", [])}
+        for record_path in sorted((self.folder / RECORDS).glob("*.json")):
+            if record_path.name in current:
+                continue
+            old = _read_record(record_path) or {}
+            _remove_written(self.folder, set(old.get("files", [])) - kept)
+            record_path.unlink(missing_ok=True)
 
     def _key(self, name: str, inputs: dict) -> str:
         """A job's key: its inputs, the settings it depends on, the model and cnnviz's version."""
@@ -353,14 +375,16 @@ class _Builder:
         limit = count if self.settings.max_channels is None else min(count, self.settings.max_channels)
         return list(range(limit))
 
+    def class_count(self) -> int:
+        """How many class scores the model outputs per image (0 when its output is not a vector)."""
+        logits = list(self.table)[-1] if list(self.table) and list(self.table)[-1].name == "logits" else None
+        shape = logits.output_shape[0] if logits is not None and logits.output_shape else ()
+        return int(shape[0]) if shape is not None and len(shape) == 1 else 0
+
     def _classes(self) -> list[int]:
         if not self.settings.max_classes:
             return []
-        logits = list(self.table)[-1] if list(self.table) and list(self.table)[-1].name == "logits" else None
-        shape = logits.output_shape[0] if logits is not None and logits.output_shape else ()
-        if shape is None or len(shape) != 1:
-            return []
-        return list(range(min(int(shape[0]), self.settings.max_classes)))
+        return list(range(min(self.class_count(), self.settings.max_classes)))
 
     # -- the jobs: each returns (figures, data) --------------------------------------------------
 
@@ -369,10 +393,14 @@ class _Builder:
 
         kernels = self.cnnviz.kernels(self.loaded, layer)
         weight = kernels.weight
-        low, high = float(weight.min()), float(weight.max())
+        # the range of what the figure shows: the chosen inputs' kernels, or the maps summed over inputs
+        shown = {"pairs": lambda: weight[:, kernels.inputs], "outputs": kernels.maps}.get(kernels.view, lambda: weight)()
+        low, high = float(shown.min()), float(shown.max())
         shape = " x ".join(str(n) for n in weight.shape)
+        inputs = (f", the first {len(kernels.inputs)} of {weight.shape[1]} inputs" if kernels.view == "pairs"
+                  and len(kernels.inputs) < weight.shape[1] else "")
         caption = (f"Kernels of {layer} ({kernels.module_type}, the first {len(kernels.outputs)} of "
-                   f"{kernels.out_channels} outputs, {kernels.view} view; weights {shape})")
+                   f"{kernels.out_channels} outputs{inputs}, {kernels.view} view; weights {shape})")
         figure = self._save_figure(plots.plot_kernels(kernels), f"figures/{_safe(layer)}/kernels.png",
                                    kind="kernels", layer=layer, value_range=(low, high), caption=caption,
                                    settings={"view": kernels.view, "channels": len(kernels.outputs)})
@@ -383,10 +411,12 @@ class _Builder:
         from cnnviz import plots
 
         result = self.cnnviz.activations(self.loaded, spec, self.layers)
+        result.source = display_name(spec)  # figure titles: the file's name, not where it lies on this disk
         figures = []
         for layer in self.layers:
             low, high = result[layer].value_range()
-            caption = f"Activations of {layer} on {spec} (one scale over the layer; the 32 most active channels first)"
+            caption = (f"Activations of {layer} on {result.source} (one scale over the layer; the 32 most active "
+                       "channels first)")
             figures.append(self._save_figure(
                 plots.plot_activations(result, layer, max_maps=32), f"figures/{_safe(layer)}/activations_{_file_stem(spec)}.png",
                 kind="activations", layer=layer, value_range=(low, high), caption=caption,
@@ -456,7 +486,7 @@ class _Builder:
         figure = self._save_image(
             shown, f"figures/{_safe(layer)}/dream.png", kind="dream", layer=layer,
             value_range=(float(result.image.min()), float(result.image.max())),
-            caption=(f"Deep Dream of {layer} on {image}: the layer's mean squared activation "
+            caption=(f"Deep Dream of {layer} on {display_name(image)}: the layer's mean squared activation "
                      f"{result.before:.3g} -> {result.after:.3g} (x{result.gain:.1f})"),
             settings={"image": image, "octaves": s.dream_octaves, "iterations": s.dream_iterations, "seed": s.seed},
             extra={"image": image}, thumbnail=True,
@@ -470,6 +500,8 @@ class _Builder:
         results = self.cnnviz.saliency(self.loaded, chunk, method=list(s.methods), batch_size=s.batch_size)
         if not isinstance(results, dict):
             results = {s.methods[0]: results}
+        for result in results.values():
+            result.sources = [display_name(source) for source in result.sources]
         ranges = {name: [float(r.attribution.min()), float(r.attribution.max())] for name, r in results.items()}
         first = next(iter(results.values()))
         caption = ("Attributions of each image's top class (" + "; ".join(first.targets) + "), absolute maps; raw ranges: "
@@ -576,6 +608,13 @@ def _file_stem(text: str) -> str:
     return f"{readable}-{digest}" if readable else digest
 
 
+def display_name(spec: str) -> str:
+    """How a page names an image: a file by its name (a gallery is often published, and the
+    folders of the machine that made it are nobody's business), a sample by its spec."""
+    path = Path(spec).expanduser()
+    return path.name if path.is_file() else spec
+
+
 def _finite(value) -> float | None:
     value = float(value)
     return value if math.isfinite(value) else None
@@ -588,11 +627,37 @@ def _read_record(path: Path) -> dict | None:
         return None
 
 
+GALLERY_FOLDERS = ("figures", "thumbs", "data", RECORDS)  # what a gallery writes below its top level
+
+
 def _remove_partial_files(folder: Path) -> None:
-    """Temporary files of a run that was killed while writing them (``.NAME.XXXX.part``)."""
-    for partial in folder.rglob(".*.part"):
+    """Temporary files of a run that was killed while writing them (``.NAME.XXXX.part``), only
+    where a gallery writes: its top level and its own folders, never elsewhere in a folder that
+    the user also keeps other things in."""
+    candidates = list(folder.glob(".*.part"))
+    for name in GALLERY_FOLDERS:
+        candidates += (folder / name).rglob(".*.part") if (folder / name).is_dir() else []
+    for partial in candidates:
         try:
             partial.unlink()
+        except OSError:
+            pass
+
+
+def _remove_written(folder: Path, paths) -> None:
+    """Delete files an earlier run of the gallery wrote (paths relative to the gallery, inside
+    its own folders), and the folders that leaves empty."""
+    root = folder.resolve()
+    for relative in sorted(paths):
+        path = (folder / relative).resolve()
+        if not isinstance(relative, str) or relative.split("/")[0] not in GALLERY_FOLDERS or root not in path.parents:
+            continue  # a record names only what the gallery wrote; anything else is left alone
+        try:
+            path.unlink(missing_ok=True)
+            parent = path.parent
+            while parent != root and not any(parent.iterdir()):
+                parent.rmdir()
+                parent = parent.parent
         except OSError:
             pass
 

@@ -8,6 +8,7 @@ import jinja2
 
 from cnnviz import __version__
 from cnnviz import output as files
+from cnnviz.site.build import display_name
 
 LAYER_SECTIONS = [
     ("kernels", "Kernels", ["kernels"],
@@ -112,7 +113,8 @@ def write_site(builder, manifest: dict) -> Path:
     layer_notes = {layer: f"{sum(1 for f in by_layer.get(layer, []))} figures" for layer in builder.layers}
     return write(
         "index.html", "index.html", title=f"What {manifest['model']['spec']} has learned",
-        images=manifest["images"], failed=manifest["failed"], overview=overview,
+        images={**manifest["images"], "first": [display_name(spec) for spec in manifest["images"]["first"]]},
+        failed=manifest["failed"], overview=overview,
         layer_pages=[{**link, "note": layer_notes[link["label"]]} for link in layer_links],
         other_pages=others, table=_table(builder), settings=_settings(builder, manifest),
     )
@@ -136,12 +138,14 @@ def _table(builder) -> dict:
     fields = any(row.receptive_fields for row in rows)
     columns = ["layer", "type", "output shape", "calls", "parameters"]
     columns += ["receptive field (size /stride @offset)"] if fields else []
-    shown = set(builder.layers)
+    pages: dict[str, str] = {}  # a module's row links to its page (a module run twice: its first shown call)
+    for layer in builder.layers:
+        pages.setdefault(layer.split("#")[0], layer_page(layer))
     body = []
     for row in rows:
         cells = [row.name, row.type, _shape_text(row.output_shape), row.calls, f"{row.params:,}"]
         cells += [row.receptive_field_text] if fields else []
-        body.append({"cells": cells, "href": layer_page(row.name) if row.name in shown else None})
+        body.append({"cells": cells, "href": pages.get(row.name)})
     params = sum(p.numel() for p in builder.module.parameters())
     footer = f"{len(rows)} layers, {params:,} parameters; the layers in bold have a page."
     if fields:
@@ -153,8 +157,12 @@ def _table(builder) -> dict:
 def _settings(builder, manifest: dict) -> list[tuple[str, str]]:
     settings = [("layers shown", ", ".join(builder.layers)), ("images", str(manifest["images"]["count"]))]
     if manifest["images"]["skipped"]:
-        settings.append(("files skipped (not images)", ", ".join(manifest["images"]["skipped"])))
+        settings.append(("files skipped (not images)", ", ".join(display_name(spec) for spec in manifest["images"]["skipped"])))
+    if not builder.class_count():
+        settings.append(("attributions and classes", "none: the model's output is not one score per class"))
     for name, value in manifest["settings"].items():
+        if name == "dream_image" and value is not None:
+            value = display_name(value)
         if isinstance(value, (list, tuple)):
             value = ", ".join(str(v) for v in value)
         settings.append((name.replace("_", " "), "all" if value is None else str(value)))
