@@ -378,10 +378,14 @@ def _render(model, goal, final_goal, generators, canvas, preprocessing, steps, l
     as they are saved (no padding, no transformation)."""
     params = image_parameters(param, generators, preprocessing.channels, canvas, device)
     optimizer = _Adam(params.parameters(), lr)
-    # (images - mean) / std as one multiply-add: images * (1 / std) + (-mean / std)
+    # (images - mean) / std as one multiply-add: images * (1 / std) + (-mean / std); nothing for a
+    # model that takes images as they are
     mean = torch.as_tensor(preprocessing.mean, dtype=torch.float64).view(1, -1, 1, 1)
     std = torch.as_tensor(preprocessing.std, dtype=torch.float64).view(1, -1, 1, 1)
     inverse_std, shift = (1 / std).float().to(device), (-mean / std).float().to(device)
+    identity = bool((mean == 0).all() and (std == 1).all())
+    # every step's random transformation, drawn before the first (None: the transformation only pads)
+    draws = None if robust.identity else robust.draw(generators, steps, canvas).to(device)
     layers = list(dict.fromkeys(goal.layers + final_goal.layers))
     autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if use_bf16 else contextlib.nullcontext
     with probe(model, layers, keep_graph=True) as recorder:
@@ -389,7 +393,8 @@ def _render(model, goal, final_goal, generators, canvas, preprocessing, steps, l
         def scores(objective, images, transformed, redirect: bool):
             # channels_last makes the convolutions of a CPU or GPU pass faster (measured: VGG11 to
             # features.3, 265 -> 173 ms per step of 8 images)
-            inputs = torch.addcmul(shift, transformed, inverse_std).contiguous(memory_format=torch.channels_last)
+            inputs = transformed if identity else torch.addcmul(shift, transformed, inverse_std)
+            inputs = inputs.contiguous(memory_format=torch.channels_last)
             rule = relu_rule("redirect") if redirect else contextlib.nullcontext()
             with rule, autocast():
                 recorder.run(inputs)
@@ -398,7 +403,7 @@ def _render(model, goal, final_goal, generators, canvas, preprocessing, steps, l
 
         for step in range(steps):
             images = params.images()
-            transformed = robust(images, generators)
+            transformed = robust.apply(images, None if draws is None else draws[step])
             values = scores(goal, images, transformed, step < redirect_steps)
             optimizer.zero_grad()
             (-values.sum()).backward()

@@ -98,9 +98,12 @@ def channel(layer: str, index: int | Sequence[int]) -> Objective:
     """The spatial mean of a channel (a class score for ``"logits"``); one index, or one per image."""
 
     def scores(activations, images):
-        maps = _maps(activations, layer).flatten(2)
+        maps = _maps(activations, layer)
         chosen = _per_image(index, len(maps), maps.device)
-        return maps[torch.arange(len(maps), device=maps.device), chosen].mean(dim=1)
+        # pick each image's channel first, then average: flattening the whole map first would copy
+        # every channel of a channels_last activation (measured: 1 ms per step of the built-in model)
+        picked = maps[torch.arange(len(maps), device=maps.device), chosen]
+        return picked.mean(dim=tuple(range(1, picked.dim())))
 
     return Objective(scores, [layer], f"channel({layer}, {index})")
 
@@ -125,7 +128,11 @@ def neuron(layer: str, index: int | Sequence[int], row: int | None = None, colum
 
 def layer(name: str) -> Objective:
     """The mean squared activation of a whole layer (Deep Dream's objective)."""
-    return Objective(lambda a, i: _maps(a, name).flatten(1).pow(2).mean(dim=1), [name], f"layer({name})")
+    def scores(activations, images):
+        maps = _maps(activations, name)
+        return maps.pow(2).mean(dim=tuple(range(1, maps.dim())))  # no flatten: no copy of the whole layer
+
+    return Objective(scores, [name], f"layer({name})")
 
 
 def class_logit(index: int | Sequence[int], output: str = "logits") -> Objective:

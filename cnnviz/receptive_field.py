@@ -543,7 +543,6 @@ class _Tracer(TorchFunctionMode):
         base = name.rstrip("_") if not name.startswith("__") else name
         if name.startswith("__") and name.endswith("__"):
             base = DUNDER.get(name.strip("_"), name)
-        in_place = (name.endswith("_") and not name.startswith("__")) or name.startswith("__i") and name not in ("__index__",)
         if base in ("size", "dim", "numel", "__get__", "item", "tolist", "_assert", "new_zeros", "new_ones",
                     "new_empty", "new_full", "zeros_like", "ones_like", "empty_like", "full_like", "rand_like",
                     "randn_like", "shape", "stride", "data_ptr", "is_contiguous", "isclose", "allclose", "equal"):

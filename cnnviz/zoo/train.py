@@ -73,7 +73,7 @@ def train(name: str, steps: int, batch: int, seed: int, learning_rate: float) ->
         recipe={
             "optimizer": "AdamW", "learning_rate": learning_rate, "weight_decay": WEIGHT_DECAY,
             "schedule": f"linear warm-up over {WARMUP_STEPS} steps, then cosine to 0",
-            "label_smoothing": LABEL_SMOOTHING, "batch_seeds": f"2**32 + seed * 1e6 + step",
+            "label_smoothing": LABEL_SMOOTHING, "batch_seeds": "2**32 + seed * 1e6 + step",
             "photos_crops": f"10-25% of the photograph's shorter side, {CONTEXT:.0%} wide views, flips, "
                             "brightness and contrast jitter" if name == "photos" else None,
             "validation_seed": VALIDATION_SEED,
