@@ -256,8 +256,7 @@ class _Builder:
     def channels_of(self, layer: str) -> int:
         """The channels of the layer's output in the call the reference names (``NAME#2``: the second)."""
         row = self.row_of(layer)
-        _, _, call = layer.partition("#")
-        index = int(call) - 1 if call.isdigit() else 0
+        index = layer_ref(self.loaded, layer).call - 1
         shapes = row.output_shape if row is not None and row.output_shape else []
         shape = shapes[index] if index < len(shapes) and shapes[index] else ()
         return int(shape[0]) if shape else 0
@@ -312,16 +311,16 @@ class _Builder:
         for name, inputs, work_function, work in jobs:
             key = self._key(name, inputs)
             record_path = self.folder / RECORDS / f"{_file_stem(name)}.json"
-            record = None if self.force else _read_record(record_path)
-            if record is not None and record.get("key") == key and not record.get("error") and all(
-                (self.folder / path).is_file() for path in record.get("files", [])
+            previous = _read_record(record_path) or {}
+            record = None if self.force else previous
+            if record and record.get("key") == key and not record.get("error") and all(
+                (self.folder / path).is_file() for path in _recorded_files(record)
             ):
                 self.reused += 1
                 if update is not None:
                     update(work)
             else:
                 self._stage_update = update
-                previous = _read_record(record_path) or {}
                 # the old record goes first: a job interrupted while it overwrites its files must
                 # not leave a record that a later run would trust
                 record_path.unlink(missing_ok=True)
@@ -339,7 +338,7 @@ class _Builder:
                 if error is None:  # failures are retried by the next run, never reused
                     files.write_json(record_path, record)
                 # what the job wrote last time and not this time (fewer channels, say) is stale
-                _remove_written(self.folder, set(previous.get("files", [])) - written)
+                _remove_written(self.folder, _recorded_files(previous) - written)
                 self.done += 1
             if record.get("error"):
                 self.failed.append(f"{name}: {record['error']}")
@@ -351,12 +350,11 @@ class _Builder:
         """Records of jobs this run no longer has (a layer no longer shown, fewer images), and the
         files only they wrote."""
         current = {f"{_file_stem(name)}.json" for name in self.records}
-        kept = {path for record in self.records.values() for path in record.get("files", [])}
+        kept = {path for record in self.records.values() for path in _recorded_files(record)}
         for record_path in sorted((self.folder / RECORDS).glob("*.json")):
             if record_path.name in current:
                 continue
-            old = _read_record(record_path) or {}
-            _remove_written(self.folder, set(old.get("files", [])) - kept)
+            _remove_written(self.folder, _recorded_files(_read_record(record_path) or {}) - kept)
             record_path.unlink(missing_ok=True)
 
     def _key(self, name: str, inputs: dict) -> str:
@@ -621,10 +619,18 @@ def _finite(value) -> float | None:
 
 
 def _read_record(path: Path) -> dict | None:
+    """A job's record, or None when there is none or it is not one (unreadable, edited by hand)."""
     try:
-        return json.loads(path.read_text())
+        record = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
+    return record if isinstance(record, dict) else None
+
+
+def _recorded_files(record: dict) -> set[str]:
+    """The files a record says its job wrote (relative to the gallery)."""
+    listed = record.get("files")
+    return {path for path in listed if isinstance(path, str)} if isinstance(listed, list) else set()
 
 
 GALLERY_FOLDERS = ("figures", "thumbs", "data", RECORDS)  # what a gallery writes below its top level
@@ -650,7 +656,7 @@ def _remove_written(folder: Path, paths) -> None:
     root = folder.resolve()
     for relative in sorted(paths):
         path = (folder / relative).resolve()
-        if not isinstance(relative, str) or relative.split("/")[0] not in GALLERY_FOLDERS or root not in path.parents:
+        if relative.split("/")[0] not in GALLERY_FOLDERS or root not in path.parents:
             continue  # a record names only what the gallery wrote; anything else is left alone
         try:
             path.unlink(missing_ok=True)
