@@ -123,7 +123,6 @@ class Probe:
         self._running = False
         self._has_run = False
         self._inputs: torch.Tensor | None = None
-        self._owned: set[int] | None = None  # storages of the model's parameters and buffers
 
     # -- context -------------------------------------------------------------------------------
     def __enter__(self) -> Probe:
@@ -142,7 +141,7 @@ class Probe:
         return self
 
     def __exit__(self, *exc_info) -> None:
-        stack, self._stack, self._owned = self._stack, None, None
+        stack, self._stack = self._stack, None
         if stack is not None:
             stack.close()
 
@@ -254,10 +253,8 @@ class Probe:
     def _owned_elsewhere(self, output: torch.Tensor) -> bool:
         """Whether ``output`` shares memory with the input or a parameter or buffer of the model."""
         storage = output.untyped_storage().data_ptr()
-        if self._owned is None:  # once per with-block: a render asks every step
-            self._owned = {t.untyped_storage().data_ptr() for t in (*self.module.parameters(), *self.module.buffers())}
-        inputs = self._inputs
-        return storage in self._owned or (inputs is not None and inputs.untyped_storage().data_ptr() == storage)
+        tensors = [self._inputs, *self.module.parameters(), *self.module.buffers()]
+        return any(t is not None and t.untyped_storage().data_ptr() == storage for t in tensors)
 
     def check(self, ref: LayerRef) -> None:
         """Raise :class:`cnnviz.CnnvizError` unless ``ref`` fired in the last run with a tensor
