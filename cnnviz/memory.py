@@ -1,20 +1,26 @@
 """Keeping freed memory for the next step of a CPU render (glibc's malloc on Linux).
 
 A render runs the same forward and backward pass hundreds of times, and each step allocates and
-frees the same tensors. By default glibc's malloc gives large freed blocks back to the operating
-system (``munmap``, or trimming the top of the heap once more than twice the largest freed block
-is free there) and takes them back on the next step, where every 4 KiB page costs a page fault
-when it is first written. Measured on ``builtin:photos`` (8 images, 88 px, 2 CPU cores): 3,800 to
-5,700 page faults per step, and 14.3 -> 9.1 ms for the bare forward-and-gradient step to
-``features.5`` once the blocks stay in the process (no page faults per step at all).
+frees the same tensors. By default glibc's malloc maps every block above its mmap threshold
+(128 KiB at first; raised to the size of each mapped block that is freed, up to 32 MiB) straight
+from the system and unmaps it when it is freed, and gives the top of its heap back once more than
+twice that threshold is free there. The next step then takes the memory from the system again,
+and every 4 KiB page costs a page fault when it is first written. Measured on ``builtin:photos``
+(8 images, 88 px, 2 CPU cores): 3,800 to 5,700 page faults per step, and 14.3 -> 9.1 ms for the
+bare forward-and-gradient step to ``features.5`` once the blocks stayed in the process (no page
+faults per step at all).
 
-Inside :func:`reuse_freed_memory`, blocks up to 1 GiB come from the heap and freed memory stays
-there for the next step. On exit the free memory goes back to the system (``malloc_trim``) and
-the thresholds become 32 MiB (mmap) and 64 MiB (trim): the values glibc's own adjustment reaches
-in a process that has freed a tensor of 32 MiB, which it cannot go back to once they are set.
-Nothing is changed when the C library is not glibc, when another allocator is preloaded
-(jemalloc, tcmalloc, mimalloc), when the user tuned malloc (``MALLOC_*_`` variables or
-``GLIBC_TUNABLES``), for a render on a GPU, or with ``CNNVIZ_MALLOC=default``.
+Inside :func:`reuse_freed_memory`, blocks up to 1 GiB come from the main heap (another thread's
+heap holds at most 64 MiB, so larger blocks allocated there are still mapped) and freed memory
+stays there for the next step. On exit the free memory goes back to the system (``malloc_trim``)
+and the thresholds are set to 32 MiB (mmap) and 64 MiB (trim), the ceiling of glibc's own
+adjustment. The change is process-wide and lasting: glibc cannot be put back to adjusting its
+thresholds by itself, and a value the program set with ``mallopt`` is replaced. Nothing is changed
+when the C library is not glibc or the process is not 64-bit, when another allocator is preloaded
+(``LD_PRELOAD`` naming jemalloc, tcmalloc or mimalloc), when malloc was tuned through the
+environment (``MALLOC_MMAP_THRESHOLD_``, ``MALLOC_TRIM_THRESHOLD_``, ``MALLOC_TOP_PAD_``,
+``MALLOC_MMAP_MAX_``, ``MALLOC_ARENA_MAX``, ``MALLOC_CONF``, ``TCMALLOC_RELEASE_RATE`` or
+``glibc.malloc`` in ``GLIBC_TUNABLES``), for a render on a GPU, or while ``CNNVIZ_MALLOC=default``.
 
 Example::
 
@@ -30,25 +36,32 @@ import ctypes
 import functools
 import os
 import sys
+import threading
 from collections.abc import Iterator
 
 import torch
 
 # mallopt's parameter numbers (malloc.h)
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
-DURING = {_M_MMAP_THRESHOLD: 1 << 30, _M_TRIM_THRESHOLD: 1 << 30}
+#: during a block: the mmap thresholds to try, in order (glibc before 2.35 refuses more than 32 MiB)
+DURING_MMAP = (1 << 30, 32 << 20)
+DURING_TRIM = 1 << 30
 AFTER = {_M_MMAP_THRESHOLD: 32 << 20, _M_TRIM_THRESHOLD: 64 << 20}
-_USER_TUNING = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_", "MALLOC_MMAP_MAX_",
-                "MALLOC_ARENA_MAX", "MALLOC_CONF", "TCMALLOC_RELEASE_RATE")
+USER_TUNING = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_", "MALLOC_MMAP_MAX_",
+               "MALLOC_ARENA_MAX", "MALLOC_CONF", "TCMALLOC_RELEASE_RATE")
 _OTHER_ALLOCATORS = ("jemalloc", "tcmalloc", "mimalloc")
+
+_lock = threading.Lock()
+_depth = 0  # how many blocks are open, in all threads
 
 
 @functools.lru_cache(maxsize=1)
 def _glibc():
-    """The process's glibc, when cnnviz may tune its malloc; ``None`` otherwise."""
-    if not sys.platform.startswith("linux") or os.environ.get("CNNVIZ_MALLOC", "").lower() == "default":
+    """The process's glibc, when cnnviz may tune its malloc; ``None`` otherwise. (The environment
+    that glibc itself reads is read at start-up, so this is decided once.)"""
+    if not sys.platform.startswith("linux") or ctypes.sizeof(ctypes.c_void_p) != 8:
         return None
-    if any(os.environ.get(name) for name in _USER_TUNING) or "glibc.malloc" in os.environ.get("GLIBC_TUNABLES", ""):
+    if any(os.environ.get(name) for name in USER_TUNING) or "glibc.malloc" in os.environ.get("GLIBC_TUNABLES", ""):
         return None
     if any(name in os.environ.get("LD_PRELOAD", "") for name in _OTHER_ALLOCATORS):
         return None
@@ -64,33 +77,37 @@ def _glibc():
 
 
 def tuned() -> bool:
-    """Whether :func:`reuse_freed_memory` changes anything in this process (on a CPU)."""
-    return _glibc() is not None
+    """Whether :func:`reuse_freed_memory` changes anything in this process now (on a CPU)."""
+    return _glibc() is not None and os.environ.get("CNNVIZ_MALLOC", "").lower() != "default"
 
 
-def _set(libc, values: dict) -> None:
-    for parameter, value in values.items():
-        libc.mallopt(parameter, value)
+def _keep(libc) -> bool:
+    """Raise the thresholds for a block; ``False`` (and nothing set) when glibc refuses."""
+    if not any(libc.mallopt(_M_MMAP_THRESHOLD, value) for value in DURING_MMAP):
+        return False
+    libc.mallopt(_M_TRIM_THRESHOLD, DURING_TRIM)
+    return True
 
 
 @contextlib.contextmanager
 def reuse_freed_memory(device: torch.device | str = "cpu") -> Iterator[None]:
     """Run a block of repeated CPU steps without handing freed memory back to the system between
-    them (see the module's text); does nothing for a GPU device or where malloc is not glibc's."""
-    libc = _glibc() if torch.device(device).type == "cpu" else None
+    them (see the module's text); does nothing for a GPU device or where malloc is not glibc's.
+    Blocks may nest, also in several threads: the outermost one sets and restores."""
+    global _depth
+    libc = _glibc() if torch.device(device).type == "cpu" and tuned() else None
     if libc is None:
         yield
         return
-    _depth[0] += 1
-    if _depth[0] == 1:  # a block inside another one leaves the settings to the outer one
-        _set(libc, DURING)
+    with _lock:
+        _depth += 1
+        kept = _depth > 1 or _keep(libc)
     try:
         yield
     finally:
-        _depth[0] -= 1
-        if _depth[0] == 0:
-            libc.malloc_trim(0)
-            _set(libc, AFTER)
-
-
-_depth = [0]  # how many blocks are open
+        with _lock:
+            _depth -= 1
+            if _depth == 0 and kept:
+                libc.malloc_trim(0)
+                for parameter, value in AFTER.items():
+                    libc.mallopt(parameter, value)
