@@ -95,10 +95,10 @@ def reuse_freed_memory(device: torch.device | str = "cpu") -> Iterator[None]:
     them (see the module's text); does nothing for a GPU device or where malloc is not glibc's.
     Blocks may nest, also in several threads: the outermost one sets and restores."""
     global _depth
-    libc = _glibc() if torch.device(device).type == "cpu" and tuned() else None
-    if libc is None:
+    if torch.device(device).type != "cpu" or not tuned():
         yield
         return
+    libc = _glibc()
     with _lock:
         _depth += 1
         kept = _depth > 1 or _keep(libc)

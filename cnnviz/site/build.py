@@ -216,20 +216,19 @@ class _Builder:
             if not chosen:
                 raise CnnvizError("no convolution of this model runs in a forward pass; name the layers with --layers")
             return chosen
-        if layers:
-            chosen = []
-            for text in layers:
-                ref = layer_ref(self.loaded, text)
-                if ref.channel is not None or ref.position is not None:
-                    raise CnnvizError(f"{text!r} names a unit; a gallery page shows whole layers: give {ref.layer_text}")
-                if ref.is_output:
-                    raise CnnvizError("the model's output has the class page; give layers inside the model")
-                if ref.layer not in ran:
-                    raise CnnvizError(f"{text!r} does not run in a forward pass of this model; pick a layer that does "
-                                      "(cnnviz layers lists them with their output shapes)")
-                if ref.layer_text not in chosen:
-                    chosen.append(ref.layer_text)
-            return chosen
+        chosen = []
+        for text in layers:
+            ref = layer_ref(self.loaded, text)
+            if ref.channel is not None or ref.position is not None:
+                raise CnnvizError(f"{text!r} names a unit; a gallery page shows whole layers: give {ref.layer_text}")
+            if ref.is_output:
+                raise CnnvizError("the model's output has the class page; give layers inside the model")
+            if ref.layer not in ran:
+                raise CnnvizError(f"{text!r} does not run in a forward pass of this model; pick a layer that does "
+                                  "(cnnviz layers lists them with their output shapes)")
+            if ref.layer_text not in chosen:
+                chosen.append(ref.layer_text)
+        return chosen
 
     def readable(self) -> list[str]:
         """The first image sources that open (as many as any job needs)."""
