@@ -6,9 +6,9 @@ Models: torchvision VGG11 with fixed random weights (seed 0) and ``builtin:photo
 channel's spatial mean; Adam, lr 0.05; no input normalisation on either side; the same transforms
 (pad 12, jitter 8, scale, rotate, jitter 4); a decorrelated Fourier parameterisation. Lucent gets
 a fresh copy of the model for every render (its hooks are never removed in 0.1.8, and would pile
-up). Both sides render under the same allocator policy: cnnviz keeps freed memory in the process
-during a CPU render (cnnviz/memory.py), and Lucent's renders run inside the same context, so the
-page faults that glibc's default costs every step are spared on both sides. Printed per layer:
+up). Both sides render under the same allocator policy: the benchmark keeps freed memory in its process
+for the whole run (cnnviz.reuse_freed_memory, which the cnnviz command applies to its own process
+too), so the page faults that glibc's default costs every step are spared on both sides. Printed per layer:
 
 1. equal settings (the network sees images of the same size on both sides, same steps,
    parameterisation, fp32): Lucent renders 128 px and resizes its transformed images back to
@@ -58,14 +58,13 @@ def lucent_render(model, layer: str, channel: int, size: int, steps: int, upsamp
     device = next(model.parameters()).device
     synchronize(device)
     start = time.perf_counter()
-    with reuse_freed_memory(device):  # the allocator policy cnnviz's renders run under, for both sides
-        images = render.render_vis(
-            fresh, objectives.channel(layer.replace(".", "_"), channel),
-            param_f=lambda: param.image(size, fft=True, decorrelate=True),
-            optimizer=lambda params: torch.optim.Adam(params, lr=0.05),
-            transforms=transform.standard_transforms, thresholds=(steps,), preprocess=False,
-            progress=False, show_image=False, fixed_image_size=None if upsample else size,
-        )
+    images = render.render_vis(
+        fresh, objectives.channel(layer.replace(".", "_"), channel),
+        param_f=lambda: param.image(size, fft=True, decorrelate=True),
+        optimizer=lambda params: torch.optim.Adam(params, lr=0.05),
+        transforms=transform.standard_transforms, thresholds=(steps,), preprocess=False,
+        progress=False, show_image=False, fixed_image_size=None if upsample else size,
+    )
     synchronize(device)
     seconds = time.perf_counter() - start
     return torch.from_numpy(images[-1]).permute(0, 3, 1, 2).float(), seconds
@@ -204,4 +203,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with reuse_freed_memory("cpu"):  # the benchmark owns its process, as the cnnviz command does
+        main()

@@ -28,6 +28,7 @@ from cnnviz.receptive_field import (
 )
 from cnnviz.kernels import Kernels, convolutions, kernels
 from cnnviz.maximize import Rendering, maximize
+from cnnviz.memory import reuse_freed_memory
 from cnnviz.models import LoadedModel, Preprocessing, load_model, read_state_dict, resolve_device
 from cnnviz.predictions import Prediction, Predictions, predict
 from cnnviz.probe import Probe, capture, model_guard, probe
@@ -92,6 +93,7 @@ __all__ = [
     "receptive_field",
     "read_state_dict",
     "resolve_device",
+    "reuse_freed_memory",
     "saliency",
     "samples",
     "sanity_check",

@@ -1,5 +1,5 @@
 """``python -m cnnviz`` runs the command line."""
-from cnnviz.cli.main import main
+from cnnviz.cli.main import run
 
 if __name__ == "__main__":
-    main(prog_name="cnnviz")
+    run()

@@ -28,8 +28,7 @@ from cnnviz import objectives as o
 from cnnviz.errors import CnnvizError
 from cnnviz.output import set_progress_total
 from cnnviz.images import open_image, to_tensor
-from cnnviz.memory import reuse_freed_memory
-from cnnviz.models import preprocessing_of, unwrap
+from cnnviz.models import preprocessing_of
 from cnnviz.probe import probe
 from cnnviz.references import layer_ref
 
@@ -129,9 +128,8 @@ def dream(
     if tile < smallest and not _runs_at(model, names, preprocessing.channels, (tile, tile)):
         raise CnnvizError(f"tiles of {tile} px are too small for {', '.join(names)}; give a larger --tile")
     set_progress_total(progress, len(sizes) * iterations)
-    device = next((p.device for p in unwrap(model)[0].parameters()), torch.device("cpu"))
-    with torch.inference_mode(False), torch.enable_grad(), reuse_freed_memory(device), \
-            probe(model, names, keep_graph=True) as recorder:
+    # the allocator is left as the caller has it (see cnnviz.reuse_freed_memory)
+    with torch.inference_mode(False), torch.enable_grad(), probe(model, names, keep_graph=True) as recorder:
 
         def objective_of(pixels: torch.Tensor) -> torch.Tensor:
             recorder.run(preprocessing.normalize(pixels[None]))

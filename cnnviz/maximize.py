@@ -28,7 +28,6 @@ import torch
 
 from cnnviz import objectives as o
 from cnnviz.errors import CnnvizError
-from cnnviz.memory import reuse_freed_memory
 from cnnviz.output import set_progress_total
 from cnnviz.models import preprocessing_of, unwrap
 from cnnviz.parameterization import image_parameters
@@ -143,10 +142,10 @@ def maximize(
     offset = _padding_offset(model, plan, canvas, robust, preprocessing)
     rendered, values = [], []
     set_progress_total(progress, len(plan.units) * steps)
-    # gradients are needed whatever the caller's mode (a notebook may sit in torch.no_grad()); on a
-    # CPU, freed tensors stay in the process for the next step (cnnviz/memory.py: a third of a
-    # small model's step went to page faults)
-    with torch.inference_mode(False), torch.enable_grad(), reuse_freed_memory(device):
+    # gradients are needed whatever the caller's mode (a notebook may sit in torch.no_grad()); the
+    # allocator is left as the caller has it (the cnnviz command keeps freed memory in its own
+    # process; in Python, wrap the call in cnnviz.reuse_freed_memory())
+    with torch.inference_mode(False), torch.enable_grad():
         for start in range(0, len(plan.units), chunk):
             part = slice(start, start + chunk)
             goal, final_goal = plan.build(part, offset), plan.build(part, (0, 0))

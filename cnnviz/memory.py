@@ -1,4 +1,10 @@
-"""Keeping freed memory for the next step of a CPU render (glibc's malloc on Linux).
+"""Keeping freed memory for the next step of a CPU render (glibc's malloc on Linux): an explicit
+choice of whoever owns the process.
+
+The library never applies it by itself (``cnnviz.maximize`` and ``cnnviz.dream`` leave the
+allocator as they find it). The ``cnnviz`` command applies it to its own process for the whole
+command; a notebook or a program of yours opts in with ``with cnnviz.reuse_freed_memory():``
+around its renders.
 
 A render runs the same forward and backward pass hundreds of times, and each step allocates and
 frees the same tensors. By default glibc's malloc maps every block above its mmap threshold
@@ -24,10 +30,9 @@ environment (``MALLOC_MMAP_THRESHOLD_``, ``MALLOC_TRIM_THRESHOLD_``, ``MALLOC_TO
 
 Example::
 
-    >>> from cnnviz.memory import reuse_freed_memory
-    >>> with reuse_freed_memory("cpu"):
-    ...     for step in range(256):
-    ...         loss = model(x).mean(); loss.backward()
+    >>> import cnnviz
+    >>> with cnnviz.reuse_freed_memory():          # this process's renders keep their memory
+    ...     rendering = cnnviz.maximize(loaded, "features.12", channels="0-15")
 """
 from __future__ import annotations
 
@@ -81,6 +86,11 @@ def tuned() -> bool:
     return _glibc() is not None and os.environ.get("CNNVIZ_MALLOC", "").lower() != "default"
 
 
+def active() -> bool:
+    """Whether a :func:`reuse_freed_memory` block is open now (in any thread)."""
+    return _depth > 0
+
+
 def _keep(libc) -> bool:
     """Raise the thresholds for a block; ``False`` (and nothing set) when glibc refuses."""
     if not any(libc.mallopt(_M_MMAP_THRESHOLD, value) for value in DURING_MMAP):
@@ -93,7 +103,11 @@ def _keep(libc) -> bool:
 def reuse_freed_memory(device: torch.device | str = "cpu") -> Iterator[None]:
     """Run a block of repeated CPU steps without handing freed memory back to the system between
     them (see the module's text); does nothing for a GPU device or where malloc is not glibc's.
-    Blocks may nest, also in several threads: the outermost one sets and restores."""
+    Blocks may nest, also in several threads: the outermost one sets and restores.
+
+    The setting is process-wide while the block is open and, after it, malloc's thresholds stay at
+    32/64 MiB (see the module's text): use it where you own the process (the ``cnnviz`` command
+    does, for its whole run)."""
     global _depth
     if torch.device(device).type != "cpu" or not tuned():
         yield
