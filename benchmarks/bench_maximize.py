@@ -41,7 +41,7 @@ import torch
 import torchvision
 
 import cnnviz
-from cnnviz.memory import reuse_freed_memory
+from cnnviz.core.memory import reuse_freed_memory
 
 
 def synchronize(device) -> None:

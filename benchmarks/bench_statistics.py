@@ -28,7 +28,7 @@ import torch
 import torchvision
 
 import cnnviz
-from cnnviz.zoo import photos
+from cnnviz.models.zoo import photos
 
 PHOTO_LAYERS = ["features.5", "features.12", "features.19", "features.26"]
 RESNET_LAYERS = ["layer1", "layer2", "layer3", "layer4"]

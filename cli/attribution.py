@@ -45,31 +45,31 @@ def saliency(loaded, images, methods, targets, layer, steps, samples, window, sa
     import numpy as np
 
     import cnnviz
-    from cnnviz import output as files
+    from cnnviz.core import output as files
 
     chosen = list(cnnviz.METHODS) if "all" in methods else list(methods or DEFAULT_METHODS)
     target = None if not targets else (_target(targets[0]) if len(targets) == 1 else [_target(t) for t in targets])
-    results = cnnviz.saliency(loaded, list(images), target, chosen, layer=layer, steps=steps, samples=samples,
-                              window=window)
+    results = cnnviz.attributions(loaded, list(images), target, chosen, layer=layer, steps=steps, samples=samples,
+                                  window=window)
     folder = files.output_folder(output)
     written, summary = [], {"model": loaded.spec, "methods": []}
     for name, result in results.items():
         count = len(result.attribution)
         for index in range(count):
             suffix = "" if count == 1 else f"_{index}"
-            figure = cnnviz.plots.plot_attribution(result, index)
+            figure = cnnviz.plots.attribution(result, index)
             written.append(files.save_figure(figure, folder / f"saliency_{name}{suffix}.png"))
         buffer = __import__("io").BytesIO()
         np.save(buffer, result.attribution.numpy())
         written.append(files.write_bytes(folder / f"saliency_{name}.npy", buffer.getvalue()))
-        entry = result.summary()
+        entry = result.to_dict()
         if sanity:
-            check = cnnviz.sanity_check(loaded, result.inputs, name, [t.split(" (")[0] for t in result.targets],
+            check = cnnviz.sanity_check(loaded, result.inputs, name, [t.reference for t in result.targets],
                                         stages=sanity_stages, layer=layer, steps=steps, samples=samples, window=window)
-            written.append(files.save_figure(cnnviz.plots.plot_sanity_check(check), folder / f"sanity_{name}.png"))
-            entry["sanity_check"] = check.summary()
+            written.append(files.save_figure(cnnviz.plots.sanity_check(check), folder / f"sanity_{name}.png"))
+            entry["sanity_check"] = check.to_dict()
         summary["methods"].append(entry)
-    written.append(files.save_figure(cnnviz.plots.plot_attributions(results), folder / "saliency_panel.png"))
+    written.append(files.save_figure(cnnviz.plots.attributions(results), folder / "saliency_panel.png"))
     written.append(files.write_json(folder / "saliency.json", summary))
     for path in written:
         click.echo(f"wrote {path}")

@@ -18,7 +18,7 @@ def models(as_json: bool) -> None:
       cnnviz models
       cnnviz models --json
     """
-    from cnnviz import zoo
+    from cnnviz.models import zoo
     from cnnviz.cli.options import note
     from cnnviz.errors import CnnvizError
 
@@ -64,7 +64,7 @@ def samples(as_json: bool) -> None:
       cnnviz samples
       cnnviz predict --image sample:chelsea
     """
-    from cnnviz import samples as sample_images
+    from cnnviz.inputs import samples as sample_images
 
     rows = []
     for name in sample_images.names():

@@ -11,7 +11,7 @@ from cnnviz.cli.options import model_options, note
 @click.option("--images", "-i", "images", multiple=True, metavar="DIR|samples|FILE",
               help="The images: a folder, samples (the bundled photographs, default), files or sample:NAME "
                    "(repeatable).")
-@click.option("--layers", "-l", "layers", multiple=True, metavar="REF",
+@click.option("--layer", "--layers", "-l", "layers", multiple=True, metavar="REF",
               help="Layers that get a page (repeatable, or comma-separated); default every convolution, "
                    "or 8 spread over the depth when there are more than 12.")
 @click.option("--max-channels", type=click.IntRange(min=0), default=16, show_default=True,
@@ -51,7 +51,7 @@ def gallery(loaded, images, layers, max_channels, steps, class_steps, max_classe
     Examples:
       cnnviz gallery
       cnnviz gallery --model builtin:patterns -o patterns-gallery
-      cnnviz gallery -m torchvision:vgg16 -w DEFAULT -i photos/ --layers features.10,features.28 --max-channels 8
+      cnnviz gallery -m torchvision:vgg16 -w DEFAULT -i photos/ --layer features.10,features.28 --max-channels 8
     """
     from tqdm import tqdm
 

@@ -33,7 +33,7 @@ def kernels(loaded, layers, channels, inputs, view, scope, output) -> None:
       cnnviz kernels --model torchvision:alexnet --weights DEFAULT --layer features.0
     """
     import cnnviz
-    from cnnviz import output as files
+    from cnnviz.core import output as files
 
     names = list(layers) or cnnviz.convolutions(loaded)[:1]
     if not names:
@@ -45,8 +45,8 @@ def kernels(loaded, layers, channels, inputs, view, scope, output) -> None:
         for message in result.notes:
             note(f"{name}: {message}")
         stem = folder / f"kernels_{files.safe_name(name)}"
-        written.append(files.save_figure(cnnviz.plots.plot_kernels(result, scope), f"{stem}.png"))
-        written.append(files.write_json(f"{stem}.json", {**result.summary(), "scope": scope, "model": loaded.spec}))
+        written.append(files.save_figure(cnnviz.plots.kernels(result, scope), f"{stem}.png"))
+        written.append(files.write_json(f"{stem}.json", {**result.to_dict(), "scope": scope, "model": loaded.spec}))
     _wrote(written)
 
 
@@ -76,15 +76,15 @@ def activations(loaded, image, layers, top, order, channels, scope, overlay, out
       cnnviz activations -i photo.jpg -l features.12 --top 16 --overlay --scope map -o out
     """
     import cnnviz
-    from cnnviz import output as files
+    from cnnviz.core import output as files
 
     result = cnnviz.activations(loaded, image, list(layers), top=top, order=order, channels=channels)
     folder = files.output_folder(output)
     written = [files.save_figure(_input_figure(result), folder / "input.png")]
     for name in result.layers:
-        figure = cnnviz.plots.plot_activations(result, name, scope=scope, overlay=overlay)
+        figure = cnnviz.plots.activations(result, name, scope=scope, overlay=overlay)
         written.append(files.save_figure(figure, folder / f"activations_{files.safe_name(name)}.png"))
-    summary = {**result.summary(), "model": loaded.spec, "scope": scope, "overlay": overlay}
+    summary = {**result.to_dict(), "model": loaded.spec, "scope": scope, "overlay": overlay}
     written.append(files.write_json(folder / "activations.json", summary))
     _wrote(written)
 
@@ -126,8 +126,8 @@ def stats(loaded, images, layers, batch_size, top_k, bins, output) -> None:
     from tqdm import tqdm
 
     import cnnviz
-    from cnnviz import output as files
-    from cnnviz.images import image_sources
+    from cnnviz.core import output as files
+    from cnnviz.inputs.images import image_sources
 
     total = len(image_sources(images))
 
@@ -138,13 +138,13 @@ def stats(loaded, images, layers, batch_size, top_k, bins, output) -> None:
         note(f"skipped {len(result.skipped)} file(s) that are not images, e.g. {result.skipped[0]}")
     folder = files.output_folder(output)
     written = [
-        files.write_npz(folder / "stats.npz", result.arrays()),
-        files.write_json(folder / "stats.json", {**result.summary(), "model": loaded.spec}),
-        files.save_figure(cnnviz.plots.plot_histograms(result), folder / "histograms.png"),
-        files.save_figure(cnnviz.plots.plot_colorful_dimension(result), folder / "colorful_dimension.png"),
+        files.write_npz(folder / "stats.npz", result.to_arrays()),
+        files.write_json(folder / "stats.json", {**result.to_dict(), "model": loaded.spec}),
+        files.save_figure(cnnviz.plots.statistics(result), folder / "histograms.png"),
+        files.save_figure(cnnviz.plots.colorful_dimension(result), folder / "colorful_dimension.png"),
     ]
     for name in result.layers:
         stem = files.safe_name(name)
-        written.append(files.save_figure(cnnviz.plots.plot_channel_statistics(result, name), folder / f"channels_{stem}.png"))
-        written.append(files.save_figure(cnnviz.plots.plot_exemplars(result, name), folder / f"exemplars_{stem}.png"))
+        written.append(files.save_figure(cnnviz.plots.channel_statistics(result, name), folder / f"channels_{stem}.png"))
+        written.append(files.save_figure(cnnviz.plots.exemplars(result, name), folder / f"exemplars_{stem}.png"))
     _wrote(written)

@@ -36,10 +36,10 @@ def layers(loaded, refs: tuple[str, ...], as_json: bool, with_rf: bool) -> None:
     """
     import cnnviz
 
-    table = cnnviz.layer_table(loaded, refs=list(refs) or None, receptive_fields=with_rf)
+    table = cnnviz.layer_table(loaded, layer=list(refs) or None, receptive_fields=with_rf)
     for message in table.notes:
         note(message)
     if as_json:
-        click.echo(json.dumps(table.to_dicts(), indent=2))
+        click.echo(json.dumps(table.to_dict(), indent=2))
     else:
-        click.echo(table.to_text())
+        click.echo(str(table))

@@ -39,9 +39,9 @@ def rf(loaded, layers, images, max_images, as_json, output) -> None:
     import json
 
     import cnnviz
-    from cnnviz import output as files
-    from cnnviz.equivariance import _inputs
-    from cnnviz.images import display_image
+    from cnnviz.core import output as files
+    from cnnviz.inputs.batches import stack_images
+    from cnnviz.inputs.images import display_image
 
     fields = cnnviz.receptive_field(loaded)
     for message in fields.notes:
@@ -49,19 +49,19 @@ def rf(loaded, layers, images, max_images, as_json, output) -> None:
     if as_json:
         click.echo(json.dumps([rf.to_dict() for rf in fields.values()], indent=2))
     else:
-        click.echo(fields.to_text())
+        click.echo(str(fields))
     chosen = list(layers) or _default_layer(fields)
-    inputs = _inputs(loaded, images, max_images)
+    inputs, _ = stack_images(images, loaded.preprocessing, limit=max_images)
     folder = files.output_folder(output)
     image = display_image(inputs[0], loaded.preprocessing)
     written = [
-        files.save_figure(cnnviz.plot_receptive_fields(fields, image), folder / "receptive_fields.png"),
+        files.save_figure(cnnviz.plots.receptive_field(fields, image), folder / "receptive_fields.png"),
     ]
     effective = []
     for name in chosen:
         erf = cnnviz.effective_receptive_field(loaded, name, inputs, max_images=max_images)
-        effective.append(erf.summary())
-        written.append(files.save_figure(cnnviz.plot_effective_receptive_field(erf),
+        effective.append(erf.to_dict())
+        written.append(files.save_figure(cnnviz.plots.effective_receptive_field(erf),
                                          folder / f"effective_rf_{files.safe_name(name)}.png"))
     summary = {"model": loaded.spec, "input_size": list(fields.input_size),
                "layers": [rf.to_dict() for rf in fields.values()], "effective": effective}
@@ -102,7 +102,7 @@ def equivariance(loaded, images, layers, shifts, angles, scales, max_images, out
       cnnviz equivariance --shifts 1,3 --angles 10 --scales 0.9 -o out
     """
     import cnnviz
-    from cnnviz import output as files
+    from cnnviz.core import output as files
 
     if any(not float(s).is_integer() for s in shifts):
         raise cnnviz.CnnvizError(f"--shifts must be whole numbers of pixels, not {','.join(map(str, shifts))}")
@@ -110,8 +110,8 @@ def equivariance(loaded, images, layers, shifts, angles, scales, max_images, out
                                  angles=list(angles), scales=list(scales), max_images=max_images)
     folder = files.output_folder(output)
     _wrote([
-        files.save_figure(cnnviz.plot_equivariance(result), folder / "equivariance.png"),
-        files.write_json(folder / "equivariance.json", {**result.summary(), "model": loaded.spec}),
+        files.save_figure(cnnviz.plots.equivariance(result), folder / "equivariance.png"),
+        files.write_json(folder / "equivariance.json", {**result.to_dict(), "model": loaded.spec}),
     ])
 
 
@@ -161,7 +161,7 @@ def conv_matrix(kernel, values, stride, padding, dilation, output) -> None:
     from torch.nn import functional as F
 
     import cnnviz
-    from cnnviz import output as files
+    from cnnviz.core import output as files
 
     weight, x = _matrix(kernel, "the kernel"), _matrix(values, "the input")
     if weight.dim() != x.dim():
@@ -181,7 +181,7 @@ def conv_matrix(kernel, values, stride, padding, dilation, output) -> None:
     click.echo(f"U.T @ g equals the autograd gradient (g = 1, 2, ...): {bool(torch.allclose(backward, gradient))}")
     folder = files.output_folder(output)
     _wrote([
-        files.save_figure(cnnviz.plot_conv_matrix(weight, x.shape, stride, padding, dilation, x=x), folder / "conv_matrix.png"),
+        files.save_figure(cnnviz.plots.conv_matrix(weight, x.shape, stride, padding, dilation, x=x), folder / "conv_matrix.png"),
         files.write_json(folder / "conv_matrix.json", {
             "kernel": weight.tolist(), "input": x.tolist(), "stride": stride, "padding": padding, "dilation": dilation,
             "matrix": matrix.tolist(), "output": product.tolist(), "conv2d": reference.tolist(),
@@ -212,10 +212,10 @@ def conv_arithmetic(input_size, kernel, stride, padding, dilation, positions, ou
       cnnviz conv-arithmetic -n 7 7 -k 3 3 -d 2 2
     """
     import cnnviz
-    from cnnviz import output as files
+    from cnnviz.core import output as files
 
     sizes = [cnnviz.conv_output_size(*args) for args in zip(input_size, kernel, stride, padding, dilation)]
     click.echo(f"output {sizes[0]}x{sizes[1]}")
-    figure = cnnviz.conv_arithmetic(input_size, kernel, stride, padding, dilation, positions=positions)
+    figure = cnnviz.plots.conv_arithmetic(input_size, kernel, stride, padding, dilation, positions=positions)
     folder = files.output_folder(output)
     _wrote([files.save_figure(figure, folder / "conv_arithmetic.png")])

@@ -21,7 +21,7 @@ from cnnviz.cli.layers import layers
 from cnnviz.cli.lecture import conv_arithmetic, conv_matrix, equivariance, rf
 from cnnviz.cli.options import flush_notes, note
 from cnnviz.errors import CnnvizError, CnnvizWarning
-from cnnviz.memory import reuse_freed_memory
+from cnnviz.core.memory import reuse_freed_memory
 
 EXIT_USER_ERROR = 2
 EXIT_INTERNAL_ERROR = 1

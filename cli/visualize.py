@@ -79,7 +79,7 @@ def maximize(loaded, target, channels, steps, size, param, lr, seed, batch_size,
     from tqdm import tqdm
 
     import cnnviz
-    from cnnviz import output as files
+    from cnnviz.core import output as files
 
     maxima = _dataset_maxima(stats_file)
     with tqdm(unit="image-step", desc="maximize", disable=None, leave=False) as bar:
@@ -89,9 +89,9 @@ def maximize(loaded, target, channels, steps, size, param, lr, seed, batch_size,
     written = []
     stem = files.safe_name(target if channels is None else f"{target}-{channels}")
     for image, unit in zip(rendering.display(), rendering.units):
-        written.append(files.save_image(image, folder / f"maximize_{files.safe_name(unit.split(' ')[0])}.png"))
-    written.append(files.save_figure(cnnviz.plots.plot_rendering(rendering), folder / f"maximize_{stem}_grid.png"))
-    summary = {**rendering.summary(), "model": loaded.spec}
+        written.append(files.save_image(image, folder / f"maximize_{files.safe_name(unit.reference)}.png"))
+    written.append(files.save_figure(cnnviz.plots.maximize(rendering), folder / f"maximize_{stem}_grid.png"))
+    summary = {**rendering.to_dict(), "model": loaded.spec}
     if maxima is not None:
         _add_dataset_maxima(summary, maxima, stats_file)
     written.append(files.write_json(folder / f"maximize_{stem}.json", summary))
@@ -105,13 +105,11 @@ def _add_dataset_maxima(summary: dict, maxima: dict, stats_file: str) -> None:
     anywhere in its channel (an upper bound for any one position)."""
     found = False
     for entry in summary["units"]:
-        unit = entry["unit"].split(" ")[0]
-        layer, _, rest = unit.partition(":")
-        channel, at, _ = rest.partition("@")
-        key = f"{layer}/maximum" if at else f"{layer}/mean_maximum"
-        if key in maxima and channel.isdecimal() and int(channel) < len(maxima[key]):
-            entry["dataset_maximum"] = float(maxima[key][int(channel)])
-            entry["dataset_maximum_of"] = ("largest value anywhere in the channel's map" if at
+        layer, channel, neuron = entry["layer"], entry["channel"], entry["position"] is not None
+        key = f"{layer}/maximum" if neuron else f"{layer}/mean_maximum"
+        if key in maxima and channel is not None and channel < len(maxima[key]):
+            entry["dataset_maximum"] = float(maxima[key][channel])
+            entry["dataset_maximum_of"] = ("largest value anywhere in the channel's map" if neuron
                                            else "largest per-image mean of the channel")
             found = True
     if not found:
@@ -165,7 +163,7 @@ def dream(loaded, image, layers, layer_weights, octaves, scale, iterations, step
     from tqdm import tqdm
 
     import cnnviz
-    from cnnviz import output as files
+    from cnnviz.core import output as files
 
     with tqdm(total=octaves * iterations, unit="step", desc="dream", disable=None, leave=False) as bar:
         result = cnnviz.dream(loaded, image, list(layers), list(layer_weights) or None, octaves=octaves, scale=scale,
@@ -175,7 +173,7 @@ def dream(loaded, image, layers, layer_weights, octaves, scale, iterations, step
     shown = result.image.expand(3, -1, -1) if result.image.shape[0] == 1 else result.image[:3]
     written = [
         files.save_image(shown, folder / f"dream_{stem}.png"),
-        files.write_json(folder / f"dream_{stem}.json", {**result.summary(), "model": loaded.spec, "image": image}),
+        files.write_json(folder / f"dream_{stem}.json", {**result.to_dict(), "model": loaded.spec, "image": image}),
     ]
     for path in written:
         click.echo(f"wrote {path}")

@@ -9,37 +9,43 @@ leaves it exactly as it was::
     maps = cnnviz.capture(loaded, images, ["layer1.0.relu#2"])  # {"layer1.0.relu#2": N x 64 x 56 x 56}
 
 The functions are imported here on purpose, after their modules: ``cnnviz.probe`` is the function,
-even though ``cnnviz/probe.py`` is also the module's name.
+while the modules live in
+sub-packages (``cnnviz/core/probe.py``); see ``docs/architecture.md`` for the layout.
 """
-__version__ = "0.1.0"
+from cnnviz.core.version import __version__
 
-from cnnviz import images, objectives, output, plots, samples, zoo
-from cnnviz.activations import Activations, LayerActivations, activations
-from cnnviz.attribution import METHODS, Attribution, SanityCheck, sanity_check, saliency
-from cnnviz.dream import Dream, dream
 from cnnviz.errors import CnnvizError, CnnvizWarning
-from cnnviz.convolution import conv_matrix, conv_output_size
-from cnnviz.equivariance import Equivariance, equivariance
-from cnnviz.lecture_plots import (
-    conv_arithmetic, plot_conv_matrix, plot_effective_receptive_field, plot_equivariance, plot_receptive_fields,
+from cnnviz.core import output
+from cnnviz.core.memory import reuse_freed_memory
+from cnnviz.core.model import LoadedModel, Preprocessing, resolve_device
+from cnnviz.core.probe import Probe, capture, model_guard, probe
+from cnnviz.core.references import LayerRef, Unit, layer_ref
+from cnnviz import inputs
+from cnnviz.inputs import samples
+from cnnviz.models import load_model, read_state_dict, zoo
+from cnnviz.analyses.activations import Activations, LayerActivations, activations
+from cnnviz.analyses.attribution import (
+    METHODS, Attribution, Attributions, SanityCheck, attributions, sanity_check, saliency,
 )
-from cnnviz.receptive_field import (
+from cnnviz.analyses.convolution import conv_matrix, conv_output_size
+from cnnviz.analyses.equivariance import Equivariance, equivariance
+from cnnviz.analyses.feature_visualization import objectives
+from cnnviz.analyses.feature_visualization.dream import Dream, dream
+from cnnviz.analyses.feature_visualization.maximize import Rendering, maximize
+from cnnviz.analyses.kernels import Kernels, convolutions, kernels
+from cnnviz.analyses.predictions import Prediction, Predictions, predict
+from cnnviz.analyses.receptive_field import (
     EffectiveReceptiveField, ReceptiveField, ReceptiveFields, effective_receptive_field, receptive_field,
 )
-from cnnviz.kernels import Kernels, convolutions, kernels
-from cnnviz.maximize import Rendering, maximize
-from cnnviz.memory import reuse_freed_memory
-from cnnviz.models import LoadedModel, Preprocessing, load_model, read_state_dict, resolve_device
-from cnnviz.predictions import Prediction, Predictions, predict
-from cnnviz.probe import Probe, capture, model_guard, probe
-from cnnviz.references import LayerRef, layer_ref
-from cnnviz.statistics import LayerStatistics, Statistics, statistics
+from cnnviz.analyses.statistics import LayerStatistics, Statistics, statistics
+from cnnviz.analyses.summary import LayerRow, LayerTable, layer_table
+from cnnviz import plots
 from cnnviz.site import Gallery, GallerySettings, gallery
-from cnnviz.summary import LayerRow, LayerTable, layer_table
 
 __all__ = [
     "Activations",
     "Attribution",
+    "Attributions",
     "METHODS",
     "CnnvizError",
     "CnnvizWarning",
@@ -64,9 +70,10 @@ __all__ = [
     "Rendering",
     "SanityCheck",
     "Statistics",
+    "Unit",
     "activations",
+    "attributions",
     "capture",
-    "conv_arithmetic",
     "conv_matrix",
     "conv_output_size",
     "convolutions",
@@ -74,7 +81,7 @@ __all__ = [
     "effective_receptive_field",
     "equivariance",
     "gallery",
-    "images",
+    "inputs",
     "kernels",
     "layer_ref",
     "layer_table",
@@ -83,10 +90,6 @@ __all__ = [
     "model_guard",
     "objectives",
     "output",
-    "plot_conv_matrix",
-    "plot_effective_receptive_field",
-    "plot_equivariance",
-    "plot_receptive_fields",
     "plots",
     "predict",
     "probe",

@@ -25,6 +25,6 @@ maps = cnnviz.activations(model, "sample:chelsea", layers, top=16)
 for layer in layers:
     low, high = maps[layer].value_range()
     print(f"{layer}: values from {low:.3g} to {high:.3g}")
-    cnnviz.output.save_figure(cnnviz.plots.plot_activations(maps, layer), OUT / f"activations_{layer}.png")
-cnnviz.output.save_figure(cnnviz.plots.plot_activations(maps, layers[-1], overlay=True),
+    cnnviz.output.save_figure(cnnviz.plots.activations(maps, layer), OUT / f"activations_{layer}.png")
+cnnviz.output.save_figure(cnnviz.plots.activations(maps, layers[-1], overlay=True),
                           OUT / "activations_overlay.png")

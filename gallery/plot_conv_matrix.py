@@ -29,7 +29,7 @@ x = torch.tensor([[4.0, 5, 8, 7], [1, 8, 8, 8], [3, 6, 6, 4], [6, 5, 7, 8]])
 U = cnnviz.conv_matrix(kernel, x.shape)
 print((U @ x.flatten()).reshape(2, 2))  # [[122, 148], [126, 134]]
 print(F.conv2d(x[None, None], kernel[None, None])[0, 0])  # the same
-cnnviz.output.save_figure(cnnviz.plot_conv_matrix(kernel, x.shape, x=x), OUT / "conv_matrix_lecture.png")
+cnnviz.output.save_figure(cnnviz.plots.conv_matrix(kernel, x.shape, x=x), OUT / "conv_matrix_lecture.png")
 
 # %%
 # The backward pass is the transposed matrix.
@@ -40,20 +40,20 @@ print(torch.allclose((U.T @ g.flatten()).reshape(4, 4), leaf.grad))  # True
 
 # %%
 # 1-D: a second-derivative kernel on a signal of 12 samples, with padding 1: a Toeplitz band.
-cnnviz.output.save_figure(cnnviz.plot_conv_matrix(torch.tensor([1.0, -2, 1]), (12,), padding=1), OUT / "conv_matrix_1d.png")
+cnnviz.output.save_figure(cnnviz.plots.conv_matrix(torch.tensor([1.0, -2, 1]), (12,), padding=1), OUT / "conv_matrix_1d.png")
 
 # %%
 # Stride 2 and dilation 2 on several channels: the rows jump by two and the band gets holes.
 weight = torch.randn(2, 2, 3, 3, generator=torch.Generator().manual_seed(0))
 size = 5 if QUICK else 7
 cnnviz.output.save_figure(
-    cnnviz.plot_conv_matrix(weight, (2, size, size), stride=2, padding=1, dilation=2, annotate=False),
+    cnnviz.plots.conv_matrix(weight, (2, size, size), stride=2, padding=1, dilation=2, annotate=False),
     OUT / "conv_matrix_strided.png",
 )
 
 # %%
 # Padding, stride and dilation, as in Dumoulin and Visin's guide: the kernel's footprint on the
 # padded input for successive output units, and the output size.
-cnnviz.output.save_figure(cnnviz.conv_arithmetic(5, 3, stride=2, padding=1), OUT / "arithmetic_stride_padding.png")
-cnnviz.output.save_figure(cnnviz.conv_arithmetic(7, 3, dilation=2), OUT / "arithmetic_dilation.png")
+cnnviz.output.save_figure(cnnviz.plots.conv_arithmetic(5, 3, stride=2, padding=1), OUT / "arithmetic_stride_padding.png")
+cnnviz.output.save_figure(cnnviz.plots.conv_arithmetic(7, 3, dilation=2), OUT / "arithmetic_dilation.png")
 print(cnnviz.conv_output_size(5, 3, stride=2, padding=1))  # 3

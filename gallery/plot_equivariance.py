@@ -35,6 +35,6 @@ result = cnnviz.equivariance(
     model, "samples", shifts=(1, 4) if QUICK else (1, 2, 4, 8), angles=(15,) if QUICK else (5, 15, 45, 90),
     scales=(0.9,) if QUICK else (0.8, 0.9, 1.1, 1.25), max_images=2 if QUICK else 8,
 )
-cnnviz.output.save_figure(cnnviz.plot_equivariance(result), OUT / "equivariance.png")
+cnnviz.output.save_figure(cnnviz.plots.equivariance(result), OUT / "equivariance.png")
 for layer, error in zip(result.layers, result.equivariance_error["translation"][4.0]):
     print(f"{layer:14s} shift 4 px: equivariance error {error:.3f}")

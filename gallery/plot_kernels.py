@@ -22,10 +22,10 @@ print(cnnviz.convolutions(model))
 # %%
 # The first layer: 16 colour kernels of 3 x 3 pixels.
 first = cnnviz.kernels(model, "features.0")
-cnnviz.output.save_figure(cnnviz.plots.plot_kernels(first), OUT / "kernels_first_layer.png")
+cnnviz.output.save_figure(cnnviz.plots.kernels(first), OUT / "kernels_first_layer.png")
 
 # %%
 # A deeper layer: each output channel's kernel over its first input channels.
 deeper = cnnviz.kernels(model, "features.10", channels="0-7" if QUICK else "0-15", inputs="0-7")
-cnnviz.output.save_figure(cnnviz.plots.plot_kernels(deeper), OUT / "kernels_features10.png")
+cnnviz.output.save_figure(cnnviz.plots.kernels(deeper), OUT / "kernels_features10.png")
 print(deeper)

@@ -22,11 +22,11 @@ steps = 8 if QUICK else 256
 # The pattern model knows stripes and blobs; its class images must show them.
 patterns = cnnviz.load_model("builtin:patterns")
 classes = cnnviz.maximize(patterns, "logits", channels="0-3" if QUICK else "all", steps=steps, regularize=1.0)
-cnnviz.output.save_figure(cnnviz.plots.plot_rendering(classes), OUT / "pattern_classes.png")
-print(dict(zip(classes.units, [round(v, 2) for v in classes.values])))
+cnnviz.output.save_figure(cnnviz.plots.maximize(classes), OUT / "pattern_classes.png")
+print(dict(zip(map(str, classes.units), [round(v, 2) for v in classes.values])))
 
 # %%
 # Channels of a middle layer of the photo model, one image each.
 photos = cnnviz.load_model("builtin:photos")
 channels = cnnviz.maximize(photos, "features.12", channels="0-3" if QUICK else "0-15", steps=steps)
-cnnviz.output.save_figure(cnnviz.plots.plot_rendering(channels), OUT / "features12_channels.png")
+cnnviz.output.save_figure(cnnviz.plots.maximize(channels), OUT / "features12_channels.png")

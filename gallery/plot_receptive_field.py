@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 
 import cnnviz
-from cnnviz.images import display_image, open_image, prepare
+from cnnviz.inputs.images import display_image, open_image, prepare
 
 OUT = Path(os.environ.get("CNNVIZ_GALLERY_OUTPUT", "gallery_output")) / Path(__file__).stem
 QUICK = os.environ.get("CNNVIZ_GALLERY_QUICK") == "1"
@@ -31,10 +31,10 @@ print(fields["features.27"].size, fields["features.27"].stride, fields["features
 # %%
 # The region of the centre unit of several layers, drawn on an image.
 image = display_image(prepare(open_image("sample:chelsea"), model.preprocessing)[0], model.preprocessing)
-cnnviz.output.save_figure(cnnviz.plot_receptive_fields(fields, image), OUT / "receptive_fields.png")
+cnnviz.output.save_figure(cnnviz.plots.receptive_field(fields, image), OUT / "receptive_fields.png")
 
 # %%
 # The effective receptive field of a unit in the third block, averaged over the sample photographs.
 erf = cnnviz.effective_receptive_field(model, "features.20", "samples", max_images=4 if QUICK else 16)
 print(f"theoretical {erf.theoretical.size}, 50% of the gradient within {erf.radius_50:.1f} px, 95% within {erf.radius_95:.1f} px")
-cnnviz.output.save_figure(cnnviz.plot_effective_receptive_field(erf), OUT / "effective_receptive_field.png")
+cnnviz.output.save_figure(cnnviz.plots.effective_receptive_field(erf), OUT / "effective_receptive_field.png")

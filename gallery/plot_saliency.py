@@ -22,10 +22,10 @@ methods = ["gradient", "gradcam"] if QUICK else ["gradient", "smoothgrad", "inte
 
 # %%
 # Each image's top class, explained by every method side by side.
-attributions = cnnviz.saliency(model, images, method=methods)
-print(next(iter(attributions.values())).targets)
-cnnviz.output.save_figure(cnnviz.plots.plot_attributions(attributions, images=len(images)), OUT / "methods.png")
+attributions = cnnviz.attributions(model, images, methods=methods)
+print([str(t) for t in next(iter(attributions.values())).targets])
+cnnviz.output.save_figure(cnnviz.plots.attributions(attributions, images=len(images)), OUT / "methods.png")
 
 # %%
 # One method in detail: signed and absolute maps with colour bars in raw units.
-cnnviz.output.save_figure(cnnviz.plots.plot_attribution(attributions["gradient"], 0), OUT / "gradient_chelsea.png")
+cnnviz.output.save_figure(cnnviz.plots.attribution(attributions["gradient"], 0), OUT / "gradient_chelsea.png")

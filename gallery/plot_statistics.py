@@ -24,6 +24,6 @@ print("dead channels of features.19:", [int(c) for c in stats["features.19"].dea
 
 # %%
 # Histograms per layer, per-channel statistics, and the exemplars of the first channels.
-cnnviz.output.save_figure(cnnviz.plots.plot_histograms(stats), OUT / "histograms.png")
-cnnviz.output.save_figure(cnnviz.plots.plot_channel_statistics(stats, "features.19"), OUT / "channels_features19.png")
-cnnviz.output.save_figure(cnnviz.plots.plot_exemplars(stats, "features.19", max_channels=8), OUT / "exemplars_features19.png")
+cnnviz.output.save_figure(cnnviz.plots.statistics(stats), OUT / "histograms.png")
+cnnviz.output.save_figure(cnnviz.plots.channel_statistics(stats, "features.19"), OUT / "channels_features19.png")
+cnnviz.output.save_figure(cnnviz.plots.exemplars(stats, "features.19", max_channels=8), OUT / "exemplars_features19.png")

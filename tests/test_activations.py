@@ -9,7 +9,6 @@ from untouched import assert_untouched, fingerprint
 
 import cnnviz
 from cnnviz import CnnvizError
-from cnnviz.plots import plot_activations
 
 
 @pytest.fixture(scope="module")
@@ -20,7 +19,7 @@ def photos():
 def test_maps_equal_a_capture_of_the_prepared_image(photos):
     before = fingerprint(photos.module)
     result = cnnviz.activations(photos, "sample:chelsea", ["features.2", "features.10", "classifier.2"])
-    x = cnnviz.images.prepare(cnnviz.samples.image("chelsea"), photos.preprocessing)
+    x = cnnviz.inputs.prepare(cnnviz.samples.image("chelsea"), photos.preprocessing)
     expected = cnnviz.capture(photos, x, ["features.2", "features.10", "classifier.2"])
     for name in ("features.2", "features.10", "classifier.2"):
         assert torch.equal(result[name].maps, expected[name][0])
@@ -47,7 +46,7 @@ def test_channels_ordered_by_mean_and_chosen(photos):
 @pytest.mark.parametrize("scope", ["map", "layer", "global"])
 def test_figure_titles_and_colour_scales_in_raw_units(photos, scope):
     result = cnnviz.activations(photos, "sample:rocket", ["features.10", "features.2"], top=4)
-    figure = plot_activations(result, "features.10", scope=scope)
+    figure = cnnviz.plots.activations(result, "features.10", scope=scope)
     layer = result["features.10"]
     maps = [axis for axis in figure.axes if axis.images and axis.get_title()]
     assert len(maps) == 4
@@ -65,7 +64,7 @@ def test_figure_titles_and_colour_scales_in_raw_units(photos, scope):
 
 def test_non_negative_maps_use_a_scale_from_zero_and_overlays(photos):
     result = cnnviz.activations(photos, "sample:rocket", "features.2", top=2)
-    figure = plot_activations(result, scope="layer", overlay=True)
+    figure = cnnviz.plots.activations(result, scope="layer", overlay=True)
     axis = next(a for a in figure.axes if a.get_title())
     base, heat = axis.images
     assert base.get_array().shape == (64, 64, 3) and heat.get_array().shape == (64, 64)
@@ -77,7 +76,7 @@ def test_any_image_mode_and_size_and_vectors(photos, tmp_path):
     result = cnnviz.activations(photos, tmp_path / "grey.png", ["features.5", "classifier.2"])
     assert result["features.5"].maps.shape == (16, 64, 64)
     assert torch.allclose(result.image[0], result.image[1])  # greyscale shown as grey
-    figure = plot_activations(result, "classifier.2")
+    figure = cnnviz.plots.activations(result, "classifier.2")
     assert len(figure.axes[0].patches) == 15  # one bar per class
     patterns = cnnviz.load_model("builtin:patterns")
     assert cnnviz.activations(patterns, torch.rand(3, 100, 80), "features.0")["features.0"].maps.shape == (16, 48, 48)
@@ -94,6 +93,6 @@ def test_errors(photos):
         cnnviz.activations(photos, torch.zeros(2, 3, 64, 64), "features.2")
     result = cnnviz.activations(photos, "sample:coffee", "features.2")
     with pytest.raises(CnnvizError, match="unknown normalisation scope"):
-        plot_activations(result, scope="image")
+        cnnviz.plots.activations(result, scope="image")
     with pytest.raises(CnnvizError, match="no activations for 'features.3'"):
-        plot_activations(result, "features.3")
+        cnnviz.plots.activations(result, "features.3")

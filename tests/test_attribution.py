@@ -17,7 +17,7 @@ from untouched import assert_untouched, fingerprint
 import cnnviz
 from cnnviz import CnnvizError
 from cnnviz.cli.main import main
-from cnnviz.zoo import patterns
+from cnnviz.models.zoo import patterns
 
 
 @pytest.fixture(scope="module")
@@ -27,12 +27,12 @@ def photos():
 
 @pytest.fixture(scope="module")
 def batch(photos):
-    return torch.cat([cnnviz.images.prepare(cnnviz.samples.image(n), photos.preprocessing) for n in ("chelsea", "coffee")])
+    return torch.cat([cnnviz.inputs.prepare(cnnviz.samples.image(n), photos.preprocessing) for n in ("chelsea", "coffee")])
 
 
 def test_gradient_and_gradcam_equal_captum(photos, batch):
     before = fingerprint(photos.module)
-    result = cnnviz.saliency(photos, batch, target=[3, 4], method=["gradient", "gradcam"], layer="features.20")
+    result = cnnviz.attributions(photos, batch, target=[3, 4], methods=["gradient", "gradcam"], layer="features.20")
     reference = Saliency(photos.module).attribute(batch.clone().requires_grad_(True), target=[3, 4], abs=False)
     torch.testing.assert_close(result["gradient"].attribution, reference, rtol=0, atol=0)
     layer = photos.module.features[20]
@@ -52,7 +52,7 @@ def test_hand_computed_gradient_of_one_neuron():
         conv.bias.fill_(10.0)  # active, so the ReLU passes the gradient
     model = nn.Sequential(conv, nn.ReLU())
     x = torch.ones(1, 2, 3, 3)
-    result = cnnviz.saliency(model, x, target="1:0@1,2", method=["gradient", "gradient_x_input"])
+    result = cnnviz.attributions(model, x, target="1:0@1,2", methods=["gradient", "gradient_x_input"])
     expected = torch.zeros(1, 2, 3, 3)
     expected[0, 0, 1, 2], expected[0, 1, 1, 2] = 2.0, -3.0
     assert torch.equal(result["gradient"].attribution, expected)
@@ -68,7 +68,7 @@ def test_guided_backprop_and_deconvolution_equal_captum_where_captum_is_right():
     model = torchvision.models.resnet18().eval()
     x = torch.randn(2, 3, 64, 64)
     before = fingerprint(model)
-    ours = cnnviz.saliency(model, x, target=[1, 7], method=["guided_backprop", "deconvolution", "gradient"])
+    ours = cnnviz.attributions(model, x, target=[1, 7], methods=["guided_backprop", "deconvolution", "gradient"])
     torch.testing.assert_close(ours["guided_backprop"].attribution,
                                GuidedBackprop(model).attribute(x.clone().requires_grad_(True), target=[1, 7]))
     torch.testing.assert_close(ours["deconvolution"].attribution,
@@ -81,7 +81,7 @@ def test_guided_backprop_on_densenet_differs_from_the_gradient():
     torch.manual_seed(0)
     model = torchvision.models.densenet121().eval()  # nn.ReLU modules and a functional in-place F.relu
     x = torch.randn(1, 3, 64, 64)
-    result = cnnviz.saliency(model, x, target=5, method=["guided_backprop", "gradient"])
+    result = cnnviz.attributions(model, x, target=5, methods=["guided_backprop", "gradient"])
     guided, plain = result["guided_backprop"].attribution, result["gradient"].attribution
     assert not torch.allclose(guided, plain, rtol=1e-3, atol=1e-6)
 
@@ -99,7 +99,7 @@ def test_functional_relus_get_the_guided_rule_too():
             return self.relu2(self.conv2(self.relu1(self.conv1(x)))).mean(dim=(2, 3))
 
     x = torch.randn(3, 3, 12, 12)
-    ours = cnnviz.saliency(functional, x, target=1, method=["guided_backprop", "gradient"])
+    ours = cnnviz.attributions(functional, x, target=1, methods=["guided_backprop", "gradient"])
     reference = GuidedBackprop(ModuleNet(functional)).attribute(x.clone().requires_grad_(True), target=1)
     torch.testing.assert_close(ours["guided_backprop"].attribution, reference)
     # captum alone on the functional model silently returns the plain gradient
@@ -140,17 +140,18 @@ def test_integrated_gradients_add_up_to_the_score_difference(photos, batch):
 
 def test_per_image_targets_and_unit_targets(photos, batch):
     together = cnnviz.saliency(photos, batch, target=["chelsea", "features.19:7"], method="gradient")
-    assert together.targets == ["logits:3 (chelsea)", "features.19:7"]
+    assert [str(t) for t in together.targets] == ["logits:3 (chelsea)", "features.19:7"]
+    assert together.targets[0].class_name == "chelsea" and together.targets[1].channel == 7
     first = cnnviz.saliency(photos, batch[:1], target=3, method="gradient")
     second = cnnviz.saliency(photos, batch[1:], target="features.19:7", method="gradient")
     torch.testing.assert_close(together.attribution, torch.cat([first.attribution, second.attribution]))
     default = cnnviz.saliency(photos, "sample:chelsea", method="gradient")
-    assert default.targets == ["logits:3 (chelsea)"] and default.sources == ["sample:chelsea"]
+    assert [str(t) for t in default.targets] == ["logits:3 (chelsea)"] and default.sources == ["sample:chelsea"]
 
 
 def test_every_method_runs_and_leaves_the_model_untouched(photos, batch):
     before = fingerprint(photos.module)
-    results = cnnviz.saliency(photos, batch, method=list(cnnviz.METHODS), steps=8, samples=4)
+    results = cnnviz.attributions(photos, batch, methods=list(cnnviz.METHODS), steps=8, samples=4)
     for name, result in results.items():
         expected_channels = 1 if name == "gradcam" else 3
         assert result.attribution.shape == (2, expected_channels, 64, 64), name
@@ -161,7 +162,7 @@ def test_every_method_runs_and_leaves_the_model_untouched(photos, batch):
 def test_occlusion_smoothgrad_and_integrated_gradients_equal_captum_on_the_plain_model(photos, batch):
     from captum.attr import IntegratedGradients, NoiseTunnel, Occlusion
 
-    ours = cnnviz.saliency(photos, batch[:1], target=3, method=["occlusion", "smoothgrad", "integrated_gradients"],
+    ours = cnnviz.attributions(photos, batch[:1], target=3, methods=["occlusion", "smoothgrad", "integrated_gradients"],
                            steps=16, samples=4, window=8, stride=4)
     x = batch[:1].clone()
     occlusion = Occlusion(photos.module).attribute(x, sliding_window_shapes=(3, 8, 8), strides=(3, 4, 4), baselines=0.0, target=3)
@@ -178,8 +179,8 @@ def test_occlusion_smoothgrad_and_integrated_gradients_equal_captum_on_the_plain
 
 
 def test_each_image_is_attributed_as_if_alone(photos, batch):
-    together = cnnviz.saliency(photos, batch, target=[3, 4], method=["smoothgrad", "gradient"], samples=4, batch_size=1)
-    alone = cnnviz.saliency(photos, batch[1:], target=4, method=["smoothgrad", "gradient"], samples=4)
+    together = cnnviz.attributions(photos, batch, target=[3, 4], methods=["smoothgrad", "gradient"], samples=4, batch_size=1)
+    alone = cnnviz.attributions(photos, batch[1:], target=4, methods=["smoothgrad", "gradient"], samples=4)
     for name in ("smoothgrad", "gradient"):
         torch.testing.assert_close(together[name].attribution[1:], alone[name].attribution)
 
@@ -196,7 +197,7 @@ def test_batches_are_bounded_by_batch_size(photos):
 
     watched = nn.Sequential(Watch(), handle_model)
     inputs = torch.zeros(10, 3, 64, 64)
-    cnnviz.saliency(watched, inputs, target=1, method=["gradient", "integrated_gradients", "occlusion"],
+    cnnviz.attributions(watched, inputs, target=1, methods=["gradient", "integrated_gradients", "occlusion"],
                     steps=8, batch_size=4, window=16)
     sizes = set(recorder)
     assert max(sizes) <= 4, sizes
@@ -241,7 +242,7 @@ def test_in_place_relus_whose_result_is_not_used_keep_the_forward_pass():
     torch.manual_seed(0)
     model = Unassigned().eval()
     x = torch.randn(2, 3, 10, 10)
-    ours = cnnviz.saliency(model, x, target=1, method=["guided_backprop", "deconvolution"])
+    ours = cnnviz.attributions(model, x, target=1, methods=["guided_backprop", "deconvolution"])
     reference = Modules(model)
     torch.testing.assert_close(ours["guided_backprop"].attribution,
                                GuidedBackprop(reference).attribute(x.clone().requires_grad_(True), target=1))
@@ -250,13 +251,13 @@ def test_in_place_relus_whose_result_is_not_used_keep_the_forward_pass():
 
 
 def test_figures_show_rgb_inputs_and_scales_centred_on_zero(photos, batch):
-    result = cnnviz.saliency(photos, batch, target=[3, 4], method=["gradient", "gradcam"])
-    figure = cnnviz.plots.plot_attribution(result["gradient"], index=1)
+    result = cnnviz.attributions(photos, batch, target=[3, 4], methods=["gradient", "gradcam"])
+    figure = cnnviz.plots.attribution(result["gradient"], index=1)
     shown = figure.axes[0].images[0].get_array()
     assert shown.shape == (64, 64, 3) and np.allclose(shown, result["gradient"].images[1].permute(1, 2, 0).numpy())
     low, high = figure.axes[1].images[0].get_clim()
     assert low == pytest.approx(-high) and high == pytest.approx(float(result["gradient"].signed_map()[1].abs().max()))
-    cam_figure = cnnviz.plots.plot_attribution(result["gradcam"], index=0)
+    cam_figure = cnnviz.plots.attribution(result["gradcam"], index=0)
     low, high = cam_figure.axes[1].images[0].get_clim()
     assert low == 0 and high == pytest.approx(float(result["gradcam"].attribution[0].max()))  # non-negative: from zero
     colour_bars = [axis for axis in figure.axes if axis.get_label() == "<colorbar>"]
@@ -292,7 +293,7 @@ def test_sanity_check_follows_the_order_layers_run_in():
 
 
 def test_rank_correlation_with_ties_and_constant_maps():
-    correlation = cnnviz.attribution._mean_rank_correlation
+    correlation = cnnviz.analyses.attribution.mean_rank_correlation
     a = torch.tensor([[[0.0, 0.0, 1.0, 2.0]]])
     b = torch.tensor([[[0.0, 0.0, 2.0, 1.0]]])
     # average ranks: a -> 1.5 1.5 3 4, b -> 1.5 1.5 4 3: Spearman 3.5 / 4.5 (as scipy.stats.spearmanr)
@@ -333,7 +334,9 @@ def test_cli_writes_figures_raw_arrays_and_json(tmp_path, photos):
     np.testing.assert_array_equal(saved, expected)
     summary = json.loads((tmp_path / "saliency.json").read_text())
     assert [m["method"] for m in summary["methods"]] == ["gradient", "gradcam"]
-    assert summary["methods"][0]["targets"] == ["logits:3 (chelsea)", "logits:4 (coffee)"]
+    targets = summary["methods"][0]["targets"]
+    assert [t["unit"] for t in targets] == ["logits:3 (chelsea)", "logits:4 (coffee)"]
+    assert [(t["layer"], t["channel"], t["class_name"]) for t in targets] == [("logits", 3, "chelsea"), ("logits", 4, "coffee")]
     layers_with_weights = 9  # eight convolutions (each with its BatchNorm) and the linear layer
     assert len(summary["methods"][0]["sanity_check"]["rank_correlations"]) == layers_with_weights
     error = CliRunner().invoke(main, ["saliency", "-i", "sample:chelsea", "-t", "features.2"])

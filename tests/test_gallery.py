@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = Path(os.environ.get("CNNVIZ_TEST_ARTIFACTS", ROOT / "test-artifacts"))
 SMALL = {"max_channels": 2, "steps": 4, "class_steps": 4, "max_classes": 3, "activation_images": 2,
          "attribution_images": 3, "methods": ("gradient", "gradcam"), "dream_octaves": 1, "dream_iterations": 2}
-SMALL_CLI = ["--layers", "features.0,features.10", "--max-channels", "2", "--steps", "4", "--class-steps", "4",
+SMALL_CLI = ["--layer", "features.0,features.10", "--max-channels", "2", "--steps", "4", "--class-steps", "4",
              "--max-classes", "3", "--activation-images", "2", "--attribution-images", "3",
              "--methods", "gradient,gradcam", "--dream-octaves", "1", "--dream-iterations", "2"]
 
@@ -252,7 +252,7 @@ def test_default_layers_and_errors(photo_folder, tmp_path):
             cnnviz.gallery(photos, **arguments)
     assert not (tmp_path / "out").exists()  # nothing written before the inputs are checked
     for arguments, fragment in [
-        (["gallery", "--layers", "features.99", "-o", str(tmp_path / "cli")], "no layer 'features.99'"),
+        (["gallery", "--layer", "features.99", "-o", str(tmp_path / "cli")], "no layer 'features.99'"),
         (["gallery", "-i", str(empty), "-o", str(tmp_path / "cli")], "holds no files"),
     ]:
         result = CliRunner().invoke(main, arguments)
@@ -308,7 +308,7 @@ def test_what_a_rerun_redoes_and_awkward_names(tmp_path):
     (output / "my-notes.txt").write_text("mine")
     (output / "mine").mkdir()
     (output / "mine" / ".draft.txt.part").write_text("mine too")
-    fewer = cnnviz.gallery(loaded, str(folder), layers=["features.2"], output=output, **settings)
+    fewer = cnnviz.gallery(loaded, str(folder), layer=["features.2"], output=output, **settings)
     assert not (output / "layer-features.0.html").exists() and (output / "layer-features.2.html").is_file()
     assert not (output / "figures" / "features.0").exists()
     on_disk = {str(path.relative_to(output)) for name in ("figures", "thumbs") for path in (output / name).rglob("*")
@@ -316,7 +316,7 @@ def test_what_a_rerun_redoes_and_awkward_names(tmp_path):
     assert on_disk == {path for f in fewer.figures for path in (f["file"], f["thumbnail"])}
     assert (output / "my-notes.txt").read_text() == "mine" and (output / "mine" / ".draft.txt.part").is_file()
     with pytest.raises(CnnvizError, match="does not run in a forward pass"):
-        cnnviz.gallery(loaded, str(folder), layers=["spare"], output=output, **settings)
+        cnnviz.gallery(loaded, str(folder), layer=["spare"], output=output, **settings)
 
 
 class SharedActivation(nn.Module):

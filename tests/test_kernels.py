@@ -11,7 +11,6 @@ from untouched import assert_untouched, fingerprint
 
 import cnnviz
 from cnnviz import CnnvizError
-from cnnviz.plots import plot_kernels
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +33,7 @@ def test_first_layer_kernels_are_drawn_with_their_true_colours(photos, scope):
     scale = {"kernel": weight.abs().flatten(1).amax(1)[:, None, None, None],
              "layer": weight.abs().max(), "global": everything}[scope]
     expected = (weight / (2 * scale) + 0.5).numpy()
-    figure = plot_kernels(cnnviz.kernels(photos, "features.0"), scope=scope)
+    figure = cnnviz.plots.kernels(cnnviz.kernels(photos, "features.0"), scope=scope)
     pixels, _ = rendered(figure)
     height = pixels.shape[0]
     kernel_axes = [axis for axis in figure.axes if axis.images and axis.get_label() != "<colorbar>"][:16]
@@ -56,7 +55,7 @@ def test_pairs_view_draws_the_raw_weights(photos):
     assert result.view == "pairs" and result.outputs == [2, 3, 4, 5] and result.inputs == [0, 1, 2, 3]
     weight = photos.module.features[10].weight.detach()
     assert torch.equal(result.weight, weight[2:6])
-    figure = plot_kernels(result, scope="layer")
+    figure = cnnviz.plots.kernels(result, scope="layer")
     image = figure.axes[0].images[0]
     drawn = image.get_array()
     # the mosaic: 3x3 maps separated by one blank pixel
@@ -80,16 +79,16 @@ def test_depthwise_grouped_transposed_1d_and_3d():
     assert torch.equal(result.weight[3, 1], raw[3 + 1, 1])  # output 3 is in group 1: inputs 3-5
     curves = cnnviz.kernels(nn.Sequential(nn.Conv1d(2, 3, 5)), "0")
     assert curves.view == "curves"
-    figure = plot_kernels(curves)
+    figure = cnnviz.plots.kernels(curves)
     assert len(figure.axes[0].lines) == 3  # two inputs and the zero line
     slices = cnnviz.kernels(nn.Sequential(nn.Conv3d(3, 2, (2, 3, 3))), "0")
     assert slices.view == "slices"
-    drawn = plot_kernels(slices).axes[0].images[0].get_array()
+    drawn = cnnviz.plots.kernels(slices).axes[0].images[0].get_array()
     assert np.allclose(drawn[0:3, 4:7], slices.weight[0, :, 1].sum(0).numpy())
     for view in ("pairs", "outputs", "colour"):
         for scope in ("kernel", "layer", "global"):
             model = torchvision.models.alexnet()
-            plot_kernels(cnnviz.kernels(model, "features.0", view=view, channels="0-3"), scope=scope)
+            cnnviz.plots.kernels(cnnviz.kernels(model, "features.0", view=view, channels="0-3"), scope=scope)
 
 
 def test_errors_name_the_fix(photos):
@@ -100,7 +99,7 @@ def test_errors_name_the_fix(photos):
     with pytest.raises(CnnvizError, match="colour view needs kernels over 3 input channels"):
         cnnviz.kernels(photos, "features.3", view="colour")
     with pytest.raises(CnnvizError, match="unknown normalisation scope"):
-        plot_kernels(cnnviz.kernels(photos, "features.0"), scope="image")
+        cnnviz.plots.kernels(cnnviz.kernels(photos, "features.0"), scope="image")
     with pytest.raises(CnnvizError, match="has no convolutions"):
         cnnviz.kernels(nn.Sequential(nn.Linear(2, 2)), "0")
 
@@ -115,7 +114,7 @@ def test_caps_and_single_channels(photos):
 def test_the_model_is_untouched(photos):
     before = fingerprint(photos.module)
     for name in cnnviz.convolutions(photos):
-        plot_kernels(cnnviz.kernels(photos, name, channels="0-3"), scope="global")
+        cnnviz.plots.kernels(cnnviz.kernels(photos, name, channels="0-3"), scope="global")
     assert_untouched(photos.module, before)
 
 
@@ -129,7 +128,7 @@ def test_colour_only_for_a_first_convolution_over_rgb_and_whole_layer_scales():
         depthwise[0].weight.mul_(0.01)
         depthwise[0].weight[3].fill_(3.0)
     shown = cnnviz.kernels(depthwise, "0", channels="0-1")
-    low, high = plot_kernels(shown, scope="layer").axes[0].images[0].get_clim()
+    low, high = cnnviz.plots.kernels(shown, scope="layer").axes[0].images[0].get_clim()
     assert high == pytest.approx(3.0)  # the whole layer's largest weight (channel 3), not the two shown
     summed = cnnviz.kernels(nn.Sequential(nn.Conv2d(4, 2, 3)), "0", view="outputs", inputs="1,2")
     torch.testing.assert_close(summed.maps(), summed.weight[:, [1, 2]].sum(1))

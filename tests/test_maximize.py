@@ -16,9 +16,10 @@ import cnnviz
 from cnnviz import CnnvizError
 from cnnviz import objectives as o
 from cnnviz.cli.main import main
-from cnnviz.parameterization import COLOUR, image_parameters
-from cnnviz.transforms import Robustness
-from cnnviz.zoo import patterns
+from cnnviz.analyses.feature_visualization.parameterization import COLOUR, image_parameters
+from cnnviz.analyses.feature_visualization.optimizer import cpu_has_bf16
+from cnnviz.analyses.feature_visualization.transforms import Robustness
+from cnnviz.models.zoo import patterns
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +57,7 @@ def test_class_renders_are_classified_as_their_class(pattern_model, class_render
                                    ["logits"])["logits"].softmax(dim=1)
     for index, name in enumerate(patterns.CLASSES):
         assert probabilities[index, index] >= 0.9, (name, float(probabilities[index, index]))
-    assert class_renders.units[0] == "logits:0 (grating_0)" and class_renders.settings["size"] == [48, 48]
+    assert str(class_renders.units[0]) == "logits:0 (grating_0)" and class_renders.units[0].class_name == "grating_0" and class_renders.settings["size"] == [48, 48]
 
 
 def test_grating_renders_have_the_classes_orientation(class_renders):
@@ -163,7 +164,7 @@ def test_batch_size_splits_without_changing_the_result():
     assert split.values == pytest.approx(whole.values, rel=5e-3, abs=1e-4)
     diverse = o.channel("features.5", 0) - 0.5 * o.diversity("features.5")
     with pytest.raises(CnnvizError, match="one batch of its 3 images"):
-        cnnviz.maximize(photos, objective=diverse, images=3, batch_size=2, steps=1, size=32)
+        cnnviz.maximize(photos, objective=diverse, count=3, batch_size=2, steps=1, size=32)
     with pytest.raises(CnnvizError, match="batch_size must be at least 1"):
         cnnviz.maximize(photos, "features.5:0", batch_size=0, steps=1, size=32)
 
@@ -193,7 +194,7 @@ def test_models_of_other_types_and_channel_counts():
     assert torch.equal(pair.display()[:, 2], pair.images[:, 1])
 
 
-@pytest.mark.skipif(not cnnviz.maximize.__globals__["_cpu_has_bf16"](), reason="this CPU has no bf16 instructions")
+@pytest.mark.skipif(not cpu_has_bf16(), reason="this CPU has no bf16 instructions")
 def test_bf16_renders_as_well_as_fp32():
     photos = cnnviz.load_model("builtin:photos")
     full = cnnviz.maximize(photos, "features.12", channels="0-3", steps=32, size=40, precision="fp32")
@@ -248,9 +249,9 @@ def test_objectives_compose_like_the_maths():
 
 def test_custom_objectives_with_diversity():
     photos = cnnviz.load_model("builtin:photos")
-    plain = cnnviz.maximize(photos, objective=o.channel("features.12", 3), images=3, steps=24, size=48)
+    plain = cnnviz.maximize(photos, objective=o.channel("features.12", 3), count=3, steps=24, size=48)
     diverse = cnnviz.maximize(photos, objective=o.channel("features.12", 3) - 20 * o.diversity("features.12"),
-                              images=3, steps=24, size=48)
+                              count=3, steps=24, size=48)
     assert plain.images.shape == diverse.images.shape == (3, 3, 48, 48)
 
     def similarity(images):  # the mean Gram-matrix similarity of the batch's images at the layer
@@ -327,13 +328,13 @@ def test_transformations_equal_torchs_affine_grid_on_the_padded_image():
 
 
 def test_adam_equals_torchs():
-    from cnnviz.maximize import _Adam
+    from cnnviz.analyses.feature_visualization.optimizer import Adam
 
     generator = torch.Generator().manual_seed(0)
     start = [torch.randn(4, 5, generator=generator), torch.randn(3, generator=generator)]
     ours = [t.clone().requires_grad_(True) for t in start]
     theirs = [t.clone().requires_grad_(True) for t in start]
-    mine, reference = _Adam(ours, lr=0.05), torch.optim.Adam(theirs, lr=0.05, foreach=False)
+    mine, reference = Adam(ours, lr=0.05), torch.optim.Adam(theirs, lr=0.05, foreach=False)
     for step in range(6):
         gradients = [torch.randn(t.shape, generator=generator) for t in start]
         for tensors, optimizer in ((ours, mine), (theirs, reference)):
@@ -409,7 +410,7 @@ def test_cli_maximize_and_dream(tmp_path):
     summary = json.loads((tmp_path / "maximize_features.12-0-2.json").read_text())
     assert [u["unit"] for u in summary["units"]] == ["features.12:0", "features.12:1", "features.12:2"]
     photos = cnnviz.load_model("builtin:photos")
-    samples = torch.cat([cnnviz.images.prepare(cnnviz.samples.image(name), photos.preprocessing)
+    samples = torch.cat([cnnviz.inputs.prepare(cnnviz.samples.image(name), photos.preprocessing)
                            for name in cnnviz.samples.names()])
     means = cnnviz.capture(photos, samples, ["features.12"])["features.12"].double().mean(dim=(2, 3)).amax(dim=0)
     for unit in summary["units"]:

@@ -13,12 +13,12 @@ import sys
 
 import pytest
 
-from cnnviz.memory import tuned
+from cnnviz.core.memory import tuned
 
 SCRIPT = r"""
 import json, os, resource, time
-import torch, cnnviz, cnnviz.memory
-from cnnviz.memory import reuse_freed_memory, tuned
+import torch, cnnviz, cnnviz.core.memory
+from cnnviz.core.memory import reuse_freed_memory, tuned
 
 torch.set_num_threads(1)
 
@@ -56,15 +56,15 @@ with reuse_freed_memory("cpu"):
     report["inside"] = faults_per_step()
     report["held"] = resident()
 report["released"] = report.pop("held") - resident()
-report["open"] = cnnviz.memory.active()
+report["open"] = cnnviz.core.memory.active()
 
 # the library on its own never opens a block: a render and a dream leave malloc as they find it
 photos = cnnviz.load_model("builtin:photos")
 opened = []
 cnnviz.maximize(photos, "features.5", channels="0-1", steps=2, size=48,
-                progress=lambda n: opened.append(cnnviz.memory.active()))
+                progress=lambda n: opened.append(cnnviz.core.memory.active()))
 cnnviz.dream(photos, "sample:chelsea", "features.2", octaves=1, iterations=2,
-             progress=lambda n: opened.append(cnnviz.memory.active()))
+             progress=lambda n: opened.append(cnnviz.core.memory.active()))
 report["library_opened"] = any(opened)
 report["after_library"] = faults_per_step()
 
@@ -79,14 +79,14 @@ import sys
 from click import Command
 from cnnviz.cli import main as cli
 seen = []
-cli.main.add_command(Command("probe-memory", callback=lambda: seen.append(cnnviz.memory.active())))
+cli.main.add_command(Command("probe-memory", callback=lambda: seen.append(cnnviz.core.memory.active())))
 sys.argv = ["cnnviz", "probe-memory"]
 try:
     cli.run()
 except SystemExit as done:
     report["command_exit"] = done.code
 report["command_opened"] = seen == [True]
-report["open_after_command"] = cnnviz.memory.active()
+report["open_after_command"] = cnnviz.core.memory.active()
 print(json.dumps(report))
 """
 

@@ -27,7 +27,7 @@ from untouched import assert_untouched, fingerprint
 
 import cnnviz
 from cnnviz import CnnvizError
-from cnnviz.receptive_field import unit_boxes
+from cnnviz.analyses.receptive_field import unit_boxes
 
 ALL = torchvision.models.list_models(module=torchvision.models)
 FAMILIES = [
@@ -110,7 +110,7 @@ def test_residual_takes_the_largest_path_and_pooling_is_global():
     fields = cnnviz.receptive_field(model, input_size=32)
     assert fields["short"].size == (3, 3) and fields["long"].size == (11, 11)
     assert fields["logits"].kind == "global" and fields["logits"].size == (32, 32) and fields["logits"].stride is None
-    assert fields["head"].is_global and "whole input" in fields.to_text()
+    assert fields["head"].is_global and "whole input" in str(fields)
     neuron = cnnviz.receptive_field(model, "long:1@0,5")
     assert neuron.box == (0, 0, 5, 10) and neuron.size == (11, 11) and neuron.offset == (-5, 0)
 
@@ -135,8 +135,8 @@ def test_layer_table_column():
     table = cnnviz.layer_table(cnnviz.load_model("builtin:photos"), receptive_fields=True)
     assert table["features.0"].receptive_field_text == "3 /1 @-1"
     assert table["logits"].receptive_field_text == "global"
-    assert "receptive field" in table.to_text().splitlines()[0]
-    assert table.to_dicts()[1]["receptive_field"][0]["size"] == [3, 3]
+    assert "receptive field" in str(table).splitlines()[0]
+    assert table.to_dict()[1]["receptive_field"][0]["size"] == [3, 3]
 
 
 def test_effective_receptive_field():
@@ -147,9 +147,9 @@ def test_effective_receptive_field():
     inside = erf.map[top:bottom + 1, left:right + 1].sum()
     assert torch.isclose(inside, erf.map.sum())  # no gradient outside the theoretical region
     assert 0 < erf.radius_50 < erf.radius_95 <= erf.theoretical.size[0]
-    figure = cnnviz.plot_effective_receptive_field(erf)
+    figure = cnnviz.plots.effective_receptive_field(erf)
     assert "50%" in figure.axes[1].get_title()
-    assert len(cnnviz.plot_receptive_fields(cnnviz.receptive_field(loaded), erf.image).axes[0].patches) >= 3
+    assert len(cnnviz.plots.receptive_field(cnnviz.receptive_field(loaded), erf.image).axes[0].patches) >= 3
 
 
 # -------------------------------------------------------------------------------------------

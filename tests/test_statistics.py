@@ -9,7 +9,7 @@ from untouched import assert_untouched, fingerprint
 
 import cnnviz
 from cnnviz import CnnvizError
-from cnnviz.zoo import patterns
+from cnnviz.models.zoo import patterns
 
 LAYERS = ["features.0", "features.1", "features.4", "classifier.1"]  # signed conv, in-place ReLU, ReLU, logits
 
@@ -169,7 +169,7 @@ def test_image_folders_samples_and_unreadable_files(model, tmp_path):
     (folder / "broken.png").write_bytes(b"\x89PNG broken")
     stats = cnnviz.statistics(model, folder, ["features.4"], batch_size=2)
     assert stats.images == 4 and sorted(stats.skipped) == sorted([str(folder / "notes.txt"), str(folder / "broken.png")])
-    prepared = torch.cat([cnnviz.images.prepare(cnnviz.images.open_image(p), model.preprocessing)
+    prepared = torch.cat([cnnviz.inputs.prepare(cnnviz.inputs.open_image(p), model.preprocessing)
                           for p in sorted([str(folder / "chelsea.png"), str(folder / "coffee.png"),
                                            str(folder / "more" / "moon.jpg"), str(folder / "rocket.png")])])
     direct = cnnviz.statistics(model, prepared, ["features.4"])
@@ -193,8 +193,10 @@ def test_bad_arguments(model, population):
         cnnviz.statistics(model, inputs[:4], ["features.4:2"])
     with pytest.raises(CnnvizError, match="multiple of 4"):
         cnnviz.statistics(model, inputs[:4], ["features.4"], bins=30)
-    with pytest.raises(CnnvizError, match="normalised model inputs"):
+    with pytest.raises(CnnvizError, match="C x H x W"):  # a tensor that is neither an image nor a batch
         cnnviz.statistics(model, [torch.zeros(3, 3, dtype=torch.uint8)], ["features.4"])
+    with pytest.raises(CnnvizError, match="normalised"):  # integer model inputs
+        cnnviz.statistics(model, [torch.zeros(1, 3, 8, 8, dtype=torch.uint8)], ["features.4"])
     a = cnnviz.statistics(model, inputs[:4], ["features.4"])
     b = cnnviz.statistics(model, inputs[:4], ["features.1"])
     with pytest.raises(CnnvizError, match="different layers"):

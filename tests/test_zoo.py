@@ -15,7 +15,7 @@ from untouched import assert_untouched, fingerprint
 import cnnviz
 from cnnviz import CnnvizError, zoo
 from cnnviz.cli.main import main
-from cnnviz.zoo import patterns, photos
+from cnnviz.models.zoo import patterns, photos
 
 ROOT = Path(__file__).resolve().parent.parent
 THRESHOLDS = {"patterns": 0.95, "photos": 0.85}
@@ -80,7 +80,7 @@ def test_the_wheel_contains_the_weights(tmp_path):
     with zipfile.ZipFile(wheel) as archive:
         names = set(archive.namelist())
         for name in ("patterns", "photos"):
-            member = f"cnnviz/zoo/weights/{name}.pt"
+            member = f"cnnviz/models/zoo/weights/{name}.pt"
             assert member in names
             assert archive.read(member) == zoo.weights_path(name).read_bytes()
         assert "cnnviz/cli/main.py" in names and not any(n.startswith("cli/") for n in names)
@@ -90,7 +90,7 @@ def test_installed_package_finds_its_weights():
     # Whatever the install, the package loads its weights from its own files.
     from importlib import resources
 
-    weights = resources.files("cnnviz.zoo").joinpath("weights")
+    weights = resources.files("cnnviz.models.zoo").joinpath("weights")
     assert {entry.name for entry in weights.iterdir() if entry.name.endswith(".pt")} >= {"patterns.pt", "photos.pt"}
 
 

@@ -1,14 +1,15 @@
 """The gallery's HTML pages, from Jinja2 templates shipped with the package."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
 import jinja2
 
-from cnnviz import __version__
-from cnnviz import output as files
-from cnnviz.site.build import display_name
+from cnnviz.core.version import __version__
+from cnnviz.core import output as files
+from cnnviz.site.records import display_name
 
 LAYER_SECTIONS = [
     ("kernels", "Kernels", ["kernels"],
@@ -41,10 +42,35 @@ def layer_page(layer: str) -> str:
     return f"layer-{files.safe_name(layer).replace(':', '_')}.html"
 
 
-def write_site(builder, manifest: dict) -> Path:
+@dataclass
+class SiteContent:
+    """What the pages show besides the manifest (the content makes it; the pages only read it).
+
+    Attributes:
+        folder: the gallery's folder; layers: the layers with a page, in order.
+        records: each job's record (``job``, ``figures``, ``error``, ...), by job name.
+        table: the model's layer table (:class:`cnnviz.LayerTable`).
+        methods: the attribution methods shown side by side.
+        parameters: the model's parameter count; class_count: its class scores (0: not a classifier).
+    """
+
+    folder: Path
+    layers: list[str]
+    records: dict[str, dict]
+    table: list
+    methods: tuple[str, ...]
+    parameters: int
+    class_count: int
+
+    def row_of(self, layer: str):
+        """The layer table's row of a layer reference (``None`` when the table has none)."""
+        return next((row for row in self.table if row.name == layer.split("#")[0]), None)
+
+
+def write_site(content: SiteContent, manifest: dict) -> Path:
     """Write style.css and every page; return the index's path."""
     environment = _environment()
-    folder = builder.folder
+    folder = content.folder
     css = resources.files("cnnviz.site").joinpath("static", "style.css").read_bytes()
     files.write_bytes(folder / "style.css", css)
     figures = [_shown(figure) for figure in manifest["figures"]]
@@ -52,15 +78,15 @@ def write_site(builder, manifest: dict) -> Path:
     for figure in figures:
         by_layer.setdefault(figure["layer"], []).append(figure)
     problems: dict[str, list[str]] = {}
-    for record in builder.records.values():
+    for record in content.records.values():
         if record.get("error"):
             kind, _, subject = record["job"].partition(" ")
-            problems.setdefault(subject if subject in builder.layers else "", []).append(f"{record['job']}: {record['error']}")
-    layer_links = [{"href": layer_page(layer), "label": layer} for layer in builder.layers]
+            problems.setdefault(subject if subject in content.layers else "", []).append(f"{record['job']}: {record['error']}")
+    layer_links = [{"href": layer_page(layer), "label": layer} for layer in content.layers]
     others = []
     if any(f["kind"] == "attributions" for f in figures):
         others.append({"href": "attributions.html", "label": "Attributions",
-                       "note": f"{', '.join(builder.settings.methods)} side by side"})
+                       "note": f"{', '.join(content.methods)} side by side"})
     if any(f["kind"] == "class" for f in figures):
         others.append({"href": "classes.html", "label": "Classes", "note": "an image per class that the model scores highly"})
     nav = [{"href": "index.html", "label": "Index"}] + layer_links + others
@@ -70,7 +96,7 @@ def write_site(builder, manifest: dict) -> Path:
         html = environment.get_template(template).render(current=name, **common, **context)
         return files.write_bytes(folder / name, html.encode("utf-8"))
 
-    for position, layer in enumerate(builder.layers):
+    for position, layer in enumerate(content.layers):
         mine = by_layer.get(layer, [])
         sections = []
         for section_id, title, kinds, text in LAYER_SECTIONS:
@@ -83,7 +109,7 @@ def write_site(builder, manifest: dict) -> Path:
                              "cards": [] if tiles else chosen, "tiles": chosen if tiles else []})
         pager = {"previous": layer_links[position - 1] if position else None,
                  "next": layer_links[position + 1] if position + 1 < len(layer_links) else None}
-        row = builder.row_of(layer)
+        row = content.row_of(layer)
         intro = (f"{layer}: {row.type}, output {_shape_text(row.output_shape)}, {row.params:,} parameters."
                  if row is not None else layer)
         write(layer_page(layer), "page.html", title=f"Layer {layer}", intro=intro, sections=sections, pager=pager)
@@ -103,20 +129,20 @@ def write_site(builder, manifest: dict) -> Path:
                          "problems": [p for p in problems.get("", []) if p.startswith("classes")]}])
     # pages of an earlier run that this one does not write (other layers, no classes) would be
     # stale: they go
-    written = {layer_page(layer) for layer in builder.layers} | {"index.html"}
+    written = {layer_page(layer) for layer in content.layers} | {"index.html"}
     written |= {"attributions.html"} if attributions else set()
     written |= {"classes.html"} if classes else set()
     for page in [*folder.glob("layer-*.html"), folder / "attributions.html", folder / "classes.html"]:
         if page.name not in written and page.is_file():
             page.unlink()
     overview = [f for f in figures if f["kind"] == "histograms"]
-    layer_notes = {layer: f"{sum(1 for f in by_layer.get(layer, []))} figures" for layer in builder.layers}
+    layer_notes = {layer: f"{sum(1 for f in by_layer.get(layer, []))} figures" for layer in content.layers}
     return write(
         "index.html", "index.html", title=f"What {manifest['model']['spec']} has learned",
         images={**manifest["images"], "first": [display_name(spec) for spec in manifest["images"]["first"]]},
         failed=manifest["failed"], overview=overview,
         layer_pages=[{**link, "note": layer_notes[link["label"]]} for link in layer_links],
-        other_pages=others, table=_table(builder), settings=_settings(builder, manifest),
+        other_pages=others, table=_table(content), settings=_settings(content, manifest),
     )
 
 
@@ -133,20 +159,20 @@ def _shape_text(shapes) -> str:
     return text + (f" (x{len(shapes)} calls)" if len(shapes) > 1 else "")
 
 
-def _table(builder) -> dict:
-    rows = list(builder.table)
+def _table(content) -> dict:
+    rows = list(content.table)
     fields = any(row.receptive_fields for row in rows)
     columns = ["layer", "type", "output shape", "calls", "parameters"]
     columns += ["receptive field (size /stride @offset)"] if fields else []
     pages: dict[str, str] = {}  # a module's row links to its page (a module run twice: its first shown call)
-    for layer in builder.layers:
+    for layer in content.layers:
         pages.setdefault(layer.split("#")[0], layer_page(layer))
     body = []
     for row in rows:
         cells = [row.name, row.type, _shape_text(row.output_shape), row.calls, f"{row.params:,}"]
         cells += [row.receptive_field_text] if fields else []
         body.append({"cells": cells, "href": pages.get(row.name)})
-    params = sum(p.numel() for p in builder.module.parameters())
+    params = content.parameters
     footer = f"{len(rows)} layers, {params:,} parameters; the layers in bold have a page."
     if fields:
         footer += (" Receptive field: the input region one unit sees, its stride between neighbouring units "
@@ -154,11 +180,11 @@ def _table(builder) -> dict:
     return {"columns": columns, "rows": body, "footer": footer}
 
 
-def _settings(builder, manifest: dict) -> list[tuple[str, str]]:
-    settings = [("layers shown", ", ".join(builder.layers)), ("images", str(manifest["images"]["count"]))]
+def _settings(content, manifest: dict) -> list[tuple[str, str]]:
+    settings = [("layers shown", ", ".join(content.layers)), ("images", str(manifest["images"]["count"]))]
     if manifest["images"]["skipped"]:
         settings.append(("files skipped (not images)", ", ".join(display_name(spec) for spec in manifest["images"]["skipped"])))
-    if not builder.class_count():
+    if not content.class_count:
         settings.append(("attributions and classes", "none: the model's output is not one score per class"))
     for name, value in manifest["settings"].items():
         if name == "dream_image" and value is not None:

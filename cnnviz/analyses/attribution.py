@@ -1,0 +1,543 @@
+"""Input gradients and attributions: how the input drives a unit, through captum.
+
+The lecture's "derivatives of the response with respect to the input", for any unit of any model:
+a class score, a channel of an inner layer (its spatial mean) or a single neuron. The methods are
+captum's (``Saliency``, ``InputXGradient``, ``NoiseTunnel``, ``IntegratedGradients``,
+``LayerGradCam``, ``Occlusion``), run on a forward function that goes through cnnviz's probe, so the
+network stops at the deepest layer the targets need and the model is left untouched.
+
+Guided backpropagation and deconvolution change the backward rule of every ReLU. captum's versions
+hook ``nn.ReLU`` modules only, so on a model calling ``F.relu`` they silently return the plain
+gradient. Here a ``TorchFunctionMode`` reroutes every ReLU call (a module's or a functional one,
+in place or not) through the rule for the length of the call; a model with no ReLU at all is
+refused rather than given a plain gradient under another name.
+
+Example::
+
+    >>> import cnnviz
+    >>> loaded = cnnviz.load_model("builtin:photos")
+    >>> result = cnnviz.saliency(loaded, "sample:chelsea", method="integrated_gradients")
+    >>> result.attribution.shape, result.targets        # N x C x H x W, what was explained
+    (torch.Size([1, 3, 64, 64]), ['logits:4 (chelsea)'])
+    >>> many = cnnviz.attributions(loaded, "sample:chelsea", methods=["gradient", "gradcam"], target="features.19:7")
+"""
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from cnnviz.core.display import Shows
+from cnnviz.errors import CnnvizError
+from cnnviz.inputs.batches import stack_images
+from cnnviz.inputs.images import display_image
+from cnnviz.core.model import preprocessing_of, unwrap
+from cnnviz.core.probe import probe
+from cnnviz.core.references import LayerRef, layer_ref, Unit
+from cnnviz.core.relu import relu_rule
+from cnnviz.core.model import LoadedModel
+
+METHODS = (
+    "gradient", "gradient_x_input", "smoothgrad", "integrated_gradients", "guided_backprop",
+    "deconvolution", "gradcam", "guided_gradcam", "occlusion",
+)
+#: methods whose maps are one channel (class activation maps)
+CAM_METHODS = ("gradcam",)
+
+
+@dataclass
+class Attribution(Shows):
+    """The attribution of one method for a batch of images.
+
+    Attributes:
+        method: the method's name (one of ``METHODS``).
+        attribution: the raw attribution, ``N x C x H x W`` (``N x 1 x H x W`` for Grad-CAM, upsampled
+            to the input size), float32 on the CPU.
+        inputs: the model inputs it explains, ``N x C x H x W``, normalised.
+        images: the same inputs de-normalised for display, ``N x 3 x H x W`` RGB in [0, 1].
+        targets: what was explained for each image, a :class:`cnnviz.Unit` (``logits:281 (tabby)``).
+        sources: where each image came from.
+        layer: the layer of Grad-CAM (and guided Grad-CAM), else ``None``.
+        layer_attribution: Grad-CAM at the layer's own resolution (``N x 1 x h x w``), else ``None``.
+        settings: the method's parameters (steps, samples, window, ...).
+    """
+
+    method: str
+    attribution: torch.Tensor
+    inputs: torch.Tensor
+    images: torch.Tensor
+    targets: list[Unit]
+    sources: list[str]
+    layer: str | None = None
+    layer_attribution: torch.Tensor | None = None
+    settings: dict = field(default_factory=dict)
+
+    def signed_map(self) -> torch.Tensor:
+        """``N x H x W``: the attribution summed over channels (its sign kept)."""
+        return self.attribution.sum(dim=1)
+
+    def absolute_map(self) -> torch.Tensor:
+        """``N x H x W``: the absolute attribution summed over channels (its magnitude)."""
+        return self.attribution.abs().sum(dim=1)
+
+    def to_dict(self) -> dict:
+        return {
+            "method": self.method,
+            "shape": list(self.attribution.shape),
+            "layer": self.layer,
+            "targets": [t.to_dict() for t in self.targets],
+            "images": self.sources,
+            "min": float(self.attribution.min()),
+            "max": float(self.attribution.max()),
+            "settings": self.settings,
+        }
+
+    def __repr__(self) -> str:
+        return (
+            f"Attribution({self.method!r}, {tuple(self.attribution.shape)}, targets={[str(t) for t in self.targets]}, "
+            f"range [{float(self.attribution.min()):.3g}, {float(self.attribution.max()):.3g}])"
+        )
+
+
+def saliency(model, images, target=None, method: str = "gradient", **options) -> Attribution:
+    """Attribute a unit's value to the input pixels with one method.
+
+    Args:
+        model: an ``nn.Module`` or :class:`cnnviz.LoadedModel` (left untouched).
+        images: any images :mod:`cnnviz.inputs.batches` takes: an image spec (file, ``sample:NAME``,
+            a folder, ``samples``), a PIL image, a ``C x H x W`` tensor in [0, 1], a list of those,
+            a batch of normalised model inputs ``N x C x H x W``, a Dataset or a DataLoader.
+        target: what to explain: ``None`` (each image's top-1 class), a class index or name, a
+            layer reference to any unit (``"features.10:5"``, the spatial mean of channel 5;
+            ``"features.10:5@7,3"``, one neuron), or a list with one of those per image.
+        method: one name of ``METHODS`` (several side by side: :func:`attributions`).
+        options: the methods' settings, as for :func:`attributions`: ``layer`` (Grad-CAM's),
+            ``steps``, ``samples``, ``noise``, ``window``, ``stride``, ``batch_size``.
+
+    Returns:
+        An :class:`Attribution`.
+    """
+    if not isinstance(method, str):
+        raise CnnvizError("saliency takes one method; for several side by side use cnnviz.attributions(..., methods=[...])")
+    return attributions(model, images, target, [method], **options)[method]
+
+
+class Attributions(Shows, dict):
+    """Several methods' :class:`Attribution` of the same images and targets, by method name
+    (in the order asked); draws them side by side."""
+
+    def to_dict(self) -> dict:
+        return {"methods": [result.to_dict() for result in self.values()]}
+
+    def __repr__(self) -> str:
+        first = next(iter(self.values()), None)
+        images = len(first.attribution) if first is not None else 0
+        return f"Attributions({', '.join(self)}; {images} images)"
+
+
+def attributions(
+    model,
+    images,
+    target=None,
+    methods: Sequence[str] = METHODS,
+    *,
+    layer=None,
+    steps: int = 32,
+    samples: int = 16,
+    noise: float = 0.15,
+    window: int | None = None,
+    stride: int | None = None,
+    batch_size: int = 32,
+) -> Attributions:
+    """Attribute a unit's value to the input pixels with several methods at once, to compare them.
+
+    Args:
+        model, images, target: as for :func:`saliency`.
+        methods: names of ``METHODS``, in the order to show them.
+        layer: the layer for Grad-CAM (default: the last layer with spatial maps that runs once).
+        steps: integration steps of integrated gradients.
+        samples, noise: SmoothGrad's noisy copies and their standard deviation, as a fraction of
+            the input's range.
+        window, stride: occlusion's square patch and step in pixels (default: an eighth of the
+            smaller side, and half of that).
+        batch_size: the most images attributed at once, and the most examples per forward pass
+            inside integrated gradients, SmoothGrad and occlusion (this bounds their memory).
+
+    Returns:
+        :class:`Attributions`: method name -> :class:`Attribution`.
+    """
+    methods = [methods] if isinstance(methods, str) else list(methods)
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown or not methods:
+        raise CnnvizError(f"unknown method {unknown[0] if unknown else ''!r}; use one of {', '.join(METHODS)}")
+    if steps < 2 or samples < 1 or batch_size < 1 or noise < 0:
+        raise CnnvizError("steps must be at least 2, samples and batch_size at least 1, noise not negative")
+    module, _ = unwrap(model)
+    preprocessing = preprocessing_of(model)
+    inputs, sources = stack_images(images, preprocessing)
+    units, indices, descriptions = _targets(model, inputs, target)
+    cam_layer = None
+    if any(m in ("gradcam", "guided_gradcam") for m in methods):
+        cam_layer = _cam_layer(model, layer, inputs, units, indices)
+    forward = _UnitForward(model, units, cam_layer)
+    shown = display_image(inputs, preprocessing)
+    results = {}
+    for name in methods:
+        pieces = []
+        for start in range(0, len(inputs), batch_size):  # at most batch_size images at a time
+            part = slice(start, start + batch_size)
+            pieces.append(_attribute(name, forward, inputs[part], indices[part], cam_layer, steps, samples,
+                                     noise, window, stride, batch_size))
+        attribution = torch.cat([piece[0].detach().float().cpu() for piece in pieces])
+        layer_attribution = None if pieces[0][1] is None else torch.cat([piece[1].detach().float().cpu() for piece in pieces])
+        settings = pieces[0][2]
+        results[name] = Attribution(
+            method=name,
+            attribution=attribution,
+            inputs=inputs.detach().cpu(),
+            images=shown,
+            targets=descriptions,
+            sources=sources,
+            layer=cam_layer.layer_text if cam_layer is not None and "gradcam" in name else None,
+            layer_attribution=layer_attribution,
+            settings={**settings, "batch_size": batch_size},
+        )
+    return Attributions(results)
+
+
+
+
+# --------------------------------------------------------------------------------------------
+# inputs and targets
+
+
+def _targets(model, inputs: torch.Tensor, target) -> tuple[list[LayerRef], list[int], list[str]]:
+    """The distinct units to explain, each image's index among them, and their descriptions."""
+    _, class_names = unwrap(model)
+    count = len(inputs)
+    if isinstance(target, torch.Tensor) and target.dim() == 1:
+        target = target.tolist()
+    if isinstance(target, (list, tuple)):
+        if len(target) != count:
+            raise CnnvizError(f"{len(target)} targets for {count} images; give one target, or one per image")
+        per_image = list(target)
+    else:
+        per_image = [target] * count
+    if any(t is None for t in per_image):
+        with probe(model, ["logits"]) as recorder:
+            recorder.run(inputs)
+            logits = recorder["logits"]
+        if logits.dim() != 2:
+            raise CnnvizError(
+                f"the model's output has shape {tuple(logits.shape)}, so there is no top-1 class; "
+                "name the unit to explain (target=..., --target on the command line)"
+            )
+        predicted = logits.argmax(dim=1).tolist()
+        per_image = [predicted[i] if t is None else t for i, t in enumerate(per_image)]
+    resolved = []
+    for item in per_image:
+        if hasattr(item, "item") and not isinstance(item, (str, LayerRef)):  # a tensor or numpy integer
+            try:
+                item = int(item.item()) if float(item.item()).is_integer() else item
+            except (TypeError, ValueError, RuntimeError):
+                pass
+        if isinstance(item, bool) or not isinstance(item, (int, str, LayerRef)):
+            raise CnnvizError(f"a target must be a class index, a class name or a layer reference, not {item!r}")
+        text = f"logits:{item}" if isinstance(item, int) else item
+        ref = layer_ref(model, text)
+        if ref.channel is None:
+            raise CnnvizError(
+                f"the target {str(ref)!r} is a whole layer; name one unit: '{ref.layer_text}:CHANNEL' "
+                f"(its spatial mean) or '{ref.layer_text}:CHANNEL@ROW,COLUMN'"
+            )
+        resolved.append(ref)
+    units = list(dict.fromkeys(resolved))
+    indices = [units.index(ref) for ref in resolved]
+
+    return units, indices, [Unit.of(ref, class_names) for ref in resolved]
+
+
+class _UnitForward:
+    """``inputs -> M x U`` values of the target units, through the probe (early exit after the
+    deepest of the units and, when given, the Grad-CAM layer)."""
+
+    def __init__(self, model, units: list[LayerRef], also: LayerRef | None = None):
+        self.model, self.units = model, units
+        self.refs = units + ([also] if also is not None else [])
+
+    def __call__(self, inputs: torch.Tensor) -> torch.Tensor:
+        with probe(self.model, self.refs, keep_graph=True) as recorder:
+            recorder.run(inputs)
+            columns = []
+            for unit in self.units:
+                value = recorder[unit]
+                columns.append(value.flatten(1).mean(dim=1) if value.dim() > 1 else value)
+        return torch.stack(columns, dim=1)
+
+
+def _cam_layer(model, layer, inputs: torch.Tensor, units: list[LayerRef], indices: list[int]) -> LayerRef:
+    """The Grad-CAM layer: the one asked for, checked, or the last layer with spatial maps (more
+    than 1 x 1) that runs once, finishes before every target and that every target depends on."""
+    module, _ = unwrap(model)
+    names = [name for name, _ in module.named_modules() if name]
+    with probe(model, names, store=False, early_exit=False) as recorder:
+        recorder.run(inputs[:1])
+        order, shapes = recorder.order, recorder.shapes
+    position = {entry: index for index, entry in enumerate(order)}
+    deadline = min((position.get((u.layer, u.call), len(order)) for u in units if not u.is_output), default=len(order))
+
+    def usable(name: str) -> str | None:
+        calls = shapes.get(name, [])
+        if len(calls) != 1:
+            return f"{name} runs {len(calls)} times per forward pass; Grad-CAM needs a layer that runs once"
+        shape = calls[0]
+        if shape is None or len(shape) != 4 or shape[2] * shape[3] <= 1:
+            return f"{name} outputs {shape and tuple(shape[1:])}, not spatial maps (C x H x W with H x W > 1)"
+        if position[(name, 1)] >= deadline:
+            return f"{name} does not run before the target, so the target does not depend on it; pick an earlier layer"
+        return None
+
+    if layer is not None:
+        ref = layer_ref(model, layer)
+        if ref.channel is not None or ref.is_output:
+            raise CnnvizError(f"Grad-CAM needs a layer with spatial maps, such as '{ref.layer_text}' without a channel")
+        problem = usable(ref.layer) if ref.call == 1 else f"{ref.layer_text} is a later call; Grad-CAM needs a layer that runs once"
+        if problem:
+            raise CnnvizError(problem)
+        if not _dependent(model, [ref.layer], inputs, units, indices):
+            raise CnnvizError(f"the target does not depend on {ref.layer} (another branch?); pick a layer on its path")
+        return ref
+    candidates = [name for name, call in order if call == 1 and usable(name) is None]
+    reached = _dependent(model, candidates, inputs, units, indices)
+    chosen = [name for name in candidates if name in reached]
+    if not chosen:
+        raise CnnvizError("no layer with spatial maps that runs once lies on the target's path; Grad-CAM cannot be computed here")
+    return layer_ref(model, chosen[-1])
+
+
+def _dependent(model, candidates: list[str], inputs, units: list[LayerRef], indices: list[int]) -> set[str]:
+    """The candidate layers whose output every target unit's value depends on (non-zero gradient),
+    tried on one image per unit."""
+    if not candidates:
+        return set()
+    examples = inputs[[indices.index(k) for k in range(len(units))]].clone().requires_grad_(True)
+    reached = set(candidates)
+    with probe(model, [*candidates, *units], keep_graph=True, copy=False) as recorder:
+        recorder.run(examples)
+        outputs = [recorder[name] for name in candidates]
+        for k, unit in enumerate(units):
+            value = recorder[unit][k]
+            gradients = torch.autograd.grad(value.sum(), outputs, allow_unused=True, retain_graph=True)
+            for name, gradient in zip(candidates, gradients):
+                if gradient is None or not bool(gradient[k].abs().sum() > 0):
+                    reached.discard(name)
+    return reached
+
+
+# --------------------------------------------------------------------------------------------
+# methods
+
+
+def _attribute(name, forward, inputs, indices, cam_layer, steps, samples, noise, window, stride, batch_size):
+    from captum.attr import (
+        InputXGradient, IntegratedGradients, LayerAttribution, LayerGradCam, NoiseTunnel, Occlusion, Saliency,
+    )
+
+    x = inputs.clone().requires_grad_(True)
+    target = list(indices)
+    height, width = inputs.shape[2:]
+    if name == "gradient":
+        return Saliency(forward).attribute(x, target=target, abs=False), None, {}
+    if name == "gradient_x_input":
+        return InputXGradient(forward).attribute(x, target=target), None, {}
+    if name == "smoothgrad":
+        # each image alone: its own noise level (a fraction of its own range) and the same noise
+        # whatever else is in the batch
+        tunnel = NoiseTunnel(Saliency(forward))
+        results, spreads = [], []
+        for index in range(len(inputs)):
+            spread = float(noise * (inputs[index].max() - inputs[index].min()))
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(0)
+                results.append(tunnel.attribute(
+                    x[index:index + 1], nt_type="smoothgrad", nt_samples=samples, stdevs=spread,
+                    nt_samples_batch_size=batch_size, target=target[index:index + 1], abs=False,
+                ))
+            spreads.append(spread)
+        return torch.cat(results), None, {"samples": samples, "noise": noise}
+    if name == "integrated_gradients":
+        result = IntegratedGradients(forward).attribute(
+            x, baselines=torch.zeros_like(x), target=target, n_steps=steps, internal_batch_size=batch_size,
+        )
+        return result, None, {"steps": steps, "baseline": "zeros (the mean image after normalisation)"}
+    if name in ("guided_backprop", "deconvolution"):
+        return _relu_rule(forward, x, target, name), None, {}
+    if name in ("gradcam", "guided_gradcam"):
+        layer_module = cam_layer.module
+        cam = LayerGradCam(forward, layer_module).attribute(x, target=target, relu_attributions=True)
+        upsampled = LayerAttribution.interpolate(cam, (height, width), interpolate_mode="bilinear")
+        if name == "gradcam":
+            return upsampled, cam, {"layer": cam_layer.layer_text}
+        guided = _relu_rule(forward, inputs.clone().requires_grad_(True), target, "guided_backprop")
+        return guided * upsampled, cam, {"layer": cam_layer.layer_text}
+    if name == "occlusion":
+        side = window or max(3, round(min(height, width) / 8))
+        step = stride or max(1, side // 2)
+        if side > min(height, width):
+            raise CnnvizError(f"the occlusion window ({side} px) is larger than the image ({height}x{width})")
+        result = Occlusion(forward).attribute(
+            inputs.clone(), sliding_window_shapes=(inputs.shape[1], side, side), strides=(inputs.shape[1], step, step),
+            baselines=0.0, target=target, perturbations_per_eval=max(1, batch_size // len(inputs)),
+        )
+        return result, None, {"window": side, "stride": step, "baseline": "zeros (the mean image after normalisation)"}
+    raise CnnvizError(f"unknown method {name!r}")
+
+
+def _relu_rule(forward, x: torch.Tensor, target: list[int], rule: str) -> torch.Tensor:
+    mode = relu_rule(rule)
+    with mode:
+        values = forward(x)
+        selected = values[torch.arange(len(values)), torch.tensor(target)]
+    if mode.calls == 0:
+        raise CnnvizError(
+            f"{rule.replace('_', ' ')} changes the backward rule of ReLUs, and this model runs no ReLU "
+            "before the target; it would be the plain gradient, so use method 'gradient'"
+        )
+    (gradient,) = torch.autograd.grad(selected.sum(), x)
+    return gradient
+
+
+# --------------------------------------------------------------------------------------------
+# sanity check
+
+
+@dataclass(repr=False)
+class SanityCheck(Shows):
+    """The model-parameter randomisation test (Adebayo et al., 2018).
+
+    Attributes:
+        method: the attribution method checked.
+        layers: the layers re-initialised, cumulatively from the output down: step k has the first
+            k of them randomised.
+        correlations: for each step, the Spearman rank correlation between the absolute attribution
+            map of the randomised copy and the original's (mean over images).
+        maps: the absolute maps, ``(steps + 1) x N x H x W`` (the original first).
+        original: the original :class:`Attribution`.
+    """
+
+    method: str
+    layers: list[str]
+    correlations: list[float]
+    maps: torch.Tensor
+    original: Attribution
+
+    def __repr__(self) -> str:
+        steps = ", ".join(f"{c:.2f}" for c in self.correlations)
+        return f"SanityCheck({self.method!r}, {len(self.layers)} layers randomised, rank correlations {steps})"
+
+    def to_dict(self) -> dict:
+        return {"method": self.method, "randomised_layers": self.layers,
+                "rank_correlations": [round(c, 6) for c in self.correlations]}
+
+
+def sanity_check(
+    model, images, method: str = "gradient", target=None, *, stages: int | None = None, seed: int = 0, **options,
+) -> SanityCheck:
+    """Re-initialise the model's layers from the top down, on a copy, and see the attribution change.
+
+    An attribution method that explains the model must depend on its weights: after the top layers
+    are re-initialised, the map should no longer look like the original. The layers with weights
+    (a convolution or a linear layer, with the normalisation layers that follow it) are taken in
+    the order they run; each stage re-initialises one more of them, from the output towards the
+    input, in a deep copy of the model (``reset_parameters()`` under ``seed``). The user's model is
+    never touched.
+
+    Args:
+        model, images, method, target: as for :func:`saliency` (one method; the target is fixed to
+            what the original model explains, so randomisation does not change it).
+        stages: at most this many stages, spread evenly over the layers (default: every layer).
+        seed: the seed of the re-initialisation.
+        options: passed on to :func:`saliency`.
+
+    Returns:
+        :class:`SanityCheck` with one rank correlation per stage.
+    """
+    if not isinstance(method, str) or method not in METHODS:
+        raise CnnvizError(f"the sanity check takes one method of {', '.join(METHODS)}, not {method!r}")
+    if stages is not None and stages < 1:
+        raise CnnvizError("stages must be at least 1")
+    original = saliency(model, images, target, method, **options)
+    module, _ = unwrap(model)
+    groups = _layers_top_down(module, original.inputs[:1])
+    if not groups:
+        raise CnnvizError("the model has no layer with parameters to re-initialise")
+    count = len(groups) if stages is None else min(stages, len(groups))
+    cuts = sorted({math.ceil(len(groups) * (k + 1) / count) for k in range(count)})
+    fixed_targets = [t.reference for t in original.targets]
+    maps, correlations, layers = [original.absolute_map()], [], []
+    for cut in cuts:
+        copy_model = copy.deepcopy(module)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            for group in groups[:cut]:
+                for name in group:
+                    copy_model.get_submodule(name).reset_parameters()
+        randomised = saliency(_with_metadata(model, copy_model), original.inputs, fixed_targets, method, **options)
+        maps.append(randomised.absolute_map())
+        correlations.append(mean_rank_correlation(maps[0], maps[-1]))
+        layers.append(groups[cut - 1][0])
+    return SanityCheck(method, layers, correlations, torch.stack(maps), original)
+
+
+def _layers_top_down(module: nn.Module, example: torch.Tensor) -> list[list[str]]:
+    """Groups of module names to re-initialise together, from the output towards the input: each
+    convolution or linear layer with the normalisation layers that run after it."""
+    names = [name for name, m in module.named_modules()
+             if name and hasattr(m, "reset_parameters") and any(True for _ in m.parameters(recurse=False))]
+    with probe(module, names, store=False, early_exit=False) as recorder:
+        recorder.run(example)
+        ran = [name for name, call in recorder.order if call == 1]
+    groups: list[list[str]] = []
+    for name in ran:
+        starts_group = isinstance(module.get_submodule(name), (nn.modules.conv._ConvNd, nn.Linear))
+        if starts_group or not groups:
+            groups.append([name])
+        else:
+            groups[-1].append(name)
+    return groups[::-1]
+
+
+def _with_metadata(model, module: nn.Module):
+
+    if isinstance(model, LoadedModel):
+        return LoadedModel(module, model.preprocessing, model.class_names, model.spec, "randomised copy")
+    return module
+
+
+def mean_rank_correlation(first: torch.Tensor, second: torch.Tensor) -> float:
+    """Spearman's rank correlation (tied values share their average rank) of two N x H x W maps,
+    averaged over the N images; NaN when a map is constant (it has no ranking)."""
+    values = []
+    for a, b in zip(first.flatten(1), second.flatten(1)):
+        ranks_a, ranks_b = _average_ranks(a), _average_ranks(b)
+        ranks_a -= ranks_a.mean()
+        ranks_b -= ranks_b.mean()
+        denominator = math.sqrt(float((ranks_a**2).sum() * (ranks_b**2).sum()))
+        values.append(float((ranks_a * ranks_b).sum()) / denominator if denominator else float("nan"))
+    return sum(values) / len(values)
+
+
+def _average_ranks(values: torch.Tensor) -> torch.Tensor:
+    """Ranks from 1, ties sharing the mean of the ranks they span."""
+    order = torch.argsort(values, stable=True)
+    ordered = values[order]
+    _, inverse, counts = torch.unique_consecutive(ordered, return_inverse=True, return_counts=True)
+    ends = torch.cumsum(counts, dim=0).double()
+    mean_rank = ends - (counts.double() - 1) / 2
+    ranks = torch.empty(len(values), dtype=torch.float64)
+    ranks[order] = mean_rank[inverse]
+    return ranks

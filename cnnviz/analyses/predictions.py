@@ -1,0 +1,114 @@
+"""What a model says an image is: the top classes with their probabilities.
+
+Example::
+
+    >>> import cnnviz
+    >>> loaded = cnnviz.load_model("builtin:photos")
+    >>> [best] = cnnviz.predict(loaded, "sample:chelsea", top=3)
+    >>> best.classes[0][1]
+    'chelsea'
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from PIL import Image
+
+from cnnviz.errors import CnnvizError
+from cnnviz.inputs.batches import image_batches, names, no_images_message
+from cnnviz.core.model import preprocessing_of, unwrap
+from cnnviz.core.probe import capture
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """The top classes of one image.
+
+    Attributes:
+        source: where the image came from (a path, ``sample:NAME``, or ``image N``).
+        classes: ``(index, name, probability)`` for the top classes, best first (``name`` is
+            ``None`` when the model has no class names).
+    """
+
+    source: str
+    classes: list[tuple[int, str | None, float]]
+
+    def __str__(self) -> str:
+        ranked = ", ".join(f"{name if name is not None else index} {p:.3f}" for index, name, p in self.classes)
+        return f"{self.source}: {ranked}"
+
+
+@dataclass
+class Predictions:
+    """Predictions for several images, and the files that could not be read."""
+
+    predictions: list[Prediction]
+    skipped: list[str] = field(default_factory=list)
+
+    def __iter__(self):
+        return iter(self.predictions)
+
+    def __len__(self) -> int:
+        return len(self.predictions)
+
+    def __getitem__(self, index: int) -> Prediction:
+        return self.predictions[index]
+
+
+def predict(
+    model,
+    images: str | os.PathLike | Image.Image | torch.Tensor | Iterable,
+    *,
+    top: int = 5,
+    batch_size: int = 32,
+) -> Predictions:
+    """Classify images with a model, using its own preprocessing.
+
+    Args:
+        model: a :class:`cnnviz.LoadedModel` (its preprocessing and class names are used) or a
+            plain module (identity preprocessing unless it declares its own).
+        images: an image spec (file, ``sample:NAME``, folder, ``samples``), a PIL image, a
+            ``C x H x W`` tensor in [0, 1], or a list of any of these.
+        top: how many classes to report per image.
+        batch_size: images per forward pass.
+
+    Returns:
+        :class:`Predictions`: one :class:`Prediction` per image, and the files of a folder that
+        could not be read as images (skipped).
+
+    Raises:
+        CnnvizError: an image named on its own cannot be read, nothing could be read, or the
+            model's output is not one score per class.
+    """
+    if top < 1:
+        raise CnnvizError(f"top must be at least 1, got {top}")
+    _, class_names = unwrap(model)
+    preprocessing = preprocessing_of(model)
+    stream = image_batches(images, preprocessing, batch_size)
+    predictions = []
+    for batch in stream:
+        predictions += _classify(model, batch.inputs, names(batch.sources, len(predictions)), class_names, top)
+    if not predictions:
+        raise CnnvizError(no_images_message(stream.skipped))
+    skipped = stream.skipped
+    return Predictions(predictions, skipped)
+
+
+def _classify(model, inputs: torch.Tensor, sources: Sequence[str], class_names, top: int) -> list[Prediction]:
+    logits = capture(model, inputs, ["logits"])["logits"]
+    if logits.dim() != 2:
+        raise CnnvizError(
+            f"the model's output has shape {tuple(logits.shape)}, not one score per class (N x K)"
+        )
+    # One output is a binary classifier's logit (its sigmoid); several are scores (softmax).
+    probabilities = logits.float().sigmoid() if logits.shape[1] == 1 else logits.float().softmax(dim=1)
+    probabilities = probabilities.cpu()
+    values, indices = probabilities.topk(min(top, probabilities.shape[1]), dim=1)
+    names = class_names if class_names and len(class_names) == probabilities.shape[1] else None
+    return [
+        Prediction(source, [(int(i), names[int(i)] if names else None, float(v)) for v, i in zip(row_values, row_indices)])
+        for source, row_values, row_indices in zip(sources, values, indices)
+    ]

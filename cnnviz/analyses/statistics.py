@@ -1,0 +1,577 @@
+"""Statistics of activations over a population of images, streamed in bounded memory.
+
+For every channel of every chosen layer: the count of values, their mean and standard deviation
+(float64, merged with Chan's parallel formulas), minimum, maximum, the fraction of positive values,
+the fraction near zero, whether the unit is dead (never positive), a histogram over a signed range
+(negative values kept), and the dataset exemplars: the top-k images by the channel's largest
+value, with the position of that value and a crop of the input around it.
+
+Histograms have a fixed number of bins over ``[-R, R]`` where ``R`` is a power of two that grows
+(by doubling, which merges pairs of bins exactly) whenever a value falls outside. So every value
+is counted, memory does not grow with the number of images, and two statistics merge exactly:
+``a.merge(b)`` equals the statistics of both populations streamed together.
+
+Example::
+
+    >>> import cnnviz
+    >>> loaded = cnnviz.load_model("builtin:photos")
+    >>> stats = cnnviz.statistics(loaded, "samples", ["features.2", "features.26"])
+    >>> layer = stats["features.26"]
+    >>> layer.mean.shape, layer.dead.sum()           # per channel
+    >>> stats.to_dict()["layers"][0]["mean"]         # per layer
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import torch
+
+from cnnviz.core.display import Shows
+from cnnviz.errors import CnnvizError
+from cnnviz.inputs.batches import image_batches, no_images_message
+from cnnviz.inputs.images import display_image
+from cnnviz.core.model import Preprocessing, preprocessing_of
+from cnnviz.core.probe import probe
+from cnnviz.core.references import Reference
+
+DEFAULT_BINS = 128
+DEFAULT_TOP_K = 8
+DEFAULT_NEAR_ZERO = 1e-6
+CROP_PIXELS = 48  # exemplar crops are stored at most this wide (larger regions are shrunk)
+
+
+@dataclass(repr=False)
+class LayerStatistics(Shows):
+    """Per-channel statistics of one layer (arrays over its ``C`` channels).
+
+    Attributes:
+        layer: the layer reference.
+        count: values seen per channel (images x positions).
+        mean, m2: running mean and sum of squared deviations (float64).
+        minimum, maximum: extremes.
+        mean_maximum: each channel's largest per-image spatial mean (the largest value of the
+            objective ``maximize`` uses for a channel, over the population; the value itself for
+            N x C outputs such as logits).
+        positive: how many values were > 0; near_zero: how many had ``|x| <= near_zero_tolerance``.
+        histogram: ``C x bins`` counts over ``(-half_range, half_range]``; bin ``i`` holds
+            ``edges[i] < x <= edges[i + 1]``, so zero is counted just below the middle edge and the
+            bins above the middle hold exactly the positive values.
+        half_range: ``R``, a power of two.
+        exemplar_values, exemplar_images, exemplar_positions: ``C x k``: each channel's largest
+            values in its top-k images (best first; ties keep the earlier image), the index of the
+            image in the population, and the (row, column) of the maximum in the map
+            (``C x k x 2``); -1 where fewer than k images were seen.
+        exemplar_crops: ``C x k x 3 x S x S`` uint8 RGB crops of the input around each maximum
+            (a region of about four map cells, at least 16 pixels, stored at most 48 pixels wide).
+        exemplar_sources: the file or sample of each exemplar image (``C`` lists of up to k; ``None``
+            for tensors, see :meth:`exemplar_name`).
+        map_size: ``(H, W)`` of the layer's maps; input_size: ``(H, W)`` of the inputs.
+    """
+
+    layer: str
+    count: np.ndarray
+    mean: np.ndarray
+    m2: np.ndarray
+    minimum: np.ndarray
+    maximum: np.ndarray
+    positive: np.ndarray
+    near_zero: np.ndarray
+    histogram: np.ndarray
+    half_range: float
+    exemplar_values: np.ndarray
+    exemplar_images: np.ndarray
+    exemplar_positions: np.ndarray
+    exemplar_crops: np.ndarray
+    exemplar_sources: list[list[str]]
+    map_size: tuple[int, int]
+    input_size: tuple[int, int]
+    near_zero_tolerance: float = DEFAULT_NEAR_ZERO
+    mean_maximum: np.ndarray | None = None
+
+    def __repr__(self) -> str:
+        return f"LayerStatistics({self.layer!r}, {self.channels} channels, {int(self.count.max()) if self.count.size else 0} values per channel)"
+
+    @property
+    def channels(self) -> int:
+        return len(self.count)
+
+    @property
+    def bins(self) -> int:
+        return self.histogram.shape[1]
+
+    @property
+    def edges(self) -> np.ndarray:
+        """The ``bins + 1`` bin edges, from ``-R`` to ``R``."""
+        return np.linspace(-self.half_range, self.half_range, self.bins + 1)
+
+    @property
+    def std(self) -> np.ndarray:
+        """Population standard deviation per channel."""
+        return np.sqrt(self.m2 / np.maximum(self.count, 1))
+
+    @property
+    def positive_fraction(self) -> np.ndarray:
+        return self.positive / np.maximum(self.count, 1)
+
+    @property
+    def near_zero_fraction(self) -> np.ndarray:
+        return self.near_zero / np.maximum(self.count, 1)
+
+    @property
+    def dead(self) -> np.ndarray:
+        """Channels never positive over the whole population."""
+        return self.positive == 0
+
+    def layer_summary(self) -> dict:
+        """The same statistics for the whole layer (all channels pooled)."""
+        total = int(self.count.sum())
+        mean = float((self.mean * self.count).sum() / max(total, 1))
+        m2 = float(self.m2.sum() + (self.count * (self.mean - mean) ** 2).sum())
+        return {
+            "layer": self.layer,
+            "channels": self.channels,
+            "map_size": list(self.map_size),
+            "count": total,
+            "mean": mean,
+            "std": math.sqrt(m2 / max(total, 1)),
+            "min": float(self.minimum.min()),
+            "max": float(self.maximum.max()),
+            "positive_fraction": float(self.positive.sum() / max(total, 1)),
+            "near_zero_fraction": float(self.near_zero.sum() / max(total, 1)),
+            "near_zero_tolerance": self.near_zero_tolerance,
+            "dead_channels": [int(c) for c in np.flatnonzero(self.dead)],
+            "histogram_range": [-self.half_range, self.half_range],
+            "histogram": [int(v) for v in self.histogram.sum(axis=0)],
+        }
+
+    def channel_table(self) -> list[dict]:
+        """One JSON-ready row per channel."""
+        return [
+            {
+                "channel": c,
+                "mean": float(self.mean[c]),
+                "std": float(self.std[c]),
+                "min": float(self.minimum[c]),
+                "max": float(self.maximum[c]),
+                "max_image_mean": float(self.mean_maximum[c]) if self.mean_maximum is not None else None,
+                "positive_fraction": float(self.positive_fraction[c]),
+                "near_zero_fraction": float(self.near_zero_fraction[c]),
+                "dead": bool(self.dead[c]),
+                "exemplars": [
+                    {"image": self.exemplar_name(c, i), "value": float(self.exemplar_values[c, i]),
+                     "position": [int(p) for p in self.exemplar_positions[c, i]]}
+                    for i in range(len(self.exemplar_sources[c]))
+                ],
+            }
+            for c in range(self.channels)
+        ]
+
+    def exemplar_name(self, channel: int, slot: int) -> str:
+        """Where exemplar ``slot`` of ``channel`` came from: its file or sample, or ``image N``
+        (its place in the population) for tensors."""
+        name = self.exemplar_sources[channel][slot]
+        return name if name is not None else f"image {int(self.exemplar_images[channel, slot])}"
+
+    def rebinned(self, half_range: float) -> LayerStatistics:
+        """The same statistics with the histogram over a larger power-of-two range (exact)."""
+        histogram = self.histogram
+        current = self.half_range
+        while current < half_range:
+            histogram = _double_range(histogram)
+            current *= 2
+        if current != half_range:
+            raise CnnvizError(f"cannot rebin a range of {self.half_range} to {half_range}")
+        return replace(self, histogram=histogram, half_range=current)
+
+    def merge(self, other: LayerStatistics, image_offset: int) -> LayerStatistics:
+        """These statistics and ``other``'s together; ``other``'s image indices move up by
+        ``image_offset`` (the number of images behind ``self``)."""
+        mine = (self.channels, self.bins, self.map_size, self.input_size, self.exemplar_values.shape[1], self.near_zero_tolerance)
+        theirs = (other.channels, other.bins, other.map_size, other.input_size, other.exemplar_values.shape[1], other.near_zero_tolerance)
+        if mine != theirs:
+            raise CnnvizError(
+                f"cannot merge statistics of {self.layer} taken differently (channels, bins, map size, "
+                f"input size, top_k, near-zero tolerance: {mine} and {theirs}); gather both the same way"
+            )
+        half_range = max(self.half_range, other.half_range)
+        first, second = self.rebinned(half_range), other.rebinned(half_range)
+        count = first.count + second.count
+        delta = second.mean - first.mean
+        safe = np.maximum(count, 1)
+        mean = first.mean + delta * second.count / safe
+        m2 = first.m2 + second.m2 + delta**2 * first.count * second.count / safe
+        merged = replace(
+            first,
+            count=count, mean=mean, m2=m2,
+            minimum=np.minimum(first.minimum, second.minimum),
+            maximum=np.maximum(first.maximum, second.maximum),
+            mean_maximum=(np.maximum(first.mean_maximum, second.mean_maximum)
+                          if first.mean_maximum is not None and second.mean_maximum is not None else None),
+            positive=first.positive + second.positive,
+            near_zero=first.near_zero + second.near_zero,
+            histogram=first.histogram + second.histogram,
+        )
+        return _merge_exemplars(merged, second, image_offset)
+
+
+@dataclass
+class Statistics(Shows):
+    """Statistics of a population of images at several layers.
+
+    Attributes:
+        layers: layer reference -> :class:`LayerStatistics`.
+        images: how many images were seen.
+        skipped: files of a folder that could not be read as images.
+    """
+
+    layers: dict[str, LayerStatistics]
+    images: int
+    skipped: list[str] = field(default_factory=list)
+
+    def __getitem__(self, layer: str) -> LayerStatistics:
+        if layer not in self.layers:
+            raise CnnvizError(f"no statistics for {layer!r}; these layers were measured: {', '.join(self.layers)}")
+        return self.layers[layer]
+
+    def merge(self, other: Statistics) -> Statistics:
+        """The statistics of both populations together (``other``'s images after ``self``'s)."""
+        if list(self.layers) != list(other.layers):
+            raise CnnvizError("cannot merge statistics of different layers")
+        layers = {name: self.layers[name].merge(other.layers[name], self.images) for name in self.layers}
+        return Statistics(layers, self.images + other.images, self.skipped + other.skipped)
+
+    def to_dict(self) -> dict:
+        """JSON-ready: the population, then per layer its summary and one row per channel."""
+        return {
+            "images": self.images,
+            "skipped": self.skipped,
+            "layers": [{**layer.layer_summary(), "per_channel": layer.channel_table()} for layer in self.layers.values()],
+        }
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """Every array, named ``LAYER/field``, for ``numpy.savez``."""
+        arrays = {"images": np.array(self.images)}
+        for name, layer in self.layers.items():
+            for key in ("count", "mean", "m2", "minimum", "maximum", "mean_maximum", "positive", "near_zero",
+                        "histogram", "exemplar_values", "exemplar_images", "exemplar_positions", "exemplar_crops"):
+                if getattr(layer, key) is not None:
+                    arrays[f"{name}/{key}"] = getattr(layer, key)
+            arrays[f"{name}/std"] = layer.std
+            arrays[f"{name}/edges"] = layer.edges
+            arrays[f"{name}/dead"] = layer.dead
+        return arrays
+
+    def __repr__(self) -> str:
+        layers = ", ".join(f"{name} ({layer.channels} channels)" for name, layer in self.layers.items())
+        return f"Statistics({self.images} images: {layers})"
+
+
+def statistics(
+    model,
+    images,
+    layer: Reference | Sequence[Reference],
+    *,
+    batch_size: int = 32,
+    bins: int = DEFAULT_BINS,
+    top_k: int = DEFAULT_TOP_K,
+    near_zero: float = DEFAULT_NEAR_ZERO,
+    progress: Callable[[int], None] | None = None,
+) -> Statistics:
+    """Stream a population of images through the model and gather activation statistics.
+
+    Args:
+        model: an ``nn.Module`` or :class:`cnnviz.LoadedModel` (left untouched).
+        images: an image spec (a folder, ``samples``, a file, ``sample:NAME``), a list of specs or
+            PIL images (prepared with the model's preprocessing), or any iterable of model inputs:
+            normalised tensors ``N x C x H x W`` or ``C x H x W``, or ``(inputs, labels)`` pairs as a
+            ``DataLoader`` yields them.
+        layer: one layer or several (whole layers: no channel or position).
+        batch_size: images per forward pass (for specs and PIL images).
+        bins: histogram bins (a multiple of 4).
+        top_k: exemplars kept per channel.
+        near_zero: ``|x| <=`` this counts as near zero.
+        progress: called with the number of images of each batch once it is done.
+
+    Returns:
+        :class:`Statistics`. Files of a folder that are not images are skipped and listed.
+
+    Raises:
+        CnnvizError: no image could be read, a reference names a channel, bad parameters.
+    """
+    if bins < 4 or bins % 4:
+        raise CnnvizError(f"bins must be a positive multiple of 4, got {bins}")
+    if top_k < 1 or batch_size < 1:
+        raise CnnvizError("top_k and batch_size must be at least 1")
+    refs = [layer] if isinstance(layer, (str, torch.nn.Module)) else list(layer)
+    if not refs:
+        raise CnnvizError("name at least one layer")
+    preprocessing = preprocessing_of(model)
+    accumulators: dict[str, _Accumulator] = {}
+    stream = image_batches(images, preprocessing, batch_size)
+    seen = 0
+    with probe(model, refs) as recorder:
+        names = {}
+        for key, ref in recorder.references.items():
+            if ref.channel is not None:
+                raise CnnvizError(
+                    f"statistics are per layer: use {ref.layer_text!r} rather than {str(ref)!r} "
+                    "(every channel is measured)"
+                )
+            names[key] = key if isinstance(key, str) else ref.layer_text
+        for batch in stream:
+            inputs, sources = batch.inputs, batch.sources
+            recorder.run(inputs)
+            inputs = inputs.detach().cpu()
+            for key, name in names.items():
+                values = recorder[key]
+                if name not in accumulators:
+                    accumulators[name] = _Accumulator(name, values, inputs, bins, top_k, near_zero, preprocessing)
+                accumulators[name].add(values, inputs, seen, sources)
+            seen += len(inputs)
+            if progress is not None:
+                progress(len(inputs))
+    if seen == 0:
+        raise CnnvizError(no_images_message(stream.skipped))
+    return Statistics({name: accumulator.result() for name, accumulator in accumulators.items()}, seen, stream.skipped)
+
+
+# --------------------------------------------------------------------------------------------
+# accumulation
+
+
+class _Accumulator:
+    """Running statistics of one layer."""
+
+    def __init__(self, name: str, first: torch.Tensor, inputs: torch.Tensor, bins: int, top_k: int, near_zero: float,
+                 preprocessing: Preprocessing):
+        values = _as_maps(first)
+        self.preprocessing = preprocessing
+        channels = values.shape[1]
+        self.name, self.bins, self.top_k, self.tolerance = name, bins, top_k, near_zero
+        self.map_size = tuple(values.shape[2:])
+        self.input_size = tuple(inputs.shape[2:])
+        self.region = _crop_size(self.map_size, self.input_size)
+        self.crop = min(self.region, CROP_PIXELS)
+        self.count = np.zeros(channels, dtype=np.int64)
+        self.mean = np.zeros(channels)
+        self.m2 = np.zeros(channels)
+        self.minimum = np.full(channels, np.inf)
+        self.maximum = np.full(channels, -np.inf)
+        self.mean_maximum = np.full(channels, -np.inf)
+        self.positive = np.zeros(channels, dtype=np.int64)
+        self.near_zero = np.zeros(channels, dtype=np.int64)
+        self.histogram = np.zeros((channels, bins), dtype=np.int64)
+        self.half_range = _half_range(float(values.min()), float(values.max()))
+        self.top_values = torch.full((channels, 0), -math.inf, dtype=torch.float64)
+        self.top_images = torch.zeros((channels, 0), dtype=torch.int64)
+        self.top_positions = torch.zeros((channels, 0, 2), dtype=torch.int64)
+        self.top_crops = torch.zeros((channels, 0, 3, self.crop, self.crop), dtype=torch.uint8)
+        self.top_sources: list[list[str]] = [[] for _ in range(channels)]
+
+    def add(self, output: torch.Tensor, inputs: torch.Tensor, first_index: int, sources: list[str]) -> None:
+        values = _as_maps(output).detach()
+        if values.shape[1] != len(self.count) or tuple(values.shape[2:]) != self.map_size:
+            raise CnnvizError(
+                f"{self.name} changed shape between batches ({tuple(values.shape[1:])}); give images of one size"
+            )
+        channels = values.shape[1]
+        per_channel = values.numel() // channels
+        over = (0, 2, 3)
+        # Counts are summed as floats, which is exact below 2**24 per channel and batch.
+        counting = torch.float32 if per_channel < 2**24 else torch.float64
+        low, high = values.amin(dim=over), values.amax(dim=over)
+        needed = _half_range(float(low.min()), float(high.max()))
+        while self.half_range < needed:
+            self.histogram = _double_range(self.histogram)
+            self.half_range *= 2
+        # Moments of the batch. The sum, where cancellation would hurt a mean near zero, is
+        # accumulated in float64. The squared deviations (positive terms, no cancellation) are
+        # float32 along each row of a map, then float64; the deviations are taken from the float32
+        # mean and corrected for its rounding exactly: sum (x - s)^2 = m2 + n (mean - s)^2.
+        total = values.sum(dim=over, dtype=torch.float64)
+        batch_mean = total / per_channel
+        shift = batch_mean.to(values.dtype)
+        deviations = values - shift[None, :, None, None]
+        deviations.mul_(deviations)
+        second = deviations.sum(dim=3).double().sum(dim=(0, 2))
+        del deviations
+        batch_m2 = (second - per_channel * (batch_mean - shift.double()) ** 2).clamp_min(0)
+        near = values.abs().le(self.tolerance).sum(dim=over, dtype=counting)
+        histogram = _histogram(values, self.half_range, self.bins, counting)
+        self._combine(per_channel, batch_mean.cpu().numpy(), batch_m2.cpu().numpy())
+        self.minimum = np.minimum(self.minimum, low.double().cpu().numpy())
+        self.maximum = np.maximum(self.maximum, high.double().cpu().numpy())
+        image_means = values.mean(dim=(2, 3), dtype=torch.float64).amax(dim=0)
+        self.mean_maximum = np.maximum(self.mean_maximum, image_means.cpu().numpy())
+        self.positive += histogram[:, self.bins // 2:].sum(axis=1)  # the bins above zero, exactly
+        self.near_zero += near.cpu().numpy().astype(np.int64)
+        self.histogram += histogram
+        self._exemplars(values, inputs, first_index, sources)
+
+    def _combine(self, batch_count: int, batch_mean: np.ndarray, batch_m2: np.ndarray) -> None:
+        count = self.count + batch_count
+        delta = batch_mean - self.mean
+        self.mean = self.mean + delta * batch_count / count
+        self.m2 = self.m2 + batch_m2 + delta**2 * self.count * batch_count / count
+        self.count = count
+
+    def _exemplars(self, values: torch.Tensor, inputs: torch.Tensor, first_index: int, sources: list[str]) -> None:
+        n, channels, height, width = values.shape
+        peak, where = values.flatten(2).max(dim=2)  # N x C
+        where = where.t().cpu()
+        candidates = torch.cat([self.top_values, peak.t().double().cpu()], dim=1)
+        images = torch.cat([self.top_images, (first_index + torch.arange(n)).expand(channels, n)], dim=1)
+        positions = torch.stack([where // width, where % width], dim=2)  # C x N x 2
+        all_positions = torch.cat([self.top_positions, positions], dim=1)
+        # Best first; stable, so a tie keeps the earlier image (kept ones come before new ones).
+        order = torch.sort(candidates, dim=1, descending=True, stable=True).indices[:, : self.top_k]
+        kept = self.top_values.shape[1]
+        new = order >= kept
+        crops = torch.empty((channels, order.shape[1], 3, self.crop, self.crop), dtype=torch.uint8)
+        if kept:
+            old_channel, old_slot = (~new).nonzero(as_tuple=True)
+            crops[old_channel, old_slot] = self.top_crops[old_channel, order[old_channel, old_slot]]
+        new_channel, new_slot = new.nonzero(as_tuple=True)
+        if len(new_channel):
+            image = order[new_channel, new_slot] - kept
+            row_column = positions[new_channel, image]
+            crops[new_channel, new_slot] = _crops(
+                inputs, image, row_column, self.map_size, self.region, self.crop, self.preprocessing
+            )
+        names = []
+        for channel, picks in enumerate(order.tolist()):
+            names.append([self.top_sources[channel][p] if p < kept else sources[p - kept] for p in picks])
+        self.top_values = torch.gather(candidates, 1, order)
+        self.top_images = torch.gather(images, 1, order)
+        self.top_positions = torch.gather(all_positions, 1, order[..., None].expand(-1, -1, 2))
+        self.top_crops, self.top_sources = crops, names
+
+    def result(self) -> LayerStatistics:
+        channels, k = len(self.count), self.top_k
+        values = np.full((channels, k), np.nan)
+        images = np.full((channels, k), -1, dtype=np.int64)
+        positions = np.full((channels, k, 2), -1, dtype=np.int64)
+        crops = np.zeros((channels, k, 3, self.crop, self.crop), dtype=np.uint8)
+        kept = self.top_values.shape[1]
+        values[:, :kept] = self.top_values.numpy()
+        images[:, :kept] = self.top_images.numpy()
+        positions[:, :kept] = self.top_positions.numpy()
+        crops[:, :kept] = self.top_crops.numpy()
+        return LayerStatistics(
+            layer=self.name, count=self.count, mean=self.mean, m2=self.m2, minimum=self.minimum,
+            maximum=self.maximum, positive=self.positive, near_zero=self.near_zero,
+            histogram=self.histogram, half_range=self.half_range, exemplar_values=values,
+            exemplar_images=images, exemplar_positions=positions, exemplar_crops=crops,
+            exemplar_sources=[[name for name in names] for names in self.top_sources],
+            map_size=self.map_size, input_size=self.input_size,
+            near_zero_tolerance=self.tolerance, mean_maximum=self.mean_maximum,
+        )
+
+
+def _as_maps(values: torch.Tensor) -> torch.Tensor:
+    """N x C x H x W; vectors (N x C) become 1 x 1 maps, 1-D signals (N x C x L) 1 x L maps."""
+    if values.dim() == 2:
+        return values[:, :, None, None]
+    if values.dim() == 3:
+        return values[:, :, None, :]
+    if values.dim() == 4:
+        return values
+    raise CnnvizError(f"statistics need outputs N x C (x H x W), got shape {tuple(values.shape)}")
+
+
+def _half_range(low: float, high: float) -> float:
+    """The smallest power of two R (at least 2**-20) with -R < low and high <= R: every value then
+    lies inside a left-open bin, which keeps doubling the range exact."""
+    if not (math.isfinite(low) and math.isfinite(high)):
+        raise CnnvizError("the layer produced a non-finite value (inf or NaN); statistics need finite activations")
+    half_range = 2.0**-20
+    while high > half_range or -low >= half_range:
+        half_range *= 2
+    return half_range
+
+
+def _histogram(values: torch.Tensor, half_range: float, bins: int, counting: torch.dtype) -> np.ndarray:
+    """C x bins counts of N x C x H x W values; bin i holds edges[i] < x <= edges[i+1].
+
+    torch.histogram bins are closed on the left, so the negated values are counted and the bins
+    reversed. Its linear binning checks the neighbouring edges, so no value near an edge is
+    misplaced by rounding (the edges, multiples of a power of two, are exact in float32).
+    """
+    per_channel = values.transpose(0, 1).reshape(values.shape[1], -1)
+    negated = per_channel.neg().to(counting)
+    counts = torch.stack([
+        torch.histogram(negated[c].cpu(), bins=bins, range=(-half_range, half_range)).hist
+        for c in range(per_channel.shape[0])
+    ])
+    return counts.flip(1).numpy().astype(np.int64)
+
+
+def _double_range(histogram: np.ndarray) -> np.ndarray:
+    """The histogram over twice the range: pairs of bins merge into the middle half."""
+    bins = histogram.shape[1]
+    doubled = np.zeros_like(histogram)
+    doubled[:, bins // 4: bins // 4 + bins // 2] = histogram[:, 0::2] + histogram[:, 1::2]
+    return doubled
+
+
+def _crop_size(map_size: tuple[int, int], input_size: tuple[int, int]) -> int:
+    stride = max(input_size[0] / map_size[0], input_size[1] / map_size[1])
+    return int(min(max(16, math.ceil(4 * stride)), min(input_size)))
+
+
+def _crops(inputs: torch.Tensor, image: torch.Tensor, row_column: torch.Tensor, map_size, side: int,
+           stored: int, preprocessing: Preprocessing) -> torch.Tensor:
+    """uint8 RGB crops of model inputs (N x C x H x W, normalised), one per pick: a side x side
+    region of ``image[i]`` around map position ``row_column[i]``, shown as the model saw it,
+    shrunk to stored x stored (area averaging) when it is larger.
+
+    Each image is de-normalised (and shrunk) once, and each distinct (image, position) cropped
+    once, however many channels pick it.
+    """
+    picks = torch.stack([image, row_column[:, 0], row_column[:, 1]], dim=1)
+    unique, back = torch.unique(picks, dim=0, return_inverse=True)
+    needed, slot_of = torch.unique(unique[:, 0], return_inverse=True)
+    shown = display_image(inputs[needed], preprocessing)  # n x 3 x H x W
+    height, width = inputs.shape[2:]
+    scale = stored / side
+    if stored < side:
+        shown = torch.nn.functional.interpolate(
+            shown, size=(max(stored, round(height * scale)), max(stored, round(width * scale))), mode="area"
+        )
+    small_height, small_width = shown.shape[2:]
+    centre_y = ((unique[:, 1].double() + 0.5) * height / map_size[0] * scale).long()
+    centre_x = ((unique[:, 2].double() + 0.5) * width / map_size[1] * scale).long()
+    top = (centre_y - stored // 2).clamp(min=0).clamp(max=small_height - stored)
+    left = (centre_x - stored // 2).clamp(min=0).clamp(max=small_width - stored)
+    steps = torch.arange(stored)
+    rows = (top[:, None] + steps)[:, None, :, None]
+    columns = (left[:, None] + steps)[:, None, None, :]
+    colours = torch.arange(3)[None, :, None, None]
+    patches = shown[slot_of[:, None, None, None], colours, rows, columns]  # distinct x 3 x stored x stored
+    return (patches * 255).round().to(torch.uint8)[back]
+
+
+def _merge_exemplars(merged: LayerStatistics, other: LayerStatistics, offset: int) -> LayerStatistics:
+    k = merged.exemplar_values.shape[1]
+    values = np.concatenate([merged.exemplar_values, other.exemplar_values], axis=1)
+    images = np.concatenate([merged.exemplar_images, np.where(other.exemplar_images >= 0, other.exemplar_images + offset, -1)], axis=1)
+    positions = np.concatenate([merged.exemplar_positions, other.exemplar_positions], axis=1)
+    crops = np.concatenate([merged.exemplar_crops, other.exemplar_crops], axis=1)
+    sortable = np.where(np.isnan(values), -np.inf, values)
+    order = np.argsort(-sortable, axis=1, kind="stable")[:, :k]
+    sources = []
+    for channel in range(len(values)):
+        names = merged.exemplar_sources[channel] + [None] * (k - len(merged.exemplar_sources[channel])) + other.exemplar_sources[channel]
+        sources.append([names[i] for i in order[channel] if images[channel, i] >= 0])
+    take = np.take_along_axis
+    return replace(
+        merged,
+        exemplar_values=take(values, order, axis=1),
+        exemplar_images=take(images, order, axis=1),
+        exemplar_positions=take(positions, order[..., None], axis=1),
+        exemplar_crops=take(crops, order[..., None, None, None], axis=1),
+        exemplar_sources=sources,
+    )

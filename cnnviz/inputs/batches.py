@@ -1,0 +1,267 @@
+"""One way in for images: whatever a function is given, as batches of model inputs with names.
+
+Every cnnviz function that takes images (``statistics``, ``activations``, ``saliency``, ``predict``,
+``equivariance``, ``effective_receptive_field``, ...) passes them through :func:`image_batches`, so
+they all accept the same things:
+
+=====================================  ===========================================================
+a path or spec                          a file, a folder (searched recursively), ``samples`` (every
+                                        sample photograph) or ``sample:NAME``
+a PIL image                             prepared with the model's preprocessing
+a tensor ``C x H x W``                  one image in [0, 1] (or uint8), prepared like a PIL image
+a tensor ``N x C x H x W`` (float)      model inputs, already prepared: used as they are
+a list or tuple of any of these         in order
+a ``torch.utils.data.Dataset``          its items: an image, a tensor of model inputs, or a pair
+                                        ``(inputs, label, ...)`` / a dict with an ``image``-like key
+a ``DataLoader`` or any iterable        its batches, read the same way as a Dataset's items
+=====================================  ===========================================================
+
+What a Dataset or DataLoader yields as a tensor is taken as model inputs (its own transform made
+them), whether ``C x H x W`` or ``N x C x H x W``. Files found by listing a folder that cannot be
+read are skipped and counted (:attr:`ImageBatches.skipped`); a file named on its own that cannot
+be read is an error.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+import torch
+from PIL import Image
+
+from cnnviz.core.model import Preprocessing
+from cnnviz.errors import CnnvizError
+from cnnviz.inputs.images import ImageSource, image_sources, open_image, prepare
+
+INPUT_KEYS = ("image", "images", "pixel_values", "input", "inputs", "x")
+LABEL_KEYS = ("label", "labels", "target", "targets", "y")
+
+
+@dataclass
+class Batch:
+    """Model inputs ``N x C x H x W`` and, for each image, where it came from.
+
+    Attributes:
+        inputs: normalised model inputs, ``N x C x H x W``, float.
+        sources: one name per image: its file or ``sample:NAME``, or ``None`` for an image that
+            has no name (a tensor, a PIL image not read from a file); :func:`names` calls those
+            ``image K`` by their place in the stream.
+        labels: one class index per image when the images came with labels (a Dataset of pairs),
+            else ``None``.
+    """
+
+    inputs: torch.Tensor
+    sources: list[str | None]
+    labels: list[int] | None = None
+
+
+class ImageBatches:
+    """An iterable of :class:`Batch` over any accepted images (see the module docstring).
+
+    Iterate it once; afterwards :attr:`count` is the number of images yielded and :attr:`skipped`
+    the files of folders that could not be read.
+    """
+
+    def __init__(self, images, preprocessing: Preprocessing, batch_size: int = 32, limit: int | None = None):
+        if batch_size < 1:
+            raise CnnvizError(f"batch_size must be at least 1, got {batch_size}")
+        if limit is not None and limit < 1:
+            raise CnnvizError(f"the number of images must be at least 1, got {limit}")
+        self.images, self.preprocessing, self.batch_size, self.limit = images, preprocessing, batch_size, limit
+        self.skipped: list[str] = []
+        self.count = 0
+
+    def __iter__(self) -> Iterator[Batch]:
+        """Single images are gathered into batches of ``batch_size``; batches of model inputs (a
+        DataLoader's, a 4-D tensor) keep their boundaries and are only split when larger, so the
+        same batches give the same float32 sums whatever else is streamed with them."""
+        pending: list[tuple[torch.Tensor, str, int | None]] = []
+        index = 0  # images so far
+        for item, from_dataset in self._items(self.images):
+            for inputs, source, label, whole_batch in self._read(item, from_dataset):
+                if self.limit is not None:
+                    inputs = inputs[: self.limit - index]
+                names = [source] * len(inputs)
+                labels = label if isinstance(label, list) else [label] * len(inputs)
+                index += len(inputs)
+                if not whole_batch:
+                    pending += zip(inputs.split(1), names, labels)
+                    if len(pending) >= self.batch_size:
+                        yield self._batch(pending)
+                        pending = []
+                    continue
+                if pending:
+                    yield self._batch(pending)
+                    pending = []
+                for start in range(0, len(inputs), self.batch_size):
+                    end = start + self.batch_size
+                    yield self._batch(list(zip(inputs[start:end].split(1), names[start:end], labels[start:end])))
+                if self.limit is not None and index >= self.limit:
+                    break
+            if self.limit is not None and index >= self.limit:
+                break
+        if pending:
+            yield self._batch(pending)
+
+    def _batch(self, pending) -> Batch:
+        labels = [label for _, _, label in pending]
+        batch = Batch(
+            torch.cat([inputs for inputs, _, _ in pending]),
+            [source for _, source, _ in pending],
+            labels if all(label is not None for label in labels) else None,
+        )
+        self.count += len(pending)
+        return batch
+
+    # ----------------------------------------------------------------------------------------
+
+    def _items(self, images) -> Iterator[tuple[object, bool]]:
+        """The single things to read, and whether they came from a Dataset or DataLoader."""
+        if isinstance(images, (str, os.PathLike, ImageSource)):
+            sources = [images] if isinstance(images, ImageSource) else image_sources(images)
+            for source in sources:
+                yield source, False
+            return
+        if isinstance(images, (Image.Image, torch.Tensor)):
+            yield images, False
+            return
+        if isinstance(images, dict) or _is_pair(images):
+            yield images, True  # one sample or batch as a Dataset or DataLoader gives it
+            return
+        if isinstance(images, (list, tuple)):
+            for item in images:
+                yield from self._items(item)
+            return
+        if _is_dataset(images):
+            for position in range(len(images)):
+                yield images[position], True
+            return
+        if isinstance(images, Iterable) and not isinstance(images, (bytes, dict)):
+            for item in images:
+                yield item, True
+            return
+        raise CnnvizError(
+            f"cannot use a {type(images).__name__} as images; give a path, folder, sample:NAME, PIL image, "
+            "tensor, list, Dataset or DataLoader"
+        )
+
+    def _read(self, item, from_dataset: bool):
+        """Yield ``(inputs N x C x H x W, source or None, label(s) or None, whether a batch to keep whole)``."""
+        if from_dataset:
+            item, label = _split_sample(item)
+            if isinstance(item, torch.Tensor):
+                yield _model_inputs(item, allow_single=True), None, label, item.dim() == 4
+                return
+            if isinstance(item, Image.Image):
+                yield prepare(item, self.preprocessing), _pil_name(item), label, False
+                return
+            for inputs, source, _, whole in self._read(item, False):
+                yield inputs, source, label, whole
+            return
+        if isinstance(item, ImageSource):
+            try:
+                image = open_image(item.spec)
+            except CnnvizError:
+                if not item.from_folder:
+                    raise
+                self.skipped.append(item.spec)
+                return
+            yield prepare(image, self.preprocessing), item.spec, None, False
+        elif isinstance(item, Image.Image):
+            yield prepare(item, self.preprocessing), _pil_name(item), None, False
+        elif isinstance(item, torch.Tensor):
+            if item.dim() == 4:
+                yield _model_inputs(item, allow_single=False), None, None, True
+            else:
+                yield prepare(item, self.preprocessing), None, None, False
+        elif isinstance(item, (str, os.PathLike)):
+            for source in image_sources(item):
+                yield from self._read(source, False)
+        else:
+            raise CnnvizError(f"cannot use a {type(item).__name__} as an image")
+
+
+def image_batches(images, preprocessing: Preprocessing, batch_size: int = 32, limit: int | None = None) -> ImageBatches:
+    """Batches of model inputs from any accepted images (see the module docstring).
+
+    Args:
+        images: a path, folder, ``samples``, ``sample:NAME``, PIL image, tensor, list, Dataset,
+            DataLoader or iterable.
+        preprocessing: the model's (:func:`cnnviz.core.model.preprocessing_of`).
+        batch_size: images per batch (a DataLoader's bigger batches are split).
+        limit: stop after this many images.
+    """
+    return ImageBatches(images, preprocessing, batch_size, limit)
+
+
+def stack_images(images, preprocessing: Preprocessing, limit: int | None = None) -> tuple[torch.Tensor, list[str]]:
+    """All the images as one ``N x C x H x W`` tensor of model inputs, and their names.
+
+    Raises:
+        CnnvizError: no image given, or none could be read.
+    """
+    stream = ImageBatches(images, preprocessing, batch_size=64, limit=limit)
+    batches = list(stream)
+    if not batches:
+        raise CnnvizError(no_images_message(stream.skipped))
+    return torch.cat([b.inputs for b in batches]), names([s for b in batches for s in b.sources])
+
+
+def names(sources: list[str | None], first: int = 0) -> list[str]:
+    """Sources with the unnamed ones called ``image K`` (``K`` their place, counting from ``first``)."""
+    return [source if source is not None else f"image {first + k}" for k, source in enumerate(sources)]
+
+
+def no_images_message(skipped: list[str]) -> str:
+    """The error for a stream that yielded nothing."""
+    if skipped:
+        return f"no image could be read ({len(skipped)} file(s) skipped, e.g. {skipped[0]})"
+    return "no images given; pass a file, a folder, samples, sample:NAME, a PIL image or a tensor"
+
+
+def _is_pair(images) -> bool:
+    """``(inputs, label, ...)``: a tensor or image first, then a label (a number or a tensor of them)."""
+    return (isinstance(images, (tuple, list)) and len(images) >= 2 and isinstance(images[0], (torch.Tensor, Image.Image))
+            and isinstance(images[1], (int, torch.Tensor)) and not isinstance(images[1], bool)
+            and not (isinstance(images[1], torch.Tensor) and images[1].is_floating_point()))
+
+
+def _is_dataset(images) -> bool:
+    return isinstance(images, torch.utils.data.Dataset) and hasattr(images, "__len__") and hasattr(images, "__getitem__")
+
+
+def _split_sample(item):
+    """``(inputs, label)`` of a Dataset item or DataLoader batch: a pair, a dict, or inputs alone."""
+    if isinstance(item, dict):
+        for key in INPUT_KEYS:
+            if key in item:
+                return item[key], _labels(next((item[k] for k in LABEL_KEYS if k in item), None))
+        raise CnnvizError(
+            f"a batch is a dict with keys {sorted(item)}; cnnviz looks for the inputs under one of "
+            f"{', '.join(INPUT_KEYS)}"
+        )
+    if isinstance(item, (tuple, list)) and item and isinstance(item[0], (torch.Tensor, Image.Image)):
+        return item[0], _labels(item[1]) if len(item) > 1 else None
+    return item, None
+
+
+def _labels(value):
+    if isinstance(value, torch.Tensor) and value.dtype not in (torch.float16, torch.float32, torch.float64):
+        return int(value) if value.dim() == 0 else [int(v) for v in value.flatten()]
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    return None
+
+
+def _model_inputs(tensor: torch.Tensor, allow_single: bool) -> torch.Tensor:
+    batch = tensor.unsqueeze(0) if allow_single and tensor.dim() == 3 else tensor
+    if batch.dim() != 4 or not batch.is_floating_point():
+        raise CnnvizError(
+            f"expected model inputs N x C x H x W (float, normalised), got {tuple(tensor.shape)} {tensor.dtype}"
+        )
+    return batch.detach()
+
+
+def _pil_name(image: Image.Image) -> str | None:
+    return getattr(image, "filename", "") or None

@@ -1,0 +1,118 @@
+"""A gallery's memory between runs: job keys (model, images, settings), records, and the files
+only the gallery wrote (the only files it ever removes)."""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from pathlib import Path
+
+import torch
+
+from cnnviz.core import output as files
+from cnnviz.core.model import LoadedModel, unwrap
+
+
+RECORDS = ".cnnviz"  # the folder of job records inside the gallery
+
+
+def file_stem(text: str) -> str:
+    """A short, readable file name for any text (an image path, a job), unique through a hash of
+    the whole text: names that differ only in characters a file name cannot hold stay apart."""
+    digest = hashlib.sha256(text.encode()).hexdigest()[:10]
+    readable = safe(Path(text).name if ("/" in text or os.sep in text) else text)[:40].strip("-.")
+    return f"{readable}-{digest}" if readable else digest
+
+
+def safe(text: str) -> str:
+    return files.safe_name(text).replace(":", "_")
+
+
+def display_name(spec: str) -> str:
+    """How a page names an image: a file by its name (a gallery is often published, and the
+    folders of the machine that made it are nobody's business), a sample by its spec."""
+    path = Path(spec).expanduser()
+    return path.name if path.is_file() else spec
+
+
+def finite(value) -> float | None:
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def read_record(path: Path) -> dict | None:
+    """A job's record, or None when there is none or it is not one (unreadable, edited by hand)."""
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def recorded_files(record: dict) -> set[str]:
+    """The files a record says its job wrote (relative to the gallery)."""
+    listed = record.get("files")
+    return {path for path in listed if isinstance(path, str)} if isinstance(listed, list) else set()
+
+
+GALLERY_FOLDERS = ("figures", "thumbs", "data", RECORDS)  # what a gallery writes below its top level
+
+
+def remove_partial_files(folder: Path) -> None:
+    """Temporary files of a run that was killed while writing them (``.NAME.XXXX.part``), only
+    where a gallery writes: its top level and its own folders, never elsewhere in a folder that
+    the user also keeps other things in."""
+    candidates = list(folder.glob(".*.part"))
+    for name in GALLERY_FOLDERS:
+        candidates += (folder / name).rglob(".*.part") if (folder / name).is_dir() else []
+    for partial in candidates:
+        try:
+            partial.unlink()
+        except OSError:
+            pass
+
+
+def remove_written(folder: Path, paths) -> None:
+    """Delete files an earlier run of the gallery wrote (paths relative to the gallery, inside
+    its own folders), and the folders that leaves empty."""
+    root = folder.resolve()
+    for relative in sorted(paths):
+        path = (folder / relative).resolve()
+        if relative.split("/")[0] not in GALLERY_FOLDERS or root not in path.parents:
+            continue  # a record names only what the gallery wrote; anything else is left alone
+        try:
+            path.unlink(missing_ok=True)
+            parent = path.parent
+            while parent != root and not any(parent.iterdir()):
+                parent.rmdir()
+                parent = parent.parent
+        except OSError:
+            pass
+
+
+def model_key(loaded: LoadedModel) -> str:
+    """The model's identity: its class, spec, preprocessing and every parameter and buffer."""
+    module, class_names = unwrap(loaded)
+    digest = hashlib.sha256()
+    digest.update(json.dumps([type(module).__qualname__, repr(module), loaded.spec,
+                              loaded.preprocessing.describe(), class_names], default=str).encode())
+    for name, tensor in list(module.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(str(tuple(tensor.shape)).encode() + str(tensor.dtype).encode())
+        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes()
+                      if tensor.numel() else b"")
+    return digest.hexdigest()
+
+
+def images_key(sources: list[str]) -> str:
+    """The images' identity: sample names, and each file's path, size and modification time."""
+    parts = []
+    for spec in sources:
+        path = Path(spec).expanduser()
+        if path.is_file():
+            info = path.stat()
+            parts.append([spec, info.st_size, info.st_mtime_ns])
+        else:
+            parts.append([spec])
+    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()
