@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from cnnviz.cli.options import model_options
+from cnnviz.cli.options import model_options, wrote
 
 DEFAULT_METHODS = ("gradient", "smoothgrad", "integrated_gradients", "guided_backprop", "gradcam", "occlusion")
 
@@ -42,37 +42,18 @@ def saliency(loaded, images, methods, targets, layer, steps, samples, window, sa
       cnnviz saliency -i sample:coffee -M gradcam -M guided_gradcam --target features.19:7
       cnnviz saliency -m torchvision:resnet18 -w DEFAULT -i cat.jpg --target tabby --sanity
     """
-    import numpy as np
-
     import cnnviz
-    from cnnviz.core import output as files
 
     chosen = list(cnnviz.METHODS) if "all" in methods else list(methods or DEFAULT_METHODS)
     target = None if not targets else (_target(targets[0]) if len(targets) == 1 else [_target(t) for t in targets])
     results = cnnviz.attributions(loaded, list(images), target, chosen, layer=layer, steps=steps, samples=samples,
                                   window=window)
-    folder = files.output_folder(output)
-    written, summary = [], {"model": loaded.spec, "methods": []}
-    for name, result in results.items():
-        count = len(result.attribution)
-        for index in range(count):
-            suffix = "" if count == 1 else f"_{index}"
-            figure = cnnviz.plots.attribution(result, index)
-            written.append(files.save_figure(figure, folder / f"saliency_{name}{suffix}.png"))
-        buffer = __import__("io").BytesIO()
-        np.save(buffer, result.attribution.numpy())
-        written.append(files.write_bytes(folder / f"saliency_{name}.npy", buffer.getvalue()))
-        entry = result.to_dict()
-        if sanity:
-            check = cnnviz.sanity_check(loaded, result.inputs, name, [t.reference for t in result.targets],
-                                        stages=sanity_stages, layer=layer, steps=steps, samples=samples, window=window)
-            written.append(files.save_figure(cnnviz.plots.sanity_check(check), folder / f"sanity_{name}.png"))
-            entry["sanity_check"] = check.to_dict()
-        summary["methods"].append(entry)
-    written.append(files.save_figure(cnnviz.plots.attributions(results), folder / "saliency_panel.png"))
-    written.append(files.write_json(folder / "saliency.json", summary))
-    for path in written:
-        click.echo(f"wrote {path}")
+    checks = {
+        name: cnnviz.sanity_check(loaded, result.inputs, name, [t.reference for t in result.targets],
+                                  stages=sanity_stages, layer=layer, steps=steps, samples=samples, window=window)
+        for name, result in results.items()
+    } if sanity else None
+    wrote(cnnviz.reports.attributions(results, checks).write(output, model=loaded.spec))
 
 
 def _target(text: str):

@@ -107,10 +107,7 @@ def predict(loaded, images: tuple[str, ...], top: int, as_json: bool) -> None:
     if result.skipped:
         note(f"skipped {len(result.skipped)} file(s) that are not images, e.g. {result.skipped[0]}")
     if as_json:
-        click.echo(json.dumps([
-            {"image": p.source, "top": [{"index": i, "class": n, "probability": round(v, 6)} for i, n, v in p.classes]}
-            for p in result
-        ], indent=2))
+        click.echo(json.dumps([p.to_dict() for p in result], indent=2))
         return
     for prediction in result:
         click.echo(str(prediction))

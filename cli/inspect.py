@@ -33,20 +33,17 @@ def kernels(loaded, layers, channels, inputs, view, scope, output) -> None:
       cnnviz kernels --model torchvision:alexnet --weights DEFAULT --layer features.0
     """
     import cnnviz
-    from cnnviz.core import output as files
 
     names = list(layers) or cnnviz.convolutions(loaded)[:1]
     if not names:
         raise cnnviz.CnnvizError(f"{loaded.spec} has no convolutions")
-    results = [cnnviz.kernels(loaded, name, channels=channels, inputs=inputs, view=view) for name in names]
-    folder = files.output_folder(output)
+    reports = [cnnviz.reports.kernels(cnnviz.kernels(loaded, name, channels=channels, inputs=inputs, view=view), scope)
+               for name in names]
     written = []
-    for name, result in zip(names, results):
-        for message in result.notes:
-            note(f"{name}: {message}")
-        stem = folder / f"kernels_{files.safe_name(name)}"
-        written.append(files.save_figure(cnnviz.plots.kernels(result, scope), f"{stem}.png"))
-        written.append(files.write_json(f"{stem}.json", {**result.to_dict(), "scope": scope, "model": loaded.spec}))
+    for report in reports:
+        for message in report.notes:
+            note(message)
+        written += report.write(output, model=loaded.spec)
     _wrote(written)
 
 
@@ -76,29 +73,9 @@ def activations(loaded, image, layers, top, order, channels, scope, overlay, out
       cnnviz activations -i photo.jpg -l features.12 --top 16 --overlay --scope map -o out
     """
     import cnnviz
-    from cnnviz.core import output as files
 
     result = cnnviz.activations(loaded, image, list(layers), top=top, order=order, channels=channels)
-    folder = files.output_folder(output)
-    written = [files.save_figure(_input_figure(result), folder / "input.png")]
-    for name in result.layers:
-        figure = cnnviz.plots.activations(result, name, scope=scope, overlay=overlay)
-        written.append(files.save_figure(figure, folder / f"activations_{files.safe_name(name)}.png"))
-    summary = {**result.to_dict(), "model": loaded.spec, "scope": scope, "overlay": overlay}
-    written.append(files.write_json(folder / "activations.json", summary))
-    _wrote(written)
-
-
-def _input_figure(result):
-    from matplotlib.figure import Figure
-
-    figure = Figure(figsize=(3, 3.2), layout="constrained")
-    axis = figure.subplots()
-    axis.imshow(result.image.permute(1, 2, 0).numpy(), interpolation="nearest")
-    axis.set_axis_off()
-    height, width = result.image.shape[1:]
-    axis.set_title(f"{result.source} as the model sees it ({height}x{width})", fontsize=8)
-    return figure
+    _wrote(cnnviz.reports.activations(result, scope=scope, overlay=overlay).write(output, model=loaded.spec))
 
 
 @click.command()
@@ -126,7 +103,6 @@ def stats(loaded, images, layers, batch_size, top_k, bins, output) -> None:
     from tqdm import tqdm
 
     import cnnviz
-    from cnnviz.core import output as files
     from cnnviz.inputs.images import image_sources
 
     total = len(image_sources(images))
@@ -134,17 +110,7 @@ def stats(loaded, images, layers, batch_size, top_k, bins, output) -> None:
     with tqdm(total=total, unit="image", desc="statistics", disable=None, leave=False) as bar:
         result = cnnviz.statistics(loaded, images, list(layers), batch_size=batch_size, top_k=top_k, bins=bins,
                                    progress=bar.update)
-    if result.skipped:
-        note(f"skipped {len(result.skipped)} file(s) that are not images, e.g. {result.skipped[0]}")
-    folder = files.output_folder(output)
-    written = [
-        files.write_npz(folder / "stats.npz", result.to_arrays()),
-        files.write_json(folder / "stats.json", {**result.to_dict(), "model": loaded.spec}),
-        files.save_figure(cnnviz.plots.statistics(result), folder / "histograms.png"),
-        files.save_figure(cnnviz.plots.colorful_dimension(result), folder / "colorful_dimension.png"),
-    ]
-    for name in result.layers:
-        stem = files.safe_name(name)
-        written.append(files.save_figure(cnnviz.plots.channel_statistics(result, name), folder / f"channels_{stem}.png"))
-        written.append(files.save_figure(cnnviz.plots.exemplars(result, name), folder / f"exemplars_{stem}.png"))
-    _wrote(written)
+    report = cnnviz.reports.statistics(result)
+    for message in report.notes:
+        note(message)
+    _wrote(report.write(output, model=loaded.spec))

@@ -39,7 +39,6 @@ def rf(loaded, layers, images, max_images, as_json, output) -> None:
     import json
 
     import cnnviz
-    from cnnviz.core import output as files
     from cnnviz.inputs.batches import stack_images
     from cnnviz.inputs.images import display_image
 
@@ -52,20 +51,9 @@ def rf(loaded, layers, images, max_images, as_json, output) -> None:
         click.echo(str(fields))
     chosen = list(layers) or _default_layer(fields)
     inputs, _ = stack_images(images, loaded.preprocessing, limit=max_images)
-    folder = files.output_folder(output)
     image = display_image(inputs[0], loaded.preprocessing)
-    written = [
-        files.save_figure(cnnviz.plots.receptive_field(fields, image), folder / "receptive_fields.png"),
-    ]
-    effective = []
-    for name in chosen:
-        erf = cnnviz.effective_receptive_field(loaded, name, inputs, max_images=max_images)
-        effective.append(erf.to_dict())
-        written.append(files.save_figure(cnnviz.plots.effective_receptive_field(erf),
-                                         folder / f"effective_rf_{files.safe_name(name)}.png"))
-    summary = {"model": loaded.spec, "input_size": list(fields.input_size),
-               "layers": [rf.to_dict() for rf in fields.values()], "effective": effective}
-    written.append(files.write_json(folder / "receptive_fields.json", summary))
+    effective = {name: cnnviz.effective_receptive_field(loaded, name, inputs, max_images=max_images) for name in chosen}
+    written = cnnviz.reports.receptive_fields(fields, image, effective).write(output, model=loaded.spec)
     if not as_json:
         _wrote(written)
 
@@ -102,17 +90,12 @@ def equivariance(loaded, images, layers, shifts, angles, scales, max_images, out
       cnnviz equivariance --shifts 1,3 --angles 10 --scales 0.9 -o out
     """
     import cnnviz
-    from cnnviz.core import output as files
 
     if any(not float(s).is_integer() for s in shifts):
         raise cnnviz.CnnvizError(f"--shifts must be whole numbers of pixels, not {','.join(map(str, shifts))}")
     result = cnnviz.equivariance(loaded, images, list(layers) or None, shifts=[int(s) for s in shifts],
                                  angles=list(angles), scales=list(scales), max_images=max_images)
-    folder = files.output_folder(output)
-    _wrote([
-        files.save_figure(cnnviz.plots.equivariance(result), folder / "equivariance.png"),
-        files.write_json(folder / "equivariance.json", {**result.to_dict(), "model": loaded.spec}),
-    ])
+    _wrote(cnnviz.reports.equivariance(result).write(output, model=loaded.spec))
 
 
 LECTURE_KERNEL = "1,4,1;1,4,3;3,3,1"

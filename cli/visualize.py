@@ -4,6 +4,7 @@ from __future__ import annotations
 import click
 
 from cnnviz.cli.options import model_options, note
+from cnnviz.cli.options import wrote as _wrote
 
 
 class SizeType(click.ParamType):
@@ -79,24 +80,15 @@ def maximize(loaded, target, channels, steps, size, param, lr, seed, batch_size,
     from tqdm import tqdm
 
     import cnnviz
-    from cnnviz.core import output as files
 
     maxima = _dataset_maxima(stats_file)
     with tqdm(unit="image-step", desc="maximize", disable=None, leave=False) as bar:
         rendering = cnnviz.maximize(loaded, target, channels=channels, steps=steps, size=size, param=param, lr=lr,
                                     seed=seed, batch_size=batch_size, precision=precision, progress=bar.update)
-    folder = files.output_folder(output)
-    written = []
-    stem = files.safe_name(target if channels is None else f"{target}-{channels}")
-    for image, unit in zip(rendering.display(), rendering.units):
-        written.append(files.save_image(image, folder / f"maximize_{files.safe_name(unit.reference)}.png"))
-    written.append(files.save_figure(cnnviz.plots.maximize(rendering), folder / f"maximize_{stem}_grid.png"))
-    summary = {**rendering.to_dict(), "model": loaded.spec}
+    report = cnnviz.reports.maximize(rendering, name=target if channels is None else f"{target}-{channels}")
     if maxima is not None:
-        _add_dataset_maxima(summary, maxima, stats_file)
-    written.append(files.write_json(folder / f"maximize_{stem}.json", summary))
-    for path in written:
-        click.echo(f"wrote {path}")
+        _add_dataset_maxima(report.data, maxima, stats_file)
+    _wrote(report.write(output, model=loaded.spec))
 
 
 def _add_dataset_maxima(summary: dict, maxima: dict, stats_file: str) -> None:
@@ -163,17 +155,8 @@ def dream(loaded, image, layers, layer_weights, octaves, scale, iterations, step
     from tqdm import tqdm
 
     import cnnviz
-    from cnnviz.core import output as files
 
     with tqdm(total=octaves * iterations, unit="step", desc="dream", disable=None, leave=False) as bar:
         result = cnnviz.dream(loaded, image, list(layers), list(layer_weights) or None, octaves=octaves, scale=scale,
                               iterations=iterations, step=step, jitter=jitter, tile=tile, seed=seed, progress=bar.update)
-    folder = files.output_folder(output)
-    stem = files.safe_name("-".join(layers))
-    shown = result.image.expand(3, -1, -1) if result.image.shape[0] == 1 else result.image[:3]
-    written = [
-        files.save_image(shown, folder / f"dream_{stem}.png"),
-        files.write_json(folder / f"dream_{stem}.json", {**result.to_dict(), "model": loaded.spec, "image": image}),
-    ]
-    for path in written:
-        click.echo(f"wrote {path}")
+    _wrote(cnnviz.reports.dream(result, image).write(output, model=loaded.spec))

@@ -8,11 +8,16 @@ leaves it exactly as it was::
     print(cnnviz.layer_table(loaded))
     maps = cnnviz.capture(loaded, images, ["layer1.0.relu#2"])  # {"layer1.0.relu#2": N x 64 x 56 x 56}
 
-The functions are imported here on purpose, after their modules: ``cnnviz.probe`` is the function,
-while the modules live in
-sub-packages (``cnnviz/core/probe.py``); see ``docs/architecture.md`` for the layout.
+Every analysis is a function here (``cnnviz.kernels``, ``cnnviz.statistics``, ``cnnviz.maximize``,
+...) whose result shows itself in a notebook and draws with ``cnnviz.plots.<analysis>(result)``.
+The few modules exported are namespaces, not analyses: ``cnnviz.plots`` (figures),
+``cnnviz.reports`` (a result as named figures and JSON, what the commands and the gallery write),
+``cnnviz.objectives`` (what maximize optimises), ``cnnviz.inputs`` and ``cnnviz.samples`` (images
+in), ``cnnviz.output`` (atomic file writes) and ``cnnviz.zoo`` (the built-in models). The code
+lives in sub-packages by layer (``core``, ``inputs``, ``models``, ``analyses``, ``plots``,
+``reports``, ``site``); see ``docs/architecture.md``.
 """
-from cnnviz.core.version import __version__
+from cnnviz.core.version import __version__  # noqa: F401 (cnnviz.__version__)
 
 from cnnviz.errors import CnnvizError, CnnvizWarning
 from cnnviz.core import output
@@ -40,6 +45,7 @@ from cnnviz.analyses.receptive_field import (
 from cnnviz.analyses.statistics import LayerStatistics, Statistics, statistics
 from cnnviz.analyses.summary import LayerRow, LayerTable, layer_table
 from cnnviz import plots
+from cnnviz import reports
 from cnnviz.site import Gallery, GallerySettings, gallery
 
 __all__ = [
@@ -91,6 +97,7 @@ __all__ = [
     "objectives",
     "output",
     "plots",
+    "reports",
     "predict",
     "probe",
     "receptive_field",

@@ -1,6 +1,6 @@
 """The layout of the library (docs/architecture.md), checked on its source.
 
-Data flows one way: errors and core at the bottom, then inputs, models, analyses, plots, site, and
+Data flows one way: errors and core at the bottom, then inputs, models, analyses, plots, reports, site, and
 the public package and the command line on top. Every import counts, also those inside
 functions: a module may import only from its own layer or the layers below, there is no import
 cycle, no module is longer than 600 lines, and no module (library or test) imports another
@@ -24,6 +24,7 @@ LAYERS = [
     ("models", ["cnnviz.models"]),
     ("analyses", ["cnnviz.analyses"]),
     ("plots", ["cnnviz.plots"]),
+    ("reports", ["cnnviz.reports"]),
     ("site", ["cnnviz.site"]),
     ("api", ["cnnviz"]),
     ("cli", ["cnnviz.cli", "cnnviz.__main__"]),

@@ -237,8 +237,8 @@ def test_default_layers_and_errors(photo_folder, tmp_path):
     only_text.mkdir()
     (only_text / "a.txt").write_text("words")
     for kwargs, message in [
-        ({"layers": ["features.99"]}, "no layer 'features.99'"),
-        ({"layers": ["features.3:2"]}, "names a unit"),
+        ({"layer": ["features.99"]}, "no layer 'features.99'"),
+        ({"layer": ["features.3:2"]}, "names a unit"),
         ({"images": str(empty)}, "holds no files"),
         ({"images": str(tmp_path / "missing")}, "does not exist"),
         ({"images": str(only_text)}, "none of the images could be read"),

@@ -1,4 +1,4 @@
-"""cnnviz.inputs: sample photographs, image specs, preparing images, the one image coercion (batches), and predictions."""
+"""cnnviz.inputs: sample photographs, image specs, preparing images, the one image coercion (batches)."""
 from __future__ import annotations
 
 import os
@@ -6,14 +6,12 @@ import os
 import numpy as np
 import pytest
 import torch
-from click.testing import CliRunner
 from PIL import Image
 from skimage import data
 
 import cnnviz
 from cnnviz import CnnvizError, samples
 from cnnviz.inputs import images
-from cnnviz.cli.main import main
 
 
 def test_every_sample_is_the_real_photograph():
@@ -75,49 +73,6 @@ def test_prepare_converts_any_mode_and_size_with_the_models_preprocessing():
     assert images.prepare(torch.rand(1, 40, 40), rgb).shape == (1, 3, 32, 48)
     with pytest.raises(CnnvizError, match="the model takes 4 input channels"):
         images.prepare(red, cnnviz.Preprocessing(mean=(0,) * 4, std=(1,) * 4))
-
-
-def test_predict_with_the_default_model():
-    loaded = cnnviz.load_model("builtin:photos")
-    result = cnnviz.predict(loaded, ["sample:chelsea", "sample:coffee", samples.image("rocket")], top=3)
-    assert [p.classes[0][1] for p in result] == ["chelsea", "coffee", "rocket"]
-    assert [p.source for p in result] == ["sample:chelsea", "sample:coffee", "image 2"]
-    for prediction in result:
-        probabilities = [p for _, _, p in prediction.classes]
-        assert probabilities == sorted(probabilities, reverse=True) and probabilities[0] > 0.5
-
-
-def test_predict_skips_unreadable_files_in_a_folder(tmp_path):
-    samples.image("chelsea").save(tmp_path / "cat.png")
-    (tmp_path / "readme.txt").write_text("hello")
-    result = cnnviz.predict(cnnviz.load_model("builtin:photos"), tmp_path, top=1)
-    assert [p.source for p in result] == [str(tmp_path / "cat.png")]
-    assert result.skipped == [str(tmp_path / "readme.txt")]
-    with pytest.raises(CnnvizError, match="cannot read"):
-        cnnviz.predict(cnnviz.load_model("builtin:photos"), tmp_path / "readme.txt")
-
-
-def test_cli_predict_samples_and_errors(tmp_path):
-    runner = CliRunner()
-    result = runner.invoke(main, ["predict", "--image", "sample:chelsea", "--top", "2"])
-    assert result.exit_code == 0, result.stderr
-    assert result.stdout.startswith("sample:chelsea: chelsea 0.")
-    result = runner.invoke(main, ["predict", "-m", "builtin:patterns", "-i", "samples", "--json", "-k", "1"])
-    assert result.exit_code == 0
-    rows = __import__("json").loads(result.stdout)
-    assert len(rows) == len(samples.names()) and rows[0]["top"][0]["class"] in cnnviz.zoo.patterns.CLASSES
-    result = runner.invoke(main, ["samples"])
-    assert result.exit_code == 0 and result.stdout.splitlines()[0].startswith("sample:astronaut")
-    for args, fragment in [
-        (["predict", "-i", "sample:chelsee"], "did you mean 'chelsea'"),
-        (["predict", "-i", str(tmp_path / "nothing.png")], "does not exist"),
-        (["predict", "-i", str(tmp_path)], "holds no files"),
-        (["predict"], "Missing option '--image'"),
-        (["predict", "-i", "sample:chelsea", "--top", "0"], "--top"),
-    ]:
-        result = runner.invoke(main, args)
-        assert result.exit_code == 2 and result.stdout == ""
-        assert len(result.stderr.splitlines()) == 1 and fragment in result.stderr, result.stderr
 
 
 def grey_level(image: Image.Image) -> float:
@@ -218,17 +173,6 @@ def test_very_large_images_are_reduced_before_conversion():
     small = Image.fromarray(gradient[::30, ::30])
     preprocessing = cnnviz.Preprocessing(mean=(0.0,), std=(1.0,), input_size=(64, 64), known=True)
     torch.testing.assert_close(images.prepare(big, preprocessing), images.prepare(small, preprocessing), atol=0.02, rtol=0)
-
-
-def test_single_output_models_give_a_sigmoid_probability():
-    model = torch.nn.Sequential(torch.nn.Conv2d(3, 1, 1), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
-    with torch.no_grad():
-        model[0].weight.fill_(0.0)
-        model[0].bias.fill_(2.0)
-    [prediction] = cnnviz.predict(model, "sample:coffee")
-    assert prediction.classes == [(0, None, pytest.approx(float(torch.sigmoid(torch.tensor(2.0)))))]
-    with pytest.raises(CnnvizError, match="no images given"):
-        cnnviz.predict(model, [])
 
 
 # --------------------------------------------------------------------------------------------

@@ -357,13 +357,13 @@ def test_auto_size_follows_the_receptive_field():
 
 def test_errors(pattern_model):
     for kwargs, message in [
-        ({"target": "features.4"}, "is a whole layer"),
-        ({"target": "features.4:3", "channels": "0-2"}, "already names a channel"),
-        ({"target": "features.4", "channels": "0-99"}, "valid: 0-47"),
-        ({"target": "purple_blob"}, "no layer 'purple_blob'"),
-        ({"target": "features.4:1", "size": 4}, "at least 8 pixels"),
-        ({"target": "features.4:1", "precision": "fp8"}, "unknown precision"),
-        ({"target": "features.4:1", "param": "wavelet"}, "unknown parameterisation"),
+        ({"layer": "features.4"}, "is a whole layer"),
+        ({"layer": "features.4:3", "channels": "0-2"}, "already names a channel"),
+        ({"layer": "features.4", "channels": "0-99"}, "valid: 0-47"),
+        ({"layer": "purple_blob"}, "no layer 'purple_blob'"),
+        ({"layer": "features.4:1", "size": 4}, "at least 8 pixels"),
+        ({"layer": "features.4:1", "precision": "fp8"}, "unknown precision"),
+        ({"layer": "features.4:1", "param": "wavelet"}, "unknown parameterisation"),
         ({}, "name what to maximise"),
     ]:
         with pytest.raises(CnnvizError, match=message):

@@ -40,6 +40,10 @@ class Prediction:
         ranked = ", ".join(f"{name if name is not None else index} {p:.3f}" for index, name, p in self.classes)
         return f"{self.source}: {ranked}"
 
+    def to_dict(self) -> dict:
+        return {"image": self.source,
+                "top": [{"index": i, "class": n, "probability": round(v, 6)} for i, n, v in self.classes]}
+
 
 @dataclass
 class Predictions:
@@ -56,6 +60,17 @@ class Predictions:
 
     def __getitem__(self, index: int) -> Prediction:
         return self.predictions[index]
+
+    def to_dict(self) -> dict:
+        return {"predictions": [p.to_dict() for p in self.predictions], "skipped": self.skipped}
+
+    def __repr__(self) -> str:
+        first = f"; {self.predictions[0]}" if self.predictions else ""
+        more = ", ..." if len(self.predictions) > 1 else ""
+        return f"Predictions({len(self.predictions)} images{first}{more})"
+
+    def __str__(self) -> str:
+        return "\n".join(str(p) for p in self.predictions)
 
 
 def predict(

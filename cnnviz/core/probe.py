@@ -206,7 +206,7 @@ class Probe:
         finally:
             self._running, self._inputs = False, None
         if output is not None:
-            main = _main_tensor(output)
+            main = main_tensor(output)
             self._outputs[""] = [main if self.store else None]
             self._shapes[""] = [tuple(main.shape) if main is not None else None]
         return output
@@ -355,7 +355,7 @@ def _to_device_of(inputs: torch.Tensor, module: nn.Module) -> torch.Tensor:
     return inputs
 
 
-def _main_tensor(output) -> torch.Tensor | None:
+def main_tensor(output) -> torch.Tensor | None:
     """The model's main output: itself, the first tensor of a tuple, or ``logits``/``out`` of a dict."""
     if isinstance(output, torch.Tensor):
         return output

@@ -94,9 +94,11 @@ class ImageBatches:
                 if pending:
                     yield self._batch(pending)
                     pending = []
-                for start in range(0, len(inputs), self.batch_size):
+                for start in range(0, len(inputs), self.batch_size):  # views of the batch, no copy
                     end = start + self.batch_size
-                    yield self._batch(list(zip(inputs[start:end].split(1), names[start:end], labels[start:end])))
+                    part = labels[start:end]
+                    self.count += len(part)
+                    yield Batch(inputs[start:end], names[start:end], part if all(x is not None for x in part) else None)
                 if self.limit is not None and index >= self.limit:
                     break
             if self.limit is not None and index >= self.limit:

@@ -12,6 +12,7 @@ from cnnviz.analyses.equivariance import Equivariance
 from cnnviz.analyses.feature_visualization.dream import Dream
 from cnnviz.analyses.feature_visualization.maximize import Rendering
 from cnnviz.analyses.kernels import Kernels
+from cnnviz.analyses.receptive_field import EffectiveReceptiveField, ReceptiveFields
 from cnnviz.analyses.statistics import LayerStatistics, Statistics
 from cnnviz.core import display
 from cnnviz.plots.activations import activations
@@ -35,5 +36,6 @@ __all__ = [
 for _kind, _figure in ((Kernels, kernels), (Activations, activations), (Statistics, statistics),
                        (LayerStatistics, channel_statistics), (Attribution, attribution), (Attributions, attributions),
                        (SanityCheck, sanity_check),
-                       (Rendering, maximize), (Dream, dream), (Equivariance, equivariance)):
+                       (Rendering, maximize), (Dream, dream), (Equivariance, equivariance),
+                       (ReceptiveFields, receptive_field), (EffectiveReceptiveField, effective_receptive_field)):
     display.register(_kind, _figure)  # result.plot() and the notebook picture of each result

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 from pathlib import Path
 
@@ -34,11 +33,6 @@ def display_name(spec: str) -> str:
     folders of the machine that made it are nobody's business), a sample by its spec."""
     path = Path(spec).expanduser()
     return path.name if path.is_file() else spec
-
-
-def finite(value) -> float | None:
-    value = float(value)
-    return value if math.isfinite(value) else None
 
 
 def read_record(path: Path) -> dict | None:

@@ -1,0 +1,182 @@
+"""Theoretical receptive fields: :func:`receptive_field` (the size, stride and offset of every
+layer, or of one layer, channel or neuron) and :func:`unit_boxes` (the clipped input box of every
+element). Both trace the model (:func:`~.tracer.trace`); this file summarises the per-element
+boxes into :class:`~.results.ReceptiveField` values.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import replace
+
+import torch
+
+from cnnviz.analyses.receptive_field.boxes import Box
+from cnnviz.analyses.receptive_field.results import Pair, ReceptiveField, ReceptiveFields, pair_text
+from cnnviz.analyses.receptive_field.tracer import trace
+from cnnviz.core.references import Reference, resolve_all
+from cnnviz.errors import CnnvizError
+
+
+def receptive_field(model, layer: Reference | None = None, *, input_size: int | Sequence[int] | None = None):
+    """The theoretical receptive field of a layer, channel or neuron, or of every layer.
+
+    Args:
+        model: an ``nn.Module`` or :class:`cnnviz.LoadedModel` (left exactly as it was).
+        layer: a layer reference (``"layer4"``, ``"features.10:5"``, ``"features.10:5@3,3"``,
+            ``"logits"``); ``None`` for every layer.
+        input_size: ``H`` or ``(H, W)`` of the input; by default the model's input size. Sizes
+            matter for ceil-mode and adaptive pooling and for which units see the whole input.
+
+    Returns:
+        A :class:`ReceptiveField`, or for ``layer=None`` a :class:`ReceptiveFields` mapping every
+        layer reference (each call of a module that runs several times) to one, in run order.
+
+    Raises:
+        CnnvizError: a bad reference, a TorchScript model, or a forward pass that fails at this
+            input size.
+
+    Example::
+
+        rf = cnnviz.receptive_field(torchvision.models.vgg16(), "features.29")
+        rf.size, rf.stride, rf.offset        # ((212, 212), (16, 16), (-90, -90))
+    """
+    refs = None if layer is None else resolve_all(model, [layer])
+    traced = trace(model, input_size, refs, virtual=True)
+    exact = trace(model, input_size, refs, virtual=False)
+    if layer is None:
+        fields = {
+            name: _summarise(name, box, exact.boxes[name], traced.input_size, traced.notes)
+            for name, box in traced.boxes.items()
+        }
+        return ReceptiveFields(fields, traced.input_size, traced.notes)
+    resolved = refs[0]
+    key = resolved.layer_text if not resolved.is_output else "logits"
+    if key not in traced.boxes:
+        raise CnnvizError(
+            f"{key} did not run (or returned no tensor) during a forward pass at {pair_text(traced.input_size)}; "
+            "pick a layer listed by 'cnnviz layers'"
+        )
+    shape = traced.shapes[key]
+    resolved.check(shape)
+    box, clipped = traced.boxes[key], exact.boxes[key]
+    if resolved.channel is not None:
+        box, clipped = (b.full(shape).map(lambda t: resolved.select(t).unsqueeze(1)) for b in (box, clipped))
+    return _summarise(str(resolved), box, clipped, traced.input_size, traced.notes, neuron=resolved.position is not None)
+
+
+def unit_boxes(model, refs: Sequence[Reference] | None = None, *, input_size=None, batch: int = 1) -> dict[str, torch.Tensor]:
+    """The clipped input box of every element of the outputs of some layers (or all).
+
+    Returns, per layer reference, an integer tensor of shape ``output shape x 4`` holding
+    ``(top, left, bottom, right)`` (inclusive) of the input pixels each element depends on,
+    clipped to the input; an element that depends on no pixel holds ``(0, 0, -1, -1)``. This is
+    what :func:`receptive_field` summarises; it is exact element by element (used to check the
+    theory against gradients).
+    """
+    resolved = None if refs is None else resolve_all(model, list(refs))
+    traced = trace(model, input_size, resolved, batch=batch)
+    height, width = traced.input_size
+    result = {}
+    for name, box in traced.boxes.items():
+        clipped = box.full(traced.shapes[name]).clipped(height, width)
+        empty = (clipped[0] > clipped[2]) | (clipped[1] > clipped[3])
+        stacked = torch.stack(clipped, dim=-1)
+        stacked[empty] = torch.tensor([0.0, 0.0, -1.0, -1.0])
+        result[name] = stacked.to(torch.int64)
+    return result
+
+
+def _summarise(name: str, box: Box, clipped: Box, input_size: Pair, notes, neuron: bool = False) -> ReceptiveField:
+    """Size, stride and offset of a layer from the virtual boxes of its elements (kept compressed:
+    each component varies only along the dimensions it depends on); whether its units see the
+    whole input from the exact (clipped) boxes."""
+    height, width = input_size
+    base = ReceptiveField(name, "none", (0, 0), None, None, False, True, input_size, None, tuple(notes))
+    finite_rows, finite_columns = torch.isfinite(box.rlo), torch.isfinite(box.clo)
+    if not bool(finite_rows.any()):
+        return base
+    covers = all(
+        bool((part[torch.isfinite(part)] <= bound if index % 2 == 0 else part[torch.isfinite(part)] >= bound).all())
+        for index, (part, bound) in enumerate(zip(clipped.parts, (0, height - 1, 0, width - 1)))
+    ) and bool(torch.isfinite(clipped.rlo).any())
+    if neuron:
+        rlo, rhi, clo, chi = (float(t.reshape(-1)[0]) for t in box.parts)
+        exact = [float(t.reshape(-1)[0]) for t in clipped.parts]
+        region = (int(exact[0]), int(exact[2]), int(exact[1]), int(exact[3])) if math.isfinite(exact[0]) else None
+        return replace(base, kind="grid", size=(int(rhi - rlo) + 1, int(chi - clo) + 1), stride=None,
+                       offset=(int(rlo), int(clo)), covers_input=covers, box=region)
+    row_dims, column_dims = _varying(box.rlo), _varying(box.clo)
+    row_extent = _largest(box.rhi, box.rlo)
+    column_extent = _largest(box.chi, box.clo)
+    if not row_dims and not column_dims:
+        if covers:
+            return replace(base, kind="global", size=(height, width), offset=(0, 0), covers_input=True)
+        size = (row_extent, column_extent)
+        if box.rlo.dim() >= 3:  # a 1 x 1 map
+            offset = (int(box.rlo[finite_rows].min()), int(box.clo[finite_columns].min()))
+            stride = (_whole(box.jump[0]), _whole(box.jump[1]))
+            return replace(base, kind="grid", size=size, stride=stride, offset=offset, covers_input=covers)
+        return replace(base, kind="irregular", size=size, covers_input=covers)
+    if len(row_dims) != 1 or len(column_dims) != 1 or row_dims == column_dims or _varying(box.rhi) != row_dims \
+            or _varying(box.chi) != column_dims:
+        if covers:
+            return replace(base, kind="global", size=(height, width), offset=(0, 0), covers_input=True)
+        return replace(base, kind="irregular", size=(row_extent, column_extent), covers_input=covers)
+    rows_lo, rows_hi = _along(box.rlo, row_dims[0], low=True), _along(box.rhi, row_dims[0], low=False)
+    cols_lo, cols_hi = _along(box.clo, column_dims[0], low=True), _along(box.chi, column_dims[0], low=False)
+    size = (_centre(rows_hi - rows_lo) + 1, _centre(cols_hi - cols_lo) + 1)
+    stride = (_step(rows_lo, box.jump[0]), _step(cols_lo, box.jump[1]))
+    offset = (int(rows_lo[0]), int(cols_lo[0]))
+    uniform = _uniform(rows_lo, rows_hi) and _uniform(cols_lo, cols_hi)
+    return replace(base, kind="grid", size=size, stride=stride, offset=offset, covers_input=covers, uniform=uniform)
+
+
+def _varying(part: torch.Tensor) -> list[int]:
+    """The dimensions along which ``part`` changes (an empty element next to a full one counts)."""
+    dims = []
+    finite = torch.isfinite(part)
+    for dim in range(part.dim()):
+        if part.shape[dim] < 2:
+            continue
+        a, b = part.narrow(dim, 1, part.shape[dim] - 1), part.narrow(dim, 0, part.shape[dim] - 1)
+        fa, fb = finite.narrow(dim, 1, part.shape[dim] - 1), finite.narrow(dim, 0, part.shape[dim] - 1)
+        if bool((fa != fb).any()) or bool(((a - b)[fa & fb] != 0).any()):
+            dims.append(dim)
+    return dims
+
+
+def _along(part: torch.Tensor, dim: int, low: bool) -> torch.Tensor:
+    """``part`` reduced to a vector along ``dim`` (the union over every other dimension)."""
+    others = [d for d in range(part.dim()) if d != dim]
+    if not others:
+        return part
+    return part.amin(dim=others) if low else part.amax(dim=others)
+
+
+def _largest(high: torch.Tensor, low: torch.Tensor) -> int:
+    extent = high - low
+    extent = extent[torch.isfinite(extent)]
+    return int(extent.max()) + 1 if extent.numel() else 0
+
+
+def _centre(values: torch.Tensor) -> int:
+    return int(values[len(values) // 2])
+
+
+def _step(values: torch.Tensor, jump: float) -> int:
+    if len(values) < 2:
+        return _whole(jump)
+    index = min(len(values) // 2, len(values) - 2)
+    return int(values[index + 1] - values[index])
+
+
+def _uniform(lo: torch.Tensor, hi: torch.Tensor) -> bool:
+    if len(lo) < 2:
+        return True
+    steps = lo[1:] - lo[:-1]
+    return bool((steps == steps[0]).all()) and bool(((hi - lo) == (hi - lo)[0]).all())
+
+
+def _whole(value: float):
+    return int(value) if float(value).is_integer() else round(float(value), 3)

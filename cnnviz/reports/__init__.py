@@ -1,0 +1,26 @@
+"""Reports: a result turned into named figures, images, arrays and a JSON summary, the same for
+the ``cnnviz`` commands (which write a report flat into ``-o DIR``) and the gallery (which places
+the same figures, with the same captions, in its site).
+
+``cnnviz.reports.<analysis>(result, ...)`` returns a :class:`Report`; ``report.write(folder)``
+writes it; ``report.items`` are its figures (:class:`Item`: file name, kind, caption, layer, unit,
+value range, settings), drawn only when written. By file: ``report.py`` (the two types and the
+writing), ``inspect.py`` (kernels, activations, statistics), ``visualize.py`` (maximize, dream),
+``attribution.py`` (attributions and sanity checks), ``lecture.py`` (receptive fields,
+equivariance).
+
+Example::
+
+    >>> result = cnnviz.kernels(model, "features.0")
+    >>> cnnviz.reports.kernels(result).write("out")      # out/kernels_features.0.png and .json
+"""
+from cnnviz.reports.attribution import attributions
+from cnnviz.reports.inspect import activations, kernels, statistics
+from cnnviz.reports.lecture import equivariance, receptive_fields
+from cnnviz.reports.report import Item, Report
+from cnnviz.reports.visualize import dream, maximize
+
+__all__ = [
+    "Item", "Report", "activations", "attributions", "dream", "equivariance", "kernels", "maximize",
+    "receptive_fields", "statistics",
+]

@@ -1,0 +1,92 @@
+"""Reports of what a model holds and computes on images: kernels, activations and statistics."""
+from __future__ import annotations
+
+import numpy as np
+
+from cnnviz import plots
+from cnnviz.core.output import safe_name
+from cnnviz.reports.report import Item, Report, value_range
+
+
+def kernels(result, scope: str = "layer") -> Report:
+    """The kernels of one convolution: ``kernels_<layer>.png`` and ``kernels_<layer>.json``."""
+    weight = result.weight
+    # the range of what the figure shows: the chosen inputs' kernels, or the maps summed over inputs
+    shown = {"pairs": lambda: weight[:, result.inputs], "outputs": result.maps}.get(result.view, lambda: weight)()
+    shape = " x ".join(str(n) for n in weight.shape)
+    inputs = (f", the first {len(result.inputs)} of {weight.shape[1]} inputs" if result.view == "pairs"
+              and len(result.inputs) < weight.shape[1] else "")
+    caption = (f"Kernels of {result.layer} ({result.module_type}, the first {len(result.outputs)} of "
+               f"{result.out_channels} outputs{inputs}, {result.view} view; weights {shape})")
+    stem = f"kernels_{safe_name(result.layer)}"
+    item = Item(f"{stem}.png", "kernels", caption, layer=result.layer, value_range=value_range(shown),
+                settings={"view": result.view, "channels": len(result.outputs), "scope": scope},
+                draw=lambda: plots.kernels(result, scope))
+    return Report(stem, {**result.to_dict(), "scope": scope}, [item], notes=[f"{result.layer}: {n}" for n in result.notes])
+
+
+def activations(result, scope: str = "layer", overlay: bool = False, max_maps: int = 64, source: str | None = None) -> Report:
+    """The feature maps of one image: ``input.png``, ``activations_<layer>.png`` per layer and
+    ``activations.json``. ``source`` names the image in captions (default the result's source)."""
+    source = source or result.source
+    height, width = result.image.shape[1:]
+    items = [Item("input.png", "input", f"{source} as the model sees it ({height}x{width})",
+                  value_range=(0.0, 1.0), draw=lambda: _input_figure(result, source))]
+    for layer in result.layers:
+        part = result[layer]
+        shown = min(len(part.order), max_maps)
+        scale = {"map": "each map on its own scale", "layer": "one scale over the layer",
+                 "global": "one scale over every layer shown"}.get(scope, scope)
+        caption = f"Activations of {layer} on {source} ({scale}; {shown} of {part.maps.shape[0]} channels, in showing order)"
+        items.append(Item(
+            f"activations_{safe_name(layer)}.png", "activations", caption, layer=layer, value_range=part.value_range(),
+            settings={"image": result.source, "channels": part.order[:shown], "max_maps": max_maps, "scope": scope,
+                      "overlay": overlay},
+            extra={"image": result.source},
+            draw=lambda layer=layer: plots.activations(result, layer, scope=scope, overlay=overlay, max_maps=max_maps),
+        ))
+    return Report("activations", {**result.to_dict(), "scope": scope, "overlay": overlay}, items)
+
+
+def _input_figure(result, source: str):
+    from cnnviz.core.display import ShownFigure
+
+    figure = ShownFigure(figsize=(3, 3.2), layout="constrained")
+    axis = figure.subplots()
+    axis.imshow(result.image.permute(1, 2, 0).numpy(), interpolation="nearest")
+    axis.set_axis_off()
+    height, width = result.image.shape[1:]
+    axis.set_title(f"{source} as the model sees it ({height}x{width})", fontsize=8)
+    return figure
+
+
+def statistics(result) -> Report:
+    """Statistics over images: ``histograms.png``, ``colorful_dimension.png``, per layer
+    ``channels_<layer>.png`` and ``exemplars_<layer>.png``; ``stats.npz`` and ``stats.json``."""
+    parts = result.layers.values()
+    overall = (min(float(s.minimum.min()) for s in parts), max(float(s.maximum.max()) for s in parts))
+    items = [
+        Item("histograms.png", "histograms", f"Histograms of every shown layer's activations over {result.images} images",
+             value_range=overall, settings={"images": result.images}, draw=lambda: plots.statistics(result)),
+        Item("colorful_dimension.png", "colorful_dimension",
+             "The colorful dimension: how many channels respond at each layer, over the images",
+             value_range=overall, settings={"images": result.images}, draw=lambda: plots.colorful_dimension(result)),
+    ]
+    for layer in result.layers:
+        part, stem = result[layer], safe_name(layer)
+        items.append(Item(
+            f"channels_{stem}.png", "channel_statistics",
+            f"Per-channel statistics of {layer} over {result.images} images "
+            f"({int(part.dead.sum())} of {part.channels} channels never positive)",
+            layer=layer, value_range=(float(part.minimum.min()), float(part.maximum.max())),
+            settings={"images": result.images}, draw=lambda layer=layer: plots.channel_statistics(result, layer),
+        ))
+        exemplar_values = part.exemplar_values[np.isfinite(part.exemplar_values)]
+        items.append(Item(
+            f"exemplars_{stem}.png", "exemplars",
+            f"Dataset exemplars of {layer}: for each channel, the crops of the images where it responds most, best first",
+            layer=layer, value_range=value_range(exemplar_values) if exemplar_values.size else (0.0, 0.0),
+            settings={"top_k": int(part.exemplar_values.shape[1])}, draw=lambda layer=layer: plots.exemplars(result, layer),
+        ))
+    notes = [f"skipped {len(result.skipped)} file(s) that are not images, e.g. {result.skipped[0]}"] if result.skipped else []
+    return Report("stats", result.to_dict(), items, arrays={"stats.npz": result.to_arrays()}, notes=notes)
