@@ -84,7 +84,7 @@ def activations(loaded, image, layers, top, order, channels, scope, overlay, out
               help="A folder of images (recursive), samples, or one image.")
 @click.option("--layer", "-l", "layers", multiple=True, required=True, metavar="REF", help="A layer (repeatable).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
-@click.option("--top-k", type=click.IntRange(min=1), default=8, show_default=True, help="Exemplars per channel.")
+@click.option("--top-k", type=click.IntRange(min=1, max=64), default=8, show_default=True, help="Exemplars per channel.")
 @click.option("--bins", type=click.IntRange(min=4), default=128, show_default=True, help="Histogram bins (a multiple of 4).")
 @_output_option
 def stats(loaded, images, layers, batch_size, top_k, bins, output) -> None:

@@ -43,23 +43,28 @@ def rf(loaded, layers, images, max_images, as_json, output) -> None:
     from cnnviz.inputs.images import display_image
 
     fields = cnnviz.receptive_field(loaded)
+    chosen = list(layers) or _default_layer(fields)
+    inputs, _ = stack_images(images, loaded.preprocessing, limit=max_images)
+    image = display_image(inputs[0], loaded.preprocessing)
+    # everything is computed before anything is printed or written: a bad --layer leaves no output
+    effective = {name: cnnviz.effective_receptive_field(loaded, name, inputs, max_images=max_images) for name in chosen}
+    report = cnnviz.reports.receptive_fields(fields, image, effective)
     for message in fields.notes:
         note(message)
     if as_json:
         click.echo(json.dumps([rf.to_dict() for rf in fields.values()], indent=2))
     else:
         click.echo(str(fields))
-    chosen = list(layers) or _default_layer(fields)
-    inputs, _ = stack_images(images, loaded.preprocessing, limit=max_images)
-    image = display_image(inputs[0], loaded.preprocessing)
-    effective = {name: cnnviz.effective_receptive_field(loaded, name, inputs, max_images=max_images) for name in chosen}
-    written = cnnviz.reports.receptive_fields(fields, image, effective).write(output, model=loaded.spec)
+    written = report.write(output, model=loaded.spec)
     if not as_json:
         _wrote(written)
 
 
 def _default_layer(fields) -> list[str]:
-    grid = [name for name, field in fields.items() if field.kind == "grid" and not field.covers_input]
+    names = list(fields)
+    containers = {name for name in names if any(other.startswith(name + ".") for other in names)}
+    grid = [name for name, field in fields.items()
+            if field.kind == "grid" and not field.covers_input and name not in containers]
     return grid[-1:]
 
 
@@ -198,7 +203,7 @@ def conv_arithmetic(input_size, kernel, stride, padding, dilation, positions, ou
     from cnnviz.core import output as files
 
     sizes = [cnnviz.conv_output_size(*args) for args in zip(input_size, kernel, stride, padding, dilation)]
-    click.echo(f"output {sizes[0]}x{sizes[1]}")
     figure = cnnviz.plots.conv_arithmetic(input_size, kernel, stride, padding, dilation, positions=positions)
+    click.echo(f"output {sizes[0]}x{sizes[1]}")
     folder = files.output_folder(output)
     _wrote([files.save_figure(figure, folder / "conv_arithmetic.png")])

@@ -44,3 +44,22 @@ def first_line(error: BaseException) -> str:
     """The first line of an exception's message (its type name when the message is empty)."""
     text = str(error).strip()
     return text.splitlines()[0] if text else type(error).__name__
+
+
+MAX_SEED = 2**63 - 1
+
+
+def check_seed(seed) -> int:
+    """A seed as an ``int`` in ``[0, 2**63)``, or :class:`CnnvizError` naming the range."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        raise CnnvizError(f"the seed must be a whole number from 0 to {MAX_SEED}, not {seed!r}")
+    return seed
+
+
+def check_finite(value, what: str, positive: bool = True) -> float:
+    """``value`` as a finite float (and above zero when ``positive``), or :class:`CnnvizError`."""
+    number = float(value)
+    if number != number or number in (float("inf"), float("-inf")) or (positive and number <= 0):
+        kind = "a positive finite number" if positive else "a finite number"
+        raise CnnvizError(f"{what} must be {kind}, not {value!r}")
+    return number

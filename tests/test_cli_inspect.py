@@ -78,12 +78,23 @@ def test_stats_command(tmp_path):
         (["stats", "-i", "{empty}", "-l", "features.2"], "holds no files"),
         (["stats", "-i", "samples", "-l", "features.2", "--bins", "30"], "multiple of 4"),
         (["kernels", "-o", "{file}"], "is a file"),
+        (["activations", "-i", "sample:chelsea", "-l", "features.12:999"], "valid: 0-31"),
+        (["activations", "-i", "sample:chelsea", "-l", "features.12:5@99,99"], "position 99,99 is out of range"),
+        (["stats", "-i", "samples", "-l", "features.2", "--top-k", "100000"], "--top-k"),
+        (["maximize", "-l", "features.3:1", "--steps", "1", "--lr", "nan"], "lr a positive finite number"),
+        (["maximize", "-l", "features.3:1", "--steps", "1", "--seed", "1180591620717411303424"], "seed must be"),
+        (["dream", "-i", "sample:chelsea", "-l", "features.3", "--step", "nan"], "step must be a positive"),
+        (["rf", "-l", "bogus"], "no layer 'bogus'"),
+        (["conv-arithmetic", "-n", "100000", "100000"], "at most 64 cells"),
+        (["conv-matrix", "-x", ";".join([",".join(["1"] * 150)] * 150)], "too large to build"),
     ],
 )
 def test_errors_are_one_line(tmp_path, args, fragment):
     (tmp_path / "empty").mkdir()
     (tmp_path / "file").write_text("x")
-    result = invoke(*[a.format(empty=tmp_path / "empty", file=tmp_path / "file") for a in args])
+    args = [a.format(empty=tmp_path / "empty", file=tmp_path / "file") for a in args]
+    result = invoke(*args, *([] if "-o" in args else ["-o", str(tmp_path / "out")]))
     assert result.exit_code == 2, result.stdout
     assert len(result.stderr.splitlines()) == 1 and fragment in result.stderr, result.stderr
     assert result.stdout == ""
+    assert not (tmp_path / "out").exists()  # nothing written

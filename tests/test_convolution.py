@@ -128,6 +128,10 @@ def test_figures():
     (lambda: cnnviz.conv_matrix(torch.ones(1, 1, 1, 3, 3), (5, 5)), "not a convolution kernel"),
     (lambda: cnnviz.conv_matrix("abc", (5, 5)), "nested lists of numbers"),
     (lambda: cnnviz.plots.conv_arithmetic(3, 5), "does not fit"),
+    # sizes that would exhaust the memory are refused before anything is allocated
+    (lambda: cnnviz.conv_matrix(torch.ones(3, 3), (150, 150)), "too large to build here"),
+    (lambda: cnnviz.conv_matrix(torch.ones(3, 3), (3000, 3000), sparse=True), "too large to build here"),
+    (lambda: cnnviz.plots.conv_arithmetic(100_000, 3), "at most 64 cells per side"),
 ])
 def test_errors(call, fragment):
     with pytest.raises(CnnvizError, match=fragment.replace("(", r"\(").replace(")", r"\)")):

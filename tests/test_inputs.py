@@ -275,3 +275,16 @@ def test_every_analysis_takes_a_dataloader(photos_model):
     one = DataLoader(_Pairs(inputs[:1]), batch_size=1)
     torch.testing.assert_close(cnnviz.activations(photos_model, one, "features.0")["features.0"].maps,
                                cnnviz.activations(photos_model, inputs[:1], "features.0")["features.0"].maps)
+
+
+def test_non_square_models_see_the_whole_image_resized_to_their_size():
+    # an OCR-like model taking 48 x 192: a 48 x 192 image is used as it is, a wider or square one is
+    # resized straight to 48 x 192 (not enlarged and centre-cropped)
+    identity = cnnviz.Preprocessing(mean=(0.0,) * 3, std=(1.0,) * 3, input_size=(48, 192), known=True)
+    pixels = torch.rand(3, 48, 192, generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(images.prepare(pixels, identity)[0], pixels, atol=1e-6)
+    halves = torch.zeros(3, 96, 96)
+    halves[:, :, 48:] = 1.0  # left half black, right half white
+    seen = images.prepare(halves, identity)[0]
+    assert seen.shape == (3, 48, 192)
+    assert float(seen[:, :, :90].max()) < 0.05 and float(seen[:, :, 102:].min()) > 0.95  # both halves whole

@@ -434,3 +434,20 @@ def test_cli_maximize_and_dream(tmp_path):
     ]:
         error = CliRunner().invoke(main, args)
         assert error.exit_code == 2 and len(error.stderr.splitlines()) == 1 and fragment in error.stderr, error.stderr
+
+
+def test_numbers_that_would_make_meaningless_images_are_refused(pattern_model):
+    for kwargs, message in [
+        ({"lr": float("nan")}, "lr a positive finite number"),
+        ({"lr": float("inf")}, "lr a positive finite number"),
+        ({"seed": 1180591620717411303424}, "seed must be a whole number from 0 to"),
+        ({"seed": -1}, "seed must be a whole number"),
+    ]:
+        with pytest.raises(CnnvizError, match=message):
+            cnnviz.maximize(pattern_model, "features.4:1", steps=1, **kwargs)
+    for kwargs, message in [({"step": float("nan")}, "the step must be a positive finite number"),
+                            ({"seed": 2**70}, "seed must be a whole number")]:
+        with pytest.raises(CnnvizError, match=message):
+            cnnviz.dream(pattern_model, "sample:chelsea", "features.4", octaves=1, iterations=1, **kwargs)
+    # the largest seed allowed still works (the per-image seeds stay in torch's range)
+    assert cnnviz.maximize(pattern_model, "features.4:1", steps=1, size=16, seed=2**63 - 1).images.shape[0] == 1

@@ -402,3 +402,20 @@ def test_factory_files_import_their_neighbours_and_report_inner_import_errors(tm
     monkeypatch.chdir(tmp_path)
     with pytest.raises(CnnvizError, match=f"importing {name} failed: No module named 'not_installed_anywhere'"):
         cnnviz.load_model(f"{name}:make")
+
+
+def test_a_factory_file_leaves_its_folder_as_it_was_and_sys_exit_is_an_error(tmp_path):
+    (tmp_path / "neighbour.py").write_text("WIDTH = 4\n")
+    (tmp_path / "net.py").write_text(
+        "import torch\nimport neighbour\n\n"
+        "def make():\n    return torch.nn.Sequential(torch.nn.Conv2d(3, neighbour.WIDTH, 3))\n\n"
+        "def leave():\n    raise SystemExit(3)\n")
+    before = sorted(p.name for p in tmp_path.iterdir())
+    writes = sys.dont_write_bytecode
+    loaded = cnnviz.load_model(f"{tmp_path / 'net.py'}:make")
+    assert loaded.module[0].out_channels == 4
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # no __pycache__/ next to the user's files
+    assert sys.dont_write_bytecode == writes
+    with pytest.raises(CnnvizError, match=r"leave\(\) failed: SystemExit: 3"):
+        cnnviz.load_model(f"{tmp_path / 'net.py'}:leave")
+    sys.modules.pop("neighbour", None)

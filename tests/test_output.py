@@ -53,3 +53,11 @@ def test_output_paths_that_are_files_and_safe_names(tmp_path):
     with pytest.raises(CnnvizError, match="cannot create the output folder"):
         output.output_folder(tmp_path / "file" / "below")
     assert output.safe_name("layer1.0.relu#2:5@7,3") == "layer1.0.relu-2-5-7-3"
+
+
+def test_json_never_holds_bare_nan(tmp_path):
+    path = output.write_json(tmp_path / "values.json", {
+        "nan": float("nan"), "inf": [1.0, np.float32("inf")], "array": np.array([2.0, -np.inf]), "int": np.int64(3)})
+    text = path.read_text()
+    assert "NaN" not in text and "Infinity" not in text
+    assert json.loads(text) == {"nan": None, "inf": [1.0, None], "array": [2.0, None], "int": 3}

@@ -63,3 +63,29 @@ def test_single_output_models_give_a_sigmoid_probability():
     assert prediction.classes == [(0, None, pytest.approx(float(torch.sigmoid(torch.tensor(2.0)))))]
     with pytest.raises(CnnvizError, match="no images given"):
         cnnviz.predict(model, [])
+
+
+def _head(outputs: int = 3) -> torch.nn.Module:
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+                               torch.nn.Linear(4, outputs))
+
+
+def test_class_names_and_input_size_declared_on_a_plain_module_are_used():
+    model = _head()
+    model.class_names, model.input_size = ["c1", "c2", "c3"], (24, 24)
+    (prediction,) = cnnviz.predict(model, "sample:chelsea", top=3).predictions
+    assert sorted(name for _, name, _ in prediction.classes) == ["c1", "c2", "c3"]
+    result = cnnviz.saliency(model, "sample:chelsea", target="c3")
+    assert result.targets[0].class_name == "c3" and result.attribution.shape == (1, 3, 24, 24)
+
+
+def test_wrong_class_name_count_and_non_finite_outputs_are_refused():
+    wrong = cnnviz.LoadedModel(_head(), cnnviz.Preprocessing(input_size=(24, 24)), ["a", "b"])
+    with pytest.raises(CnnvizError, match="2 class names but 3 outputs"):
+        cnnviz.predict(wrong, "sample:chelsea")
+    broken = _head()
+    with torch.no_grad():
+        broken[3].bias[1] = float("nan")
+    with pytest.raises(CnnvizError, match="not finite"):
+        cnnviz.predict(cnnviz.LoadedModel(broken, cnnviz.Preprocessing(input_size=(24, 24))), "sample:chelsea")

@@ -125,3 +125,22 @@ def test_a_reference_of_another_model_is_refused(resnet):
     other = torchvision.models.resnet18()
     with pytest.raises(CnnvizError, match="resolved against another model"):
         cnnviz.layer_ref(other, ref)
+
+
+def test_every_module_name_is_a_layer_also_with_grammar_characters():
+    # onnx2torch names modules "Conv@17"; fx and users give names with ':' and '#'
+    model = nn.Sequential()
+    model.add_module("Conv@17", nn.Conv2d(3, 4, 3))
+    model.add_module("a:b", nn.ReLU())
+    model.add_module("x#2", nn.ReLU())
+    cases = {
+        "Conv@17": ("Conv@17", None, None), "Conv@17:2": ("Conv@17", 2, None),
+        "Conv@17:2@1,3": ("Conv@17", 2, (1, 3)), "a:b": ("a:b", None, None), "a:b:1": ("a:b", 1, None),
+        "x#2": ("x#2", None, None), "x#2#1:0": ("x#2", 0, None),
+    }
+    for text, (layer, channel, position) in cases.items():
+        ref = cnnviz.layer_ref(model, text)
+        assert (ref.layer_text, ref.channel, ref.position) == (layer, channel, position), text
+        assert cnnviz.layer_ref(model, str(ref)).layer_text == layer  # the reference's text parses back
+    with pytest.raises(CnnvizError, match="did you mean 'Conv@17'"):
+        cnnviz.layer_ref(model, "Conv@1")

@@ -148,6 +148,7 @@ def activations(
         result = Activations(source, display_image(inputs[0], preprocessing))
         for key, ref in resolved.items():
             full = recorder[ref.layer_text if ref.channel is not None else key]
+            ref.check(full.shape)  # a channel or position out of range: one clear line
             maps = full[0].detach().float().cpu()
             if maps.dim() not in (1, 3):
                 raise CnnvizError(

@@ -26,6 +26,7 @@ import torch
 from cnnviz.errors import CnnvizError
 
 IntOrPair = int | Sequence[int]
+MAX_ENTRIES = 2**25  # conv_matrix refuses larger matrices (dense) or more non-zeros (sparse): 128 MiB of float32
 
 
 def conv_output_size(
@@ -101,6 +102,14 @@ def conv_matrix(
         conv_output_size(n, k, s, p, d)
         for n, k, s, p, d in zip(sizes, weight.shape[2:], strides, paddings, dilations)
     ]
+    shape = (channels_out * math.prod(outputs), channels_in * math.prod(sizes))
+    entries = shape[0] * channels_in * math.prod(weight.shape[2:])
+    if entries > MAX_ENTRIES or (not sparse and shape[0] * shape[1] > MAX_ENTRIES):
+        raise CnnvizError(
+            f"the matrix of this convolution is {shape[0]} x {shape[1]}, too large to build here (at most "
+            f"{MAX_ENTRIES:,} entries{'' if sparse else '; sparse=True stores only the non-zero ones'}); "
+            "the lecture's idea shows on small inputs, e.g. 4 x 4"
+        )
     # One entry per (output unit, input channel, kernel offset): its row, column and weight.
     grids = torch.meshgrid(
         torch.arange(channels_out), *(torch.arange(o) for o in outputs), torch.arange(channels_in),
@@ -119,7 +128,6 @@ def conv_matrix(
     for position, n in zip(in_pos, sizes):
         column = column * n + position
     values = weight[(out_channel, in_channel, *offsets)]
-    shape = (channels_out * math.prod(outputs), channels_in * math.prod(sizes))
     indices = torch.stack([row[inside], column[inside]])
     matrix = torch.sparse_coo_tensor(indices, values[inside], shape, check_invariants=False).coalesce()
     return matrix if sparse else matrix.to_dense()

@@ -118,6 +118,17 @@ def _classify(model, inputs: torch.Tensor, sources: Sequence[str], class_names, 
         raise CnnvizError(
             f"the model's output has shape {tuple(logits.shape)}, not one score per class (N x K)"
         )
+    if not torch.isfinite(logits).all():
+        bad = int((~torch.isfinite(logits)).any(dim=1).float().argmax())
+        raise CnnvizError(
+            f"the model's output for {sources[bad] or f'image {bad}'} is not finite (NaN or infinity); check its "
+            "weights (cnnviz layers) and its input preprocessing (--mean, --std)"
+        )
+    if class_names and len(class_names) != logits.shape[1] and logits.shape[1] != 1:
+        raise CnnvizError(
+            f"the model has {len(class_names)} class names but {logits.shape[1]} outputs; give one name per output "
+            "(or none)"
+        )
     # One output is a binary classifier's logit (its sigmoid); several are scores (softmax).
     probabilities = logits.float().sigmoid() if logits.shape[1] == 1 else logits.float().softmax(dim=1)
     probabilities = probabilities.cpu()

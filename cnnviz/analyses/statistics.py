@@ -42,6 +42,8 @@ DEFAULT_TOP_K = 8
 DEFAULT_NEAR_ZERO = 1e-6
 CROP_PIXELS = 48  # exemplar crops are stored at most this wide (larger regions are shrunk)
 
+MAX_TOP_K = 64  # exemplars per channel: each keeps a crop, and the figure draws them all
+
 
 @dataclass(repr=False)
 class LayerStatistics(Shows):
@@ -305,6 +307,8 @@ def statistics(
         raise CnnvizError(f"bins must be a positive multiple of 4, got {bins}")
     if top_k < 1 or batch_size < 1:
         raise CnnvizError("top_k and batch_size must be at least 1")
+    if top_k > MAX_TOP_K:
+        raise CnnvizError(f"top_k is at most {MAX_TOP_K} exemplars per channel (each keeps an image crop), not {top_k}")
     refs = [layer] if isinstance(layer, (str, torch.nn.Module)) else list(layer)
     if not refs:
         raise CnnvizError("name at least one layer")

@@ -27,7 +27,9 @@ class Preprocessing:
         mean, std: per input channel, applied as ``(x - mean) / std`` to images in [0, 1].
         input_size: ``(height, width)`` the model expects.
         resize: the shorter side is resized to this before a centre crop to ``input_size``
-            (torchvision's 256 for 224 crops), or ``None`` to resize straight to ``input_size``.
+            (torchvision's 256 for 224 crops), or ``None``: a square ``input_size`` then takes the
+            shorter side resized to it and the centre, a non-square one is resized straight to
+            ``input_size`` (:func:`cnnviz.inputs.prepare`).
         known: ``False`` when cnnviz assumed the identity because the model did not say.
     """
 
@@ -102,11 +104,12 @@ class LoadedModel:
 
 
 def unwrap(model) -> tuple[nn.Module, list[str] | None]:
-    """The ``nn.Module`` and class names of a :class:`LoadedModel` or a plain module."""
+    """The ``nn.Module`` and class names of a :class:`LoadedModel` or a plain module (the names it
+    declares itself as ``class_names`` or ``classes``, a list of strings, else ``None``)."""
     if isinstance(model, LoadedModel):
         return model.module, model.class_names
     if isinstance(model, nn.Module):
-        return model, None
+        return model, declared_class_names(model)
     raise CnnvizError(
         f"expected a torch.nn.Module or a cnnviz.LoadedModel, got {type(model).__name__}"
     )

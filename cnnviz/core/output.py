@@ -31,8 +31,9 @@ def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
 
 
 def write_json(path: str | os.PathLike, content) -> Path:
-    """Write ``content`` as indented JSON, atomically."""
-    text = json.dumps(content, indent=2, default=_jsonable) + "\n"
+    """Write ``content`` as indented JSON, atomically. NaN and infinities (which JSON cannot hold)
+    are written as ``null``, so every file parses with any JSON reader."""
+    text = json.dumps(_finite(content), indent=2, default=_jsonable, allow_nan=False) + "\n"
     return write_bytes(path, text.encode("utf-8"))
 
 
@@ -117,6 +118,19 @@ def _umask() -> int:
         os.umask(current)
         _UMASK.append(current)
     return _UMASK[0]
+
+
+def _finite(value):
+    """``value`` with every non-finite float (also numpy's, also in arrays) replaced by ``None``."""
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(item) for item in value]
+    if isinstance(value, np.ndarray):
+        return _finite(value.tolist())
+    if isinstance(value, (float, np.floating)):
+        return float(value) if np.isfinite(value) else None
+    return value
 
 
 def _jsonable(value):

@@ -246,16 +246,10 @@ def _parse(text: str, model: nn.Module, modules: dict[str, nn.Module], class_nam
     bare_class = _class_index(text, class_names)
     if bare_class is not None and text.lower() not in OUTPUT_NAMES:  # a class name, said alone
         return LayerRef("", model, channel=bare_class)
-    head, position = text, None
-    if "@" in head:
-        head, _, position_text = head.rpartition("@")
-        position = _parse_position(text, position_text)
-    channel_text = None
-    if ":" in head:
-        head, _, channel_text = head.rpartition(":")
+    head, call_text, channel_text, position_text = _split(text, modules)
+    position = _parse_position(text, position_text) if position_text is not None else None
     call = 1
-    if "#" in head:
-        head, _, call_text = head.rpartition("#")
+    if call_text is not None:
         call = _parse_int(call_text, f"the call number in {text!r}", example=f"{head}#2")
         if call < 1:
             raise CnnvizError(f"calls are counted from 1, so {text!r} has no call #{call}; use #1 or more")
@@ -277,6 +271,42 @@ def _parse(text: str, model: nn.Module, modules: dict[str, nn.Module], class_nam
     if channel_text is not None:
         channel = _parse_channel(channel_text, layer, class_names, text)
     return _checked(LayerRef(layer, module, call, channel, position), class_names)
+
+
+def _split(text: str, modules) -> tuple[str, str | None, str | None, str | None]:
+    """``text`` as (module name, call, channel, position) texts, ``None`` for parts not given.
+
+    Any name ``named_modules`` gives is a layer, also one holding ``#``, ``:`` or ``@`` (onnx2torch
+    names modules ``Conv@17``): the longest module name that the text starts with, followed by
+    a suffix of the grammar (``#N``, ``:C``, ``@i,j``, in that order), wins. Otherwise the text is
+    cut at its last ``@``, ``:`` and ``#``, for the error messages of a name that is no layer."""
+    for cut in sorted((i for i, c in enumerate(text) if c in "#:@"), reverse=True):
+        head = text[:cut]
+        if head and head in modules:
+            parts = _suffix(text[cut:])
+            if parts is not None:
+                return (head, *parts)
+    head, call_text, channel_text, position_text = text, None, None, None
+    if "@" in head:
+        head, _, position_text = head.rpartition("@")
+    if ":" in head:
+        head, _, channel_text = head.rpartition(":")
+    if "#" in head:
+        head, _, call_text = head.rpartition("#")
+    return head, call_text, channel_text, position_text
+
+
+def _suffix(rest: str) -> tuple[str | None, str | None, str | None] | None:
+    """``#N``, ``:C`` and ``@i,j`` (each optional, in this order) of what follows a module name,
+    or ``None`` when ``rest`` is not of that form."""
+    parts: dict[str, str] = {}
+    for mark in "#:@":
+        if rest.startswith(mark):
+            end = min([i for i in (rest.find(m, 1) for m in "#:@"[("#:@".index(mark) + 1):]) if i > 0] or [len(rest)])
+            parts[mark], rest = rest[1:end], rest[end:]
+    if rest:
+        return None
+    return parts.get("#"), parts.get(":"), parts.get("@")
 
 
 def _parse_channel(channel_text: str, layer: str, class_names, text: str) -> int:

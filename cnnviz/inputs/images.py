@@ -162,20 +162,26 @@ def prepare(image: Image.Image | torch.Tensor, preprocessing: Preprocessing) -> 
     """One image as a model input, ``1 x C x H x W``, with the model's preprocessing.
 
     The image is converted to the model's channel count (RGB for 3, greyscale for 1; transparency
-    composited onto white), its shorter side resized (to ``preprocessing.resize``, else to the
-    larger side of the input size), centre cropped to ``preprocessing.input_size`` and normalised
-    with the model's mean and std. ``image`` may also be a ``C x H x W`` tensor: floats in [0, 1]
-    or uint8 in [0, 255].
+    composited onto white), then sized: with ``preprocessing.resize`` its shorter side is resized
+    to that and the centre cropped to ``input_size`` (torchvision's recipe); without, a square
+    input size takes the shorter side resized to it and the centre (the aspect ratio is kept), a
+    non-square one (an OCR model's 48 x 192) is resized straight to ``input_size`` (all of the image
+    is seen). Last it is normalised with the model's mean and std. ``image`` may also be a
+    ``C x H x W`` tensor: floats in [0, 1] or uint8 in [0, 255].
     """
     from torchvision.transforms.v2 import functional as F
 
     height, width = preprocessing.input_size
+    straight = preprocessing.resize is None and height != width
     shorter = preprocessing.resize or max(height, width)
     if isinstance(image, Image.Image):
         image = _reduced(image, shorter)
     pixels = to_tensor(image, preprocessing.channels)
-    pixels = F.resize(pixels, [shorter], antialias=True)
-    pixels = F.center_crop(pixels, [height, width])
+    if straight:
+        pixels = F.resize(pixels, [height, width], antialias=True)
+    else:
+        pixels = F.resize(pixels, [shorter], antialias=True)
+        pixels = F.center_crop(pixels, [height, width])
     return preprocessing.normalize(pixels.clamp(0, 1)).unsqueeze(0)
 
 

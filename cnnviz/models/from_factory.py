@@ -45,7 +45,7 @@ def load_factory(spec: str) -> LoadedModel:
         )
     try:
         module = factory()
-    except Exception as error:
+    except (Exception, SystemExit) as error:
         raise CnnvizError(f"calling {spec}() failed: {type(error).__name__}: {first_line(error)}") from error
     if not isinstance(module, nn.Module):
         raise CnnvizError(
@@ -66,7 +66,7 @@ def _import_module(name: str):
                 f"cannot import {name!r}: no module {error.name!r} is installed or in the current folder"
             ) from None
         raise CnnvizError(f"importing {name} failed: {first_line(error)}") from error
-    except Exception as error:
+    except (Exception, SystemExit) as error:  # a module that calls sys.exit() on import, too
         raise CnnvizError(f"importing {name} failed: {type(error).__name__}: {first_line(error)}") from error
 
 
@@ -78,21 +78,25 @@ def _import_file(path_text: str):
     try:  # the file's folder on the path, so that it can import its neighbours, as when run as a script
         with _on_sys_path(str(path.resolve().parent)):
             spec.loader.exec_module(python_module)
-    except Exception as error:
+    except (Exception, SystemExit) as error:  # a file that calls sys.exit() on import, too
         raise CnnvizError(f"running {path} failed: {type(error).__name__}: {first_line(error)}") from error
     return python_module
 
 
 @contextlib.contextmanager
 def _on_sys_path(folder: str):
-    """``folder`` first on ``sys.path`` during the block (unless it is there already), then removed:
-    importing a user's module leaves the process's path as it was."""
+    """``folder`` first on ``sys.path`` during the block (unless it is there already), then removed,
+    and no bytecode written meanwhile: importing a user's module leaves the process's path and the
+    user's folders as they were."""
     added = folder not in sys.path
     if added:
         sys.path.insert(0, folder)
+    writes_bytecode = sys.dont_write_bytecode
+    sys.dont_write_bytecode = True  # no __pycache__/ written into the user's folders
     try:
         yield
     finally:
+        sys.dont_write_bytecode = writes_bytecode
         if added:
             with contextlib.suppress(ValueError):
                 sys.path.remove(folder)

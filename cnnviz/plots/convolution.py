@@ -93,6 +93,9 @@ def _write_values(axis, values: np.ndarray) -> None:
             axis.text(j, i, text, ha="center", va="center", fontsize=6)
 
 
+MAX_CELLS = 64  # conv_arithmetic draws every cell
+
+
 def conv_arithmetic(
     input_size: int | Sequence[int] = 5,
     kernel_size: int | Sequence[int] = 3,
@@ -126,6 +129,9 @@ def conv_arithmetic(
     )
     if any(n < 1 for n in size):
         raise CnnvizError(f"input_size must be positive, not {input_size}")
+    if any(n + 2 * p > MAX_CELLS for n, p in zip(size, pads)) or any(d * (k - 1) + 1 > MAX_CELLS for k, d in zip(kernel, dilations)):
+        raise CnnvizError(f"the drawing shows at most {MAX_CELLS} cells per side (padded input and dilated kernel); "
+                          "use a smaller example (the output size is conv_output_size's)")
     out = [conv_output_size(*args) for args in zip(size, kernel, strides, pads, dilations)]
     units = [(i, j) for i in range(out[0]) for j in range(out[1])]
     chosen = units[:max(1, positions)]

@@ -26,7 +26,7 @@ from torch.nn import functional as F
 
 from cnnviz.analyses.feature_visualization import objectives as o
 from cnnviz.core.display import Shows
-from cnnviz.errors import CnnvizError
+from cnnviz.errors import CnnvizError, check_finite, check_seed
 from cnnviz.core.output import set_progress_total
 from cnnviz.inputs.images import open_image, to_tensor
 from cnnviz.core.model import preprocessing_of
@@ -112,6 +112,9 @@ def dream(
         ref = layer_ref(model, name)
         if ref.channel is not None:
             raise CnnvizError(f"Deep Dream raises whole layers; use {ref.layer_text!r} rather than {name!r}")
+    check_finite(step, "the step")
+    check_finite(scale, "the octave scale")
+    check_seed(seed)
     if octaves < 1 or iterations < 1 or scale <= 1 or step <= 0 or tile < 16 or jitter < 0:
         raise CnnvizError("octaves and iterations must be at least 1, scale above 1, step positive, tile at least 16")
     preprocessing = preprocessing_of(model)

@@ -29,7 +29,7 @@ import torch
 from cnnviz.analyses.feature_visualization import objectives as o
 from cnnviz.analyses.feature_visualization.optimizer import Adam, bf16_wanted
 from cnnviz.core.display import Shows
-from cnnviz.errors import CnnvizError
+from cnnviz.errors import CnnvizError, check_seed
 from cnnviz.core.output import set_progress_total
 from cnnviz.core.model import preprocessing_of, unwrap
 from cnnviz.analyses.feature_visualization.parameterization import image_parameters
@@ -123,8 +123,10 @@ def maximize(
     """
     module, class_names = unwrap(model)
     preprocessing = preprocessing_of(model)
-    if steps < 1 or lr <= 0 or count < 1:
-        raise CnnvizError("steps and count must be at least 1 and lr positive")
+    if steps < 1 or not (lr > 0 and math.isfinite(lr)) or count < 1:  # also refuses a NaN or infinite lr
+        raise CnnvizError(f"steps and count must be at least 1 and lr a positive finite number (got steps={steps}, "
+                          f"count={count}, lr={lr})")
+    check_seed(seed)
     if precision not in PRECISIONS:
         raise CnnvizError(f"unknown precision {precision!r}; use fp32, bf16 or auto")
     if batch_size is not None and batch_size < 1:
@@ -155,7 +157,7 @@ def maximize(
             if regularize:
                 goal = goal - regularize * o.total_variation()
                 final_goal = final_goal - regularize * o.total_variation()
-            generators = [torch.Generator().manual_seed(seed * 1_000_003 + s) for s in plan.seeds[part]]
+            generators = [torch.Generator().manual_seed((seed * 1_000_003 + s) % 2**63) for s in plan.seeds[part]]
             images_, values_ = _render(model, goal, final_goal, generators, canvas, preprocessing, steps, lr,
                                        param, robust, redirect_steps, use_bf16, device, progress)
             rendered.append(images_)
