@@ -7,6 +7,7 @@ The command line prints that message as one line on stderr and exits with code 2
 from __future__ import annotations
 
 import difflib
+import math
 from collections.abc import Iterable
 
 
@@ -59,7 +60,7 @@ def check_seed(seed) -> int:
 def check_finite(value, what: str, positive: bool = True) -> float:
     """``value`` as a finite float (and above zero when ``positive``), or :class:`CnnvizError`."""
     number = float(value)
-    if number != number or number in (float("inf"), float("-inf")) or (positive and number <= 0):
+    if not math.isfinite(number) or (positive and number <= 0):
         kind = "a positive finite number" if positive else "a finite number"
         raise CnnvizError(f"{what} must be {kind}, not {value!r}")
     return number

@@ -23,6 +23,7 @@ Example::
 """
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Union
@@ -273,6 +274,9 @@ def _parse(text: str, model: nn.Module, modules: dict[str, nn.Module], class_nam
     return _checked(LayerRef(layer, module, call, channel, position), class_names)
 
 
+SUFFIX = re.compile(r"(?:#([^:@]*))?(?::([^@]*))?(?:@(.*))?", re.S)  # what may follow a module name
+
+
 def _split(text: str, modules) -> tuple[str, str | None, str | None, str | None]:
     """``text`` as (module name, call, channel, position) texts, ``None`` for parts not given.
 
@@ -299,14 +303,8 @@ def _split(text: str, modules) -> tuple[str, str | None, str | None, str | None]
 def _suffix(rest: str) -> tuple[str | None, str | None, str | None] | None:
     """``#N``, ``:C`` and ``@i,j`` (each optional, in this order) of what follows a module name,
     or ``None`` when ``rest`` is not of that form."""
-    parts: dict[str, str] = {}
-    for mark in "#:@":
-        if rest.startswith(mark):
-            end = min([i for i in (rest.find(m, 1) for m in "#:@"[("#:@".index(mark) + 1):]) if i > 0] or [len(rest)])
-            parts[mark], rest = rest[1:end], rest[end:]
-    if rest:
-        return None
-    return parts.get("#"), parts.get(":"), parts.get("@")
+    match = SUFFIX.fullmatch(rest)
+    return match.groups() if match else None
 
 
 def _parse_channel(channel_text: str, layer: str, class_names, text: str) -> int:
