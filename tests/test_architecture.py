@@ -178,3 +178,17 @@ def test_nothing_imports_another_modules_privates():
     files = list(MODULES.values()) + sorted((ROOT / "tests").glob("*.py")) + sorted((ROOT / "gallery").glob("*.py"))
     found = [entry for path in files for entry in _private_imports(path)]
     assert found == []
+
+
+def test_every_package_is_installed():
+    """A package missing from pyproject's list works in an editable install and is absent from a wheel."""
+    import tomllib
+
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    listed = set(config["packages"])
+    folders = {"cnnviz." + ".".join(p.parent.relative_to(ROOT / "cnnviz").parts) for p in (ROOT / "cnnviz").rglob("__init__.py")}
+    folders = {name.rstrip(".") for name in folders}
+    folders |= {"cnnviz.cli" + "".join("." + part for part in p.parent.relative_to(ROOT / "cli").parts)
+                for p in (ROOT / "cli").rglob("__init__.py")}
+    assert folders - listed == set(), "add these to [tool.setuptools] packages in pyproject.toml"
+    assert listed - folders == set()
