@@ -53,7 +53,10 @@ def saliency(loaded, images, methods, targets, layer, steps, samples, window, sa
                                   stages=sanity_stages, layer=layer, steps=steps, samples=samples, window=window)
         for name, result in results.items()
     } if sanity else None
-    wrote(cnnviz.reports.attributions(results, checks).write(output, model=loaded.spec))
+    report = cnnviz.reports.attributions(results, checks)
+    for message in report.notes:  # methods that do not apply to this model: n/a, with the reason
+        click.echo(message)
+    wrote(report.write(output, model=loaded.spec))
 
 
 def _target(text: str):

@@ -19,7 +19,7 @@ lives in sub-packages by layer (``core``, ``inputs``, ``models``, ``analyses``, 
 """
 from cnnviz.core.version import __version__  # noqa: F401 (cnnviz.__version__)
 
-from cnnviz.errors import CnnvizError, CnnvizWarning
+from cnnviz.errors import CnnvizError, CnnvizWarning, NotApplicable
 from cnnviz.core import output
 from cnnviz.core.memory import reuse_freed_memory
 from cnnviz.core.model import LoadedModel, Preprocessing, resolve_device
@@ -54,6 +54,7 @@ __all__ = [
     "Attributions",
     "METHODS",
     "CnnvizError",
+    "NotApplicable",
     "CnnvizWarning",
     "EffectiveReceptiveField",
     "Equivariance",

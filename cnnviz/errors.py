@@ -15,6 +15,11 @@ class CnnvizError(ValueError):
     """A mistake in what the user asked for; the message names the fix."""
 
 
+class NotApplicable(CnnvizError):
+    """A method that does not apply to this model (the message says why); where several methods
+    run side by side it is skipped and shown as "n/a: why", the others go on."""
+
+
 class CnnvizWarning(UserWarning):
     """Something the user should know about (random weights, assumed preprocessing)."""
 

@@ -108,10 +108,13 @@ def test_functional_relus_get_the_guided_rule_too():
     assert not torch.allclose(reference, captum_alone)
 
 
-def test_no_relu_is_refused_rather_than_a_plain_gradient():
+def test_no_rectifier_is_refused_rather_than_a_plain_gradient():
     model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Tanh(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2))
-    with pytest.raises(CnnvizError, match="runs no ReLU before the target.*use method 'gradient'"):
+    with pytest.raises(cnnviz.NotApplicable, match="no pointwise activation .* runs before the target.*method 'gradient'"):
         cnnviz.saliency(model, torch.randn(1, 3, 8, 8), target=0, method="guided_backprop")
+    # beside other methods it is skipped, with the reason, and the others are computed
+    results = cnnviz.attributions(model, torch.randn(1, 3, 8, 8), target=0, methods=["gradient", "deconvolution"])
+    assert list(results) == ["gradient"] and "no pointwise activation" in results.skipped["deconvolution"]
 
 
 def test_gradcam_of_a_blob_class_peaks_inside_the_blob():

@@ -109,7 +109,7 @@ def files(tmp_path):
         (["layers", "-m", "torchvision:resnet18", "--mean", "0.1,0.2"], ["mean has 2 values"]),
         (["layers", "-m", "torchvision:resnet18", "--input-size", "0", "3"], ["--input-size"]),
         (["layers", "-m", "torchvision:resnet18", "--device", "tpu"], ["unknown device 'tpu'"]),
-        (["layers", "-m", "nets:lenet"], ["dry run on one 1x224x224 image failed", "--input-size H W"]),
+        (["layers", "-m", "nets:lenet", "--input-size", "30", "30"], ["dry run on one 1x30x30 image failed", "--input-size H W"]),
         (["layers", "-m", "nets:lenet2"], ["did you mean 'lenet'"]),
         (["layers", "-m", "nosuch.module:make"], ["cannot import 'nosuch.module'"]),
         (["layers", "-m", "torchvision:resnet18", "--layer", "layer1.0.conv"], ["did you mean 'layer1.0.conv1'"]),

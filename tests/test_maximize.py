@@ -451,3 +451,11 @@ def test_numbers_that_would_make_meaningless_images_are_refused(pattern_model):
             cnnviz.dream(pattern_model, "sample:chelsea", "features.4", octaves=1, iterations=1, **kwargs)
     # the largest seed allowed still works (the per-image seeds stay in torch's range)
     assert cnnviz.maximize(pattern_model, "features.4:1", steps=1, size=16, seed=2**63 - 1).images.shape[0] == 1
+
+
+def test_an_objective_with_a_channel_out_of_range_is_one_clear_error():
+    from cnnviz import objectives as o
+
+    photos = cnnviz.load_model("builtin:photos")
+    with pytest.raises(CnnvizError, match=r"channel\(features.12, 99999\) does not fit .*size 32"):
+        cnnviz.maximize(photos, objective=o.channel("features.12", 99999), steps=2)

@@ -270,12 +270,14 @@ def test_factory_weights_and_python_file_form(factory_dir, tmp_path):
 
 def test_factory_without_declarations_gets_identity_channels_from_first_conv(factory_dir):
     _, name = factory_dir
-    loaded = cnnviz.load_model(f"{name}:plain")
+    with pytest.warns(cnnviz.CnnvizWarning, match="declares no input size; using 32x32"):
+        loaded = cnnviz.load_model(f"{name}:plain")
     pre = loaded.preprocessing
-    assert not pre.known and pre.mean == (0.0,) and pre.std == (1.0,) and pre.input_size == (224, 224)
+    assert not pre.known and pre.mean == (0.0,) and pre.std == (1.0,) and pre.input_size == (32, 32)
+    assert "the first Linear takes 3600 features" in pre.size_from  # flatten then Linear(4 x 30 x 30): only 32 x 32 runs
+    assert cnnviz.layer_table(loaded)["3"].output_shape == [(2,)]
     with pytest.raises(CnnvizError, match="dry run on one 1x224x224 image failed.*--input-size H W"):
-        cnnviz.layer_table(loaded)
-    assert cnnviz.layer_table(loaded, input_size=32)["3"].output_shape == [(2,)]
+        cnnviz.layer_table(loaded, input_size=224)
 
 
 @pytest.mark.parametrize(

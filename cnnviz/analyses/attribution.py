@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from cnnviz.core.display import Shows
-from cnnviz.errors import CnnvizError
+from cnnviz.errors import CnnvizError, NotApplicable
 from cnnviz.inputs.batches import stack_images
 from cnnviz.inputs.images import display_image
 from cnnviz.core.model import preprocessing_of, unwrap
@@ -128,15 +128,22 @@ def saliency(model, images, target=None, method: str = "gradient", **options) ->
 
 class Attributions(Shows, dict):
     """Several methods' :class:`Attribution` of the same images and targets, by method name
-    (in the order asked); draws them side by side."""
+    (in the order asked); draws them side by side. ``skipped``: method -> why it does not apply
+    to this model (shown as "n/a: why")."""
+
+    def __init__(self, results=(), skipped=None):
+        super().__init__(results)
+        self.skipped = dict(skipped or {})
 
     def to_dict(self) -> dict:
-        return {"methods": [result.to_dict() for result in self.values()]}
+        return {"methods": [result.to_dict() for result in self.values()],
+                "skipped": [{"method": name, "why": why} for name, why in self.skipped.items()]}
 
     def __repr__(self) -> str:
         first = next(iter(self.values()), None)
         images = len(first.attribution) if first is not None else 0
-        return f"Attributions({', '.join(self)}; {images} images)"
+        skipped = f"; n/a: {', '.join(self.skipped)}" if self.skipped else ""
+        return f"Attributions({', '.join(self)}; {images} images{skipped})"
 
 
 def attributions(
@@ -180,18 +187,31 @@ def attributions(
     preprocessing = preprocessing_of(model)
     inputs, sources = stack_images(images, preprocessing)
     units, indices, descriptions = _targets(model, inputs, target)
-    cam_layer = None
+    cam_layer, skipped = None, {}
     if any(m in ("gradcam", "guided_gradcam") for m in methods):
-        cam_layer = _cam_layer(model, layer, inputs, units, indices)
+        try:
+            cam_layer = _cam_layer(model, layer, inputs, units, indices)
+        except CnnvizError as why:  # no usable layer (none with maps, or a TorchScript model's unhookable ones)
+            if len(methods) == 1 or layer is not None:
+                raise
+            skipped.update({m: str(why) for m in methods if m in ("gradcam", "guided_gradcam")})
     forward = _UnitForward(model, units, cam_layer)
     shown = display_image(inputs, preprocessing)
     results = {}
     for name in methods:
+        if name in skipped:
+            continue
         pieces = []
-        for start in range(0, len(inputs), batch_size):  # at most batch_size images at a time
-            part = slice(start, start + batch_size)
-            pieces.append(_attribute(name, forward, inputs[part], indices[part], cam_layer, steps, samples,
-                                     noise, window, stride, batch_size))
+        try:
+            for start in range(0, len(inputs), batch_size):  # at most batch_size images at a time
+                part = slice(start, start + batch_size)
+                pieces.append(_attribute(name, forward, inputs[part], indices[part], cam_layer, steps, samples,
+                                         noise, window, stride, batch_size))
+        except NotApplicable as why:  # one method that does not apply never sinks the others
+            if len(methods) == 1:
+                raise
+            skipped[name] = str(why)
+            continue
         attribution = torch.cat([piece[0].detach().float().cpu() for piece in pieces])
         layer_attribution = None if pieces[0][1] is None else torch.cat([piece[1].detach().float().cpu() for piece in pieces])
         settings = pieces[0][2]
@@ -206,7 +226,9 @@ def attributions(
             layer_attribution=layer_attribution,
             settings={**settings, "batch_size": batch_size},
         )
-    return Attributions(results)
+    if not results:
+        raise CnnvizError("none of the methods applies to this model: " + "; ".join(f"{m}: {w}" for m, w in skipped.items()))
+    return Attributions(results, {m: skipped[m] for m in methods if m in skipped})
 
 
 
@@ -315,7 +337,7 @@ def _cam_layer(model, layer, inputs: torch.Tensor, units: list[LayerRef], indice
     reached = _dependent(model, candidates, inputs, units, indices)
     chosen = [name for name in candidates if name in reached]
     if not chosen:
-        raise CnnvizError("no layer with spatial maps that runs once lies on the target's path; Grad-CAM cannot be computed here")
+        raise NotApplicable("no layer with spatial maps that runs once lies on the target's path; Grad-CAM cannot be computed here")
     return layer_ref(model, chosen[-1])
 
 
@@ -388,7 +410,7 @@ def _attribute(name, forward, inputs, indices, cam_layer, steps, samples, noise,
         side = window or max(3, round(min(height, width) / 8))
         step = stride or max(1, side // 2)
         if side > min(height, width):
-            raise CnnvizError(f"the occlusion window ({side} px) is larger than the image ({height}x{width})")
+            raise NotApplicable(f"the occlusion window ({side} px) is larger than the image ({height}x{width}); give a smaller --window")
         result = Occlusion(forward).attribute(
             inputs.clone(), sliding_window_shapes=(inputs.shape[1], side, side), strides=(inputs.shape[1], step, step),
             baselines=0.0, target=target, perturbations_per_eval=max(1, batch_size // len(inputs)),
@@ -398,16 +420,29 @@ def _attribute(name, forward, inputs, indices, cam_layer, steps, samples, noise,
 
 
 def _relu_rule(forward, x: torch.Tensor, target: list[int], rule: str) -> torch.Tensor:
+    """The input gradient with ``rule`` at every pointwise activation; refused (not applicable)
+    when no activation on the feature maps lies on the path to the target (it would be the plain
+    gradient under another name)."""
     mode = relu_rule(rule)
     with mode:
         values = forward(x)
         selected = values[torch.arange(len(values)), torch.tensor(target)]
+    what = rule.replace("_", " ")
+    if mode.calls == 0 and isinstance(unwrap(forward.model)[0], torch.jit.ScriptModule):
+        raise NotApplicable(f"{what} changes the backward rule of activations, and a TorchScript model's run outside Python, "
+                            "where they cannot be rerouted: load the original nn.Module to use it")
     if mode.calls == 0:
-        raise CnnvizError(
-            f"{rule.replace('_', ' ')} changes the backward rule of ReLUs, and this model runs no ReLU "
-            "before the target; it would be the plain gradient, so use method 'gradient'"
+        raise NotApplicable(
+            f"{what} changes the backward rule of activations, and no pointwise activation (ReLU, PReLU, "
+            "SiLU, GELU, ...) runs before the target: it would be the plain gradient (method 'gradient')"
         )
     (gradient,) = torch.autograd.grad(selected.sum(), x)
+    if mode.on_path == 0:
+        kinds = ", ".join(sorted(mode.kinds))
+        raise NotApplicable(
+            f"{what}: the activations before the target ({kinds}) act only on pooled 1x1 tensors or off the "
+            "target's path (gates, a head), not on its feature maps: it would be the plain gradient (method 'gradient')"
+        )
     return gradient
 
 

@@ -8,11 +8,12 @@ from (torchvision, files, factories, the built-in zoo) is :mod:`cnnviz.models`.
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 from torch import nn
 
+from cnnviz.core.input_size import inferred_input_size
 from cnnviz.errors import CnnvizError, CnnvizWarning, first_line
 
 
@@ -31,6 +32,9 @@ class Preprocessing:
             shorter side resized to it and the centre, a non-square one is resized straight to
             ``input_size`` (:func:`cnnviz.inputs.prepare`).
         known: ``False`` when cnnviz assumed the identity because the model did not say.
+        size_from: where ``input_size`` came from: ``"declared"`` (the model or the caller said),
+            ``"default"`` (224 x 224, the model runs at it or said nothing) or how cnnviz found it
+            (``"found by dry runs: the first Linear takes 400 features"``).
     """
 
     mean: tuple[float, ...] = (0.0, 0.0, 0.0)
@@ -38,6 +42,7 @@ class Preprocessing:
     input_size: tuple[int, int] = DEFAULT_INPUT_SIZE
     resize: int | None = None
     known: bool = False
+    size_from: str = "declared"
 
     @property
     def channels(self) -> int:
@@ -168,11 +173,13 @@ def input_size_pair(value) -> tuple[int, int]:
     return (pair[0], pair[-1])
 
 
-def declared_preprocessing(module: nn.Module) -> Preprocessing:
+def declared_preprocessing(module: nn.Module, infer: bool = True) -> Preprocessing:
     """Preprocessing from the module's own ``mean``, ``std``, ``input_size`` attributes, else identity.
 
     The channel count comes from the declared mean, else from the first convolution's
-    ``in_channels``, else 3.
+    ``in_channels``, else 3. Without a declared input size, ``infer`` finds one that runs
+    (:mod:`cnnviz.core.input_size`: 224 x 224 where it runs, else the size the first ``Linear``
+    needs); ``infer=False`` leaves 224 x 224 marked ``size_from="default"`` (see :func:`with_input_size`).
     """
     mean = float_tuple(_attribute(module, "mean"))
     std = float_tuple(_attribute(module, "std"))
@@ -182,21 +189,31 @@ def declared_preprocessing(module: nn.Module) -> Preprocessing:
     channels = len(mean) if mean else first_conv_channels(module) or 3
     known = mean is not None and std is not None
     size = _attribute(module, "input_size")
-    input_size = DEFAULT_INPUT_SIZE
+    input_size, size_from = DEFAULT_INPUT_SIZE, "default"
     if size is not None:
         sizes = size if isinstance(size, (list, tuple)) else (size,)
         if len(sizes) == 3:  # C x H x W
             sizes = sizes[1:]
         try:
-            input_size = input_size_pair(sizes)
+            input_size, size_from = input_size_pair(sizes), "declared"
         except CnnvizError:
             _ignored(module, "input_size", size)
-    return Preprocessing(
+    preprocessing = Preprocessing(
         mean=mean or (0.0,) * channels,
         std=std or (1.0,) * channels,
         input_size=tuple(input_size),
         known=known,
+        size_from=size_from,
     )
+    return with_input_size(preprocessing, module) if infer else preprocessing
+
+
+def with_input_size(preprocessing: Preprocessing, module: nn.Module) -> Preprocessing:
+    """``preprocessing`` with an input size found by dry runs when nothing declared one."""
+    if preprocessing.size_from != "default":
+        return preprocessing
+    size, how = inferred_input_size(module, preprocessing.channels)
+    return replace(preprocessing, input_size=size, size_from="default" if size == DEFAULT_INPUT_SIZE else how)
 
 
 def _ignored(module: nn.Module, what: str, value) -> None:

@@ -30,12 +30,13 @@ Example::
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 
 import torch
 from torch import nn
 
 from cnnviz.errors import CnnvizError, first_line
+from cnnviz.core.guard import model_guard, to_device_of as _to_device_of
 from cnnviz.core.model import unwrap
 from cnnviz.core.references import LayerRef, Reference, resolve_all
 
@@ -43,42 +44,6 @@ from cnnviz.core.references import LayerRef, Reference, resolve_all
 class _EarlyExit(BaseException):
     """Raised from a hook to stop the forward pass; a BaseException so a model's own
     ``except Exception`` cannot swallow it."""
-
-
-@contextlib.contextmanager
-def model_guard(module: nn.Module, *, freeze_parameters: bool = False) -> Iterator[nn.Module]:
-    """Run a block with ``module`` in eval mode (and optionally its parameters frozen).
-
-    The ``training`` flags are set directly, not through ``module.eval()``, so that a model's own
-    ``train()`` override (which may fuse layers or freeze parameters) never runs. On exit, also
-    after an exception, every submodule gets back its own ``training`` flag and every parameter
-    its own ``requires_grad`` flag. Freezing keeps gradients from reaching the parameters, so a
-    backward pass through the block never writes their ``.grad``.
-
-    Raises:
-        CnnvizError: the model has lazy parameters that a forward pass would materialise.
-    """
-    lazy = [name for name, p in module.named_parameters() if isinstance(p, nn.parameter.UninitializedParameter)]
-    if lazy:
-        raise CnnvizError(
-            f"{type(module).__name__} has uninitialised (lazy) parameters ({lazy[0]}, ...); run it "
-            "once on an input yourself so that they get their shapes, then use cnnviz"
-        )
-    modes = [(m, m.training) for m in module.modules()]
-    flags = [(p, p.requires_grad) for p in module.parameters()]
-    try:
-        for submodule, _ in modes:
-            submodule.training = False
-        if freeze_parameters:
-            for parameter, _ in flags:
-                parameter.requires_grad_(False)
-        yield module
-    finally:
-        for parameter, flag in flags:
-            if parameter.requires_grad != flag:
-                parameter.requires_grad_(flag)
-        for submodule, flag in modes:
-            submodule.training = flag
 
 
 class Probe:
@@ -345,14 +310,17 @@ def _register(module: nn.Module, name: str, hook):
     return module.register_forward_hook(hook)
 
 
-def _to_device_of(inputs: torch.Tensor, module: nn.Module) -> torch.Tensor:
-    """The inputs on the model's device, and in its floating-point type (a float64 or half model
-    takes inputs of its own type)."""
-    for tensor in (*module.parameters(), *module.buffers()):
-        if tensor.is_floating_point():
-            return inputs.to(device=tensor.device, dtype=tensor.dtype)
-        return inputs.to(device=tensor.device)
-    return inputs
+def failure_at(model, layers: Iterable[Reference], channels: int, size: tuple[int, int]) -> str | None:
+    """Why the network cannot reach every one of ``layers`` from an input of ``size`` (a zero
+    image, batch 1; the pass stops at the last of them), or ``None`` when it can."""
+    try:
+        with Probe(model, list(layers), store=False) as recorder:
+            recorder.run(torch.zeros(1, channels, *size))
+            for ref in recorder.references.values():
+                recorder.check(ref)
+        return None
+    except CnnvizError as error:
+        return str(error)
 
 
 def main_tensor(output) -> torch.Tensor | None:

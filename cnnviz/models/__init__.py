@@ -40,7 +40,7 @@ from cnnviz.errors import CnnvizError
 
 
 from cnnviz.core.model import (
-    LoadedModel, declared_class_names, declared_preprocessing, first_conv_channels, float_tuple,
+    LoadedModel, declared_class_names, declared_preprocessing, first_conv_channels, float_tuple, with_input_size,
     input_size_pair, resolve_device, valid_normalisation,
 )
 from cnnviz.models import zoo
@@ -86,7 +86,7 @@ def load_model(
         if weights is not None:
             apply_state_dict(module, read_state_dict(weights), type(module).__name__)
         loaded = LoadedModel(
-            module, declared_preprocessing(module), declared_class_names(module),
+            module, declared_preprocessing(module, infer=False), declared_class_names(module),
             spec=type(module).__name__, weights="as given" if weights is None else str(weights),
         )
     else:
@@ -158,9 +158,11 @@ def _override(loaded: LoadedModel, mean, std, input_size, class_names) -> Loaded
             raise CnnvizError("mean and std must be finite numbers and std greater than 0 (it divides the input)")
         changes.update(mean=new_mean, std=new_std, known=True)
     if input_size is not None:
-        changes.update(input_size=input_size_pair(input_size), resize=None)
+        changes.update(input_size=input_size_pair(input_size), resize=None, size_from="declared")
     if changes:
         loaded.preprocessing = replace(pre, **changes)
+    # nothing declared a size: find one that runs (after the weights, before the move to a device)
+    loaded.preprocessing = with_input_size(loaded.preprocessing, loaded.module)
     if class_names is not None:
         loaded.class_names = [str(n) for n in class_names]
     return loaded

@@ -52,7 +52,7 @@ def load_factory(spec: str) -> LoadedModel:
             f"{spec}() returned a {type(module).__name__}, not a torch.nn.Module"
         )
     return LoadedModel(
-        module, declared_preprocessing(module), declared_class_names(module), spec, "from the factory"
+        module, declared_preprocessing(module, infer=False), declared_class_names(module), spec, "from the factory"
     )
 
 

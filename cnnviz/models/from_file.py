@@ -79,7 +79,7 @@ def load_file(path_text: str, trusted: bool) -> LoadedModel:
         module = _load_whole_model(path, trusted)
         kind = "pickled model"
     return LoadedModel(
-        module, declared_preprocessing(module), declared_class_names(module), str(path), kind
+        module, declared_preprocessing(module, infer=False), declared_class_names(module), str(path), kind
     )
 
 

@@ -7,6 +7,11 @@ own sharp original plus the detail the smaller octaves added. Each step rolls th
 random offset (so the result has no seams), computes the gradient tile by tile (so a large image
 never has to fit in memory at once), normalises it by its mean magnitude, and steps.
 
+A model that takes one input size only (flatten then ``Linear``: it runs at its input size and
+not at a larger one) is dreamed in tiles of exactly that size: every octave is cut into tiles of
+at most the input size and each tile is resampled to it on its way into the network, so the
+network always sees the size it takes, whatever the image's size.
+
 Example::
 
     >>> import cnnviz
@@ -30,7 +35,7 @@ from cnnviz.errors import CnnvizError, check_finite, check_seed
 from cnnviz.core.output import set_progress_total
 from cnnviz.inputs.images import open_image, to_tensor
 from cnnviz.core.model import preprocessing_of
-from cnnviz.core.probe import probe
+from cnnviz.core.probe import failure_at, probe
 from cnnviz.core.references import layer_ref
 
 
@@ -125,25 +130,25 @@ def dream(
     generator = torch.Generator().manual_seed(seed)
     height, width = original.shape[1:]
     sizes = [(max(1, round(height / scale**k)), max(1, round(width / scale**k))) for k in range(octaves)][::-1]
-    # octaves too small for the network are left out; the image itself must be large enough
-    sizes = [size for size in sizes if _runs_at(model, names, preprocessing.channels, size)]
-    if not sizes or sizes[-1] != (height, width):
-        raise CnnvizError(
-            f"the image ({height}x{width}) is too small for {', '.join(names)}: the network cannot reach "
-            "the layer from it; use a larger image or an earlier layer"
-        )
-    smallest = min(min(size) for size in sizes)
-    if tile < smallest and not _runs_at(model, names, preprocessing.channels, (tile, tile)):
-        raise CnnvizError(f"tiles of {tile} px are too small for {', '.join(names)}; give a larger --tile")
+    fixed = _fixed_size(model, names, preprocessing, (height, width))
+    tiles = fixed or (tile, tile)
+    if fixed is None:
+        # octaves too small for the network are left out; the image itself must be large enough
+        sizes = [size for size in sizes if _runs_at(model, names, preprocessing.channels, size)]
+        smallest = min(min(size) for size in sizes)
+        if tile < smallest and not _runs_at(model, names, preprocessing.channels, (tile, tile)):
+            raise CnnvizError(f"tiles of {tile} px are too small for {', '.join(names)}; give a larger --tile")
     set_progress_total(progress, len(sizes) * iterations)
     # the allocator is left as the caller has it (see cnnviz.reuse_freed_memory)
     with torch.inference_mode(False), torch.enable_grad(), probe(model, names, keep_graph=True) as recorder:
 
         def objective_of(pixels: torch.Tensor) -> torch.Tensor:
+            if fixed is not None and tuple(pixels.shape[1:]) != fixed:  # a fixed-size model sees its size
+                pixels = F.interpolate(pixels[None], size=fixed, mode="bilinear", align_corners=False)[0]
             recorder.run(preprocessing.normalize(pixels[None]))
             return goal({name: recorder[name] for name in names}, pixels[None])[0]
 
-        before = _tiled_value(objective_of, original, tile)
+        before = _tiled_value(objective_of, original, tiles)
         detail = torch.zeros_like(original)
         current = original
         for octave, size in enumerate(sizes):
@@ -152,28 +157,40 @@ def dream(
             for _ in range(iterations):
                 shift_y, shift_x = (int(v) for v in torch.randint(-jitter, jitter + 1, (2,), generator=generator))
                 rolled = current.roll((shift_y, shift_x), dims=(1, 2))
-                gradient = _tiled_gradient(objective_of, rolled, tile).roll((-shift_y, -shift_x), dims=(1, 2))
+                gradient = _tiled_gradient(objective_of, rolled, tiles).roll((-shift_y, -shift_x), dims=(1, 2))
                 gradient = gradient / (gradient.abs().mean() + 1e-8)
                 current = (current + step * gradient).clamp(0, 1)
                 if progress is not None:
                     progress(1)
             detail = current - base
-        after = _tiled_value(objective_of, current, tile)
+        after = _tiled_value(objective_of, current, tiles)
     settings = {"octaves": octaves, "octaves_used": len(sizes), "scale": scale, "iterations": iterations,
-                "step": step, "jitter": jitter, "tile": tile, "seed": seed}
+                "step": step, "jitter": jitter, "tile": list(tiles) if fixed else tile, "seed": seed,
+                "fixed_input_size": list(fixed) if fixed else None}
     return Dream(current.detach(), original, names, weights, before, after, settings)
 
 
 def _runs_at(model, names: list[str], channels: int, size: tuple[int, int]) -> bool:
     """Whether the network reaches every layer of ``names`` from an image of ``size``."""
-    try:
-        with probe(model, names, store=False) as recorder:
-            recorder.run(torch.zeros(1, channels, *size))
-            for name in names:
-                recorder.check(recorder.references[name])
-        return True
-    except CnnvizError:
-        return False
+    return failure_at(model, names, channels, size) is None
+
+
+def _fixed_size(model, names, preprocessing, image_size) -> tuple[int, int] | None:
+    """The model's input size when it takes that size only and not the image's; ``None`` when the
+    image runs as it is. Raises with the reason when neither runs."""
+    why = failure_at(model, names, preprocessing.channels, image_size)
+    if why is None:
+        return None
+    height, width = preprocessing.input_size
+    at_size = failure_at(model, names, preprocessing.channels, (height, width))
+    if at_size is None and not _runs_at(model, names, preprocessing.channels, (height + 32, width + 32)):
+        return (height, width)
+    if at_size is None and image_size[0] * image_size[1] < height * width:
+        raise CnnvizError(
+            f"the image ({image_size[0]}x{image_size[1]}) is too small for {', '.join(names)}: {why}; "
+            f"use a larger image (the model runs at {height}x{width}) or an earlier layer"
+        )
+    raise CnnvizError(f"cannot dream at {', '.join(names)} on a {image_size[0]}x{image_size[1]} image: {why}")
 
 
 def _resized(pixels: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -182,10 +199,10 @@ def _resized(pixels: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(pixels[None], size=size, mode="bilinear", align_corners=False, antialias=True)[0]
 
 
-def _tiles(height: int, width: int, tile: int):
-    """(top, bottom, left, right) of equal tiles of at most tile x tile pixels covering the image."""
-    rows = -(-height // tile)
-    columns = -(-width // tile)
+def _tiles(height: int, width: int, tile: tuple[int, int]):
+    """(top, bottom, left, right) of equal tiles of at most tile[0] x tile[1] pixels covering the image."""
+    rows = -(-height // tile[0])
+    columns = -(-width // tile[1])
     row_edges = [round(height * k / rows) for k in range(rows + 1)]
     column_edges = [round(width * k / columns) for k in range(columns + 1)]
     for top, bottom in zip(row_edges, row_edges[1:]):
@@ -193,7 +210,7 @@ def _tiles(height: int, width: int, tile: int):
             yield top, bottom, left, right
 
 
-def _tiled_value(objective_of, pixels: torch.Tensor, tile: int) -> float:
+def _tiled_value(objective_of, pixels: torch.Tensor, tile: tuple[int, int]) -> float:
     """The objective of the whole image, as the area-weighted mean of its tiles' objectives."""
     _, height, width = pixels.shape
     total = 0.0
@@ -204,7 +221,7 @@ def _tiled_value(objective_of, pixels: torch.Tensor, tile: int) -> float:
     return total / (height * width)
 
 
-def _tiled_gradient(objective_of, pixels: torch.Tensor, tile: int) -> torch.Tensor:
+def _tiled_gradient(objective_of, pixels: torch.Tensor, tile: tuple[int, int]) -> torch.Tensor:
     """The gradient of the objective, computed tile by tile (each tile's own objective)."""
     _, height, width = pixels.shape
     gradient = torch.zeros_like(pixels)

@@ -20,6 +20,7 @@ Example::
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -33,7 +34,7 @@ from cnnviz.errors import CnnvizError, check_seed
 from cnnviz.core.output import set_progress_total
 from cnnviz.core.model import preprocessing_of, unwrap
 from cnnviz.analyses.feature_visualization.parameterization import image_parameters
-from cnnviz.core.probe import probe
+from cnnviz.core.probe import failure_at, probe
 from cnnviz.core.references import channel_list, layer_ref, Unit
 from cnnviz.core.relu import relu_rule
 from cnnviz.analyses.feature_visualization.transforms import Robustness
@@ -135,6 +136,9 @@ def maximize(
     device = next((p.device for p in module.parameters()), torch.device("cpu"))
     canvas = _canvas(model, size, plan, preprocessing)
     robust = robustness if robustness is not None else Robustness()
+    canvas, view = _view(model, plan, canvas, robust, preprocessing, size)
+    if robustness is None and tuple(view) == tuple(canvas):  # cropped back: shifts in proportion to a small input
+        robust = _scaled(robust, min(canvas) / 224)
     if objective is not None:  # one objective over the whole batch (diversity compares its images)
         if batch_size is not None and batch_size < count:
             raise CnnvizError(
@@ -142,9 +146,9 @@ def maximize(
             )
         chunk = count
     else:
-        chunk = batch_size or _batch_size(model, canvas, robust, plan, preprocessing)
+        chunk = batch_size or _batch_size(model, view, plan, preprocessing)
     use_bf16 = bf16_wanted(precision, device)
-    offset = _padding_offset(model, plan, canvas, robust, preprocessing)
+    offset = _padding_offset(model, plan, canvas, view, preprocessing)
     rendered, values = [], []
     set_progress_total(progress, len(plan.units) * steps)
     # gradients are needed whatever the caller's mode (a notebook may sit in torch.no_grad()); the
@@ -158,14 +162,15 @@ def maximize(
                 goal = goal - regularize * o.total_variation()
                 final_goal = final_goal - regularize * o.total_variation()
             generators = [torch.Generator().manual_seed((seed * 1_000_003 + s) % 2**63) for s in plan.seeds[part]]
-            images_, values_ = _render(model, goal, final_goal, generators, canvas, preprocessing, steps, lr,
+            images_, values_ = _render(model, goal, final_goal, generators, canvas, view, preprocessing, steps, lr,
                                        param, robust, redirect_steps, use_bf16, device, progress)
             rendered.append(images_)
             values += values_
     settings = {
         "size": list(canvas), "steps": steps, "lr": lr, "param": param, "seed": seed,
         "batch_size": chunk, "redirect_steps": redirect_steps, "precision": "bf16" if use_bf16 else "fp32",
-        "robustness": vars(robust), "regularize": regularize,
+        "robustness": vars(robust), "regularize": regularize, "network_input": list(view),
+        "cropped_back": tuple(view) == tuple(canvas) and robust.pad > 0,
     }
     return Rendering(torch.cat(rendered), plan.units, values, plan.description, settings)
 
@@ -238,8 +243,17 @@ def _channel_count(model, ref) -> int:
     with probe(model, [ref], store=False) as recorder:  # stops at the layer
         recorder.run(torch.zeros(1, preprocessing.channels, *preprocessing.input_size))
         shape = recorder.shapes[ref.layer][ref.call - 1]
-    if shape is None or len(shape) < 2:
-        raise CnnvizError(f"{ref.layer_text} has no channels to render")
+    if shape is None:  # a list, tuple or dict (HRNet's stages, detection heads)
+        inner = [name for name, _ in ref.module.named_children()][:6]
+        offer = f"; name one of its submodules: {', '.join(f'{ref.layer_text}.{n}' for n in inner)}" if inner else ""
+        raise CnnvizError(f"{ref.layer_text} returns a list or tuple, not one tensor, so it has no channels to render{offer}")
+    if len(shape) < 2:
+        raise CnnvizError(f"{ref.layer_text} outputs {tuple(shape)}: no channels to render")
+    if len(shape) == 3 and not ref.is_output:
+        raise CnnvizError(
+            f"{ref.layer_text} outputs tokens ({'x'.join(map(str, shape))}: batch x tokens x features), not channel maps; "
+            "maximize a convolutional layer's channel, a class, or write an objective for tokens (cnnviz.objectives)"
+        )
     return shape[1]
 
 
@@ -281,11 +295,41 @@ def receptive_field_size(model, layer: str, preprocessing) -> int:
     return int(max(rows.max() - rows.min() + 1, columns.max() - columns.min() + 1))
 
 
-def _batch_size(model, canvas, robust, plan: _Plan, preprocessing) -> int:
+def _view(model, plan: _Plan, canvas, robust, preprocessing, size) -> tuple[tuple[int, int], tuple[int, int]]:
+    """``(canvas, view)``: the image's size and the size the network sees of it each step.
+
+    The view is the padded canvas where the network reaches the target from it. A model that
+    takes one input size only (flatten then ``Linear``) renders at that size, and each step's
+    transformed canvas is cropped back to it (the view is the canvas)."""
+    layers, channels = list(plan.layers), preprocessing.channels
+    padded = robust.output_size(canvas)
+    if failure_at(model, layers, channels, padded) is None:
+        return tuple(canvas), padded
+    fixed = tuple(preprocessing.input_size)
+    why = failure_at(model, layers, channels, fixed)
+    if why is not None:
+        raise CnnvizError(f"cannot render {plan.description}: {why}")
+    if size != "auto" and tuple(canvas) != fixed:
+        raise CnnvizError(
+            f"the model takes {fixed[0]}x{fixed[1]} inputs only (a {padded[0]}x{padded[1]} one does not run); "
+            f"render at that size: size='auto' or --size {fixed[0]} {fixed[1]}"
+        )
+    return fixed, fixed
+
+
+def _scaled(robust: Robustness, factor: float) -> Robustness:
+    """Lucid's shifts are sized for 224-px images; a fixed-size model of 32 px gets them in
+    proportion (8 px of jitter would move a LeNet's digit a quarter of its input)."""
+    if factor >= 1:
+        return robust
+    return dataclasses.replace(robust, pad=max(1, round(robust.pad * factor)), jitter=max(1, round(robust.jitter * factor)),
+                               jitter_after=max(1, round(robust.jitter_after * factor)) if robust.jitter_after else 0)
+
+
+def _batch_size(model, size, plan: _Plan, preprocessing) -> int:
     """As many images as fit the activation budget (forward and backward) of what runs up to the
-    target (measured by a pass that stops there too)."""
+    target (measured by a pass that stops there too) at ``size``, what the network sees."""
     module, _ = unwrap(model)
-    size = (canvas[0] + 2 * robust.pad, canvas[1] + 2 * robust.pad)
     names = [name for name, _ in module.named_modules() if name]
     leaves = {name for name in names if not any(other.startswith(name + ".") for other in names)}
     example = torch.zeros(1, preprocessing.channels, *size)
@@ -301,13 +345,13 @@ def _batch_size(model, canvas, robust, plan: _Plan, preprocessing) -> int:
     return int(max(1, min(len(plan.units), MEMORY_BUDGET // per_image, 64)))
 
 
-def _padding_offset(model, plan: _Plan, canvas, robust, preprocessing) -> tuple[int, int]:
+def _padding_offset(model, plan: _Plan, canvas, view, preprocessing) -> tuple[int, int]:
     """How many map positions the padding adds before the saved image's first position, at the
     target layer (for neurons at an explicit position)."""
-    if plan.ref is None or plan.ref.position is None or not robust.pad:
+    if plan.ref is None or plan.ref.position is None:
         return (0, 0)
     sizes = []
-    for height, width in (canvas, (canvas[0] + 2 * robust.pad, canvas[1] + 2 * robust.pad)):
+    for height, width in (canvas, view):
         with probe(model, [plan.ref.layer_text], store=False) as recorder:
             recorder.run(torch.zeros(1, preprocessing.channels, height, width))
             shape = recorder.shapes[plan.ref.layer][plan.ref.call - 1]
@@ -325,10 +369,11 @@ def _padding_offset(model, plan: _Plan, canvas, robust, preprocessing) -> tuple[
 # the optimisation loop
 
 
-def _render(model, goal, final_goal, generators, canvas, preprocessing, steps, lr, param, robust, redirect_steps,
-            use_bf16, device, progress):
-    """Optimise ``goal`` on transformed (padded) images; score ``final_goal`` on the final images
-    as they are saved (no padding, no transformation)."""
+def _render(model, goal, final_goal, generators, canvas, view, preprocessing, steps, lr, param, robust,
+            redirect_steps, use_bf16, device, progress):
+    """Optimise ``goal`` on transformed images of ``view`` pixels (padded, or cropped back to the
+    canvas); score ``final_goal`` on the final images as they are saved (no transformation)."""
+    out = None if tuple(view) == robust.output_size(canvas) else view
     params = image_parameters(param, generators, preprocessing.channels, canvas, device)
     optimizer = Adam(params.parameters(), lr)
     # (images - mean) / std as one multiply-add: images * (1 / std) + (-mean / std); nothing for a
@@ -338,7 +383,7 @@ def _render(model, goal, final_goal, generators, canvas, preprocessing, steps, l
     inverse_std, shift = (1 / std).float().to(device), (-mean / std).float().to(device)
     identity = bool((mean == 0).all() and (std == 1).all())
     # every step's random transformation, drawn before the first (None: the transformation only pads)
-    draws = None if robust.identity else robust.draw(generators, steps, canvas).to(device)
+    draws = None if robust.identity else robust.draw(generators, steps, canvas, out).to(device)
     layers = list(dict.fromkeys(goal.layers + final_goal.layers))
     autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if use_bf16 else contextlib.nullcontext
     with probe(model, layers, keep_graph=True) as recorder:
@@ -352,11 +397,16 @@ def _render(model, goal, final_goal, generators, canvas, preprocessing, steps, l
             with rule, autocast():
                 recorder.run(inputs)
                 activations = {name: recorder[name].float() for name in layers}
-            return objective(activations, images)
+            try:
+                return objective(activations, images)
+            except IndexError as error:  # o.channel(layer, 99999): a channel the layer does not have
+                shapes = ", ".join(f"{name} {tuple(value.shape[1:])}" for name, value in activations.items())
+                raise CnnvizError(f"the objective {objective.description} does not fit the layers' outputs ({shapes}): "
+                                  f"{error}") from None
 
         for step in range(steps):
             images = params.images()
-            transformed = robust.apply(images, None if draws is None else draws[step])
+            transformed = robust.apply(images, None if draws is None else draws[step], out)
             values = scores(goal, images, transformed, step < redirect_steps)
             optimizer.zero_grad()
             (-values.sum()).backward()

@@ -5,11 +5,16 @@ mid-grey, a jitter, a scale, a rotation and a second small jitter, applied at on
 transformation (one ``grid_sample``; the padding is folded into it). An image whose visualization survives them
 shows what the unit responds to, not adversarial high-frequency noise.
 
+A model that takes one input size only (flatten then ``Linear``) gets the same transformations
+cropped back to the image's size (``out=`` the image's own size): the padded, jittered, scaled
+and rotated canvas is sampled at the centre ``H x W``, so the network sees exactly its size.
+
 Example::
 
     >>> from cnnviz.analyses.feature_visualization.transforms import Robustness
     >>> robust = Robustness()                    # Lucid's defaults: pad 12, jitter 8, scale 0.9-1.1, rotate 10
     >>> out = robust(images, generators)          # B x C x (H+24) x (W+24)
+    >>> out = robust(images, generators, out=images.shape[2:])   # the same, cropped back to H x W
 """
 from __future__ import annotations
 
@@ -39,18 +44,25 @@ class Robustness:
         """Whether the transformation only pads (or does nothing)."""
         return not self.jitter and self.scale == (1.0, 1.0) and not self.rotate and not self.jitter_after
 
-    def __call__(self, images: torch.Tensor, generators: list[torch.Generator]) -> torch.Tensor:
-        """``B x C x H x W`` images in [0, 1] -> transformed, ``B x C x (H + 2 pad) x (W + 2 pad)``."""
+    def __call__(self, images: torch.Tensor, generators: list[torch.Generator], out=None) -> torch.Tensor:
+        """``B x C x H x W`` images in [0, 1] -> transformed, ``B x C x (H + 2 pad) x (W + 2 pad)``
+        (or ``out``: the centre of that canvas, e.g. ``(H, W)`` for a fixed-size model)."""
+        size = tuple(images.shape[2:])
         if self.identity:
-            return self.apply(images, None)
-        return self.apply(images, self.draw(generators, 1, tuple(images.shape[2:]))[0])
+            return self.apply(images, None, out)
+        return self.apply(images, self.draw(generators, 1, size, out)[0], out)
 
-    def draw(self, generators: list[torch.Generator], steps: int, size: tuple[int, int]) -> torch.Tensor:
+    def output_size(self, size: tuple[int, int], out=None) -> tuple[int, int]:
+        """What the network sees of an image of ``size``: the padded canvas, or ``out``."""
+        return tuple(out) if out is not None else (size[0] + 2 * self.pad, size[1] + 2 * self.pad)
+
+    def draw(self, generators: list[torch.Generator], steps: int, size: tuple[int, int], out=None) -> torch.Tensor:
         """The random transformations of ``steps`` steps at once (``steps x B x 2 x 3``, each
         image's from its own generator): a render draws them all before its first step, so that
-        no step spends time on a few dozen operations on tensors of 6 numbers."""
+        no step spends time on a few dozen operations on tensors of 6 numbers. ``out``: the size
+        sampled at the canvas's centre (default: the whole padded canvas)."""
         height, width = size
-        out_h, out_w = height + 2 * self.pad, width + 2 * self.pad
+        out_h, out_w = self.output_size(size, out)
         draws = torch.stack([torch.rand(steps, 6, generator=g) for g in generators], dim=1)  # steps x B x 6
         angle = torch.deg2rad((draws[..., 0] * 2 - 1) * self.rotate)
         low, high = self.scale
@@ -67,13 +79,21 @@ class Robustness:
             torch.stack([sin * out_w / height, cos * out_h / height, 2 * shift_y / height], dim=-1),
         ], dim=-2)
 
-    def apply(self, images: torch.Tensor, theta: torch.Tensor | None) -> torch.Tensor:
-        """Transform a batch with one step's draw (``B x 2 x 3`` from :meth:`draw`; ``None`` when
-        the transformation is the identity)."""
+    def apply(self, images: torch.Tensor, theta: torch.Tensor | None, out=None) -> torch.Tensor:
+        """Transform a batch with one step's draw (``B x 2 x 3`` from :meth:`draw`, with the same
+        ``out``; ``None`` when the transformation is the identity)."""
+        size = tuple(images.shape[2:])
+        out_h, out_w = self.output_size(size, out)
         if theta is None or self.identity:
-            return F.pad(images, (self.pad,) * 4, value=0.5) if self.pad else images
-        height, width = images.shape[2:]
-        grid = _affine_grid(theta.to(images.device, images.dtype), height + 2 * self.pad, width + 2 * self.pad)
+            extra_h, extra_w = out_h - size[0], out_w - size[1]
+            if extra_h < 0 or extra_w < 0:  # the centre of the image: a crop
+                top, left = -extra_h // 2, -extra_w // 2
+                return images[:, :, top:top + out_h, left:left + out_w]
+            if not (extra_h or extra_w):
+                return images
+            top, left = extra_h // 2, extra_w // 2
+            return F.pad(images, (left, extra_w - left, top, extra_h - top), value=0.5)
+        grid = _affine_grid(theta.to(images.device, images.dtype), out_h, out_w)
         sampled = F.grid_sample(images - 0.5, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
         return sampled + 0.5
 

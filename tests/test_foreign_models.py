@@ -1,0 +1,195 @@
+"""Models nobody here wrote (issue: "your model, not ours"): a fixed-size LeNet with PReLU and no
+declared input size, a model with SiLU/GELU/Hardswish only, a model whose only ReLU is a
+squeeze-excite gate, an ``fx.GraphModule`` and a TorchScript trace (tests/foreign_models.py).
+Every check asserts a property (sizes the network saw, scores, equalities with references), and
+every model is checked untouched after each call."""
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+from torch import nn
+from torch.nn import functional as F
+
+import cnnviz
+import foreign_models
+from cnnviz.cli.main import main
+from cnnviz.core.relu import relu_rule
+from untouched import assert_untouched, fingerprint as snapshot
+
+FACTORY = str(Path(foreign_models.__file__))
+
+
+def _sizes_seen(model):
+    """A forward pre-hook recording the input size of every pass that builds a graph (the
+    optimisation steps; cnnviz's dry runs and final scores run without gradients)."""
+    seen = []
+    handle = model.register_forward_pre_hook(
+        lambda module, args: seen.append(tuple(args[0].shape[2:])) if torch.is_grad_enabled() else None)
+    return seen, handle
+
+
+def test_the_input_size_is_found_and_said():
+    model = foreign_models.lenet()
+    with pytest.warns(cnnviz.CnnvizWarning, match=r"LeNet declares no input size; using 32x32 .*400 features"):
+        loaded = cnnviz.load_model(model)
+    assert loaded.preprocessing.input_size == (32, 32) and "400 features" in loaded.preprocessing.size_from
+    assert cnnviz.load_model(foreign_models.lenet(), input_size=(32, 32)).preprocessing.size_from == "declared"
+    # a model with adaptive pooling runs at the default, and no warning is given
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", cnnviz.CnnvizWarning)
+        assert cnnviz.core.model.preprocessing_of(foreign_models.smooth()).input_size == (224, 224)
+    # a flatten-then-Linear model that needs 48 x 48
+    odd = nn.Sequential(nn.Conv2d(3, 8, 3, stride=2), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1), nn.MaxPool2d(2),
+                        nn.Flatten(), nn.Linear(8 * 11 * 11, 10))
+    with pytest.warns(cnnviz.CnnvizWarning, match="48x48"):
+        assert cnnviz.core.model.preprocessing_of(odd).input_size == (48, 48)
+
+
+def test_a_fixed_size_model_sees_its_size_on_every_step():
+    model = foreign_models.lenet()
+    loaded = cnnviz.load_model(model, input_size=32)
+    before = snapshot(model)
+    seen, handle = _sizes_seen(model)
+    try:
+        rendering = cnnviz.maximize(loaded, "logits", channels=[3, 7], steps=64, seed=1)
+        assert seen and set(seen) == {(32, 32)}  # padded, jittered, scaled, rotated, then cropped back
+        assert rendering.images.shape == (2, 1, 32, 32) and rendering.settings["cropped_back"]
+        noise = torch.rand(16, 1, 32, 32, generator=torch.Generator().manual_seed(0))
+        with torch.no_grad():
+            scores = model(noise)
+        for k, unit in enumerate((3, 7)):
+            assert rendering.values[k] > float(scores[:, unit].max())  # the render beats every noise image
+        seen.clear()
+        inner = cnnviz.maximize(loaded, "conv2:4", steps=4)  # an inner layer takes the padded canvas
+        assert inner.settings["network_input"] == [s + 24 for s in inner.images.shape[2:]]
+        seen.clear()
+        dreamed = cnnviz.dream(loaded, torch.rand(1, 50, 70), "fc1", iterations=2, octaves=2)
+        assert dreamed.image.shape == (1, 50, 70) and set(seen) == {(32, 32)}
+        assert dreamed.settings["fixed_input_size"] == [32, 32] and dreamed.after > dreamed.before
+        with pytest.raises(cnnviz.CnnvizError, match="takes 32x32 inputs only"):
+            cnnviz.maximize(loaded, "logits:1", size=40, steps=2)
+    finally:
+        handle.remove()
+    assert_untouched(model, before)
+
+
+def test_activation_rules_against_hand_computed_values():
+    x = torch.tensor([[-2.0, -0.5, 0.5, 2.0]])
+    g = torch.tensor([[1.0, -1.0, 1.0, -1.0]])
+    prelu = nn.PReLU(num_parameters=1, init=0.25)
+
+    def backward(rule, fn):
+        inputs = x.clone().requires_grad_(True)
+        with relu_rule(rule):
+            out = fn(inputs)
+        (gradient,) = torch.autograd.grad(out, inputs, g)
+        return gradient
+
+    # guided: max(g, 0) * max(f'(x), 0); deconvolution: the activation applied to g (leaky), max(g, 0) (others)
+    assert torch.allclose(backward("guided_backprop", F.relu), torch.tensor([[0.0, 0.0, 1.0, 0.0]]))
+    assert torch.allclose(backward("guided_backprop", prelu), torch.tensor([[0.25, 0.0, 1.0, 0.0]]))
+    assert torch.allclose(backward("deconvolution", prelu), torch.tensor([[1.0, -0.25, 1.0, -0.25]]))
+    assert torch.allclose(backward("deconvolution", nn.LeakyReLU(0.1)), torch.tensor([[1.0, -0.1, 1.0, -0.1]]))
+    # SiLU: f'(x) = s(x) (1 + x (1 - s(x))), negative at x = -2
+    s = torch.sigmoid(x)
+    slope = s * (1 + x * (1 - s))
+    assert slope[0, 0] < 0
+    assert torch.allclose(backward("guided_backprop", F.silu), g.clamp(min=0) * slope.clamp(min=0))
+    assert torch.allclose(backward("deconvolution", nn.GELU()), g.clamp(min=0))
+    # ReLU6 is a hardtanh: slope 1 inside (0, 6)
+    assert torch.allclose(backward("guided_backprop", nn.ReLU6()), torch.tensor([[0.0, 0.0, 1.0, 0.0]]))
+    # the forward values are the activation's own, in place too
+    inputs = x.clone()
+    with relu_rule("guided_backprop"):
+        out = F.silu(inputs, inplace=True)
+    assert out is inputs and torch.allclose(out, F.silu(x))
+
+
+def test_saliency_on_models_without_relu_and_with_gates():
+    smooth = foreign_models.smooth()
+    before = snapshot(smooth)
+    image = torch.rand(3, 48, 48, generator=torch.Generator().manual_seed(0))
+    results = cnnviz.attributions(smooth, image, target=2, methods=["gradient", "guided_backprop", "deconvolution"])
+    assert not results.skipped
+    assert not torch.allclose(results["guided_backprop"].attribution, results["gradient"].attribution)
+    assert_untouched(smooth, before)
+    gated = foreign_models.gated()
+    results = cnnviz.attributions(gated, image, target=1, methods=["gradient", "guided_backprop", "occlusion"])
+    assert list(results) == ["gradient", "occlusion"]
+    assert "pooled 1x1" in results.skipped["guided_backprop"] and results.to_dict()["skipped"][0]["method"] == "guided_backprop"
+    with pytest.raises(cnnviz.NotApplicable, match="pooled 1x1"):  # asked alone, it is an error
+        cnnviz.saliency(gated, image, target=1, method="guided_backprop")
+    scripted = foreign_models.scripted()
+    results = cnnviz.attributions(scripted, image, target=0, methods=["gradient", "guided_backprop", "gradcam"])
+    assert list(results) == ["gradient"] and set(results.skipped) == {"guided_backprop", "gradcam"}
+    assert "TorchScript" in results.skipped["guided_backprop"]
+
+
+def test_fx_graph_module_layers_work():
+    traced = foreign_models.traced()
+    loaded = cnnviz.load_model(traced, input_size=32)
+    before = snapshot(traced)
+    table = cnnviz.layer_table(loaded)
+    assert table["conv2"].name == "conv2" and "fc1" in [row.name for row in table]
+    image = torch.rand(1, 32, 32, generator=torch.Generator().manual_seed(0))
+    acts = cnnviz.activations(loaded, image, layer="conv2")
+    assert tuple(acts["conv2"].maps.shape) == (16, 10, 10)
+    rendering = cnnviz.maximize(loaded, "logits:2", steps=8)
+    assert rendering.images.shape == (1, 1, 32, 32)
+    assert cnnviz.receptive_field(loaded, "conv2").stride == (2, 2)
+    assert_untouched(traced, before)
+
+
+def _cli(*args):
+    result = CliRunner().invoke(main, list(args))
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+@pytest.mark.parametrize("name, layer", [("lenet", "conv2"), ("smooth", "features.2"), ("traced", "conv2")])
+def test_every_command_on_foreign_models(name, layer, tmp_path):
+    spec = f"{FACTORY}:{name}"
+    assert "Conv2d" in _cli("layers", "-m", spec)
+    _cli("kernels", "-m", spec, "-l", layer, "-o", str(tmp_path / "k"))
+    _cli("activations", "-m", spec, "-i", "sample:chelsea", "-l", layer, "-o", str(tmp_path / "a"))
+    _cli("stats", "-m", spec, "-i", "sample:chelsea", "-i", "sample:coffee", "-l", layer, "-o", str(tmp_path / "s"))
+    _cli("saliency", "-m", spec, "-i", "sample:chelsea", "--steps", "4", "--samples", "2", "-o", str(tmp_path / "g"))
+    saliency = json.loads((tmp_path / "g" / "saliency.json").read_text())
+    assert {m["method"] for m in saliency["methods"]} >= {"gradient", "guided_backprop"} and not saliency["skipped"]
+    _cli("maximize", "-m", spec, "-l", f"{layer}:1", "--steps", "4", "-o", str(tmp_path / "m"))
+    _cli("maximize", "-m", spec, "-l", "logits:1", "--steps", "4", "-o", str(tmp_path / "c"))
+    rendered = json.loads((tmp_path / "c" / "maximize_logits-1.json").read_text())
+    size = [32, 32] if name != "smooth" else [224, 224]
+    assert rendered["settings"]["size"] == size
+    _cli("dream", "-m", spec, "-i", "sample:chelsea", "-l", layer, "--iterations", "1", "--octaves", "2",
+         "-o", str(tmp_path / "d"))
+    predicted = _cli("predict", "-m", spec, "-i", "sample:chelsea")
+    assert "chelsea" in predicted
+    fields = _cli("rf", "-m", spec, "-o", str(tmp_path / "r"))
+    assert layer in fields
+
+
+@pytest.mark.parametrize("name", ["efficientnet_b0", "mobilenetv3_small_050", "convnext_atto"])
+def test_timm_families_with_random_weights(name):
+    timm = pytest.importorskip("timm")
+    torch.manual_seed(0)
+    model = timm.create_model(name, pretrained=False, num_classes=10).eval()
+    loaded = cnnviz.load_model(model, input_size=64)
+    before = snapshot(model)
+    image = torch.rand(3, 64, 64, generator=torch.Generator().manual_seed(0))
+    results = cnnviz.attributions(loaded, image, methods=["gradient", "guided_backprop", "deconvolution", "gradcam"])
+    assert not results.skipped, results.skipped  # SiLU, Hardswish, GELU all have the rules
+    # not equal (ConvNeXt's layer scale starts at 1e-6, so its branches barely move the gradient)
+    assert not torch.equal(results["guided_backprop"].attribution, results["gradient"].attribution)
+    # the stem's field (deeper ones are global: squeeze-excite gates pool the whole image)
+    layer, stem = next((n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d))
+    field = cnnviz.receptive_field(loaded, layer)
+    assert field.stride == tuple(stem.stride) and field.size == tuple(stem.kernel_size)
+    rendering = cnnviz.maximize(loaded, f"{layer}:0", steps=4, size=48)
+    assert rendering.images.shape == (1, 3, 48, 48)
+    assert_untouched(model, before)
