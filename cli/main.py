@@ -6,6 +6,7 @@ anything else is a bug: one line and exit code 1, with the traceback under ``--d
 from __future__ import annotations
 
 import contextlib
+import signal
 import sys
 import warnings
 
@@ -147,5 +148,23 @@ def run() -> None:
     applies): page faults cost a third of a small model's step otherwise. ``CNNVIZ_MALLOC=default``
     turns it off.
     """
-    with reuse_freed_memory("cpu"):
+    with reuse_freed_memory("cpu"), _terminate_cleanly():
         main(prog_name="cnnviz")
+
+
+@contextlib.contextmanager
+def _terminate_cleanly():
+    """SIGTERM (a scheduler's, ``kill``) ends the command as Ctrl-C does: every ``finally`` runs, so
+    no half-written ``.NAME.part`` file is left in the output folder. Exit status 143."""
+    def stop(signum, frame):
+        raise SystemExit(128 + signum)
+
+    try:
+        previous = signal.signal(signal.SIGTERM, stop)
+    except (ValueError, OSError):  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

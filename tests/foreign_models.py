@@ -77,3 +77,26 @@ def scripted() -> torch.jit.ScriptModule:
     """SmoothNet as a TorchScript trace at 64 x 64."""
     model = smooth().eval()
     return torch.jit.trace(model, torch.zeros(1, 3, 64, 64))
+
+
+class SoftmaxHead(nn.Module):
+    """An exported-graph style classifier whose output already is a softmax (functional)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = smooth()
+
+    def forward(self, x):
+        return torch.softmax(self.body(x), dim=1)
+
+
+def softmax_head() -> nn.Module:
+    torch.manual_seed(0)
+    return SoftmaxHead()
+
+
+def detector() -> nn.Module:
+    """A fully convolutional detector: N x 3 x H x W in, N x 2 x H/4 x W/4 class maps out."""
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.PReLU(8), nn.Conv2d(8, 16, 3, stride=2, padding=1),
+                         nn.PReLU(16), nn.Conv2d(16, 2, 1))

@@ -193,3 +193,88 @@ def test_timm_families_with_random_weights(name):
     rendering = cnnviz.maximize(loaded, f"{layer}:0", steps=4, size=48)
     assert rendering.images.shape == (1, 3, 48, 48)
     assert_untouched(model, before)
+
+
+@pytest.mark.parametrize("kind", ["module", "functional"])
+def test_a_final_softmax_is_detected(kind):
+    body = foreign_models.smooth()
+    model = nn.Sequential(body, nn.Softmax(dim=1)) if kind == "module" else foreign_models.softmax_head()
+    logits_of = body if kind == "module" else model.body
+    loaded = cnnviz.load_model(model, input_size=48)
+    before = snapshot(model)
+    image = torch.rand(1, 3, 48, 48, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = torch.softmax(logits_of(image), dim=1)[0]
+    top = cnnviz.predict(loaded, image)[0].classes
+    assert abs(top[0][2] - float(expected.max())) < 1e-5  # the model's own probability, not a softmax of it
+    rendering = cnnviz.maximize(loaded, "logits:2", steps=8)
+    assert rendering.settings["softmax_input"] and "final softmax" in rendering.objective
+    with torch.no_grad():
+        logit = float(logits_of(rendering.images)[0, 2])
+    assert abs(rendering.values[0] - logit) < 1e-4  # the value is the logit, the softmax's input
+    assert_untouched(model, before)
+
+
+def test_dense_outputs_get_a_default_target():
+    model = foreign_models.detector()
+    before = snapshot(model)
+    image = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        maps = model(image)[0]  # 2 x 8 x 8
+    k = int(maps.flatten(1).amax(dim=1).argmax())
+    row, column = divmod(int(maps[k].argmax()), maps.shape[2])
+    result = cnnviz.saliency(model, image)
+    assert result.targets[0].reference == f"logits:{k}@{row},{column}"
+    named = cnnviz.saliency(model, image, target=f"logits:{1 - k}@2,3")
+    assert named.targets[0].reference == f"logits:{1 - k}@2,3"
+    prediction = cnnviz.predict(model, image)[0]
+    assert prediction.position == (row, column) and prediction.classes[0][0] == k
+    assert f"at output position {row},{column}" in str(prediction)
+    assert_untouched(model, before)
+
+
+def test_gallery_of_a_fixed_size_model_has_every_page(tmp_path):
+    out = tmp_path / "site"
+    _cli("gallery", "-m", f"{FACTORY}:lenet", "--steps", "4", "--class-steps", "4", "--max-channels", "2",
+         "--max-classes", "2", "--activation-images", "1", "--attribution-images", "1", "--dream-iterations", "1",
+         "--dream-octaves", "1", "-l", "conv2", "-o", str(out))
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["failed"] == []
+    kinds = {figure["kind"] for figure in manifest["figures"]}
+    assert {"class", "maximize", "dream", "attributions", "kernels"} <= kinds
+
+
+def test_nan_weights_are_named_in_a_warning():
+    model = foreign_models.lenet()
+    with torch.no_grad():
+        model.conv2.weight[0, 0, 0, 0] = float("nan")
+    with pytest.warns(cnnviz.CnnvizWarning, match=r"parameter conv2.weight holds 1 non-finite value"):
+        cnnviz.load_model(model, input_size=32)
+    with pytest.raises(cnnviz.CnnvizError, match="not finite"):
+        cnnviz.predict(cnnviz.load_model(model, input_size=32), torch.rand(1, 1, 32, 32))
+
+
+def test_sigterm_ends_a_command_cleanly_and_stale_parts_go(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "out"
+    process = subprocess.Popen([sys.executable, "-m", "cnnviz", "maximize", "-l", "features.5:1", "--steps", "100000",
+                                "--size", "32", "-o", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    time.sleep(6)
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=60) == 128 + signal.SIGTERM
+    assert not list(tmp_path.rglob("*.part"))
+    # a part file a killed run left over a minute ago is removed by the next write of that file
+    out.mkdir(exist_ok=True)
+    stale = out / ".kernels.json.abc123.part"
+    stale.write_text("half")
+    old = time.time() - 3600
+    os.utime(stale, (old, old))
+    fresh = out / ".kernels.json.def456.part"
+    fresh.write_text("being written")
+    cnnviz.core.output.write_json(out / "kernels.json", {"a": 1})
+    assert not stale.exists() and fresh.exists()

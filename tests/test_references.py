@@ -144,3 +144,11 @@ def test_every_module_name_is_a_layer_also_with_grammar_characters():
         assert cnnviz.layer_ref(model, str(ref)).layer_text == layer  # the reference's text parses back
     with pytest.raises(CnnvizError, match="did you mean 'Conv@17'"):
         cnnviz.layer_ref(model, "Conv@1")
+
+
+def test_a_misspelt_class_name_is_suggested_as_a_class():
+    photos = cnnviz.load_model("builtin:photos")
+    with pytest.raises(cnnviz.CnnvizError, match="neither a layer nor a class.*the class 'chelsea'"):
+        cnnviz.layer_ref(photos.module, "chelsae", photos.class_names)
+    with pytest.raises(cnnviz.CnnvizError, match="no layer 'featurs.3'; did you mean 'features.3'"):
+        cnnviz.layer_ref(photos.module, "featurs.3", photos.class_names)

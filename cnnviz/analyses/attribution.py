@@ -39,6 +39,7 @@ from cnnviz.core.model import preprocessing_of, unwrap
 from cnnviz.core.probe import probe
 from cnnviz.core.references import LayerRef, layer_ref, Unit
 from cnnviz.core.relu import relu_rule
+from cnnviz.analyses.predictions import dense_targets
 from cnnviz.core.model import LoadedModel
 
 METHODS = (
@@ -253,12 +254,15 @@ def _targets(model, inputs: torch.Tensor, target) -> tuple[list[LayerRef], list[
         with probe(model, ["logits"]) as recorder:
             recorder.run(inputs)
             logits = recorder["logits"]
-        if logits.dim() != 2:
+        if logits.dim() == 4:  # dense class maps: the strongest class map at its arg-max (logits:K@R,C)
+            predicted = dense_targets(logits)
+        elif logits.dim() != 2:
             raise CnnvizError(
                 f"the model's output has shape {tuple(logits.shape)}, so there is no top-1 class; "
                 "name the unit to explain (target=..., --target on the command line)"
             )
-        predicted = logits.argmax(dim=1).tolist()
+        else:
+            predicted = logits.argmax(dim=1).tolist()
         per_image = [predicted[i] if t is None else t for i, t in enumerate(per_image)]
     resolved = []
     for item in per_image:

@@ -21,6 +21,7 @@ from cnnviz.errors import CnnvizError
 from cnnviz.inputs.batches import image_batches, names, no_images_message
 from cnnviz.core.model import preprocessing_of, unwrap
 from cnnviz.core.probe import capture
+from cnnviz.core.softmax import as_probabilities
 
 
 @dataclass(frozen=True)
@@ -31,17 +32,21 @@ class Prediction:
         source: where the image came from (a path, ``sample:NAME``, or ``image N``).
         classes: ``(index, name, probability)`` for the top classes, best first (``name`` is
             ``None`` when the model has no class names).
+        position: for a dense model (``N x K x H x W`` outputs), the output position the classes
+            are read at: the arg-max of the class map with the highest spatial maximum; else ``None``.
     """
 
     source: str
     classes: list[tuple[int, str | None, float]]
+    position: tuple[int, int] | None = None
 
     def __str__(self) -> str:
         ranked = ", ".join(f"{name if name is not None else index} {p:.3f}" for index, name, p in self.classes)
-        return f"{self.source}: {ranked}"
+        where = f" (at output position {self.position[0]},{self.position[1]}: the highest class map maximum)" if self.position else ""
+        return f"{self.source}: {ranked}{where}"
 
     def to_dict(self) -> dict:
-        return {"image": self.source,
+        return {"image": self.source, "position": list(self.position) if self.position else None,
                 "top": [{"index": i, "class": n, "probability": round(v, 6)} for i, n, v in self.classes]}
 
 
@@ -114,9 +119,13 @@ def predict(
 
 def _classify(model, inputs: torch.Tensor, sources: Sequence[str], class_names, top: int) -> list[Prediction]:
     logits = capture(model, inputs, ["logits"])["logits"]
+    positions = [None] * len(logits)
+    if logits.dim() == 4:  # a dense model: each image's classes at its strongest output position
+        positions = dense_positions(logits)
+        logits = torch.stack([logits[i, :, r, c] for i, (r, c) in enumerate(positions)])
     if logits.dim() != 2:
         raise CnnvizError(
-            f"the model's output has shape {tuple(logits.shape)}, not one score per class (N x K)"
+            f"the model's output has shape {tuple(logits.shape)}, not one score per class (N x K) or class maps (N x K x H x W)"
         )
     if not torch.isfinite(logits).all():
         bad = int((~torch.isfinite(logits)).any(dim=1).float().argmax())
@@ -129,12 +138,29 @@ def _classify(model, inputs: torch.Tensor, sources: Sequence[str], class_names, 
             f"the model has {len(class_names)} class names but {logits.shape[1]} outputs; give one name per output "
             "(or none)"
         )
-    # One output is a binary classifier's logit (its sigmoid); several are scores (softmax).
-    probabilities = logits.float().sigmoid() if logits.shape[1] == 1 else logits.float().softmax(dim=1)
+    # one output is a binary classifier's logit (its sigmoid), several are scores (softmax), unless
+    # they already are probabilities (a graph ending in softmax): never a softmax of probabilities
+    probabilities, _ = as_probabilities(logits)
     probabilities = probabilities.cpu()
     values, indices = probabilities.topk(min(top, probabilities.shape[1]), dim=1)
     names = class_names if class_names and len(class_names) == probabilities.shape[1] else None
     return [
-        Prediction(source, [(int(i), names[int(i)] if names else None, float(v)) for v, i in zip(row_values, row_indices)])
-        for source, row_values, row_indices in zip(sources, values, indices)
+        Prediction(source, [(int(i), names[int(i)] if names else None, float(v)) for v, i in zip(row_values, row_indices)],
+                   position)
+        for source, row_values, row_indices, position in zip(sources, values, indices, positions)
     ]
+
+
+def dense_positions(maps: torch.Tensor) -> list[tuple[int, int]]:
+    """Per image of ``N x K x H x W`` class maps: ``(row, column)`` of the highest value of the
+    class map with the highest spatial maximum (the default unit of a dense model)."""
+    flat = maps.flatten(1).argmax(dim=1)
+    width = maps.shape[3]
+    return [(int(index % (maps.shape[2] * width)) // width, int(index % width)) for index in flat]
+
+
+def dense_targets(maps: torch.Tensor) -> list[str]:
+    """``logits:K@R,C`` per image: the class map with the highest spatial maximum, at its arg-max."""
+    flat = maps.flatten(1).argmax(dim=1)
+    area, width = maps.shape[2] * maps.shape[3], maps.shape[3]
+    return [f"logits:{int(i) // area}@{int(i) % area // width},{int(i) % width}" for i in flat]

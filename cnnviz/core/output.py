@@ -12,11 +12,13 @@ Example::
 from __future__ import annotations
 
 import contextlib
+import glob
 import io
 import json
 import os
 import re
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -83,9 +85,23 @@ def output_folder(path: str | os.PathLike) -> Path:
     return folder
 
 
+STALE_PART_SECONDS = 60
+
+
+def _remove_stale_parts(target: Path) -> None:
+    """Remove ``.NAME.*.part`` files of ``target`` left by a run that was killed (SIGKILL, a power
+    cut) at least a minute ago; a part file being written now is younger."""
+    now = time.time()
+    for part in target.parent.glob(f".{glob.escape(target.name)}.*.part"):
+        with contextlib.suppress(OSError):
+            if now - part.stat().st_mtime > STALE_PART_SECONDS:
+                part.unlink()
+
+
 def _atomic(path: str | os.PathLike, write: Callable) -> Path:
     target = Path(path).expanduser()
     output_folder(target.parent)
+    _remove_stale_parts(target)
     try:
         handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
     except OSError as error:

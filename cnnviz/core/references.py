@@ -23,6 +23,7 @@ Example::
 """
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -31,7 +32,7 @@ from typing import Union
 import torch
 from torch import nn
 
-from cnnviz.errors import CnnvizError, did_you_mean
+from cnnviz.errors import CnnvizError, closest, did_you_mean
 from cnnviz.core.model import unwrap
 
 OUTPUT_NAMES = ("logits", "output")
@@ -260,6 +261,14 @@ def _parse(text: str, model: nn.Module, modules: dict[str, nn.Module], class_nam
         layer, module = "", model
     else:
         names = [n for n in modules if n] + ["logits"]
+        classes = closest(text, class_names or [], 3) if channel_text is None and call_text is None else []
+        layers = closest(head, names, 1)
+        likeness = _likeness(text, classes[0]) if classes else 0.0
+        if likeness >= 0.7 and (not layers or likeness > _likeness(head, layers[0])):  # a misspelt class name
+            raise CnnvizError(
+                f"{text!r} is neither a layer nor a class of {type(model).__name__}; did you mean the class "
+                f"{' or '.join(repr(c) for c in classes)}? (or a layer: {did_you_mean(head, names) or 'cnnviz layers lists them'})"
+            )
         raise CnnvizError(
             f"{type(model).__name__} has no layer {head!r}; {did_you_mean(head, names)} "
             "('cnnviz layers' lists them all)"
@@ -272,6 +281,10 @@ def _parse(text: str, model: nn.Module, modules: dict[str, nn.Module], class_nam
     if channel_text is not None:
         channel = _parse_channel(channel_text, layer, class_names, text)
     return _checked(LayerRef(layer, module, call, channel, position), class_names)
+
+
+def _likeness(a: str, b: str) -> float:
+    return difflib.SequenceMatcher(None, a.lower(), b.lower()).ratio()
 
 
 SUFFIX = re.compile(r"(?:#([^:@]*))?(?::([^@]*))?(?:@(.*))?", re.S)  # what may follow a module name

@@ -30,13 +30,14 @@ Example::
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Sequence
 from dataclasses import replace
 
 import torch
 from torch import nn
 
-from cnnviz.errors import CnnvizError
+from cnnviz.errors import CnnvizError, CnnvizWarning
 
 
 from cnnviz.core.model import (
@@ -93,9 +94,25 @@ def load_model(
         loaded = _load_spec(str(spec).strip(), weights, trusted)
         loaded.module.eval()
     loaded = _override(loaded, mean, std, input_size, class_names)
+    _warn_non_finite(loaded)
     if device is not None:
         loaded.module.to(resolve_device(device))
     return loaded
+
+
+def _warn_non_finite(loaded: LoadedModel) -> None:
+    """Say which parameter (or buffer) first holds NaN or infinity: every result would be meaningless."""
+    module = loaded.module
+    if isinstance(module, torch.jit.ScriptModule):
+        return
+    for name, tensor in [*module.named_parameters(), *module.named_buffers()]:
+        if tensor.is_floating_point() and tensor.numel() and not bool(torch.isfinite(tensor).all()):
+            bad = int((~torch.isfinite(tensor)).sum())
+            warnings.warn(
+                f"{loaded.spec or type(module).__name__}: parameter {name} holds {bad} non-finite value(s) (NaN or "
+                "infinity), so its outputs will be meaningless; check the weights file", CnnvizWarning, stacklevel=3,
+            )
+            return
 
 
 def _load_spec(spec: str, weights, trusted: bool) -> LoadedModel:

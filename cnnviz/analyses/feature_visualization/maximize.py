@@ -37,6 +37,7 @@ from cnnviz.analyses.feature_visualization.parameterization import image_paramet
 from cnnviz.core.probe import failure_at, probe
 from cnnviz.core.references import channel_list, layer_ref, Unit
 from cnnviz.core.relu import relu_rule
+from cnnviz.core.softmax import SkipSoftmax, final_softmax
 from cnnviz.analyses.feature_visualization.transforms import Robustness
 from cnnviz.inputs.images import rgb
 
@@ -137,6 +138,8 @@ def maximize(
     canvas = _canvas(model, size, plan, preprocessing)
     robust = robustness if robustness is not None else Robustness()
     canvas, view = _view(model, plan, canvas, robust, preprocessing, size)
+    # a model whose output is a softmax: maximize the logits it takes (its input), not a probability
+    softmax = final_softmax(module, preprocessing.channels, view) if plan.ref is not None and plan.ref.is_output else None
     if robustness is None and tuple(view) == tuple(canvas):  # cropped back: shifts in proportion to a small input
         robust = _scaled(robust, min(canvas) / 224)
     if objective is not None:  # one objective over the whole batch (diversity compares its images)
@@ -163,7 +166,7 @@ def maximize(
                 final_goal = final_goal - regularize * o.total_variation()
             generators = [torch.Generator().manual_seed((seed * 1_000_003 + s) % 2**63) for s in plan.seeds[part]]
             images_, values_ = _render(model, goal, final_goal, generators, canvas, view, preprocessing, steps, lr,
-                                       param, robust, redirect_steps, use_bf16, device, progress)
+                                       param, robust, redirect_steps, use_bf16, device, progress, softmax)
             rendered.append(images_)
             values += values_
     settings = {
@@ -171,8 +174,10 @@ def maximize(
         "batch_size": chunk, "redirect_steps": redirect_steps, "precision": "bf16" if use_bf16 else "fp32",
         "robustness": vars(robust), "regularize": regularize, "network_input": list(view),
         "cropped_back": tuple(view) == tuple(canvas) and robust.pad > 0,
+        "softmax_input": softmax is not None,
     }
-    return Rendering(torch.cat(rendered), plan.units, values, plan.description, settings)
+    description = plan.description + (" (the input of the model's final softmax)" if softmax is not None else "")
+    return Rendering(torch.cat(rendered), plan.units, values, description, settings)
 
 
 # --------------------------------------------------------------------------------------------
@@ -370,7 +375,7 @@ def _padding_offset(model, plan: _Plan, canvas, view, preprocessing) -> tuple[in
 
 
 def _render(model, goal, final_goal, generators, canvas, view, preprocessing, steps, lr, param, robust,
-            redirect_steps, use_bf16, device, progress):
+            redirect_steps, use_bf16, device, progress, softmax=None):
     """Optimise ``goal`` on transformed images of ``view`` pixels (padded, or cropped back to the
     canvas); score ``final_goal`` on the final images as they are saved (no transformation)."""
     out = None if tuple(view) == robust.output_size(canvas) else view
@@ -394,7 +399,8 @@ def _render(model, goal, final_goal, generators, canvas, view, preprocessing, st
             inputs = transformed if identity else torch.addcmul(shift, transformed, inverse_std)
             inputs = inputs.contiguous(memory_format=torch.channels_last)
             rule = relu_rule("redirect") if redirect else contextlib.nullcontext()
-            with rule, autocast():
+            skip = SkipSoftmax(softmax) if softmax is not None else contextlib.nullcontext()
+            with rule, autocast(), skip:
                 recorder.run(inputs)
                 activations = {name: recorder[name].float() for name in layers}
             try:
