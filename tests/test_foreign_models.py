@@ -262,9 +262,12 @@ def test_sigterm_ends_a_command_cleanly_and_stale_parts_go(tmp_path):
     import time
 
     out = tmp_path / "out"
-    process = subprocess.Popen([sys.executable, "-m", "cnnviz", "maximize", "-l", "features.5:1", "--steps", "100000",
-                                "--size", "32", "-o", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    time.sleep(6)
+    arguments = ["cnnviz", "maximize", "-l", "features.5:1", "--steps", "100000", "--size", "32", "-o", str(out)]
+    script = (f"import sys\nfrom cnnviz.cli.main import run\nsys.argv = {arguments!r}\n"
+              "print('ready', flush=True)\nrun()\n")  # 'ready' once the slow imports are done
+    process = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert process.stdout.readline().strip() == "ready"
+    time.sleep(3)  # the command is rendering by now
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=60) == 128 + signal.SIGTERM
     assert not list(tmp_path.rglob("*.part"))

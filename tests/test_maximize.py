@@ -360,7 +360,7 @@ def test_errors(pattern_model):
         ({"layer": "features.4"}, "is a whole layer"),
         ({"layer": "features.4:3", "channels": "0-2"}, "already names a channel"),
         ({"layer": "features.4", "channels": "0-99"}, "valid: 0-47"),
-        ({"layer": "purple_blob"}, "no layer 'purple_blob'"),
+        ({"layer": "purple_blob"}, "'purple_blob' is neither a layer nor a class.*the class 'red_blob'"),
         ({"layer": "features.4:1", "size": 4}, "at least 8 pixels"),
         ({"layer": "features.4:1", "precision": "fp8"}, "unknown precision"),
         ({"layer": "features.4:1", "param": "wavelet"}, "unknown parameterisation"),
