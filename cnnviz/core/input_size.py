@@ -58,10 +58,10 @@ def inferred_input_size(module: nn.Module, channels: int) -> tuple[tuple[int, in
 
 
 def _search(module: nn.Module, channels: int) -> tuple[tuple[int, int], str]:
+    if isinstance(module, torch.jit.ScriptModule):  # no hooks: whole dry runs
+        return _search_whole(module, channels)
     linears = [m for m in module.modules() if isinstance(m, nn.Linear)]
-    if not linears or isinstance(module, torch.jit.ScriptModule):
-        if isinstance(module, torch.jit.ScriptModule):
-            return _search_whole(module, channels)
+    if not linears:
         return DEFAULT, "no Linear layer: any size large enough runs"
     first = _dry_run(module, channels, DEFAULT, linears)
     if first is True:

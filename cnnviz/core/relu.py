@@ -21,11 +21,11 @@ local derivative (what the plain gradient multiplies ``g`` by):
   start (the "redirected ReLU" published with Lucid, re-derived).
 
 Gates (sigmoid, tanh, softmax) are left alone: they are not rectifiers. ``mode.calls`` counts
-the rerouted calls and ``mode.map_calls`` those on tensors with more than one spatial position:
-an activation that acts only on pooled ``N x C x 1 x 1`` tensors (a squeeze-excite gate) does not
-lie on the feature maps' path, and guided backpropagation through such a model alone would be the
-plain gradient. ``mode.on_path`` counts, after the backward pass, the calls on spatial maps that
-the gradient reached (non-zero): the activations on the path to the target.
+the rerouted calls, and ``mode.on_path``, after the backward pass, those on spatial maps (more
+than one position) that the gradient reached (non-zero): the activations on the path to the
+target. An activation that acts only on pooled ``N x C x 1 x 1`` tensors (a squeeze-excite gate)
+does not lie on the feature maps' path, and guided backpropagation through such a model alone
+would be the plain gradient.
 
 An in-place call stays in place (the input is overwritten with the result and returned, as the
 model expects); what the backward rule needs is taken before it is overwritten.
@@ -62,20 +62,20 @@ ACTIVATIONS = tuple(RELU_FUNCTIONS) + tuple(SMOOTH)
 
 class ReluRule(TorchFunctionMode):
     """The mode behind :func:`relu_rule`; ``calls`` counts the rerouted activation calls,
-    ``map_calls`` those on spatial maps (more than one position), ``kinds`` their names."""
+    ``kinds`` their names, ``on_path`` those the backward pass reached on spatial maps."""
 
     def __init__(self, rule: str):
         super().__init__()
         if rule not in RULES:
             raise ValueError(f"unknown activation rule {rule!r}")
-        self.rule, self.calls, self.map_calls, self.kinds = rule, 0, 0, set()
+        self.rule, self.calls, self.kinds = rule, 0, set()
         self.on_path = 0  # calls that a backward pass reached with a non-zero gradient, on spatial maps
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         if func in RELU_FUNCTIONS:
             in_place = func in RELU_IN_PLACE or bool(kwargs.get("inplace") or (len(args) > 1 and args[1]))
-            self._count(args[0], "relu")
+            self._count("relu")
             if self.rule == "redirect":
                 return _RedirectedReLU.apply(args[0], in_place)
             return _RuledActivation.apply(args[0], self, in_place, F.relu, (), {}, None)
@@ -87,15 +87,13 @@ class ReluRule(TorchFunctionMode):
             rest = tuple(args[1:position] if position is not None and len(args) > position else args[1:])
             options = {k: v for k, v in kwargs.items() if k != flag}
             slope = _slope(func, rest, options)
-            self._count(args[0], func.__name__)
+            self._count(func.__name__)
             return _RuledActivation.apply(args[0], self, in_place, func, rest, options, slope)
         return func(*args, **kwargs)
 
-    def _count(self, tensor: torch.Tensor, name: str) -> None:
+    def _count(self, name: str) -> None:
         self.calls += 1
         self.kinds.add(name)
-        if tensor.dim() >= 3 and tensor[0, 0].numel() > 1:
-            self.map_calls += 1
 
 
 def relu_rule(rule: str) -> ReluRule:
