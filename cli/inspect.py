@@ -39,6 +39,9 @@ def kernels(loaded, layers, channels, inputs, view, scope, output) -> None:
         raise cnnviz.CnnvizError(f"{loaded.spec} has no convolutions")
     reports = [cnnviz.reports.kernels(cnnviz.kernels(loaded, name, channels=channels, inputs=inputs, view=view), scope)
                for name in names]
+    from cnnviz.core import output as files
+
+    files.check_writable([path for report in reports for path in report.targets(output)])
     written = []
     for report in reports:
         for message in report.notes:

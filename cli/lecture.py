@@ -168,6 +168,7 @@ def conv_matrix(kernel, values, stride, padding, dilation, output) -> None:
     click.echo(f"conv(x, k) = {reference.tolist()}")
     click.echo(f"U.T @ g equals the autograd gradient (g = 1, 2, ...): {bool(torch.allclose(backward, gradient))}")
     folder = files.output_folder(output)
+    files.check_writable([folder / "conv_matrix.png", folder / "conv_matrix.json"])
     _wrote([
         files.save_figure(cnnviz.plots.conv_matrix(weight, x.shape, stride, padding, dilation, x=x), folder / "conv_matrix.png"),
         files.write_json(folder / "conv_matrix.json", {

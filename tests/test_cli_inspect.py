@@ -10,6 +10,7 @@ from PIL import Image
 
 import cnnviz
 from cnnviz.cli.main import main
+from cnnviz.core.output import RECORD
 
 
 def invoke(*args):
@@ -37,7 +38,7 @@ def test_activations_command(tmp_path):
     result = invoke("activations", "-i", "sample:chelsea", "-l", "features.2", "-l", "features.12:3",
                     "--overlay", "--scope", "map", "-o", str(tmp_path))
     assert result.exit_code == 0, result.stderr
-    names = sorted(p.name for p in tmp_path.iterdir())
+    names = sorted(p.name for p in tmp_path.iterdir() if p.name != RECORD)
     assert names == ["activations.json", "activations_features.12-3.png", "activations_features.2.png", "input.png"]
     summary = json.loads((tmp_path / "activations.json").read_text())
     assert summary["image"] == "sample:chelsea" and summary["layers"][1]["shown_channels"] == [3]
@@ -57,13 +58,13 @@ def test_stats_command(tmp_path):
     assert "skipped 1 file(s)" in result.stderr
     expected = {"stats.npz", "stats.json", "histograms.png", "colorful_dimension.png",
                 "channels_features.1.png", "exemplars_features.1.png", "channels_classifier.1.png", "exemplars_classifier.1.png"}
-    assert {p.name for p in out.iterdir()} == expected
+    assert {p.name for p in out.iterdir()} == expected | {RECORD}
     summary = json.loads((out / "stats.json").read_text())
     assert summary["images"] == 3 and summary["skipped"] == [str(folder / "readme.md")]
     arrays = np.load(out / "stats.npz")
     assert arrays["features.1/mean"].shape == (16,) and int(arrays["images"]) == 3
     assert summary["layers"][0]["per_channel"][0]["mean"] == pytest.approx(float(arrays["features.1/mean"][0]))
-    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporary files left
+    assert not list(out.glob("*.part"))  # no temporary files left
 
 
 @pytest.mark.parametrize(
@@ -98,3 +99,31 @@ def test_errors_are_one_line(tmp_path, args, fragment):
     assert len(result.stderr.splitlines()) == 1 and fragment in result.stderr, result.stderr
     assert result.stdout == ""
     assert not (tmp_path / "out").exists()  # nothing written
+
+
+def test_the_users_files_are_never_overwritten_nor_read_back(tmp_path):
+    # the photo is named like the figure activations writes: refused, nothing written, photo intact
+    folder = tmp_path / "userdir"
+    folder.mkdir()
+    cnnviz.samples.image("chelsea").save(folder / "input.png")
+    photo = (folder / "input.png").read_bytes()
+    result = invoke("activations", "-i", str(folder / "input.png"), "-l", "features.0", "-o", str(folder))
+    assert result.exit_code == 2 and "cnnviz did not write it" in result.stderr
+    assert (folder / "input.png").read_bytes() == photo and sorted(p.name for p in folder.iterdir()) == ["input.png"]
+    # the user's own stats.json in the images folder: refused before anything is written
+    (folder / "stats.json").write_text('{"mine": true}')
+    result = invoke("stats", "-i", str(folder), "-l", "features.0", "-o", str(folder))
+    assert result.exit_code == 2 and "stats.json" in result.stderr and "cnnviz did not write it" in result.stderr
+    assert sorted(p.name for p in folder.iterdir()) == ["input.png", "stats.json"]
+    # without it, re-runs into the images folder never read their own figures as images
+    (folder / "stats.json").unlink()
+    counts = []
+    for _ in range(2):
+        result = invoke("stats", "-i", str(folder), "-l", "features.0", "-o", str(folder))
+        assert result.exit_code == 0, result.stderr
+        counts.append(json.loads((folder / "stats.json").read_text())["images"])
+    assert counts == [1, 1] and len(list(folder.glob("*.png"))) > 1
+    # a folder holding nothing but cnnviz's outputs says so
+    (folder / "input.png").rename(tmp_path / "input.png")
+    result = invoke("stats", "-i", str(folder), "-l", "features.0", "-o", str(tmp_path / "other"))
+    assert result.exit_code == 2 and "only files cnnviz wrote" in result.stderr

@@ -24,7 +24,9 @@ from untouched import assert_untouched, fingerprint
 
 import cnnviz
 from cnnviz import CnnvizError
+from cnnviz.core.output import RECORD
 from cnnviz.cli.main import main
+from cnnviz.site.pages import layer_page
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = Path(os.environ.get("CNNVIZ_TEST_ARTIFACTS", ROOT / "test-artifacts"))
@@ -58,8 +60,9 @@ def built(photo_folder, tmp_path_factory):
 
 
 def snapshot(folder: Path) -> dict[str, str]:
+    """Every file's hash, except cnnviz's records of what it wrote (they hold modification times)."""
     return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+            for p in sorted(folder.rglob("*")) if p.is_file() and p.name != RECORD}
 
 
 class Links(html.parser.HTMLParser):
@@ -312,7 +315,7 @@ def test_what_a_rerun_redoes_and_awkward_names(tmp_path):
     assert not (output / "layer-features.0.html").exists() and (output / "layer-features.2.html").is_file()
     assert not (output / "figures" / "features.0").exists()
     on_disk = {str(path.relative_to(output)) for name in ("figures", "thumbs") for path in (output / name).rglob("*")
-               if path.is_file()}
+               if path.is_file() and path.name != RECORD}
     assert on_disk == {path for f in fewer.figures for path in (f["file"], f["thumbnail"])}
     assert (output / "my-notes.txt").read_text() == "mine" and (output / "mine" / ".draft.txt.part").is_file()
     with pytest.raises(CnnvizError, match="does not run in a forward pass"):
@@ -353,3 +356,54 @@ def test_a_module_run_twice_and_a_model_without_classes(photo_folder, tmp_path):
     links = Links()
     links.feed(index)
     assert all((tmp_path / "site" / link).is_file() for link in links.links)
+
+
+class OddNames(nn.Module):
+    """Module names a file name cannot tell apart: ``a-b`` and ``a b``, another script, a name
+    like the gallery's own ``statistics`` folder, onnx2torch's ``Conv@17`` and a ``:``."""
+
+    NAMES = ("a-b", "a b", "ü猫", "statistics", "Conv@17")
+
+    def __init__(self):
+        super().__init__()
+        for name in self.NAMES:
+            self.add_module(name, nn.Conv2d(3, 3, 3, padding=1))
+        self.add_module("x:y", nn.ReLU())
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(3, 2))
+
+    def forward(self, x):
+        for name in self.NAMES:
+            x = getattr(self, name)(x)
+        return self.head(getattr(self, "x:y")(x))
+
+
+def test_layers_with_names_a_file_name_flattens_keep_their_own_figures(tmp_path):
+    torch.manual_seed(0)
+    loaded = cnnviz.load_model(OddNames(), input_size=(24, 24))
+    settings = {"max_channels": 1, "steps": 2, "max_classes": 0, "activation_images": 1, "attribution_images": 1,
+                "methods": "gradient", "dream_octaves": 1, "dream_iterations": 1}
+    # a user's own index.html in the folder: refused before any work, nothing written
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "index.html").write_text("<p>my page</p>")
+    with pytest.raises(CnnvizError, match="cnnviz did not write it"):
+        cnnviz.gallery(loaded, "sample:chelsea", [*OddNames.NAMES, "x:y"], site, **settings)
+    assert sorted(p.name for p in site.iterdir()) == ["index.html"]
+    (site / "index.html").unlink()
+    built = cnnviz.gallery(loaded, "sample:chelsea", [*OddNames.NAMES, "x:y"], site, **settings)
+    assert not built.failed
+    layers = [*OddNames.NAMES, "x:y"]
+    kernels = {f["layer"]: f["file"] for f in built.figures if f["kind"] == "kernels"}
+    assert set(kernels) == set(OddNames.NAMES) and len(set(kernels.values())) == len(OddNames.NAMES)
+    folders = {f["layer"]: f["file"].rsplit("/", 1)[0] for f in built.figures if f["layer"] in layers}
+    assert len(set(folders.values())) == len(layers) and "figures/statistics" not in folders.values()
+    for f in built.figures:
+        assert (site / f["file"]).is_file()
+    # every layer has its own page, linked from the index, naming that layer
+    index = Links()
+    index.feed((site / "index.html").read_text())
+    pages = sorted({link for link in index.links if link.startswith("layer-")})
+    assert len(pages) == len(layers)
+    for layer in layers:
+        page = site / layer_page(layer)
+        assert html.unescape(page.read_text()).count(layer) > 0 and page.name in pages

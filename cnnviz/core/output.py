@@ -3,6 +3,12 @@
 An interrupted run (an exception, Ctrl-C, even SIGKILL) therefore never leaves a half-written
 figure, JSON or ``.npz`` file behind: either the old file, or none, or the complete new one.
 
+cnnviz never overwrites a file it did not write: each folder it writes into keeps a hidden record
+(``.cnnviz-written``) of the files it wrote there (name, size, modification time). A file that
+exists and is not in the record as cnnviz left it (the user's photo ``input.png``, their own
+``stats.json``, a figure they edited) is refused with an error, and a folder listed as input skips
+the files of the record, so cnnviz's outputs are never read back as images.
+
 Example::
 
     >>> from cnnviz import output
@@ -13,11 +19,13 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import hashlib
 import io
 import json
 import os
 import re
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -28,8 +36,21 @@ from cnnviz.errors import CnnvizError
 
 
 def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Write ``data`` to ``path`` atomically (folders are created)."""
-    return _atomic(path, lambda handle: handle.write(data))
+    """Write ``data`` to ``path`` atomically (folders are created). A file cnnviz wrote that
+    already holds exactly ``data`` is left as it is (a re-run changes nothing on disk)."""
+    target = Path(path).expanduser()
+    if _holds(target, data):
+        return target
+    return _atomic(target, lambda handle: handle.write(data))
+
+
+def _holds(target: Path, data: bytes) -> bool:
+    try:
+        if target.stat().st_size != len(data) or not written_by_cnnviz(target):
+            return False
+        return target.read_bytes() == data
+    except OSError:
+        return False
 
 
 def write_json(path: str | os.PathLike, content) -> Path:
@@ -48,8 +69,12 @@ def write_npz(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> Path:
 
 def save_figure(figure, path: str | os.PathLike, dpi: int = 100) -> Path:
     """Save a matplotlib figure as PNG, atomically."""
+    import warnings
+
     buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
+    with warnings.catch_warnings():  # a module named in a script the font lacks: boxes, not noise
+        warnings.filterwarnings("ignore", message="Glyph .* missing from font", category=UserWarning)
+        figure.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
     return write_bytes(path, buffer.getvalue())
 
 
@@ -68,9 +93,30 @@ def save_image(pixels, path: str | os.PathLike) -> Path:
 
 
 def safe_name(text: str) -> str:
-    """A file-name-safe form of a layer reference: ``layer1.0.relu#2:5`` -> ``layer1.0.relu-2-5``."""
+    """A file-name-safe form of a layer reference: ``layer1.0.relu#2:5`` -> ``layer1.0.relu-2-5``.
+
+    The reference grammar's characters (``: # @ ,`` and ``-``) become ``-``; a name with any other
+    character a file name should not hold (a space, a slash, another script) gets a short hash of
+    the whole text as well, so that ``a b`` and ``a-b``, or two names in another script, never
+    share a file."""
     cleaned = re.sub(r"[^A-Za-z0-9._]+", "-", text).strip("-.")
-    return cleaned or "output"
+    if re.fullmatch(r"[A-Za-z0-9._:#@,-]*", text) and cleaned:
+        return cleaned
+    digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+    return f"{cleaned[:40].strip('-.')}-{digest}" if cleaned else f"output-{digest}"
+
+
+def check_writable(paths) -> None:
+    """Refuse, before anything is written, when one of ``paths`` would overwrite a file cnnviz
+    did not write, or when two of them are the same file (see :func:`_atomic`)."""
+    seen = set()
+    for path in paths:
+        target = Path(path).expanduser()
+        key = os.path.normcase(os.path.abspath(target))
+        if key in seen:
+            raise CnnvizError(f"two outputs would be written to {str(target)!r}; please report this")
+        seen.add(key)
+        _refuse_foreign(target)
 
 
 def output_folder(path: str | os.PathLike) -> Path:
@@ -98,9 +144,106 @@ def _remove_stale_parts(target: Path) -> None:
                 part.unlink()
 
 
+RECORD = ".cnnviz-written"  # in each folder cnnviz writes to: what it wrote there
+_RECORD_LOCK = threading.Lock()
+
+
+def _read_record(folder: Path) -> dict[str, tuple[int, int]]:
+    """The files cnnviz wrote in ``folder``, each with the size and modification time (ns) it
+    left it with. Lines are appended (one JSON list each), so writers never lose each other's
+    lines; the last line about a name wins, ``[name]`` alone means removed."""
+    try:
+        text = (folder / RECORD).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return {}
+    record: dict[str, tuple[int, int]] = {}
+    for line in text.splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue  # a line cut by a crash, or edited: ignored
+        if not isinstance(entry, list) or not entry or not isinstance(entry[0], str):
+            continue
+        if len(entry) == 3 and all(isinstance(value, int) for value in entry[1:]):
+            record[entry[0]] = (entry[1], entry[2])
+        else:
+            record.pop(entry[0], None)
+    return record
+
+
+def _append_record(folder: Path, entry: list) -> None:
+    line = json.dumps(entry, ensure_ascii=True) + "\n"
+    with _RECORD_LOCK, contextlib.suppress(OSError):
+        path = folder / RECORD
+        with open(path, "a", encoding="ascii") as stream:
+            stream.write(line)
+        if path.stat().st_size > 256 * 1024:
+            _compact_record(folder)
+
+
+def _compact_record(folder: Path) -> None:
+    """Rewrite a long record with one line per file still there as cnnviz left it."""
+    lines = [json.dumps([name, *state]) + "\n" for name, state in sorted(_read_record(folder).items())
+             if _state(folder / name) == state]
+    handle, temporary = tempfile.mkstemp(dir=folder, prefix=f"{RECORD}.", suffix=".part")
+    with os.fdopen(handle, "w", encoding="ascii") as stream:
+        stream.writelines(lines)
+    os.replace(temporary, folder / RECORD)
+
+
+def _state(path: Path) -> tuple[int, int] | None:
+    try:
+        info = path.stat()
+    except OSError:
+        return None
+    return (info.st_size, info.st_mtime_ns)
+
+
+def written_by_cnnviz(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a file cnnviz wrote and nobody changed since."""
+    target = Path(path).expanduser()
+    state = _state(target)
+    return state is not None and _read_record(target.parent).get(target.name) == state
+
+
+def written_in(folder: str | os.PathLike) -> set[str]:
+    """Names of the files in ``folder`` that cnnviz wrote and nobody changed since."""
+    folder = Path(folder).expanduser()
+    return {name for name, state in _read_record(folder).items() if _state(folder / name) == state}
+
+
+def remove_written(path: str | os.PathLike) -> bool:
+    """Delete ``path`` if cnnviz wrote it and nobody changed it since (else leave it); True when
+    it was removed. A folder left holding only its record loses the record too."""
+    target = Path(path).expanduser()
+    if not written_by_cnnviz(target):
+        return False
+    try:
+        target.unlink()
+    except OSError:
+        return False
+    _append_record(target.parent, [target.name])
+    if not written_in(target.parent):
+        with contextlib.suppress(OSError):
+            if all(entry.name == RECORD for entry in target.parent.iterdir()):
+                (target.parent / RECORD).unlink()
+    return True
+
+
+def _refuse_foreign(target: Path) -> None:
+    if target.is_dir():
+        raise CnnvizError(f"cannot write {str(target)!r}: a folder of that name is in the way; choose another folder with -o")
+    if (target.exists() or target.is_symlink()) and not written_by_cnnviz(target):
+        raise CnnvizError(
+            f"{str(target)!r} already exists and cnnviz did not write it (cnnviz never overwrites "
+            "such a file); choose another output folder with -o, or move the file away"
+        )
+
+
 def _atomic(path: str | os.PathLike, write: Callable) -> Path:
     target = Path(path).expanduser()
     output_folder(target.parent)
+    _refuse_foreign(target)
     _remove_stale_parts(target)
     try:
         handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
@@ -113,6 +256,7 @@ def _atomic(path: str | os.PathLike, write: Callable) -> Path:
             os.fsync(stream.fileno())
         os.chmod(temporary, 0o666 & ~_umask())  # mkstemp makes 0600; give what open() would
         os.replace(temporary, target)
+        _append_record(target.parent, [target.name, *(_state(target) or (0, 0))])
     except OSError as error:
         with contextlib.suppress(OSError):
             os.unlink(temporary)

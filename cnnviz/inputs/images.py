@@ -34,6 +34,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from cnnviz.inputs import samples
 from cnnviz.errors import CnnvizError, CnnvizWarning
+from cnnviz.core import output
 from cnnviz.core.model import Preprocessing
 
 SAMPLE_PREFIX = "sample:"
@@ -123,7 +124,13 @@ def image_sources(spec: str | os.PathLike | Iterable) -> list[ImageSource]:
         return [ImageSource(text)]
     if not path.is_dir():
         raise CnnvizError(f"{text!r} is neither a file nor a folder; give an image file or a folder of images")
-    files = [ImageSource(str(p), from_folder=True) for p in _walk(path)]
+    found, own = _walk(path)
+    files = [ImageSource(str(p), from_folder=True) for p in found]
+    if not files and own:
+        raise CnnvizError(
+            f"the folder {text!r} holds only files cnnviz wrote ({own}), which are never read as "
+            "input images; put images in it or give another folder"
+        )
     if not files:
         raise CnnvizError(f"the folder {text!r} holds no files; put images in it or use samples")
     return files
@@ -133,10 +140,11 @@ def _path(text: str) -> Path:
     return Path(text).expanduser()
 
 
-def _walk(folder: Path) -> list[Path]:
+def _walk(folder: Path) -> tuple[list[Path], int]:
     """Every regular file below ``folder``, sorted, hidden ones skipped, symbolic links followed
-    (each real folder visited once, so a link loop ends)."""
-    found, visited = [], set()
+    (each real folder visited once, so a link loop ends), and files cnnviz wrote skipped (its
+    outputs are never read back as inputs); with the count of those."""
+    found, visited, own = [], set(), 0
     for root, folders, files in os.walk(folder, followlinks=True):
         real = os.path.realpath(root)
         if real in visited:
@@ -144,11 +152,14 @@ def _walk(folder: Path) -> list[Path]:
             continue
         visited.add(real)
         folders[:] = sorted(f for f in folders if not f.startswith("."))
+        written = output.written_in(root) if output.RECORD in files else set()
         for name in files:
             candidate = Path(root) / name
-            if not name.startswith(".") and _is_regular(candidate):
+            if name in written:
+                own += 1
+            elif not name.startswith(".") and _is_regular(candidate):
                 found.append(candidate)
-    return sorted(found)
+    return sorted(found), own
 
 
 def _is_regular(path: Path) -> bool:

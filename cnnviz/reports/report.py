@@ -93,11 +93,18 @@ class Report:
         ``<name>.json`` (``data``, ``extra`` such as the model, and the list of figures). Every
         file is written atomically; returns the paths, the JSON last."""
         folder = files.output_folder(folder)
+        files.check_writable(self.targets(folder))  # a file in the way: refused before any is written
         written = [item.save(folder / item.file) for item in self.items]
         written += [write_array(folder / name, content) for name, content in self.arrays.items()]
         summary = {**self.data, **extra, "figures": [item.to_dict() for item in self.items]}
         written.append(files.write_json(folder / f"{self.name}.json", summary))
         return written
+
+    def targets(self, folder: str | os.PathLike) -> list[Path]:
+        """The paths :meth:`write` writes in ``folder``."""
+        folder = Path(folder).expanduser()
+        return [*(folder / item.file for item in self.items), *(folder / name for name in self.arrays),
+                folder / f"{self.name}.json"]
 
     def __iter__(self):
         return iter(self.items)

@@ -195,6 +195,10 @@ class _Builder(Jobs):
     # -- the run ------------------------------------------------------------------------------
 
     def run(self) -> Gallery:
+        # a user's own index.html (or manifest, or page) in the folder is refused before any work
+        files.check_writable([self.folder / name for name in
+                              ("index.html", "manifest.json", "style.css", "attributions.html", "classes.html",
+                               *(pages.layer_page(layer) for layer in self.layers))])
         remove_partial_files(self.folder)
         s = self.settings
         conv = set(convolutions(self.loaded))

@@ -20,7 +20,7 @@ from cnnviz.analyses.feature_visualization.maximize import maximize
 from cnnviz.analyses.kernels import kernels
 from cnnviz.analyses.statistics import statistics
 from cnnviz.core import output as files
-from cnnviz.site.records import display_name, file_stem, safe
+from cnnviz.site.records import display_name, file_stem, layer_stem
 
 THUMBNAIL_WIDTH, THUMBNAIL_HEIGHT = 360, 540  # thumbnails fit in this box
 
@@ -32,7 +32,7 @@ class Jobs:
 
     def kernels_job(self, layer: str):
         report = reports.kernels(kernels(self.loaded, layer))
-        figures = [self._place(item, f"figures/{safe(layer)}/kernels.png") for item in report]
+        figures = [self._place(item, f"figures/{layer_stem(layer)}/kernels.png") for item in report]
         self._tick(1)
         return figures, {"notes": list(report.data["notes"])}
 
@@ -41,7 +41,7 @@ class Jobs:
         result.source = display_name(spec)  # figure titles: the file's name, not where it lies on this disk
         report = reports.activations(result, max_maps=32)
         figures = [
-            self._place(item, f"figures/{safe(item.layer)}/activations_{file_stem(spec)}.png",
+            self._place(item, f"figures/{layer_stem(item.layer)}/activations_{file_stem(spec)}.png",
                         settings={**item.settings, "image": spec}, image=spec)
             for item in report if item.kind == "activations"
         ]
@@ -54,8 +54,8 @@ class Jobs:
         report = reports.statistics(stats)
         files.write_npz(self.folder / "data" / "stats.npz", report.arrays["stats.npz"])
         paths = {"histograms": lambda item: "figures/statistics/histograms.png",
-                 "channel_statistics": lambda item: f"figures/{safe(item.layer)}/channel_statistics.png",
-                 "exemplars": lambda item: f"figures/{safe(item.layer)}/exemplars.png"}
+                 "channel_statistics": lambda item: f"figures/{layer_stem(item.layer)}/channel_statistics.png",
+                 "exemplars": lambda item: f"figures/{layer_stem(item.layer)}/exemplars.png"}
         figures = [self._place(item, paths[item.kind](item)) for item in report if item.kind in paths]
         data = {"images": stats.images, "skipped": stats.skipped, "layers": {}, "written": ["data/stats.npz"]}
         for layer in self.layers:
@@ -68,7 +68,7 @@ class Jobs:
         s = self.settings
         rendering = maximize(self.loaded, layer, channels=channels, steps=s.steps, seed=s.seed,
                              progress=lambda n: self._tick(n))
-        figures = [self._place(item, f"figures/{safe(layer)}/maximize_{item.unit.channel}.png", thumbnail=False)
+        figures = [self._place(item, f"figures/{layer_stem(layer)}/maximize_{item.unit.channel}.png", thumbnail=False)
                    for item in reports.maximize(rendering) if item.unit is not None]
         return figures, {"size": rendering.settings["size"]}
 
@@ -77,7 +77,7 @@ class Jobs:
         result = dream(self.loaded, image, layer, octaves=s.dream_octaves, iterations=s.dream_iterations,
                        seed=s.seed, progress=lambda n: self._tick(n))
         report = reports.dream(result, display_name(image))
-        figures = [self._place(item, f"figures/{safe(layer)}/dream.png", settings={**item.settings, "image": image},
+        figures = [self._place(item, f"figures/{layer_stem(layer)}/dream.png", settings={**item.settings, "image": image},
                                image=image) for item in report]
         return figures, {"gain": result.gain}
 

@@ -9,7 +9,7 @@ import jinja2
 
 from cnnviz.core.version import __version__
 from cnnviz.core import output as files
-from cnnviz.site.records import display_name
+from cnnviz.site.records import display_name, layer_stem
 
 LAYER_SECTIONS = [
     ("kernels", "Kernels", ["kernels"],
@@ -39,7 +39,7 @@ def _environment() -> jinja2.Environment:
 
 
 def layer_page(layer: str) -> str:
-    return f"layer-{files.safe_name(layer).replace(':', '_')}.html"
+    return f"layer-{layer_stem(layer)}.html"
 
 
 @dataclass
@@ -133,8 +133,8 @@ def write_site(content: SiteContent, manifest: dict) -> Path:
     written |= {"attributions.html"} if attributions else set()
     written |= {"classes.html"} if classes else set()
     for page in [*folder.glob("layer-*.html"), folder / "attributions.html", folder / "classes.html"]:
-        if page.name not in written and page.is_file():
-            page.unlink()
+        if page.name not in written:
+            files.remove_written(page)  # only pages the gallery wrote: a user's own page stays
     overview = [f for f in figures if f["kind"] == "histograms"]
     layer_notes = {layer: f"{sum(1 for f in by_layer.get(layer, []))} figures" for layer in content.layers}
     return write(

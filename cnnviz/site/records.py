@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from pathlib import Path
 
 import torch
@@ -26,6 +27,20 @@ def file_stem(text: str) -> str:
 
 def safe(text: str) -> str:
     return files.safe_name(text).replace(":", "_")
+
+
+SHARED_FIGURE_FOLDERS = ("statistics", "attributions", "classes")  # figures/NAME not of one layer
+
+
+def layer_stem(layer: str) -> str:
+    """The folder and page name of a layer: the name itself when it is plain lower-case
+    (``features.3``, ``layer1.0.conv1``), else a readable part and a hash of the whole name, so
+    that ``a-b`` and ``a b``, ``Conv`` and ``conv`` (on a case-insensitive disk) or two names
+    in scripts a file name cannot hold never share figures; nor does a layer named like the
+    gallery's own figure folders (``statistics``, ``attributions``, ``classes``)."""
+    if re.fullmatch(r"[a-z0-9_]+(\.[a-z0-9_]+)*(#[0-9]+)?", layer) and layer not in SHARED_FIGURE_FOLDERS:
+        return layer.replace("#", "-")  # a module's second call act#2: act-2 (a name with '-' is hashed)
+    return file_stem(layer.replace("/", "_").replace(os.sep, "_"))
 
 
 def display_name(spec: str) -> str:
@@ -75,9 +90,10 @@ def remove_written(folder: Path, paths) -> None:
         path = (folder / relative).resolve()
         if relative.split("/")[0] not in GALLERY_FOLDERS or root not in path.parents:
             continue  # a record names only what the gallery wrote; anything else is left alone
+        if not files.remove_written(path):
+            continue  # changed or replaced since the gallery wrote it: the user's now
+        parent = path.parent
         try:
-            path.unlink(missing_ok=True)
-            parent = path.parent
             while parent != root and not any(parent.iterdir()):
                 parent.rmdir()
                 parent = parent.parent
