@@ -18,6 +18,7 @@ import cnnviz
 from cnnviz import CnnvizError
 from cnnviz.cli.main import main
 from cnnviz.models.zoo import patterns
+from cnnviz.core.output import RECORD
 
 
 @pytest.fixture(scope="module")
@@ -328,7 +329,7 @@ def test_cli_writes_figures_raw_arrays_and_json(tmp_path, photos):
     result = CliRunner().invoke(main, ["saliency", "-i", "sample:chelsea", "-i", "sample:coffee", "-M", "gradient",
                                        "-M", "gradcam", "--sanity", "-o", str(tmp_path)])
     assert result.exit_code == 0, result.stderr
-    names = {p.name for p in tmp_path.iterdir()}
+    names = {p.name for p in tmp_path.iterdir()} - {RECORD}
     assert names == {"saliency_gradient_0.png", "saliency_gradient_1.png", "saliency_gradient.npy",
                      "saliency_gradcam_0.png", "saliency_gradcam_1.png", "saliency_gradcam.npy",
                      "sanity_gradient.png", "sanity_gradcam.png", "saliency_panel.png", "saliency.json"}

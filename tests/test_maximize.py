@@ -459,3 +459,13 @@ def test_an_objective_with_a_channel_out_of_range_is_one_clear_error():
     photos = cnnviz.load_model("builtin:photos")
     with pytest.raises(CnnvizError, match=r"channel\(features.12, 99999\) does not fit .*size 32"):
         cnnviz.maximize(photos, objective=o.channel("features.12", 99999), steps=2)
+
+
+def test_a_render_too_large_for_the_memory_is_refused_before_any_pass(pattern_model):
+    # 100000 x 100000 would need terabytes: refused at once, naming a size that fits
+    with pytest.raises(CnnvizError, match=r"needs about \d+\.\d GiB .* render at (\d+)x\1 or less") as refused:
+        cnnviz.maximize(pattern_model, "features.4:1", steps=1, size=100_000)
+    side = int(str(refused.value).rsplit("--size ", 1)[1].rstrip(")"))
+    assert 1000 < side < 100_000
+    with pytest.raises(CnnvizError, match="needs about"):
+        cnnviz.maximize(pattern_model, "logits:0", steps=1, size=(8, 10**6))

@@ -256,3 +256,36 @@ def test_boxes_equal_the_gradient_support(name):
         rows, columns = support[b].any(dim=1).nonzero().flatten(), support[b].any(dim=0).nonzero().flatten()
         found = [int(rows.min()), int(columns.min()), int(rows.max()), int(columns.max())] if rows.numel() else [0, 0, -1, -1]
         assert boxes[layer][0].reshape(-1, 4)[index].tolist() == found, (layer, index)
+
+
+class PNet(nn.Module):
+    """MTCNN's first stage: 3x3 convolutions with PReLU, a 2x2 ceil-mode pooling, dense heads."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = chain(nn.Conv2d(3, 10, 3), nn.PReLU(10), nn.MaxPool2d(2, 2, ceil_mode=True),
+                          nn.Conv2d(10, 16, 3), nn.PReLU(16), nn.Conv2d(16, 32, 3), nn.PReLU(32))
+        self.face = nn.Conv2d(32, 2, 1)
+
+    def forward(self, x):
+        return self.face(self.body(x))
+
+
+def test_ceil_mode_pooling_keeps_a_regular_grid_and_names_the_short_units():
+    # SqueezeNet 1.1's last Fire module: channels of a 1x1 and a 3x3 branch, the union is the field
+    squeeze = cnnviz.receptive_field(architecture("squeezenet1_1"), "features.12", input_size=224)
+    assert (squeeze.kind, squeeze.size, squeeze.stride, squeeze.offset) == ("grid", (207, 207), (16, 16), (-88, -88))
+    google = cnnviz.receptive_field(architecture("googlenet", init_weights=False, aux_logits=False), input_size=224)
+    last = google["inception5b"]
+    assert (last.kind, last.size, last.stride, last.offset) == ("grid", (379, 379), (32, 32), (-167, -167))
+    assert last.overhang == (6, 6) and not last.uniform and "overhang" in last.text
+    pool = google["maxpool1"]  # 112 rows pooled 3 by 2 with ceil: 56 windows, the last one past the edge
+    assert (pool.size, pool.stride, pool.overhang) == ((11, 11), (4, 4), (1, 1))
+    boxes = unit_boxes(architecture("googlenet", init_weights=False, aux_logits=False), ["maxpool1"], input_size=224)
+    assert boxes["maxpool1"][0, 0, -1, -1].tolist()[2:] == [223, 223]  # the short unit ends at the input's edge
+    assert "cut at the edge" in str(google)
+    # a 12 x 12 face window every 2 pixels: MTCNN's P-Net, ceil-mode pooling at an odd size
+    pnet = cnnviz.receptive_field(PNet().eval(), input_size=(25, 31))
+    assert (pnet["face"].size, pnet["face"].stride, pnet["face"].offset) == ((12, 12), (2, 2), (0, 0))
+    assert pnet["body.2"].overhang == (1, 1) and pnet["face"].overhang == (1, 1)
+    assert cnnviz.receptive_field(PNet().eval(), input_size=(24, 30))["face"].overhang is None

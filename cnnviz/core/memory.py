@@ -125,3 +125,40 @@ def reuse_freed_memory(device: torch.device | str = "cpu") -> Iterator[None]:
                 libc.malloc_trim(0)
                 for parameter, value in AFTER.items():
                     libc.mallopt(parameter, value)
+
+
+def available_memory(device: torch.device | str = "cpu") -> int | None:
+    """Bytes of memory free for new tensors on ``device``: a GPU's free memory, or on the CPU
+    what Linux reports as available (``MemAvailable``), bounded by the process's cgroup limit;
+    ``None`` when it cannot be told."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        try:
+            return int(torch.cuda.mem_get_info(device)[0])
+        except (RuntimeError, AssertionError):
+            return None
+    if device.type != "cpu":
+        return None
+    available = None
+    try:
+        with open("/proc/meminfo", encoding="ascii") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    available = int(line.split()[1]) * 1024
+                    break
+    except (OSError, ValueError, IndexError):
+        try:
+            available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (ValueError, OSError, AttributeError):
+            return None
+    try:
+        with open("/sys/fs/cgroup/memory.max", encoding="ascii") as limit_file:
+            limit = limit_file.read().strip()
+        with open("/sys/fs/cgroup/memory.current", encoding="ascii") as current_file:
+            current = int(current_file.read().strip())
+        if limit != "max":
+            left = int(limit) - current
+            available = left if available is None else min(available, left)
+    except (OSError, ValueError):
+        pass
+    return available

@@ -32,6 +32,7 @@ from cnnviz.analyses.feature_visualization.optimizer import Adam, bf16_wanted
 from cnnviz.core.display import Shows
 from cnnviz.errors import CnnvizError, check_seed
 from cnnviz.core.output import set_progress_total
+from cnnviz.core.memory import available_memory
 from cnnviz.core.model import preprocessing_of, unwrap
 from cnnviz.analyses.feature_visualization.parameterization import image_parameters
 from cnnviz.core.probe import failure_at, probe
@@ -137,6 +138,7 @@ def maximize(
     device = next((p.device for p in module.parameters()), torch.device("cpu"))
     canvas = _canvas(model, size, plan, preprocessing)
     robust = robustness if robustness is not None else Robustness()
+    _check_memory(model, plan, canvas, robust, preprocessing, device)
     canvas, view = _view(model, plan, canvas, robust, preprocessing, size)
     # a model whose output is a softmax: maximize the logits it takes (its input), not a probability
     softmax = final_softmax(module, preprocessing.channels, view) if plan.ref is not None and plan.ref.is_output else None
@@ -334,6 +336,15 @@ def _scaled(robust: Robustness, factor: float) -> Robustness:
 def _batch_size(model, size, plan: _Plan, preprocessing) -> int:
     """As many images as fit the activation budget (forward and backward) of what runs up to the
     target (measured by a pass that stops there too) at ``size``, what the network sees."""
+    per_image = _bytes_per_image(model, size, plan, preprocessing)
+    if per_image is None:
+        return min(len(plan.units), 16)
+    return int(max(1, min(len(plan.units), MEMORY_BUDGET // per_image, 64)))
+
+
+def _bytes_per_image(model, size, plan: _Plan, preprocessing) -> int | None:
+    """The activation memory (forward and backward) of one image of ``size`` up to the target,
+    from the shapes of a pass that stops there; ``None`` when no pass runs at that size."""
     module, _ = unwrap(model)
     names = [name for name, _ in module.named_modules() if name]
     leaves = {name for name in names if not any(other.startswith(name + ".") for other in names)}
@@ -343,11 +354,37 @@ def _batch_size(model, size, plan: _Plan, preprocessing) -> int:
             recorder.run(example)
             shapes = recorder.shapes
     except CnnvizError:
-        return min(len(plan.units), 16)
+        return None
     per_image = sum(math.prod(shape[1:]) for name, calls in shapes.items() if name in leaves
                     for shape in calls if shape is not None)
-    per_image = max(per_image, 1) * 4 * 3  # float32: the output, its gradient, what autograd keeps
-    return int(max(1, min(len(plan.units), MEMORY_BUDGET // per_image, 64)))
+    return max(per_image, 1) * 4 * 3  # float32: the output, its gradient, what autograd keeps
+
+
+def _check_memory(model, plan: _Plan, canvas, robust, preprocessing, device) -> None:
+    """Refuse a canvas whose one image would not fit the memory there is, before any pass at
+    that size (which would die in the allocator), naming the largest size that fits. The cost
+    per pixel is measured at a small size and scaled by the area (activations grow with it)."""
+    padded = robust.output_size(canvas)
+    pixels = padded[0] * padded[1]
+    if pixels <= 1024 * 1024:
+        return  # up to 1024 x 1024 nothing is estimated: that always fits a machine that runs torch
+    per_pixel = None
+    for probe_size in ((64, 64), tuple(preprocessing.input_size)):
+        measured = _bytes_per_image(model, probe_size, plan, preprocessing)
+        if measured is not None:
+            per_pixel = measured / (probe_size[0] * probe_size[1])
+            break
+    image = 4 * preprocessing.channels * 16  # the image, its spectrum, Adam's moments, the transforms
+    per_pixel = (per_pixel or 0) + image
+    available = available_memory(device)
+    if available is None or per_pixel * pixels <= 0.8 * available:
+        return
+    side = int(math.sqrt(0.8 * available / per_pixel) / (padded[0] / canvas[0]))
+    side = max(8, side // 8 * 8)
+    raise CnnvizError(
+        f"a {canvas[0]}x{canvas[1]} render needs about {per_pixel * pixels / 2**30:.1f} GiB for one image, and "
+        f"{available / 2**30:.1f} GiB of memory is free here; render at {side}x{side} or less (--size {side})"
+    )
 
 
 def _padding_offset(model, plan: _Plan, canvas, view, preprocessing) -> tuple[int, int]:

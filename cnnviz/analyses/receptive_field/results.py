@@ -38,6 +38,10 @@ class ReceptiveField:
         box: for a neuron reference (``layer:c@i,j``), its region ``(top, left, bottom, right)``
             clipped to the input (inclusive), else ``None``.
         notes: operations that were handled conservatively (their outputs may be overestimated).
+        overhang: ``(rows, columns)``: how many of the grid's last rows and columns of units have
+            a region cut short at the bottom and right edge, although the grid is regular (a
+            ceil-mode pooling's last window overhangs the input: GoogLeNet, SqueezeNet, MTCNN);
+            ``None`` when no unit does. Their regions end at the input's edge.
     """
 
     layer: str
@@ -50,6 +54,7 @@ class ReceptiveField:
     input_size: Pair
     box: tuple[int, int, int, int] | None = None
     notes: tuple[str, ...] = ()
+    overhang: Pair | None = None
 
     @property
     def is_global(self) -> bool:
@@ -79,7 +84,10 @@ class ReceptiveField:
             top, left, bottom, right = self.box
             return f"{size} (rows {top}-{bottom}, columns {left}-{right})"
         text = f"{size} /{pair_text(self.stride)} @{pair_text(self.offset)}"
-        if not self.uniform:
+        if self.overhang:
+            rows, columns = self.overhang
+            text += f" (last {rows} row(s), {columns} column(s) overhang)"
+        elif not self.uniform:
             text += " ~"
         return text + (" (all)" if self.covers_input else "")
 
@@ -90,6 +98,7 @@ class ReceptiveField:
             "stride": list(self.stride) if self.stride else None, "offset": list(self.offset) if self.offset else None,
             "covers_input": self.covers_input, "uniform": self.uniform, "input_size": list(self.input_size),
             "box": list(self.box) if self.box else None, "notes": list(self.notes),
+            "overhang": list(self.overhang) if self.overhang else None,
         }
 
 
@@ -111,7 +120,8 @@ class ReceptiveFields(Shows, dict):
         rows = [header] + [
             (name, pair_text(rf.size) if rf.kind != "none" else "-",
              pair_text(rf.stride) if rf.stride else "-", pair_text(rf.offset) if rf.offset else "-",
-             "whole input" if rf.is_global else rf.kind if rf.kind != "grid" else "")
+             "whole input" if rf.is_global else rf.kind if rf.kind != "grid" else
+             f"last {rf.overhang[0]} rows, {rf.overhang[1]} columns cut at the edge" if rf.overhang else "")
             for name, rf in self.items()
         ]
         widths = [max(len(r[i]) for r in rows) for i in range(len(header))]

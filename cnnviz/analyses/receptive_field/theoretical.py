@@ -106,6 +106,11 @@ def _summarise(name: str, box: Box, clipped: Box, input_size: Pair, notes, neuro
         region = (int(exact[0]), int(exact[2]), int(exact[1]), int(exact[3])) if math.isfinite(exact[0]) else None
         return replace(base, kind="grid", size=(int(rhi - rlo) + 1, int(chi - clo) + 1), stride=None,
                        offset=(int(rlo), int(clo)), covers_input=covers, box=region)
+    if box.rlo.dim() == 4 and 1 in {*_varying(box.rlo), *_varying(box.rhi), *_varying(box.clo), *_varying(box.chi)}:
+        # channels of branches with different fields, concatenated (Inception, SqueezeNet's Fire):
+        # the layer's field is the union over its channels
+        box = Box(box.rlo.amin(1, keepdim=True), box.rhi.amax(1, keepdim=True),
+                  box.clo.amin(1, keepdim=True), box.chi.amax(1, keepdim=True), box.jump)
     row_dims, column_dims = _varying(box.rlo), _varying(box.clo)
     row_extent = _largest(box.rhi, box.rlo)
     column_extent = _largest(box.chi, box.clo)
@@ -129,7 +134,33 @@ def _summarise(name: str, box: Box, clipped: Box, input_size: Pair, notes, neuro
     stride = (_step(rows_lo, box.jump[0]), _step(cols_lo, box.jump[1]))
     offset = (int(rows_lo[0]), int(cols_lo[0]))
     uniform = _uniform(rows_lo, rows_hi) and _uniform(cols_lo, cols_hi)
-    return replace(base, kind="grid", size=size, stride=stride, offset=offset, covers_input=covers, uniform=uniform)
+    rows, columns = _overhang(rows_lo, rows_hi, stride[0]), _overhang(cols_lo, cols_hi, stride[1])
+    if rows is not None and columns is not None and (rows[1] or columns[1]):
+        # a regular grid whose last units are cut short (ceil-mode pooling): its size is the
+        # full one, and the short units are named
+        size = (rows[0], columns[0])
+        overhang = (rows[1], columns[1])
+    else:
+        overhang = None
+    return replace(base, kind="grid", size=size, stride=stride, offset=offset, covers_input=covers, uniform=uniform,
+                   overhang=overhang)
+
+
+def _overhang(lo: torch.Tensor, hi: torch.Tensor, stride: int) -> tuple[int, int] | None:
+    """Along one axis of a grid: ``(full size, how many of the last units are shorter)`` when the
+    units start at a regular step and only a trailing run of them is cut short at the far edge
+    (ceil-mode pooling's last window overhangs the input, and the part beyond it holds no
+    pixel; the layers after it inherit the short edge). ``None`` when the grid is not like that."""
+    n = len(lo)
+    if n < 2 or not bool((lo - lo[0] == torch.arange(n, dtype=lo.dtype) * stride).all()):
+        return None
+    extent = hi - lo + 1
+    full = extent.max()
+    short = extent < full
+    count = int(short.sum())
+    if count and (count == n or not bool(short[n - count:].all())):
+        return None
+    return int(full), count
 
 
 def _varying(part: torch.Tensor) -> list[int]:
