@@ -407,3 +407,22 @@ def test_layers_with_names_a_file_name_flattens_keep_their_own_figures(tmp_path)
     for layer in layers:
         page = site / layer_page(layer)
         assert html.unescape(page.read_text()).count(layer) > 0 and page.name in pages
+
+
+def test_images_given_as_tensors_and_pil_images(tmp_path):
+    loaded = cnnviz.load_model("builtin:photos")
+    torch.manual_seed(0)
+    images = [torch.rand(3, 40, 48), (torch.rand(3, 32, 32) * 255).to(torch.uint8), cnnviz.samples.image("coffee")]
+    settings = {"max_channels": 1, "steps": 1, "max_classes": 0, "activation_images": 3, "attribution_images": 1,
+                "methods": "gradient", "dream_octaves": 1, "dream_iterations": 1}
+    first = cnnviz.gallery(loaded, images, ["features.0"], tmp_path / "site", **settings)
+    assert not first.failed
+    kept = sorted((tmp_path / "site" / "data" / "inputs").glob("*.png"))
+    assert len(kept) == 3 and json.loads((tmp_path / "site" / "manifest.json").read_text())["images"]["count"] == 3
+    # the files hold the images (8-bit): the first tensor, to within rounding
+    np.testing.assert_allclose(np.asarray(Image.open(kept[0])) / 255, images[0].permute(1, 2, 0).numpy(), atol=0.5 / 255 + 1e-6)
+    again = cnnviz.gallery(loaded, images, ["features.0"], tmp_path / "site", **settings)
+    assert again.done == 0
+    with pytest.raises(CnnvizError, match="in \\[0, 1\\]"):
+        cnnviz.gallery(loaded, [torch.rand(3, 8, 8) * 4], ["features.0"], tmp_path / "other", **settings)
+    assert not (tmp_path / "other").exists()

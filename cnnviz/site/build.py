@@ -68,7 +68,9 @@ def gallery(
     Args:
         model: a spec (``"builtin:photos"``), a :class:`LoadedModel` or an ``nn.Module`` (left
             untouched).
-        images: an image spec (a folder, ``samples``, files, ``sample:NAME``), or a list of them.
+        images: an image spec (a folder, ``samples``, files, ``sample:NAME``), or a list of them;
+            ``C x H x W`` tensors (floats in [0, 1] or uint8; or one ``N x C x H x W`` batch) and
+            PIL images too, kept in the gallery as PNG files (``data/inputs``, 8-bit).
         layer: the layer or layers that get a page (whole layers); default every convolution, or
             8 of them spread over the depth when there are more than 12.
         output: the gallery's folder (created; an existing gallery there is completed or updated).
@@ -103,6 +105,49 @@ def gallery(
         return builder.run()
 
 
+INPUTS = "data/inputs"  # where images given as tensors or PIL images are kept, as PNG files
+
+
+def _image_specs(images, folder: Path, channels: int) -> tuple[list, dict[str, bytes]]:
+    """The image specs of ``images`` with every tensor (``C x H x W``, or ``N x C x H x W``) and
+    PIL image replaced by the path of a PNG file in the gallery's ``data/inputs`` (named by its
+    content, so a re-run reuses its results); with those files' contents, to be written. A
+    tensor is stored as 8-bit PNG (1 or 3 channels; what the pages show and the jobs read)."""
+    import io
+
+    import torch
+    from PIL import Image
+
+    from cnnviz.inputs.images import to_tensor
+
+    if isinstance(images, (str, os.PathLike)):
+        return [images], {}
+    items = list(images) if isinstance(images, (list, tuple)) else [images]
+    if isinstance(images, torch.Tensor):
+        items = list(images) if images.dim() == 4 else [images]
+    specs, pending = [], {}
+    for item in items:
+        if isinstance(item, torch.Tensor):
+            pixels = to_tensor(item.detach().cpu(), item.shape[0] if item.dim() == 3 else channels)
+            if pixels.shape[0] not in (1, 3):
+                raise CnnvizError(f"a gallery keeps its images as PNG files: give 1- or 3-channel tensors, "
+                                  f"not {pixels.shape[0]} channels (or save them as files yourself)")
+            array = (pixels.float().clamp(0, 1) * 255).round().to(torch.uint8)
+            image = Image.fromarray(array[0].numpy() if array.shape[0] == 1 else array.permute(1, 2, 0).numpy())
+        elif isinstance(item, Image.Image):
+            image = item if item.mode in ("1", "L", "LA", "I", "I;16", "P", "RGB", "RGBA") else item.convert("RGB")
+        else:
+            specs.append(item)
+            continue
+        buffer = io.BytesIO()
+        image.save(buffer, format="png")
+        data = buffer.getvalue()
+        path = str(Path(folder).expanduser() / INPUTS / f"image{len(specs)}-{hashlib.sha256(data).hexdigest()[:10]}.png")
+        specs.append(path)
+        pending[path] = data
+    return specs, pending
+
+
 def default_layers(model) -> list[str]:
     """The layers a gallery shows by default: every convolution, or 8 of them spread evenly over
     the depth (the first and the last included) when there are more than 12."""
@@ -126,13 +171,26 @@ class _Builder(Jobs):
         except CnnvizError:
             self.table = layer_table(loaded)
         self.images = images
-        self.sources = [source.spec for source in image_sources(images)]
+        specs, in_memory = _image_specs(images, folder, loaded.preprocessing.channels)
+        named = [spec for spec in specs if spec not in in_memory]
+        if named:
+            image_sources(named)  # a bad spec fails now, before any file is written
         self.layers = self._layers(layers)
-        self._readable: list[str] | None = None
-        self.readable()  # no image can be read: fail now, before any file is written
         if settings.dream_image is not None:
             open_image(settings.dream_image)
         self.folder = files.output_folder(folder)
+        # a user's own index.html (or manifest, or page) in the folder is refused before any work
+        files.check_writable([self.folder / name for name in
+                              ("index.html", "manifest.json", "style.css", "attributions.html", "classes.html",
+                               *(pages.layer_page(layer) for layer in self.layers))] + list(in_memory))
+        for path, data in in_memory.items():  # images given as tensors or PIL images: kept with the gallery
+            files.write_bytes(path, data)
+        for stale in sorted((self.folder / INPUTS).glob("*.png")):  # those of an earlier run's images
+            if str(stale) not in in_memory:
+                files.remove_written(stale)
+        self.sources = [source.spec for source in image_sources(specs)]
+        self._readable: list[str] | None = None
+        self.readable()  # no image can be read: fail now, before the jobs
         self.model_key = model_key(loaded)
         self.images_key = images_key(self.sources)
         self.done = self.reused = 0
@@ -195,10 +253,6 @@ class _Builder(Jobs):
     # -- the run ------------------------------------------------------------------------------
 
     def run(self) -> Gallery:
-        # a user's own index.html (or manifest, or page) in the folder is refused before any work
-        files.check_writable([self.folder / name for name in
-                              ("index.html", "manifest.json", "style.css", "attributions.html", "classes.html",
-                               *(pages.layer_page(layer) for layer in self.layers))])
         remove_partial_files(self.folder)
         s = self.settings
         conv = set(convolutions(self.loaded))
