@@ -100,3 +100,22 @@ def detector() -> nn.Module:
     torch.manual_seed(0)
     return nn.Sequential(nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.PReLU(8), nn.Conv2d(8, 16, 3, stride=2, padding=1),
                          nn.PReLU(16), nn.Conv2d(16, 2, 1))
+
+
+class TextDirection(nn.Module):
+    """An OCR line classifier: greyscale 32 x 100 lines (CRNN's size), flattened into a Linear
+    (the size is declared nowhere, and no square size gives the Linear its 3200 features)."""
+
+    def __init__(self):
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                                      nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2))
+        self.classifier = nn.Linear(16 * 8 * 25, 2)
+
+    def forward(self, x):
+        return self.classifier(self.features(x).flatten(1))
+
+
+def text_direction() -> nn.Module:
+    torch.manual_seed(5)
+    return TextDirection().eval()

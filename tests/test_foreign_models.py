@@ -281,3 +281,20 @@ def test_sigterm_ends_a_command_cleanly_and_stale_parts_go(tmp_path):
     fresh.write_text("being written")
     cnnviz.core.output.write_json(out / "kernels.json", {"a": 1})
     assert not stale.exists() and fresh.exists()
+
+
+def test_a_size_that_is_not_square_is_found_and_images_are_resized_to_it(tmp_path):
+    model = foreign_models.text_direction()
+    with pytest.warns(cnnviz.CnnvizWarning, match="32x100"):
+        loaded = cnnviz.load_model(model)
+    assert loaded.preprocessing.input_size == (32, 100) and loaded.preprocessing.channels == 1
+    # an image of the same shape is resized, not enlarged and cropped: all of it is seen
+    line = torch.zeros(1, 64, 200)
+    line[:, :, :40] = 1  # a white block at the left end
+    x = cnnviz.inputs.prepare(line, loaded.preprocessing)
+    assert x.shape == (1, 1, 32, 100) and float(x[0, 0, :, :18].mean()) > 0.9 and float(x[0, 0, :, 24:].max()) < 0.1
+    before = snapshot(model)
+    result = CliRunner().invoke(main, ["predict", "-m", f"{FACTORY}:text_direction", "-i", "sample:text"])
+    assert result.exit_code == 0, result.stderr
+    assert "32x100" in result.stderr and result.stdout.startswith("sample:text: ")
+    assert_untouched(model, before)

@@ -5,7 +5,8 @@ Many models take one size only: a LeNet flattens its last maps into ``Linear(400
 this order: 224 x 224 (a model with adaptive pooling takes any size), 112 x 112, then sizes near
 the one that would give the first ``Linear`` its ``in_features`` (the square root of a flattened
 ``C x h x w`` width grows linearly with the side, so the widths at 224 and 112 place it), common
-sizes first. Each dry run stops at the first ``nn.Linear`` that the forward pass reaches
+sizes first; last, sizes that are not square (an OCR model's 32 x 100 or 48 x 192: at each common
+height, then each common width, the width that gives the ``Linear`` its features). Each dry run stops at the first ``nn.Linear`` that the forward pass reaches
 (its input has the right width or not: the rest of the network never runs), runs in eval mode
 and without gradients, and leaves the model as it was (:func:`cnnviz.core.guard.model_guard`).
 
@@ -85,7 +86,46 @@ def _search(module: nn.Module, channels: int) -> tuple[tuple[int, int], str]:
             if first is not None:
                 return (side, side), f"found by dry runs: the first Linear takes {first[1]} features"
             return (side, side), "found by dry runs"
+    if first is not None:
+        found = _oblong(module, channels, linears, first[1])
+        if found is not None:
+            return found, f"found by dry runs: the first Linear takes {first[1]} features"
     return DEFAULT, "no size tried ran; the default"
+
+
+HEIGHTS = (32, 48, 64, 24, 28, 40, 16, 96, 128)  # of text lines, spectrograms, strips: the common ones
+OBLONG_TRIES = 120
+
+
+def _oblong(module: nn.Module, channels: int, linears, wanted: int) -> tuple[int, int] | None:
+    """A size that is not square (an OCR model's 32 x 100 or 48 x 192): for each common height
+    (then each common width, for tall inputs), the flattened width at two widths places the
+    width that gives the first Linear its ``wanted`` features (at a fixed height the flattened
+    ``C x h x w`` width grows linearly with the input's width); the widths near it are tried."""
+    tries = 0
+    for tall in (False, True):
+        for fixed in HEIGHTS:
+            def size(free: int) -> tuple[int, int]:
+                return (free, fixed) if tall else (fixed, free)
+
+            narrow, wide = _dry_run(module, channels, size(128), linears), _dry_run(module, channels, size(256), linears)
+            tries += 2
+            for free, result in ((128, narrow), (256, wide)):
+                if result is True:
+                    return size(free)
+            if tries > OBLONG_TRIES:
+                return None
+            if narrow is None or wide is None or narrow[0] == wide[0]:
+                continue
+            estimate = 128 + (wanted - narrow[0]) * 128 / (wide[0] - narrow[0])
+            if not 8 <= estimate <= 4096:
+                continue
+            centre = round(estimate)
+            for free in sorted(range(max(8, centre - 3), centre + 4), key=lambda f: abs(f - estimate)):
+                tries += 1
+                if _dry_run(module, channels, size(free), linears) is True:
+                    return size(free)
+    return None
 
 
 def _candidates(estimate: float | None):
