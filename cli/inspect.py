@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from cnnviz.cli.options import model_options, note
+from cnnviz.cli.options import model_options, note, one_image
 from cnnviz.cli.options import output_option as _output_option
 from cnnviz.cli.options import wrote as _wrote
 
@@ -52,7 +52,8 @@ def kernels(loaded, layers, channels, inputs, view, scope, output) -> None:
 
 @click.command()
 @model_options
-@click.option("--image", "-i", required=True, metavar="IMG", help="An image file or sample:NAME.")
+@click.option("--image", "-i", multiple=True, required=True, callback=one_image, metavar="IMG",
+              help="An image file or sample:NAME.")
 @click.option("--layer", "-l", "layers", multiple=True, required=True, metavar="REF", help="A layer (repeatable).")
 @click.option("--top", "-k", type=click.IntRange(min=1), default=32, show_default=True,
               help="Show this many channels per layer, by mean activation.")
@@ -83,8 +84,8 @@ def activations(loaded, image, layers, top, order, channels, scope, overlay, out
 
 @click.command()
 @model_options
-@click.option("--images", "-i", required=True, metavar="DIR|samples",
-              help="A folder of images (recursive), samples, or one image.")
+@click.option("--images", "-i", multiple=True, required=True, metavar="DIR|samples",
+              help="A folder of images (recursive), samples, or an image (repeatable).")
 @click.option("--layer", "-l", "layers", multiple=True, required=True, metavar="REF", help="A layer (repeatable).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
 @click.option("--top-k", type=click.IntRange(min=1, max=64), default=8, show_default=True, help="Exemplars per channel.")
@@ -108,6 +109,7 @@ def stats(loaded, images, layers, batch_size, top_k, bins, output) -> None:
     import cnnviz
     from cnnviz.inputs.images import image_sources
 
+    images = images[0] if len(images) == 1 else list(images)  # -i given once: the spec as it is
     total = len(image_sources(images))
 
     with tqdm(total=total, unit="image", desc="statistics", disable=None, leave=False) as bar:

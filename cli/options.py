@@ -113,3 +113,11 @@ def wrote(paths) -> None:
     """Say which files a command wrote, one line each."""
     for path in paths:
         click.echo(f"wrote {path}")
+
+
+def one_image(ctx, param, value):
+    """For a command that shows one image: ``-i`` given twice is an error, not the last one kept."""
+    if len(value) > 1:
+        raise click.BadParameter(f"this command takes one image, but {len(value)} were given; give -i once "
+                                 "(run it once per image)", ctx=ctx, param=param)
+    return value[0] if value else None

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from cnnviz.cli.options import model_options, note
+from cnnviz.cli.options import model_options, note, one_image
 from cnnviz.cli.options import wrote as _wrote
 
 
@@ -127,7 +127,8 @@ def _dataset_maxima(path):
 
 @click.command()
 @model_options
-@click.option("--image", "-i", required=True, metavar="IMG", help="An image file or sample:NAME.")
+@click.option("--image", "-i", multiple=True, required=True, callback=one_image, metavar="IMG",
+              help="An image file or sample:NAME.")
 @click.option("--layer", "-l", "layers", multiple=True, required=True, metavar="REF", help="A layer (repeatable).")
 @click.option("--weight", "layer_weights", multiple=True, type=float, metavar="W",
               help="The weight of each --layer, in order (default 1 each).")

@@ -119,6 +119,8 @@ def files(tmp_path):
         (["layers", "-m", "torchvision:resnet18", "--layer", "logits:tabbby"], ["did you mean 'tabby'"]),
         (["layers", "--modle", "x"], ["No such option '--modle'", "--model"]),
         (["layrs"], ["No such command 'layrs'"]),
+        (["activations", "-i", "sample:chelsea", "-i", "sample:coffee", "-l", "features.0"], ["takes one image", "give -i once"]),
+        (["dream", "-i", "sample:chelsea", "-i", "sample:coffee", "-l", "features.0"], ["takes one image"]),
     ],
 )
 def test_errors_are_one_line_with_exit_code_2(files, monkeypatch, args, fragments):

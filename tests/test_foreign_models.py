@@ -298,3 +298,43 @@ def test_a_size_that_is_not_square_is_found_and_images_are_resized_to_it(tmp_pat
     assert result.exit_code == 0, result.stderr
     assert "32x100" in result.stderr and result.stdout.startswith("sample:text: ")
     assert_untouched(model, before)
+
+
+def test_every_command_on_a_torchscript_trace(tmp_path):
+    """Inside a TorchScript model nothing can be hooked or traced: what needs only the weights or
+    the output works (kernels, output activations and statistics, saliency, classes, dream on
+    the output, predict, the output's field measured from gradients, a gallery of those), and a
+    layer inside is one clear error."""
+    spec = f"{FACTORY}:scripted"
+    original = foreign_models.smooth()
+    _cli("kernels", "-m", spec, "-l", "features.2", "-o", str(tmp_path / "k"))
+    shown = json.loads((tmp_path / "k" / "kernels_features.2.json").read_text())
+    assert shown["out_channels"] == original.features[2].out_channels and shown["type"] == "Conv2d"
+    assert torch.equal(cnnviz.kernels(foreign_models.scripted(), "features.2").weight,
+                       cnnviz.kernels(original, "features.2").weight)
+    _cli("activations", "-m", spec, "-i", "sample:chelsea", "-l", "logits", "-o", str(tmp_path / "a"))
+    _cli("stats", "-m", spec, "-i", "sample:chelsea", "-i", "sample:coffee", "-l", "logits", "-o", str(tmp_path / "s"))
+    assert json.loads((tmp_path / "s" / "stats.json").read_text())["images"] == 2
+    _cli("saliency", "-m", spec, "-i", "sample:chelsea", "-M", "gradient", "-M", "guided_backprop", "-o", str(tmp_path / "g"))
+    skipped = json.loads((tmp_path / "g" / "saliency.json").read_text())["skipped"]
+    assert [entry["method"] for entry in skipped] == ["guided_backprop"] and "TorchScript" in skipped[0]["why"]
+    _cli("maximize", "-m", spec, "-l", "logits:1", "--steps", "4", "--size", "64", "-o", str(tmp_path / "c"))
+    _cli("dream", "-m", spec, "-i", "sample:chelsea", "-l", "logits", "--iterations", "1", "--octaves", "1",
+         "-o", str(tmp_path / "d"))
+    assert _cli("predict", "-m", spec, "-i", "sample:chelsea").startswith("sample:chelsea: ")
+    # the output's field, measured, equals the traced theory of the original module
+    _cli("rf", "-m", spec, "--input-size", "64", "64", "-o", str(tmp_path / "r"))
+    measured = json.loads((tmp_path / "r" / "receptive_fields.json").read_text())["layers"]
+    assert [f["layer"] for f in measured] == ["logits"] and measured[0]["kind"] == "global"
+    dense = foreign_models.detector()
+    scripted_dense = torch.jit.trace(dense, torch.zeros(1, 3, 64, 64))
+    theory = cnnviz.receptive_field(dense, "logits", input_size=64)
+    field = cnnviz.receptive_field(scripted_dense, "logits", input_size=64)
+    assert (field.size, field.stride, field.offset) == (theory.size, theory.stride, theory.offset) and field.notes
+    refused = CliRunner().invoke(main, ["activations", "-m", spec, "-i", "sample:chelsea", "-l", "features.2"])
+    assert refused.exit_code == 2 and "TorchScript" in refused.output
+    _cli("gallery", "-m", spec, "-i", "sample:chelsea", "-i", "sample:coffee", "--steps", "2", "--class-steps", "2",
+         "--max-channels", "1", "--max-classes", "2", "--methods", "gradient", "-o", str(tmp_path / "site"))
+    manifest = json.loads((tmp_path / "site" / "manifest.json").read_text())
+    kinds = {f["kind"] for f in manifest["figures"]}
+    assert {"kernels", "class", "attributions"} <= kinds and manifest["layers"] == cnnviz.convolutions(original)

@@ -433,7 +433,7 @@ def _relu_rule(forward, x: torch.Tensor, target: list[int], rule: str) -> torch.
         selected = values[torch.arange(len(values)), torch.tensor(target)]
     what = rule.replace("_", " ")
     if mode.calls == 0 and isinstance(unwrap(forward.model)[0], torch.jit.ScriptModule):
-        raise NotApplicable(f"{what} changes the backward rule of activations, and a TorchScript model's run outside Python, "
+        raise NotApplicable(f"{what} changes the backward rule of activations, and a TorchScript model's activations run outside Python, "
                             "where they cannot be rerouted: load the original nn.Module to use it")
     if mode.calls == 0:
         raise NotApplicable(

@@ -18,6 +18,7 @@ Example::
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 
 import torch
 from torch import nn
@@ -168,8 +169,9 @@ def kernels(
     """
     module, _ = unwrap(model)
     target = layer_ref(model, layer)
-    conv = target.module
-    if not isinstance(conv, nn.modules.conv._ConvNd):
+    conv = as_convolution(target.module)
+    if conv is None:
+        conv = target.module
         raise CnnvizError(
             f"{target.layer_text} is a {type(conv).__name__}, not a convolution; "
             f"{_list_convolutions(module)}"
@@ -206,7 +208,7 @@ def kernels(
     summed = chosen_inputs if inputs is not None else list(range(per_group))
     return Kernels(
         layer=target.layer_text,
-        module_type=type(conv).__name__,
+        module_type=getattr(target.module, "original_name", None) or type(target.module).__name__,
         weight=weight[chosen],
         outputs=chosen,
         inputs=chosen_inputs,
@@ -224,9 +226,32 @@ def kernels(
 
 
 def convolutions(model) -> list[str]:
-    """The names of every convolution of a model, in module order."""
+    """The names of every convolution of a model, in module order (a TorchScript model's too)."""
     module, _ = unwrap(model)
-    return [name for name, m in module.named_modules() if isinstance(m, nn.modules.conv._ConvNd)]
+    return [name for name, m in module.named_modules() if as_convolution(m) is not None]
+
+
+_CONVOLUTIONS = ("Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d", "ConvTranspose2d", "ConvTranspose3d")
+
+
+def as_convolution(module: nn.Module):
+    """``module`` itself when it is a convolution; for a convolution inside a TorchScript model
+    (scripted or traced: ``original_name`` says what it was, and a trace keeps only ``weight``
+    and ``bias``), a stand-in with what the kernels need (its weight, channels, groups,
+    transposition; a trace's groups are taken as 1); else ``None``."""
+    if isinstance(module, nn.modules.conv._ConvNd):
+        return module
+    if not isinstance(module, torch.jit.ScriptModule) or getattr(module, "original_name", None) not in _CONVOLUTIONS:
+        return None
+    weight = getattr(module, "weight", None)
+    if not isinstance(weight, torch.Tensor) or weight.dim() < 3:
+        return None
+    transposed = module.original_name.startswith("ConvTranspose")
+    groups = int(getattr(module, "groups", 1))
+    ins, outs = (weight.shape[0], weight.shape[1] * groups) if transposed else (weight.shape[1] * groups, weight.shape[0])
+    return SimpleNamespace(weight=weight, transposed=transposed, groups=groups,
+                           in_channels=int(getattr(module, "in_channels", ins)),
+                           out_channels=int(getattr(module, "out_channels", outs)))
 
 
 def _resolve_view(view: str, weight: torch.Tensor, model: nn.Module, conv: nn.Module) -> str:
@@ -239,8 +264,8 @@ def _resolve_view(view: str, weight: torch.Tensor, model: nn.Module, conv: nn.Mo
         raise CnnvizError("the colour view needs kernels over 3 input channels; use the pairs or outputs view")
     if view != "auto":
         return view
-    first = next((m for m in model.modules() if isinstance(m, nn.modules.conv._ConvNd)), None)
-    if conv is first and conv.in_channels == 3 and conv.groups == 1 and not conv.transposed:
+    first = next((c for c in map(as_convolution, model.modules()) if c is not None), None)
+    if first is not None and first.weight.data_ptr() == conv.weight.data_ptr() and first.weight.shape == conv.weight.shape and conv.in_channels == 3 and conv.groups == 1 and not conv.transposed:
         return "colour"
     if weight.shape[1] == 1:
         return "outputs"
@@ -250,8 +275,8 @@ def _resolve_view(view: str, weight: torch.Tensor, model: nn.Module, conv: nn.Mo
 def _global_scale(model: nn.Module, summed: bool = False) -> float:
     """The largest absolute weight of every convolution (or of every kernel summed over its inputs)."""
     scales = []
-    for m in model.modules():
-        if isinstance(m, nn.modules.conv._ConvNd) and not isinstance(m.weight, nn.parameter.UninitializedParameter):
+    for m in map(as_convolution, model.modules()):
+        if m is not None and not isinstance(m.weight, nn.parameter.UninitializedParameter):
             weight = m.weight.detach()
             if summed:
                 weight = weight.sum(dim=0 if m.transposed else 1)

@@ -62,7 +62,8 @@ def receptive_field(fields, image: torch.Tensor | None = None, layers: Sequence[
     axis.set_xlim(extent[0] - 2, extent[1] + 2)
     axis.set_ylim(extent[3] + 2, extent[2] - 2)
     axis.set_aspect("equal")
-    axis.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
+    if axis.get_legend_handles_labels()[0]:  # no layer with a grid (all global): no legend
+        axis.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
     axis.set_title(f"theoretical receptive field of the centre unit (input {height}x{width}, dashed)", fontsize=9)
     return figure
 

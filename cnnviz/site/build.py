@@ -5,14 +5,17 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 
+import torch
+
 from cnnviz.core.version import __version__
 from cnnviz.core import output as files
-from cnnviz.errors import CnnvizError
+from cnnviz.errors import CnnvizError, CnnvizWarning
 from cnnviz.inputs.images import image_sources, open_image
 from cnnviz.core.model import LoadedModel, preprocessing_of, unwrap
 from cnnviz.models import load_model
@@ -171,6 +174,7 @@ class _Builder(Jobs):
         except CnnvizError:
             self.table = layer_table(loaded)
         self.images = images
+        self.scripted = isinstance(self.module, torch.jit.ScriptModule)
         specs, in_memory = _image_specs(images, folder, loaded.preprocessing.channels)
         named = [spec for spec in specs if spec not in in_memory]
         if named:
@@ -200,6 +204,16 @@ class _Builder(Jobs):
     # -- choosing ---------------------------------------------------------------------------
 
     def _layers(self, layers) -> list[str]:
+        if self.scripted:  # no hook runs inside TorchScript: its convolutions show their kernels only
+            found = convolutions(self.loaded)
+            chosen = default_layers(self.loaded) if not layers else [layer_ref(self.loaded, text).layer_text for text in layers]
+            wrong = [name for name in chosen if name not in found]
+            if wrong:
+                raise CnnvizError(f"{wrong[0]} is not a convolution; a TorchScript model's layers cannot be hooked, "
+                                  "so its gallery shows the kernels of its convolutions only")
+            warnings.warn("a TorchScript model's layers cannot be hooked: the gallery shows its kernels, "
+                          "attributions and classes (load the original nn.Module for the rest)", CnnvizWarning, stacklevel=4)
+            return list(dict.fromkeys(chosen))
         ran = {row.name for row in self.table if row.output_shape and row.output_shape[0] is not None}
         if not layers:  # the default: convolutions that run in a forward pass
             chosen = [layer for layer in default_layers(self.loaded) if layer.split("#")[0] in ran]
@@ -283,6 +297,8 @@ class _Builder(Jobs):
         if classes:
             stages.append(("classes", [("classes", {"classes": classes}, lambda: self.classes_job(classes),
                                         len(classes) * s.class_steps)]))
+        if self.scripted:  # only what needs no hook inside the model
+            stages = [(stage, jobs) for stage, jobs in stages if stage in ("kernels", "attributions", "classes")]
         for stage, jobs in stages:
             self._run_stage(stage, jobs)
         self._remove_stale_jobs()

@@ -14,6 +14,7 @@ import torch
 from cnnviz.analyses.receptive_field.boxes import Box
 from cnnviz.analyses.receptive_field.results import Pair, ReceptiveField, ReceptiveFields, pair_text
 from cnnviz.analyses.receptive_field.tracer import trace
+from cnnviz.core.model import unwrap
 from cnnviz.core.references import Reference, resolve_all
 from cnnviz.errors import CnnvizError
 
@@ -33,14 +34,18 @@ def receptive_field(model, layer: Reference | None = None, *, input_size: int | 
         layer reference (each call of a module that runs several times) to one, in run order.
 
     Raises:
-        CnnvizError: a bad reference, a TorchScript model, or a forward pass that fails at this
-            input size.
+        CnnvizError: a bad reference, a layer inside a TorchScript model (whose code cannot be
+            traced: for it, only the output's field is given, measured from input gradients), or
+            a forward pass that fails at this input size.
 
     Example::
 
         rf = cnnviz.receptive_field(torchvision.models.vgg16(), "features.29")
         rf.size, rf.stride, rf.offset        # ((212, 212), (16, 16), (-90, -90))
     """
+    module, _ = unwrap(model)
+    if isinstance(module, torch.jit.ScriptModule):
+        return _measured_output_field(model, layer, input_size)
     refs = None if layer is None else resolve_all(model, [layer])
     traced = trace(model, input_size, refs, virtual=True)
     exact = trace(model, input_size, refs, virtual=False)
@@ -63,6 +68,72 @@ def receptive_field(model, layer: Reference | None = None, *, input_size: int | 
     if resolved.channel is not None:
         box, clipped = (b.full(shape).map(lambda t: resolved.select(t).unsqueeze(1)) for b in (box, clipped))
     return _summarise(str(resolved), box, clipped, traced.input_size, traced.notes, neuron=resolved.position is not None)
+
+
+SCRIPTED_NOTE = ("a TorchScript model: only the output's field is given, measured from the input gradients of "
+                 "its units on random inputs (the layers inside cannot be traced)")
+
+
+def _measured_output_field(model, layer, input_size):
+    """The output's field of a TorchScript model, from where the input gradients of its units are
+    non-zero (on two random inputs, united): a vector output's unit is global when its gradient
+    reaches every pixel; a map's size comes from its centre unit, its stride and offset from the
+    neighbouring units."""
+    from cnnviz.core.guard import model_guard, to_device_of
+    from cnnviz.core.model import input_size_pair, preprocessing_of
+
+    if layer is not None and str(layer) not in ("logits", "output"):
+        raise CnnvizError(f"{layer} is inside a TorchScript model, whose code cannot be traced: only 'logits' has a "
+                          "receptive field here (load the original nn.Module for its layers)")
+    module, _ = unwrap(model)
+    preprocessing = preprocessing_of(model)
+    height, width = input_size_pair(input_size) if input_size is not None else preprocessing.input_size
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(2, preprocessing.channels, height, width, generator=generator)
+    with model_guard(module), torch.enable_grad():
+        x = to_device_of(x, module).requires_grad_(True)
+        try:
+            out = module(x)
+        except Exception as error:
+            raise CnnvizError(f"the model does not run at {height}x{width}: {type(error).__name__}: {error}") from None
+        if not isinstance(out, torch.Tensor) or out.dim() not in (2, 4):
+            raise CnnvizError("the receptive field of a TorchScript model needs an output of N x K scores or N x K x H x W maps")
+
+        def support(select) -> tuple[int, int, int, int] | None:
+            (gradient,) = torch.autograd.grad(select(out).sum(), x, retain_graph=True)
+            reached = gradient.abs().sum(dim=(0, 1)) > 0
+            rows, columns = reached.any(dim=1).nonzero(), reached.any(dim=0).nonzero()
+            if not len(rows):
+                return None
+            return int(rows.min()), int(columns.min()), int(rows.max()), int(columns.max())
+
+        notes = (SCRIPTED_NOTE,)
+        base = ReceptiveField("logits", "none", (0, 0), None, None, False, True, (height, width), None, notes)
+        if out.dim() == 2:
+            box = support(lambda t: t)
+            if box is None:
+                field = base
+            elif box == (0, 0, height - 1, width - 1):
+                field = replace(base, kind="global", size=(height, width), offset=(0, 0), covers_input=True)
+            else:
+                field = replace(base, kind="irregular", size=(box[2] - box[0] + 1, box[3] - box[1] + 1))
+        else:
+            rows, columns = out.shape[2], out.shape[3]
+            i, j = rows // 2, columns // 2
+            centre = support(lambda t: t[:, :, i, j])
+            below = support(lambda t: t[:, :, i + 1, j]) if i + 1 < rows else None
+            right = support(lambda t: t[:, :, i, j + 1]) if j + 1 < columns else None
+            if centre is None:
+                field = base
+            else:
+                stride = (below[0] - centre[0] if below else 1, right[1] - centre[1] if right else 1)
+                size = (centre[2] - centre[0] + 1, centre[3] - centre[1] + 1)
+                offset = (centre[0] - i * stride[0], centre[1] - j * stride[1])
+                covers = centre == (0, 0, height - 1, width - 1)
+                field = replace(base, kind="grid", size=size, stride=stride, offset=offset, covers_input=covers)
+    if layer is not None:
+        return field
+    return ReceptiveFields({"logits": field}, (height, width), list(notes))
 
 
 def unit_boxes(model, refs: Sequence[Reference] | None = None, *, input_size=None, batch: int = 1) -> dict[str, torch.Tensor]:
