@@ -6,7 +6,7 @@ import functools
 import click
 
 MODEL_HELP = (
-    "The model: torchvision:NAME, builtin:NAME, package.module:factory, "
+    "The model: torchvision:NAME, timm:NAME, builtin:NAME, package.module:factory, "
     "path/to/file.py:factory, or a TorchScript / pickled .pt file."
 )
 

@@ -338,3 +338,38 @@ def test_every_command_on_a_torchscript_trace(tmp_path):
     manifest = json.loads((tmp_path / "site" / "manifest.json").read_text())
     kinds = {f["kind"] for f in manifest["figures"]}
     assert {"kernels", "class", "attributions"} <= kinds and manifest["layers"] == cnnviz.convolutions(original)
+
+
+def test_every_command_on_a_timm_model(tmp_path):
+    """timm:NAME through the command line: the preprocessing is the model's pretrained_cfg, the
+    class names are ImageNet's, and every command exits 0 with its outputs."""
+    timm = pytest.importorskip("timm")
+    loaded = cnnviz.load_model("timm:mobilenetv3_small_050")
+    config = loaded.module.pretrained_cfg
+    assert loaded.preprocessing.mean == tuple(config["mean"]) and loaded.preprocessing.input_size == (224, 224)
+    assert loaded.preprocessing.resize == int(224 / config["crop_pct"]) and loaded.class_names[281] == "tabby"
+    # the same preprocessing for a timm model from a factory (or in a notebook)
+    assert cnnviz.core.model.preprocessing_of(timm.create_model("mobilenetv3_small_050")) == loaded.preprocessing
+    spec, small = ["-m", "timm:mobilenetv3_small_050"], ["--input-size", "64", "64"]
+    layer = "blocks.1"
+    assert "blocks.1.0.conv_dw" in _cli("layers", *spec, *small)
+    _cli("kernels", *spec, "-o", str(tmp_path / "k"))
+    _cli("activations", *spec, *small, "-i", "sample:chelsea", "-l", layer, "-o", str(tmp_path / "a"))
+    _cli("stats", *spec, *small, "-i", "sample:chelsea", "-i", "sample:coffee", "-l", layer, "-o", str(tmp_path / "s"))
+    _cli("saliency", *spec, *small, "-i", "sample:chelsea", "--steps", "2", "--samples", "2", "-o", str(tmp_path / "g"))
+    saliency = json.loads((tmp_path / "g" / "saliency.json").read_text())
+    assert not saliency["skipped"] and {m["method"] for m in saliency["methods"]} >= {"guided_backprop", "gradcam"}
+    _cli("maximize", *spec, *small, "-l", f"{layer}:0", "--steps", "2", "-o", str(tmp_path / "m"))
+    _cli("maximize", *spec, *small, "-l", "tabby", "--steps", "2", "-o", str(tmp_path / "c"))
+    assert json.loads((tmp_path / "c" / "maximize_tabby.json").read_text())["settings"]["size"] == [64, 64]
+    _cli("dream", *spec, *small, "-i", "sample:chelsea", "-l", layer, "--iterations", "1", "--octaves", "1",
+         "-o", str(tmp_path / "d"))
+    assert _cli("predict", *spec, *small, "-i", "sample:chelsea").startswith("sample:chelsea: ")
+    fields = _cli("rf", *spec, *small, "-i", "sample:chelsea", "-o", str(tmp_path / "r"))
+    assert "conv_stem" in fields
+    _cli("gallery", *spec, *small, "-i", "sample:chelsea", "-i", "sample:coffee", "--layer", "conv_stem,blocks.1.0.conv_pw",
+         "--steps", "2", "--class-steps", "2", "--max-channels", "1", "--max-classes", "1", "--methods", "gradient",
+         "--activation-images", "1", "--attribution-images", "1", "--dream-octaves", "1", "--dream-iterations", "1",
+         "-o", str(tmp_path / "site"))
+    manifest = json.loads((tmp_path / "site" / "manifest.json").read_text())
+    assert not manifest["failed"] and {"kernels", "activations", "maximize", "dream", "class"} <= {f["kind"] for f in manifest["figures"]}

@@ -174,13 +174,20 @@ def input_size_pair(value) -> tuple[int, int]:
 
 
 def declared_preprocessing(module: nn.Module, infer: bool = True) -> Preprocessing:
-    """Preprocessing from the module's own ``mean``, ``std``, ``input_size`` attributes, else identity.
+    """Preprocessing from the module's own ``mean``, ``std``, ``input_size`` attributes (or a timm
+    model's ``pretrained_cfg``), else identity.
 
     The channel count comes from the declared mean, else from the first convolution's
     ``in_channels``, else 3. Without a declared input size, ``infer`` finds one that runs
     (:mod:`cnnviz.core.input_size`: 224 x 224 where it runs, else the size the first ``Linear``
     needs); ``infer=False`` leaves 224 x 224 marked ``size_from="default"`` (see :func:`with_input_size`).
     """
+    if all(_attribute(module, name) is None for name in ("mean", "std", "input_size")):
+        from cnnviz.models.from_timm import timm_preprocessing
+
+        stated = timm_preprocessing(module)  # a timm model says it all in its pretrained_cfg
+        if stated is not None:
+            return stated
     mean = float_tuple(_attribute(module, "mean"))
     std = float_tuple(_attribute(module, "std"))
     if mean is not None and std is not None and (len(mean) != len(std) or not valid_normalisation(mean, std)):

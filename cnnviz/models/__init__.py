@@ -9,6 +9,9 @@ size, channels) and its class names when known. Specs:
                                 ``weights`` is a torchvision weights name (``DEFAULT``,
                                 ``IMAGENET1K_V1``; torchvision downloads it when online), a path to
                                 a state-dict file, or ``None`` for random weights
+``timm:NAME``                   any model of timm (when installed); ``weights`` is ``DEFAULT`` (timm's
+                                pretrained weights, downloaded when online), a state-dict file, or
+                                ``None`` for random weights; the preprocessing is the model's own
 ``builtin:NAME``                a model shipped with cnnviz (works offline)
 ``package.module:factory``      calls ``factory()`` from an importable module (or ``path/to/file.py:factory``);
                                 ``weights`` may name a state-dict file
@@ -121,6 +124,10 @@ def _load_spec(spec: str, weights, trusted: bool) -> LoadedModel:
     prefix, colon, rest = spec.partition(":")
     if colon and prefix == "torchvision":
         return load_torchvision(rest.strip(), weights)
+    if colon and prefix == "timm":
+        from cnnviz.models.from_timm import load_timm
+
+        return load_timm(rest.strip(), weights)
     if colon and prefix == "builtin":
         return _with_weights(zoo.load(rest.strip()), weights, spec)
     if spec.endswith(".py"):

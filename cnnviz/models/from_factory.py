@@ -20,7 +20,7 @@ from cnnviz.core.model import (
 )
 
 SPEC_HELP = (
-    "unknown model spec {spec!r}; use torchvision:NAME (e.g. torchvision:resnet18), builtin:NAME, "
+    "unknown model spec {spec!r}; use torchvision:NAME (e.g. torchvision:resnet18), timm:NAME, builtin:NAME, "
     "package.module:factory, path/to/file.py:factory or a path to a .pt file"
 )
 
