@@ -183,8 +183,6 @@ def declared_preprocessing(module: nn.Module, infer: bool = True) -> Preprocessi
     needs); ``infer=False`` leaves 224 x 224 marked ``size_from="default"`` (see :func:`with_input_size`).
     """
     if all(_attribute(module, name) is None for name in ("mean", "std", "input_size")):
-        from cnnviz.models.from_timm import timm_preprocessing
-
         stated = timm_preprocessing(module)  # a timm model says it all in its pretrained_cfg
         if stated is not None:
             return stated
@@ -213,6 +211,29 @@ def declared_preprocessing(module: nn.Module, infer: bool = True) -> Preprocessi
         size_from=size_from,
     )
     return with_input_size(preprocessing, module) if infer else preprocessing
+
+
+def timm_preprocessing(module: nn.Module) -> Preprocessing | None:
+    """The preprocessing a timm model's ``pretrained_cfg`` states (``None`` without one, or when
+    it is not usable): its input size, mean and std, and the shorter side before the centre crop
+    (``input size / crop_pct``, timm's own evaluation recipe)."""
+    config = getattr(module, "pretrained_cfg", None)
+    if not isinstance(config, dict):
+        return None
+    try:
+        channels, height, width = (int(v) for v in config["input_size"])
+        mean = tuple(float(v) for v in config["mean"])
+        std = tuple(float(v) for v in config["std"])
+        height, width = input_size_pair((height, width))
+    except (KeyError, TypeError, ValueError, CnnvizError):
+        return None
+    if len(mean) != channels or len(std) != channels or not valid_normalisation(mean, std):
+        return None
+    crop = config.get("crop_pct")
+    resize = None
+    if isinstance(crop, (int, float)) and 0 < crop < 1 and height == width and config.get("crop_mode", "center") == "center":
+        resize = int(height // crop)
+    return Preprocessing(mean=mean, std=std, input_size=(height, width), resize=resize, known=True)
 
 
 def with_input_size(preprocessing: Preprocessing, module: nn.Module) -> Preprocessing:

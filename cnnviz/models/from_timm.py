@@ -2,18 +2,17 @@
 pretrained ones, downloaded by timm from the Hugging Face hub when online) or a state-dict file.
 
 The preprocessing is the model's own ``pretrained_cfg`` (input size, mean, std, crop fraction),
-which timm keeps on every model it builds, pretrained or not (:func:`timm_preprocessing`, also
-read for a timm model that comes from a factory); ImageNet-1k models get the class names timm
+which timm keeps on every model it builds, pretrained or not (:func:`cnnviz.core.model.timm_preprocessing`,
+also read for a timm model that comes from a factory); ImageNet-1k models get the class names timm
 ships.
 """
 from __future__ import annotations
 
-import math
 import warnings
 
 from torch import nn
 
-from cnnviz.core.model import LoadedModel, Preprocessing, input_size_pair, valid_normalisation
+from cnnviz.core.model import LoadedModel, Preprocessing, timm_preprocessing
 from cnnviz.errors import CnnvizError, CnnvizWarning, did_you_mean, first_line
 from cnnviz.models.from_file import apply_state_dict, looks_like_path, read_state_dict
 
@@ -48,29 +47,6 @@ def load_timm(name: str, weights) -> LoadedModel:
     preprocessing = timm_preprocessing(module) or Preprocessing()
     return LoadedModel(module, preprocessing, _class_names(module), spec,
                        "random" if weights is None else "pretrained" if pretrained else str(weights))
-
-
-def timm_preprocessing(module: nn.Module) -> Preprocessing | None:
-    """The preprocessing a timm model's ``pretrained_cfg`` states (``None`` without one, or when
-    it is not usable): its input size, mean and std, and the shorter side before the centre crop
-    (``input size / crop_pct``, timm's own evaluation recipe)."""
-    config = getattr(module, "pretrained_cfg", None)
-    if not isinstance(config, dict):
-        return None
-    try:
-        channels, height, width = (int(v) for v in config["input_size"])
-        mean = tuple(float(v) for v in config["mean"])
-        std = tuple(float(v) for v in config["std"])
-        height, width = input_size_pair((height, width))
-    except (KeyError, TypeError, ValueError, CnnvizError):
-        return None
-    if len(mean) != channels or len(std) != channels or not valid_normalisation(mean, std):
-        return None
-    crop = config.get("crop_pct")
-    resize = None
-    if isinstance(crop, (int, float)) and 0 < crop < 1 and height == width and config.get("crop_mode", "center") == "center":
-        resize = int(math.floor(height / crop))
-    return Preprocessing(mean=mean, std=std, input_size=(height, width), resize=resize, known=True)
 
 
 def _class_names(module: nn.Module) -> list[str] | None:
