@@ -30,6 +30,7 @@ Example::
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass
 from collections.abc import Iterable, Mapping
 
 import torch
@@ -321,6 +322,41 @@ def failure_at(model, layers: Iterable[Reference], channels: int, size: tuple[in
         return None
     except CnnvizError as error:
         return str(error)
+
+
+@dataclass(frozen=True)
+class SizeCheck:
+    """Whether an input size reaches some layers (:func:`check_size`).
+
+    Attributes:
+        runs: an input of the size reaches them.
+        why: why it does not (``None`` when it does).
+        input_size_runs: the model's own input size reaches them.
+        fixed: the model's input size when that is the only size it takes (a flatten into a
+            ``Linear``: its size runs and one 32 px larger does not) and the size asked does not
+            run; ``None`` otherwise.
+    """
+
+    runs: bool
+    why: str | None = None
+    input_size_runs: bool = False
+    fixed: tuple[int, int] | None = None
+
+
+def check_size(model, layers: Iterable[Reference], channels: int, size: tuple[int, int],
+               input_size: tuple[int, int]) -> SizeCheck:
+    """Whether ``size`` reaches ``layers`` and, when not, whether the model takes its own input
+    size only (see :class:`SizeCheck`): the one decision behind rendering a fixed-size model at
+    its size (maximize crops each transformed canvas back; Deep Dream feeds tiles of that size)."""
+    layers = list(layers)
+    why = failure_at(model, layers, channels, size)
+    if why is None:
+        return SizeCheck(True)
+    if tuple(size) == tuple(input_size) or failure_at(model, layers, channels, input_size) is not None:
+        return SizeCheck(False, why)
+    larger = (input_size[0] + 32, input_size[1] + 32)
+    fixed = tuple(input_size) if failure_at(model, layers, channels, larger) is not None else None
+    return SizeCheck(False, why, True, fixed)
 
 
 def main_tensor(output) -> torch.Tensor | None:

@@ -35,7 +35,7 @@ from cnnviz.errors import CnnvizError, check_finite, check_seed
 from cnnviz.core.output import set_progress_total
 from cnnviz.inputs.images import open_image, to_tensor
 from cnnviz.core.model import preprocessing_of
-from cnnviz.core.probe import failure_at, probe
+from cnnviz.core.probe import check_size, failure_at, probe
 from cnnviz.core.references import layer_ref
 
 
@@ -134,7 +134,7 @@ def dream(
     tiles = fixed or (tile, tile)
     if fixed is None:
         # octaves too small for the network are left out; the image itself must be large enough
-        sizes = [size for size in sizes if _runs_at(model, names, preprocessing.channels, size)]
+        sizes = [size for size in sizes[:-1] if _runs_at(model, names, preprocessing.channels, size)] + sizes[-1:]
         smallest = min(min(size) for size in sizes)
         if tile < smallest and not _runs_at(model, names, preprocessing.channels, (tile, tile)):
             raise CnnvizError(f"tiles of {tile} px are too small for {', '.join(names)}; give a larger --tile")
@@ -178,19 +178,18 @@ def _runs_at(model, names: list[str], channels: int, size: tuple[int, int]) -> b
 def _fixed_size(model, names, preprocessing, image_size) -> tuple[int, int] | None:
     """The model's input size when it takes that size only and not the image's; ``None`` when the
     image runs as it is. Raises with the reason when neither runs."""
-    why = failure_at(model, names, preprocessing.channels, image_size)
-    if why is None:
-        return None
     height, width = preprocessing.input_size
-    at_size = failure_at(model, names, preprocessing.channels, (height, width))
-    if at_size is None and not _runs_at(model, names, preprocessing.channels, (height + 32, width + 32)):
-        return (height, width)
-    if at_size is None and image_size[0] * image_size[1] < height * width:
+    check = check_size(model, names, preprocessing.channels, image_size, (height, width))
+    if check.runs:
+        return None
+    if check.fixed is not None:
+        return check.fixed
+    if check.input_size_runs and image_size[0] * image_size[1] < height * width:
         raise CnnvizError(
-            f"the image ({image_size[0]}x{image_size[1]}) is too small for {', '.join(names)}: {why}; "
+            f"the image ({image_size[0]}x{image_size[1]}) is too small for {', '.join(names)}: {check.why}; "
             f"use a larger image (the model runs at {height}x{width}) or an earlier layer"
         )
-    raise CnnvizError(f"cannot dream at {', '.join(names)} on a {image_size[0]}x{image_size[1]} image: {why}")
+    raise CnnvizError(f"cannot dream at {', '.join(names)} on a {image_size[0]}x{image_size[1]} image: {check.why}")
 
 
 def _resized(pixels: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

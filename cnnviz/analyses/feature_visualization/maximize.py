@@ -35,7 +35,7 @@ from cnnviz.core.output import set_progress_total
 from cnnviz.core.memory import available_memory
 from cnnviz.core.model import preprocessing_of, unwrap
 from cnnviz.analyses.feature_visualization.parameterization import image_parameters
-from cnnviz.core.probe import failure_at, probe
+from cnnviz.core.probe import check_size, probe
 from cnnviz.core.references import channel_list, layer_ref, Unit
 from cnnviz.core.relu import relu_rule
 from cnnviz.core.softmax import SkipSoftmax, final_softmax
@@ -310,18 +310,23 @@ def _view(model, plan: _Plan, canvas, robust, preprocessing, size) -> tuple[tupl
     transformed canvas is cropped back to it (the view is the canvas)."""
     layers, channels = list(plan.layers), preprocessing.channels
     padded = robust.output_size(canvas)
-    if failure_at(model, layers, channels, padded) is None:
-        return tuple(canvas), padded
     fixed = tuple(preprocessing.input_size)
-    why = failure_at(model, layers, channels, fixed)
-    if why is not None:
-        raise CnnvizError(f"cannot render {plan.description}: {why}")
-    if size != "auto" and tuple(canvas) != fixed:
-        raise CnnvizError(
-            f"the model takes {fixed[0]}x{fixed[1]} inputs only (a {padded[0]}x{padded[1]} one does not run); "
-            f"render at that size: size='auto' or --size {fixed[0]} {fixed[1]}"
-        )
-    return fixed, fixed
+    check = check_size(model, layers, channels, padded, fixed)
+    if check.runs:
+        return tuple(canvas), padded
+    if check.fixed is not None:
+        if size != "auto" and tuple(canvas) != fixed:
+            raise CnnvizError(
+                f"the model takes {fixed[0]}x{fixed[1]} inputs only (a {padded[0]}x{padded[1]} one does not run); "
+                f"render at that size: size='auto' or --size {fixed[0]} {fixed[1]}"
+            )
+        return fixed, fixed
+    if check.input_size_runs and size == "auto":  # the automatic canvas is too small here: the model's size
+        return fixed, robust.output_size(fixed)
+    if check.input_size_runs:
+        raise CnnvizError(f"cannot render {plan.description} at {canvas[0]}x{canvas[1]} (the network sees "
+                          f"{padded[0]}x{padded[1]} with the padding): {check.why}; give a larger size")
+    raise CnnvizError(f"cannot render {plan.description}: {check.why}")
 
 
 def _scaled(robust: Robustness, factor: float) -> Robustness:
