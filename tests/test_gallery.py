@@ -426,3 +426,23 @@ def test_images_given_as_tensors_and_pil_images(tmp_path):
     with pytest.raises(CnnvizError, match="in \\[0, 1\\]"):
         cnnviz.gallery(loaded, [torch.rand(3, 8, 8) * 4], ["features.0"], tmp_path / "other", **settings)
     assert not (tmp_path / "other").exists()
+
+
+def test_a_gallery_written_before_the_record_of_written_files_is_updated(tmp_path):
+    loaded = cnnviz.load_model("builtin:photos")
+    settings = {"max_channels": 1, "steps": 1, "max_classes": 0, "activation_images": 1, "attribution_images": 1,
+                "methods": "gradient", "dream_octaves": 1, "dream_iterations": 1}
+    site = tmp_path / "site"
+    first = cnnviz.gallery(loaded, "sample:chelsea", ["features.0"], site, **settings)
+    for record in site.rglob(RECORD):  # as an older cnnviz left it: no record of written files
+        record.unlink()
+    (site / "notes.txt").write_text("mine")
+    again = cnnviz.gallery(loaded, "sample:chelsea", ["features.0"], site, **settings, force=True)
+    assert again.done == first.done and (site / "notes.txt").read_text() == "mine"
+    # a folder that only looks like a gallery (no job records) is not adopted
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "index.html").write_text("<p>mine</p>")
+    (other / "manifest.json").write_text('{"cnnviz": "0.1.0"}')
+    with pytest.raises(CnnvizError, match="cnnviz did not write it"):
+        cnnviz.gallery(loaded, "sample:chelsea", ["features.0"], other, **settings)

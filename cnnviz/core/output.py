@@ -212,6 +212,15 @@ def written_in(folder: str | os.PathLike) -> set[str]:
     return {name for name, state in _read_record(folder).items() if _state(folder / name) == state}
 
 
+def adopt(path: str | os.PathLike) -> None:
+    """Record an existing file as written by cnnviz (a gallery of a version before the record:
+    its own records prove what it wrote). Nothing happens when the file does not exist."""
+    target = Path(path).expanduser()
+    state = _state(target)
+    if state is not None and target.is_file():
+        _append_record(target.parent, [target.name, *state])
+
+
 def remove_written(path: str | os.PathLike) -> bool:
     """Delete ``path`` if cnnviz wrote it and nobody changed it since (else leave it); True when
     it was removed. A folder left holding only its record loses the record too."""
@@ -236,7 +245,8 @@ def _refuse_foreign(target: Path) -> None:
     if (target.exists() or target.is_symlink()) and not written_by_cnnviz(target):
         raise CnnvizError(
             f"{str(target)!r} already exists and cnnviz did not write it (cnnviz never overwrites "
-            "such a file); choose another output folder with -o, or move the file away"
+            "such a file); choose another output folder with -o, or move the file away (one written "
+            "by a cnnviz older than its record of what it wrote, .cnnviz-written, can be deleted)"
         )
 
 

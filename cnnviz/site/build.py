@@ -108,6 +108,27 @@ def gallery(
         return builder.run()
 
 
+def _adopt_older_gallery(folder: Path) -> None:
+    """A gallery written before cnnviz kept its record of written files (``.cnnviz-written``):
+    its job records (``.cnnviz/``) prove it is one, so its pages, manifest and the files its
+    records list are taken into the record, and it is updated as before."""
+    if not (folder / RECORDS).is_dir() or (folder / files.RECORD).exists():
+        return
+    try:
+        json.loads((folder / "manifest.json").read_text())["cnnviz"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return
+    for name in ("index.html", "manifest.json", "style.css", "attributions.html", "classes.html"):
+        files.adopt(folder / name)
+    for page in folder.glob("layer-*.html"):
+        files.adopt(page)
+    for record_path in (folder / RECORDS).glob("*.json"):
+        files.adopt(record_path)
+        for relative in recorded_files(read_record(record_path) or {}):
+            if relative.split("/")[0] in ("figures", "thumbs", "data"):
+                files.adopt(folder / relative)
+
+
 INPUTS = "data/inputs"  # where images given as tensors or PIL images are kept, as PNG files
 
 
@@ -176,13 +197,18 @@ class _Builder(Jobs):
         self.images = images
         self.scripted = isinstance(self.module, torch.jit.ScriptModule)
         specs, in_memory = _image_specs(images, folder, loaded.preprocessing.channels)
-        named = [spec for spec in specs if spec not in in_memory]
-        if named:
-            image_sources(named)  # a bad spec fails now, before any file is written
+        self._in_memory = set(in_memory)  # readable: cnnviz makes them (written below, once all is checked)
+        self.sources = [source for spec in specs
+                        for source in ([spec] if spec in in_memory else [s.spec for s in image_sources(spec)])]
+        if in_memory:  # every job reads the same images: the PNG files (statistics too)
+            self.images = list(self.sources)
         self.layers = self._layers(layers)
+        self._readable: list[str] | None = None
+        self.readable()  # no image can be read: fail now, before any file is written
         if settings.dream_image is not None:
             open_image(settings.dream_image)
         self.folder = files.output_folder(folder)
+        _adopt_older_gallery(self.folder)
         # a user's own index.html (or manifest, or page) in the folder is refused before any work
         files.check_writable([self.folder / name for name in
                               ("index.html", "manifest.json", "style.css", "attributions.html", "classes.html",
@@ -192,9 +218,6 @@ class _Builder(Jobs):
         for stale in sorted((self.folder / INPUTS).glob("*.png")):  # those of an earlier run's images
             if str(stale) not in in_memory:
                 files.remove_written(stale)
-        self.sources = [source.spec for source in image_sources(specs)]
-        self._readable: list[str] | None = None
-        self.readable()  # no image can be read: fail now, before the jobs
         self.model_key = model_key(loaded)
         self.images_key = images_key(self.sources)
         self.done = self.reused = 0
@@ -241,7 +264,8 @@ class _Builder(Jobs):
             readable = []
             for spec in self.sources:
                 try:
-                    open_image(spec)
+                    if spec not in self._in_memory:
+                        open_image(spec)
                 except CnnvizError:
                     continue
                 readable.append(spec)
