@@ -373,3 +373,33 @@ def test_every_command_on_a_timm_model(tmp_path):
          "-o", str(tmp_path / "site"))
     manifest = json.loads((tmp_path / "site" / "manifest.json").read_text())
     assert not manifest["failed"] and {"kernels", "activations", "maximize", "dream", "class"} <= {f["kind"] for f in manifest["figures"]}
+
+
+@pytest.mark.parametrize("name, layer", [("detector", "2"), ("softmax_head", "body.features.2"),
+                                         ("text_direction", "features.3"), ("gated", "conv2")])
+def test_every_command_on_more_foreign_models(name, layer, tmp_path):
+    """The other kinds through the command line: dense class maps, a softmax head, a 32 x 100
+    line model, a model whose only ReLU is a gate; each command exits 0 with what that kind
+    calls for."""
+    spec = ["-m", f"{FACTORY}:{name}"] + (["--input-size", "64", "64"] if name in ("detector", "softmax_head") else [])
+    image = "sample:text" if name == "text_direction" else "sample:chelsea"
+    assert "Conv2d" in _cli("layers", *spec)
+    _cli("kernels", *spec, "-l", layer if name != "softmax_head" else "body.features.0", "-o", str(tmp_path / "k"))
+    _cli("activations", *spec, "-i", image, "-l", layer, "-o", str(tmp_path / "a"))
+    _cli("stats", *spec, "-i", image, "-i", "sample:coffee", "-l", layer, "-o", str(tmp_path / "s"))
+    _cli("saliency", *spec, "-i", image, "--steps", "2", "--samples", "2", "-o", str(tmp_path / "g"))
+    saliency = json.loads((tmp_path / "g" / "saliency.json").read_text())
+    skipped = {entry["method"] for entry in saliency["skipped"]}
+    assert skipped == ({"guided_backprop"} if name == "gated" else set()) and len(saliency["methods"]) + len(skipped) == 6
+    _cli("maximize", *spec, "-l", f"{layer}:1", "--steps", "2", "-o", str(tmp_path / "m"))
+    _cli("maximize", *spec, "-l", "logits:1", "--steps", "2", "-o", str(tmp_path / "c"))
+    rendered = json.loads((tmp_path / "c" / "maximize_logits-1.json").read_text())
+    assert rendered["settings"]["softmax_input"] == (name == "softmax_head")
+    if name == "text_direction":
+        assert rendered["settings"]["network_input"] == [32, 100]
+    _cli("dream", *spec, "-i", image, "-l", layer, "--iterations", "1", "--octaves", "1", "-o", str(tmp_path / "d"))
+    predicted = _cli("predict", *spec, "-i", image)
+    if name == "detector":
+        assert "at output position" in predicted  # the position the classes are read at, stated
+    fields = _cli("rf", *spec, "-i", image, "-o", str(tmp_path / "r"))
+    assert layer in fields

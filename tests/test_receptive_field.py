@@ -8,8 +8,11 @@ become the identity, max pooling average pooling, and gates (sigmoid) a bounded 
 slope never vanishes. The bounding box of the gradient's support must then equal the clipped box
 that :func:`cnnviz.receptive_field` traces, element by element.
 
-All of torchvision's classification architectures run by default (about 6 minutes on 2 cores);
-``CNNVIZ_FEW_ARCHITECTURES=1`` checks only the 19 of ``FAMILIES`` (one or two per family).
+By default the 19 of ``FAMILIES`` (one or two per family) and every other architecture of at most
+60M parameters run (55 of 80; left out are the large variants of families that are checked, such as
+vgg16, vit_l_16, regnet_y_128gf, wide_resnet101_2: the same code at a larger width or depth, and most
+of the time); ``CNNVIZ_ALL_ARCHITECTURES=1`` checks all 80 (about 6 minutes on 2 cores), and
+``CNNVIZ_FEW_ARCHITECTURES=1`` only the families, for a quick local run.
 """
 from __future__ import annotations
 
@@ -35,9 +38,12 @@ FAMILIES = [
     "mnasnet0_5", "mobilenet_v2", "mobilenet_v3_small", "regnet_y_400mf", "resnet18", "resnext50_32x4d",
     "shufflenet_v2_x0_5", "squeezenet1_0", "swin_t", "vgg11_bn", "vit_b_32", "wide_resnet50_2",
 ]
-# every architecture by default (the issue asks for all); CNNVIZ_FEW_ARCHITECTURES=1 checks one or
-# more per family, for a quick local run
-EVERY = os.environ.get("CNNVIZ_FEW_ARCHITECTURES") != "1"
+# the families and every architecture of at most 60M parameters by default; CNNVIZ_ALL_ARCHITECTURES=1 checks all,
+# CNNVIZ_FEW_ARCHITECTURES=1 one or more per family, for a quick local run
+EVERY = os.environ.get("CNNVIZ_ALL_ARCHITECTURES") == "1"
+FEW = os.environ.get("CNNVIZ_FEW_ARCHITECTURES") == "1"
+SAMPLED = set(FAMILIES) | {name for name in ALL  # parameter counts from the weights' metadata (no download)
+                           if torchvision.models.get_model_weights(name).DEFAULT.meta.get("num_params", 0) <= 60e6}
 
 
 # -------------------------------------------------------------------------------------------
@@ -127,8 +133,11 @@ def test_untouched_and_errors():
     assert_untouched(model, before)
     with pytest.raises(CnnvizError, match="input_size"):
         cnnviz.receptive_field(chain(nn.Conv2d(3, 3, 5)), input_size=2)
-    with pytest.raises(CnnvizError, match="TorchScript"):
-        cnnviz.receptive_field(torch.jit.script(chain(nn.Conv2d(3, 3, 3))))
+    scripted = torch.jit.script(chain(nn.Conv2d(3, 3, 3)))
+    with pytest.raises(CnnvizError, match="TorchScript"):  # a layer inside cannot be traced
+        cnnviz.receptive_field(scripted, "0")
+    measured = cnnviz.receptive_field(scripted, input_size=16)["logits"]  # the output's, from gradients
+    assert (measured.size, measured.stride, measured.offset) == ((3, 3), (1, 1), (0, 0)) and measured.notes
 
 
 def test_layer_table_column():
@@ -231,8 +240,10 @@ def spread(names: list[str], count: int) -> list[str]:
 
 @pytest.mark.parametrize("name", ALL)
 def test_boxes_equal_the_gradient_support(name):
-    if not EVERY and name not in FAMILIES:
+    if FEW and name not in FAMILIES:
         pytest.skip("CNNVIZ_FEW_ARCHITECTURES=1: one or more architectures per family only")
+    if not EVERY and not FEW and name not in SAMPLED:
+        pytest.skip("a large variant of a family that is checked (CNNVIZ_ALL_ARCHITECTURES=1 checks all)")
     size, kwargs = settings_for(name)
     model = positive_copy(name, **kwargs)
     candidates = [n for n, m in model.named_modules() if n and not list(m.children())]
