@@ -403,3 +403,11 @@ def test_every_command_on_more_foreign_models(name, layer, tmp_path):
         assert "at output position" in predicted  # the position the classes are read at, stated
     fields = _cli("rf", *spec, "-i", image, "-o", str(tmp_path / "r"))
     assert layer in fields
+    if name == "detector":  # its gallery explains and renders its class maps too
+        _cli("gallery", *spec, "-i", image, "-i", "sample:coffee", "--steps", "2", "--class-steps", "2",
+             "--max-channels", "1", "--max-classes", "2", "--methods", "gradient", "--activation-images", "1",
+             "--attribution-images", "2", "--dream-octaves", "1", "--dream-iterations", "1", "-o", str(tmp_path / "site"))
+        manifest = json.loads((tmp_path / "site" / "manifest.json").read_text())
+        explained = [f for f in manifest["figures"] if f["kind"] == "attributions"]
+        assert not manifest["failed"] and len([f for f in manifest["figures"] if f["kind"] == "class"]) == 2
+        assert len(explained) == 1 and explained[0]["caption"].count("logits:") == 2  # each image's map and position

@@ -403,10 +403,31 @@ class _Builder(Jobs):
         return list(range(limit))
 
     def class_count(self) -> int:
-        """How many class scores the model outputs per image (0 when its output is not a vector)."""
-        logits = list(self.table)[-1] if list(self.table) and list(self.table)[-1].name == "logits" else None
+        """How many class scores the model outputs per image: a vector's length, or the number of
+        class maps of a dense ``K x H x W`` output made by a convolution (a detector's or a
+        segmenter's head; its attributions explain the strongest map at its arg-max, as ``cnnviz
+        saliency`` does) or named by class names; 0 for any other output (a feature map)."""
+        rows = list(self.table)
+        logits = rows[-1] if rows and rows[-1].name == "logits" else None
         shape = logits.output_shape[0] if logits is not None and logits.output_shape else ()
-        return int(shape[0]) if shape is not None and len(shape) == 1 else 0
+        if shape is None or len(shape) not in (1, 3):
+            return 0
+        if len(shape) == 3 and not (self.class_names and len(self.class_names) == shape[0]) \
+                and not self._made_by_convolution(rows[:-1]):
+            return 0
+        return int(shape[0])
+
+    def _made_by_convolution(self, rows) -> bool:
+        """Whether the last leaf module that runs is a convolution (a head's logits, not an
+        activation's feature map)."""
+        for row in reversed(rows):
+            try:
+                module = self.module.get_submodule(row.name.split("#")[0])
+            except (AttributeError, ValueError):
+                continue
+            if not list(module.children()):
+                return row.name in set(convolutions(self.loaded))
+        return False
 
     def _classes(self) -> list[int]:
         if not self.settings.max_classes:
