@@ -34,7 +34,7 @@ def kernels(loaded, layers, channels, inputs, view, scope, output) -> None:
     """
     import cnnviz
 
-    names = list(layers) or cnnviz.convolutions(loaded)[:1]
+    names = list(dict.fromkeys(layers)) or cnnviz.convolutions(loaded)[:1]  # a layer given twice: once
     if not names:
         raise cnnviz.CnnvizError(f"{loaded.spec} has no convolutions")
     reports = [cnnviz.reports.kernels(cnnviz.kernels(loaded, name, channels=channels, inputs=inputs, view=view), scope)

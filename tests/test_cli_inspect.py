@@ -21,6 +21,12 @@ def written(result) -> list[str]:
     return [line.removeprefix("wrote ") for line in result.stdout.splitlines()]
 
 
+def test_a_layer_given_twice_is_drawn_once(tmp_path):
+    result = invoke("kernels", "-l", "features.0", "-l", "features.0", "-o", str(tmp_path))
+    assert result.exit_code == 0, result.stderr
+    assert written(result) == [str(tmp_path / "kernels_features.0.png"), str(tmp_path / "kernels_features.0.json")]
+
+
 def test_kernels_command(tmp_path):
     result = invoke("kernels", "-o", str(tmp_path))
     assert result.exit_code == 0, result.stderr

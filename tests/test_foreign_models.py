@@ -331,6 +331,10 @@ def test_every_command_on_a_torchscript_trace(tmp_path):
     theory = cnnviz.receptive_field(dense, "logits", input_size=64)
     field = cnnviz.receptive_field(scripted_dense, "logits", input_size=64)
     assert (field.size, field.stride, field.offset) == (theory.size, theory.stride, theory.offset) and field.notes
+    # fields larger than the input: the step is measured where an edge is not clipped
+    deep = nn.Sequential(*[nn.Conv2d(3 if i == 0 else 4, 4, 3, padding=1) for i in range(12)], nn.Conv2d(4, 2, 1)).eval()
+    measured = cnnviz.receptive_field(torch.jit.trace(deep, torch.zeros(1, 3, 16, 16)), "logits", input_size=16)
+    assert measured.kind == "grid" and measured.stride == (1, 1) and measured.size == (16, 16) and not measured.covers_input
     refused = CliRunner().invoke(main, ["activations", "-m", spec, "-i", "sample:chelsea", "-l", "features.2"])
     assert refused.exit_code == 2 and "TorchScript" in refused.output
     _cli("gallery", "-m", spec, "-i", "sample:chelsea", "-i", "sample:coffee", "--steps", "2", "--class-steps", "2",
@@ -348,8 +352,10 @@ def test_every_command_on_a_timm_model(tmp_path):
     config = loaded.module.pretrained_cfg
     assert loaded.preprocessing.mean == tuple(config["mean"]) and loaded.preprocessing.input_size == (224, 224)
     assert loaded.preprocessing.resize == int(224 / config["crop_pct"]) and loaded.class_names[281] == "tabby"
-    # the same preprocessing for a timm model from a factory (or in a notebook)
+    # the same preprocessing for a timm model from a factory (or in a notebook); one built for grey
+    # input keeps the default's 3-channel config, which is then not used
     assert cnnviz.core.model.preprocessing_of(timm.create_model("mobilenetv3_small_050")) == loaded.preprocessing
+    assert cnnviz.core.model.preprocessing_of(timm.create_model("mobilenetv3_small_050", in_chans=1)).channels == 1
     spec, small = ["-m", "timm:mobilenetv3_small_050"], ["--input-size", "64", "64"]
     layer = "blocks.1"
     assert "blocks.1.0.conv_dw" in _cli("layers", *spec, *small)

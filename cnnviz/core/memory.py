@@ -133,8 +133,9 @@ def available_memory(device: torch.device | str = "cpu") -> int | None:
     ``None`` when it cannot be told."""
     device = torch.device(device)
     if device.type == "cuda":
-        try:
-            return int(torch.cuda.mem_get_info(device)[0])
+        try:  # free on the device, and what PyTorch's caching allocator holds unused
+            return int(torch.cuda.mem_get_info(device)[0]) + int(torch.cuda.memory_reserved(device)) \
+                - int(torch.cuda.memory_allocated(device))
         except (RuntimeError, AssertionError):
             return None
     if device.type != "cpu":
@@ -156,6 +157,11 @@ def available_memory(device: torch.device | str = "cpu") -> int | None:
             limit = limit_file.read().strip()
         with open("/sys/fs/cgroup/memory.current", encoding="ascii") as current_file:
             current = int(current_file.read().strip())
+        with contextlib.suppress(OSError, ValueError), open("/sys/fs/cgroup/memory.stat", encoding="ascii") as stat_file:
+            for line in stat_file:  # page cache the kernel gives back under pressure is not in use
+                if line.startswith("inactive_file "):
+                    current -= int(line.split()[1])
+                    break
         if limit != "max":
             left = int(limit) - current
             available = left if available is None else min(available, left)

@@ -229,6 +229,8 @@ def timm_preprocessing(module: nn.Module) -> Preprocessing | None:
         return None
     if len(mean) != channels or len(std) != channels or not valid_normalisation(mean, std):
         return None
+    if first_conv_channels(module) not in (None, channels):  # built with in_chans=1: the config is the default's
+        return None
     crop = config.get("crop_pct")
     resize = None
     if isinstance(crop, (int, float)) and 0 < crop < 1 and height == width and config.get("crop_mode", "center") == "center":

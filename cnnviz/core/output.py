@@ -173,21 +173,34 @@ def _read_record(folder: Path) -> dict[str, tuple[int, int]]:
 
 def _append_record(folder: Path, entry: list) -> None:
     line = json.dumps(entry, ensure_ascii=True) + "\n"
-    with _RECORD_LOCK, contextlib.suppress(OSError):
-        path = folder / RECORD
-        with open(path, "a", encoding="ascii") as stream:
-            stream.write(line)
-        if path.stat().st_size > 256 * 1024:
-            _compact_record(folder)
+    path = folder / RECORD
+    with _RECORD_LOCK:
+        try:
+            with open(path, "a", encoding="ascii") as stream:
+                stream.write(line)
+        except OSError as error:
+            import warnings
+
+            from cnnviz.errors import CnnvizWarning
+
+            warnings.warn(f"cannot note {entry[0]!r} in {str(path)!r} ({error.strerror}): a later run will take it "
+                          "for a file cnnviz did not write, and not overwrite it", CnnvizWarning, stacklevel=4)
+            return
+        with contextlib.suppress(OSError):
+            if path.stat().st_size > 256 * 1024:
+                _compact_record(folder)
 
 
 def _compact_record(folder: Path) -> None:
     """Rewrite a long record with one line per file still there as cnnviz left it."""
     lines = [json.dumps([name, *state]) + "\n" for name, state in sorted(_read_record(folder).items())
              if _state(folder / name) == state]
+    if len(lines) * 64 > 128 * 1024:  # mostly live entries: compacting would gain little, and again each write
+        return
     handle, temporary = tempfile.mkstemp(dir=folder, prefix=f"{RECORD}.", suffix=".part")
     with os.fdopen(handle, "w", encoding="ascii") as stream:
         stream.writelines(lines)
+    os.chmod(temporary, 0o666 & ~_umask())  # readable by whoever could read the appended record
     os.replace(temporary, folder / RECORD)
 
 
@@ -240,6 +253,13 @@ def remove_written(path: str | os.PathLike) -> bool:
 
 
 def _refuse_foreign(target: Path) -> None:
+    try:
+        _refuse_foreign_file(target)
+    except OSError as error:
+        raise CnnvizError(f"cannot check {str(target)!r}: {error.strerror}; choose another folder with -o") from None
+
+
+def _refuse_foreign_file(target: Path) -> None:
     if target.is_dir():
         raise CnnvizError(f"cannot write {str(target)!r}: a folder of that name is in the way; choose another folder with -o")
     if (target.exists() or target.is_symlink()) and not written_by_cnnviz(target):

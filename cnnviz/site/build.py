@@ -118,14 +118,20 @@ def _adopt_older_gallery(folder: Path) -> None:
         json.loads((folder / "manifest.json").read_text())["cnnviz"]
     except (OSError, ValueError, KeyError, TypeError):
         return
-    for name in ("index.html", "manifest.json", "style.css", "attributions.html", "classes.html"):
+    import re
+
+    try:  # the layer pages are those its index links to (a user's own page.html stays theirs)
+        linked = set(re.findall(r'href="(layer-[^"/]+\.html)"', (folder / "index.html").read_text(errors="replace")))
+    except OSError:
+        linked = set()
+    for name in ("index.html", "manifest.json", "style.css", "attributions.html", "classes.html", *sorted(linked)):
         files.adopt(folder / name)
-    for page in folder.glob("layer-*.html"):
-        files.adopt(page)
+    root = folder.resolve()
     for record_path in (folder / RECORDS).glob("*.json"):
         files.adopt(record_path)
         for relative in recorded_files(read_record(record_path) or {}):
-            if relative.split("/")[0] in ("figures", "thumbs", "data"):
+            path = (folder / relative).resolve()
+            if relative.split("/")[0] in ("figures", "thumbs", "data") and root in path.parents:
                 files.adopt(folder / relative)
 
 
@@ -215,8 +221,9 @@ class _Builder(Jobs):
                                *(pages.layer_page(layer) for layer in self.layers))] + list(in_memory))
         for path, data in in_memory.items():  # images given as tensors or PIL images: kept with the gallery
             files.write_bytes(path, data)
+        wanted = {os.path.realpath(spec) for spec in self.sources}
         for stale in sorted((self.folder / INPUTS).glob("*.png")):  # those of an earlier run's images
-            if str(stale) not in in_memory:
+            if os.path.realpath(stale) not in wanted:
                 files.remove_written(stale)
         self.model_key = model_key(loaded)
         self.images_key = images_key(self.sources)

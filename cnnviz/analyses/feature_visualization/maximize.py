@@ -35,7 +35,7 @@ from cnnviz.core.output import set_progress_total
 from cnnviz.core.memory import available_memory
 from cnnviz.core.model import preprocessing_of, unwrap
 from cnnviz.analyses.feature_visualization.parameterization import image_parameters
-from cnnviz.core.probe import check_size, probe
+from cnnviz.core.probe import check_size, failure_at, probe
 from cnnviz.core.references import channel_list, layer_ref, Unit
 from cnnviz.core.relu import relu_rule
 from cnnviz.core.softmax import SkipSoftmax, final_softmax
@@ -321,11 +321,15 @@ def _view(model, plan: _Plan, canvas, robust, preprocessing, size) -> tuple[tupl
                 f"render at that size: size='auto' or --size {fixed[0]} {fixed[1]}"
             )
         return fixed, fixed
-    if check.input_size_runs and size == "auto":  # the automatic canvas is too small here: the model's size
-        return fixed, robust.output_size(fixed)
+    if check.input_size_runs and size == "auto":  # the automatic canvas does not run here: the model's size
+        padded = robust.output_size(fixed)
+        if failure_at(model, layers, channels, padded) is None:
+            return fixed, padded
+        return fixed, fixed  # its padded canvas does not run either: cropped back to the size that does
     if check.input_size_runs:
         raise CnnvizError(f"cannot render {plan.description} at {canvas[0]}x{canvas[1]} (the network sees "
-                          f"{padded[0]}x{padded[1]} with the padding): {check.why}; give a larger size")
+                          f"{padded[0]}x{padded[1]} with the padding): {check.why}; give another size, e.g. the "
+                          f"model's own: --size {fixed[0]} {fixed[1]}")
     raise CnnvizError(f"cannot render {plan.description}: {check.why}")
 
 

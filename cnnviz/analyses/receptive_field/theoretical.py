@@ -123,14 +123,34 @@ def _measured_output_field(model, layer, input_size):
             centre = support(lambda t: t[:, :, i, j])
             below = support(lambda t: t[:, :, i + 1, j]) if i + 1 < rows else None
             right = support(lambda t: t[:, :, i, j + 1]) if j + 1 < columns else None
+            def step(first, second, low, high, end):  # from an edge the input does not clip (0: none)
+                if first is None or second is None:
+                    return 0
+                if first[low] > 0 and second[low] > 0:
+                    return second[low] - first[low]
+                if first[high] < end and second[high] < end:
+                    return second[high] - first[high]
+                return 0
+
+            full = (0, 0, height - 1, width - 1)
+            corner = support(lambda t: t[:, :, 0, 0])
+            last = support(lambda t: t[:, :, rows - 1, columns - 1])
             if centre is None:
                 field = base
+            elif centre == corner == last == full:
+                field = replace(base, kind="global", size=(height, width), offset=(0, 0), covers_input=True)
             else:
-                stride = (below[0] - centre[0] if below else 1, right[1] - centre[1] if right else 1)
+                # the step between neighbours, at the centre or else at the top-left corner (where
+                # a field larger than the input still has an unclipped far edge)
+                next_row = support(lambda t: t[:, :, 1, 0]) if rows > 1 else None
+                next_column = support(lambda t: t[:, :, 0, 1]) if columns > 1 else None
+                stride = (step(centre, below, 0, 2, height - 1) or step(corner, next_row, 0, 2, height - 1),
+                          step(centre, right, 1, 3, width - 1) or step(corner, next_column, 1, 3, width - 1))
+                stride = tuple(value if value > 0 else 1 for value in stride)  # a 1-wide map: no step to see
+                # where the field is larger than the input, the centre unit's clipped size: what it sees
                 size = (centre[2] - centre[0] + 1, centre[3] - centre[1] + 1)
                 offset = (centre[0] - i * stride[0], centre[1] - j * stride[1])
-                covers = centre == (0, 0, height - 1, width - 1)
-                field = replace(base, kind="grid", size=size, stride=stride, offset=offset, covers_input=covers)
+                field = replace(base, kind="grid", size=size, stride=stride, offset=offset, covers_input=False)
     if layer is not None:
         return field
     return ReceptiveFields({"logits": field}, (height, width), list(notes))
