@@ -469,3 +469,7 @@ def test_a_render_too_large_for_the_memory_is_refused_before_any_pass(pattern_mo
     assert 1000 < side < 100_000
     with pytest.raises(CnnvizError, match="needs about"):
         cnnviz.maximize(pattern_model, "logits:0", steps=1, size=(8, 10**6))
+    # a model that takes one size only is told so, not given a size that would not run
+    lenet = nn.Sequential(nn.Conv2d(1, 6, 5), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(6 * 14 * 14, 10))
+    with pytest.raises(CnnvizError, match="takes 32x32 inputs only"):
+        cnnviz.maximize(cnnviz.load_model(lenet, input_size=32), "logits:0", steps=1, size=100_000)

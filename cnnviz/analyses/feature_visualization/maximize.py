@@ -378,11 +378,15 @@ def _check_memory(model, plan: _Plan, canvas, robust, preprocessing, device) -> 
     if pixels <= 1024 * 1024:
         return  # up to 1024 x 1024 nothing is estimated: that always fits a machine that runs torch
     per_pixel = None
-    for probe_size in ((64, 64), tuple(preprocessing.input_size)):
+    fixed = tuple(preprocessing.input_size)
+    for probe_size in ((64, 64), fixed):
         measured = _bytes_per_image(model, probe_size, plan, preprocessing)
         if measured is not None:
             per_pixel = measured / (probe_size[0] * probe_size[1])
             break
+        if probe_size == (64, 64) and check_size(model, list(plan.layers), preprocessing.channels, (64, 64), fixed).fixed:
+            raise CnnvizError(f"the model takes {fixed[0]}x{fixed[1]} inputs only; render at that size: size='auto' "
+                              f"or --size {fixed[0]} {fixed[1]}")
     image = 4 * preprocessing.channels * 16  # the image, its spectrum, Adam's moments, the transforms
     per_pixel = (per_pixel or 0) + image
     available = available_memory(device)
