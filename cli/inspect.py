@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from cnnviz.cli.options import model_options, note, one_image
+from cnnviz.cli.options import model_options, note, one_image, several_images
 from cnnviz.cli.options import output_option as _output_option
 from cnnviz.cli.options import wrote as _wrote
 
@@ -84,7 +84,7 @@ def activations(loaded, image, layers, top, order, channels, scope, overlay, out
 
 @click.command()
 @model_options
-@click.option("--images", "-i", multiple=True, required=True, metavar="DIR|samples",
+@click.option("--images", "-i", multiple=True, callback=several_images, required=True, metavar="DIR|samples",
               help="A folder of images (recursive), samples, or an image (repeatable).")
 @click.option("--layer", "-l", "layers", multiple=True, required=True, metavar="REF", help="A layer (repeatable).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
@@ -109,7 +109,6 @@ def stats(loaded, images, layers, batch_size, top_k, bins, output) -> None:
     import cnnviz
     from cnnviz.inputs.images import image_sources
 
-    images = images[0] if len(images) == 1 else list(images)  # -i given once: the spec as it is
     total = len(image_sources(images))
 
     with tqdm(total=total, unit="image", desc="statistics", disable=None, leave=False) as bar:

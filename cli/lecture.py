@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from cnnviz.cli.options import FloatList, model_options, note
+from cnnviz.cli.options import FloatList, model_options, note, several_images
 from cnnviz.cli.options import output_option as _output_option
 from cnnviz.cli.options import wrote as _wrote
 
@@ -14,7 +14,7 @@ from cnnviz.cli.options import wrote as _wrote
 @click.option("--layer", "-l", "layers", multiple=True, metavar="REF",
               help="Also compute the effective receptive field of this layer's centre unit (repeatable; "
               "default: the deepest layer whose units do not see the whole input).")
-@click.option("--images", "-i", multiple=True, default=("samples",), show_default=True, metavar="DIR|samples",
+@click.option("--images", "-i", multiple=True, callback=several_images, default=("samples",), show_default=True, metavar="DIR|samples",
               help="Images for the effective receptive field (a folder, samples, or an image; repeatable).")
 @click.option("--max-images", type=click.IntRange(min=1), default=8, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the receptive fields as JSON instead of a table.")
@@ -41,7 +41,6 @@ def rf(loaded, layers, images, max_images, as_json, output) -> None:
     import cnnviz
     from cnnviz.inputs.batches import stack_images
 
-    images = images[0] if len(images) == 1 else list(images)  # -i given once: the spec as it is
     from cnnviz.inputs.images import display_image
 
     fields = cnnviz.receptive_field(loaded)
@@ -72,7 +71,7 @@ def _default_layer(fields) -> list[str]:
 
 @click.command()
 @model_options
-@click.option("--images", "-i", multiple=True, default=("samples",), show_default=True, metavar="DIR|samples",
+@click.option("--images", "-i", multiple=True, callback=several_images, default=("samples",), show_default=True, metavar="DIR|samples",
               help="A folder of images, samples, or an image (repeatable).")
 @click.option("--layer", "-l", "layers", multiple=True, metavar="REF",
               help="A layer (repeatable; default: every convolution, pooling and ReLU, and the logits).")
@@ -100,7 +99,6 @@ def equivariance(loaded, images, layers, shifts, angles, scales, max_images, out
 
     if any(not float(s).is_integer() for s in shifts):
         raise cnnviz.CnnvizError(f"--shifts must be whole numbers of pixels, not {','.join(map(str, shifts))}")
-    images = images[0] if len(images) == 1 else list(images)
     result = cnnviz.equivariance(loaded, images, list(layers) or None, shifts=[int(s) for s in shifts],
                                  angles=list(angles), scales=list(scales), max_images=max_images)
     _wrote(cnnviz.reports.equivariance(result).write(output, model=loaded.spec))

@@ -121,3 +121,9 @@ def one_image(ctx, param, value):
         raise click.BadParameter(f"this command takes one image, but {len(value)} were given; give -i once "
                                  "(run it once per image)", ctx=ctx, param=param)
     return value[0] if value else None
+
+
+def several_images(ctx, param, value):
+    """For a command that takes several images: ``-i`` given once is that spec as it is, several
+    times a list of them."""
+    return value[0] if len(value) == 1 else list(value)

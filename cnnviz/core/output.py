@@ -81,6 +81,11 @@ def save_figure(figure, path: str | os.PathLike, dpi: int = 100) -> Path:
 def save_image(pixels, path: str | os.PathLike) -> Path:
     """Save a ``3 x H x W`` (or ``1 x H x W``) tensor in [0, 1] as an 8-bit PNG, atomically, at its
     own size."""
+    return write_bytes(path, png_bytes(pixels))
+
+
+def png_bytes(pixels) -> bytes:
+    """A ``3 x H x W`` (or ``1 x H x W``) tensor in [0, 1] as the bytes of an 8-bit PNG."""
     from PIL import Image
 
     import torch
@@ -89,7 +94,7 @@ def save_image(pixels, path: str | os.PathLike) -> Path:
     array = array[0].numpy() if array.shape[0] == 1 else array.permute(1, 2, 0).numpy()
     buffer = io.BytesIO()
     Image.fromarray(array).save(buffer, format="png")
-    return write_bytes(path, buffer.getvalue())
+    return buffer.getvalue()
 
 
 def safe_name(text: str) -> str:

@@ -20,7 +20,7 @@ from cnnviz.inputs.images import image_sources, open_image
 from cnnviz.core.model import LoadedModel, preprocessing_of, unwrap
 from cnnviz.models import load_model
 from cnnviz.core.references import layer_ref
-from cnnviz.analyses.kernels import convolutions
+from cnnviz.analyses.kernels import as_convolution, convolutions
 from cnnviz.analyses.summary import layer_table
 from cnnviz.site import pages
 from cnnviz.site.jobs import Jobs
@@ -145,7 +145,6 @@ def _image_specs(images, folder: Path, channels: int) -> tuple[list, dict[str, b
     tensor is stored as 8-bit PNG (1 or 3 channels; what the pages show and the jobs read)."""
     import io
 
-    import torch
     from PIL import Image
 
     from cnnviz.inputs.images import to_tensor
@@ -162,16 +161,15 @@ def _image_specs(images, folder: Path, channels: int) -> tuple[list, dict[str, b
             if pixels.shape[0] not in (1, 3):
                 raise CnnvizError(f"a gallery keeps its images as PNG files: give 1- or 3-channel tensors, "
                                   f"not {pixels.shape[0]} channels (or save them as files yourself)")
-            array = (pixels.float().clamp(0, 1) * 255).round().to(torch.uint8)
-            image = Image.fromarray(array[0].numpy() if array.shape[0] == 1 else array.permute(1, 2, 0).numpy())
+            data = files.png_bytes(pixels)
         elif isinstance(item, Image.Image):
             image = item if item.mode in ("1", "L", "LA", "I", "I;16", "P", "RGB", "RGBA") else item.convert("RGB")
+            buffer = io.BytesIO()
+            image.save(buffer, format="png")
+            data = buffer.getvalue()
         else:
             specs.append(item)
             continue
-        buffer = io.BytesIO()
-        image.save(buffer, format="png")
-        data = buffer.getvalue()
         path = str(Path(folder).expanduser() / INPUTS / f"image{len(specs)}-{hashlib.sha256(data).hexdigest()[:10]}.png")
         specs.append(path)
         pending[path] = data
@@ -433,7 +431,7 @@ class _Builder(Jobs):
             except (AttributeError, ValueError):
                 continue
             if not list(module.children()):
-                return row.name in set(convolutions(self.loaded))
+                return as_convolution(module) is not None
         return False
 
     def _classes(self) -> list[int]:
