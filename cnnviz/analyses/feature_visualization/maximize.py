@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -41,6 +42,7 @@ from cnnviz.core.relu import relu_rule
 from cnnviz.core.softmax import SkipSoftmax, final_softmax
 from cnnviz.analyses.feature_visualization.transforms import Robustness
 from cnnviz.inputs.images import rgb
+from cnnviz.analyses.feature_visualization.real_images import real_responses
 
 PRECISIONS = ("fp32", "bf16", "auto")
 MEMORY_BUDGET = 1.5 * 2**30  # bytes of activations per batch, forward and backward
@@ -48,15 +50,24 @@ MEMORY_BUDGET = 1.5 * 2**30  # bytes of activations per batch, forward and backw
 
 @dataclass
 class Rendering(Shows):
-    """Images that maximise units of a model.
+    """Images that maximise (or minimise) units of a model, and whether they beat real images.
 
     Attributes:
         images: ``N x C x H x W`` in [0, 1], ``C`` the model's input channels.
         units: what each image maximises, a :class:`cnnviz.Unit` each (``features.12:3``,
             ``logits:4 (chelsea)``, ...).
-        values: each unit's objective on its final image (no transformation), in the unit's units.
+        values: each unit's response to its final image (no transformation), in the unit's own
+            measure (a channel's spatial mean, a neuron's value, a logit; minimised for ``negative``).
         objective: the objective's formula.
         settings: size, steps, learning rate, parameterisation, seed, precision, ...
+        reference: per image, the best response of the unit to a real image in the same measure
+            (the largest; the smallest for a negative render), or ``None`` where not measured.
+        succeeded: per image, whether its value beats ``reference`` (``None`` where not measured).
+        steps_taken: per image, the optimisation steps it took (the stopping rule ends each on its own).
+        starts: per image, how it began: ``noise``, ``sample:NAME`` (a unit that did not get going
+            from noise started again from the real image that moves it most) or ``filter`` (a
+            unit that is one linear filter of the input: its exact maximum, no optimisation).
+        reference_source: what the references were measured on (``17 sample images``, ...).
     """
 
     images: torch.Tensor
@@ -64,6 +75,11 @@ class Rendering(Shows):
     values: list[float]
     objective: str
     settings: dict = field(default_factory=dict)
+    reference: list = field(default_factory=list)
+    succeeded: list = field(default_factory=list)
+    steps_taken: list = field(default_factory=list)
+    starts: list = field(default_factory=list)
+    reference_source: str | None = None
 
     def display(self) -> torch.Tensor:
         """The images as RGB, ``N x 3 x H x W`` (a greyscale model's images repeated into 3; of
@@ -71,12 +87,39 @@ class Rendering(Shows):
 
         return rgb(self.images)
 
+    def below(self) -> list[Unit]:
+        """The units whose render does not beat the real images."""
+        return [unit for unit, ok in zip(self.units, self.succeeded) if ok is False]
+
+    def summary(self) -> str:
+        """One line: how many renders beat the best real image, and which did not."""
+        measured = [ok for ok in self.succeeded if ok is not None]
+        if not measured:
+            return f"{len(self.units)} renders (not compared with real images)"
+        best = "smallest real response" if self.settings.get("negative") else "best real image"
+        text = f"{sum(measured)}/{len(measured)} renders beat the {best} ({self.reference_source})"
+        below = self.below()
+        if below:
+            names = ", ".join(unit.reference for unit in below[:8]) + (", ..." if len(below) > 8 else "")
+            text += f"; {len(below)} below: {names}"
+        return text
+
     def to_dict(self) -> dict:
-        return {"objective": self.objective, "settings": self.settings,
-                "units": [{**unit.to_dict(), "value": value} for unit, value in zip(self.units, self.values)]}
+        entries = []
+        for k, (unit, value) in enumerate(zip(self.units, self.values)):
+            entry = {**unit.to_dict(), "value": value}
+            if k < len(self.reference):
+                entry.update(reference=self.reference[k], succeeded=self.succeeded[k])
+            if k < len(self.steps_taken):
+                entry.update(steps=self.steps_taken[k], start=self.starts[k])
+            entries.append(entry)
+        measured = [ok for ok in self.succeeded if ok is not None]
+        return {"objective": self.objective, "settings": self.settings, "reference_source": self.reference_source,
+                "succeeded": sum(measured) if measured else None, "measured": len(measured),
+                "summary": self.summary(), "units": entries}
 
     def __repr__(self) -> str:
-        return f"Rendering({len(self.units)} images {tuple(self.images.shape[2:])}, {self.objective})"
+        return f"Rendering({len(self.units)} images {tuple(self.images.shape[2:])}, {self.objective}; {self.summary()})"
 
 
 def maximize(
@@ -88,7 +131,7 @@ def maximize(
     count: int = 1,
     size="auto",
     steps: int = 256,
-    lr: float = 0.05,
+    lr: float = 0.1,
     param: str = "fft",
     seed: int = 0,
     batch_size: int | None = None,
@@ -97,8 +140,20 @@ def maximize(
     precision: str = "fp32",
     regularize: float = 0.0,
     progress: Callable[[int], None] | None = None,
+    reference="samples",
+    stop: bool = True,
+    schedule: str = "cosine",
+    negative: bool = False,
+    diverse: int = 1,
+    neuron: bool = False,
+    direction=None,
+    filters: bool = True,
 ) -> Rendering:
     """Render images that maximise a unit, many units, or any objective.
+
+    Each render is compared with real images: its final value against the unit's largest
+    response to them (``reference``), and stops on its own when it is past that by a margin or
+    has converged (``stop``), so that the rest of the batch goes on without it.
 
     Args:
         model: an ``nn.Module`` or :class:`cnnviz.LoadedModel` (left untouched).
@@ -111,8 +166,10 @@ def maximize(
             batch of ``count`` images.
         size: ``"auto"`` (about twice the unit's receptive field, at least 48 px, for a channel or
             neuron; the model's input size for classes), ``H`` or ``(H, W)``.
-        steps, lr: Adam's steps and learning rate.
-        param: ``"fft"`` (decorrelated Fourier spectrum) or ``"pixel"``.
+        steps: the most optimisation steps of an image (with ``stop=False``: exactly this many).
+        lr: Adam's learning rate (at the start; see ``schedule``).
+        param: ``"fft"`` (decorrelated Fourier spectrum), ``"maco"`` (its phase only, under the
+            magnitude of natural photographs: Fel et al. 2023) or ``"pixel"``.
         seed: the seed of every random choice; the image of a unit depends only on it and the unit.
         batch_size: images per batch (default: as many as fit a 1.5 GiB activation budget).
         robustness: the random transformations (default Lucid's; ``Robustness.none()`` for none).
@@ -120,24 +177,51 @@ def maximize(
         precision: ``"fp32"``, ``"bf16"`` (autocast) or ``"auto"`` (bf16 where the hardware has it).
         regularize: subtract this times the total variation of the image from the objective.
         progress: called with the number of image-steps done, after each step.
+        reference: what each render is compared with: real images (``"samples"``, the sample
+            photographs, by default; a folder, files, ...), a :class:`cnnviz.Statistics` or the
+            path of a ``stats.npz`` (a dataset's maxima; the sample photographs still give the
+            starting images), or ``None`` (no comparison, no stopping at a target).
+        stop: end each image once its value is past the reference by 10 % (checked every 8
+            steps on the untransformed image), or has gained less than 1 % in 32 steps.
+        schedule: ``"cosine"`` (the learning rate falls from ``lr`` to ``lr / 10`` over ``steps``)
+            or ``"constant"``.
+        negative: minimise the unit instead (what it responds to least).
+        diverse: render this many different images of each unit (a penalty on the similarity of
+            their Gram matrices at the layer).
+        neuron: the neuron at the centre of the map instead of the channel's spatial mean.
+        direction: a vector over the layer's channels (``layer`` a whole layer): one image whose
+            activations point along it (their spatial mean dot product with it).
+        filters: a unit that is a function of one linear filter of the input (a first layer, or a
+            unit with no nonlinearity before it) gets its exact maximum under the valid pixel
+            range at the centre (the neuron there) instead of an optimisation that would only
+            saturate a flat colour field.
 
     Returns:
         :class:`Rendering`.
     """
     module, class_names = unwrap(model)
     preprocessing = preprocessing_of(model)
-    if steps < 1 or not (lr > 0 and math.isfinite(lr)) or count < 1:  # also refuses a NaN or infinite lr
-        raise CnnvizError(f"steps and count must be at least 1 and lr a positive finite number (got steps={steps}, "
-                          f"count={count}, lr={lr})")
+    if steps < 1 or not (lr > 0 and math.isfinite(lr)) or count < 1 or diverse < 1:  # also a NaN or infinite lr
+        raise CnnvizError(f"steps, count and diverse must be at least 1 and lr a positive finite number (got "
+                          f"steps={steps}, count={count}, diverse={diverse}, lr={lr})")
     check_seed(seed)
     if precision not in PRECISIONS:
         raise CnnvizError(f"unknown precision {precision!r}; use fp32, bf16 or auto")
+    if schedule not in SCHEDULES:
+        raise CnnvizError(f"unknown schedule {schedule!r}; use {' or '.join(SCHEDULES)}")
     if batch_size is not None and batch_size < 1:
         raise CnnvizError(f"batch_size must be at least 1, got {batch_size}")
-    plan = _plan(model, layer, channels, objective, count, class_names)
+    plan = _plan(model, layer, channels, objective, count, class_names, negative=negative, diverse=diverse,
+                 neuron=neuron, direction=direction)
     device = next((p.device for p in module.parameters()), torch.device("cpu"))
     canvas = _canvas(model, size, plan, preprocessing)
     robust = robustness if robustness is not None else Robustness()
+    filter_images = _filter_units(model, plan, preprocessing, canvas, size, device) if filters else None
+    if filter_images is not None:  # each unit is one filter: its neuron at the centre, measured as one
+        plan = _plan(model, layer, channels, objective, count, class_names, negative=negative, diverse=diverse,
+                     neuron=True, direction=direction)
+        if size == "auto":
+            canvas = filter_images.canvas
     _check_memory(model, plan, canvas, robust, preprocessing, device)
     canvas, view = _view(model, plan, canvas, robust, preprocessing, size)
     # a model whose output is a softmax: maximize the logits it takes (its input), not a probability
@@ -152,34 +236,127 @@ def maximize(
         chunk = count
     else:
         chunk = batch_size or _batch_size(model, view, plan, preprocessing)
+        chunk = max(diverse, chunk - chunk % diverse)  # the images of one unit stay in one batch
+    real = _references(model, plan, reference, softmax)
     use_bf16 = bf16_wanted(precision, device)
     offset = _padding_offset(model, plan, canvas, view, preprocessing)
-    rendered, values = [], []
-    set_progress_total(progress, len(plan.units) * steps)
+    count_all = len(plan.units)
+    images = [None] * count_all
+    values, steps_taken, starts = [0.0] * count_all, [0] * count_all, ["noise"] * count_all
+    rows = list(range(count_all))
+    if filter_images is not None:
+        for row, image in zip(filter_images.rows, filter_images.images):
+            images[row], starts[row] = _centred(image, canvas), "filter"
+        rows = [row for row in rows if row not in set(filter_images.rows)]
+    set_progress_total(progress, len(rows) * steps)
     # gradients are needed whatever the caller's mode (a notebook may sit in torch.no_grad()); the
     # allocator is left as the caller has it (the cnnviz command keeps freed memory in its own
     # process; in Python, wrap the call in cnnviz.reuse_freed_memory())
     with torch.inference_mode(False), torch.enable_grad():
-        for start in range(0, len(plan.units), chunk):
-            part = slice(start, start + chunk)
-            goal, final_goal = plan.build(part, offset), plan.build(part, (0, 0))
-            if regularize:
-                goal = goal - regularize * o.total_variation()
-                final_goal = final_goal - regularize * o.total_variation()
-            generators = [torch.Generator().manual_seed((seed * 1_000_003 + s) % 2**63) for s in plan.seeds[part]]
-            images_, values_ = _render(model, goal, final_goal, generators, canvas, view, preprocessing, steps, lr,
-                                       param, robust, redirect_steps, use_bf16, device, progress, softmax)
-            rendered.append(images_)
-            values += values_
+        for start in range(0, len(rows), chunk):
+            part = rows[start:start + chunk]
+            run = _Run(model=model, plan=plan, rows=part, offset=offset, regularize=regularize, canvas=canvas,
+                       view=view, preprocessing=preprocessing, steps=steps, lr=lr, schedule=schedule, param=param,
+                       robust=robust, redirect_steps=redirect_steps, use_bf16=use_bf16, device=device,
+                       progress=progress, softmax=softmax, real=real, stop=stop, seed=seed)
+            for row, (image, taken, how) in run.render().items():
+                images[row], steps_taken[row], starts[row] = image, taken, how
+        final = torch.stack(images)
+        values = _final_values(model, plan, final, preprocessing, softmax, device)
+    reference_values, succeeded = [None] * count_all, [None] * count_all
+    if real is not None:
+        for row in range(count_all):
+            bound = real.minima[plan.groups[row]] if negative else real.maxima[plan.groups[row]]
+            reference_values[row] = bound
+            succeeded[row] = bool(values[row] < bound) if negative else bool(values[row] > bound)
     settings = {
-        "size": list(canvas), "steps": steps, "lr": lr, "param": param, "seed": seed,
-        "batch_size": chunk, "redirect_steps": redirect_steps, "precision": "bf16" if use_bf16 else "fp32",
-        "robustness": vars(robust), "regularize": regularize, "network_input": list(view),
-        "cropped_back": tuple(view) == tuple(canvas) and robust.pad > 0,
-        "softmax_input": softmax is not None,
+        "size": list(canvas), "steps": steps, "lr": lr, "schedule": schedule, "stop": stop, "param": param,
+        "seed": seed, "batch_size": chunk, "redirect_steps": redirect_steps,
+        "precision": "bf16" if use_bf16 else "fp32", "robustness": vars(robust), "regularize": regularize,
+        "network_input": list(view), "cropped_back": tuple(view) == tuple(canvas) and robust.pad > 0,
+        "softmax_input": softmax is not None, "negative": negative, "diverse": diverse, "kind": plan.kind,
     }
     description = plan.description + (" (the input of the model's final softmax)" if softmax is not None else "")
-    return Rendering(torch.cat(rendered), plan.units, values, description, settings)
+    if filter_images is not None:
+        description += f"; {len(filter_images.rows)} linear-filter units rendered as their neuron at the centre"
+    return Rendering(final.float().cpu(), plan.units, values, description, settings, reference_values, succeeded,
+                     steps_taken, starts, real.source if real is not None else None)
+
+
+SCHEDULES = ("cosine", "constant")
+CHECK_EVERY = 8  # steps between two looks at the untransformed images (stopping, restarting)
+MARGIN = 0.1  # a render stops once past its reference by this fraction of it
+MIN_STEPS = 16  # nor before this many steps
+CONVERGED = 0.01  # ... or once it gains less than this fraction in CONVERGED_STEPS
+CONVERGED_STEPS = 32
+RESTART_AT = 48  # a unit still below its reference at this step starts again from the real image
+DIVERSITY = 0.5  # the weight of the similarity penalty, times the image's own |value|
+
+
+def _references(model, plan, reference, softmax):
+    """The real images' responses of the plan's units (``None``: no reference, or an objective)."""
+    if reference is None or plan.ref is None:
+        return None
+    channels = preprocessing_of(model).channels
+    if isinstance(reference, str) and reference == "samples" and channels not in (1, 3):
+        return None  # photographs have 1 or 3 channels; give images of the model's own to compare
+    statistics, images = None, "samples"
+    if isinstance(reference, (str, os.PathLike)) and str(reference).endswith(".npz"):
+        statistics = _load_statistics(reference)
+    elif hasattr(reference, "layers") and hasattr(reference, "images"):  # a Statistics
+        statistics = reference
+    elif isinstance(reference, dict):  # the arrays of a stats.npz
+        statistics = reference
+    else:
+        images = reference
+    if plan.ref.is_output and softmax is not None:
+        pass  # the softmax's input is measured, as it is maximized
+    return real_responses(model, plan.layers[0], plan.kind, plan.channels, images, negative=plan.negative,
+                          direction=plan.direction, softmax=softmax, statistics=statistics)
+
+
+def _load_statistics(path) -> dict:
+    import numpy as np
+
+    try:
+        with np.load(path) as archive:
+            return {key: archive[key] for key in archive.files
+                    if key == "images" or key.endswith(("/maximum", "/mean_maximum"))}
+    except FileNotFoundError:
+        raise CnnvizError(f"statistics file {str(path)!r} does not exist; write one with cnnviz stats -o DIR") from None
+    except Exception as error:
+        raise CnnvizError(f"cannot read {str(path)!r} as statistics from cnnviz stats ({type(error).__name__})") from None
+
+
+def _centred(image: torch.Tensor, canvas) -> torch.Tensor:
+    """``image`` in the middle of a grey canvas (or cut to it)."""
+    if tuple(image.shape[1:]) == tuple(canvas):
+        return image
+    out = torch.full((image.shape[0], *canvas), 0.5, dtype=image.dtype)
+    height, width = min(canvas[0], image.shape[1]), min(canvas[1], image.shape[2])
+    top, left = (canvas[0] - height) // 2, (canvas[1] - width) // 2
+    inner_top, inner_left = (image.shape[1] - height) // 2, (image.shape[2] - width) // 2
+    out[:, top:top + height, left:left + width] = image[:, inner_top:inner_top + height, inner_left:inner_left + width]
+    return out
+
+
+def _final_values(model, plan, images, preprocessing, softmax, device) -> list[float]:
+    """Each image's value in its unit's measure, on the image as it is (no transformation; a
+    neuron's position is the saved image's own)."""
+    offset = (0, 0)
+    measure = plan.measure(list(range(len(images))), offset)
+    mean = torch.as_tensor(preprocessing.mean, dtype=torch.float32).view(1, -1, 1, 1).to(device)
+    std = torch.as_tensor(preprocessing.std, dtype=torch.float32).view(1, -1, 1, 1).to(device)
+    values = []
+    skip = SkipSoftmax(softmax) if softmax is not None else contextlib.nullcontext()
+    with probe(model, list(measure.layers)) as recorder, torch.no_grad():
+        for start in range(0, len(images), 32):
+            batch = images[start:start + 32].to(device)
+            with skip:
+                recorder.run((batch - mean) / std)
+            part = plan.measure(list(range(start, start + len(batch))), offset)
+            values += [float(v) for v in part({n: recorder[n].float() for n in measure.layers}, batch)]
+    return values
 
 
 # --------------------------------------------------------------------------------------------
@@ -188,30 +365,74 @@ def maximize(
 
 @dataclass
 class _Plan:
-    """What to render: a description and a seed per image, and the objective of any run of them."""
+    """What to render: per image its unit, seed, group (the unit it shows: ``diverse`` images of
+    one unit share it) and channel; ``measure(rows, offset)`` is the objective of those images in
+    the unit's own measure, ``build(rows, offset)`` what the optimiser maximises (the measure,
+    negated for a negative render, less the diversity penalty)."""
 
     units: list[Unit]
     seeds: list[int]
     description: str
     layers: tuple[str, ...]
     ref: object | None
-    build: Callable[[slice, tuple[int, int]], o.Objective]
+    measure: Callable[[list[int], tuple[int, int]], o.Objective]
+    groups: list[int] = field(default_factory=list)
+    channels: list[int] = field(default_factory=list)
+    kind: str = "objective"
+    negative: bool = False
+    direction: torch.Tensor | None = None
+    diverse: int = 1
+
+    def build(self, rows: list[int], offset: tuple[int, int]) -> o.Objective:
+        goal = self.measure(rows, offset)
+        if self.negative:
+            goal = -goal
+        if self.diverse > 1:
+            groups = [self.groups[row] for row in rows]
+            similarity = o.diversity(self.layers[0], groups=groups)
+            base = goal
+
+            def penalised(activations, images):
+                value = base(activations, images)
+                return value - DIVERSITY * value.detach().abs() * similarity(activations, images)
+
+            goal = o.Objective(penalised, base.layers, f"{base.description} - {DIVERSITY:g} |.| {similarity.description}")
+        return goal
 
 
-def _plan(model, target, channels, objective, count, class_names) -> _Plan:
+def _plan(model, target, channels, objective, count, class_names, negative=False, diverse=1, neuron=False,
+          direction=None) -> _Plan:
     if objective is not None:
         if target is not None or channels is not None:
             raise CnnvizError("give either a layer (with channels) or an objective, not both")
         if not isinstance(objective, o.Objective):
             raise CnnvizError("objective must be a cnnviz.objectives.Objective")
+        if negative or diverse > 1 or neuron or direction is not None:
+            raise CnnvizError("negative, diverse, neuron and direction shape a layer's objective; with your own "
+                              "objective write them into it (-objective, o.diversity, o.neuron, o.direction)")
         for name in objective.layers:
             layer_ref(model, name)  # unknown layers fail here, before any work
         return _Plan([Unit("", i, objective=objective.description) for i in range(count)], list(range(count)),
-                     objective.description, objective.layers, None, lambda part, offset: objective)
+                     objective.description, objective.layers, None, lambda rows, offset: objective,
+                     groups=list(range(count)), channels=list(range(count)))
     if target is None:
         raise CnnvizError("name what to maximise: a layer with channels, a channel ('features.12:5') or a class")
     ref = layer_ref(model, target)
     layer_text = "logits" if ref.is_output else ref.layer_text
+    if direction is not None:
+        if ref.channel is not None or channels is not None:
+            raise CnnvizError(f"a direction is over all channels of a layer: give the layer ({layer_text}), "
+                              "not a channel or channels")
+        vector = _direction(direction, _channel_count(model, ref), layer_text)
+        unit = Unit(layer_text, None, objective=f"direction({layer_text})")
+        units = [unit] * diverse
+
+        def measure(rows, offset):
+            return o.direction(layer_text, vector)
+
+        return _Plan(units, [k for k in range(diverse)], f"direction({layer_text})", (layer_text,), ref, measure,
+                     groups=[0] * diverse, channels=[0], kind="direction", negative=negative, direction=vector,
+                     diverse=diverse)
     if ref.channel is not None:
         if channels is not None:
             raise CnnvizError(f"{target!r} already names a channel; drop channels")
@@ -226,16 +447,40 @@ def _plan(model, target, channels, objective, count, class_names) -> _Plan:
                               names=class_names if ref.is_output else None)
     if ref.position is not None and len(ref.position) != 2:
         raise CnnvizError("a neuron of a 2-D map needs a row and a column, e.g. features.12:5@3,4")
+    if neuron and ref.is_output:
+        raise CnnvizError("a class has no map to take the centre of; drop neuron (--neuron) for logits")
+    at_centre = neuron and ref.position is None
+    groups = [g for g in range(len(chosen)) for _ in range(diverse)]
+    per_image = [chosen[g] for g in groups]
 
-    def build(part: slice, offset: tuple[int, int]) -> o.Objective:
-        indices = chosen[part]
+    def measure(rows, offset):
+        indices = [per_image[row] for row in rows]
         if ref.position is not None:  # a position on the saved image's map; shifted by the padding
             return o.neuron(layer_text, indices, ref.position[0] + offset[0], ref.position[1] + offset[1])
+        if at_centre:
+            return o.neuron(layer_text, indices)
         return o.class_logit(indices) if ref.is_output else o.channel(layer_text, indices)
 
-    units = [Unit.of(ref, class_names, channel=index) for index in chosen]
-    kind = "neuron" if ref.position is not None else "class_logit" if ref.is_output else "channel"
-    return _Plan(units, list(chosen), f"{kind}({layer_text})", (layer_text,), ref, build)
+    units = [Unit.of(ref, class_names, channel=index) for index in per_image]
+    if at_centre:
+        units = [dataclasses.replace(unit, objective="neuron at the centre") for unit in units]
+    kind = "neuron" if ref.position is not None or at_centre else "class_logit" if ref.is_output else "channel"
+    seeds = [chosen[g] if diverse == 1 else chosen[g] * 1_000 + k for g, k in zip(groups, [r % diverse for r in range(len(groups))])]
+    description = f"{'-' if negative else ''}{kind}({layer_text})" + (f", {diverse} diverse images each" if diverse > 1 else "")
+    return _Plan(units, seeds, description, (layer_text,), ref, measure, groups=groups, channels=chosen, kind=kind,
+                 negative=negative, diverse=diverse)
+
+
+def _direction(direction, channels: int, layer: str) -> torch.Tensor:
+    try:
+        vector = torch.as_tensor(direction, dtype=torch.float32).flatten()
+    except (TypeError, ValueError, RuntimeError):
+        raise CnnvizError(f"a direction is a sequence of {channels} numbers, one per channel of {layer}") from None
+    if len(vector) != channels:
+        raise CnnvizError(f"the direction has {len(vector)} values but {layer} has {channels} channels")
+    if not torch.isfinite(vector).all() or not vector.abs().sum() > 0:
+        raise CnnvizError("a direction needs finite values, not all zero")
+    return vector
 
 
 def _channel_count(model, ref) -> int:
@@ -287,8 +532,8 @@ def receptive_field_size(model, layer: str, preprocessing) -> int:
     its input gradient on a random input at the model's input size)."""
     height, width = preprocessing.input_size
     generator = torch.Generator().manual_seed(0)
-    x = torch.randn(1, preprocessing.channels, height, width, generator=generator).requires_grad_(True)
-    with probe(model, [layer], keep_graph=True) as recorder:
+    with torch.inference_mode(False), torch.enable_grad(), probe(model, [layer], keep_graph=True) as recorder:
+        x = torch.randn(1, preprocessing.channels, height, width, generator=generator).requires_grad_(True)
         recorder.run(x)
         values = recorder[layer]
         if values.dim() != 4:
@@ -424,51 +669,251 @@ def _padding_offset(model, plan: _Plan, canvas, view, preprocessing) -> tuple[in
 # the optimisation loop
 
 
-def _render(model, goal, final_goal, generators, canvas, view, preprocessing, steps, lr, param, robust,
-            redirect_steps, use_bf16, device, progress, softmax=None):
-    """Optimise ``goal`` on transformed images of ``view`` pixels (padded, or cropped back to the
-    canvas); score ``final_goal`` on the final images as they are saved (no transformation)."""
-    out = None if tuple(view) == robust.output_size(canvas) else view
-    params = image_parameters(param, generators, preprocessing.channels, canvas, device)
-    optimizer = Adam(params.parameters(), lr)
-    # (images - mean) / std as one multiply-add: images * (1 / std) + (-mean / std); nothing for a
-    # model that takes images as they are
-    mean = torch.as_tensor(preprocessing.mean, dtype=torch.float64).view(1, -1, 1, 1)
-    std = torch.as_tensor(preprocessing.std, dtype=torch.float64).view(1, -1, 1, 1)
-    inverse_std, shift = (1 / std).float().to(device), (-mean / std).float().to(device)
-    identity = bool((mean == 0).all() and (std == 1).all())
-    # every step's random transformation, drawn before the first (None: the transformation only pads)
-    draws = None if robust.identity else robust.draw(generators, steps, canvas, out).to(device)
-    layers = list(dict.fromkeys(goal.layers + final_goal.layers))
-    autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if use_bf16 else contextlib.nullcontext
-    with probe(model, layers, keep_graph=True) as recorder:
+@dataclass
+class _Run:
+    """One batch of images, optimised together; each image leaves the batch when the stopping
+    rule ends it, and the rest go on (fewer images per step)."""
 
-        def scores(objective, images, transformed, redirect: bool):
-            # channels_last makes the convolutions of a CPU or GPU pass faster (measured: VGG11 to
-            # features.3, 265 -> 173 ms per step of 8 images)
-            inputs = transformed if identity else torch.addcmul(shift, transformed, inverse_std)
-            inputs = inputs.contiguous(memory_format=torch.channels_last)
-            rule = relu_rule("redirect") if redirect else contextlib.nullcontext()
-            skip = SkipSoftmax(softmax) if softmax is not None else contextlib.nullcontext()
-            with rule, autocast(), skip:
-                recorder.run(inputs)
-                activations = {name: recorder[name].float() for name in layers}
-            try:
-                return objective(activations, images)
-            except IndexError as error:  # o.channel(layer, 99999): a channel the layer does not have
-                shapes = ", ".join(f"{name} {tuple(value.shape[1:])}" for name, value in activations.items())
-                raise CnnvizError(f"the objective {objective.description} does not fit the layers' outputs ({shapes}): "
-                                  f"{error}") from None
+    model: object
+    plan: _Plan
+    rows: list[int]  # the plan's images in this batch
+    offset: tuple[int, int]
+    regularize: float
+    canvas: tuple[int, int]
+    view: tuple[int, int]
+    preprocessing: object
+    steps: int
+    lr: float
+    schedule: str
+    param: str
+    robust: Robustness
+    redirect_steps: int
+    use_bf16: bool
+    device: torch.device
+    progress: Callable[[int], None] | None
+    softmax: int | None
+    real: object | None
+    stop: bool
+    seed: int
 
-        for step in range(steps):
-            images = params.images()
-            transformed = robust.apply(images, None if draws is None else draws[step], out)
-            values = scores(goal, images, transformed, step < redirect_steps)
-            optimizer.zero_grad()
-            (-values.sum()).backward()
-            optimizer.step()
-            if progress is not None:
-                progress(len(generators))
-        final = params.images().detach()
-        values = scores(final_goal, final, final, False).detach()
-    return final.float().cpu(), [float(v) for v in values]
+    def render(self) -> dict[int, tuple[torch.Tensor, int, str]]:
+        """Optimise the batch; ``{row: (image, steps taken, start)}``, images as saved (no
+        transformation)."""
+        plan, canvas, robust, device = self.plan, self.canvas, self.robust, self.device
+        out = None if tuple(self.view) == robust.output_size(canvas) else self.view
+        generators = [torch.Generator().manual_seed((self.seed * 1_000_003 + plan.seeds[row]) % 2**63)
+                      for row in self.rows]
+        params = image_parameters(self.param, generators, self.preprocessing.channels, canvas, device)
+        optimizer = Adam(params.parameters(), self.lr)
+        # (images - mean) / std as one multiply-add: images * (1 / std) + (-mean / std); nothing for a
+        # model that takes images as they are
+        mean = torch.as_tensor(self.preprocessing.mean, dtype=torch.float64).view(1, -1, 1, 1)
+        std = torch.as_tensor(self.preprocessing.std, dtype=torch.float64).view(1, -1, 1, 1)
+        self._scale, self._shift = (1 / std).float().to(device), (-mean / std).float().to(device)
+        self._identity = bool((mean == 0).all() and (std == 1).all())
+        # every step's random transformation, drawn before the first (None: the transformation only pads)
+        draws = None if robust.identity else robust.draw(generators, self.steps, canvas, out).to(device)
+        active = list(self.rows)
+        goal, check = self._objectives(active)
+        layers = list(dict.fromkeys(goal.layers + check.layers))
+        history = {row: [] for row in active}
+        restarted, starts, done = set(), {row: "noise" for row in active}, {}
+        targets = self._targets()
+        with probe(self.model, layers, keep_graph=True) as recorder:
+            self._recorder, self._layers = recorder, layers
+            for step in range(self.steps):
+                optimizer.lr = self._learning_rate(step)
+                images = params.images()
+                transformed = robust.apply(images, None if draws is None else draws[step], out)
+                values = self._scores(goal, images, transformed, step < self.redirect_steps)
+                optimizer.zero_grad()
+                (-values.sum()).backward()
+                optimizer.step()
+                if self.progress is not None:
+                    self.progress(len(active))
+                last = step == self.steps - 1
+                if not last and not (self.stop and (step + 1) % CHECK_EVERY == 0):
+                    continue
+                with torch.no_grad():
+                    now = params.images()
+                    measured = self._scores(check, now, now, False)
+                ending = []
+                for k, row in enumerate(active):
+                    history[row].append(float(measured[k]))
+                finished = {row: last or self._finished(history[row], targets.get(row), step + 1) for row in active}
+                # the images of one unit (diverse) end together
+                groups = {}
+                for row in active:
+                    groups.setdefault(plan.groups[row], []).append(row)
+                for members in groups.values():
+                    if all(finished[row] for row in members):
+                        ending += members
+                for k, row in enumerate(active):
+                    if row in ending:
+                        done[row] = (now[k].detach().float().cpu(), step + 1, starts[row])
+                restart = self._restart_rows(active, ending, history, targets, restarted, step + 1)
+                if restart:
+                    places = [active.index(row) for row in restart]
+                    photos = []
+                    for row in restart:
+                        photo, name = self.real.start(plan.groups[row], plan.negative, canvas)
+                        photos.append(photo)
+                        starts[row], history[row] = name, []
+                        restarted.add(row)
+                    params.encode(places, torch.stack(photos))
+                    optimizer.reset(places)
+                if ending:
+                    if self.progress is not None:
+                        self.progress((self.steps - step - 1) * len(ending))
+                    keep = [k for k, row in enumerate(active) if row not in ending]
+                    if not keep:
+                        break
+                    active = [active[k] for k in keep]
+                    params = params.select(keep)
+                    optimizer = optimizer.select(params.parameters(), keep)
+                    if draws is not None:
+                        draws = draws[:, torch.tensor(keep, device=draws.device)]
+                    goal, check = self._objectives(active)
+        return done
+
+    def _objectives(self, rows):
+        goal = self.plan.build(rows, self.offset)
+        if self.regularize:
+            goal = goal - self.regularize * o.total_variation()
+        return goal, self.plan.measure(rows, (0, 0))
+
+    def _targets(self) -> dict[int, float]:
+        """Per image, the value past which it stops (its reference and the margin; lower for a
+        negative render: the targets are of the negated measure)."""
+        if self.real is None:
+            return {}
+        targets = {}
+        for row in self.rows:
+            group = self.plan.groups[row]
+            if self.plan.negative:
+                bound = -self.real.minima[group]
+            else:
+                bound = self.real.maxima[group]
+            targets[row] = bound + MARGIN * abs(bound)
+        return targets
+
+    def _finished(self, history: list[float], target: float | None, step: int) -> bool:
+        if not self.stop:
+            return False
+        sign = -1 if self.plan.negative else 1
+        value = sign * history[-1]
+        if target is not None and step >= MIN_STEPS and value >= target and self.plan.kind != "class_logit":
+            return True
+        looks = CONVERGED_STEPS // CHECK_EVERY
+        if len(history) > looks:
+            before = sign * history[-1 - looks]
+            return value - before < CONVERGED * max(abs(value), abs(before), 1e-6)
+        return False
+
+    def _restart_rows(self, active, ending, history, targets, restarted, step) -> list[int]:
+        """Images still below their reference at :data:`RESTART_AT` steps start again from the
+        real image that moves their unit most (once)."""
+        if self.real is None or not self.stop or step != RESTART_AT or step >= self.steps:
+            return []
+        sign = -1 if self.plan.negative else 1
+        rows = []
+        for row in active:
+            if row in ending or row in restarted or not history[row]:
+                continue
+            reference = -self.real.minima[self.plan.groups[row]] if self.plan.negative else self.real.maxima[self.plan.groups[row]]
+            if sign * history[row][-1] <= reference:
+                rows.append(row)
+        return rows
+
+    def _learning_rate(self, step: int) -> float:
+        if self.schedule == "constant":
+            return self.lr
+        return self.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / self.steps)))
+
+    def _scores(self, objective, images, transformed, redirect: bool):
+        # channels_last makes the convolutions of a CPU or GPU pass faster (measured: VGG11 to
+        # features.3, 265 -> 173 ms per step of 8 images)
+        inputs = transformed if self._identity else torch.addcmul(self._shift, transformed, self._scale)
+        inputs = inputs.contiguous(memory_format=torch.channels_last)
+        rule = relu_rule("redirect") if redirect else contextlib.nullcontext()
+        skip = SkipSoftmax(self.softmax) if self.softmax is not None else contextlib.nullcontext()
+        autocast = torch.autocast(self.device.type, dtype=torch.bfloat16) if self.use_bf16 else contextlib.nullcontext()
+        with rule, autocast, skip:
+            self._recorder.run(inputs)
+            activations = {name: self._recorder[name].float() for name in self._layers}
+        try:
+            return objective(activations, images)
+        except IndexError as error:  # o.channel(layer, 99999): a channel the layer does not have
+            shapes = ", ".join(f"{name} {tuple(value.shape[1:])}" for name, value in activations.items())
+            raise CnnvizError(f"the objective {objective.description} does not fit the layers' outputs ({shapes}): "
+                              f"{error}") from None
+
+
+# --------------------------------------------------------------------------------------------
+# units that are one linear filter of the input
+
+
+@dataclass
+class _Filters:
+    rows: list[int]
+    images: list[torch.Tensor]
+    canvas: tuple[int, int]  # the canvas of an automatic size: the filter's field and a margin
+
+
+FILTER_FIELD = 16  # units with a larger receptive field are not tested
+
+
+def _filter_units(model, plan: _Plan, preprocessing, canvas, size, device) -> _Filters | None:
+    """The plan's units whose response is a function of one linear filter of the input (their
+    input gradient at the centre points the same way at every input where it is not zero): a
+    first convolution, or one behind an activation. Each gets the exact maximum of that filter
+    under the valid range (0 and 1), at the centre, grey elsewhere; weights under a tenth of the
+    largest stay grey, so the image shows the filter, not noise. ``None`` when there are none."""
+    if plan.ref is None or plan.ref.is_output or plan.kind not in ("channel", "neuron") or plan.diverse > 1:
+        return None
+    if plan.ref.position is not None:
+        return None
+    layer = plan.layers[0]
+    field_size = receptive_field_size(model, layer, preprocessing)
+    if field_size > FILTER_FIELD:
+        return None
+    side = max(8, field_size + 2)
+    test = (side, side)
+    if check_size(model, [layer], preprocessing.channels, test, tuple(preprocessing.input_size)).runs is False:
+        test = tuple(canvas)
+    channels = plan.channels
+    tries = 4
+    generator = torch.Generator().manual_seed(0)
+    with torch.inference_mode(False), torch.enable_grad(), probe(model, [layer], keep_graph=True) as recorder:
+        mean = torch.as_tensor(preprocessing.mean, dtype=torch.float32).view(1, -1, 1, 1).to(device)
+        std = torch.as_tensor(preprocessing.std, dtype=torch.float32).view(1, -1, 1, 1).to(device)
+        x = torch.rand(tries * len(channels), preprocessing.channels, *test, generator=generator).to(device)
+        x = x.requires_grad_(True)
+        recorder.run((x - mean) / std)
+        maps = recorder[layer]
+        if maps.dim() != 4:
+            return None
+        index = torch.tensor(channels, device=maps.device).repeat(tries)
+        centre = maps[torch.arange(len(maps), device=maps.device), index, maps.shape[2] // 2, maps.shape[3] // 2]
+        (gradient,) = torch.autograd.grad(centre.sum(), x)
+    gradient = gradient.detach().view(tries, len(channels), -1)
+    rows, images = [], []
+    for k, channel in enumerate(channels):
+        grads = gradient[:, k]
+        alive = grads[grads.abs().amax(dim=1) > 0]
+        if len(alive) < 2:
+            continue
+        unit = torch.nn.functional.normalize(alive, dim=1)
+        if (unit @ unit.t()).min() < 0.999:
+            continue
+        weights = alive[0].view(preprocessing.channels, *test).cpu()
+        sign = -1 if plan.negative else 1
+        level = weights.abs().max()
+        pattern = 0.5 + 0.5 * sign * torch.sign(weights) * (weights.abs() > 0.1 * level)
+        for row in range(len(plan.units)):
+            if plan.groups[row] == k:
+                rows.append(row)
+                images.append(pattern.float())
+    if len(rows) < len(plan.units):  # all or none: one measure for the whole rendering
+        return None
+    return _Filters(rows, images, test)

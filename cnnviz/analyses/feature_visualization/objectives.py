@@ -155,10 +155,11 @@ def direction(name: str, vector: Sequence[float] | torch.Tensor) -> Objective:
     return Objective(scores, [name], f"direction({name})")
 
 
-def diversity(name: str) -> Objective:
+def diversity(name: str, groups: Sequence[int] | None = None) -> Objective:
     """The mean cosine similarity of each image's Gram matrix at ``name`` with the other images'
     (a penalty, like the regularisers): ``channel(...) - 100 * diversity(layer)`` pushes the images
-    of one batch towards different styles of the same unit."""
+    of one batch towards different styles of the same unit. ``groups`` (one label per image)
+    compares each image only with the others of its group (several units, several images each)."""
 
     def scores(activations, images):
         maps = _maps(activations, name).flatten(2)  # B x C x P
@@ -167,8 +168,13 @@ def diversity(name: str) -> Objective:
         gram = torch.bmm(maps, maps.transpose(1, 2)).flatten(1)
         gram = F.normalize(gram, dim=1)
         similarity = gram @ gram.t()
-        others = similarity.sum(dim=1) - similarity.diagonal()
-        return others / (len(maps) - 1)
+        if groups is None:
+            same = torch.ones_like(similarity)
+        else:
+            labels = _per_image(list(groups), len(maps), maps.device)
+            same = (labels[:, None] == labels[None, :]).to(similarity.dtype)
+        same = same - torch.eye(len(maps), device=maps.device, dtype=similarity.dtype)
+        return (similarity * same).sum(dim=1) / same.sum(dim=1).clamp(min=1)
 
     return Objective(scores, [name], f"diversity({name})")
 

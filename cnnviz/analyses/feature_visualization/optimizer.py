@@ -37,6 +37,22 @@ class Adam:
         self.first = [torch.zeros_like(p) for p in self.parameters]
         self.second = [torch.zeros_like(p) for p in self.parameters]
 
+    def select(self, parameters: list[torch.Tensor], rows: list[int]) -> Adam:
+        """The same optimiser for ``parameters``, made of rows ``rows`` of the present ones (the
+        moments of those rows move with them: images that stop leave the batch, the rest go on)."""
+        chosen = Adam(parameters, self.lr, self.betas, self.eps)
+        index = torch.tensor(rows, device=self.first[0].device)
+        chosen.first = [m.index_select(0, index) for m in self.first]
+        chosen.second = [m.index_select(0, index) for m in self.second]
+        chosen.steps = self.steps
+        return chosen
+
+    def reset(self, rows: list[int]) -> None:
+        """Forget the moments of rows ``rows`` (their images started again)."""
+        for moments in (self.first, self.second):
+            for m in moments:
+                m[rows] = 0
+
     def zero_grad(self) -> None:
         for parameter in self.parameters:
             parameter.grad = None

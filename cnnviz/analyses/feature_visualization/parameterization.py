@@ -3,10 +3,16 @@
 * ``pixel``: one value per pixel and channel;
 * ``fft``: the image's Fourier spectrum, each frequency scaled by 1 / frequency so that every
   frequency is equally easy to change (natural images have about that spectrum), with the colour
-  channels decorrelated by a fixed matrix (the method published with Lucid, re-derived here).
+  channels decorrelated by a fixed matrix (the method published with Lucid, re-derived here);
+* ``maco``: only the spectrum's phase moves; its magnitude is fixed to the mean magnitude of
+  natural photographs (the sample photographs, measured at the image's size, colours decorrelated
+  the same way): MACO, Fel et al., NeurIPS 2023, implemented here from the paper's description.
+  Deep networks given the ``fft`` freedom tend to fill images with high frequencies; a fixed
+  natural spectrum leaves them only where things are.
 
-Either way the result goes through a sigmoid into (0, 1), the valid pixel range, before the model's
-own normalisation. Each image has its own generator, so the same seed gives the same image whether
+Every way the result goes through a sigmoid into (0, 1), the valid pixel range, before the model's
+own normalisation. :meth:`ImageParameters.encode` puts a given image into the parameters (a
+render that starts from a photograph). Each image has its own generator, so the same seed gives the same image whether
 it is rendered alone or in a batch.
 
 Example::
@@ -18,11 +24,14 @@ Example::
 """
 from __future__ import annotations
 
+import functools
+
 import torch
+from torch.nn import functional as F
 
 from cnnviz.errors import CnnvizError
 
-PARAMETERISATIONS = ("fft", "pixel")
+PARAMETERISATIONS = ("fft", "pixel", "maco")
 
 #: square root of the colour correlation of natural images (Lucid's constant), per pixel
 #: rgb = COLOUR @ decorrelated
@@ -55,6 +64,10 @@ class ImageParameters:
             if self.scale.device != spectrum.device or self.scale.dtype != spectrum.dtype:
                 self.scale = self.scale.to(spectrum.device, spectrum.dtype)
             raw = torch.fft.irfft2(torch.view_as_complex(spectrum * self.scale), s=self.size, norm="ortho")
+        elif self.kind == "maco":
+            (phase,) = self.tensors  # B x C x H x (W // 2 + 1)
+            magnitude = self._magnitude(phase)
+            raw = torch.fft.irfft2(torch.polar(magnitude.expand_as(phase), phase), s=self.size, norm="ortho")
         else:
             (raw,) = self.tensors
         if self.channels == 3:
@@ -67,6 +80,74 @@ class ImageParameters:
             raw = torch.matmul(self.colour, raw.reshape(batch, 3, height * width)).view(batch, 3, height, width)
         return torch.sigmoid(raw)
 
+    def _magnitude(self, like: torch.Tensor) -> torch.Tensor:
+        magnitude = getattr(self, "magnitude", None)
+        if magnitude is None or magnitude.device != like.device or magnitude.dtype != like.dtype:
+            self.magnitude = natural_magnitude(self.channels, self.size).to(like.device, like.dtype)
+        return self.magnitude
+
+    @torch.no_grad()
+    def encode(self, rows: list[int], images: torch.Tensor) -> None:
+        """Make images ``rows`` of the batch ``images`` (``len(rows) x C x H x W`` in [0, 1]) as
+        closely as the parameterisation can (exactly for ``pixel`` and ``fft``; for ``maco``, the
+        images' phase under the fixed magnitude)."""
+        raw = torch.logit(images.to(self.tensors[0].device, torch.float32).clamp(0.02, 0.98))
+        if self.channels == 3:
+            batch, _, height, width = raw.shape
+            inverse = torch.linalg.inv(COLOUR.double()).float().to(raw.device)
+            raw = torch.matmul(inverse, raw.reshape(batch, 3, height * width)).view(batch, 3, height, width)
+        (tensor,) = self.tensors
+        index = torch.tensor(rows, device=tensor.device)
+        if self.kind == "pixel":
+            tensor.index_copy_(0, index, raw.to(tensor.dtype))
+            return
+        spectrum = torch.fft.rfft2(raw, norm="ortho")
+        if self.kind == "fft":
+            values = torch.view_as_real(spectrum) / self.scale.to(raw.device)
+        else:
+            values = spectrum.angle()
+        tensor.index_copy_(0, index, values.to(tensor.dtype))
+
+    def select(self, rows: list[int]) -> ImageParameters:
+        """The parameters of images ``rows`` only (fresh leaves: the optimiser is rebuilt too)."""
+        index = torch.tensor(rows, device=self.tensors[0].device)
+        chosen = ImageParameters.__new__(ImageParameters)
+        chosen.__dict__.update(self.__dict__)
+        chosen.tensors = [t.detach().index_select(0, index).requires_grad_(True) for t in self.tensors]
+        return chosen
+
+
+@functools.lru_cache(maxsize=8)
+def natural_magnitude(channels: int, size: tuple[int, int]) -> torch.Tensor:
+    """The mean Fourier magnitude (``C x H x (W // 2 + 1)``, orthonormal FFT) of the sample
+    photographs, each cut to the aspect of ``size`` at its centre, resized to ``size``, turned into
+    the parameterisation's space (logit of the pixels, colours decorrelated) and centred."""
+    from cnnviz.inputs import samples
+
+    height, width = size
+    total = None
+    names = samples.names()
+    for name in names:
+        photo = samples.tensor(name)
+        photo = photo.expand(3, -1, -1) if photo.shape[0] == 1 else photo
+        photo = photo[:channels] if channels <= 3 else torch.cat([photo, photo[-1:].expand(channels - 3, -1, -1)])
+        _, rows, columns = photo.shape
+        scale = min(rows / height, columns / width)
+        crop_h, crop_w = int(height * scale), int(width * scale)
+        top, left = (rows - crop_h) // 2, (columns - crop_w) // 2
+        photo = F.interpolate(photo[None, :, top:top + crop_h, left:left + crop_w], size=size, mode="area",
+                              antialias=False)[0]
+        raw = torch.logit(photo.clamp(0.02, 0.98))
+        if channels == 3:
+            raw = (torch.linalg.inv(COLOUR.double()).float() @ raw.reshape(3, -1)).view(3, height, width)
+        raw = raw - raw.mean(dim=(1, 2), keepdim=True)
+        magnitude = torch.fft.rfft2(raw, norm="ortho").abs()
+        total = magnitude if total is None else total + magnitude
+    magnitude = total / len(names)
+    # a centred photo has no mean; the DC term keeps a little so the phase can choose a mean colour
+    magnitude[:, 0, 0] = magnitude[:, 0, 1:].mean(dim=1)
+    return magnitude * 0.5  # half the photographs' contrast: the optimiser adds its own
+
 
 def image_parameters(
     kind: str, generators: list[torch.Generator], channels: int, size: tuple[int, int],
@@ -74,7 +155,7 @@ def image_parameters(
 ) -> ImageParameters:
     """Fresh parameters for ``len(generators)`` images, each drawn from its own generator."""
     if kind not in PARAMETERISATIONS:
-        raise CnnvizError(f"unknown parameterisation {kind!r}; use fft or pixel")
+        raise CnnvizError(f"unknown parameterisation {kind!r}; use fft, pixel or maco")
     height, width = size
     if kind == "fft":
         shape = (channels, height, width // 2 + 1)
@@ -83,6 +164,10 @@ def image_parameters(
             real = torch.randn(shape, generator=g)
             spectra.append(torch.stack([real, torch.randn(shape, generator=g)], dim=-1) * spread)
         tensors = [torch.stack(spectra).to(device).requires_grad_(True)]
+    elif kind == "maco":  # a uniformly random phase per frequency
+        shape = (channels, height, width // 2 + 1)
+        phases = torch.stack([(torch.rand(shape, generator=g) * 2 - 1) * torch.pi for g in generators])
+        tensors = [phases.to(device).requires_grad_(True)]
     else:
         shape = (channels, height, width)
         pixels = torch.stack([torch.randn(shape, generator=g) * spread for g in generators])
