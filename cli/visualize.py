@@ -51,29 +51,48 @@ class SizeOption(click.Option):
               help="A layer (with --channels), a channel (features.12:5), a neuron (features.12:5@3,4), "
                    "logits (with --channels) or a class name.")
 @click.option("--channels", "-c", metavar="SPEC", help="Channels or classes to render, one image each: 0-15, 3,5, all.")
-@click.option("--steps", type=click.IntRange(min=1), default=256, show_default=True)
+@click.option("--steps", type=click.IntRange(min=1), default=256, show_default=True,
+              help="The most steps of an image: each stops once past the best real image by 10% or converged.")
+@click.option("--fixed-steps", is_flag=True, help="Run every image for exactly --steps (no stopping rule).")
 @click.option("--size", cls=SizeOption, type=SizeType(), default="auto", show_default=True, metavar="H [W]",
               help="auto (twice the unit's receptive field; the input size for classes), H, 'H W' or HxW.")
-@click.option("--param", type=click.Choice(["fft", "pixel"]), default="fft", show_default=True)
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=0.05, show_default=True)
+@click.option("--param", type=click.Choice(["fft", "maco", "pixel"]), default="fft", show_default=True,
+              help="fft: decorrelated Fourier spectrum; maco: its phase only, natural magnitude (Fel et al. 2023).")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=0.1, show_default=True,
+              help="The first learning rate (a cosine schedule takes it to a tenth by --steps).")
+@click.option("--negative", is_flag=True, help="Minimise the unit: what it responds to least.")
+@click.option("--diverse", type=click.IntRange(min=1), default=1, show_default=True, metavar="N",
+              help="N different images of each unit (a penalty on their similarity).")
+@click.option("--neuron", is_flag=True, help="The neuron at the centre of the map instead of the channel's mean.")
+@click.option("--direction", metavar="W,W,...|FILE",
+              help="A direction in channel space of a whole --layer: one weight per channel (comma-separated, "
+                   "or a .npy/.txt file); renders one image along it.")
+@click.option("--reference", "reference_images", default="samples", show_default=True, metavar="IMAGES",
+              help="Real images each render is compared with (a folder, files, samples), or none.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), help="Images per batch (default: what fits 1.5 GiB).")
 @click.option("--precision", type=click.Choice(["fp32", "bf16", "auto"]), default="fp32", show_default=True)
 @click.option("--stats", "stats_file", type=click.Path(dir_okay=False), metavar="NPZ",
-              help="stats.npz from 'cnnviz stats' of the same layer: adds each unit's dataset maximum to the "
-                   "JSON (for a channel or class its largest per-image mean, the objective's own "
-                   "measure; for a neuron the largest value anywhere in its map).")
+              help="stats.npz from 'cnnviz stats' of the same layer: each render is compared with the dataset's "
+                   "maximum (for a channel or class its largest per-image mean, the objective's own measure; "
+                   "for a neuron the largest value anywhere in its map) instead of the --reference images'.")
 @click.option("--output", "-o", default="cnnviz-output", show_default=True, metavar="DIR")
-def maximize(loaded, target, channels, steps, size, param, lr, seed, batch_size, precision, stats_file, output) -> None:
+def maximize(loaded, target, channels, steps, fixed_steps, size, param, lr, negative, diverse, neuron, direction,
+             reference_images, seed, batch_size, precision, stats_file, output) -> None:
     """Render images that maximise units: channels, neurons or classes.
 
     Each unit is one image of a batch, with its own seed and random
-    transformations; the network stops at the target layer. Writes a PNG per
-    unit, a grid, and a JSON with each unit's final value.
+    transformations; the network stops at the target layer. Each image is
+    compared with the unit's best response to real images (the sample
+    photographs, --reference or --stats) and stops once past it; one line
+    says how many beat it. Writes a PNG per unit, a grid, and a JSON with
+    each unit's value, reference and 'succeeded'.
 
     \b
     Examples:
       cnnviz maximize --layer features.12 --channels 0-15
+      cnnviz maximize --layer features.12 --channels 0-3 --param maco --diverse 3
+      cnnviz maximize --layer features.12:5 --negative
       cnnviz maximize -m builtin:patterns --layer logits --channels all --steps 128
       cnnviz maximize --layer chelsea --size 96 128 --seed 3
     """
@@ -82,47 +101,51 @@ def maximize(loaded, target, channels, steps, size, param, lr, seed, batch_size,
     import cnnviz
 
     maxima = _dataset_maxima(stats_file)
+    vector = _direction_vector(direction) if direction is not None else None
+    reference = maxima if maxima is not None else (None if reference_images.lower() == "none" else reference_images)
     with tqdm(unit="image-step", desc="maximize", disable=None, leave=False) as bar:
         rendering = cnnviz.maximize(loaded, target, channels=channels, steps=steps, size=size, param=param, lr=lr,
-                                    seed=seed, batch_size=batch_size, precision=precision, progress=bar.update)
-    report = cnnviz.reports.maximize(rendering, name=target if channels is None else f"{target}-{channels}")
-    if maxima is not None:
-        _add_dataset_maxima(report.data, maxima, stats_file)
+                                    seed=seed, batch_size=batch_size, precision=precision, progress=bar.update,
+                                    reference=reference, stop=not fixed_steps, negative=negative, diverse=diverse,
+                                    neuron=neuron, direction=vector)
+    name = target if channels is None else f"{target}-{channels}"
+    if negative:
+        name += "-negative"
+    report = cnnviz.reports.maximize(rendering, name=name)
+    if maxima is not None and rendering.reference_source is not None and "statistics" not in rendering.reference_source:
+        note(f"{stats_file} has no statistics of this layer (or was written by an older cnnviz); compared with "
+             f"{rendering.reference_source} instead; run cnnviz stats --layer for it")
     _wrote(report.write(output, model=loaded.spec))
+    note(rendering.summary())
 
 
-def _add_dataset_maxima(summary: dict, maxima: dict, stats_file: str) -> None:
-    """Each unit's dataset maximum in the measure of its objective: a channel's (or class's) mean
-    over the map is compared with its largest per-image mean, a neuron with the largest value
-    anywhere in its channel (an upper bound for any one position)."""
-    found = False
-    for entry in summary["units"]:
-        layer, channel, neuron = entry["layer"], entry["channel"], entry["position"] is not None
-        key = f"{layer}/maximum" if neuron else f"{layer}/mean_maximum"
-        if key in maxima and channel is not None and channel < len(maxima[key]):
-            entry["dataset_maximum"] = float(maxima[key][channel])
-            entry["dataset_maximum_of"] = ("largest value anywhere in the channel's map" if neuron
-                                           else "largest per-image mean of the channel")
-            found = True
-    if not found:
-        note(f"{stats_file} has no statistics of this layer (or was written by an older cnnviz); "
-             "run cnnviz stats --layer for it")
+def _direction_vector(text: str):
+    """Weights from ``1,0,-0.5`` or a ``.npy`` / text file of numbers."""
+    import os
+
+    import numpy as np
+
+    from cnnviz.errors import CnnvizError
+
+    if os.path.exists(text):
+        try:
+            values = np.load(text) if text.endswith(".npy") else np.loadtxt(text, delimiter=None, ndmin=1)
+        except Exception as error:
+            raise CnnvizError(f"cannot read {text!r} as a direction (one number per channel): "
+                              f"{type(error).__name__}") from None
+        return np.asarray(values, dtype=np.float32).ravel()
+    try:
+        return [float(part) for part in text.replace(" ", "").split(",") if part]
+    except ValueError:
+        raise CnnvizError(f"--direction {text!r} is neither a file nor comma-separated numbers (e.g. 1,0,-0.5)") from None
 
 
 def _dataset_maxima(path):
     if path is None:
         return None
-    import numpy as np
+    from cnnviz.analyses.feature_visualization.maximize import _load_statistics
 
-    from cnnviz.errors import CnnvizError
-
-    try:
-        with np.load(path) as archive:
-            return {key: archive[key] for key in archive.files if key.endswith(("/maximum", "/mean_maximum"))}
-    except FileNotFoundError:
-        raise CnnvizError(f"statistics file {path!r} does not exist; write one with cnnviz stats -o DIR") from None
-    except Exception as error:
-        raise CnnvizError(f"cannot read {path!r} as statistics from cnnviz stats ({type(error).__name__})") from None
+    return _load_statistics(path)
 
 
 @click.command()

@@ -415,8 +415,10 @@ def test_cli_maximize_and_dream(tmp_path):
     means = cnnviz.capture(photos, samples, ["features.12"])["features.12"].double().mean(dim=(2, 3)).amax(dim=0)
     for unit in summary["units"]:
         channel = int(unit["unit"].split(":")[1])
-        assert unit["dataset_maximum"] == pytest.approx(float(means[channel]), rel=1e-4)
-        assert unit["dataset_maximum_of"] == "largest per-image mean of the channel"
+        assert unit["reference"] == pytest.approx(float(means[channel]), rel=1e-4)
+        assert unit["succeeded"] == (unit["value"] > unit["reference"])
+    assert "statistics" in summary["reference_source"]
+    assert f"{summary['succeeded']}/3 renders beat the best real image" in result.stderr
     sized = CliRunner().invoke(main, ["maximize", "-l", "features.12:1", "--size", "40", "56", "--steps", "2",
                                       "-o", str(tmp_path / "sized")])
     assert sized.exit_code == 0, sized.stderr

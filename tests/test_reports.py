@@ -80,7 +80,10 @@ def test_channel_report_is_maximize_kind(photos):
     rendering = cnnviz.maximize(photos, "features.3", channels=[1], steps=1, size=16)
     (unit_item, grid) = cnnviz.reports.maximize(rendering).items
     assert unit_item.kind == "maximize" and unit_item.unit == cnnviz.Unit("features.3", 1)
-    assert unit_item.caption == f"features.3:1: mean activation {rendering.values[0]:.3g}"
+    word = "beats" if rendering.succeeded[0] else "BELOW"
+    assert unit_item.caption == (f"features.3:1: mean activation {rendering.values[0]:.3g} "
+                                 f"({word} the best real image's {rendering.reference[0]:.3g})")
+    assert rendering.succeeded[0] == (rendering.values[0] > rendering.reference[0])
     assert grid.kind == "maximize_grid" and grid.unit is None
 
 

@@ -1,2 +1,2 @@
 """The package version (read by ``pyproject.toml`` and shown in galleries)."""
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -16,17 +16,30 @@ def maximize(rendering, name: str | None = None) -> Report:
     name = safe_name(name or (units[0].layer if units else "objective"))
     settings = {key: rendering.settings.get(key) for key in ("steps", "seed", "size", "param")}
     items = []
-    for image, shown, unit, value in zip(rendering.images, rendering.display(), units, rendering.values):
+    diverse = rendering.settings.get("diverse", 1) or 1
+    negative = rendering.settings.get("negative", False)
+    neuron = rendering.settings.get("kind") == "neuron"
+    for k, (image, shown, unit, value) in enumerate(zip(rendering.images, rendering.display(), units, rendering.values)):
         is_class = unit.layer == "logits" and unit.position is None and unit.channel is not None
         if is_class:
             label = unit.class_name if unit.class_name is not None else f"class {unit.channel}"
             caption = f"{label}: logit {value:.3g}"
         else:
-            caption = f"{unit}: mean activation {value:.3g}" if unit.position is None else f"{unit}: activation {value:.3g}"
+            caption = f"{unit}: activation {value:.3g}" if neuron else f"{unit}: mean activation {value:.3g}"
+        reference = rendering.reference[k] if k < len(rendering.reference) else None
+        succeeded = rendering.succeeded[k] if k < len(rendering.succeeded) else None
+        if reference is not None:
+            word = "lowest" if negative else "best"
+            caption += (f" ({'beats' if succeeded else 'BELOW'} the {word} real image's {reference:.3g})")
+        start = rendering.starts[k] if k < len(rendering.starts) else "noise"
+        if start.startswith("sample:") or start not in ("noise", "filter"):
+            caption += f"; restarted from {start}"
+        stem = safe_name(unit.reference) + ("-negative" if negative else "") + (f"-{k % diverse}" if diverse > 1 else "")
         items.append(Item(
-            f"maximize_{safe_name(unit.reference)}.png", "class" if is_class else "maximize", caption,
+            f"maximize_{stem}.png", "class" if is_class else "maximize", caption,
             layer=unit.layer or None, unit=unit, value_range=value_range(image), value=value, settings=settings,
-            extra={"channel": unit.channel}, pixels=shown,
+            extra={"channel": unit.channel, "reference": reference, "succeeded": succeeded, "start": start},
+            pixels=shown,
         ))
     items.append(Item(f"maximize_{name}_grid.png", "maximize_grid", f"The {len(units)} renderings side by side",
                       value_range=value_range(rendering.images), settings=settings,

@@ -308,7 +308,7 @@ class _Builder(Jobs):
         stages.append(("statistics", [("statistics", {"layers": self.layers, "images": self.images_key},
                                        self.statistics_job, len(self.sources))]))
         shown = {layer: self._shown_channels(layer) for layer in self.layers}
-        stages.append(("maximize", [(f"maximize {layer}", {"layer": layer, "channels": shown[layer]},
+        stages.append(("maximize", [(f"maximize {layer}", {"layer": layer, "channels": shown[layer], "images": self.images_key},
                                      lambda layer=layer: self.maximize_job(layer, shown[layer]),
                                      len(shown[layer]) * s.steps) for layer in self.layers if shown[layer]]))
         dream_image = s.dream_image or self.readable()[0]
@@ -324,7 +324,7 @@ class _Builder(Jobs):
                                         for k, chunk in enumerate(chunks)]))
         classes = self._classes()
         if classes:
-            stages.append(("classes", [("classes", {"classes": classes}, lambda: self.classes_job(classes),
+            stages.append(("classes", [("classes", {"classes": classes, "images": self.images_key}, lambda: self.classes_job(classes),
                                         len(classes) * s.class_steps)]))
         if self.scripted:  # only what needs no hook inside the model
             stages = [(stage, jobs) for stage, jobs in stages if stage in ("kernels", "attributions", "classes")]

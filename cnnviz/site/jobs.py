@@ -67,10 +67,11 @@ class Jobs:
     def maximize_job(self, layer: str, channels: list[int]):
         s = self.settings
         rendering = maximize(self.loaded, layer, channels=channels, steps=s.steps, seed=s.seed,
-                             progress=lambda n: self._tick(n))
+                             reference=self._reference_images(), progress=lambda n: self._tick(n))
         figures = [self._place(item, f"figures/{layer_stem(layer)}/maximize_{item.unit.channel}.png", thumbnail=False)
                    for item in reports.maximize(rendering) if item.unit is not None]
-        return figures, {"size": rendering.settings["size"]}
+        return figures, {"size": rendering.settings["size"], "summary": rendering.summary(),
+                         "succeeded": [bool(ok) if ok is not None else None for ok in rendering.succeeded]}
 
     def dream_job(self, layer: str, image: str):
         s = self.settings
@@ -97,10 +98,16 @@ class Jobs:
     def classes_job(self, classes: list[int]):
         s = self.settings
         rendering = maximize(self.loaded, "logits", channels=classes, steps=s.class_steps, seed=s.seed,
-                             size=tuple(self.loaded.preprocessing.input_size), progress=lambda n: self._tick(n))
+                             size=tuple(self.loaded.preprocessing.input_size), reference=self._reference_images(),
+                             progress=lambda n: self._tick(n))
         figures = [self._place(item, f"figures/classes/class_{item.unit.channel}.png", thumbnail=False)
                    for item in reports.maximize(rendering) if item.kind == "class"]
         return figures, {}
+
+    def _reference_images(self):
+        """What the renders are compared with: the gallery's own images (photographs of 1 or 3
+        channels; other models' renders go uncompared unless their images are tensors)."""
+        return self.images
 
     # -- writing ------------------------------------------------------------------------------------
 

@@ -43,7 +43,8 @@ class GallerySettings:
 
     Attributes:
         max_channels: maximal-response images per layer (the first channels); ``None`` for all.
-        steps: optimisation steps of each maximal-response image.
+        steps: the most optimisation steps of a maximal-response image (each stops once it beats its
+            unit's best response to the gallery's images by 10 % or has converged).
         activation_images: images whose activations are drawn (the first readable ones).
         attribution_images: images attributed with every method (the first readable ones).
         methods: the attribution methods, side by side.
@@ -56,7 +57,7 @@ class GallerySettings:
     """
 
     max_channels: int | None = 16
-    steps: int = 64
+    steps: int = 256
     activation_images: int = 3
     attribution_images: int = 8
     methods: tuple[str, ...] = METHODS
