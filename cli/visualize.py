@@ -143,9 +143,9 @@ def _direction_vector(text: str):
 def _dataset_maxima(path):
     if path is None:
         return None
-    from cnnviz.analyses.feature_visualization.maximize import _load_statistics
+    from cnnviz.analyses.feature_visualization.real_images import load_statistics
 
-    return _load_statistics(path)
+    return load_statistics(path)
 
 
 @click.command()

@@ -57,7 +57,7 @@ class GallerySettings:
     """
 
     max_channels: int | None = 16
-    steps: int = 256
+    steps: int = 64
     activation_images: int = 3
     attribution_images: int = 8
     methods: tuple[str, ...] = METHODS

@@ -29,20 +29,21 @@ from dataclasses import dataclass, field
 import torch
 
 from cnnviz.analyses.feature_visualization import objectives as o
-from cnnviz.analyses.feature_visualization.optimizer import Adam, bf16_wanted
+from cnnviz.analyses.feature_visualization.optimizer import bf16_wanted
 from cnnviz.core.display import Shows
 from cnnviz.errors import CnnvizError, check_seed
 from cnnviz.core.output import set_progress_total
 from cnnviz.core.memory import available_memory
 from cnnviz.core.model import preprocessing_of, unwrap
-from cnnviz.analyses.feature_visualization.parameterization import image_parameters
 from cnnviz.core.probe import check_size, failure_at, probe
-from cnnviz.core.references import channel_list, layer_ref, Unit
-from cnnviz.core.relu import relu_rule
+from cnnviz.core.references import Unit
 from cnnviz.core.softmax import SkipSoftmax, final_softmax
 from cnnviz.analyses.feature_visualization.transforms import Robustness
 from cnnviz.inputs.images import rgb
-from cnnviz.analyses.feature_visualization.real_images import real_responses
+from cnnviz.analyses.feature_visualization.real_images import load_statistics, real_responses
+from cnnviz.analyses.feature_visualization.filters import filter_units, receptive_field_size
+from cnnviz.analyses.feature_visualization.loop import Run
+from cnnviz.analyses.feature_visualization.plan import Plan as _Plan, plan as _plan
 
 PRECISIONS = ("fp32", "bf16", "auto")
 MEMORY_BUDGET = 1.5 * 2**30  # bytes of activations per batch, forward and backward
@@ -216,7 +217,7 @@ def maximize(
     device = next((p.device for p in module.parameters()), torch.device("cpu"))
     canvas = _canvas(model, size, plan, preprocessing)
     robust = robustness if robustness is not None else Robustness()
-    filter_images = _filter_units(model, plan, preprocessing, canvas, size, device) if filters else None
+    filter_images = filter_units(model, plan, preprocessing, canvas, size, device) if filters else None
     if filter_images is not None:  # each unit is one filter: its neuron at the centre, measured as one
         plan = _plan(model, layer, channels, objective, count, class_names, negative=negative, diverse=diverse,
                      neuron=True, direction=direction)
@@ -255,7 +256,7 @@ def maximize(
     with torch.inference_mode(False), torch.enable_grad():
         for start in range(0, len(rows), chunk):
             part = rows[start:start + chunk]
-            run = _Run(model=model, plan=plan, rows=part, offset=offset, regularize=regularize, canvas=canvas,
+            run = Run(model=model, plan=plan, rows=part, offset=offset, regularize=regularize, canvas=canvas,
                        view=view, preprocessing=preprocessing, steps=steps, lr=lr, schedule=schedule, param=param,
                        robust=robust, redirect_steps=redirect_steps, use_bf16=use_bf16, device=device,
                        progress=progress, softmax=softmax, real=real, stop=stop, seed=seed)
@@ -284,13 +285,6 @@ def maximize(
 
 
 SCHEDULES = ("cosine", "constant")
-CHECK_EVERY = 8  # steps between two looks at the untransformed images (stopping, restarting)
-MARGIN = 0.1  # a render stops once past its reference by this fraction of it
-MIN_STEPS = 16  # nor before this many steps
-CONVERGED = 0.01  # ... or once it gains less than this fraction in CONVERGED_STEPS
-CONVERGED_STEPS = 32
-RESTART_AT = 48  # a unit still below its reference at this step starts again from the real image
-DIVERSITY = 0.5  # the weight of the similarity penalty, times the image's own |value|
 
 
 def _references(model, plan, reference, softmax):
@@ -302,7 +296,7 @@ def _references(model, plan, reference, softmax):
         return None  # photographs have 1 or 3 channels; give images of the model's own to compare
     statistics, images = None, "samples"
     if isinstance(reference, (str, os.PathLike)) and str(reference).endswith(".npz"):
-        statistics = _load_statistics(reference)
+        statistics = load_statistics(reference)
     elif hasattr(reference, "layers") and hasattr(reference, "images"):  # a Statistics
         statistics = reference
     elif isinstance(reference, dict):  # the arrays of a stats.npz
@@ -313,19 +307,6 @@ def _references(model, plan, reference, softmax):
         pass  # the softmax's input is measured, as it is maximized
     return real_responses(model, plan.layers[0], plan.kind, plan.channels, images, negative=plan.negative,
                           direction=plan.direction, softmax=softmax, statistics=statistics)
-
-
-def _load_statistics(path) -> dict:
-    import numpy as np
-
-    try:
-        with np.load(path) as archive:
-            return {key: archive[key] for key in archive.files
-                    if key == "images" or key.endswith(("/maximum", "/mean_maximum"))}
-    except FileNotFoundError:
-        raise CnnvizError(f"statistics file {str(path)!r} does not exist; write one with cnnviz stats -o DIR") from None
-    except Exception as error:
-        raise CnnvizError(f"cannot read {str(path)!r} as statistics from cnnviz stats ({type(error).__name__})") from None
 
 
 def _centred(image: torch.Tensor, canvas) -> torch.Tensor:
@@ -360,156 +341,6 @@ def _final_values(model, plan, images, preprocessing, softmax, device) -> list[f
 
 
 # --------------------------------------------------------------------------------------------
-# planning
-
-
-@dataclass
-class _Plan:
-    """What to render: per image its unit, seed, group (the unit it shows: ``diverse`` images of
-    one unit share it) and channel; ``measure(rows, offset)`` is the objective of those images in
-    the unit's own measure, ``build(rows, offset)`` what the optimiser maximises (the measure,
-    negated for a negative render, less the diversity penalty)."""
-
-    units: list[Unit]
-    seeds: list[int]
-    description: str
-    layers: tuple[str, ...]
-    ref: object | None
-    measure: Callable[[list[int], tuple[int, int]], o.Objective]
-    groups: list[int] = field(default_factory=list)
-    channels: list[int] = field(default_factory=list)
-    kind: str = "objective"
-    negative: bool = False
-    direction: torch.Tensor | None = None
-    diverse: int = 1
-
-    def build(self, rows: list[int], offset: tuple[int, int]) -> o.Objective:
-        goal = self.measure(rows, offset)
-        if self.negative:
-            goal = -goal
-        if self.diverse > 1:
-            groups = [self.groups[row] for row in rows]
-            similarity = o.diversity(self.layers[0], groups=groups)
-            base = goal
-
-            def penalised(activations, images):
-                value = base(activations, images)
-                return value - DIVERSITY * value.detach().abs() * similarity(activations, images)
-
-            goal = o.Objective(penalised, base.layers, f"{base.description} - {DIVERSITY:g} |.| {similarity.description}")
-        return goal
-
-
-def _plan(model, target, channels, objective, count, class_names, negative=False, diverse=1, neuron=False,
-          direction=None) -> _Plan:
-    if objective is not None:
-        if target is not None or channels is not None:
-            raise CnnvizError("give either a layer (with channels) or an objective, not both")
-        if not isinstance(objective, o.Objective):
-            raise CnnvizError("objective must be a cnnviz.objectives.Objective")
-        if negative or diverse > 1 or neuron or direction is not None:
-            raise CnnvizError("negative, diverse, neuron and direction shape a layer's objective; with your own "
-                              "objective write them into it (-objective, o.diversity, o.neuron, o.direction)")
-        for name in objective.layers:
-            layer_ref(model, name)  # unknown layers fail here, before any work
-        return _Plan([Unit("", i, objective=objective.description) for i in range(count)], list(range(count)),
-                     objective.description, objective.layers, None, lambda rows, offset: objective,
-                     groups=list(range(count)), channels=list(range(count)))
-    if target is None:
-        raise CnnvizError("name what to maximise: a layer with channels, a channel ('features.12:5') or a class")
-    ref = layer_ref(model, target)
-    layer_text = "logits" if ref.is_output else ref.layer_text
-    if direction is not None:
-        if ref.channel is not None or channels is not None:
-            raise CnnvizError(f"a direction is over all channels of a layer: give the layer ({layer_text}), "
-                              "not a channel or channels")
-        vector = _direction(direction, _channel_count(model, ref), layer_text)
-        unit = Unit(layer_text, None, objective=f"direction({layer_text})")
-        units = [unit] * diverse
-
-        def measure(rows, offset):
-            return o.direction(layer_text, vector)
-
-        return _Plan(units, [k for k in range(diverse)], f"direction({layer_text})", (layer_text,), ref, measure,
-                     groups=[0] * diverse, channels=[0], kind="direction", negative=negative, direction=vector,
-                     diverse=diverse)
-    if ref.channel is not None:
-        if channels is not None:
-            raise CnnvizError(f"{target!r} already names a channel; drop channels")
-        chosen = [ref.channel]
-    else:
-        if channels is None:
-            raise CnnvizError(
-                f"{layer_text} is a whole layer: name a channel ('{layer_text}:5') or give channels "
-                "(channels='0-15', --channels 0-15)"
-            )
-        chosen = channel_list(channels, _channel_count(model, ref), "channel",
-                              names=class_names if ref.is_output else None)
-    if ref.position is not None and len(ref.position) != 2:
-        raise CnnvizError("a neuron of a 2-D map needs a row and a column, e.g. features.12:5@3,4")
-    if neuron and ref.is_output:
-        raise CnnvizError("a class has no map to take the centre of; drop neuron (--neuron) for logits")
-    at_centre = neuron and ref.position is None
-    groups = [g for g in range(len(chosen)) for _ in range(diverse)]
-    per_image = [chosen[g] for g in groups]
-
-    def measure(rows, offset):
-        indices = [per_image[row] for row in rows]
-        if ref.position is not None:  # a position on the saved image's map; shifted by the padding
-            return o.neuron(layer_text, indices, ref.position[0] + offset[0], ref.position[1] + offset[1])
-        if at_centre:
-            return o.neuron(layer_text, indices)
-        return o.class_logit(indices) if ref.is_output else o.channel(layer_text, indices)
-
-    units = [Unit.of(ref, class_names, channel=index) for index in per_image]
-    if at_centre:
-        units = [dataclasses.replace(unit, objective="neuron at the centre") for unit in units]
-    kind = "neuron" if ref.position is not None or at_centre else "class_logit" if ref.is_output else "channel"
-    seeds = [chosen[g] if diverse == 1 else chosen[g] * 1_000 + k for g, k in zip(groups, [r % diverse for r in range(len(groups))])]
-    description = f"{'-' if negative else ''}{kind}({layer_text})" + (f", {diverse} diverse images each" if diverse > 1 else "")
-    return _Plan(units, seeds, description, (layer_text,), ref, measure, groups=groups, channels=chosen, kind=kind,
-                 negative=negative, diverse=diverse)
-
-
-def _direction(direction, channels: int, layer: str) -> torch.Tensor:
-    try:
-        vector = torch.as_tensor(direction, dtype=torch.float32).flatten()
-    except (TypeError, ValueError, RuntimeError):
-        raise CnnvizError(f"a direction is a sequence of {channels} numbers, one per channel of {layer}") from None
-    if len(vector) != channels:
-        raise CnnvizError(f"the direction has {len(vector)} values but {layer} has {channels} channels")
-    if not torch.isfinite(vector).all() or not vector.abs().sum() > 0:
-        raise CnnvizError("a direction needs finite values, not all zero")
-    return vector
-
-
-def _channel_count(model, ref) -> int:
-    module = ref.module
-    for attribute in ("out_channels", "out_features", "num_features"):
-        if not ref.is_output and isinstance(getattr(module, attribute, None), int):
-            return getattr(module, attribute)
-    _, class_names = unwrap(model)
-    if ref.is_output and class_names:
-        return len(class_names)
-    preprocessing = preprocessing_of(model)
-    with probe(model, [ref], store=False) as recorder:  # stops at the layer
-        recorder.run(torch.zeros(1, preprocessing.channels, *preprocessing.input_size))
-        shape = recorder.shapes[ref.layer][ref.call - 1]
-    if shape is None:  # a list, tuple or dict (HRNet's stages, detection heads)
-        inner = [name for name, _ in ref.module.named_children()][:6]
-        offer = f"; name one of its submodules: {', '.join(f'{ref.layer_text}.{n}' for n in inner)}" if inner else ""
-        raise CnnvizError(f"{ref.layer_text} returns a list or tuple, not one tensor, so it has no channels to render{offer}")
-    if len(shape) < 2:
-        raise CnnvizError(f"{ref.layer_text} outputs {tuple(shape)}: no channels to render")
-    if len(shape) == 3 and not ref.is_output:
-        raise CnnvizError(
-            f"{ref.layer_text} outputs tokens ({'x'.join(map(str, shape))}: batch x tokens x features), not channel maps; "
-            "maximize a convolutional layer's channel, a class, or write an objective for tokens (cnnviz.objectives)"
-        )
-    return shape[1]
-
-
-# --------------------------------------------------------------------------------------------
 # size, batch, precision
 
 
@@ -525,26 +356,6 @@ def _canvas(model, size, plan: _Plan, preprocessing) -> tuple[int, int]:
     height, width = preprocessing.input_size
     side = max(48, 8 * math.ceil(2 * field_size / 8))
     return (min(side, max(height, 48)), min(side, max(width, 48)))
-
-
-def receptive_field_size(model, layer: str, preprocessing) -> int:
-    """The side of the input region that reaches the centre unit of ``layer`` (the support of
-    its input gradient on a random input at the model's input size)."""
-    height, width = preprocessing.input_size
-    generator = torch.Generator().manual_seed(0)
-    with torch.inference_mode(False), torch.enable_grad(), probe(model, [layer], keep_graph=True) as recorder:
-        x = torch.randn(1, preprocessing.channels, height, width, generator=generator).requires_grad_(True)
-        recorder.run(x)
-        values = recorder[layer]
-        if values.dim() != 4:
-            return max(height, width)
-        centre = values[0, :, values.shape[2] // 2, values.shape[3] // 2].sum()
-        (gradient,) = torch.autograd.grad(centre, x)
-    support = gradient[0].abs().sum(dim=0) > 0
-    rows, columns = support.any(dim=1).nonzero(), support.any(dim=0).nonzero()
-    if not len(rows):
-        return max(height, width)
-    return int(max(rows.max() - rows.min() + 1, columns.max() - columns.min() + 1))
 
 
 def _view(model, plan: _Plan, canvas, robust, preprocessing, size) -> tuple[tuple[int, int], tuple[int, int]]:
@@ -663,257 +474,3 @@ def _padding_offset(model, plan: _Plan, canvas, view, preprocessing) -> tuple[in
             f"of {plan.ref.layer_text} at this size ({canvas[0]}x{canvas[1]}); pick a position inside or a larger --size"
         )
     return ((outer_h - inner_h) // 2, (outer_w - inner_w) // 2)
-
-
-# --------------------------------------------------------------------------------------------
-# the optimisation loop
-
-
-@dataclass
-class _Run:
-    """One batch of images, optimised together; each image leaves the batch when the stopping
-    rule ends it, and the rest go on (fewer images per step)."""
-
-    model: object
-    plan: _Plan
-    rows: list[int]  # the plan's images in this batch
-    offset: tuple[int, int]
-    regularize: float
-    canvas: tuple[int, int]
-    view: tuple[int, int]
-    preprocessing: object
-    steps: int
-    lr: float
-    schedule: str
-    param: str
-    robust: Robustness
-    redirect_steps: int
-    use_bf16: bool
-    device: torch.device
-    progress: Callable[[int], None] | None
-    softmax: int | None
-    real: object | None
-    stop: bool
-    seed: int
-
-    def render(self) -> dict[int, tuple[torch.Tensor, int, str]]:
-        """Optimise the batch; ``{row: (image, steps taken, start)}``, images as saved (no
-        transformation)."""
-        plan, canvas, robust, device = self.plan, self.canvas, self.robust, self.device
-        out = None if tuple(self.view) == robust.output_size(canvas) else self.view
-        generators = [torch.Generator().manual_seed((self.seed * 1_000_003 + plan.seeds[row]) % 2**63)
-                      for row in self.rows]
-        params = image_parameters(self.param, generators, self.preprocessing.channels, canvas, device)
-        optimizer = Adam(params.parameters(), self.lr)
-        # (images - mean) / std as one multiply-add: images * (1 / std) + (-mean / std); nothing for a
-        # model that takes images as they are
-        mean = torch.as_tensor(self.preprocessing.mean, dtype=torch.float64).view(1, -1, 1, 1)
-        std = torch.as_tensor(self.preprocessing.std, dtype=torch.float64).view(1, -1, 1, 1)
-        self._scale, self._shift = (1 / std).float().to(device), (-mean / std).float().to(device)
-        self._identity = bool((mean == 0).all() and (std == 1).all())
-        # every step's random transformation, drawn before the first (None: the transformation only pads)
-        draws = None if robust.identity else robust.draw(generators, self.steps, canvas, out).to(device)
-        active = list(self.rows)
-        goal, check = self._objectives(active)
-        layers = list(dict.fromkeys(goal.layers + check.layers))
-        history = {row: [] for row in active}
-        restarted, starts, done = set(), {row: "noise" for row in active}, {}
-        targets = self._targets()
-        with probe(self.model, layers, keep_graph=True) as recorder:
-            self._recorder, self._layers = recorder, layers
-            for step in range(self.steps):
-                optimizer.lr = self._learning_rate(step)
-                images = params.images()
-                transformed = robust.apply(images, None if draws is None else draws[step], out)
-                values = self._scores(goal, images, transformed, step < self.redirect_steps)
-                optimizer.zero_grad()
-                (-values.sum()).backward()
-                optimizer.step()
-                if self.progress is not None:
-                    self.progress(len(active))
-                last = step == self.steps - 1
-                if not last and not (self.stop and (step + 1) % CHECK_EVERY == 0):
-                    continue
-                with torch.no_grad():
-                    now = params.images()
-                    measured = self._scores(check, now, now, False)
-                ending = []
-                for k, row in enumerate(active):
-                    history[row].append(float(measured[k]))
-                finished = {row: last or self._finished(history[row], targets.get(row), step + 1) for row in active}
-                # the images of one unit (diverse) end together
-                groups = {}
-                for row in active:
-                    groups.setdefault(plan.groups[row], []).append(row)
-                for members in groups.values():
-                    if all(finished[row] for row in members):
-                        ending += members
-                for k, row in enumerate(active):
-                    if row in ending:
-                        done[row] = (now[k].detach().float().cpu(), step + 1, starts[row])
-                restart = self._restart_rows(active, ending, history, targets, restarted, step + 1)
-                if restart:
-                    places = [active.index(row) for row in restart]
-                    photos = []
-                    for row in restart:
-                        photo, name = self.real.start(plan.groups[row], plan.negative, canvas)
-                        photos.append(photo)
-                        starts[row], history[row] = name, []
-                        restarted.add(row)
-                    params.encode(places, torch.stack(photos))
-                    optimizer.reset(places)
-                if ending:
-                    if self.progress is not None:
-                        self.progress((self.steps - step - 1) * len(ending))
-                    keep = [k for k, row in enumerate(active) if row not in ending]
-                    if not keep:
-                        break
-                    active = [active[k] for k in keep]
-                    params = params.select(keep)
-                    optimizer = optimizer.select(params.parameters(), keep)
-                    if draws is not None:
-                        draws = draws[:, torch.tensor(keep, device=draws.device)]
-                    goal, check = self._objectives(active)
-        return done
-
-    def _objectives(self, rows):
-        goal = self.plan.build(rows, self.offset)
-        if self.regularize:
-            goal = goal - self.regularize * o.total_variation()
-        return goal, self.plan.measure(rows, (0, 0))
-
-    def _targets(self) -> dict[int, float]:
-        """Per image, the value past which it stops (its reference and the margin; lower for a
-        negative render: the targets are of the negated measure)."""
-        if self.real is None:
-            return {}
-        targets = {}
-        for row in self.rows:
-            group = self.plan.groups[row]
-            if self.plan.negative:
-                bound = -self.real.minima[group]
-            else:
-                bound = self.real.maxima[group]
-            targets[row] = bound + MARGIN * abs(bound)
-        return targets
-
-    def _finished(self, history: list[float], target: float | None, step: int) -> bool:
-        if not self.stop:
-            return False
-        sign = -1 if self.plan.negative else 1
-        value = sign * history[-1]
-        if target is not None and step >= MIN_STEPS and value >= target and self.plan.kind != "class_logit":
-            return True
-        looks = CONVERGED_STEPS // CHECK_EVERY
-        if len(history) > looks:
-            before = sign * history[-1 - looks]
-            return value - before < CONVERGED * max(abs(value), abs(before), 1e-6)
-        return False
-
-    def _restart_rows(self, active, ending, history, targets, restarted, step) -> list[int]:
-        """Images still below their reference at :data:`RESTART_AT` steps start again from the
-        real image that moves their unit most (once)."""
-        if self.real is None or not self.stop or step != RESTART_AT or step >= self.steps:
-            return []
-        sign = -1 if self.plan.negative else 1
-        rows = []
-        for row in active:
-            if row in ending or row in restarted or not history[row]:
-                continue
-            reference = -self.real.minima[self.plan.groups[row]] if self.plan.negative else self.real.maxima[self.plan.groups[row]]
-            if sign * history[row][-1] <= reference:
-                rows.append(row)
-        return rows
-
-    def _learning_rate(self, step: int) -> float:
-        if self.schedule == "constant":
-            return self.lr
-        return self.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / self.steps)))
-
-    def _scores(self, objective, images, transformed, redirect: bool):
-        # channels_last makes the convolutions of a CPU or GPU pass faster (measured: VGG11 to
-        # features.3, 265 -> 173 ms per step of 8 images)
-        inputs = transformed if self._identity else torch.addcmul(self._shift, transformed, self._scale)
-        inputs = inputs.contiguous(memory_format=torch.channels_last)
-        rule = relu_rule("redirect") if redirect else contextlib.nullcontext()
-        skip = SkipSoftmax(self.softmax) if self.softmax is not None else contextlib.nullcontext()
-        autocast = torch.autocast(self.device.type, dtype=torch.bfloat16) if self.use_bf16 else contextlib.nullcontext()
-        with rule, autocast, skip:
-            self._recorder.run(inputs)
-            activations = {name: self._recorder[name].float() for name in self._layers}
-        try:
-            return objective(activations, images)
-        except IndexError as error:  # o.channel(layer, 99999): a channel the layer does not have
-            shapes = ", ".join(f"{name} {tuple(value.shape[1:])}" for name, value in activations.items())
-            raise CnnvizError(f"the objective {objective.description} does not fit the layers' outputs ({shapes}): "
-                              f"{error}") from None
-
-
-# --------------------------------------------------------------------------------------------
-# units that are one linear filter of the input
-
-
-@dataclass
-class _Filters:
-    rows: list[int]
-    images: list[torch.Tensor]
-    canvas: tuple[int, int]  # the canvas of an automatic size: the filter's field and a margin
-
-
-FILTER_FIELD = 16  # units with a larger receptive field are not tested
-
-
-def _filter_units(model, plan: _Plan, preprocessing, canvas, size, device) -> _Filters | None:
-    """The plan's units whose response is a function of one linear filter of the input (their
-    input gradient at the centre points the same way at every input where it is not zero): a
-    first convolution, or one behind an activation. Each gets the exact maximum of that filter
-    under the valid range (0 and 1), at the centre, grey elsewhere; weights under a tenth of the
-    largest stay grey, so the image shows the filter, not noise. ``None`` when there are none."""
-    if plan.ref is None or plan.ref.is_output or plan.kind not in ("channel", "neuron") or plan.diverse > 1:
-        return None
-    if plan.ref.position is not None:
-        return None
-    layer = plan.layers[0]
-    field_size = receptive_field_size(model, layer, preprocessing)
-    if field_size > FILTER_FIELD:
-        return None
-    side = max(8, field_size + 2)
-    test = (side, side)
-    if check_size(model, [layer], preprocessing.channels, test, tuple(preprocessing.input_size)).runs is False:
-        test = tuple(canvas)
-    channels = plan.channels
-    tries = 4
-    generator = torch.Generator().manual_seed(0)
-    with torch.inference_mode(False), torch.enable_grad(), probe(model, [layer], keep_graph=True) as recorder:
-        mean = torch.as_tensor(preprocessing.mean, dtype=torch.float32).view(1, -1, 1, 1).to(device)
-        std = torch.as_tensor(preprocessing.std, dtype=torch.float32).view(1, -1, 1, 1).to(device)
-        x = torch.rand(tries * len(channels), preprocessing.channels, *test, generator=generator).to(device)
-        x = x.requires_grad_(True)
-        recorder.run((x - mean) / std)
-        maps = recorder[layer]
-        if maps.dim() != 4:
-            return None
-        index = torch.tensor(channels, device=maps.device).repeat(tries)
-        centre = maps[torch.arange(len(maps), device=maps.device), index, maps.shape[2] // 2, maps.shape[3] // 2]
-        (gradient,) = torch.autograd.grad(centre.sum(), x)
-    gradient = gradient.detach().view(tries, len(channels), -1)
-    rows, images = [], []
-    for k, channel in enumerate(channels):
-        grads = gradient[:, k]
-        alive = grads[grads.abs().amax(dim=1) > 0]
-        if len(alive) < 2:
-            continue
-        unit = torch.nn.functional.normalize(alive, dim=1)
-        if (unit @ unit.t()).min() < 0.999:
-            continue
-        weights = alive[0].view(preprocessing.channels, *test).cpu()
-        sign = -1 if plan.negative else 1
-        level = weights.abs().max()
-        pattern = 0.5 + 0.5 * sign * torch.sign(weights) * (weights.abs() > 0.1 * level)
-        for row in range(len(plan.units)):
-            if plan.groups[row] == k:
-                rows.append(row)
-                images.append(pattern.float())
-    if len(rows) < len(plan.units):  # all or none: one measure for the whole rendering
-        return None
-    return _Filters(rows, images, test)

@@ -140,3 +140,17 @@ def _dataset_maxima(statistics, layer: str, kind: str, channels: list[int], nega
         return None
     about = f"{count} images of the statistics" if count is not None else "the statistics"
     return [float(values[c]) for c in channels], about
+
+
+def load_statistics(path) -> dict:
+    """The maxima of a ``stats.npz`` from ``cnnviz stats`` (the arrays a reference needs)."""
+    import numpy as np
+
+    try:
+        with np.load(path) as archive:
+            return {key: archive[key] for key in archive.files
+                    if key == "images" or key.endswith(("/maximum", "/mean_maximum"))}
+    except FileNotFoundError:
+        raise CnnvizError(f"statistics file {str(path)!r} does not exist; write one with cnnviz stats -o DIR") from None
+    except Exception as error:
+        raise CnnvizError(f"cannot read {str(path)!r} as statistics from cnnviz stats ({type(error).__name__})") from None
