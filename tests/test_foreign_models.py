@@ -262,7 +262,8 @@ def test_sigterm_ends_a_command_cleanly_and_stale_parts_go(tmp_path):
     import time
 
     out = tmp_path / "out"
-    arguments = ["cnnviz", "maximize", "-l", "features.5:1", "--steps", "100000", "--size", "32", "-o", str(out)]
+    arguments = ["cnnviz", "maximize", "-l", "features.5:1", "--steps", "100000", "--fixed-steps", "--size", "32",
+                 "-o", str(out)]
     script = (f"import sys\nfrom cnnviz.cli.main import run\nsys.argv = {arguments!r}\n"
               "print('ready', flush=True)\nrun()\n")  # 'ready' once the slow imports are done
     process = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -79,6 +79,21 @@ def test_colour_renders_have_the_classes_colour(class_renders):
         assert int(excess.argmax()) == info["color"].index(1.0), (name, excess.tolist())
 
 
+def test_class_renders_keep_their_class_under_shifts_and_scales(pattern_model, class_renders):
+    rendering = class_renders
+    generator = torch.Generator().manual_seed(1)
+    images = rendering.images
+    for _ in range(4):
+        shift = [int(v) for v in torch.randint(-3, 4, (2,), generator=generator)]
+        scale = float(0.9 + 0.2 * torch.rand(1, generator=generator))
+        moved = torch.roll(images, shifts=shift, dims=(2, 3))
+        size = [round(s * scale) for s in images.shape[2:]]
+        moved = torch.nn.functional.interpolate(moved, size=size, mode="bilinear", align_corners=False)
+        moved = torch.nn.functional.interpolate(moved, size=images.shape[2:], mode="bilinear", align_corners=False)
+        logits = cnnviz.capture(pattern_model, pattern_model.preprocessing.normalize(moved), ["logits"])["logits"]
+        assert torch.equal(logits.argmax(dim=1), torch.arange(len(images)))
+
+
 def test_a_batch_renders_what_single_renders_do():
     photos = cnnviz.load_model("builtin:photos")
     batched = cnnviz.maximize(photos, "features.12", channels=[1, 4, 7], steps=24, seed=5, size=48)

@@ -1,14 +1,17 @@
 """Renders measured against real images: the stopping rule, restarts, linear filters, MACO and the
 objectives of the CLI (negative, diverse, neuron, direction)."""
 import json
+import math
 
 import pytest
 import torch
 from click.testing import CliRunner
+from torch.nn import functional as F
 
 import cnnviz
 from cnnviz.cli.main import main
 from cnnviz.errors import CnnvizError
+from cnnviz.models.zoo import patterns
 from untouched import assert_untouched, fingerprint
 
 
@@ -68,34 +71,50 @@ def test_linear_filter_units_show_their_filter(photos):
         assert torch.all(outside == 0.5)
 
 
-@pytest.mark.parametrize("param", ["fft", "pixel"])  # MACO does not yet: see the README
-def test_every_parameterisation_renders_the_grating_classes(param):
-    patterns = cnnviz.load_model("builtin:patterns")
-    rendering = cnnviz.maximize(patterns, "logits", channels="grating_0,grating_90", param=param, steps=96,
-                                regularize=1.0, seed=0)
-    for k, expected in enumerate([0, 90]):
-        image = rendering.images[k]
-        # horizontal stripes change from row to row, vertical ones from column to column (MACO keeps
-        # a natural spectrum's magnitude, so the orientation is in the derivatives, not in one peak)
-        down = (image[:, 1:] - image[:, :-1]).pow(2).mean()
-        across = (image[:, :, 1:] - image[:, :, :-1]).pow(2).mean()
-        assert (down > 1.5 * across) if expected == 0 else (across > 1.5 * down), (param, expected, down, across)
+def local_orientation(image: torch.Tensor) -> tuple[float, float]:
+    """The stripe orientation of an image (degrees from the horizontal, 0-180) and its coherence
+    (0-1), from the structure tensor of the image band-passed to the gratings' periods (5-12 px),
+    each 7 x 7 window normalised by its own energy. Unlike the power spectrum, this depends on where
+    the edges are: a MACO image has a natural spectrum's magnitude whatever it shows."""
+    grey = image.mean(dim=0, keepdim=True)[None]
+    band = (F.avg_pool2d(grey, 3, 1, 1, count_include_pad=False)
+            - F.avg_pool2d(grey, 9, 1, 4, count_include_pad=False))
+    gx = band[..., 1:-1, 2:] - band[..., 1:-1, :-2]
+    gy = band[..., 2:, 1:-1] - band[..., :-2, 1:-1]
+    jxx, jyy, jxy = (F.avg_pool2d(t, 7, stride=1) for t in (gx * gx, gy * gy, gx * gy))
+    energy = jxx + jyy + 1e-8
+    c, s = float(((jxx - jyy) / energy).mean()), float((2 * jxy / energy).mean())
+    gradient = 0.5 * math.degrees(math.atan2(s, c))  # rows grow downwards
+    return (90 - gradient) % 180, math.hypot(c, s)
 
 
-def test_class_renders_keep_their_class_under_shifts_and_scales():
-    patterns = cnnviz.load_model("builtin:patterns")
-    rendering = cnnviz.maximize(patterns, "logits", channels="all", steps=128, regularize=1.0)
-    generator = torch.Generator().manual_seed(1)
-    images = rendering.images
-    for _ in range(4):
-        shift = [int(v) for v in torch.randint(-3, 4, (2,), generator=generator)]
-        scale = float(0.9 + 0.2 * torch.rand(1, generator=generator))
-        moved = torch.roll(images, shifts=shift, dims=(2, 3))
-        size = [round(s * scale) for s in images.shape[2:]]
-        moved = torch.nn.functional.interpolate(moved, size=size, mode="bilinear", align_corners=False)
-        moved = torch.nn.functional.interpolate(moved, size=images.shape[2:], mode="bilinear", align_corners=False)
-        logits = cnnviz.capture(patterns, patterns.preprocessing.normalize(moved), ["logits"])["logits"]
-        assert torch.equal(logits.argmax(dim=1), torch.arange(len(images)))
+def test_the_orientation_measure_reads_real_gratings():
+    for name in ("grating_0", "grating_45", "grating_90", "grating_135"):
+        images, _ = patterns.generate(3, seed=0, size=48, classes=[name])
+        for image in images:
+            angle, coherence = local_orientation(image)
+            expected = patterns.CLASS_INFO[name]["stripe_angle"]
+            assert min(abs(angle - expected), 180 - abs(angle - expected)) <= 6 and coherence > 0.7, (name, angle, coherence)
+
+
+# fft, the default, is checked on the same properties in test_maximize.py (its class_renders)
+@pytest.mark.parametrize("param", ["pixel", "maco"])
+def test_every_parameterisation_renders_the_pattern_classes(param):
+    model = cnnviz.load_model("builtin:patterns")
+    rendering = cnnviz.maximize(model, "logits", channels="all", param=param, steps=96, regularize=1.0, seed=0)
+    logits = cnnviz.capture(model, model.preprocessing.normalize(rendering.images), ["logits"])["logits"]
+    assert torch.equal(logits.argmax(dim=1), torch.arange(len(patterns.CLASSES)))
+    for name, info in patterns.CLASS_INFO.items():
+        image = rendering.images[patterns.CLASSES.index(name)]
+        if info["kind"] == "grating":
+            angle, coherence = local_orientation(image)
+            difference = min(abs(angle - info["stripe_angle"]), 180 - abs(angle - info["stripe_angle"]))
+            # MACO's stripes are weaker (its spectrum stays natural) but as oriented; random images
+            # (before any step) reach a coherence of 0.095 at most over 20 seeds, MACO's renders 0.13-0.4
+            assert difference <= 20 and coherence >= 0.12, (param, name, angle, coherence)
+        elif info["kind"] == "blob":
+            excess = (image - image.mean(dim=0, keepdim=True)).flatten(1).mean(dim=1)  # colour beyond grey
+            assert int(excess.argmax()) == info["color"].index(1.0), (param, name, excess.tolist())
 
 
 def test_negative_diverse_neuron_and_direction(photos):

@@ -142,6 +142,19 @@ def class_logit(index: int | Sequence[int], output: str = "logits") -> Objective
     return objective
 
 
+def class_log_probability(index: int | Sequence[int], output: str = "logits") -> Objective:
+    """A class's log-probability under a softmax over the output's channels (averaged over the
+    positions of a dense output): it rises when the class gains on the others, not with them all."""
+
+    def scores(activations, images):
+        maps = _maps(activations, output)
+        chosen = _per_image(index, len(maps), maps.device)
+        picked = maps.log_softmax(dim=1)[torch.arange(len(maps), device=maps.device), chosen]
+        return picked.mean(dim=tuple(range(1, picked.dim())))
+
+    return Objective(scores, [output], f"class_log_probability({index})")
+
+
 def direction(name: str, vector: Sequence[float] | torch.Tensor) -> Objective:
     """The spatial mean of the activations' dot product with a direction in channel space."""
     weights = torch.as_tensor(vector, dtype=torch.float32)

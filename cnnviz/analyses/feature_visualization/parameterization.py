@@ -68,6 +68,11 @@ class ImageParameters:
             (phase,) = self.tensors  # B x C x H x (W // 2 + 1)
             magnitude = self._magnitude(phase)
             raw = torch.fft.irfft2(torch.polar(magnitude.expand_as(phase), phase), s=self.size, norm="ortho")
+            # each image standardised (all its channels together, so that colours keep their balance):
+            # the phase alone would otherwise also choose the contrast, and a fixed magnitude gives
+            # images too faint for the sigmoid (class logits of the pattern model stayed below 0)
+            mean = raw.mean(dim=(1, 2, 3), keepdim=True)
+            raw = (raw - mean) / (raw - mean).pow(2).mean(dim=(1, 2, 3), keepdim=True).add(1e-8).sqrt()
         else:
             (raw,) = self.tensors
         if self.channels == 3:
@@ -120,8 +125,10 @@ class ImageParameters:
 @functools.lru_cache(maxsize=8)
 def natural_magnitude(channels: int, size: tuple[int, int]) -> torch.Tensor:
     """The mean Fourier magnitude (``C x H x (W // 2 + 1)``, orthonormal FFT) of the sample
-    photographs, each cut to the aspect of ``size`` at its centre, resized to ``size``, turned into
-    the parameterisation's space (logit of the pixels, colours decorrelated) and centred."""
+    photographs and of their mirror images (so that neither diagonal is preferred), each cut to the
+    aspect of ``size`` at its centre, resized to ``size``, turned into the parameterisation's space
+    (logit of the pixels, colours decorrelated) and centred. Only its shape matters: the images it
+    makes are standardised."""
     from cnnviz.inputs import samples
 
     height, width = size
@@ -141,12 +148,13 @@ def natural_magnitude(channels: int, size: tuple[int, int]) -> torch.Tensor:
         if channels == 3:
             raw = (torch.linalg.inv(COLOUR.double()).float() @ raw.reshape(3, -1)).view(3, height, width)
         raw = raw - raw.mean(dim=(1, 2), keepdim=True)
-        magnitude = torch.fft.rfft2(raw, norm="ortho").abs()
-        total = magnitude if total is None else total + magnitude
-    magnitude = total / len(names)
+        for mirrored in (raw, raw.flip(1), raw.flip(2), raw.flip(1, 2)):
+            magnitude = torch.fft.rfft2(mirrored, norm="ortho").abs()
+            total = magnitude if total is None else total + magnitude
+    magnitude = total / (4 * len(names))
     # a centred photo has no mean; the DC term keeps a little so the phase can choose a mean colour
     magnitude[:, 0, 0] = magnitude[:, 0, 1:].mean(dim=1)
-    return magnitude * 0.5  # half the photographs' contrast: the optimiser adds its own
+    return magnitude
 
 
 def image_parameters(

@@ -24,8 +24,8 @@ DIVERSITY = 0.5  # the weight of the similarity penalty, times the image's own |
 class Plan:
     """What to render: per image its unit, seed, group (the unit it shows: ``diverse`` images of
     one unit share it) and channel; ``measure(rows, offset)`` is the objective of those images in
-    the unit's own measure, ``build(rows, offset)`` what the optimiser maximises (the measure,
-    negated for a negative render, less the diversity penalty)."""
+    the unit's own measure, ``build(rows, offset)`` what the optimiser maximises (the measure, plus
+    the log-probability for a class, negated for a negative render, less the diversity penalty)."""
 
     units: list[Unit]
     seeds: list[int]
@@ -42,6 +42,10 @@ class Plan:
 
     def build(self, rows: list[int], offset: tuple[int, int]) -> o.Objective:
         goal = self.measure(rows, offset)
+        if self.kind == "class_logit" and not self.negative:
+            # the logit and the class's log-probability: a logit alone can rise with its rivals'
+            # (the pixel parameterisation's red_blob render was taken for a checkerboard)
+            goal = goal + o.class_log_probability([self.channels[self.groups[row]] for row in rows])
         if self.negative:
             goal = -goal
         if self.diverse > 1:
