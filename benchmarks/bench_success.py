@@ -41,6 +41,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
+import importlib.util
 import os
 import tempfile
 import time
@@ -138,14 +139,6 @@ def horama_template(size: int):
             os.chdir(here)
 
 
-def horama_available() -> bool:
-    try:
-        import horama  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 def one_layer(name, module, wrapped, layer, args, use_horama):
     channels = list(range(args.units))
     start = time.perf_counter()
@@ -162,17 +155,17 @@ def one_layer(name, module, wrapped, layer, args, use_horama):
     slow = channels[: args.slow_units]
     row = (f"  {name:<6} {layer:<12} cnnviz {ours_ok}/{len(channels)} beat the best sample image, "
            f"{ours:.2f} s/unit (size {size}, mean {sum(rendering.steps_taken) / len(channels):.0f} steps)")
-    lucent = [lucent_render(module, f"net.{layer}", c, args.lucent_steps) for c in slow]
-    lucent_ok = sum(v > reference[c] for c, v in zip(slow, saved_values(
-        wrapped, f"net.{layer}", slow, torch.cat([image_ for image_, _ in lucent]), peak)))
-    lucent_time = sum(s for _, s in lucent) / len(slow)
+
+    def score(renders):  # (units that beat their reference, seconds per unit) of one tool's renders
+        values = saved_values(wrapped, f"net.{layer}", slow, torch.cat([image for image, _ in renders]), peak)
+        return sum(v > reference[c] for c, v in zip(slow, values)), sum(s for _, s in renders) / len(slow)
+
+    lucent_ok, lucent_time = score([lucent_render(module, f"net.{layer}", c, args.lucent_steps) for c in slow])
     row += f" | Lucent {lucent_ok}/{len(slow)}, {lucent_time:.1f} s/unit ({lucent_time / ours:.0f}x cnnviz's time)"
     if use_horama:
         with horama_template(maco_size):
-            maco = [horama_render(module, f"net.{layer}", c, maco_size, args.horama_steps) for c in slow]
-        maco_ok = sum(v > reference[c] for c, v in zip(slow, saved_values(
-            wrapped, f"net.{layer}", slow, torch.cat([image_ for image_, _ in maco]), peak)))
-        maco_time = sum(s for _, s in maco) / len(slow)
+            maco_ok, maco_time = score([horama_render(module, f"net.{layer}", c, maco_size, args.horama_steps)
+                                        for c in slow])
         row += f" | horama maco {maco_ok}/{len(slow)}, {maco_time:.1f} s/unit ({maco_time / ours:.0f}x)"
     print(row, flush=True)
     return ours_ok, len(channels), ours
@@ -190,7 +183,7 @@ def main() -> None:
     if args.quick:
         args.units, args.slow_units, args.lucent_steps, args.horama_steps = 2, 1, 8, 4
     torch.set_num_threads(min(2, torch.get_num_threads()))
-    use_horama = horama_available()
+    use_horama = importlib.util.find_spec("horama") is not None
     print(f"CPU, {torch.get_num_threads()} threads, torch {torch.__version__}; Lucent {args.lucent_steps} steps"
           + (f", horama maco {args.horama_steps} steps" if use_horama else ", horama not installed"))
     torch.manual_seed(0)

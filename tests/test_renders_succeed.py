@@ -88,13 +88,18 @@ def local_orientation(image: torch.Tensor) -> tuple[float, float]:
     return (90 - gradient) % 180, math.hypot(c, s)
 
 
+def degrees_apart(angle: float, other: float) -> float:
+    """How far apart two orientations are (0-90 degrees)."""
+    return min(abs(angle - other), 180 - abs(angle - other))
+
+
 def test_the_orientation_measure_reads_real_gratings():
     for name in ("grating_0", "grating_45", "grating_90", "grating_135"):
         images, _ = patterns.generate(3, seed=0, size=48, classes=[name])
         for image in images:
             angle, coherence = local_orientation(image)
             expected = patterns.CLASS_INFO[name]["stripe_angle"]
-            assert min(abs(angle - expected), 180 - abs(angle - expected)) <= 6 and coherence > 0.7, (name, angle, coherence)
+            assert degrees_apart(angle, expected) <= 6 and coherence > 0.7, (name, angle, coherence)
 
 
 # fft, the default, is checked on the same properties in test_maximize.py (its class_renders)
@@ -108,7 +113,7 @@ def test_every_parameterisation_renders_the_pattern_classes(param):
         image = rendering.images[patterns.CLASSES.index(name)]
         if info["kind"] == "grating":
             angle, coherence = local_orientation(image)
-            difference = min(abs(angle - info["stripe_angle"]), 180 - abs(angle - info["stripe_angle"]))
+            difference = degrees_apart(angle, info["stripe_angle"])
             # MACO's stripes are weaker (its spectrum stays natural) but as oriented; random images
             # (before any step) reach a coherence of 0.095 at most over 20 seeds, MACO's renders 0.13-0.4
             assert difference <= 20 and coherence >= 0.12, (param, name, angle, coherence)

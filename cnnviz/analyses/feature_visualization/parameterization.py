@@ -71,8 +71,8 @@ class ImageParameters:
             # each image standardised (all its channels together, so that colours keep their balance):
             # the phase alone would otherwise also choose the contrast, and a fixed magnitude gives
             # images too faint for the sigmoid (class logits of the pattern model stayed below 0)
-            mean = raw.mean(dim=(1, 2, 3), keepdim=True)
-            raw = (raw - mean) / (raw - mean).pow(2).mean(dim=(1, 2, 3), keepdim=True).add(1e-8).sqrt()
+            centred = raw - raw.mean(dim=(1, 2, 3), keepdim=True)
+            raw = centred / centred.pow(2).mean(dim=(1, 2, 3), keepdim=True).add(1e-8).sqrt()
         else:
             (raw,) = self.tensors
         if self.channels == 3:
