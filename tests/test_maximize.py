@@ -149,9 +149,10 @@ def test_relu_redirection_revives_dead_units():
         conv.weight.fill_(1.0)
         conv.bias.fill_(-20.0)
     model = nn.Sequential(conv, nn.ReLU())
-    stuck = cnnviz.maximize(model, "1:0", steps=80, size=16, redirect_steps=0, lr=0.1)
+    # no reference: no restart from a photograph either (that too would revive it)
+    stuck = cnnviz.maximize(model, "1:0", steps=80, size=16, redirect_steps=0, lr=0.1, reference=None)
     assert stuck.values[0] == 0.0
-    revived = cnnviz.maximize(model, "1:0", steps=80, size=16, redirect_steps=40, lr=0.1)
+    revived = cnnviz.maximize(model, "1:0", steps=80, size=16, redirect_steps=40, lr=0.1, reference=None)
     assert revived.values[0] > 0.5
     assert float(revived.images[0].mean()) > float(stuck.images[0].mean()) + 0.05  # pushed towards white
 
@@ -359,6 +360,30 @@ def test_adam_equals_torchs():
             optimizer.step()
     for a, b, first in zip(ours, theirs, start):
         assert torch.allclose(a, b, rtol=0, atol=1e-6) and not torch.allclose(a, first)
+
+
+def test_adam_rows_restarted_at_a_lower_rate_move_that_much_less():
+    from cnnviz.analyses.feature_visualization.optimizer import Adam
+
+    generator = torch.Generator().manual_seed(1)
+    start = torch.randn(3, 4, generator=generator)
+    gradients = [torch.randn(3, 4, generator=generator) for _ in range(7)]
+    paths = []
+    for rate in (1.0, 0.5):
+        tensor = start.clone().requires_grad_(True)
+        optimizer = Adam([tensor], lr=0.1)
+        for step, gradient in enumerate(gradients):
+            if step == 3:
+                optimizer.reset([1, 2], rate)
+                at_reset = tensor.detach().clone()
+            if step == 5:  # row 0 leaves the batch: the rates go with their rows
+                kept = tensor.detach()[1:].clone().requires_grad_(True)
+                optimizer, tensor, at_reset = optimizer.select([kept], [1, 2]), kept, at_reset[1:]
+            optimizer.zero_grad()
+            tensor.grad = gradient[-len(tensor):].clone()
+            optimizer.step()
+        paths.append(tensor.detach() - at_reset)
+    assert torch.allclose(paths[1], 0.5 * paths[0], rtol=1e-5, atol=1e-7) and paths[0].abs().min() > 0
 
 
 def test_auto_size_follows_the_receptive_field():

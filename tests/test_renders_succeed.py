@@ -6,6 +6,7 @@ import math
 import pytest
 import torch
 from click.testing import CliRunner
+from torch import nn
 from torch.nn import functional as F
 
 import cnnviz
@@ -52,6 +53,35 @@ def test_a_unit_below_its_reference_is_flagged_and_named(photos):
 def test_a_unit_that_starts_dead_restarts_from_the_real_image(photos):
     rendering = cnnviz.maximize(photos, "features.14", channels=[6])
     assert rendering.starts[0].startswith("sample:") and rendering.succeeded == [True]
+
+
+def test_the_image_returned_is_the_best_of_its_checks(photos):
+    # a learning rate so large that the transformed objective's steps overshoot: with the stopping
+    # rule the render is its best image of all the checks (every 8 steps), here the best of the
+    # images that runs of exactly 8, 16, ... steps end with (the same trajectory: a constant rate,
+    # the same draws of the transformations)
+    settings = dict(channels=[5], size=24, lr=20.0, schedule="constant", reference=None, redirect_steps=0)
+    best = cnnviz.maximize(photos, "features.10", steps=40, **settings)
+    taken = best.steps_taken[0]
+    checks = [cnnviz.maximize(photos, "features.10", steps=n, stop=False, **settings).values[0]
+              for n in range(8, taken + 1, 8)]
+    assert len(checks) >= 3 and max(checks) > checks[-1]  # the last check is not the best here
+    assert best.values[0] == pytest.approx(max(checks), rel=1e-5, abs=1e-6)
+
+
+def test_a_render_that_converges_below_its_reference_starts_again():
+    # a unit no image in [0, 1] moves (3 x 3 sums of pixels minus 28) and no redirection: its value stays
+    # exactly 0, converged at the first look that can tell (40 steps), below its reference (0, the
+    # sample photographs' best): not the end, a second start from a photograph that converges 40
+    # steps later; the image returned is still the first (the best of the checks: none beat it)
+    conv = nn.Conv2d(3, 1, 3, padding=1)
+    with torch.no_grad():
+        conv.weight.fill_(1.0)
+        conv.bias.fill_(-28.0)
+    model = nn.Sequential(conv, nn.ReLU())
+    rendering = cnnviz.maximize(model, "1:0", size=16, redirect_steps=0, filters=False)
+    assert rendering.reference == [0.0] and rendering.values == [0.0] and rendering.succeeded == [False]
+    assert rendering.steps_taken == [80] and rendering.starts == ["noise"]
 
 
 def test_linear_filter_units_show_their_filter(photos):

@@ -1,7 +1,7 @@
 """The optimisation loop of the renders: one batch of images, each leaving it when the stopping
 rule ends it (past its reference by a margin, or converged), the rest going on; an image still
 below its reference after :data:`RESTART_AT` steps starts again from the real image that moves its
-unit most. Used by :func:`cnnviz.maximize`."""
+unit most, and so does one that converges below it before. Used by :func:`cnnviz.maximize`."""
 from __future__ import annotations
 
 import contextlib
@@ -26,6 +26,7 @@ MIN_STEPS = 16  # nor before this many steps
 CONVERGED = 0.01  # ... or once it gains less than this fraction in CONVERGED_STEPS
 CONVERGED_STEPS = 32
 RESTART_AT = 48  # a unit still below its reference at this step starts again from the real image
+RESTART_RATE = 0.5  # ... at this fraction of the learning rate (the first one was too fast for it)
 
 
 
@@ -78,6 +79,8 @@ class Run:
         layers = list(dict.fromkeys(goal.layers + check.layers))
         history = {row: [] for row in active}
         restarted, starts, done = set(), {row: "noise" for row in active}, {}
+        best = {}  # per image: (value, image, start) of its best check
+        sign = -1 if plan.negative else 1
         targets = self._targets()
         with probe(self.model, layers, keep_graph=True) as recorder:
             self._recorder, self._layers = recorder, layers
@@ -100,7 +103,12 @@ class Run:
                 ending = []
                 for k, row in enumerate(active):
                     history[row].append(float(measured[k]))
+                    if self.stop and (row not in best or sign * history[row][-1] > best[row][0]):
+                        best[row] = (sign * history[row][-1], now[k].detach().clone(), starts[row])
                 finished = {row: last or self._finished(history[row], targets.get(row), step + 1) for row in active}
+                restart = self._restart_rows(active, finished, history, restarted, step + 1)
+                for row in restart:  # converged below its reference: not the end, a second start
+                    finished[row] = False
                 # the images of one unit (diverse) end together
                 groups = {}
                 for row in active:
@@ -109,9 +117,9 @@ class Run:
                     if all(finished[row] for row in members):
                         ending += members
                 for k, row in enumerate(active):
-                    if row in ending:
-                        done[row] = (now[k].detach().float().cpu(), step + 1, starts[row])
-                restart = self._restart_rows(active, ending, history, targets, restarted, step + 1)
+                    if row in ending:  # with the stopping rule, its best image of all the checks
+                        _, image, start = best.get(row, (None, now[k].detach(), starts[row]))
+                        done[row] = (image.float().cpu(), step + 1, start)
                 if restart:
                     places = [active.index(row) for row in restart]
                     photos = []
@@ -121,7 +129,7 @@ class Run:
                         starts[row], history[row] = name, []
                         restarted.add(row)
                     params.encode(places, torch.stack(photos))
-                    optimizer.reset(places)
+                    optimizer.reset(places, RESTART_RATE)
                 if ending:
                     if self.progress is not None:
                         self.progress((self.steps - step - 1) * len(ending))
@@ -162,7 +170,7 @@ class Run:
             return False
         sign = -1 if self.plan.negative else 1
         value = sign * history[-1]
-        if target is not None and step >= MIN_STEPS and value >= target and self.plan.kind != "class_logit":
+        if target is not None and step >= MIN_STEPS and value > target and self.plan.kind != "class_logit":
             return True
         looks = CONVERGED_STEPS // CHECK_EVERY
         if len(history) > looks:
@@ -170,17 +178,18 @@ class Run:
             return value - before < CONVERGED * max(abs(value), abs(before), 1e-6)
         return False
 
-    def _restart_rows(self, active, ending, history, targets, restarted, step) -> list[int]:
-        """Images still below their reference at :data:`RESTART_AT` steps start again from the
-        real image that moves their unit most (once)."""
-        if self.real is None or not self.stop or step != RESTART_AT or step >= self.steps:
+    def _restart_rows(self, active, finished, history, restarted, step) -> list[int]:
+        """Images still below their reference at :data:`RESTART_AT` steps, or converged below it
+        before, start again from the real image that moves their unit most (once)."""
+        if self.real is None or not self.stop or step >= self.steps:
             return []
         sign = -1 if self.plan.negative else 1
         rows = []
         for row in active:
-            if row in ending or row in restarted or not history[row]:
+            if row in restarted or not history[row] or not (finished[row] or step == RESTART_AT):
                 continue
-            reference = -self.real.minima[self.plan.groups[row]] if self.plan.negative else self.real.maxima[self.plan.groups[row]]
+            group = self.plan.groups[row]
+            reference = -self.real.minima[group] if self.plan.negative else self.real.maxima[group]
             if sign * history[row][-1] <= reference:
                 rows.append(row)
         return rows

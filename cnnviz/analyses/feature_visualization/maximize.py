@@ -65,7 +65,7 @@ class Rendering(Shows):
             (the largest; the smallest for a negative render), or ``None`` where not measured.
         succeeded: per image, whether its value beats ``reference`` (``None`` where not measured).
         steps_taken: per image, the optimisation steps it took (the stopping rule ends each on its own).
-        starts: per image, how it began: ``noise``, ``sample:NAME`` (a unit that did not get going
+        starts: per image, how the image returned began: ``noise``, ``sample:NAME`` (a unit that did not get going
             from noise started again from the real image that moves it most) or ``filter`` (a
             unit that is one linear filter of the input: its exact maximum, no optimisation).
         reference_source: what the references were measured on (``17 sample images``, ...).
@@ -183,7 +183,10 @@ def maximize(
             path of a ``stats.npz`` (a dataset's maxima; the sample photographs still give the
             starting images), or ``None`` (no comparison, no stopping at a target).
         stop: end each image once its value is past the reference by 10 % (checked every 8
-            steps on the untransformed image), or has gained less than 1 % in 32 steps.
+            steps on the untransformed image), or has gained less than 1 % in 32 steps; one still
+            below its reference at 48 steps, or converged below it sooner, starts again (once) from
+            the real image that moves its unit most, at half the learning rate; each image returned is
+            the best of its checks.
         schedule: ``"cosine"`` (the learning rate falls from ``lr`` to ``lr / 10`` over ``steps``)
             or ``"constant"``.
         negative: minimise the unit instead (what it responds to least).

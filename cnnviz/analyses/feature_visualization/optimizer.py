@@ -36,6 +36,7 @@ class Adam:
         self.parameters, self.lr, self.betas, self.eps, self.steps = list(parameters), lr, betas, eps, 0
         self.first = [torch.zeros_like(p) for p in self.parameters]
         self.second = [torch.zeros_like(p) for p in self.parameters]
+        self.rates = None  # each row's factor on lr (None: 1 for all)
 
     def select(self, parameters: list[torch.Tensor], rows: list[int]) -> Adam:
         """The same optimiser for ``parameters``, made of rows ``rows`` of the present ones (the
@@ -45,13 +46,19 @@ class Adam:
         chosen.first = [m.index_select(0, index) for m in self.first]
         chosen.second = [m.index_select(0, index) for m in self.second]
         chosen.steps = self.steps
+        chosen.rates = None if self.rates is None else self.rates.index_select(0, index)
         return chosen
 
-    def reset(self, rows: list[int]) -> None:
-        """Forget the moments of rows ``rows`` (their images started again)."""
+    def reset(self, rows: list[int], rate: float = 1.0) -> None:
+        """Forget the moments of rows ``rows`` (their images started again), and from now on
+        move them at ``rate`` times the learning rate."""
         for moments in (self.first, self.second):
             for m in moments:
                 m[rows] = 0
+        if rate != 1.0:
+            if self.rates is None:
+                self.rates = torch.ones(len(self.first[0]), device=self.first[0].device)
+            self.rates[rows] = rate
 
     def zero_grad(self) -> None:
         for parameter in self.parameters:
@@ -70,4 +77,6 @@ class Adam:
             first.lerp_(gradient, 1 - beta1)
             second.mul_(beta2).addcmul_(gradient, gradient, value=1 - beta2)
             denominator = (second.sqrt() / root_correction).add_(self.eps)
+            if self.rates is not None:
+                denominator.div_(self.rates.view(-1, *[1] * (denominator.dim() - 1)).to(denominator.dtype))
             parameter.addcdiv_(first, denominator, value=-step_size)
