@@ -90,8 +90,10 @@ def activations(loaded, image, layers, top, order, channels, scope, overlay, out
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
 @click.option("--top-k", type=click.IntRange(min=1, max=64), default=8, show_default=True, help="Exemplars per channel.")
 @click.option("--bins", type=click.IntRange(min=4), default=128, show_default=True, help="Histogram bins (a multiple of 4).")
+@click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Processes decoding the image files while the model runs (0: the command's own).")
 @_output_option
-def stats(loaded, images, layers, batch_size, top_k, bins, output) -> None:
+def stats(loaded, images, layers, batch_size, top_k, bins, workers, output) -> None:
     """Statistics of activations over a population of images, streamed.
 
     Per channel: mean, std, min, max, fraction positive and near zero, dead
@@ -107,13 +109,19 @@ def stats(loaded, images, layers, batch_size, top_k, bins, output) -> None:
     from tqdm import tqdm
 
     import cnnviz
-    from cnnviz.inputs.images import image_sources
+    from cnnviz.core import distributed
+    from cnnviz.inputs.batches import shard_images
 
-    total = len(image_sources(images))
-
-    with tqdm(total=total, unit="image", desc="statistics", disable=None, leave=False) as bar:
-        result = cnnviz.statistics(loaded, images, list(layers), batch_size=batch_size, top_k=top_k, bins=bins,
-                                   progress=bar.update)
+    with distributed.launched(loaded):
+        rank, size = distributed.rank_and_size()
+        # under torchrun each rank streams its share; rank 0 shows its own and writes everything
+        total = len(shard_images(images, rank, size, batch_size))
+        desc = "statistics" if size == 1 else f"statistics (rank 0's {total} of the images, {size} ranks)"
+        with tqdm(total=total, unit="image", desc=desc, disable=None if rank == 0 else True, leave=False) as bar:
+            result = cnnviz.statistics(loaded, images, list(layers), batch_size=batch_size, top_k=top_k, bins=bins,
+                                       progress=bar.update, workers=workers)
+        if rank != 0:
+            return
     report = cnnviz.reports.statistics(result)
     for message in report.notes:
         note(message)

@@ -13,6 +13,7 @@ import warnings
 import click
 
 from cnnviz import __version__
+from cnnviz.core import distributed
 from cnnviz.cli.attribution import saliency
 from cnnviz.cli.catalogue import models, predict, samples
 from cnnviz.cli.gallery import gallery
@@ -59,7 +60,10 @@ class CnnvizGroup(click.Group):
         except CnnvizError as error:
             if debug:
                 raise
-            _fail(str(error), EXIT_USER_ERROR)
+            rank = distributed.launcher_rank()
+            if isinstance(error, distributed.RankFailed) and rank != 0:
+                sys.exit(EXIT_USER_ERROR)  # every rank has it: rank 0 prints it once
+            _fail(f"rank {rank}: {error}" if rank != 0 else str(error), EXIT_USER_ERROR)
         except (KeyboardInterrupt, click.Abort):
             click.echo("interrupted", err=True)
             sys.exit(EXIT_INTERRUPTED)
@@ -116,6 +120,12 @@ def main(debug: bool) -> None:
       cnnviz layers --model torchvision:resnet18
       cnnviz predict --image sample:chelsea
     """
+    command = click.get_current_context().invoked_subcommand
+    if distributed.torchrun_size() > 1 and command is not None and command not in distributed.SHARDED_COMMANDS:
+        raise CnnvizError(
+            f"cnnviz {command} does not share its work between processes; run it as one process "
+            f"(torchrun runs these across processes: cnnviz {', '.join(distributed.SHARDED_COMMANDS)})"
+        )
 
 
 @main.result_callback()

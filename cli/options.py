@@ -69,10 +69,11 @@ def model_options(command):
 def load_for_cli(spec, weights, trusted, mean, std, input_size, device):
     """Load a model; the library's warnings become notes (see cnnviz.cli.main)."""
     import cnnviz
+    from cnnviz.core.distributed import local_device
 
     loaded = cnnviz.load_model(
         spec, weights, trusted=trusted, mean=mean, std=std,
-        input_size=tuple(input_size) if input_size else None, device=device,
+        input_size=tuple(input_size) if input_size else None, device=local_device(device),
     )
     if not loaded.preprocessing.known:
         note(
@@ -93,10 +94,15 @@ def note(message: str) -> None:
 
 def flush_notes() -> None:
     """Print the notes gathered so far, one line each on stderr."""
+    from cnnviz.core.distributed import launcher_rank
+
     context = click.get_current_context(silent=True)
     if context is None:
         return
-    for message in context.find_root().meta.pop("cnnviz.notes", []):
+    messages = context.find_root().meta.pop("cnnviz.notes", [])
+    if launcher_rank() != 0:  # every rank of a torchrun job has the same notes: rank 0 says them
+        return
+    for message in messages:
         click.echo(f"note: {message}", err=True)
 
 

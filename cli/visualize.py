@@ -99,15 +99,20 @@ def maximize(loaded, target, channels, steps, fixed_steps, size, param, lr, nega
     from tqdm import tqdm
 
     import cnnviz
+    from cnnviz.core import distributed
 
     maxima = _dataset_maxima(stats_file)
     vector = _direction_vector(direction) if direction is not None else None
     reference = maxima if maxima is not None else (None if reference_images.lower() == "none" else reference_images)
-    with tqdm(unit="image-step", desc="maximize", disable=None, leave=False) as bar:
-        rendering = cnnviz.maximize(loaded, target, channels=channels, steps=steps, size=size, param=param, lr=lr,
-                                    seed=seed, batch_size=batch_size, precision=precision, progress=bar.update,
-                                    reference=reference, stop=not fixed_steps, negative=negative, diverse=diverse,
-                                    neuron=neuron, direction=vector)
+    with distributed.launched(loaded):  # under torchrun each rank renders its share of the units
+        rank = distributed.rank_and_size()[0]
+        with tqdm(unit="image-step", desc="maximize", disable=None if rank == 0 else True, leave=False) as bar:
+            rendering = cnnviz.maximize(loaded, target, channels=channels, steps=steps, size=size, param=param,
+                                        lr=lr, seed=seed, batch_size=batch_size, precision=precision,
+                                        progress=bar.update, reference=reference, stop=not fixed_steps,
+                                        negative=negative, diverse=diverse, neuron=neuron, direction=vector)
+    if rank != 0:
+        return  # rank 0 writes and says everything
     name = target if channels is None else f"{target}-{channels}"
     if negative:
         name += "-negative"

@@ -31,7 +31,8 @@ import torch
 
 from cnnviz.core.display import Shows
 from cnnviz.errors import CnnvizError
-from cnnviz.inputs.batches import image_batches, no_images_message
+from cnnviz.core import distributed
+from cnnviz.inputs.batches import image_batches, no_images_message, shard_images
 from cnnviz.inputs.images import display_image
 from cnnviz.core.model import Preprocessing, preprocessing_of
 from cnnviz.core.probe import probe
@@ -281,6 +282,7 @@ def statistics(
     top_k: int = DEFAULT_TOP_K,
     near_zero: float = DEFAULT_NEAR_ZERO,
     progress: Callable[[int], None] | None = None,
+    workers: int = 0,
 ) -> Statistics:
     """Stream a population of images through the model and gather activation statistics.
 
@@ -296,12 +298,21 @@ def statistics(
         top_k: exemplars kept per channel.
         near_zero: ``|x| <=`` this counts as near zero.
         progress: called with the number of images of each batch once it is done.
+        workers: DataLoader worker processes decoding image files while the model runs (0: this
+            process decodes them); the same statistics either way.
 
     Returns:
-        :class:`Statistics`. Files of a folder that are not images are skipped and listed.
+        :class:`Statistics`. Files of a folder (or of a ``.txt`` list) that are not images are
+        skipped and listed.
+
+    Inside a ``torch.distributed`` process group (``torchrun``), each rank streams its contiguous
+    share of the images (:func:`cnnviz.inputs.batches.shard_images`: not a DataLoader, give its
+    Dataset) and every rank returns the statistics of all of them, merged exactly in rank order: the
+    same counts, histograms and exemplars as one process, moments equal within rounding.
 
     Raises:
-        CnnvizError: no image could be read, a reference names a channel, bad parameters.
+        CnnvizError: no image could be read, a reference names a channel, bad parameters; in a
+            group, on every rank, when any rank failed (naming it).
     """
     if bins < 4 or bins % 4:
         raise CnnvizError(f"bins must be a positive multiple of 4, got {bins}")
@@ -312,9 +323,28 @@ def statistics(
     refs = [layer] if isinstance(layer, (str, torch.nn.Module)) else list(layer)
     if not refs:
         raise CnnvizError("name at least one layer")
+    rank, size = distributed.rank_and_size()
+    if size == 1:
+        result, skipped = _gather(model, images, refs, batch_size, bins, top_k, near_zero, progress, workers)
+    else:  # inside a process group: each rank its share of the images, merged in rank order
+        share = shard_images(images, rank, size, batch_size)  # whole batches: one process's sums
+        parts = distributed.together(lambda: _gather(model, share, refs, batch_size, bins, top_k, near_zero, progress, workers))
+        skipped = [name for _, names in parts for name in names]
+        result = None
+        for part, _ in parts:
+            if part is not None:
+                result = part if result is None else result.merge(part)
+    if result is None:
+        raise CnnvizError(no_images_message(skipped))
+    result.skipped = skipped
+    return result
+
+
+def _gather(model, images, refs, batch_size, bins, top_k, near_zero, progress, workers) -> tuple[Statistics | None, list[str]]:
+    """The statistics of ``images`` (``None`` when there was none) and the files skipped."""
     preprocessing = preprocessing_of(model)
     accumulators: dict[str, _Accumulator] = {}
-    stream = image_batches(images, preprocessing, batch_size)
+    stream = image_batches(images, preprocessing, batch_size, workers=workers)
     seen = 0
     with probe(model, refs) as recorder:
         names = {}
@@ -338,8 +368,9 @@ def statistics(
             if progress is not None:
                 progress(len(inputs))
     if seen == 0:
-        raise CnnvizError(no_images_message(stream.skipped))
-    return Statistics({name: accumulator.result() for name, accumulator in accumulators.items()}, seen, stream.skipped)
+        return None, stream.skipped
+    return Statistics({name: accumulator.result() for name, accumulator in accumulators.items()}, seen,
+                      stream.skipped), stream.skipped
 
 
 # --------------------------------------------------------------------------------------------
@@ -570,12 +601,13 @@ def _merge_exemplars(merged: LayerStatistics, other: LayerStatistics, offset: in
     for channel in range(len(values)):
         names = merged.exemplar_sources[channel] + [None] * (k - len(merged.exemplar_sources[channel])) + other.exemplar_sources[channel]
         sources.append([names[i] for i in order[channel] if images[channel, i] >= 0])
-    take = np.take_along_axis
+    # (channel, slot) pairs pick whole positions and crops: no index array the size of the crops
+    rows = np.arange(len(values))[:, None]
     return replace(
         merged,
-        exemplar_values=take(values, order, axis=1),
-        exemplar_images=take(images, order, axis=1),
-        exemplar_positions=take(positions, order[..., None], axis=1),
-        exemplar_crops=take(crops, order[..., None, None, None], axis=1),
+        exemplar_values=values[rows, order],
+        exemplar_images=images[rows, order],
+        exemplar_positions=positions[rows, order],
+        exemplar_crops=crops[rows, order],
         exemplar_sources=sources,
     )

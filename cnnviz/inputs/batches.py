@@ -63,12 +63,16 @@ class ImageBatches:
     the files of folders that could not be read.
     """
 
-    def __init__(self, images, preprocessing: Preprocessing, batch_size: int = 32, limit: int | None = None):
+    def __init__(self, images, preprocessing: Preprocessing, batch_size: int = 32, limit: int | None = None,
+                 workers: int = 0):
         if batch_size < 1:
             raise CnnvizError(f"batch_size must be at least 1, got {batch_size}")
         if limit is not None and limit < 1:
             raise CnnvizError(f"the number of images must be at least 1, got {limit}")
+        if workers < 0:
+            raise CnnvizError(f"workers must be 0 (decode in this process) or more, got {workers}")
         self.images, self.preprocessing, self.batch_size, self.limit = images, preprocessing, batch_size, limit
+        self.workers = workers
         self.skipped: list[str] = []
         self.count = 0
 
@@ -120,6 +124,13 @@ class ImageBatches:
 
     def _items(self, images) -> Iterator[tuple[object, bool]]:
         """The single things to read, and whether they came from a Dataset or DataLoader."""
+        if self.workers and _all_files(images):
+            # files decoded by DataLoader workers, in order; what they read comes back as model inputs
+            decoded = torch.utils.data.DataLoader(_Decoded(_single_images(images), self.preprocessing),
+                                                  batch_size=None, num_workers=self.workers, collate_fn=_as_is)
+            for inputs, source, error in decoded:
+                yield _DecodedImage(inputs, source, error), False
+            return
         if isinstance(images, (str, os.PathLike, ImageSource)):
             sources = [images] if isinstance(images, ImageSource) else image_sources(images)
             for source in sources:
@@ -161,7 +172,14 @@ class ImageBatches:
             for inputs, source, _, whole in self._read(item, False):
                 yield inputs, source, label, whole
             return
-        if isinstance(item, ImageSource):
+        if isinstance(item, _DecodedImage):
+            if item.error is not None:
+                if not item.source.from_folder:
+                    raise CnnvizError(item.error)
+                self.skipped.append(item.source.spec)
+                return
+            yield item.inputs, item.source.spec, None, False
+        elif isinstance(item, ImageSource):
             try:
                 image = open_image(item.spec)
             except CnnvizError:
@@ -184,7 +202,8 @@ class ImageBatches:
             raise CnnvizError(f"cannot use a {type(item).__name__} as an image")
 
 
-def image_batches(images, preprocessing: Preprocessing, batch_size: int = 32, limit: int | None = None) -> ImageBatches:
+def image_batches(images, preprocessing: Preprocessing, batch_size: int = 32, limit: int | None = None,
+                  workers: int = 0) -> ImageBatches:
     """Batches of model inputs from any accepted images (see the module docstring).
 
     Args:
@@ -193,8 +212,82 @@ def image_batches(images, preprocessing: Preprocessing, batch_size: int = 32, li
         preprocessing: the model's (:func:`cnnviz.core.model.preprocessing_of`).
         batch_size: images per batch (a DataLoader's bigger batches are split).
         limit: stop after this many images.
+        workers: DataLoader worker processes that decode and prepare image files (``images`` a
+            spec or a list of them) while the model runs; 0 reads them in this process. The same
+            batches either way.
     """
-    return ImageBatches(images, preprocessing, batch_size, limit)
+    return ImageBatches(images, preprocessing, batch_size, limit, workers)
+
+
+@dataclass
+class _DecodedImage:
+    inputs: torch.Tensor | None
+    source: ImageSource
+    error: str | None
+
+
+class _Decoded(torch.utils.data.Dataset):
+    """Image files opened and prepared (in a DataLoader worker): ``(inputs, source, error)``; an
+    error comes back as its message, to be raised or counted where the files were asked for."""
+
+    def __init__(self, sources: list, preprocessing: Preprocessing):
+        self.sources, self.preprocessing = [_as_source(s) for s in sources], preprocessing
+
+    def __len__(self):
+        return len(self.sources)
+
+    def __getitem__(self, index):
+        source = self.sources[index]
+        try:
+            return prepare(open_image(source.spec), self.preprocessing), source, None
+        except CnnvizError as error:
+            return None, source, str(error)
+
+
+def _as_source(item) -> ImageSource:
+    return item if isinstance(item, ImageSource) else ImageSource(str(item))
+
+
+def _as_is(item):
+    return item
+
+
+def _all_files(images) -> bool:
+    """Whether ``images`` is a spec or a list of specs (files to decode), nothing else."""
+    if isinstance(images, (str, os.PathLike, ImageSource)):
+        return True
+    return isinstance(images, (list, tuple)) and bool(images) and all(_all_files(item) for item in images)
+
+
+def shard_images(images, rank: int, size: int, batch_size: int = 1):
+    """Rank ``rank``'s contiguous share of ``size`` of ``images`` (any accepted form but a
+    DataLoader or other bare iterable, which cannot be split without reading it): the expanded
+    file list of a spec or list, the rows of a 4-D tensor, the indices of a Dataset; whole batches
+    of ``batch_size`` where there are enough (:func:`cnnviz.core.distributed.share`). The shares in
+    rank order are the images in their order, so results merged in rank order are one pass's."""
+    from cnnviz.core.distributed import share
+
+    if isinstance(images, torch.Tensor) and images.dim() == 4:
+        mine = share(len(images), rank, size, batch_size)
+        return images[mine.start:mine.stop]
+    if _is_dataset(images) and not isinstance(images, (list, tuple)):
+        return torch.utils.data.Subset(images, list(share(len(images), rank, size, batch_size)))
+    if isinstance(images, (str, os.PathLike, ImageSource, Image.Image, torch.Tensor)) or (
+            isinstance(images, (list, tuple)) and not isinstance(images, dict) and not _is_pair(images)):
+        items = _single_images(images)
+        return [items[k] for k in share(len(items), rank, size, batch_size)]
+    raise CnnvizError(
+        f"a {type(images).__name__} cannot be split between {size} processes without reading it; give "
+        "a folder, a file list, a list of images or the Dataset itself (not its DataLoader)"
+    )
+
+
+def _single_images(images) -> list:
+    if isinstance(images, (str, os.PathLike)):
+        return list(image_sources(images))
+    if isinstance(images, (list, tuple)):
+        return [single for item in images for single in _single_images(item)]
+    return [images]
 
 
 def stack_images(images, preprocessing: Preprocessing, limit: int | None = None) -> tuple[torch.Tensor, list[str]]:

@@ -92,7 +92,9 @@ def image_sources(spec: str | os.PathLike | Iterable) -> list[ImageSource]:
     """Expand an image spec (or a list of them) into single images.
 
     ``samples`` gives every ``sample:NAME``; a folder gives every file below it (sorted; whether
-    each is an image is found out when it is opened); a file or ``sample:NAME`` gives itself.
+    each is an image is found out when it is opened); a ``.txt`` file the images it lists (one path
+    or ``sample:NAME`` per line; unreadable ones are skipped and counted, as in a folder); another
+    file or ``sample:NAME`` gives itself.
 
     Raises:
         CnnvizError: an empty spec, a path that does not exist or is neither file nor folder, an
@@ -121,7 +123,7 @@ def image_sources(spec: str | os.PathLike | Iterable) -> list[ImageSource]:
             f"{text!r} does not exist; give an image file, a folder of images, sample:NAME or samples"
         )
     if path.is_file():
-        return [ImageSource(text)]
+        return _listed(path) if path.suffix.lower() == ".txt" else [ImageSource(text)]
     if not path.is_dir():
         raise CnnvizError(f"{text!r} is neither a file nor a folder; give an image file or a folder of images")
     found, own = _walk(path)
@@ -134,6 +136,27 @@ def image_sources(spec: str | os.PathLike | Iterable) -> list[ImageSource]:
     if not files:
         raise CnnvizError(f"the folder {text!r} holds no files; put images in it or use samples")
     return files
+
+
+def _listed(path: Path) -> list[ImageSource]:
+    """The images a text file lists, one path per line (relative ones from the file's folder;
+    blank lines and ``#`` comments ignored); like a folder's files, those that cannot be read are
+    skipped and counted."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as error:
+        raise CnnvizError(f"cannot read the image list {str(path)!r} ({error}); give a text file with one path per line") from None
+    found = []
+    for line in lines:
+        line = line.strip()
+        if line.startswith(SAMPLE_PREFIX):
+            found.append(ImageSource(line, from_folder=True))
+        elif line and not line.startswith("#"):
+            listed = Path(line).expanduser()
+            found.append(ImageSource(str(listed if listed.is_absolute() else path.parent / listed), from_folder=True))
+    if not found:
+        raise CnnvizError(f"the image list {str(path)!r} names no images; put one path per line in it")
+    return found
 
 
 def _path(text: str) -> Path:

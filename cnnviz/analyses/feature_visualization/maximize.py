@@ -30,6 +30,7 @@ import torch
 
 from cnnviz.analyses.feature_visualization import objectives as o
 from cnnviz.analyses.feature_visualization.optimizer import bf16_wanted
+from cnnviz.core import distributed
 from cnnviz.core.display import Shows
 from cnnviz.errors import CnnvizError, check_seed
 from cnnviz.core.output import set_progress_total
@@ -156,6 +157,10 @@ def maximize(
     response to them (``reference``), and stops on its own when it is past that by a margin or
     has converged (``stop``), so that the rest of the batch goes on without it.
 
+    Inside a ``torch.distributed`` process group (``torchrun``) each rank renders a contiguous
+    share of the units and every rank returns all of them: the images of one process, since each
+    unit's image depends only on the seed and the unit (within the rounding of other batches).
+
     Args:
         model: an ``nn.Module`` or :class:`cnnviz.LoadedModel` (left untouched).
         layer: a layer reference: ``"features.12:5"`` (channel 5's spatial mean),
@@ -252,18 +257,33 @@ def maximize(
         for row, image in zip(filter_images.rows, filter_images.images):
             images[row], starts[row] = _centred(image, canvas), "filter"
         rows = [row for row in rows if row not in set(filter_images.rows)]
+    # inside a process group (torchrun) each rank renders its contiguous share of the units (the
+    # images of one unit together; whole batches where there are enough: one process's images to
+    # the bit) and every rank gets them all
+    rank, size_of_group = distributed.rank_and_size()
+    if size_of_group > 1:
+        units = list(dict.fromkeys(plan.groups[row] for row in rows))
+        mine = {units[k] for k in distributed.share(len(units), rank, size_of_group, chunk // diverse)}
+        rows = [row for row in rows if plan.groups[row] in mine]
     set_progress_total(progress, len(rows) * steps)
+
+    def render_rows() -> dict:
+        rendered = {}
+        for start in range(0, len(rows), chunk):
+            run = Run(model=model, plan=plan, rows=rows[start:start + chunk], offset=offset, regularize=regularize,
+                      canvas=canvas, view=view, preprocessing=preprocessing, steps=steps, lr=lr, schedule=schedule,
+                      param=param, robust=robust, redirect_steps=redirect_steps, use_bf16=use_bf16, device=device,
+                      progress=progress, softmax=softmax, real=real, stop=stop, seed=seed)
+            rendered.update(run.render())
+        return rendered
+
     # gradients are needed whatever the caller's mode (a notebook may sit in torch.no_grad()); the
     # allocator is left as the caller has it (the cnnviz command keeps freed memory in its own
     # process; in Python, wrap the call in cnnviz.reuse_freed_memory())
     with torch.inference_mode(False), torch.enable_grad():
-        for start in range(0, len(rows), chunk):
-            part = rows[start:start + chunk]
-            run = Run(model=model, plan=plan, rows=part, offset=offset, regularize=regularize, canvas=canvas,
-                       view=view, preprocessing=preprocessing, steps=steps, lr=lr, schedule=schedule, param=param,
-                       robust=robust, redirect_steps=redirect_steps, use_bf16=use_bf16, device=device,
-                       progress=progress, softmax=softmax, real=real, stop=stop, seed=seed)
-            for row, (image, taken, how) in run.render().items():
+        shares = distributed.together(render_rows) if size_of_group > 1 else [render_rows()]
+        for rendered in shares:
+            for row, (image, taken, how) in rendered.items():
                 images[row], steps_taken[row], starts[row] = image, taken, how
         final = torch.stack(images)
         values = _final_values(model, plan, final, preprocessing, softmax, device)

@@ -1,0 +1,82 @@
+"""Started by torchrun from tests/test_distributed.py: cnnviz.statistics inside a gloo process
+group, on every kind of input the group shares, and cnnviz.maximize of a few units, each rank
+writing what it got.
+
+    python -m torch.distributed.run --standalone --nproc-per-node N tests/distributed_worker.py OUT FOLDER
+
+For each case, ``OUT/CASE.rankR.npz`` (the statistics' arrays, and their skipped files and
+exemplar sources as JSON) or ``OUT/CASE.rankR.error`` (the error's class and message); the
+renders in ``OUT/maximize.rankR.pt``.
+"""
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+import cnnviz
+from cnnviz.errors import CnnvizError
+
+LAYERS = ["features.3", "features.10"]
+BATCH = 2  # the folder's and the Dataset's shares are whole batches: identical to the bit
+#: the renders every rank makes its share of (5 units over 2 or 3 ranks; fixed steps)
+RENDERS = dict(channels="0-4", steps=12, size=32, stop=False)
+
+
+class Photos(torch.utils.data.Dataset):
+    """The sample photographs as model inputs (C x H x W), with labels; one item can be made to fail."""
+
+    def __init__(self, model, failing: int | None = None):
+        self.names = cnnviz.samples.names()
+        self.model, self.failing = model, failing
+
+    def __len__(self):
+        return len(self.names)
+
+    def __getitem__(self, index):
+        if index == self.failing:
+            raise ValueError(f"item {index} is broken")
+        image = cnnviz.inputs.prepare(cnnviz.samples.image(self.names[index]), self.model.preprocessing)[0]
+        return image, index
+
+
+def cases(model, folder: Path) -> dict:
+    inputs = torch.cat([cnnviz.inputs.prepare(cnnviz.samples.image(name), model.preprocessing)
+                        for name in cnnviz.samples.names()[:2]])
+    return {
+        "folder": str(folder),  # photographs, then a list and a file that are not images
+        "list": str(folder / "list.txt"),  # some of them, a missing file, a sample
+        "dataset": Photos(model),
+        "two": inputs,  # fewer images than ranks: a rank with no work
+        "failing": Photos(model, failing=len(cnnviz.samples.names()) - 1),  # the last rank's share fails
+    }
+
+
+def main() -> None:
+    out, folder = Path(sys.argv[1]), Path(sys.argv[2])
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo")
+    rank = dist.get_rank()
+    model = cnnviz.load_model("builtin:photos")
+    try:
+        for case, images in cases(model, folder).items():
+            try:
+                stats = cnnviz.statistics(model, images, LAYERS, batch_size=BATCH, top_k=3)
+            except CnnvizError as error:
+                (out / f"{case}.rank{rank}.error").write_text(f"{type(error).__name__}: {error}")
+                continue
+            np.savez(out / f"{case}.rank{rank}.npz", **stats.to_arrays())
+            names = {"skipped": stats.skipped,
+                     "sources": {layer: stats[layer].exemplar_sources for layer in LAYERS}}
+            (out / f"{case}.rank{rank}.json").write_text(json.dumps(names))
+        rendering = cnnviz.maximize(model, "features.10", **RENDERS)
+        torch.save({"images": rendering.images, "values": rendering.values, "steps": rendering.steps_taken,
+                    "succeeded": rendering.succeeded}, out / f"maximize.rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()
