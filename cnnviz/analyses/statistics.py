@@ -31,9 +31,9 @@ import torch
 
 from cnnviz.core.display import Shows
 from cnnviz.errors import CnnvizError
+from cnnviz.analyses.exemplars import crop_size, exemplar_crops, merge_exemplars
 from cnnviz.core import distributed
 from cnnviz.inputs.batches import image_batches, no_images_message, shard_images
-from cnnviz.inputs.images import display_image
 from cnnviz.core.model import Preprocessing, preprocessing_of
 from cnnviz.core.probe import probe
 from cnnviz.core.references import Reference
@@ -217,7 +217,7 @@ class LayerStatistics(Shows):
             near_zero=first.near_zero + second.near_zero,
             histogram=first.histogram + second.histogram,
         )
-        return _merge_exemplars(merged, second, image_offset)
+        return merge_exemplars(merged, second, image_offset)
 
 
 @dataclass
@@ -388,7 +388,7 @@ class _Accumulator:
         self.name, self.bins, self.top_k, self.tolerance = name, bins, top_k, near_zero
         self.map_size = tuple(values.shape[2:])
         self.input_size = tuple(inputs.shape[2:])
-        self.region = _crop_size(self.map_size, self.input_size)
+        self.region = crop_size(self.map_size, self.input_size)
         self.crop = min(self.region, CROP_PIXELS)
         self.count = np.zeros(channels, dtype=np.int64)
         self.mean = np.zeros(channels)
@@ -473,7 +473,7 @@ class _Accumulator:
         if len(new_channel):
             image = order[new_channel, new_slot] - kept
             row_column = positions[new_channel, image]
-            crops[new_channel, new_slot] = _crops(
+            crops[new_channel, new_slot] = exemplar_crops(
                 inputs, image, row_column, self.map_size, self.region, self.crop, self.preprocessing
             )
         names = []
@@ -550,64 +550,3 @@ def _double_range(histogram: np.ndarray) -> np.ndarray:
     doubled = np.zeros_like(histogram)
     doubled[:, bins // 4: bins // 4 + bins // 2] = histogram[:, 0::2] + histogram[:, 1::2]
     return doubled
-
-
-def _crop_size(map_size: tuple[int, int], input_size: tuple[int, int]) -> int:
-    stride = max(input_size[0] / map_size[0], input_size[1] / map_size[1])
-    return int(min(max(16, math.ceil(4 * stride)), min(input_size)))
-
-
-def _crops(inputs: torch.Tensor, image: torch.Tensor, row_column: torch.Tensor, map_size, side: int,
-           stored: int, preprocessing: Preprocessing) -> torch.Tensor:
-    """uint8 RGB crops of model inputs (N x C x H x W, normalised), one per pick: a side x side
-    region of ``image[i]`` around map position ``row_column[i]``, shown as the model saw it,
-    shrunk to stored x stored (area averaging) when it is larger.
-
-    Each image is de-normalised (and shrunk) once, and each distinct (image, position) cropped
-    once, however many channels pick it.
-    """
-    picks = torch.stack([image, row_column[:, 0], row_column[:, 1]], dim=1)
-    unique, back = torch.unique(picks, dim=0, return_inverse=True)
-    needed, slot_of = torch.unique(unique[:, 0], return_inverse=True)
-    shown = display_image(inputs[needed], preprocessing)  # n x 3 x H x W
-    height, width = inputs.shape[2:]
-    scale = stored / side
-    if stored < side:
-        shown = torch.nn.functional.interpolate(
-            shown, size=(max(stored, round(height * scale)), max(stored, round(width * scale))), mode="area"
-        )
-    small_height, small_width = shown.shape[2:]
-    centre_y = ((unique[:, 1].double() + 0.5) * height / map_size[0] * scale).long()
-    centre_x = ((unique[:, 2].double() + 0.5) * width / map_size[1] * scale).long()
-    top = (centre_y - stored // 2).clamp(min=0).clamp(max=small_height - stored)
-    left = (centre_x - stored // 2).clamp(min=0).clamp(max=small_width - stored)
-    steps = torch.arange(stored)
-    rows = (top[:, None] + steps)[:, None, :, None]
-    columns = (left[:, None] + steps)[:, None, None, :]
-    colours = torch.arange(3)[None, :, None, None]
-    patches = shown[slot_of[:, None, None, None], colours, rows, columns]  # distinct x 3 x stored x stored
-    return (patches * 255).round().to(torch.uint8)[back]
-
-
-def _merge_exemplars(merged: LayerStatistics, other: LayerStatistics, offset: int) -> LayerStatistics:
-    k = merged.exemplar_values.shape[1]
-    values = np.concatenate([merged.exemplar_values, other.exemplar_values], axis=1)
-    images = np.concatenate([merged.exemplar_images, np.where(other.exemplar_images >= 0, other.exemplar_images + offset, -1)], axis=1)
-    positions = np.concatenate([merged.exemplar_positions, other.exemplar_positions], axis=1)
-    crops = np.concatenate([merged.exemplar_crops, other.exemplar_crops], axis=1)
-    sortable = np.where(np.isnan(values), -np.inf, values)
-    order = np.argsort(-sortable, axis=1, kind="stable")[:, :k]
-    sources = []
-    for channel in range(len(values)):
-        names = merged.exemplar_sources[channel] + [None] * (k - len(merged.exemplar_sources[channel])) + other.exemplar_sources[channel]
-        sources.append([names[i] for i in order[channel] if images[channel, i] >= 0])
-    # (channel, slot) pairs pick whole positions and crops: no index array the size of the crops
-    rows = np.arange(len(values))[:, None]
-    return replace(
-        merged,
-        exemplar_values=values[rows, order],
-        exemplar_images=images[rows, order],
-        exemplar_positions=positions[rows, order],
-        exemplar_crops=crops[rows, order],
-        exemplar_sources=sources,
-    )

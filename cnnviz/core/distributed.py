@@ -110,8 +110,10 @@ def launcher_rank() -> int:
 
 
 def local_device(device: str) -> str:
-    """``cuda`` under a launcher means this process's own GPU (``LOCAL_RANK``)."""
-    if device == "cuda" and torchrun_size() > 1:
+    """``cuda`` (and ``auto`` where there is a GPU) under a launcher means this process's own GPU
+    (``LOCAL_RANK``)."""
+    wants_gpu = device == "cuda" or (device == "auto" and torch.cuda.is_available())
+    if wants_gpu and torchrun_size() > 1:
         return f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
     return device
 

@@ -1,0 +1,77 @@
+"""Exemplars of activation statistics: the crop around a channel's maximum in an image, and the
+merging of two top-k lists (two populations, or two ranks' shares of one). Used by
+:mod:`cnnviz.analyses.statistics`."""
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+import numpy as np
+import torch
+
+from cnnviz.core.model import Preprocessing
+from cnnviz.inputs.images import display_image
+
+
+def crop_size(map_size: tuple[int, int], input_size: tuple[int, int]) -> int:
+    """The side of the input region an exemplar crop shows: about four map strides, at least 16 px."""
+    stride = max(input_size[0] / map_size[0], input_size[1] / map_size[1])
+    return int(min(max(16, math.ceil(4 * stride)), min(input_size)))
+
+
+def exemplar_crops(inputs: torch.Tensor, image: torch.Tensor, row_column: torch.Tensor, map_size, side: int,
+           stored: int, preprocessing: Preprocessing) -> torch.Tensor:
+    """uint8 RGB crops of model inputs (N x C x H x W, normalised), one per pick: a side x side
+    region of ``image[i]`` around map position ``row_column[i]``, shown as the model saw it,
+    shrunk to stored x stored (area averaging) when it is larger.
+
+    Each image is de-normalised (and shrunk) once, and each distinct (image, position) cropped
+    once, however many channels pick it.
+    """
+    picks = torch.stack([image, row_column[:, 0], row_column[:, 1]], dim=1)
+    unique, back = torch.unique(picks, dim=0, return_inverse=True)
+    needed, slot_of = torch.unique(unique[:, 0], return_inverse=True)
+    shown = display_image(inputs[needed], preprocessing)  # n x 3 x H x W
+    height, width = inputs.shape[2:]
+    scale = stored / side
+    if stored < side:
+        shown = torch.nn.functional.interpolate(
+            shown, size=(max(stored, round(height * scale)), max(stored, round(width * scale))), mode="area"
+        )
+    small_height, small_width = shown.shape[2:]
+    centre_y = ((unique[:, 1].double() + 0.5) * height / map_size[0] * scale).long()
+    centre_x = ((unique[:, 2].double() + 0.5) * width / map_size[1] * scale).long()
+    top = (centre_y - stored // 2).clamp(min=0).clamp(max=small_height - stored)
+    left = (centre_x - stored // 2).clamp(min=0).clamp(max=small_width - stored)
+    steps = torch.arange(stored)
+    rows = (top[:, None] + steps)[:, None, :, None]
+    columns = (left[:, None] + steps)[:, None, None, :]
+    colours = torch.arange(3)[None, :, None, None]
+    patches = shown[slot_of[:, None, None, None], colours, rows, columns]  # distinct x 3 x stored x stored
+    return (patches * 255).round().to(torch.uint8)[back]
+
+
+def merge_exemplars(merged, other, offset: int):
+    """``merged``'s (a :class:`LayerStatistics`) top-k exemplars and ``other``'s together, best
+    first (a tie keeps ``merged``'s), ``other``'s image indices moved up by ``offset``."""
+    k = merged.exemplar_values.shape[1]
+    values = np.concatenate([merged.exemplar_values, other.exemplar_values], axis=1)
+    images = np.concatenate([merged.exemplar_images, np.where(other.exemplar_images >= 0, other.exemplar_images + offset, -1)], axis=1)
+    positions = np.concatenate([merged.exemplar_positions, other.exemplar_positions], axis=1)
+    crops = np.concatenate([merged.exemplar_crops, other.exemplar_crops], axis=1)
+    sortable = np.where(np.isnan(values), -np.inf, values)
+    order = np.argsort(-sortable, axis=1, kind="stable")[:, :k]
+    sources = []
+    for channel in range(len(values)):
+        names = merged.exemplar_sources[channel] + [None] * (k - len(merged.exemplar_sources[channel])) + other.exemplar_sources[channel]
+        sources.append([names[i] for i in order[channel] if images[channel, i] >= 0])
+    # (channel, slot) pairs pick whole positions and crops: no index array the size of the crops
+    rows = np.arange(len(values))[:, None]
+    return replace(
+        merged,
+        exemplar_values=values[rows, order],
+        exemplar_images=images[rows, order],
+        exemplar_positions=positions[rows, order],
+        exemplar_crops=crops[rows, order],
+        exemplar_sources=sources,
+    )
