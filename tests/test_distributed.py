@@ -91,6 +91,13 @@ def test_a_text_file_lists_images(photos, folder):
     # camera and coffee are read; the missing file and the non-image are skipped and counted
     assert stats.images == 2 and len(stats.skipped) == 2
     assert any("missing.png" in name for name in stats.skipped)
+    not_a_list = folder / "readme.txt"  # a text file that is not a list: said so, not skipped silently
+    not_a_list.write_text("hello\n")
+    try:
+        with pytest.raises(cnnviz.CnnvizError, match="none of its 1 entries is an existing file"):
+            cnnviz.statistics(photos, str(not_a_list), ["features.3"])
+    finally:
+        not_a_list.unlink()
     with pytest.raises(cnnviz.CnnvizError, match="names no images"):
         empty = folder / "empty.txt"
         empty.write_text("# nothing\n")

@@ -40,11 +40,6 @@ def rank_and_size() -> tuple[int, int]:
     return 0, 1
 
 
-def is_main() -> bool:
-    """Whether this process writes the results (rank 0, or the only process)."""
-    return rank_and_size()[0] == 0
-
-
 def part(count: int, rank: int, size: int) -> range:
     """The contiguous part of ``range(count)`` that rank ``rank`` of ``size`` takes (ranks beyond
     the work get an empty part)."""
@@ -70,17 +65,15 @@ def together(work: Callable[[], T]) -> list[T]:
             error (the lowest failing rank's; the others are counted), or the error alone when
             every rank had the same.
     """
-    rank, size = rank_and_size()
+    size = rank_and_size()[1]
+    if size == 1:
+        return [work()]
     try:
         outcome = (True, work())
     except CnnvizError as error:
         outcome = (False, str(error))
     except Exception as error:  # a bug on one rank must still stop the others, not leave them waiting
         outcome = (False, f"{type(error).__name__}: {error}")
-    if size == 1:
-        if not outcome[0]:
-            raise CnnvizError(outcome[1])
-        return [outcome[1]]
     outcomes: list = [None] * size
     dist.all_gather_object(outcomes, outcome)
     failed = [(r, message) for r, (ok, message) in enumerate(outcomes) if not ok]
