@@ -61,7 +61,7 @@ def worker(args) -> None:
         result = cnnviz.statistics(model, args.folder, LAYERS, batch_size=16, workers=args.workers)
         merge = 0.0
     else:  # the steps of cnnviz.statistics in a group, with the merge timed apart
-        share = shard_images(args.folder, rank, size)
+        share = shard_images(args.folder, rank, size, 16)  # as cnnviz.statistics shares them
         local = s._gather(model, share, LAYERS, 16, s.DEFAULT_BINS, s.DEFAULT_TOP_K, s.DEFAULT_NEAR_ZERO, None,
                           args.workers)
         if device.startswith("cuda"):

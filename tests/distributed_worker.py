@@ -23,6 +23,9 @@ LAYERS = ["features.3", "features.10"]
 BATCH = 2  # the folder's and the Dataset's shares are whole batches: identical to the bit
 #: the renders every rank makes its share of (5 units over 2 or 3 ranks; fixed steps)
 RENDERS = dict(channels="0-4", steps=12, size=32, stop=False)
+#: an objective over a batch of 3 images with a diversity term (every rank renders it whole)
+OBJECTIVE = dict(objective=cnnviz.objectives.channel("features.10", 3) - cnnviz.objectives.diversity("features.10"),
+                 count=3, steps=6, size=32, stop=False, reference=None)
 
 
 class Photos(torch.utils.data.Dataset):
@@ -72,8 +75,9 @@ def main() -> None:
                      "sources": {layer: stats[layer].exemplar_sources for layer in LAYERS}}
             (out / f"{case}.rank{rank}.json").write_text(json.dumps(names))
         rendering = cnnviz.maximize(model, "features.10", **RENDERS)
+        objective = cnnviz.maximize(model, None, **OBJECTIVE)
         torch.save({"images": rendering.images, "values": rendering.values, "steps": rendering.steps_taken,
-                    "succeeded": rendering.succeeded}, out / f"maximize.rank{rank}.pt")
+                    "succeeded": rendering.succeeded, "objective": objective.images}, out / f"maximize.rank{rank}.pt")
     finally:
         dist.destroy_process_group()
 

@@ -16,7 +16,7 @@ import cnnviz
 from cnnviz.cli.main import main
 from cnnviz.core.distributed import part, share
 from cnnviz.inputs.batches import shard_images
-from distributed_worker import BATCH, LAYERS, RENDERS, Photos, cases
+from distributed_worker import BATCH, LAYERS, OBJECTIVE, RENDERS, Photos, cases
 
 HERE = Path(__file__).parent
 
@@ -80,6 +80,15 @@ def test_shares_are_contiguous_and_cover_everything():
     assert [len(shard_images(images, rank, 4, batch_size=4)) for rank in range(4)] == [2, 2, 2, 3]
 
 
+def test_image_label_pairs_stay_whole_in_shares(photos):
+    image = cnnviz.samples.image("chelsea")
+    pairs = [(image, label) for label in range(4)]
+    shares = [shard_images(pairs, rank, 2, batch_size=2) for rank in range(2)]
+    assert shares == [pairs[:2], pairs[2:]]
+    parts = [cnnviz.statistics(photos, one, ["features.3"], batch_size=2) for one in shares]
+    assert [p.images for p in parts] == [2, 2]
+
+
 def test_a_dataloader_cannot_be_shared(photos):
     loader = torch.utils.data.DataLoader(Photos(photos), batch_size=4)
     with pytest.raises(cnnviz.CnnvizError, match="give .*the Dataset itself"):
@@ -98,6 +107,13 @@ def test_a_text_file_lists_images(photos, folder):
             cnnviz.statistics(photos, str(not_a_list), ["features.3"])
     finally:
         not_a_list.unlink()
+    prose = folder / "notes.txt"  # a line longer than a file name may be
+    prose.write_text("x" * 400 + "\n")
+    try:
+        with pytest.raises(cnnviz.CnnvizError, match="none of its 1 entries"):
+            cnnviz.statistics(photos, str(prose), ["features.3"])
+    finally:
+        prose.unlink()
     with pytest.raises(cnnviz.CnnvizError, match="names no images"):
         empty = folder / "empty.txt"
         empty.write_text("# nothing\n")
@@ -144,6 +160,9 @@ def test_every_rank_gets_one_process_statistics(photos, folder, tmp_path, proces
         assert shared["steps"] == alone.steps_taken and shared["succeeded"] == alone.succeeded
         assert torch.allclose(shared["images"], alone.images, atol=2e-3)
         assert shared["values"] == pytest.approx(alone.values, rel=1e-3, abs=1e-4)
+        # an objective is one batch (its diversity term compares the images): rendered whole
+        together = cnnviz.maximize(photos, None, **OBJECTIVE)
+        assert torch.allclose(shared["objective"], together.images, atol=1e-3)  # shared out, it differed by 0.06
 
 
 def test_the_command_under_torchrun_writes_once(photos, folder, tmp_path):

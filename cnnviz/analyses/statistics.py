@@ -327,8 +327,10 @@ def statistics(
     if size == 1:
         result, skipped = _gather(model, images, refs, batch_size, bins, top_k, near_zero, progress, workers)
     else:  # inside a process group: each rank its share of the images, merged in rank order
-        share = shard_images(images, rank, size, batch_size)  # whole batches: one process's sums
-        parts = distributed.together(lambda: _gather(model, share, refs, batch_size, bins, top_k, near_zero, progress, workers))
+        # whole batches: one process's sums; listed inside together(), so that a folder one machine
+        # lacks stops every rank, not only its own
+        parts = distributed.together(lambda: _gather(model, shard_images(images, rank, size, batch_size), refs,
+                                                     batch_size, bins, top_k, near_zero, progress, workers))
         skipped = [name for _, names in parts for name in names]
         result = None
         for part, _ in parts:

@@ -285,7 +285,7 @@ def shard_images(images, rank: int, size: int, batch_size: int = 1):
 def _single_images(images) -> list:
     if isinstance(images, (str, os.PathLike)):
         return list(image_sources(images))
-    if isinstance(images, (list, tuple)):
+    if isinstance(images, (list, tuple)) and not _is_pair(images):  # an (image, label) pair stays one item
         return [single for item in images for single in _single_images(item)]
     return [images]
 

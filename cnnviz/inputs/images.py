@@ -156,7 +156,7 @@ def _listed(path: Path) -> list[ImageSource]:
             found.append(ImageSource(str(listed if listed.is_absolute() else path.parent / listed), from_folder=True))
     if not found:
         raise CnnvizError(f"the image list {str(path)!r} names no images; put one path per line in it")
-    if not any(source.spec.startswith(SAMPLE_PREFIX) or Path(source.spec).is_file() for source in found):
+    if not any(source.spec.startswith(SAMPLE_PREFIX) or os.path.isfile(source.spec) for source in found):
         raise CnnvizError(
             f"cannot read {str(path)!r} as a list of images: none of its {len(found)} entries is an existing "
             f"file (the first: {found[0].spec!r}); a .txt file is read as one image path per line"

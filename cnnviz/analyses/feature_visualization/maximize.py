@@ -65,7 +65,8 @@ class Rendering(Shows):
         reference: per image, the best response of the unit to a real image in the same measure
             (the largest; the smallest for a negative render), or ``None`` where not measured.
         succeeded: per image, whether its value beats ``reference`` (``None`` where not measured).
-        steps_taken: per image, the optimisation steps it took (the stopping rule ends each on its own).
+        steps_taken: per image, the optimisation steps it ran (the stopping rule ends each on its
+            own; its image is the best of its checks, which can be an earlier one).
         starts: per image, how the image returned began: ``noise``, ``sample:NAME`` (a unit that did not get going
             from noise started again from the real image that moves it most) or ``filter`` (a
             unit that is one linear filter of the input: its exact maximum, no optimisation).
@@ -159,7 +160,9 @@ def maximize(
 
     Inside a ``torch.distributed`` process group (``torchrun``) each rank renders a contiguous
     share of the units and every rank returns all of them: the images of one process, since each
-    unit's image depends only on the seed and the unit (within the rounding of other batches).
+    unit's image depends only on the seed and the unit (to the bit where each rank gets whole
+    batches; else within the rounding of other batch sizes). An ``objective`` is one batch, which
+    every rank renders whole.
 
     Args:
         model: an ``nn.Module`` or :class:`cnnviz.LoadedModel` (left untouched).
@@ -261,6 +264,8 @@ def maximize(
     # images of one unit together; whole batches where there are enough: one process's images to
     # the bit) and every rank gets them all
     rank, size_of_group = distributed.rank_and_size()
+    if objective is not None:  # one batch, its images optimised together (diversity): every rank renders it
+        size_of_group = 1
     if size_of_group > 1:
         units = list(dict.fromkeys(plan.groups[row] for row in rows))
         mine = {units[k] for k in distributed.share(len(units), rank, size_of_group, chunk // diverse)}
