@@ -7,6 +7,16 @@ from torch import nn
 from torch.nn import functional as F
 
 
+def pixel_sum_unit(channels: int, bias: float) -> nn.Sequential:
+    """ReLU of each 3 x 3 sum of all pixels and colours minus ``bias``: dead on dark images, alive
+    only where the image is bright enough (never, for a bias of 27 or more on images in [0, 1])."""
+    conv = nn.Conv2d(3, channels, 3, padding=1)
+    with torch.no_grad():
+        conv.weight.fill_(1.0)
+        conv.bias.fill_(-bias)
+    return nn.Sequential(conv, nn.ReLU())
+
+
 class Counter(nn.Module):
     """Identity that counts how often it runs (for early-exit tests)."""
 

@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 from click.testing import CliRunner
-from conftest import Counter
+from conftest import Counter, pixel_sum_unit
 from torch import nn
 from untouched import assert_untouched, fingerprint
 
@@ -144,11 +144,7 @@ def test_early_exit_and_the_untouched_model_even_when_interrupted():
 def test_relu_redirection_revives_dead_units():
     # a unit that is dead on every image at the start, but reachable: all-white images give it
     # 27 - 20 = 7 > 0. Without redirection its gradient is zero and it stays dead.
-    conv = nn.Conv2d(3, 2, 3, padding=1)
-    with torch.no_grad():
-        conv.weight.fill_(1.0)
-        conv.bias.fill_(-20.0)
-    model = nn.Sequential(conv, nn.ReLU())
+    model = pixel_sum_unit(2, 20.0)
     # no reference: no restart from a photograph either (that too would revive it)
     stuck = cnnviz.maximize(model, "1:0", steps=80, size=16, redirect_steps=0, lr=0.1, reference=None)
     assert stuck.values[0] == 0.0

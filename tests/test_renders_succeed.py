@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 from click.testing import CliRunner
-from torch import nn
+from conftest import pixel_sum_unit
 from torch.nn import functional as F
 
 import cnnviz
@@ -74,11 +74,7 @@ def test_a_render_that_converges_below_its_reference_starts_again():
     # exactly 0, converged at the first look that can tell (40 steps), below its reference (0, the
     # sample photographs' best): not the end, a second start from a photograph that converges 40
     # steps later; the image returned is still the first (the best of the checks: none beat it)
-    conv = nn.Conv2d(3, 1, 3, padding=1)
-    with torch.no_grad():
-        conv.weight.fill_(1.0)
-        conv.bias.fill_(-28.0)
-    model = nn.Sequential(conv, nn.ReLU())
+    model = pixel_sum_unit(1, 28.0)
     rendering = cnnviz.maximize(model, "1:0", size=16, redirect_steps=0, filters=False)
     assert rendering.reference == [0.0] and rendering.values == [0.0] and rendering.succeeded == [False]
     assert rendering.steps_taken == [80] and rendering.starts == ["noise"]
