@@ -324,18 +324,19 @@ def statistics(
     if not refs:
         raise CnnvizError("name at least one layer")
     rank, size = distributed.rank_and_size()
-    if size == 1:
-        result, skipped = _gather(model, images, refs, batch_size, bins, top_k, near_zero, progress, workers)
-    else:  # inside a process group: each rank its share of the images, merged in rank order
-        # whole batches: one process's sums; listed inside together(), so that a folder one machine
-        # lacks stops every rank, not only its own
-        parts = distributed.together(lambda: _gather(model, shard_images(images, rank, size, batch_size), refs,
-                                                     batch_size, bins, top_k, near_zero, progress, workers))
-        skipped = [name for _, names in parts for name in names]
-        result = None
-        for part, _ in parts:
-            if part is not None:
-                result = part if result is None else result.merge(part)
+    # inside a process group each rank takes its share of the images (whole batches: one process's
+    # sums), listed inside together() so that a folder one machine lacks stops every rank; the
+    # shares' statistics are merged in rank order (one process: its one part)
+    def this_ranks_part():
+        share = images if size == 1 else shard_images(images, rank, size, batch_size)
+        return _gather(model, share, refs, batch_size, bins, top_k, near_zero, progress, workers)
+
+    parts = distributed.together(this_ranks_part)
+    skipped = [name for _, names in parts for name in names]
+    result = None
+    for part, _ in parts:
+        if part is not None:
+            result = part if result is None else result.merge(part)
     if result is None:
         raise CnnvizError(no_images_message(skipped))
     result.skipped = skipped
