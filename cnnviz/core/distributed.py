@@ -88,18 +88,19 @@ def together(work: Callable[[], T]) -> list[T]:
 
 def torchrun_size() -> int:
     """The number of processes torchrun (or another launcher) started, from the environment."""
-    try:
-        return int(os.environ.get("WORLD_SIZE", "1"))
-    except ValueError:
-        return 1
+    return _environment_number("WORLD_SIZE", 1)
 
 
 def launcher_rank() -> int:
     """This process's rank as the launcher set it (``RANK``; 0 when not launched)."""
+    return _environment_number("RANK", 0)
+
+
+def _environment_number(name: str, default: int) -> int:
     try:
-        return int(os.environ.get("RANK", "0"))
+        return int(os.environ.get(name, str(default)))
     except ValueError:
-        return 0
+        return default
 
 
 def local_device(device: str) -> str:
@@ -107,7 +108,7 @@ def local_device(device: str) -> str:
     (``LOCAL_RANK``)."""
     wants_gpu = device == "cuda" or (device == "auto" and torch.cuda.is_available())
     if wants_gpu and torchrun_size() > 1:
-        return f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+        return f"cuda:{_environment_number('LOCAL_RANK', 0)}"
     return device
 
 

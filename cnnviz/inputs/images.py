@@ -152,7 +152,7 @@ def _listed(path: Path) -> list[ImageSource]:
         if line.startswith(SAMPLE_PREFIX):
             found.append(ImageSource(line, from_folder=True))
         elif line and not line.startswith("#"):
-            listed = Path(line).expanduser()
+            listed = _path(line)
             found.append(ImageSource(str(listed if listed.is_absolute() else path.parent / listed), from_folder=True))
     if not found:
         raise CnnvizError(f"the image list {str(path)!r} names no images; put one path per line in it")
