@@ -32,6 +32,7 @@ from cnnviz.analyses.activations import Activations, LayerActivations, activatio
 from cnnviz.analyses.attribution import (
     METHODS, Attribution, Attributions, SanityCheck, attributions, sanity_check, saliency,
 )
+from cnnviz.analyses.connections import Connection, connections
 from cnnviz.analyses.convolution import conv_matrix, conv_output_size
 from cnnviz.analyses.equivariance import Equivariance, equivariance
 from cnnviz.analyses.feature_visualization import objectives
@@ -54,6 +55,7 @@ __all__ = [
     "Attributions",
     "METHODS",
     "CnnvizError",
+    "Connection",
     "NotApplicable",
     "CnnvizWarning",
     "EffectiveReceptiveField",
@@ -81,6 +83,7 @@ __all__ = [
     "activations",
     "attributions",
     "capture",
+    "connections",
     "conv_matrix",
     "conv_output_size",
     "convolutions",

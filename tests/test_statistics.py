@@ -48,11 +48,14 @@ def reference(model, inputs: torch.Tensor, layer: str, bins: int, near_zero: flo
     peaks = values.reshape(n, channels, -1)
     best = peaks.max(axis=2).T  # C x N
     order = np.argsort(-best, axis=1, kind="stable")
+    lowest = peaks.min(axis=2).T
+    bottom_order = np.argsort(lowest, axis=1, kind="stable")
     return {
         "count": np.full(channels, flat.shape[1]), "mean": flat.mean(1), "std": flat.std(1),
         "minimum": flat.min(1), "maximum": flat.max(1), "positive": (flat > 0).sum(1),
         "near_zero": (np.abs(flat) <= near_zero).sum(1), "histogram": histogram, "half_range": half_range,
         "order": order, "best": best, "argmax": peaks.argmax(axis=2).T, "width": width,
+        "bottom_order": bottom_order, "lowest": lowest, "argmin": peaks.argmin(axis=2).T,
     }
 
 
@@ -83,6 +86,14 @@ def test_statistics_equal_a_numpy_reference_on_240_images(model, population):
         where = np.take_along_axis(expected["argmax"], top, 1)
         np.testing.assert_array_equal(got.exemplar_positions[..., 0], where // expected["width"])
         np.testing.assert_array_equal(got.exemplar_positions[..., 1], where % expected["width"])
+        # and the bottom 5: the images with the smallest values, lowest first, where they are
+        bottom = expected["bottom_order"][:, :5]
+        np.testing.assert_array_equal(got.bottom_images, bottom)
+        np.testing.assert_array_equal(got.bottom_values, np.take_along_axis(expected["lowest"], bottom, 1))
+        where = np.take_along_axis(expected["argmin"], bottom, 1)
+        np.testing.assert_array_equal(got.bottom_positions[..., 0], where // expected["width"])
+        np.testing.assert_array_equal(got.bottom_positions[..., 1], where % expected["width"])
+        assert (got.bottom_values[:, 0] == got.minimum).all()
         summary = got.layer_summary()
         everything = activations(model, inputs, layer, 37)
         assert summary["mean"] == pytest.approx(everything.mean(), rel=1e-6)
@@ -126,7 +137,8 @@ def test_merge_equals_streaming_everything_together(model, population, seed):
     for layer in LAYERS:
         got, expected = merged[layer], together[layer]
         for exact in ("count", "minimum", "maximum", "positive", "near_zero", "histogram",
-                      "exemplar_values", "exemplar_images", "exemplar_positions", "exemplar_crops"):
+                      "exemplar_values", "exemplar_images", "exemplar_positions", "exemplar_crops",
+                      "bottom_values", "bottom_images", "bottom_positions", "bottom_crops"):
             np.testing.assert_array_equal(getattr(got, exact), getattr(expected, exact), err_msg=f"{layer} {exact}")
         assert got.half_range == expected.half_range
         np.testing.assert_allclose(got.mean, expected.mean, rtol=1e-10, atol=1e-12)

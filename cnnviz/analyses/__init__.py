@@ -6,6 +6,7 @@
 ``statistics.py``             activation statistics over many images (:func:`cnnviz.statistics`)
 ``attribution.py``            input attributions: saliency and captum's methods (:func:`cnnviz.saliency`)
 ``predictions.py``            top-k predictions (:func:`cnnviz.predict`)
+``connections.py``            how strongly one layer's channels feed the next's, by weight (:func:`cnnviz.connections`)
 ``feature_visualization/``    maximal-response images (:func:`cnnviz.maximize`) and Deep Dream
 ``receptive_field.py``        theoretical and effective receptive fields
 ``summary.py``                the layer table (:func:`cnnviz.layer_table`)

@@ -51,27 +51,31 @@ def exemplar_crops(inputs: torch.Tensor, image: torch.Tensor, row_column: torch.
     return (patches * 255).round().to(torch.uint8)[back]
 
 
-def merge_exemplars(merged, other, offset: int):
+def merge_exemplars(merged, other, offset: int, bottom: bool = False):
     """``merged``'s (a :class:`LayerStatistics`) top-k exemplars and ``other``'s together, best
-    first (a tie keeps ``merged``'s), ``other``'s image indices moved up by ``offset``."""
-    k = merged.exemplar_values.shape[1]
-    values = np.concatenate([merged.exemplar_values, other.exemplar_values], axis=1)
-    images = np.concatenate([merged.exemplar_images, np.where(other.exemplar_images >= 0, other.exemplar_images + offset, -1)], axis=1)
-    positions = np.concatenate([merged.exemplar_positions, other.exemplar_positions], axis=1)
-    crops = np.concatenate([merged.exemplar_crops, other.exemplar_crops], axis=1)
-    sortable = np.where(np.isnan(values), -np.inf, values)
+    first (a tie keeps ``merged``'s), ``other``'s image indices moved up by ``offset``; with
+    ``bottom``, the bottom-k exemplars (the smallest values, lowest first)."""
+    prefix = "bottom" if bottom else "exemplar"
+    mine, theirs = ({key: getattr(stats, f"{prefix}_{key}") for key in ("values", "images", "positions", "crops", "sources")}
+                    for stats in (merged, other))
+    k = mine["values"].shape[1]
+    values = np.concatenate([mine["values"], theirs["values"]], axis=1)
+    images = np.concatenate([mine["images"], np.where(theirs["images"] >= 0, theirs["images"] + offset, -1)], axis=1)
+    positions = np.concatenate([mine["positions"], theirs["positions"]], axis=1)
+    crops = np.concatenate([mine["crops"], theirs["crops"]], axis=1)
+    ranked = -values if bottom else values
+    sortable = np.where(np.isnan(ranked), -np.inf, ranked)
     order = np.argsort(-sortable, axis=1, kind="stable")[:, :k]
     sources = []
     for channel in range(len(values)):
-        names = merged.exemplar_sources[channel] + [None] * (k - len(merged.exemplar_sources[channel])) + other.exemplar_sources[channel]
+        names = mine["sources"][channel] + [None] * (k - len(mine["sources"][channel])) + theirs["sources"][channel]
         sources.append([names[i] for i in order[channel] if images[channel, i] >= 0])
     # (channel, slot) pairs pick whole positions and crops: no index array the size of the crops
     rows = np.arange(len(values))[:, None]
-    return replace(
-        merged,
-        exemplar_values=values[rows, order],
-        exemplar_images=images[rows, order],
-        exemplar_positions=positions[rows, order],
-        exemplar_crops=crops[rows, order],
-        exemplar_sources=sources,
-    )
+    return replace(merged, **{
+        f"{prefix}_values": values[rows, order],
+        f"{prefix}_images": images[rows, order],
+        f"{prefix}_positions": positions[rows, order],
+        f"{prefix}_crops": crops[rows, order],
+        f"{prefix}_sources": sources,
+    })

@@ -4,7 +4,8 @@ For every channel of every chosen layer: the count of values, their mean and sta
 (float64, merged with Chan's parallel formulas), minimum, maximum, the fraction of positive values,
 the fraction near zero, whether the unit is dead (never positive), a histogram over a signed range
 (negative values kept), and the dataset exemplars: the top-k images by the channel's largest
-value, with the position of that value and a crop of the input around it.
+value, with the position of that value and a crop of the input around it, and the bottom-k
+images by its smallest value (what the channel responds to least), the same way.
 
 Histograms have a fixed number of bins over ``[-R, R]`` where ``R`` is a power of two that grows
 (by doubling, which merges pairs of bins exactly) whenever a value falls outside. So every value
@@ -71,6 +72,9 @@ class LayerStatistics(Shows):
             (a region of about four map cells, at least 16 pixels, stored at most 48 pixels wide).
         exemplar_sources: the file or sample of each exemplar image (``C`` lists of up to k; ``None``
             for tensors, see :meth:`exemplar_name`).
+        bottom_values, bottom_images, bottom_positions, bottom_crops, bottom_sources: the same for
+            each channel's smallest values (lowest first: the images it responds to least, and
+            where); ``None`` in statistics saved before they were kept.
         map_size: ``(H, W)`` of the layer's maps; input_size: ``(H, W)`` of the inputs.
     """
 
@@ -93,6 +97,11 @@ class LayerStatistics(Shows):
     input_size: tuple[int, int]
     near_zero_tolerance: float = DEFAULT_NEAR_ZERO
     mean_maximum: np.ndarray | None = None
+    bottom_values: np.ndarray | None = None
+    bottom_images: np.ndarray | None = None
+    bottom_positions: np.ndarray | None = None
+    bottom_crops: np.ndarray | None = None
+    bottom_sources: list[list[str]] | None = None
 
     def __repr__(self) -> str:
         return f"LayerStatistics({self.layer!r}, {self.channels} channels, {int(self.count.max()) if self.count.size else 0} values per channel)"
@@ -168,15 +177,21 @@ class LayerStatistics(Shows):
                      "position": [int(p) for p in self.exemplar_positions[c, i]]}
                     for i in range(len(self.exemplar_sources[c]))
                 ],
+                **({"bottom_exemplars": [
+                    {"image": self.exemplar_name(c, i, bottom=True), "value": float(self.bottom_values[c, i]),
+                     "position": [int(p) for p in self.bottom_positions[c, i]]}
+                    for i in range(len(self.bottom_sources[c]))
+                ]} if self.bottom_sources is not None else {}),
             }
             for c in range(self.channels)
         ]
 
-    def exemplar_name(self, channel: int, slot: int) -> str:
-        """Where exemplar ``slot`` of ``channel`` came from: its file or sample, or ``image N``
-        (its place in the population) for tensors."""
-        name = self.exemplar_sources[channel][slot]
-        return name if name is not None else f"image {int(self.exemplar_images[channel, slot])}"
+    def exemplar_name(self, channel: int, slot: int, bottom: bool = False) -> str:
+        """Where exemplar ``slot`` of ``channel`` came from (of the bottom exemplars with
+        ``bottom``): its file or sample, or ``image N`` (its place in the population) for tensors."""
+        sources, images = (self.bottom_sources, self.bottom_images) if bottom else (self.exemplar_sources, self.exemplar_images)
+        name = sources[channel][slot]
+        return name if name is not None else f"image {int(images[channel, slot])}"
 
     def rebinned(self, half_range: float) -> LayerStatistics:
         """The same statistics with the histogram over a larger power-of-two range (exact)."""
@@ -217,7 +232,11 @@ class LayerStatistics(Shows):
             near_zero=first.near_zero + second.near_zero,
             histogram=first.histogram + second.histogram,
         )
-        return merge_exemplars(merged, second, image_offset)
+        merged = merge_exemplars(merged, second, image_offset)
+        if first.bottom_values is None or second.bottom_values is None:  # statistics saved before they were kept
+            return replace(merged, bottom_values=None, bottom_images=None, bottom_positions=None, bottom_crops=None,
+                           bottom_sources=None)
+        return merge_exemplars(merged, second, image_offset, bottom=True)
 
 
 @dataclass
@@ -259,7 +278,8 @@ class Statistics(Shows):
         arrays = {"images": np.array(self.images)}
         for name, layer in self.layers.items():
             for key in ("count", "mean", "m2", "minimum", "maximum", "mean_maximum", "positive", "near_zero",
-                        "histogram", "exemplar_values", "exemplar_images", "exemplar_positions", "exemplar_crops"):
+                        "histogram", "exemplar_values", "exemplar_images", "exemplar_positions", "exemplar_crops",
+                        "bottom_values", "bottom_images", "bottom_positions", "bottom_crops"):
                 if getattr(layer, key) is not None:
                     arrays[f"{name}/{key}"] = getattr(layer, key)
             arrays[f"{name}/std"] = layer.std
@@ -295,7 +315,7 @@ def statistics(
         layer: one layer or several (whole layers: no channel or position).
         batch_size: images per forward pass (for specs and PIL images).
         bins: histogram bins (a multiple of 4).
-        top_k: exemplars kept per channel.
+        top_k: exemplars kept per channel, of the largest values and of the smallest.
         near_zero: ``|x| <=`` this counts as near zero.
         progress: called with the number of images of each batch once it is done.
         workers: DataLoader worker processes decoding image files while the model runs (0: this
@@ -403,11 +423,8 @@ class _Accumulator:
         self.near_zero = np.zeros(channels, dtype=np.int64)
         self.histogram = np.zeros((channels, bins), dtype=np.int64)
         self.half_range = _half_range(float(values.min()), float(values.max()))
-        self.top_values = torch.full((channels, 0), -math.inf, dtype=torch.float64)
-        self.top_images = torch.zeros((channels, 0), dtype=torch.int64)
-        self.top_positions = torch.zeros((channels, 0, 2), dtype=torch.int64)
-        self.top_crops = torch.zeros((channels, 0, 3, self.crop, self.crop), dtype=torch.uint8)
-        self.top_sources: list[list[str]] = [[] for _ in range(channels)]
+        self.top = _Ranked(channels, top_k, self.crop, lowest=False)
+        self.bottom = _Ranked(channels, top_k, self.crop, lowest=True)
 
     def add(self, output: torch.Tensor, inputs: torch.Tensor, first_index: int, sources: list[str]) -> None:
         values = _as_maps(output).detach()
@@ -447,7 +464,8 @@ class _Accumulator:
         self.positive += histogram[:, self.bins // 2:].sum(axis=1)  # the bins above zero, exactly
         self.near_zero += near.cpu().numpy().astype(np.int64)
         self.histogram += histogram
-        self._exemplars(values, inputs, first_index, sources)
+        for ranked in (self.top, self.bottom):
+            ranked.add(values, inputs, first_index, sources, self.map_size, self.region, self.preprocessing)
 
     def _combine(self, batch_count: int, batch_mean: np.ndarray, batch_m2: np.ndarray) -> None:
         count = self.count + batch_count
@@ -456,57 +474,80 @@ class _Accumulator:
         self.m2 = self.m2 + batch_m2 + delta**2 * self.count * batch_count / count
         self.count = count
 
-    def _exemplars(self, values: torch.Tensor, inputs: torch.Tensor, first_index: int, sources: list[str]) -> None:
+    def result(self) -> LayerStatistics:
+        top, bottom = self.top.arrays(), self.bottom.arrays()
+        return LayerStatistics(
+            layer=self.name, count=self.count, mean=self.mean, m2=self.m2, minimum=self.minimum,
+            maximum=self.maximum, positive=self.positive, near_zero=self.near_zero,
+            histogram=self.histogram, half_range=self.half_range, exemplar_values=top[0],
+            exemplar_images=top[1], exemplar_positions=top[2], exemplar_crops=top[3], exemplar_sources=top[4],
+            map_size=self.map_size, input_size=self.input_size,
+            near_zero_tolerance=self.tolerance, mean_maximum=self.mean_maximum,
+            bottom_values=bottom[0], bottom_images=bottom[1], bottom_positions=bottom[2], bottom_crops=bottom[3],
+            bottom_sources=bottom[4],
+        )
+
+
+class _Ranked:
+    """The running top-k images of every channel by its largest value in the image (or, with
+    ``lowest``, its smallest: best first either way), with the position of that value and a crop
+    around it."""
+
+    def __init__(self, channels: int, k: int, crop: int, lowest: bool):
+        self.k, self.crop, self.lowest = k, crop, lowest
+        self.values = torch.full((channels, 0), -math.inf, dtype=torch.float64)  # negated when lowest
+        self.images = torch.zeros((channels, 0), dtype=torch.int64)
+        self.positions = torch.zeros((channels, 0, 2), dtype=torch.int64)
+        self.crops = torch.zeros((channels, 0, 3, crop, crop), dtype=torch.uint8)
+        self.sources: list[list[str]] = [[] for _ in range(channels)]
+
+    def add(self, values: torch.Tensor, inputs: torch.Tensor, first_index: int, sources: list[str], map_size,
+            region: int, preprocessing: Preprocessing) -> None:
         n, channels, height, width = values.shape
-        peak, where = values.flatten(2).max(dim=2)  # N x C
+        flat = values.flatten(2)
+        peak, where = (flat.min(dim=2) if self.lowest else flat.max(dim=2))  # N x C
+        peak = -peak if self.lowest else peak
         where = where.t().cpu()
-        candidates = torch.cat([self.top_values, peak.t().double().cpu()], dim=1)
-        images = torch.cat([self.top_images, (first_index + torch.arange(n)).expand(channels, n)], dim=1)
+        candidates = torch.cat([self.values, peak.t().double().cpu()], dim=1)
+        images = torch.cat([self.images, (first_index + torch.arange(n)).expand(channels, n)], dim=1)
         positions = torch.stack([where // width, where % width], dim=2)  # C x N x 2
-        all_positions = torch.cat([self.top_positions, positions], dim=1)
+        all_positions = torch.cat([self.positions, positions], dim=1)
         # Best first; stable, so a tie keeps the earlier image (kept ones come before new ones).
-        order = torch.sort(candidates, dim=1, descending=True, stable=True).indices[:, : self.top_k]
-        kept = self.top_values.shape[1]
+        order = torch.sort(candidates, dim=1, descending=True, stable=True).indices[:, : self.k]
+        kept = self.values.shape[1]
         new = order >= kept
         crops = torch.empty((channels, order.shape[1], 3, self.crop, self.crop), dtype=torch.uint8)
         if kept:
             old_channel, old_slot = (~new).nonzero(as_tuple=True)
-            crops[old_channel, old_slot] = self.top_crops[old_channel, order[old_channel, old_slot]]
+            crops[old_channel, old_slot] = self.crops[old_channel, order[old_channel, old_slot]]
         new_channel, new_slot = new.nonzero(as_tuple=True)
         if len(new_channel):
             image = order[new_channel, new_slot] - kept
             row_column = positions[new_channel, image]
             crops[new_channel, new_slot] = exemplar_crops(
-                inputs, image, row_column, self.map_size, self.region, self.crop, self.preprocessing
+                inputs, image, row_column, map_size, region, self.crop, preprocessing
             )
         names = []
         for channel, picks in enumerate(order.tolist()):
-            names.append([self.top_sources[channel][p] if p < kept else sources[p - kept] for p in picks])
-        self.top_values = torch.gather(candidates, 1, order)
-        self.top_images = torch.gather(images, 1, order)
-        self.top_positions = torch.gather(all_positions, 1, order[..., None].expand(-1, -1, 2))
-        self.top_crops, self.top_sources = crops, names
+            names.append([self.sources[channel][p] if p < kept else sources[p - kept] for p in picks])
+        self.values = torch.gather(candidates, 1, order)
+        self.images = torch.gather(images, 1, order)
+        self.positions = torch.gather(all_positions, 1, order[..., None].expand(-1, -1, 2))
+        self.crops, self.sources = crops, names
 
-    def result(self) -> LayerStatistics:
-        channels, k = len(self.count), self.top_k
-        values = np.full((channels, k), np.nan)
-        images = np.full((channels, k), -1, dtype=np.int64)
-        positions = np.full((channels, k, 2), -1, dtype=np.int64)
-        crops = np.zeros((channels, k, 3, self.crop, self.crop), dtype=np.uint8)
-        kept = self.top_values.shape[1]
-        values[:, :kept] = self.top_values.numpy()
-        images[:, :kept] = self.top_images.numpy()
-        positions[:, :kept] = self.top_positions.numpy()
-        crops[:, :kept] = self.top_crops.numpy()
-        return LayerStatistics(
-            layer=self.name, count=self.count, mean=self.mean, m2=self.m2, minimum=self.minimum,
-            maximum=self.maximum, positive=self.positive, near_zero=self.near_zero,
-            histogram=self.histogram, half_range=self.half_range, exemplar_values=values,
-            exemplar_images=images, exemplar_positions=positions, exemplar_crops=crops,
-            exemplar_sources=[[name for name in names] for names in self.top_sources],
-            map_size=self.map_size, input_size=self.input_size,
-            near_zero_tolerance=self.tolerance, mean_maximum=self.mean_maximum,
-        )
+    def arrays(self) -> tuple:
+        """``(values, images, positions, crops, sources)`` padded to k (NaN, -1 where fewer images
+        were seen), the values as they are (not negated)."""
+        channels, kept = len(self.sources), self.values.shape[1]
+        values = np.full((channels, self.k), np.nan)
+        images = np.full((channels, self.k), -1, dtype=np.int64)
+        positions = np.full((channels, self.k, 2), -1, dtype=np.int64)
+        crops = np.zeros((channels, self.k, 3, self.crop, self.crop), dtype=np.uint8)
+        values[:, :kept] = (-self.values if self.lowest else self.values).numpy()
+        images[:, :kept] = self.images.numpy()
+        positions[:, :kept] = self.positions.numpy()
+        crops[:, :kept] = self.crops.numpy()
+        return values, images, positions, crops, [list(names) for names in self.sources]
 
 
 def _as_maps(values: torch.Tensor) -> torch.Tensor:

@@ -104,6 +104,7 @@ class Probe:
         self._needed = {(r.layer, r.call) for r in self._refs.values() if not r.is_output}
         self._outputs: dict[str, list[torch.Tensor | None]] = {}
         self._shapes: dict[str, list[tuple[int, ...] | None]] = {}
+        self._input_shapes: dict[str, list[tuple[int, ...] | None]] = {}
         self._seen: set[tuple[str, int]] = set()
         #: (layer, call) of every recorded call, in the order the calls finished
         self.order: list[tuple[str, int]] = []
@@ -152,7 +153,7 @@ class Probe:
                 "normalised (e.g. preprocessing.normalize(images.float() / 255))"
             )
         inputs = _to_device_of(inputs, self.module)
-        self._outputs, self._shapes, self._seen, self.order = {}, {}, set(), []
+        self._outputs, self._shapes, self._input_shapes, self._seen, self.order = {}, {}, {}, set(), []
         self._inputs, self._has_run = inputs, True
         grad_mode = torch.enable_grad() if self.keep_graph else torch.no_grad()
         output = None
@@ -201,6 +202,12 @@ class Probe:
         return {name: list(shapes) for name, shapes in self._shapes.items()}
 
     @property
+    def input_shapes(self) -> dict[str, list[tuple[int, ...] | None]]:
+        """Per probed module: the shape of the first input of each call (``None`` when it was not
+        a tensor)."""
+        return {name: list(shapes) for name, shapes in self._input_shapes.items()}
+
+    @property
     def references(self) -> Mapping:
         """The references given, each resolved to a :class:`cnnviz.LayerRef`."""
         return dict(self._refs)
@@ -212,6 +219,8 @@ class Probe:
                 return
             outputs = self._outputs.setdefault(name, [])
             shapes = self._shapes.setdefault(name, [])
+            first = inputs[0] if isinstance(inputs, tuple) and inputs else inputs
+            self._input_shapes.setdefault(name, []).append(tuple(first.shape) if isinstance(first, torch.Tensor) else None)
             call = len(outputs) + 1
             self._seen.add((name, call))
             self.order.append((name, call))
