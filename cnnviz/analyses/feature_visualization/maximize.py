@@ -47,6 +47,7 @@ from cnnviz.analyses.feature_visualization.loop import Run
 from cnnviz.analyses.feature_visualization.plan import Plan as _Plan, plan as _plan
 
 PRECISIONS = ("fp32", "bf16", "auto")
+NEURON_FIELD = 48  # a neuron whose receptive field is smaller gets the transformations' shifts in proportion
 MEMORY_BUDGET = 1.5 * 2**30  # bytes of activations per batch, forward and backward
 
 
@@ -200,7 +201,10 @@ def maximize(
         negative: minimise the unit instead (what it responds to least).
         diverse: render this many different images of each unit (a penalty on the similarity of
             their Gram matrices at the layer).
-        neuron: the neuron at the centre of the map instead of the channel's spatial mean.
+        neuron: the neuron at the centre of the map instead of the channel's spatial mean. With
+            the default ``robustness``, a neuron whose receptive field is under 48 px gets the
+            shifts (padding and jitters) in proportion to its field, so that they never move the
+            field off what it is learning to see.
         direction: a vector over the layer's channels (``layer`` a whole layer): one image whose
             activations point along it (their spatial mean dot product with it).
         filters: a unit that is a function of one linear filter of the input (a first layer, or a
@@ -234,6 +238,10 @@ def maximize(
                      neuron=True, direction=direction)
         if size == "auto":
             canvas = filter_images.canvas
+    if robustness is None and plan.kind == "neuron" and not plan.ref.is_output:
+        # Lucid's shifts are sized for a channel over a whole image; a neuron sees its receptive
+        # field only, and shifts larger than that move the field off what it is learning to see
+        robust = _scaled(robust, receptive_field_size(model, plan.ref.layer_text, preprocessing) / NEURON_FIELD)
     _check_memory(model, plan, canvas, robust, preprocessing, device)
     canvas, view = _view(model, plan, canvas, robust, preprocessing, size)
     # a model whose output is a softmax: maximize the logits it takes (its input), not a probability
