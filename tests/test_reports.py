@@ -45,6 +45,19 @@ def test_kernels_report_names_ranges_and_writes(photos, tmp_path):
     assert not list(tmp_path.glob(".*.part"))  # written atomically, nothing left over
 
 
+def test_kernel_captions_state_the_layers_shape_and_the_outputs_shown(photos):
+    # features.21 is 128 x 64 x 3 x 3; a cap of 64 outputs shows the first 64 of them
+    deep = cnnviz.kernels(photos, "features.21", channels="0-63")
+    (item,) = cnnviz.reports.kernels(deep)
+    assert "the first 64 of 128 outputs" in item.caption and "the layer's weights are 128 x 64 x 3 x 3" in item.caption
+    title = cnnviz.plots.kernels(deep)._suptitle.get_text()
+    assert "64 of 128 kernels of 3x3" in title
+    some = cnnviz.kernels(photos, "features.3", channels=[2, 5])
+    assert "outputs 2 and 5 of 16" in cnnviz.reports.kernels(some).items[0].caption
+    everything = cnnviz.reports.kernels(cnnviz.kernels(photos, "features.0")).items[0].caption
+    assert "all 16 outputs" in everything and "16 x 3 x 3 x 3" in everything
+
+
 def test_figures_are_drawn_only_when_written(photos):
     drawn = []
     item = Item("x.png", "test", "a caption", draw=lambda: drawn.append(1))
@@ -122,7 +135,8 @@ def test_gallery_and_command_write_the_same_captions(photos, tmp_path):
     result = CliRunner().invoke(main, ["kernels", "--layer", "features.3", "-o", str(tmp_path / "cli")])
     assert result.exit_code == 0, result.output
     command = json.loads((tmp_path / "cli" / "kernels_features.3.json").read_text())["figures"][0]
-    site = cnnviz.gallery(photos, "sample:chelsea", layer=["features.3"], output=tmp_path / "site", max_channels=1, steps=1,
+    site = cnnviz.gallery(photos, "sample:chelsea", layer=["features.3"], output=tmp_path / "site", max_channels=None,
+                          unit_renders=0, steps=1,
                           activation_images=1, attribution_images=1, methods=("gradient",), dream_iterations=1,
                           dream_octaves=1, max_classes=1, class_steps=1)
     entry = next(f for f in site.figures if f["kind"] == "kernels")

@@ -144,7 +144,8 @@ class Unit:
         position: the spatial index inside that channel (row, column), or ``None``.
         class_name: the class of an output unit when the model's class names are known.
         objective: for images of a free objective (no single unit), its formula; ``layer`` is
-            then ``""`` and ``channel`` the image's number.
+            then ``""`` and ``channel`` the image's number. For a unit of a layer, what of it is
+            meant (``neuron at the centre``), shown after its reference.
 
     ``unit.reference`` is the reference string (``features.3:5@7,3``, parsed by
     :func:`layer_ref`); ``str(unit)`` adds the class name for display (``logits:281 (tabby)``).
@@ -168,7 +169,7 @@ class Unit:
     @property
     def reference(self) -> str:
         """The reference string: what :func:`layer_ref` and ``--target``/``--layer`` take."""
-        if self.objective is not None:
+        if self.objective is not None and not self.layer:
             return f"{self.objective} #{self.channel}"
         text = self.layer
         if self.channel is not None:
@@ -178,7 +179,8 @@ class Unit:
         return text
 
     def __str__(self) -> str:
-        return self.reference + (f" ({self.class_name})" if self.class_name is not None else "")
+        note = self.class_name if self.class_name is not None else self.objective if self.layer else None
+        return self.reference + (f" ({note})" if note is not None else "")
 
     def to_dict(self) -> dict:
         """JSON-ready: the reference, its parts and the class name."""

@@ -17,7 +17,7 @@ from cnnviz.analyses.statistics import LayerStatistics, Statistics
 from cnnviz.core import display
 from cnnviz.plots.activations import activations
 from cnnviz.plots.dream import dream
-from cnnviz.plots.attribution import attribution, attributions, sanity_check
+from cnnviz.plots.attribution import attribution, attributions, overlays, sanity_check
 from cnnviz.plots.convolution import conv_arithmetic, conv_matrix
 from cnnviz.plots.equivariance import equivariance
 from cnnviz.plots.kernels import kernels
@@ -29,7 +29,7 @@ from cnnviz.plots.style import figure_pixels
 __all__ = [
     "activations", "attribution", "attributions", "channel_statistics", "colorful_dimension", "conv_arithmetic",
     "conv_matrix", "dream", "effective_receptive_field", "equivariance", "exemplars", "figure_pixels", "kernels",
-    "maximize", "receptive_field", "sanity_check", "statistics",
+    "maximize", "overlays", "receptive_field", "sanity_check", "statistics",
 ]
 
 

@@ -65,6 +65,37 @@ def attributions(attributions: dict, images: int = 4) -> Figure:
     return figure
 
 
+def overlays(attributions: dict, index: int = 0, title: str | None = None) -> Figure:
+    """One image and every method's absolute map laid over it, side by side: the input, then per
+    method the map (summed over channels) on a sequential scale from zero over a grey copy of the
+    image, each with a colour bar labelled in raw attribution units. ``title`` defaults to the
+    image and its target."""
+    methods = list(attributions.values())
+    if not methods:
+        raise CnnvizError("no attributions to draw")
+    first = methods[0]
+    image = first.images[index].permute(1, 2, 0).numpy()
+    grey = image.mean(axis=2)
+    columns = len(methods) + 1
+    figure = ShownFigure(figsize=(min(1.65 * columns + 0.3, 11.5), 2.35), layout="constrained")
+    axes = figure.subplots(1, columns, squeeze=False)[0]
+    axes[0].imshow(image, interpolation="nearest")
+    axes[0].set_title("input", fontsize=9)
+    for axis, attribution in zip(axes[1:], methods):
+        values = attribution.absolute_map()[index].numpy()
+        top = max(float(values.max()), 1e-12)
+        axis.imshow(grey, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+        shown = axis.imshow(values, cmap=SEQUENTIAL, vmin=0, vmax=top, alpha=0.7, interpolation="bilinear")
+        bar = figure.colorbar(shown, ax=axis, fraction=0.05, pad=0.02)
+        bar.ax.tick_params(labelsize=7)
+        bar.set_label("|attribution|", fontsize=7)
+        axis.set_title(attribution.method.replace("_", " "), fontsize=9)
+    for axis in axes:
+        axis.set_axis_off()
+    figure.suptitle(title or f"{first.sources[index]}: {first.targets[index]}", fontsize=10)
+    return figure
+
+
 def sanity_check(check) -> Figure:
     """The randomisation test: rank correlation with the original map as more layers are
     re-initialised (top down), and the maps of the first image at each stage, each with a colour

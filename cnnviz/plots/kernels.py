@@ -38,10 +38,9 @@ def kernels(kernels: Kernels, scope: str = "layer", columns: int = 8) -> Figure:
     scope_text = {"kernel": "each kernel on its own scale", "layer": "one scale for the layer",
                   "global": "one scale for the whole model"}[scope]
     shape = "x".join(str(s) for s in kernels.weight.shape[2:])
-    figure.suptitle(
-        f"{kernels.layer} ({kernels.module_type}, {kernels.out_channels} kernels of {shape}; "
-        f"{scope_text})", fontsize=10,
-    )
+    shown = (f"{kernels.out_channels} kernels" if len(kernels.outputs) == kernels.out_channels
+             else f"{len(kernels.outputs)} of {kernels.out_channels} kernels")
+    figure.suptitle(f"{kernels.layer} ({kernels.module_type}, {shown} of {shape}; {scope_text})", fontsize=10)
     return figure
 
 
@@ -77,15 +76,15 @@ def _kernels_pairs(kernels: Kernels, scope: str, columns: int) -> Figure:
     tiled = mosaic([[weight[o, i] for i in range(weight.shape[1])] for o in range(weight.shape[0])])
     rows, cols = weight.shape[0], weight.shape[1]
     height, width = weight.shape[2:]
-    figure = ShownFigure(figsize=(min(2 + 0.45 * cols * max(1, width / 3), 16), min(1.2 + 0.45 * rows * max(1, height / 3), 24)),
+    figure = ShownFigure(figsize=(min(2 + 0.45 * cols * max(1, width / 3), 11.5), min(1.2 + 0.45 * rows * max(1, height / 3), 24)),
                     layout="constrained")
     axis = figure.subplots()
     image = diverging_image(axis, tiled, 1.0 if scope == "kernel" else float(scales[0]))
-    axis.set_xticks([i * (width + 1) + (width - 1) / 2 for i in range(cols)], [str(i) for i in kernels.inputs], fontsize=6)
+    axis.set_xticks([i * (width + 1) + (width - 1) / 2 for i in range(cols)], [str(i) for i in kernels.inputs], fontsize=7)
     row_labels = [
         f"{o} ±{s:.2g}" if scope == "kernel" else str(o) for o, s in zip(kernels.outputs, scales)
     ]
-    axis.set_yticks([r * (height + 1) + (height - 1) / 2 for r in range(rows)], row_labels, fontsize=6)
+    axis.set_yticks([r * (height + 1) + (height - 1) / 2 for r in range(rows)], row_labels, fontsize=7)
     group_note = " (counted inside each group)" if kernels.groups > 1 else ""
     axis.set_xlabel(f"input channel{group_note}", fontsize=8)
     axis.set_ylabel("output channel", fontsize=8)
@@ -104,7 +103,8 @@ def _kernels_outputs(kernels: Kernels, scope: str, columns: int) -> Figure:
     grid = [[maps[r * columns + c] for c in range(columns) if r * columns + c < len(maps)] for r in range(rows)]
     tiled = mosaic(grid)
     height, width = maps.shape[1:]
-    figure = ShownFigure(figsize=(2 + 0.6 * columns * max(1, width / 3), 1.2 + 0.6 * rows * max(1, height / 3)), layout="constrained")
+    figure = ShownFigure(figsize=(min(2 + 0.6 * columns * max(1, width / 3), 11.5), 1.2 + 0.6 * rows * max(1, height / 3)),
+                         layout="constrained")
     axis = figure.subplots()
     image = diverging_image(axis, tiled, limit)
     axis.set_xticks([])
@@ -149,7 +149,7 @@ def _kernels_slices(kernels: Kernels, scope: str, columns: int) -> Figure:
         maps = maps / scales[:, None, None, None]
     limit = 1.0 if scope == "kernel" else float(scales[0])
     tiled = mosaic([[maps[o, d] for d in range(maps.shape[1])] for o in range(maps.shape[0])])
-    figure = ShownFigure(figsize=(2 + 0.6 * maps.shape[1], 1.2 + 0.6 * maps.shape[0]), layout="constrained")
+    figure = ShownFigure(figsize=(min(2 + 0.6 * maps.shape[1], 11.5), 1.2 + 0.6 * maps.shape[0]), layout="constrained")
     axis = figure.subplots()
     image = diverging_image(axis, tiled, limit)
     height, width = maps.shape[2:]

@@ -7,7 +7,7 @@ from matplotlib.figure import Figure
 
 from cnnviz.core.display import ShownFigure
 
-from cnnviz.plots.style import grid_shape
+from cnnviz.plots.style import grid_shape, log_axis
 from cnnviz.core.references import channel_list
 
 
@@ -15,7 +15,7 @@ def statistics(statistics, columns: int = 3) -> Figure:
     """One histogram per layer (all channels pooled), log counts, x in raw activation units."""
     layers = list(statistics.layers.values())
     rows, columns = grid_shape(len(layers), columns)
-    figure = ShownFigure(figsize=(4.2 * columns, 2.8 * rows + 0.5), layout="constrained")
+    figure = ShownFigure(figsize=(3.7 * columns, 2.6 * rows + 0.5), layout="constrained")
     axes = figure.subplots(rows, columns, squeeze=False)
     for index, axis in enumerate(axes.flat):
         if index >= len(layers):
@@ -27,16 +27,16 @@ def statistics(statistics, columns: int = 3) -> Figure:
         used = np.flatnonzero(counts)
         first, last = (used[0], used[-1] + 1) if len(used) else (0, len(counts))
         axis.stairs(counts[first:last], edges[first:last + 1], fill=True, color="#4c72b0")
-        axis.set_yscale("log")
+        log_axis(axis)
         axis.axvline(0, color="grey", linewidth=0.6)
         summary = layer.layer_summary()
         axis.set_title(
             f"{layer.layer}: mean {summary['mean']:.3g}, std {summary['std']:.3g}, "
-            f"{summary['positive_fraction']:.0%} > 0", fontsize=8,
+            f"{summary['positive_fraction']:.0%} > 0", fontsize=9,
         )
-        axis.set_xlabel("activation (raw)", fontsize=7)
-        axis.set_ylabel("count (log)", fontsize=7)
-        axis.tick_params(labelsize=6)
+        axis.set_xlabel("activation (raw)", fontsize=8)
+        axis.set_ylabel("count (log)", fontsize=8)
+        axis.tick_params(labelsize=8)
     figure.suptitle(f"Activation histograms over {statistics.images} images", fontsize=10)
     return figure
 
@@ -53,25 +53,25 @@ def channel_statistics(statistics, layer: str | None = None) -> Figure:
         stats = statistics
     over = f"{statistics.images} images" if hasattr(statistics, "images") else f"{int(stats.count.max())} values per channel"
     channels = np.arange(stats.channels)
-    figure = ShownFigure(figsize=(min(3 + 0.09 * stats.channels, 18), 5.2), layout="constrained")
+    figure = ShownFigure(figsize=(min(4 + 0.06 * stats.channels, 11.5), 5.2), layout="constrained")
     top, bottom = figure.subplots(2, 1, sharex=True)
     top.errorbar(channels, stats.mean, yerr=stats.std, fmt="o", markersize=2.5, linewidth=0.7, label="mean ± std")
     top.scatter(channels, stats.maximum, marker="^", s=6, color="#b2182b", label="max")
     top.scatter(channels, stats.minimum, marker="v", s=6, color="#2166ac", label="min")
     top.axhline(0, color="grey", linewidth=0.5)
-    top.set_ylabel("activation (raw)", fontsize=8)
-    top.legend(fontsize=6, loc="upper right")
+    top.set_ylabel("activation (raw)", fontsize=9)
+    top.legend(fontsize=8, loc="upper right")
     bottom.bar(channels, stats.positive_fraction, color="#4c72b0", label="fraction > 0")
     bottom.plot(channels, stats.near_zero_fraction, "k.", markersize=3, label=f"fraction |x| <= {stats.near_zero_tolerance:g}")
     dead = np.flatnonzero(stats.dead)
     if len(dead):
         bottom.scatter(dead, np.full(len(dead), 0.02), marker="x", color="#d62728", s=18, label="dead (never > 0)")
     bottom.set_ylim(0, 1.02)
-    bottom.set_xlabel("channel", fontsize=8)
-    bottom.set_ylabel("fraction of values", fontsize=8)
-    bottom.legend(fontsize=6, loc="upper right")
+    bottom.set_xlabel("channel", fontsize=9)
+    bottom.set_ylabel("fraction of values", fontsize=9)
+    bottom.legend(fontsize=8, loc="upper right")
     for axis in (top, bottom):
-        axis.tick_params(labelsize=6)
+        axis.tick_params(labelsize=8)
     figure.suptitle(
         f"{stats.layer}: per-channel statistics over {over} ({len(dead)} dead of {stats.channels})",
         fontsize=10,

@@ -62,6 +62,30 @@ def require(condition: bool, message: str) -> None:
         raise CnnvizError(message)
 
 
+SUPERSCRIPTS = str.maketrans("-0123456789", "\u207b\u2070\u00b9\u00b2\u00b3\u2074\u2075\u2076\u2077\u2078\u2079")
+
+
+def power_of_ten(value: float, _position=None) -> str:
+    """A log axis's tick as plain text, ``10⁵``, not mathtext: figures whose titles carry file and
+    class names are drawn with mathematics off, and mathtext ticks would print as raw markup."""
+    if value <= 0:
+        return ""
+    exponent = math.log10(value)
+    if abs(exponent - round(exponent)) > 1e-9:
+        return ""
+    return "10" + str(round(exponent)).translate(SUPERSCRIPTS)
+
+
+def log_axis(axis, which: str = "y") -> None:
+    """A logarithmic axis labelled in plain text (:func:`power_of_ten`)."""
+    from matplotlib import ticker
+
+    getattr(axis, f"set_{which}scale")("log")
+    target = axis.yaxis if which == "y" else axis.xaxis
+    target.set_major_formatter(ticker.FuncFormatter(power_of_ten))
+    target.set_minor_formatter(ticker.NullFormatter())
+
+
 def value_scale(low: float, high: float):
     """A diverging map centred on zero for signed values, else a sequential one from zero."""
     if low < 0:

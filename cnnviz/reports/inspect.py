@@ -13,16 +13,27 @@ def kernels(result, scope: str = "layer") -> Report:
     weight = result.weight
     # the range of what the figure shows: the chosen inputs' kernels, or the maps summed over inputs
     shown = {"pairs": lambda: weight[:, result.inputs], "outputs": result.maps}.get(result.view, lambda: weight)()
-    shape = " x ".join(str(n) for n in weight.shape)
+    shape = " x ".join(str(n) for n in (result.out_channels, result.in_channels // result.groups, *weight.shape[2:]))
     inputs = (f", the first {len(result.inputs)} of {weight.shape[1]} inputs" if result.view == "pairs"
               and len(result.inputs) < weight.shape[1] else "")
-    caption = (f"Kernels of {result.layer} ({result.module_type}, the first {len(result.outputs)} of "
-               f"{result.out_channels} outputs{inputs}, {result.view} view; weights {shape})")
+    outputs = _which(result.outputs, result.out_channels)
+    caption = (f"Kernels of {result.layer} ({result.module_type}, {outputs}{inputs}, {result.view} view; "
+               f"the layer's weights are {shape})")
     stem = f"kernels_{safe_name(result.layer)}"
     item = Item(f"{stem}.png", "kernels", caption, layer=result.layer, value_range=value_range(shown),
                 settings={"view": result.view, "channels": len(result.outputs), "scope": scope},
                 draw=lambda: plots.kernels(result, scope))
     return Report(stem, {**result.to_dict(), "scope": scope}, [item], notes=[f"{result.layer}: {n}" for n in result.notes])
+
+
+def _which(shown: list[int], total: int) -> str:
+    """``all 16 outputs``, ``the first 8 of 128 outputs`` or ``outputs 3, 9 and 12 of 128``."""
+    if list(shown) == list(range(total)):
+        return f"all {total} outputs"
+    if list(shown) == list(range(len(shown))):
+        return f"the first {len(shown)} of {total} outputs"
+    listed = ", ".join(str(c) for c in shown[:-1]) + f" and {shown[-1]}" if len(shown) > 1 else str(shown[0])
+    return f"outputs {listed} of {total}" if len(shown) <= 8 else f"{len(shown)} of {total} outputs"
 
 
 def activations(result, scope: str = "layer", overlay: bool = False, max_maps: int = 64, source: str | None = None) -> Report:
