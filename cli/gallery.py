@@ -14,8 +14,15 @@ from cnnviz.cli.options import model_options, note
 @click.option("--layer", "--layers", "-l", "layers", multiple=True, metavar="REF",
               help="Layers that get a page (repeatable, or comma-separated); default every convolution, "
                    "or 8 spread over the depth when there are more than 12.")
-@click.option("--max-channels", type=click.IntRange(min=0), default=16, show_default=True,
-              help="Maximal-response images per layer (the first channels); 0 for all.")
+@click.option("--max-channels", type=click.IntRange(min=0), default=128, show_default=True,
+              help="Units per layer with a page (render, exemplars, maps); 0 for all. Beyond it, the units "
+                   "with the strongest response to the images are shown, in every section alike.")
+@click.option("--unit-renders", default="16", show_default=True, metavar="N|all",
+              help="Units per layer (the strongest shown) that also get the neuron, diverse and negative renders.")
+@click.option("--diverse", type=click.IntRange(min=1), default=3, show_default=True,
+              help="Images of each unit's diverse set.")
+@click.option("--exemplars", type=click.IntRange(min=1, max=64), default=8, show_default=True,
+              help="Dataset examples per unit, where it is highest and where it is lowest.")
 @click.option("--steps", type=click.IntRange(min=1), default=64, show_default=True,
               help="Optimisation steps per maximal-response image.")
 @click.option("--class-steps", type=click.IntRange(min=1), default=128, show_default=True,
@@ -26,6 +33,9 @@ from cnnviz.cli.options import model_options, note
               help="Images whose activations are drawn on every layer page.")
 @click.option("--attribution-images", type=click.IntRange(min=1), default=8, show_default=True,
               help="Images attributed with every method on the attributions page.")
+@click.option("--classes", default="top1", show_default=True, metavar="C[,C...]",
+              help="Classes each image is attributed to: top1 (its prediction), topN (its N best, N up to 3), label "
+                   "(its true class, where its file or folder is named like one), or class names or indices.")
 @click.option("--methods", default=",".join(("gradient", "smoothgrad", "integrated_gradients", "guided_backprop",
                                               "gradcam", "occlusion")), show_default=True, metavar="M[,M...]",
               help="Attribution methods, side by side.")
@@ -36,12 +46,15 @@ from cnnviz.cli.options import model_options, note
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--force", is_flag=True, help="Redo every figure, even those whose inputs and settings are unchanged.")
 @click.option("--output", "-o", default="cnnviz-gallery", show_default=True, metavar="DIR")
-def gallery(loaded, images, layers, max_channels, steps, class_steps, max_classes, activation_images,
-            attribution_images, methods, dream_image, dream_octaves, dream_iterations, seed, force, output) -> None:
-    """Write a static HTML gallery of a model: an index with the layer
-    table, a page per layer (kernels, activations, statistics and dataset
-    exemplars, maximal-response images, Deep Dream), a page of attributions
-    and a page of class visualizations, with manifest.json.
+def gallery(loaded, images, layers, max_channels, unit_renders, diverse, exemplars, steps, class_steps, max_classes,
+            activation_images, attribution_images, classes, methods, dream_image, dream_octaves, dream_iterations, seed,
+            force, output) -> None:
+    """Write a static HTML gallery of a model: an index with the hierarchy
+    of renders from shallow to deep and the layer table, a page per layer (a
+    grid of its units, activations, kernels, statistics, Deep Dream), a page
+    per unit (its renders against the real images, its dataset examples with
+    the receptive field marked, its distribution, maps, kernel and strongest
+    connections), a page of attributions and one of classes, manifest.json.
 
     Open DIR/index.html in a browser (no server needed). A re-run reuses
     every figure whose model, images and settings are unchanged, so an
@@ -65,12 +78,19 @@ def gallery(loaded, images, layers, max_channels, steps, class_steps, max_classe
         return bar.update
 
     chosen_layers = [part.strip() for text in layers for part in text.split(",") if part.strip()]
+    if unit_renders.strip().lower() == "all":
+        renders = None
+    elif unit_renders.strip().isdigit():
+        renders = int(unit_renders)
+    else:
+        raise click.BadParameter(f"{unit_renders!r} is not a number of units or 'all'", param_hint="--unit-renders")
     try:
         site = cnnviz.gallery(
             loaded, list(images) or "samples", chosen_layers or None, output, force=force, progress=progress,
-            max_channels=max_channels or None, steps=steps, class_steps=class_steps, max_classes=max_classes,
+            max_channels=max_channels or None, unit_renders=renders, diverse=diverse, exemplars=exemplars, steps=steps, class_steps=class_steps, max_classes=max_classes,
             activation_images=activation_images, attribution_images=attribution_images,
-            methods=tuple(m.strip() for m in methods.split(",") if m.strip()), dream_image=dream_image, dream_octaves=dream_octaves,
+            methods=tuple(m.strip() for m in methods.split(",") if m.strip()),
+            classes=tuple(c.strip() for c in classes.split(",") if c.strip()), dream_image=dream_image, dream_octaves=dream_octaves,
             dream_iterations=dream_iterations, seed=seed,
         )
     finally:
@@ -78,5 +98,6 @@ def gallery(loaded, images, layers, max_channels, steps, class_steps, max_classe
             bar.close()
     for line in site.failed:
         note(f"not shown: {line}")
-    click.echo(f"wrote {site.index} ({len(site.figures)} figures; {site.done} jobs run, {site.reused} reused)")
+    click.echo(f"wrote {site.index} ({len(site.units)} unit pages, {len(site.figures)} figures; {site.done} jobs run, "
+               f"{site.reused} reused)")
     click.echo(f"open file://{site.index.resolve()} in a browser")

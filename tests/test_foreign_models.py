@@ -6,6 +6,7 @@ every model is checked untouched after each call."""
 from __future__ import annotations
 
 import json
+import re
 import warnings
 from pathlib import Path
 
@@ -241,7 +242,11 @@ def test_gallery_of_a_fixed_size_model_has_every_page(tmp_path):
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["failed"] == []
     kinds = {figure["kind"] for figure in manifest["figures"]}
-    assert {"class", "maximize", "dream", "attributions", "kernels"} <= kinds
+    assert {"class", "maximize", "dream", "attributions", "kernels", "exemplars", "kernel"} <= kinds
+    # its two strongest conv2 units have a page: renders at the one size it takes, exemplars, links
+    units = sorted((out / "units" / "conv2").glob("*.html"))
+    assert len(units) == 2 and "Strongest inputs" not in units[0].read_text()  # conv2 is the only layer shown
+    assert [f["settings"]["size"] for f in manifest["figures"] if f["kind"] == "class"] == [[32, 32]] * 2  # its one size
 
 
 def test_nan_weights_are_named_in_a_warning():
@@ -379,7 +384,10 @@ def test_every_command_on_a_timm_model(tmp_path):
          "--activation-images", "1", "--attribution-images", "1", "--dream-octaves", "1", "--dream-iterations", "1",
          "-o", str(tmp_path / "site"))
     manifest = json.loads((tmp_path / "site" / "manifest.json").read_text())
-    assert not manifest["failed"] and {"kernels", "activations", "maximize", "dream", "class"} <= {f["kind"] for f in manifest["figures"]}
+    assert not manifest["failed"] and {"kernels", "activation_map", "maximize", "exemplars", "dream", "class"} <= {
+        f["kind"] for f in manifest["figures"]}
+    assert {p.name for p in (tmp_path / "site" / "units" / "blocks.1.0.conv_pw").glob("*.html")} == {
+        f"{f['unit'].split(':')[1]}.html" for f in manifest["figures"] if f["kind"] == "exemplars" and f["layer"] == "blocks.1.0.conv_pw"}
 
 
 @pytest.mark.parametrize("name, layer", [("detector", "2"), ("softmax_head", "body.features.2"),
@@ -417,4 +425,6 @@ def test_every_command_on_more_foreign_models(name, layer, tmp_path):
         manifest = json.loads((tmp_path / "site" / "manifest.json").read_text())
         explained = [f for f in manifest["figures"] if f["kind"] == "attributions"]
         assert not manifest["failed"] and len([f for f in manifest["figures"] if f["kind"] == "class"]) == 2
-        assert len(explained) == 1 and explained[0]["caption"].count("logits:") == 2  # each image's map and position
+        # each image's strongest map at its arg-max, and the class page's renders of both maps
+        assert len(explained) == 2 and all(re.search(r"logits:\d@\d+,\d+", f["caption"]) for f in explained)
+        assert (tmp_path / "site" / "classes.html").is_file() and len(list((tmp_path / "site" / "units").rglob("*.html"))) >= 1

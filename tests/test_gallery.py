@@ -1,9 +1,12 @@
-"""The gallery: its pages and manifest, reuse and --force, a run killed part-way, and a real
-browser opening it from the file system."""
+"""The gallery: its pages (index with the hierarchy, layers, a page per unit, attributions and
+classes) and manifest, one rule for the units shown, reuse and --force, a run killed part-way, and
+a real browser opening every page from the file system."""
 from __future__ import annotations
 
 import hashlib
+import html
 import html.parser
+import re
 import json
 import os
 import shutil
@@ -26,15 +29,18 @@ import cnnviz
 from cnnviz import CnnvizError
 from cnnviz.core.output import RECORD
 from cnnviz.cli.main import main
-from cnnviz.site.pages import layer_page
+from cnnviz.site.content import layer_page
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = Path(os.environ.get("CNNVIZ_TEST_ARTIFACTS", ROOT / "test-artifacts"))
-SMALL = {"max_channels": 2, "steps": 4, "class_steps": 4, "max_classes": 3, "activation_images": 2,
-         "attribution_images": 3, "methods": ("gradient", "gradcam"), "dream_octaves": 1, "dream_iterations": 2}
-SMALL_CLI = ["--layer", "features.0,features.10", "--max-channels", "2", "--steps", "4", "--class-steps", "4",
+SMALL = {"max_channels": 2, "unit_renders": 1, "diverse": 2, "exemplars": 3, "steps": 4, "class_steps": 4,
+         "max_classes": 3, "activation_images": 2, "attribution_images": 3, "methods": ("gradient", "gradcam"),
+         "dream_octaves": 1, "dream_iterations": 2}
+SMALL_CLI = ["--layer", "features.0,features.10", "--max-channels", "2", "--unit-renders", "1", "--diverse", "2",
+             "--exemplars", "3", "--steps", "4", "--class-steps", "4",
              "--max-classes", "3", "--activation-images", "2", "--attribution-images", "3",
              "--methods", "gradient,gradcam", "--dream-octaves", "1", "--dream-iterations", "2"]
+JOBS = 15  # statistics, kernels x 2, activations x 2, maximize x 2, renders x 2, units x 2, dream x 2, attributions, classes
 
 
 @pytest.fixture(scope="module")
@@ -79,69 +85,200 @@ class Links(html.parser.HTMLParser):
             self.images.append(attributes.get("src") or attributes["href"])
 
 
+def strongest(stats, layer: str, count: int) -> list[int]:
+    """The ``count`` channels with the largest best mean over one image, in channel order (the
+    gallery's one rule for the units it shows)."""
+    maxima = stats[layer].mean_maximum
+    return sorted(int(c) for c in np.argsort(-maxima, kind="stable")[:count])
+
+
 def test_pages_manifest_and_figures(built, photo_folder):
     photos, site, output, _ = built
-    assert site.index == output / "index.html" and site.done == 11 and site.reused == 0 and not site.failed
+    assert site.index == output / "index.html" and site.done == JOBS and site.reused == 0 and not site.failed
     for page in ("index.html", "layer-features.0.html", "layer-features.10.html", "attributions.html",
                  "classes.html", "style.css", "manifest.json", "data/stats.npz"):
         assert (output / page).is_file(), page
     manifest = json.loads((output / "manifest.json").read_text())
     kinds = {figure["kind"] for figure in manifest["figures"]}
-    assert kinds == {"kernels", "activations", "histograms", "channel_statistics", "exemplars", "maximize", "dream",
-                     "attributions", "class"}
+    assert kinds == {"kernels", "input", "activation_map", "histograms", "channel_statistics", "maximize", "exemplars",
+                     "bottom_exemplars", "kernel", "dream", "attributions", "class"}
     assert manifest["images"]["count"] == 4 and manifest["images"]["skipped"] == [str(photo_folder / "notes.txt")]
     for figure in manifest["figures"]:
         assert (output / figure["file"]).is_file() and (output / figure["thumbnail"]).is_file()
         assert figure["caption"] and len(figure["value_range"]) == 2 and figure["value_range"][0] <= figure["value_range"][1]
-        if figure["kind"] != "attributions":  # those are shown full width
-            with Image.open(output / figure["thumbnail"]) as thumbnail:
-                assert thumbnail.width <= 360 and thumbnail.height <= 540
+        if figure.get("text"):  # a figure with text is shown at its own size: it must fit the page
+            with Image.open(output / figure["file"]) as image:
+                assert image.width <= 1160, (figure["file"], image.width)
     # the ranges are the raw values: the kernels' weights, the channels' dataset maxima
+    stats = cnnviz.statistics(photos, str(photo_folder), ["features.0", "features.10"], top_k=3)
+    shown = {layer: strongest(stats, layer, 2) for layer in ("features.0", "features.10")}
     kernels = next(f for f in manifest["figures"] if f["kind"] == "kernels" and f["layer"] == "features.10")
     weight = photos.module.features[10].weight.detach()  # 32 x 32 x 3 x 3: the first 16 inputs are shown
-    shown_weights = weight[:, :16]
-    assert cnnviz.kernels(photos, "features.10").view == "pairs" and "the first 16 of 32 inputs" in kernels["caption"]
+    shown_weights = weight[shown["features.10"]][:, :16]
+    assert "the first 16 of 32 inputs" in kernels["caption"] and "128" not in kernels["caption"]
     assert kernels["value_range"] == pytest.approx([float(shown_weights.min()), float(shown_weights.max())])
-    stats = cnnviz.statistics(photos, str(photo_folder), ["features.10"])
-    units = [f for f in manifest["figures"] if f["kind"] == "maximize" and f["layer"] == "features.10"]
-    assert [f["unit"] for f in units] == ["features.10:0", "features.10:1"]
-    for figure, channel in zip(units, (0, 1)):
+    units = [f for f in manifest["figures"] if f["kind"] == "maximize" and f["layer"] == "features.10"
+             and f["objective"] == "channel"]
+    assert [f["unit"] for f in units] == [f"features.10:{c}" for c in shown["features.10"]]
+    for figure, channel in zip(units, shown["features.10"]):
         assert figure["dataset_maximum"] == pytest.approx(float(stats["features.10"].mean_maximum[channel]))
-        shown = np.asarray(Image.open(output / figure["file"]), dtype=np.float64) / 255
-        assert shown.min() == pytest.approx(figure["value_range"][0], abs=1 / 255)
-        assert shown.max() == pytest.approx(figure["value_range"][1], abs=1 / 255)
+        image = np.asarray(Image.open(output / figure["file"]), dtype=np.float64) / 255
+        assert image.min() == pytest.approx(figure["value_range"][0], abs=1 / 255)
+        assert image.max() == pytest.approx(figure["value_range"][1], abs=1 / 255)
     classes = [f for f in manifest["figures"] if f["kind"] == "class"]
     assert [f["caption"].split(":")[0] for f in classes] == photos.class_names[:3]
     attributions = next(f for f in manifest["figures"] if f["kind"] == "attributions")
     assert attributions["method"] == ["gradient", "gradcam"] and set(attributions["method_ranges"]) == {"gradient", "gradcam"}
 
 
-def test_every_link_and_image_resolves_with_relative_paths(built):
-    _, _, output, _ = built
-    pages = sorted(output.glob("*.html"))
-    assert len(pages) == 5
+def test_one_rule_for_the_units_every_section_shows(built, photo_folder):
+    """The two units of each layer with the strongest response to the images have a page, and
+    the same two have renders, maps, exemplars and kernels; the strongest of them (unit_renders=1)
+    also has its neuron, negative and diverse renders."""
+    photos, site, output, _ = built
+    stats = cnnviz.statistics(photos, str(photo_folder), ["features.0", "features.10"], top_k=3)
+    for layer in ("features.0", "features.10"):
+        shown = strongest(stats, layer, 2)
+        expected = {f"{layer}:{c}" for c in shown}
+        for kind in ("activation_map", "exemplars", "bottom_exemplars", "kernel"):
+            assert {f["unit"] for f in site.figures if f["kind"] == kind and f["layer"] == layer} == expected, kind
+        renders = {(f["unit"], f["objective"]) for f in site.figures if f["kind"] == "maximize" and f["layer"] == layer}
+        top = f"{layer}:{strongest(stats, layer, 1)[0]}"
+        assert {unit for unit, objective in renders if objective == "channel"} == expected
+        assert {unit for unit, objective in renders if objective == "neuron"} == {top}
+        assert {unit for unit, objective in renders if objective == "negative"} == {top}
+        diverse = [f for f in site.figures if f["kind"] == "maximize" and f.get("objective") == "diverse" and f["layer"] == layer]
+        # a first-layer unit is one linear filter: one maximum, no diverse set
+        assert len(diverse) == (0 if layer == "features.0" else 2)
+        pages = {p.name for p in (output / "units" / layer).glob("*.html")}
+        assert pages == {f"{c}.html" for c in shown}
+        layer_page_text = (output / layer_page(layer)).read_text()
+        assert all(f'href="units/{layer}/{c}.html"' in layer_page_text for c in shown)
+        assert "All" not in layer_page_text.split("units (channels)")[0][-20:]  # 2 of 16 or 32: the choice is stated
+        assert f"2 of {stats[layer].channels} units (channels) have a page" in layer_page_text
+    assert len(site.units) == 4
+
+
+def test_a_unit_page_tells_the_units_whole_story(built, photo_folder):
+    photos, site, output, _ = built
+    stats = cnnviz.statistics(photos, str(photo_folder), ["features.0", "features.10"], top_k=3)
+    channel = strongest(stats, "features.10", 1)[0]
+    page = (output / "units" / "features.10" / f"{channel}.html").read_text()
+    text = html.unescape(re.sub(r"<[^>]+>", " ", page))
+    part = stats["features.10"]
+    # the render against the unit's best real image; the neuron, the negative, a diverse set
+    render = next(f for f in site.figures if f["unit"] == f"features.10:{channel}" and f.get("objective") == "channel")
+    reference = f"{render['reference']:.3g}"
+    assert f"{render['value']:.3g} {'beats' if render['succeeded'] else 'below'} the best real image's {reference}" in text
+    for title in ("Channel", "Neuron", "Negative", "Diverse 1", "Diverse 2"):
+        assert title in text
+    # exemplars: the top and bottom images by name, with their values, and a field box per crop
+    for which, values, sources in (("top", part.exemplar_values, part.exemplar_sources),
+                                   ("bottom", part.bottom_values, part.bottom_sources)):
+        strip = f"figures/features.10/units/{channel}-{which}.jpg"
+        assert strip in page and (output / strip).is_file()
+        for value, source in zip(values[channel], sources[channel]):
+            assert f"{Path(source).name}" in text and f"{value:.3g}" in text
+    assert page.count('class="field"') == 2 * 3
+    # the distribution: a bar per bin that holds values, summing to every value of the map
+    svg = page[page.index("<svg"):page.index("</svg>")]
+    counts = [int(c.replace(",", "")) for c in re.findall(r"<title>([\d,]+)</title>", svg)]
+    assert sum(counts) == int(part.count[channel]) and len(counts) == int((part.histogram[channel] > 0).sum())
+    # its maps on the two activation images, its kernel, and its strongest links by weight
+    assert page.count("/maps/") == 2 and f"figures/features.10/units/{channel}-kernel.png" in page
+    [link] = cnnviz.connections(photos, ["features.0", "features.10"])
+    inputs = [c for c, _ in link.strongest_inputs(channel, 6)]
+    section = page[page.index("Strongest inputs"):page.index("Strongest outputs") if "Strongest outputs" in page else None]
+    listed = [int(c) for c in re.findall(r'<span class="label">(\d+)<span class="muted">', section)]
+    assert listed == inputs
+    assert "the sum over paths through features.3, features.7, features.10" in section
+    # the neighbouring units shown have links; the previous and next unit of the layer too
+    for c in inputs:
+        assert (f'href="../../units/features.0/{c}.html"' in section) == (c in strongest(stats, "features.0", 2))
+
+
+def test_exemplar_crops_show_the_receptive_field_of_their_position(built, photo_folder):
+    """Each crop is a square of the image as the model saw it around the receptive field of the
+    position where the unit is highest; the box drawn over it is that field."""
+    photos, site, output, _ = built
+    stats = cnnviz.statistics(photos, str(photo_folder), ["features.10"], top_k=3)
+    channel = strongest(stats, "features.10", 1)[0]
+    record = json.loads(next((output / ".cnnviz").glob("units-features.10-*.json")).read_text())
+    crops = record["data"]["units"][str(channel)]["top"]["crops"]
+    field = cnnviz.receptive_field(photos, "features.10")  # 14 px, stride 2, offset -6
+    strip = np.asarray(Image.open(output / record["data"]["units"][str(channel)]["top"]["file"]).convert("RGB"), dtype=np.float64)
+    width = strip.shape[1]
+    for slot, crop in enumerate(crops):
+        row, column = stats["features.10"].exemplar_positions[channel, slot]
+        assert crop["position"] == [row, column]
+        top, left, bottom, right = field.region(int(row), int(column))
+        top, left, bottom, right = max(top, 0), max(left, 0), min(bottom, 63), min(right, 63)
+        crop_top, crop_left, side = crop["crop"]
+        scale = 64 / side
+        assert crop["left"] == pytest.approx(100 * (slot * 66 + (left - crop_left) * scale) / width, abs=1e-3)
+        assert crop["top"] == pytest.approx(100 * (top - crop_top) * scale / 64, abs=1e-3)
+        assert crop["width"] == pytest.approx(100 * (right + 1 - left) * scale / width, abs=1e-3)
+        # the picture is that square of the image as the model saw it (JPEG: within its error)
+        source = stats["features.10"].exemplar_sources[channel][slot]
+        seen = cnnviz.inputs.display_image(cnnviz.inputs.prepare(cnnviz.inputs.open_image(source), photos.preprocessing)[0],
+                                           photos.preprocessing)
+        expected = Image.fromarray((seen[:, crop_top:crop_top + side, crop_left:crop_left + side] * 255).round()
+                                   .byte().permute(1, 2, 0).numpy()).resize((64, 64), Image.Resampling.BICUBIC)
+        got = strip[:, slot * 66:slot * 66 + 64]
+        assert np.abs(got - np.asarray(expected, dtype=np.float64)).mean() < 6
+
+
+def test_the_index_shows_the_hierarchy_and_its_text_renders(built):
+    _, site, output, _ = built
     index = (output / "index.html").read_text()
-    assert "receptive field" in index and "<td>5 /1 @-2</td>" in index  # features.3's, in the layer table
-    for page in pages:
-        parser = Links()
-        parser.feed(page.read_text())
-        assert parser.images, page.name
-        for target in parser.links + parser.images:
-            assert not urlparse(target).scheme and not target.startswith("/"), (page.name, target)
-            assert (output / unquote(target.split("#")[0])).is_file(), (page.name, target)
-        text = page.read_text()
-        assert str(output) not in text  # no absolute paths: the folder can be moved or zipped
+    hierarchy = index[index.index('id="hierarchy"'):index.index('id="model"')]
+    assert hierarchy.index("layer-features.0.html") < hierarchy.index("layer-features.10.html")  # shallow to deep
+    assert len(re.findall(r'href="units/features\.10/\d+\.html"', hierarchy)) == 2
+    # the first layer's units are linear filters: the row shows their kernels, marked
+    assert re.findall(r'href="units/features\.0/\d+\.html"', hierarchy) and "kernel</span>" in hierarchy
+    # the settings name the image Deep Dream changed; the receptive field's notation is explained
+    dreamed = next(f["image"] for f in site.figures if f["kind"] == "dream")
+    assert f"{Path(dreamed).name} (the first image)" in html.unescape(index)
+    assert "A ~ marks a grid whose regions are not all the same size" in index
+    # log-scale ticks are plain text, not raw mathtext
+    from cnnviz.plots.style import power_of_ten
+
+    assert power_of_ten(1e5) == "10\u2075" and power_of_ten(3e4) == ""
+
+
+def test_attributions_and_classes_have_context(built, photo_folder):
+    photos, site, output, _ = built
+    page = html.unescape((output / "attributions.html").read_text())
+    # astronaut.png, chelsea.png and coffee.png are named like classes of builtin:photos
+    predictions = cnnviz.predict(photos, [str(photo_folder / f"{n}.png") for n in ("astronaut", "chelsea", "coffee")], top=3)
+    for prediction, name in zip(predictions, ("astronaut", "chelsea", "coffee")):
+        block = page[page.index(f"<h2>{name}.png</h2>"):]
+        block = block[:block.index("</section>")]
+        assert f"Its class: <strong>{name}</strong>" in block
+        best, first_name, probability = prediction.classes[0]
+        assert f"{first_name} {100 * probability:.1f} %" in block
+        assert ("Right." in block) == (first_name == name) and ("Wrong" in block) == (first_name != name)
+        assert f"attributions of {first_name}" in block  # the top-1 class by default
+    classes = html.unescape((output / "classes.html").read_text())
+    # the astronaut class has a real example among the images, with the model's probability of it
+    astronaut = classes[classes.index("<h2>astronaut"):]
+    astronaut = astronaut[:astronaut.index("</section>")]
+    chance = float(cnnviz.predict(photos, str(photo_folder / "astronaut.png"), top=15)[0].classes[
+        [n for _, n, _ in cnnviz.predict(photos, str(photo_folder / "astronaut.png"), top=15)[0].classes].index("astronaut")][2])
+    assert f"astronaut.png: {100 * chance:.1f} %" in astronaut and "render:" in astronaut
+    brick = classes[classes.index("<h2>brick"):]
+    assert "No image of this class is known" in brick[:brick.index("</section>")]
 
 
 def test_reruns_reuse_what_has_not_changed(built, photo_folder):
     photos, _, output, before = built
     again = cnnviz.gallery(photos, str(photo_folder), ["features.0", "features.10"], output, **SMALL)
-    assert again.done == 0 and again.reused == 11
+    assert again.done == 0 and again.reused == JOBS
     assert snapshot(output) == before
     changed = cnnviz.gallery(photos, str(photo_folder), ["features.0", "features.10"], output, **{**SMALL, "steps": 5})
-    assert changed.done == 2 and changed.reused == 9  # only the maximal-response images depend on steps
+    assert changed.done == 4 and changed.reused == JOBS - 4  # only the units' renders depend on steps
     forced = cnnviz.gallery(photos, str(photo_folder), ["features.0", "features.10"], output, force=True, **SMALL)
-    assert forced.done == 11 and forced.reused == 0
+    assert forced.done == JOBS and forced.reused == 0
     assert snapshot(output) == before  # deterministic: the same settings give the same bytes
 
 
@@ -168,7 +305,7 @@ def test_a_killed_run_is_completed_by_the_next(built, photo_folder, tmp_path):
     assert snapshot(killed) == reference
 
 
-def find_chromium() -> str | None:
+def find_chromium() -> str | None:  # noqa: E302
     for name in ("chromium", "chromium-browser", "google-chrome"):
         if shutil.which(name):
             return shutil.which(name)
@@ -176,21 +313,34 @@ def find_chromium() -> str | None:
 
 
 CHECKER = """<!DOCTYPE html><html><body><pre id="out">waiting</pre>
-<iframe id="page" src="PAGE" style="width:1280px;height:800px"></iframe>
+<iframe id="page" style="width:1280px;height:900px"></iframe>
 <script>
-document.getElementById("page").addEventListener("load", () => {
-  const doc = document.getElementById("page").contentDocument;
-  const images = Array.from(doc.images).map(i => ({src: i.getAttribute("src"), ok: i.complete && i.naturalWidth > 0}));
-  const links = Array.from(doc.querySelectorAll("a[href]")).map(a => {
-    const request = new XMLHttpRequest();
-    let ok = false;
-    try { request.open("GET", a.href, false); request.send(); ok = request.responseText.length > 0; }
-    catch (error) { ok = false; }
-    return {href: a.getAttribute("href"), ok: ok};
-  });
-  const sheet = doc.styleSheets.length;
-  document.getElementById("out").textContent = "RESULT" + JSON.stringify({images, links, sheet}) + "END";
-});
+const pages = PAGES;
+const frame = document.getElementById("page");
+const results = {};
+function fetchable(url) {
+  const request = new XMLHttpRequest();
+  try { request.open("GET", url, false); request.send(); return request.responseText.length > 0; }
+  catch (error) { return false; }
+}
+async function check(page) {
+  await new Promise(done => { frame.onload = done; frame.src = page; });
+  const doc = frame.contentDocument;
+  const images = Array.from(doc.images);
+  // lazy images load once asked for; each is then checked like any other
+  images.forEach(i => { i.loading = "eager"; });
+  for (let wait = 0; wait < 200 && !images.every(i => i.complete); wait++) {
+    await new Promise(done => setTimeout(done, 50));
+  }
+  const shown = images.map(i => ({src: i.getAttribute("src"), ok: i.complete && i.naturalWidth > 0, text: i.classList.contains("text"),
+                                  natural: i.naturalWidth, width: i.getBoundingClientRect().width}));
+  const links = Array.from(doc.querySelectorAll("a[href]")).map(a => ({href: a.getAttribute("href"), ok: fetchable(a.href)}));
+  results[page] = {images: shown, links: links, sheet: doc.styleSheets.length};
+}
+(async () => {
+  for (const page of pages) { await check(page); }
+  document.getElementById("out").textContent = "RESULT" + JSON.stringify(results) + "END";
+})();
 </script></body></html>"""
 
 
@@ -198,29 +348,85 @@ def chromium(*arguments: str, profile: Path) -> subprocess.CompletedProcess:
     browser = find_chromium()
     flags = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
              "--disable-component-update", "--disable-sync", f"--user-data-dir={profile}"]
-    return subprocess.run([browser, *flags, *arguments], capture_output=True, text=True, timeout=120)
+    return subprocess.run([browser, *flags, *arguments], capture_output=True, text=True, timeout=300)
+
+
+def page_weight(output: Path, page: Path) -> int:
+    """The bytes a page loads: itself, its style sheet and every image it shows (lazy or not)."""
+    parser = Links()
+    parser.feed(page.read_text())
+    targets = {(page.parent / unquote(src)).resolve() for src in parser.images}
+    return page.stat().st_size + sum(path.stat().st_size for path in targets)
+
+
+TEXT_SHOWN_AT_LEAST = 0.8  # a figure with text is never shown narrower than this fraction of its own width
+MAX_PAGE_BYTES = 2 * 2**20
+
+
+def check_in_a_browser(output: Path, pages: list[str], profile: Path) -> None:
+    """Every page loads in Chromium from the file system with no console message, every image
+    shows, every link resolves, no figure with text is shrunk, and no page weighs 2 MB."""
+    checker = output.parent / f"check-{output.name}.html"
+    checker.write_text(CHECKER.replace("PAGES", json.dumps([f"{output.name}/{page}" for page in pages])))
+    done = chromium("--allow-file-access-from-files", "--virtual-time-budget=60000", "--enable-logging=stderr",
+                    "--v=0", "--dump-dom", checker.as_uri(), profile=profile)
+    assert "RESULT" in done.stdout, done.stderr[-2000:]
+    results = json.loads(done.stdout.split("RESULT", 1)[1].split("END", 1)[0])
+    assert sorted(results) == sorted(f"{output.name}/{page}" for page in pages)
+    for page, result in results.items():
+        assert result["images"] and all(image["ok"] for image in result["images"]), (page, result["images"])
+        assert result["links"] and all(link["ok"] for link in result["links"]), (page, result["links"])
+        assert result["sheet"] == 1, page
+        for image in result["images"]:
+            if image["text"]:
+                assert image["width"] >= TEXT_SHOWN_AT_LEAST * image["natural"], (page, image)
+    consoles = [line for line in done.stderr.splitlines() if "CONSOLE" in line]
+    assert not consoles, consoles
+    for page in pages:
+        weight = page_weight(output, output / page)
+        assert weight < MAX_PAGE_BYTES, f"{page} weighs {weight:,} bytes"
 
 
 @pytest.mark.skipif(find_chromium() is None, reason="no Chromium here (.ci/run installs Debian's chromium)")
-def test_a_browser_shows_every_image_and_link(built, tmp_path):
-    _, _, output, _ = built
+def test_a_browser_shows_every_page_whole(built, tmp_path):
+    _, site, output, _ = built
+    pages = sorted(str(p.relative_to(output)) for p in output.rglob("*.html"))
+    assert len(pages) == 5 + len(site.units)
+    check_in_a_browser(output, pages, tmp_path / "profile")
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    for page in ("index.html", "layer-features.10.html"):
-        checker = output.parent / f"check-{page}"
-        checker.write_text(CHECKER.replace("PAGE", f"{output.name}/{page}"))
-        done = chromium("--allow-file-access-from-files", "--virtual-time-budget=15000", "--dump-dom",
-                        checker.as_uri(), profile=tmp_path / f"profile-{page}")
-        assert "RESULT" in done.stdout, done.stderr[-2000:]
-        result = json.loads(done.stdout.split("RESULT", 1)[1].split("END", 1)[0])
-        assert result["images"] and all(image["ok"] for image in result["images"]), result["images"]
-        assert result["links"] and all(link["ok"] for link in result["links"]), result["links"]
-        assert result["sheet"] == 1
-        screenshot = ARTIFACTS / f"gallery-{page.replace('.html', '')}.png"
+    for page in ("index.html", "layer-features.10.html", str(site.units[-1].relative_to(output))):
+        screenshot = ARTIFACTS / f"gallery-{page.replace('.html', '').replace('/', '-')}.png"
         shot = chromium("--window-size=1280,1600", f"--screenshot={screenshot}", (output / page).as_uri(),
-                        profile=tmp_path / f"shot-{page}")
+                        profile=tmp_path / f"shot-{page.replace('/', '-')}")
         assert screenshot.is_file(), shot.stderr[-2000:]
         pixels = np.asarray(Image.open(screenshot).convert("L"), dtype=np.float64)
         assert pixels.shape == (1600, 1280) and pixels.std() > 10  # a page with figures, not a blank one
+
+
+@pytest.mark.skipif(find_chromium() is None, reason="no Chromium here (.ci/run installs Debian's chromium)")
+def test_the_checks_of_the_browser_test_can_fail(tmp_path):
+    """The browser check finds a missing image, a broken link, a shrunk figure with text, a
+    console message and a heavy page."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "style.css").write_text("body { margin: 0; }")
+    Image.new("RGB", (1000, 100), "white").save(site / "wide.png")
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (1000, 1000, 3), dtype=np.uint8)).save(site / "noise.png")
+    head = '<link rel="stylesheet" href="style.css">'
+    (site / "good.html").write_text(f'{head}<img src="wide.png" class="text"><a href="good.html">me</a>')
+    cases = {
+        "missing.html": (f'{head}<img src="gone.png"><a href="good.html">x</a>', "'gone.png', 'ok': False"),
+        "link.html": (f'{head}<img src="wide.png"><a href="gone.html">x</a>', "'gone.html', 'ok': False"),
+        "shrunk.html": (f'{head}<img src="wide.png" class="text" style="width:300px"><a href="good.html">x</a>', "assert 300 >= (0.8 * 1000)"),
+        "console.html": (f'{head}<img src="wide.png"><a href="good.html">x</a><script>console.log("hi")</script>', "CONSOLE"),
+        "heavy.html": (f'{head}<img src="wide.png"><img src="noise.png" loading="lazy"><a href="good.html">x</a>', "weighs"),
+    }
+    check_in_a_browser(site, ["good.html"], tmp_path / "good")
+    for name, (text, expected) in cases.items():
+        (site / name).write_text(text)
+        with pytest.raises(AssertionError) as failure:
+            check_in_a_browser(site, [name], tmp_path / name)
+        assert expected in str(failure.value), (name, str(failure.value)[:300])
 
 
 def test_default_layers_and_errors(photo_folder, tmp_path):
@@ -284,23 +490,28 @@ def test_what_a_rerun_redoes_and_awkward_names(tmp_path):
     names = ["猫.png", "茶.png", "cost$\\q$ & <b>.png"]  # non-ASCII names that a file name flattens; TeX and HTML
     for index, name in enumerate(names):
         Image.fromarray(np.random.default_rng(index).integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(folder / name)
-    settings = {"max_channels": 1, "steps": 2, "max_classes": 0, "activation_images": 3, "attribution_images": 3,
-                "methods": "gradient", "dream_octaves": 1, "dream_iterations": 1}
+    settings = {"max_channels": None, "unit_renders": 0, "steps": 2, "max_classes": 0, "activation_images": 3,
+                "attribution_images": 3, "methods": "gradient", "dream_octaves": 1, "dream_iterations": 1}
     output = tmp_path / "site"
     first = cnnviz.gallery(loaded, str(folder), output=output, **settings)
     assert not first.failed and json.loads((output / "manifest.json").read_text())["layers"] == ["features.0", "features.2"]
-    activations = sorted(f["file"] for f in first.figures if f["kind"] == "activations" and f["layer"] == "features.0")
+    activations = sorted(f["file"] for f in first.figures if f["kind"] == "activation_map" and f["unit"] == "features.0:0")
     assert len(set(activations)) == 3  # one file per image, although two names flatten alike
     assert "&lt;b&gt;" in (output / "layer-features.0.html").read_text()
     before = snapshot(output)
-    # one image changes: its activations, the statistics, the attributions and the renders (each
-    # compared with the images, and stopped by that) are redone, nothing else
+    # one image changes: its activations, the statistics (and the exemplars made from them), the
+    # attributions and the renders (each compared with the images, and stopped by that) are redone,
+    # nothing else: the kernels, the other images' activations and Deep Dream of the first image
+    records = {path.name: path.stat().st_mtime_ns for path in (output / ".cnnviz").glob("*.json")}
     Image.fromarray(np.zeros((40, 40, 3), dtype=np.uint8)).save(folder / names[0])
     second = cnnviz.gallery(loaded, str(folder), output=output, **settings)
     after = snapshot(output)
     changed = {path for path in after if after[path] != before.get(path)}
-    assert second.done == 5 and any("activations" in path for path in changed)
-    assert not any("kernels" in path for path in changed)
+    redone = sorted(json.loads((output / ".cnnviz" / name).read_text())["job"].split(" ")[0]
+                    for name, when in records.items() if (output / ".cnnviz" / name).stat().st_mtime_ns != when)
+    assert redone == ["activations", "attributions", "maximize", "maximize", "statistics", "units", "units"], redone
+    assert second.done == 7 and any("/maps/" in path for path in changed)
+    assert not any("kernels" in path or "dream" in path for path in changed)
     # the architecture changes (no weight does): everything is redone
     model.features[0].padding = (0, 0)
     third = cnnviz.gallery(loaded, str(folder), output=output, **settings)
@@ -342,8 +553,8 @@ def test_a_module_run_twice_and_a_model_without_classes(photo_folder, tmp_path):
                 "methods": "gradient", "dream_octaves": 1, "dream_iterations": 1}
     site = cnnviz.gallery(loaded, str(photo_folder), ["act#1", "act#2"], tmp_path / "site", **settings)
     assert not site.failed and site.figures
-    rendered = {layer: sum(1 for f in site.figures if f["kind"] == "maximize" and f["layer"] == layer)
-                for layer in ("act", "act#2")}
+    rendered = {layer: sum(1 for f in site.figures if f["kind"] == "maximize" and f["layer"] == layer
+                           and f["objective"] == "channel") for layer in ("act", "act#2")}
     assert rendered == {"act": 4, "act#2": 6}  # each call's own channels ("act#1" is "act")
     assert not any(f["kind"] in ("attributions", "class") for f in site.figures)
     assert not (tmp_path / "site" / "attributions.html").exists()
@@ -447,3 +658,59 @@ def test_a_gallery_written_before_the_record_of_written_files_is_updated(tmp_pat
     (other / "manifest.json").write_text('{"cnnviz": "0.1.0"}')
     with pytest.raises(CnnvizError, match="cnnviz did not write it"):
         cnnviz.gallery(loaded, "sample:chelsea", ["features.0"], other, **settings)
+
+
+def test_the_pattern_models_classes_page_says_what_each_class_means(tmp_path):
+    """builtin:patterns: each class's render beside a fresh pattern of that class, both with the
+    model's probability, and the class's meaning (class_info); attributions of the top two."""
+    patterns = cnnviz.load_model("builtin:patterns")
+    site = cnnviz.gallery(patterns, "sample:chelsea", ["features.0"], tmp_path / "site", max_channels=1, unit_renders=0,
+                          steps=2, class_steps=48, max_classes=11, activation_images=1, attribution_images=1,
+                          methods=("gradient",), classes=("top2",), dream_octaves=1, dream_iterations=1)
+    assert not site.failed
+    page = html.unescape((tmp_path / "site" / "classes.html").read_text())
+    info = cnnviz.zoo.info("patterns")["class_info"]
+    record = json.loads(next((tmp_path / "site" / ".cnnviz").glob("classes-*.json")).read_text())["data"]["classes"]
+    for index, name in enumerate(patterns.class_names):
+        block = page[page.index(f"<h2>{name}"):]
+        block = block[:block.index("</section>")]
+        assert info[name]["description"] in block and f"a generated {name}" in block
+        entry = record[str(index)]
+        # the probabilities printed are the model's on the files shown (the render as saved)
+        render = np.asarray(Image.open(tmp_path / "site" / entry["render"]["file"]).convert("RGB"), dtype=np.float32) / 255
+        inputs = patterns.preprocessing.normalize(torch.from_numpy(render).permute(2, 0, 1)[None])
+        probability = torch.softmax(cnnviz.capture(patterns, inputs, ["logits"])["logits"], dim=1)[0, index]
+        assert entry["probability"] == pytest.approx(float(probability), abs=0.02)
+        assert f"render: {100 * entry['probability']:.1f} %" in block
+        assert entry["weak"] == (entry["render"]["succeeded"] is False or entry["probability"] < 0.5)
+        assert ("weak</span>" in block) == entry["weak"]
+    attributions = html.unescape((tmp_path / "site" / "attributions.html").read_text())
+    assert "(top1)" in attributions and "(top2)" in attributions  # one figure per class asked
+    with pytest.raises(CnnvizError, match="not a class of this model"):
+        cnnviz.gallery(patterns, "sample:chelsea", ["features.0"], tmp_path / "other", classes=("unicorn",))
+    with pytest.raises(CnnvizError, match="give top1 to top3"):
+        cnnviz.gallery(patterns, "sample:chelsea", ["features.0"], tmp_path / "other", classes=("top9",))
+    assert not (tmp_path / "other").exists()
+
+
+def test_every_figure_with_text_renders_its_text(built, photo_folder):
+    """Figures are drawn with mathematics off (file and class names go into titles as they are):
+    no tick label, title or caption of the gallery's figures is left as raw mathtext."""
+    import matplotlib
+    from matplotlib.text import Text
+
+    from cnnviz.plots.style import figure_pixels
+
+    photos = built[0]
+    stats = cnnviz.statistics(photos, str(photo_folder), ["features.0", "features.10"])
+    results = cnnviz.attributions(photos, str(photo_folder / "chelsea.png"), methods=["gradient", "gradcam"])
+    figures = [cnnviz.plots.statistics(stats), cnnviz.plots.channel_statistics(stats, "features.10"),
+               cnnviz.plots.kernels(cnnviz.kernels(photos, "features.10", channels="0-7")),
+               cnnviz.plots.overlays(results, 0)]
+    with matplotlib.rc_context({"text.parse_math": False}):
+        for figure in figures:
+            figure_pixels(figure)  # drawn, so that the ticks have their labels
+            texts = [t.get_text() for t in figure.findobj(Text) if t.get_text()]
+            assert texts and not [t for t in texts if "$" in t or "\\mathdefault" in t], texts
+    log_ticks = [t.get_text() for t in figures[0].axes[0].get_yticklabels() if t.get_text()]
+    assert log_ticks and all(t.startswith("10") for t in log_ticks)

@@ -23,12 +23,15 @@ from cnnviz.core.references import layer_ref
 from cnnviz.analyses.kernels import as_convolution, convolutions
 from cnnviz.analyses.summary import layer_table
 from cnnviz.site import pages
+from cnnviz.site.content import layer_page, unit_page
+from cnnviz.site.classes import ClassJobs
 from cnnviz.site.jobs import Jobs
 from cnnviz.site.records import (
     RECORDS, file_stem, images_key, model_key, read_record, recorded_files, remove_partial_files, remove_written,
 )
 from cnnviz.site.settings import (
-    IMAGES_PER_ATTRIBUTION_FIGURE, JOB_SETTINGS, MANY_CONVOLUTIONS, SUBSET, GallerySettings, ProgressFactory,
+    IMAGES_PER_ATTRIBUTION_FIGURE, JOB_SETTINGS, KERNEL_FIGURE_UNITS, MANY_CONVOLUTIONS, SUBSET, GallerySettings,
+    ProgressFactory,
 )
 
 
@@ -41,6 +44,7 @@ class Gallery:
         figures: the figures it shows (the manifest's entries).
         done, reused: jobs run now, and jobs whose earlier results were kept.
         failed: ``job: reason`` for each job that could not be done (shown on its page).
+        units: the unit pages written (``units/LAYER/CHANNEL.html``).
     """
 
     folder: Path
@@ -50,9 +54,11 @@ class Gallery:
     done: int
     reused: int
     failed: list[str] = field(default_factory=list)
+    units: list[Path] = field(default_factory=list)
 
     def __repr__(self) -> str:
-        return f"Gallery({str(self.index)!r}, {len(self.figures)} figures, {self.done} jobs run, {self.reused} reused)"
+        return (f"Gallery({str(self.index)!r}, {len(self.figures)} figures, {len(self.units)} unit pages, "
+                f"{self.done} jobs run, {self.reused} reused)")
 
 
 def gallery(
@@ -124,7 +130,14 @@ def _adopt_older_gallery(folder: Path) -> None:
         linked = set(re.findall(r'href="(layer-[^"/]+\.html)"', (folder / "index.html").read_text(errors="replace")))
     except OSError:
         linked = set()
-    for name in ("index.html", "manifest.json", "style.css", "attributions.html", "classes.html", *sorted(linked)):
+    units = set()
+    for page in sorted(linked):  # and the unit pages its layer pages link to
+        try:
+            units |= set(re.findall(r'href="(units/[^"/]+/\d+\.html)"', (folder / page).read_text(errors="replace")))
+        except OSError:
+            continue
+    for name in ("index.html", "manifest.json", "style.css", "attributions.html", "classes.html", *sorted(linked),
+                 *sorted(units)):
         files.adopt(folder / name)
     root = folder.resolve()
     for record_path in (folder / RECORDS).glob("*.json"):
@@ -188,7 +201,7 @@ def default_layers(model) -> list[str]:
     return [found[i] for i in picks]
 
 
-class _Builder(Jobs):
+class _Builder(ClassJobs, Jobs):
     def __init__(self, loaded: LoadedModel, images, layers, folder: Path, settings: GallerySettings, force: bool,
                  progress: ProgressFactory | None):
         self.loaded, self.settings, self.force = loaded, settings, force
@@ -206,17 +219,21 @@ class _Builder(Jobs):
                         for source in ([spec] if spec in in_memory else [s.spec for s in image_sources(spec)])]
         if in_memory:  # every job reads the same images: the PNG files (statistics too)
             self.images = list(self.sources)
+        self.convolution_names = convolutions(self.loaded)
         self.layers = self._layers(layers)
         self._readable: list[str] | None = None
         self.readable()  # no image can be read: fail now, before any file is written
         if settings.dream_image is not None:
             open_image(settings.dream_image)
+        self.check_classes()  # a class name that is not the model's: said now, not on the attributions page
         self.folder = files.output_folder(folder)
         _adopt_older_gallery(self.folder)
         # a user's own index.html (or manifest, or page) in the folder is refused before any work
         files.check_writable([self.folder / name for name in
                               ("index.html", "manifest.json", "style.css", "attributions.html", "classes.html",
-                               *(pages.layer_page(layer) for layer in self.layers))] + list(in_memory))
+                               *(layer_page(layer) for layer in self.layers),
+                               *(unit_page(layer, c) for layer in self.layers for c in range(self.channels_of(layer))))]
+                             + list(in_memory))
         for path, data in in_memory.items():  # images given as tensors or PIL images: kept with the gallery
             files.write_bytes(path, data)
         wanted = {os.path.realpath(spec) for spec in self.sources}
@@ -298,46 +315,103 @@ class _Builder(Jobs):
     def run(self) -> Gallery:
         remove_partial_files(self.folder)
         s = self.settings
-        conv = set(convolutions(self.loaded))
-        stages: list[tuple[str, list[tuple[str, dict, Callable, int]]]] = []
-        stages.append(("kernels", [(f"kernels {layer}", {"layer": layer}, lambda layer=layer: self.kernels_job(layer), 1)
-                                   for layer in self.layers if layer in conv]))
-        stages.append(("activations", [(f"activations {spec}", {"image": spec, "image_key": images_key([spec]), "layers": self.layers},
-                                        lambda spec=spec: self.activations_job(spec), 1)
-                                       for spec in self.readable()[: s.activation_images]]))
-        stages.append(("statistics", [("statistics", {"layers": self.layers, "images": self.images_key},
-                                       self.statistics_job, len(self.sources))]))
-        shown = {layer: self._shown_channels(layer) for layer in self.layers}
-        stages.append(("maximize", [(f"maximize {layer}", {"layer": layer, "channels": shown[layer], "images": self.images_key},
-                                     lambda layer=layer: self.maximize_job(layer, shown[layer]),
-                                     len(shown[layer]) * s.steps) for layer in self.layers if shown[layer]]))
-        dream_image = s.dream_image or self.readable()[0]
-        stages.append(("dream", [(f"dream {layer}", {"layer": layer, "image": dream_image, "image_key": images_key([dream_image])},
-                                  lambda layer=layer: self.dream_job(layer, dream_image), s.dream_octaves * s.dream_iterations)
-                                 for layer in self.layers]))
-        # attributions explain each image's top class: a model without one score per class has none
+        hooked = not self.scripted  # a TorchScript model: only what needs no hook inside it
+        # the statistics come first: they rank the units that every other section shows
+        if hooked:
+            self._run_stage("statistics", [("statistics", {"layers": self.layers, "images": self.images_key},
+                                            self.statistics_job, len(self.sources))])
+        self._choose_units()
+        conv = set(self.convolution_names)
+        self._run_stage("kernels", [
+            (f"kernels {layer}", {"layer": layer, "channels": sorted(self._strongest(layer)[:KERNEL_FIGURE_UNITS])},
+             lambda layer=layer: self.kernels_job(layer, self._strongest(layer)), 1)
+            for layer in self.layers if layer in conv])
+        if hooked:
+            self._hooked_stages()
         count = min(s.attribution_images, len(self.readable())) if self.class_count() else 0
         chunks = [self.readable()[i: i + IMAGES_PER_ATTRIBUTION_FIGURE]
                   for i in range(0, count, IMAGES_PER_ATTRIBUTION_FIGURE)]
-        stages.append(("attributions", [(f"attributions {k}", {"images": chunk, "image_key": images_key(chunk)},
-                                         lambda k=k, chunk=chunk: self.attributions_job(k, chunk), len(chunk))
-                                        for k, chunk in enumerate(chunks)]))
+        self._run_stage("attributions", [(f"attributions {k}", {"images": chunk, "image_key": images_key(chunk)},
+                                          lambda k=k, chunk=chunk: self.attributions_job(k, chunk), len(chunk))
+                                         for k, chunk in enumerate(chunks)])
         classes = self._classes()
         if classes:
-            stages.append(("classes", [("classes", {"classes": classes, "images": self.images_key}, lambda: self.classes_job(classes),
-                                        len(classes) * s.class_steps)]))
-        if self.scripted:  # only what needs no hook inside the model
-            stages = [(stage, jobs) for stage, jobs in stages if stage in ("kernels", "attributions", "classes")]
-        for stage, jobs in stages:
-            self._run_stage(stage, jobs)
+            self._run_stage("classes", [("classes", {"classes": classes, "images": self.images_key},
+                                         lambda: self.classes_job(classes), len(classes) * s.class_steps)])
         self._remove_stale_jobs()
         figures = [figure for record in self.records.values() for figure in record["figures"]]
         manifest = self._manifest(figures)
         manifest_path = files.write_json(self.folder / "manifest.json", manifest)
-        content = pages.SiteContent(self.folder, self.layers, self.records, list(self.table), self.settings.methods,
-                                    sum(p.numel() for p in self.module.parameters()), self.class_count())
-        index = pages.write_site(content, manifest)
-        return Gallery(self.folder, index, manifest_path, manifest["figures"], self.done, self.reused, self.failed)
+        content = pages.SiteContent(self.folder, self.layers, self.records, list(self.table), self.settings,
+                                    sum(p.numel() for p in self.module.parameters()), self.class_count(),
+                                    self.shown, self.ranking, self._links(), self.class_names)
+        index, units = pages.write_site(content, manifest)
+        return Gallery(self.folder, index, manifest_path, manifest["figures"], self.done, self.reused, self.failed, units)
+
+    def _hooked_stages(self) -> None:
+        """The stages that look inside the model: activations, renders, unit pictures, Deep Dream."""
+        s = self.settings
+        statistics_key = self.records.get("statistics", {}).get("key")
+        self._run_stage("activations", [
+            (f"activations {spec}", {"image": spec, "image_key": images_key([spec]), "units": self.shown},
+             lambda spec=spec: self.activations_job(spec), 1) for spec in self.readable()[: s.activation_images]])
+        self._run_stage("maximize", [
+            (f"maximize {layer}", {"layer": layer, "channels": self.shown[layer], "images": self.images_key},
+             lambda layer=layer: self.maximize_job(layer, self.shown[layer]), len(self.shown[layer]) * s.steps)
+            for layer in self.layers if self.shown[layer]])
+        diverse = {layer: [c for c in self.extra[layer] if (self.records.get(f"maximize {layer}", {}).get("data") or {})
+                           .get("units", {}).get(str(c), {}).get("start") != "filter"] for layer in self.layers}
+        self._run_stage("renders", [
+            (f"renders {layer}", {"layer": layer, "channels": self.extra[layer], "diverse": diverse[layer],
+                                  "images": self.images_key},
+             lambda layer=layer: self.renders_job(layer, self.extra[layer], diverse[layer]),
+             (2 * len(self.extra[layer]) + s.diverse * len(diverse[layer])) * s.steps)
+            for layer in self.layers if self.extra[layer]])
+        if statistics_key is not None and not self.records["statistics"].get("error"):
+            self._run_stage("units", [
+                (f"units {layer}", {"layer": layer, "channels": self.shown[layer], "statistics": statistics_key,
+                                    "images": self.images_key},
+                 lambda layer=layer: self.units_job(layer, self.shown[layer]), len(self.shown[layer]))
+                for layer in self.layers if self.shown[layer]])
+        dream_image = s.dream_image or self.readable()[0]
+        self._run_stage("dream", [
+            (f"dream {layer}", {"layer": layer, "image": dream_image, "image_key": images_key([dream_image])},
+             lambda layer=layer: self.dream_job(layer, dream_image), s.dream_octaves * s.dream_iterations)
+            for layer in self.layers])
+
+    def _choose_units(self) -> None:
+        """One rule for every section: each layer's units ranked by their strongest response to the
+        images (the largest per-image mean activation; channel order without statistics), the
+        first ``max_channels`` shown (in channel order), the first ``unit_renders`` of those also
+        rendered as a neuron, a diverse set and negatively."""
+        s = self.settings
+        measured = self.records.get("statistics", {}).get("data", {}).get("layers", {})
+        self.shown, self.ranking, self.extra = {}, {}, {}
+        for layer in self.layers:
+            count = self.channels_of(layer)
+            maxima = measured.get(layer, {}).get("mean_maximum")
+            if maxima and len(maxima) == count:
+                order = sorted(range(count), key=lambda c: -maxima[c] if maxima[c] is not None else float("inf"))
+            else:
+                order = list(range(count))
+            limit = count if s.max_channels is None else min(count, s.max_channels)
+            self.ranking[layer] = order[:limit]
+            self.shown[layer] = sorted(order[:limit])
+            extra = limit if s.unit_renders is None else min(limit, s.unit_renders)
+            self.extra[layer] = sorted(order[:extra])
+
+    def _strongest(self, layer: str) -> list[int]:
+        """The shown units of a layer, strongest first (see :meth:`_choose_units`)."""
+        return self.ranking[layer]
+
+    def _links(self) -> list:
+        """The weight links between neighbouring shown layers (a reason where there is none)."""
+        from cnnviz.analyses.connections import connections
+
+        try:
+            return connections(self.loaded, self.layers) if len(self.layers) > 1 else []
+        except CnnvizError as why:
+            return [str(why)] * (len(self.layers) - 1)
 
     def _run_stage(self, stage: str, jobs) -> None:
         total = sum(work for *_, work in jobs)
@@ -401,11 +475,6 @@ class _Builder(Jobs):
     def _tick(self, amount: int) -> None:
         if getattr(self, "_stage_update", None) is not None:
             self._stage_update(amount)
-
-    def _shown_channels(self, layer: str) -> list[int]:
-        count = self.channels_of(layer)
-        limit = count if self.settings.max_channels is None else min(count, self.settings.max_channels)
-        return list(range(limit))
 
     def class_count(self) -> int:
         """How many class scores the model outputs per image: a vector's length, or the number of

@@ -1,7 +1,9 @@
-"""The gallery's HTML pages, from Jinja2 templates shipped with the package."""
+"""The gallery's HTML pages, from Jinja2 templates shipped with the package: the index (with the
+hierarchy of renders, shallow to deep), a page per layer (a grid of its units), a page per unit
+(:mod:`cnnviz.site.unit_pages`), attributions and classes. Pages read the jobs' records only.
+"""
 from __future__ import annotations
 
-from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
@@ -9,147 +11,191 @@ import jinja2
 
 from cnnviz.core.version import __version__
 from cnnviz.core import output as files
-from cnnviz.site.records import display_name, layer_stem
+from cnnviz.site.content import SiteContent, layer_page, number, unit_page, verdict
+from cnnviz.site.records import display_name
+from cnnviz.site.unit_pages import unit_context
 
-LAYER_SECTIONS = [
-    ("kernels", "Kernels", ["kernels"],
-     "The convolution's weights as images: for a convolution reading RGB, each output's kernel in colour; "
-     "otherwise a map per output and input channel on one diverging scale (red positive, blue negative)."),
-    ("activations", "Activations on sample images", ["activations"],
-     "The layer's feature maps for single images, the most active channels first, on one scale for the layer."),
-    ("statistics", "Statistics over all images", ["channel_statistics", "exemplars"],
-     "Per channel: mean, spread, extremes and how often it is positive, over every image; and the image "
-     "crops where each channel responds most (dataset exemplars)."),
-    ("maximize", "Maximal-response images", ["maximize"],
-     "Images optimised by gradient ascent to raise each channel's mean activation (decorrelated Fourier "
-     "image, random transformations each step). The caption gives the value reached and, for comparison, "
-     "the largest per-image mean the channel reaches on the real images."),
-    ("dream", "Deep Dream", ["dream"],
-     "An image changed, octave by octave, so that the whole layer responds more strongly."),
-]
+HIERARCHY_UNITS = 8  # renders per layer in the index's hierarchy
+
+RECEPTIVE_FIELD_NOTE = (
+    "Receptive field: the input region one unit sees (size), the step between the regions of neighbouring "
+    "units (/stride) and where the first region starts (@offset: negative where it begins in the padding); "
+    "global: every input pixel. A ~ marks a grid whose regions are not all the same size (an adaptive "
+    "pooling whose output does not divide its input); the size is the largest."
+)
 
 
 def _environment() -> jinja2.Environment:
-    return jinja2.Environment(
+    environment = jinja2.Environment(
         loader=jinja2.PackageLoader("cnnviz.site", "templates"),
         autoescape=jinja2.select_autoescape(["html"]),
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
     )
+    environment.filters["number"] = number
+    environment.filters["short"] = lambda name: name[len("sample:"):] if name.startswith("sample:") else name
+    environment.filters["percent"] = lambda value: "n/a" if value is None else f"{100 * value:.0f} %"
+    return environment
 
 
-def layer_page(layer: str) -> str:
-    return f"layer-{layer_stem(layer)}.html"
-
-
-@dataclass
-class SiteContent:
-    """What the pages show besides the manifest (the content makes it; the pages only read it).
-
-    Attributes:
-        folder: the gallery's folder; layers: the layers with a page, in order.
-        records: each job's record (``job``, ``figures``, ``error``, ...), by job name.
-        table: the model's layer table (:class:`cnnviz.LayerTable`).
-        methods: the attribution methods shown side by side.
-        parameters: the model's parameter count; class_count: its class scores (0: not a classifier).
-    """
-
-    folder: Path
-    layers: list[str]
-    records: dict[str, dict]
-    table: list
-    methods: tuple[str, ...]
-    parameters: int
-    class_count: int
-
-    def row_of(self, layer: str):
-        """The layer table's row of a layer reference (``None`` when the table has none)."""
-        return next((row for row in self.table if row.name == layer.split("#")[0]), None)
-
-
-def write_site(content: SiteContent, manifest: dict) -> Path:
-    """Write style.css and every page; return the index's path."""
+def write_site(content: SiteContent, manifest: dict) -> tuple[Path, list[Path]]:
+    """Write style.css and every page; return the index's path and the unit pages'."""
     environment = _environment()
     folder = content.folder
     css = resources.files("cnnviz.site").joinpath("static", "style.css").read_bytes()
     files.write_bytes(folder / "style.css", css)
-    figures = [_shown(figure) for figure in manifest["figures"]]
-    by_layer: dict[str, list[dict]] = {}
-    for figure in figures:
-        by_layer.setdefault(figure["layer"], []).append(figure)
     problems: dict[str, list[str]] = {}
     for record in content.records.values():
         if record.get("error"):
             kind, _, subject = record["job"].partition(" ")
             problems.setdefault(subject if subject in content.layers else "", []).append(f"{record['job']}: {record['error']}")
     layer_links = [{"href": layer_page(layer), "label": layer} for layer in content.layers]
+    figures = manifest["figures"]
     others = []
-    if any(f["kind"] == "attributions" for f in figures):
+    attribution_images = [image for name, record in content.records.items() if name.startswith("attributions ")
+                          for image in (record.get("data") or {}).get("images", [])]
+    if attribution_images:
         others.append({"href": "attributions.html", "label": "Attributions",
-                       "note": f"{', '.join(content.methods)} side by side"})
-    if any(f["kind"] == "class" for f in figures):
-        others.append({"href": "classes.html", "label": "Classes", "note": "an image per class that the model scores highly"})
+                       "note": f"{', '.join(content.settings.methods)} on {len(attribution_images)} images"})
+    classes = content.data("classes").get("classes", {})
+    if classes:
+        others.append({"href": "classes.html", "label": "Classes", "note": f"an image for each of {len(classes)} classes"})
     nav = [{"href": "index.html", "label": "Index"}] + layer_links + others
     common = {"model": manifest["model"], "version": __version__, "nav": nav}
 
     def write(name: str, template: str, **context) -> Path:
-        html = environment.get_template(template).render(current=name, **common, **context)
+        root = "../" * name.count("/")
+        html = environment.get_template(template).render(current=name, root=root, **common, **context)
         return files.write_bytes(folder / name, html.encode("utf-8"))
 
+    units = []
     for position, layer in enumerate(content.layers):
-        mine = by_layer.get(layer, [])
-        sections = []
-        for section_id, title, kinds, text in LAYER_SECTIONS:
-            chosen = [f for f in mine if f["kind"] in kinds]
-            failed = [p for p in problems.get(layer, []) if p.split(" ", 1)[0] == section_id]
-            if not chosen and not failed:
-                continue
-            tiles = section_id == "maximize"
-            sections.append({"id": section_id, "title": title, "text": text, "problems": failed, "wide": False,
-                             "cards": [] if tiles else chosen, "tiles": chosen if tiles else []})
         pager = {"previous": layer_links[position - 1] if position else None,
                  "next": layer_links[position + 1] if position + 1 < len(layer_links) else None}
-        row = content.row_of(layer)
-        intro = (f"{layer}: {row.type}, output {_shape_text(row.output_shape)}, {row.params:,} parameters."
-                 if row is not None else layer)
-        write(layer_page(layer), "page.html", title=f"Layer {layer}", intro=intro, sections=sections, pager=pager)
-    attributions = [f for f in figures if f["kind"] == "attributions"]
-    if attributions:
-        write("attributions.html", "page.html", title="Attributions", pager=None,
-              intro="Which pixels each image's top class depends on, by several methods side by side. Each map is "
-                    "the absolute attribution summed over colour channels, on its own scale; the caption gives "
-                    "every method's raw range.",
-              sections=[{"id": "attributions", "title": "Methods side by side", "text": "", "cards": attributions, "wide": True,
-                         "tiles": [], "problems": [p for p in problems.get("", []) if p.startswith("attributions")]}])
-    classes = [f for f in figures if f["kind"] == "class"]
+        write(layer_page(layer), "layer.html", title=f"Layer {layer}", pager=pager,
+              **_layer_context(content, layer, figures, problems.get(layer, [])))
+        shown = content.shown.get(layer, [])
+        for place, channel in enumerate(shown):
+            neighbours = {"previous": shown[place - 1] if place else None,
+                          "next": shown[place + 1] if place + 1 < len(shown) else None}
+            context = unit_context(content, layer, channel, position, neighbours)
+            units.append(write(unit_page(layer, channel), "unit.html", title=f"{layer}:{channel}", **context))
+    if attribution_images:
+        skipped = {name: why for record_name, record in content.records.items() if record_name.startswith("attributions ")
+                   for name, why in (record.get("data") or {}).get("skipped", {}).items()}
+        write("attributions.html", "attributions.html", title="Attributions", images=attribution_images,
+              methods=content.settings.methods, classes=", ".join(content.settings.classes), skipped=skipped,
+              problems=[p for p in problems.get("", []) if p.startswith("attributions")])
     if classes:
-        write("classes.html", "page.html", title="Class visualizations", pager=None,
-              intro="For each class, an image optimised to raise its logit (the model's output before softmax).",
-              sections=[{"id": "classes", "title": "Classes", "text": "", "cards": [], "tiles": classes, "wide": False,
-                         "problems": [p for p in problems.get("", []) if p.startswith("classes")]}])
-    # pages of an earlier run that this one does not write (other layers, no classes) would be
-    # stale: they go
+        measured = [c for c in classes.values() if c["render"].get("succeeded") is not None]
+        beat = sum(1 for c in measured if c["render"]["succeeded"])
+        write("classes.html", "classes.html", title="Class visualizations", classes=list(classes.values()),
+              summary=(f"{beat} of {len(measured)} renders beat the best real image's logit; "
+                       f"{sum(1 for c in classes.values() if c['weak'])} are weak (marked): below it, or given "
+                       "their class with under 50 % probability") if measured else None,
+              problems=[p for p in problems.get("", []) if p.startswith("classes")])
+    _remove_stale_pages(folder, content, bool(attribution_images), bool(classes), units)
+    index = write("index.html", "index.html", title=f"What {manifest['model']['spec']} has learned",
+                  **_index_context(content, manifest, layer_links, others, figures))
+    return index, units
+
+
+def _remove_stale_pages(folder: Path, content: SiteContent, attributions: bool, classes: bool, units: list[Path]) -> None:
+    """Pages of an earlier run that this one does not write (other layers or units, no classes):
+    only those the gallery wrote (a user's own page stays)."""
     written = {layer_page(layer) for layer in content.layers} | {"index.html"}
     written |= {"attributions.html"} if attributions else set()
     written |= {"classes.html"} if classes else set()
     for page in [*folder.glob("layer-*.html"), folder / "attributions.html", folder / "classes.html"]:
         if page.name not in written:
-            files.remove_written(page)  # only pages the gallery wrote: a user's own page stays
-    overview = [f for f in figures if f["kind"] == "histograms"]
-    layer_notes = {layer: f"{sum(1 for f in by_layer.get(layer, []))} figures" for layer in content.layers}
-    return write(
-        "index.html", "index.html", title=f"What {manifest['model']['spec']} has learned",
-        images={**manifest["images"], "first": [display_name(spec) for spec in manifest["images"]["first"]]},
-        failed=manifest["failed"], overview=overview,
-        layer_pages=[{**link, "note": layer_notes[link["label"]]} for link in layer_links],
-        other_pages=others, table=_table(content), settings=_settings(content, manifest),
-    )
+            files.remove_written(page)
+    current = {path.resolve() for path in units}
+    for page in sorted((folder / "units").rglob("*.html")) if (folder / "units").is_dir() else []:
+        if page.resolve() not in current and files.remove_written(page):
+            try:
+                page.parent.rmdir()  # a layer's folder of unit pages, now empty
+            except OSError:
+                pass
 
 
-def _shown(figure: dict) -> dict:
-    low, high = figure["value_range"]
-    text = "n/a" if low is None or high is None else f"{low:.3g} to {high:.3g}"
-    return {**figure, "range_text": text}
+def _layer_context(content: SiteContent, layer: str, figures: list[dict], problems: list[str]) -> dict:
+    row = content.row_of(layer)
+    shown = content.shown.get(layer, [])
+    count = row.output_shape[0][0] if row is not None and row.output_shape and row.output_shape[0] else len(shown)
+    field = content.receptive_field(layer)
+    intro = (f"{layer}: {row.type}, output {_shape_text(row.output_shape)}, {row.params:,} parameters"
+             if row is not None else layer)
+    intro += f"; receptive field {field}." if field else "."
+    tiles = []
+    for channel in shown:
+        render = content.render(layer, channel)
+        tiles.append({"channel": channel, "href": unit_page(layer, channel), "render": render,
+                      "verdict": verdict(render)})
+    below = sum(1 for tile in tiles if tile["verdict"]["ok"] is False)
+    measured = sum(1 for tile in tiles if tile["verdict"]["ok"] is not None)
+    mine = [f for f in figures if f.get("layer") == layer]
+    maps = []
+    for image in content.activation_images():
+        part = image.get("layers", {}).get(layer)
+        if part:
+            maps.append({"image": image["image"], "input": image["input"], "limit": part["limit"],
+                         "signed": part["signed"],
+                         "tiles": [{"channel": c, "href": unit_page(layer, c), **part["units"][str(c)]}
+                                   for c in part["most_active"]]})
+    return {
+        "intro": intro, "choice": _choice_text(len(shown), count, content.settings.max_channels),
+        "tiles": tiles, "summary": (f"{measured - below} of {measured} renders beat the unit's best real image"
+                                    + (f"; {below} below (marked)" if below else "") if measured else None),
+        "kernels": [f for f in mine if f["kind"] == "kernels"],
+        "statistics": [f for f in mine if f["kind"] == "channel_statistics"],
+        "dream": [f for f in mine if f["kind"] == "dream"],
+        "maps": maps, "problems": problems,
+    }
+
+
+def _choice_text(shown: int, count: int, limit) -> str:
+    if shown >= count:
+        return f"All {count} units (channels) of this layer have a page."
+    return (f"{shown} of {count} units (channels) have a page: those with the strongest response to the images "
+            f"(the largest mean activation over one image), the same in every section; --max-channels "
+            f"({limit} now) sets how many.")
+
+
+def _index_context(content: SiteContent, manifest: dict, layer_links, others, figures) -> dict:
+    hierarchy = []
+    for layer, link in zip(content.layers, layer_links):
+        # the strongest units whose render beat the real images from noise (or is a filter's exact
+        # maximum) first; restarts from a photograph, and renders below, only to fill the row
+        candidates = []
+        for place, channel in enumerate(content.ranking.get(layer, [])):
+            render = content.render(layer, channel)
+            if render is not None:
+                grown = render.get("start") in ("noise", "filter", None) and render.get("succeeded") is not False
+                candidates.append((not grown, place, channel, render))
+        kernels = content.data(f"units {layer}").get("units", {})
+        units = []
+        for _, _, channel, render in sorted(candidates, key=lambda c: c[:2])[:HIERARCHY_UNITS]:
+            tile = {"channel": channel, "href": unit_page(layer, channel), "render": render, "verdict": verdict(render)}
+            kernel = kernels.get(str(channel), {}).get("kernel")
+            if render.get("start") == "filter" and kernel and kernel.get("colour"):
+                # a first layer's unit is one linear filter: its kernel in colour says more than its
+                # saturated sign pattern (both are on its page)
+                tile["render"] = {**render, "thumbnail": kernel["file"]}
+                tile["verdict"] = {**tile["verdict"], "badge": "kernel"}
+            units.append(tile)
+        hierarchy.append({**link, "field": content.receptive_field(layer), "units": units,
+                          "count": len(content.shown.get(layer, []))})
+    layer_notes = {}
+    for layer in content.layers:
+        summary = content.data(f"maximize {layer}").get("summary")
+        layer_notes[layer] = f"{len(content.shown.get(layer, []))} unit pages" + (f"; {summary}" if summary else "")
+    return {
+        "images": {**manifest["images"], "first": [display_name(spec) for spec in manifest["images"]["first"]]},
+        "failed": manifest["failed"], "hierarchy": hierarchy,
+        "overview": [f for f in figures if f["kind"] == "histograms"],
+        "layer_pages": [{**link, "note": layer_notes[link["label"]]} for link in layer_links],
+        "other_pages": others, "table": _table(content), "settings": _settings(content, manifest),
+    }
 
 
 def _shape_text(shapes) -> str:
@@ -164,32 +210,35 @@ def _table(content) -> dict:
     fields = any(row.receptive_fields for row in rows)
     columns = ["layer", "type", "output shape", "calls", "parameters"]
     columns += ["receptive field (size /stride @offset)"] if fields else []
-    pages: dict[str, str] = {}  # a module's row links to its page (a module run twice: its first shown call)
+    linked: dict[str, str] = {}  # a module's row links to its page (a module run twice: its first shown call)
     for layer in content.layers:
-        pages.setdefault(layer.split("#")[0], layer_page(layer))
+        linked.setdefault(layer.split("#")[0], layer_page(layer))
     body = []
     for row in rows:
         cells = [row.name, row.type, _shape_text(row.output_shape), row.calls, f"{row.params:,}"]
         cells += [row.receptive_field_text] if fields else []
-        body.append({"cells": cells, "href": pages.get(row.name)})
-    params = content.parameters
-    footer = f"{len(rows)} layers, {params:,} parameters; the layers in bold have a page."
+        body.append({"cells": cells, "href": linked.get(row.name)})
+    footer = f"{len(rows)} layers, {content.parameters:,} parameters; the layers in bold have a page."
     if fields:
-        footer += (" Receptive field: the input region one unit sees, its stride between neighbouring units "
-                   "and the offset of its first pixel (global: every input pixel).")
+        footer += " " + RECEPTIVE_FIELD_NOTE
     return {"columns": columns, "rows": body, "footer": footer}
 
 
 def _settings(content, manifest: dict) -> list[tuple[str, str]]:
-    settings = [("layers shown", ", ".join(content.layers)), ("images", str(manifest["images"]["count"]))]
+    settings = [("layers shown", ", ".join(content.layers)), ("images", str(manifest["images"]["count"])),
+                ("units with a page", str(sum(len(shown) for shown in content.shown.values())))]
     if manifest["images"]["skipped"]:
         settings.append(("files skipped (not images)", ", ".join(display_name(spec) for spec in manifest["images"]["skipped"])))
     if not content.class_count:
         settings.append(("attributions and classes", "none: the model's output is not one score per class"))
+    dreamed = next((f.get("image") for f in manifest["figures"] if f["kind"] == "dream"), None)
     for name, value in manifest["settings"].items():
-        if name == "dream_image" and value is not None:
-            value = display_name(value)
+        if name == "dream_image":
+            value = display_name(value) if value is not None else (
+                f"{display_name(dreamed)} (the first image)" if dreamed else "the first image")
+        elif name in ("max_channels", "unit_renders") and value is None:
+            value = "all"
         if isinstance(value, (list, tuple)):
             value = ", ".join(str(v) for v in value)
-        settings.append((name.replace("_", " "), "all" if value is None else str(value)))
+        settings.append((name.replace("_", " "), str(value)))
     return settings

@@ -65,7 +65,7 @@ def recorded_files(record: dict) -> set[str]:
     return {path for path in listed if isinstance(path, str)} if isinstance(listed, list) else set()
 
 
-GALLERY_FOLDERS = ("figures", "thumbs", "data", RECORDS)  # what a gallery writes below its top level
+GALLERY_FOLDERS = ("figures", "thumbs", "data", "units", RECORDS)  # what a gallery writes below its top level
 
 
 def remove_partial_files(folder: Path) -> None:
@@ -94,11 +94,19 @@ def remove_written(folder: Path, paths) -> None:
             continue  # changed or replaced since the gallery wrote it: the user's now
         parent = path.parent
         try:
-            while parent != root and not any(parent.iterdir()):
+            while parent != root and _only_a_spent_record(parent):
+                (parent / files.RECORD).unlink(missing_ok=True)
                 parent.rmdir()
                 parent = parent.parent
         except OSError:
             pass
+
+
+def _only_a_spent_record(folder: Path) -> bool:
+    """Whether ``folder`` is empty but for a record of written files none of which is left (a
+    folder whose subfolders went after its own files)."""
+    entries = list(folder.iterdir())
+    return not entries or ([entry.name for entry in entries] == [files.RECORD] and not files.written_in(folder))
 
 
 def model_key(loaded: LoadedModel) -> str:

@@ -1,0 +1,106 @@
+"""What the gallery's pages are made of: the jobs' records and the choices of the run
+(:class:`SiteContent`), the names of the pages, and how a render is judged against the real images.
+Read by :mod:`cnnviz.site.pages` and :mod:`cnnviz.site.unit_pages`."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from cnnviz.site.records import display_name, layer_stem
+
+
+def number(value) -> str:
+    """A value as a page shows it: three significant digits, ``n/a`` when unknown."""
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "n/a"
+    return f"{value:.3g}"
+
+
+def layer_page(layer: str) -> str:
+    return f"layer-{layer_stem(layer)}.html"
+
+
+def unit_page(layer: str, channel: int) -> str:
+    return f"units/{layer_stem(layer)}/{channel}.html"
+
+
+@dataclass
+class SiteContent:
+    """What the pages show besides the manifest (the content makes it; the pages only read it).
+
+    Attributes:
+        folder: the gallery's folder; layers: the layers with a page, in order.
+        records: each job's record (``job``, ``figures``, ``data``, ``error``, ...), by job name.
+        table: the model's layer table (:class:`cnnviz.LayerTable`).
+        settings: the run's :class:`cnnviz.GallerySettings`.
+        parameters: the model's parameter count; class_count: its class scores (0: not a classifier).
+        shown: per layer, the channels with a page (channel order); ranking: the same, strongest first.
+        links: per pair of neighbouring layers, a :class:`cnnviz.Connection` or why there is none.
+        class_names: the model's class names, or ``None``.
+    """
+
+    folder: Path
+    layers: list[str]
+    records: dict[str, dict]
+    table: list
+    settings: object
+    parameters: int
+    class_count: int
+    shown: dict[str, list[int]]
+    ranking: dict[str, list[int]]
+    links: list
+    class_names: list[str] | None = None
+
+    def row_of(self, layer: str):
+        """The layer table's row of a layer reference (``None`` when the table has none)."""
+        return next((row for row in self.table if row.name == layer.split("#")[0]), None)
+
+    def data(self, job: str) -> dict:
+        """The data of a job's record (empty when the job has none or failed)."""
+        return self.records.get(job, {}).get("data") or {}
+
+    def render(self, layer: str, channel: int) -> dict | None:
+        return self.data(f"maximize {layer}").get("units", {}).get(str(channel))
+
+    def statistics(self, layer: str) -> dict:
+        return self.data("statistics").get("layers", {}).get(layer, {})
+
+    def activation_images(self) -> list[dict]:
+        return [record["data"] for name, record in self.records.items()
+                if name.startswith("activations ") and record.get("data")]
+
+    def receptive_field(self, layer: str) -> str | None:
+        row = self.row_of(layer)
+        if row is None or not row.receptive_fields:
+            return None
+        call = int(layer.split("#")[1]) - 1 if "#" in layer else 0
+        fields = row.receptive_fields
+        field = fields[call] if call < len(fields) else None
+        return field.text if field is not None else None
+
+
+def verdict(entry: dict | None, negative: bool = False) -> dict:
+    """What a render's caption says of it against the real images: its value, the reference, and
+    whether it beats it (``ok``: True, False, or None when not compared)."""
+    if not entry:
+        return {"ok": None, "text": "not rendered", "notes": [], "badge": None}
+    value, reference, ok = entry.get("value"), entry.get("reference"), entry.get("succeeded")
+    word = "lowest" if negative else "best"
+    if reference is None:
+        text = f"{number(value)} (not compared with real images)"
+    else:
+        text = f"{number(value)} {'beats' if ok else 'below'} the {word} real image's {number(reference)}"
+    start = entry.get("start") or "noise"
+    notes = []
+    if start == "filter":
+        notes.append("a linear filter of the input: its exact maximum in the valid range, measured at the centre "
+                     "neuron (each pixel black or white, so it saturates: its kernel below shows the same pattern at "
+                     "a fixed contrast)")
+    elif start != "noise":
+        notes.append(f"started again from the photograph {display_name(start)} (from noise it did not get past "
+                     "the real images in time)")
+    badge = "filter" if start == "filter" else "photo" if start != "noise" else None
+    return {"ok": ok, "text": text, "notes": notes, "badge": badge}
+
+
