@@ -14,11 +14,13 @@ from cnnviz.cli.options import model_options, note
 @click.option("--layer", "--layers", "-l", "layers", multiple=True, metavar="REF",
               help="Layers that get a page (repeatable, or comma-separated); default every convolution, "
                    "or 8 spread over the depth when there are more than 12.")
-@click.option("--max-channels", type=click.IntRange(min=0), default=128, show_default=True,
-              help="Units per layer with a page (render, exemplars, maps); 0 for all. Beyond it, the units "
+@click.option("--max-channels", default="auto", show_default=True, metavar="N|auto|all",
+              help="Units per layer with a page (render, exemplars, maps); auto: as many as the render budget "
+                   "allows, at most 128 (every unit of the built-in models); all (or 0) for every unit. The units "
                    "with the strongest response to the images are shown, in every section alike.")
-@click.option("--unit-renders", default="16", show_default=True, metavar="N|all",
-              help="Units per layer (the strongest shown) that also get the neuron, diverse and negative renders.")
+@click.option("--unit-renders", default="auto", show_default=True, metavar="N|auto|all",
+              help="Units per layer (the strongest shown) that also get the neuron, diverse and negative renders; "
+                   "auto: as many as the rest of the budget allows, at most 16.")
 @click.option("--diverse", type=click.IntRange(min=1), default=3, show_default=True,
               help="Images of each unit's diverse set.")
 @click.option("--exemplars", type=click.IntRange(min=1, max=64), default=8, show_default=True,
@@ -27,8 +29,9 @@ from cnnviz.cli.options import model_options, note
               help="Optimisation steps per maximal-response image.")
 @click.option("--class-steps", type=click.IntRange(min=1), default=128, show_default=True,
               help="Optimisation steps per class visualization.")
-@click.option("--max-classes", type=click.IntRange(min=0), default=64, show_default=True,
-              help="Class visualizations (the first classes); 0 for none.")
+@click.option("--max-classes", default="auto", show_default=True, metavar="N|auto",
+              help="Class visualizations (the first classes); 0 for none; auto: as many as their budget allows, "
+                   "at most 64.")
 @click.option("--activation-images", type=click.IntRange(min=1), default=3, show_default=True,
               help="Images whose activations are drawn on every layer page.")
 @click.option("--attribution-images", type=click.IntRange(min=1), default=8, show_default=True,
@@ -78,16 +81,14 @@ def gallery(loaded, images, layers, max_channels, unit_renders, diverse, exempla
         return bar.update
 
     chosen_layers = [part.strip() for text in layers for part in text.split(",") if part.strip()]
-    if unit_renders.strip().lower() == "all":
-        renders = None
-    elif unit_renders.strip().isdigit():
-        renders = int(unit_renders)
-    else:
-        raise click.BadParameter(f"{unit_renders!r} is not a number of units or 'all'", param_hint="--unit-renders")
+    channels, renders = _units(max_channels, "--max-channels"), _units(unit_renders, "--unit-renders")
+    classes_shown = _units(max_classes, "--max-classes")
+    if classes_shown is None:
+        raise click.BadParameter(f"{max_classes!r} is not a number of classes or auto", param_hint="--max-classes")
     try:
         site = cnnviz.gallery(
             loaded, list(images) or "samples", chosen_layers or None, output, force=force, progress=progress,
-            max_channels=max_channels or None, unit_renders=renders, diverse=diverse, exemplars=exemplars, steps=steps, class_steps=class_steps, max_classes=max_classes,
+            max_channels=channels, unit_renders=renders, diverse=diverse, exemplars=exemplars, steps=steps, class_steps=class_steps, max_classes=classes_shown,
             activation_images=activation_images, attribution_images=attribution_images,
             methods=tuple(m.strip() for m in methods.split(",") if m.strip()),
             classes=tuple(c.strip() for c in classes.split(",") if c.strip()), dream_image=dream_image, dream_octaves=dream_octaves,
@@ -101,3 +102,13 @@ def gallery(loaded, images, layers, max_channels, unit_renders, diverse, exempla
     click.echo(f"wrote {site.index} ({len(site.units)} unit pages, {len(site.figures)} figures; {site.done} jobs run, "
                f"{site.reused} reused)")
     click.echo(f"open file://{site.index.resolve()} in a browser")
+
+
+def _units(text: str, option: str):
+    """``auto``, ``all`` (``None``) or a number (``0`` is all for --max-channels, none for the others)."""
+    value = text.strip().lower()
+    if value in ("auto", "all"):
+        return None if value == "all" else "auto"
+    if value.isdigit():
+        return None if option == "--max-channels" and int(value) == 0 else int(value)
+    raise click.BadParameter(f"{text!r} is not a number of units, auto or all", param_hint=option)

@@ -714,3 +714,29 @@ def test_every_figure_with_text_renders_its_text(built, photo_folder):
             assert texts and not [t for t in texts if "$" in t or "\\mathdefault" in t], texts
     log_ticks = [t.get_text() for t in figures[0].axes[0].get_yticklabels() if t.get_text()]
     assert log_ticks and all(t.startswith("10") for t in log_ticks)
+
+
+def test_the_render_budget_shows_every_unit_of_the_built_in_models_and_fewer_of_costlier_ones():
+    """max_channels, unit_renders and max_classes 'auto': as many units (classes) as their renders'
+    work fits (a step's work: maximize.step_cost, the activation values it computes)."""
+    from cnnviz.analyses.feature_visualization.maximize import step_cost
+    from cnnviz.site.settings import CHANNEL_BUDGET, within_budget
+
+    photos = cnnviz.load_model("builtin:photos")
+    layers = cnnviz.site.default_layers(photos)
+    costs = {layer: step_cost(photos, layer) for layer in layers}
+    counts = {layer: photos.module.get_submodule(layer).out_channels for layer in layers}
+    # a step's work grows with depth (more layers run, on a larger canvas)
+    assert [costs[layer] for layer in layers] == sorted(costs[layer] for layer in layers)
+    caps = within_budget(counts, costs, "auto", "auto", 3)
+    assert caps["max_channels"] == 128  # all 480 units
+    assert 1 <= caps["unit_renders"] <= 16
+    assert sum(counts[layer] * costs[layer] for layer in layers) <= CHANNEL_BUDGET
+    # a model whose steps cost ten times more gets fewer units, within the budget; a number given stays
+    costly = {layer: 10 * cost for layer, cost in costs.items()}
+    fewer = within_budget(counts, costly, "auto", "auto", 3)
+    k = fewer["max_channels"]
+    assert k < 128 and sum(min(c, k) * costly[layer] for layer, c in counts.items()) <= CHANNEL_BUDGET
+    assert sum(min(c, k + 1) * costly[layer] for layer, c in counts.items()) > CHANNEL_BUDGET
+    assert fewer["unit_renders"] < caps["unit_renders"]
+    assert within_budget(counts, costly, 7, None, 3) == {"max_channels": 7, "unit_renders": None}

@@ -67,14 +67,23 @@ def write_npz(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> Path:
     return write_bytes(path, buffer.getvalue())
 
 
-def save_figure(figure, path: str | os.PathLike, dpi: int = 100) -> Path:
-    """Save a matplotlib figure as PNG, atomically."""
+def save_figure(figure, path: str | os.PathLike, dpi: int = 100, palette: bool = False) -> Path:
+    """Save a matplotlib figure as PNG, atomically; with ``palette``, in 256 colours (a third of
+    the bytes for pages that show many figures; text and colour maps keep their look)."""
     import warnings
 
     buffer = io.BytesIO()
     with warnings.catch_warnings():  # a module named in a script the font lacks: boxes, not noise
         warnings.filterwarnings("ignore", message="Glyph .* missing from font", category=UserWarning)
         figure.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
+    if palette:
+        from PIL import Image
+
+        buffer.seek(0)
+        with Image.open(buffer) as image:
+            reduced = image.convert("RGB").quantize(256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
+        buffer = io.BytesIO()
+        reduced.save(buffer, format="png", optimize=True)
     return write_bytes(path, buffer.getvalue())
 
 

@@ -52,11 +52,11 @@ class Item:
     draw: Callable | None = None
     pixels: torch.Tensor | None = None
 
-    def save(self, path: str | os.PathLike) -> Path:
-        """Write the figure or image to ``path`` (atomically)."""
+    def save(self, path: str | os.PathLike, palette: bool = False) -> Path:
+        """Write the figure or image to ``path`` (atomically); a figure in 256 colours with ``palette``."""
         if self.pixels is not None:
             return files.save_image(self.pixels, path)
-        return files.save_figure(self.draw(), path)
+        return files.save_figure(self.draw(), path, palette=palette)
 
     def to_dict(self) -> dict:
         """JSON-ready: the file, what it shows, its caption, value range and settings."""

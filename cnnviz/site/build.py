@@ -20,18 +20,20 @@ from cnnviz.inputs.images import image_sources, open_image
 from cnnviz.core.model import LoadedModel, preprocessing_of, unwrap
 from cnnviz.models import load_model
 from cnnviz.core.references import layer_ref
+from cnnviz.analyses.feature_visualization.maximize import step_cost
 from cnnviz.analyses.kernels import as_convolution, convolutions
 from cnnviz.analyses.summary import layer_table
 from cnnviz.site import pages
-from cnnviz.site.content import layer_page, unit_page
+from cnnviz.site.content import attribution_pages, channels_in, layer_page, unit_page
 from cnnviz.site.classes import ClassJobs
 from cnnviz.site.jobs import Jobs
 from cnnviz.site.records import (
-    RECORDS, file_stem, images_key, model_key, read_record, recorded_files, remove_partial_files, remove_written,
+    RECORDS, adopt_older_gallery, file_stem, images_key, model_key, read_record, recorded_files, remove_partial_files,
+    remove_written,
 )
 from cnnviz.site.settings import (
     IMAGES_PER_ATTRIBUTION_FIGURE, JOB_SETTINGS, KERNEL_FIGURE_UNITS, MANY_CONVOLUTIONS, SUBSET, GallerySettings,
-    ProgressFactory,
+    ProgressFactory, within_budget, AUTO_CLASSES, CLASS_BUDGET,
 )
 
 
@@ -114,40 +116,6 @@ def gallery(
         return builder.run()
 
 
-def _adopt_older_gallery(folder: Path) -> None:
-    """A gallery written before cnnviz kept its record of written files (``.cnnviz-written``):
-    its job records (``.cnnviz/``) prove it is one, so its pages, manifest and the files its
-    records list are taken into the record, and it is updated as before."""
-    if not (folder / RECORDS).is_dir() or (folder / files.RECORD).exists():
-        return
-    try:
-        json.loads((folder / "manifest.json").read_text())["cnnviz"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return
-    import re
-
-    try:  # the layer pages are those its index links to (a user's own page.html stays theirs)
-        linked = set(re.findall(r'href="(layer-[^"/]+\.html)"', (folder / "index.html").read_text(errors="replace")))
-    except OSError:
-        linked = set()
-    units = set()
-    for page in sorted(linked):  # and the unit pages its layer pages link to
-        try:
-            units |= set(re.findall(r'href="(units/[^"/]+/\d+\.html)"', (folder / page).read_text(errors="replace")))
-        except OSError:
-            continue
-    for name in ("index.html", "manifest.json", "style.css", "attributions.html", "classes.html", *sorted(linked),
-                 *sorted(units)):
-        files.adopt(folder / name)
-    root = folder.resolve()
-    for record_path in (folder / RECORDS).glob("*.json"):
-        files.adopt(record_path)
-        for relative in recorded_files(read_record(record_path) or {}):
-            path = (folder / relative).resolve()
-            if relative.split("/")[0] in ("figures", "thumbs", "data") and root in path.parents:
-                files.adopt(folder / relative)
-
-
 INPUTS = "data/inputs"  # where images given as tensors or PIL images are kept, as PNG files
 
 
@@ -227,10 +195,11 @@ class _Builder(ClassJobs, Jobs):
             open_image(settings.dream_image)
         self.check_classes()  # a class name that is not the model's: said now, not on the attributions page
         self.folder = files.output_folder(folder)
-        _adopt_older_gallery(self.folder)
+        adopt_older_gallery(self.folder)
         # a user's own index.html (or manifest, or page) in the folder is refused before any work
         files.check_writable([self.folder / name for name in
-                              ("index.html", "manifest.json", "style.css", "attributions.html", "classes.html",
+                              ("index.html", "manifest.json", "style.css", "classes.html",
+                               *attribution_pages(min(settings.attribution_images, len(self.sources))),
                                *(layer_page(layer) for layer in self.layers),
                                *(unit_page(layer, c) for layer in self.layers for c in range(self.channels_of(layer))))]
                              + list(in_memory))
@@ -304,11 +273,7 @@ class _Builder(ClassJobs, Jobs):
 
     def channels_of(self, layer: str) -> int:
         """The channels of the layer's output in the call the reference names (``NAME#2``: the second)."""
-        row = self.row_of(layer)
-        index = layer_ref(self.loaded, layer).call - 1
-        shapes = row.output_shape if row is not None and row.output_shape else []
-        shape = shapes[index] if index < len(shapes) and shapes[index] else ()
-        return int(shape[0]) if shape else 0
+        return channels_in(self.row_of(layer), layer_ref(self.loaded, layer).call)
 
     # -- the run ------------------------------------------------------------------------------
 
@@ -335,6 +300,7 @@ class _Builder(ClassJobs, Jobs):
                                           lambda k=k, chunk=chunk: self.attributions_job(k, chunk), len(chunk))
                                          for k, chunk in enumerate(chunks)])
         classes = self._classes()
+        self.caps["max_classes"] = len(classes)
         if classes:
             self._run_stage("classes", [("classes", {"classes": classes, "images": self.images_key},
                                          lambda: self.classes_job(classes), len(classes) * s.class_steps)])
@@ -344,7 +310,7 @@ class _Builder(ClassJobs, Jobs):
         manifest_path = files.write_json(self.folder / "manifest.json", manifest)
         content = pages.SiteContent(self.folder, self.layers, self.records, list(self.table), self.settings,
                                     sum(p.numel() for p in self.module.parameters()), self.class_count(),
-                                    self.shown, self.ranking, self._links(), self.class_names)
+                                    self.shown, self.ranking, self._links(), self.class_names, self.caps)
         index, units = pages.write_site(content, manifest)
         return Gallery(self.folder, index, manifest_path, manifest["figures"], self.done, self.reused, self.failed, units)
 
@@ -383,26 +349,45 @@ class _Builder(ClassJobs, Jobs):
         """One rule for every section: each layer's units ranked by their strongest response to the
         images (the largest per-image mean activation; channel order without statistics), the
         first ``max_channels`` shown (in channel order), the first ``unit_renders`` of those also
-        rendered as a neuron, a diverse set and negatively."""
+        rendered as a neuron, a diverse set and negatively; ``"auto"`` takes as many as the render
+        budget allows (:data:`cnnviz.site.settings.CHANNEL_BUDGET`)."""
         s = self.settings
         measured = self.records.get("statistics", {}).get("data", {}).get("layers", {})
+        counts = {layer: self.channels_of(layer) for layer in self.layers}
         self.shown, self.ranking, self.extra = {}, {}, {}
+        caps = self._budgeted(counts)
+        self.caps = caps
         for layer in self.layers:
-            count = self.channels_of(layer)
+            count = counts[layer]
             maxima = measured.get(layer, {}).get("mean_maximum")
             if maxima and len(maxima) == count:
                 order = sorted(range(count), key=lambda c: -maxima[c] if maxima[c] is not None else float("inf"))
             else:
                 order = list(range(count))
-            limit = count if s.max_channels is None else min(count, s.max_channels)
-            self.ranking[layer] = order[:limit]
+            limit = count if caps["max_channels"] is None else min(count, caps["max_channels"])
+            self.ranking[layer] = order
             self.shown[layer] = sorted(order[:limit])
-            extra = limit if s.unit_renders is None else min(limit, s.unit_renders)
+            extra = limit if caps["unit_renders"] is None else min(limit, caps["unit_renders"])
             self.extra[layer] = sorted(order[:extra])
+
+    def _budgeted(self, counts: dict[str, int]) -> dict:
+        """``max_channels`` and ``unit_renders`` as numbers (``None``: all), an ``"auto"`` one within
+        the render budget (:func:`cnnviz.site.settings.within_budget`)."""
+        s = self.settings
+        if "auto" not in (s.max_channels, s.unit_renders):
+            return {"max_channels": s.max_channels, "unit_renders": s.unit_renders}
+        costs = {}
+        for layer in [] if self.scripted else self.layers:
+            try:
+                costs[layer] = step_cost(self.loaded, layer)
+            except CnnvizError:
+                costs[layer] = 0  # not rendered at all (its render job says why)
+        return within_budget(counts, costs, s.max_channels, s.unit_renders, s.diverse)
 
     def _strongest(self, layer: str) -> list[int]:
         """The shown units of a layer, strongest first (see :meth:`_choose_units`)."""
-        return self.ranking[layer]
+        shown = set(self.shown[layer])
+        return [channel for channel in self.ranking[layer] if channel in shown]
 
     def _links(self) -> list:
         """The weight links between neighbouring shown layers (a reason where there is none)."""
@@ -504,9 +489,16 @@ class _Builder(ClassJobs, Jobs):
         return False
 
     def _classes(self) -> list[int]:
-        if not self.settings.max_classes:
-            return []
-        return list(range(min(self.class_count(), self.settings.max_classes)))
+        """The classes rendered: the first ``max_classes`` (``"auto"``: as many as fit
+        ``CLASS_BUDGET``, each costing a step of the whole model at its input size)."""
+        limit = self.settings.max_classes
+        if limit == "auto":
+            try:
+                cost = step_cost(self.loaded, "logits")
+            except CnnvizError:
+                cost = 0
+            limit = min(AUTO_CLASSES, int(CLASS_BUDGET // cost)) if cost else AUTO_CLASSES
+        return list(range(min(self.class_count(), limit)))
 
     def _manifest(self, figures: list[dict]) -> dict:
         stats = self.records.get("statistics", {}).get("data", {})

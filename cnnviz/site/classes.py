@@ -108,7 +108,7 @@ class ClassJobs:
                 described = unit.class_name or str(unit)
                 title = f"{images[i]['image']}: attributions of {described}"
                 path = f"figures/attributions/{file_stem(chunk[i])}-{file_stem(round_name)}.png"
-                files.save_figure(plots.overlays(results, place, title=title), self.folder / path)
+                files.save_figure(plots.overlays(results, place, title=title), self.folder / path, palette=True)
                 ranges = {name: [finite(r.absolute_map()[place].min()), finite(r.absolute_map()[place].max())]
                           for name, r in results.items()}
                 figures.append({"file": path, "thumbnail": path, "kind": "attributions", "layer": None,
@@ -131,8 +131,8 @@ class ClassJobs:
             if index in done[n]:
                 return None
             done[n].add(index)
-            position = predicted[n].position
-            return f"logits:{index}" + (f"@{position[0]},{position[1]}" if position and index == predicted[n].classes[0][0] else "")
+            position = predicted[n].position  # class maps: every class where the prediction was read
+            return f"logits:{index}" + (f"@{position[0]},{position[1]}" if position else "")
 
         for spec in self.settings.classes:
             spec = spec.strip()

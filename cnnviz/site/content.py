@@ -25,6 +25,28 @@ def unit_page(layer: str, channel: int) -> str:
     return f"units/{layer_stem(layer)}/{channel}.html"
 
 
+ATTRIBUTIONS_PER_PAGE = 12  # images per attributions page (each with a figure per class asked)
+
+
+def attribution_pages(images: int) -> list[str]:
+    """The attributions pages of ``images`` attributed images: ``attributions.html``,
+    ``attributions-2.html``, ..."""
+    count = max(1, -(-images // ATTRIBUTIONS_PER_PAGE))
+    return ["attributions.html"] + [f"attributions-{k}.html" for k in range(2, count + 1)]
+
+
+def channels_in(row, call: int = 1) -> int:
+    """The channels of a layer table row's output in its ``call``-th call (0 when unknown)."""
+    shapes = row.output_shape if row is not None and row.output_shape else []
+    shape = shapes[call - 1] if call - 1 < len(shapes) and shapes[call - 1] else ()
+    return int(shape[0]) if shape else 0
+
+
+def call_of(layer: str) -> int:
+    """The call a layer reference names (``act#2``: 2)."""
+    return int(layer.split("#")[1]) if "#" in layer else 1
+
+
 @dataclass
 class SiteContent:
     """What the pages show besides the manifest (the content makes it; the pages only read it).
@@ -35,9 +57,11 @@ class SiteContent:
         table: the model's layer table (:class:`cnnviz.LayerTable`).
         settings: the run's :class:`cnnviz.GallerySettings`.
         parameters: the model's parameter count; class_count: its class scores (0: not a classifier).
-        shown: per layer, the channels with a page (channel order); ranking: the same, strongest first.
+        shown: per layer, the channels with a page (channel order); ranking: every channel of the
+            layer, strongest first (the first of them are those shown).
         links: per pair of neighbouring layers, a :class:`cnnviz.Connection` or why there is none.
         class_names: the model's class names, or ``None``.
+        caps: ``max_channels`` and ``unit_renders`` as the run took them (``"auto"`` made numbers).
     """
 
     folder: Path
@@ -51,6 +75,7 @@ class SiteContent:
     ranking: dict[str, list[int]]
     links: list
     class_names: list[str] | None = None
+    caps: dict | None = None
 
     def row_of(self, layer: str):
         """The layer table's row of a layer reference (``None`` when the table has none)."""
@@ -74,10 +99,14 @@ class SiteContent:
         row = self.row_of(layer)
         if row is None or not row.receptive_fields:
             return None
-        call = int(layer.split("#")[1]) - 1 if "#" in layer else 0
+        call = call_of(layer) - 1
         fields = row.receptive_fields
         field = fields[call] if call < len(fields) else None
         return field.text if field is not None else None
+
+    def channels(self, layer: str) -> int:
+        """The channels of the layer's output (in the call the reference names)."""
+        return channels_in(self.row_of(layer), call_of(layer)) or len(self.shown.get(layer, []))
 
 
 def verdict(entry: dict | None, negative: bool = False) -> dict:

@@ -250,7 +250,7 @@ class Jobs:
         item's own (caption, kind, layer, unit, value range, settings) with the site's file name
         and ``extra`` fields. A figure with text is shown at its own size (no thumbnail); an image
         gets a JPEG thumbnail."""
-        item.save(self.folder / path)
+        item.save(self.folder / path, palette=text)
         small = path
         if item.pixels is not None and not text:
             data, kind_of = pictures.thumbnail(item.pixels)

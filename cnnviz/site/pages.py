@@ -11,7 +11,9 @@ import jinja2
 
 from cnnviz.core.version import __version__
 from cnnviz.core import output as files
-from cnnviz.site.content import SiteContent, layer_page, number, unit_page, verdict
+from cnnviz.site.content import (
+    ATTRIBUTIONS_PER_PAGE, SiteContent, attribution_pages, layer_page, number, unit_page, verdict,
+)
 from cnnviz.site.records import display_name
 from cnnviz.site.unit_pages import unit_context
 
@@ -80,12 +82,18 @@ def write_site(content: SiteContent, manifest: dict) -> tuple[Path, list[Path]]:
                           "next": shown[place + 1] if place + 1 < len(shown) else None}
             context = unit_context(content, layer, channel, position, neighbours)
             units.append(write(unit_page(layer, channel), "unit.html", title=f"{layer}:{channel}", **context))
+    names = attribution_pages(len(attribution_images)) if attribution_images else []
     if attribution_images:
         skipped = {name: why for record_name, record in content.records.items() if record_name.startswith("attributions ")
                    for name, why in (record.get("data") or {}).get("skipped", {}).items()}
-        write("attributions.html", "attributions.html", title="Attributions", images=attribution_images,
-              methods=content.settings.methods, classes=", ".join(content.settings.classes), skipped=skipped,
-              problems=[p for p in problems.get("", []) if p.startswith("attributions")])
+        links = [{"href": name, "label": f"images {k * ATTRIBUTIONS_PER_PAGE + 1}-"
+                  f"{min((k + 1) * ATTRIBUTIONS_PER_PAGE, len(attribution_images))}"} for k, name in enumerate(names)]
+        for k, name in enumerate(names):  # a page per 12 images, so that no page grows heavy
+            pager = {"previous": links[k - 1] if k else None, "next": links[k + 1] if k + 1 < len(links) else None}
+            write(name, "attributions.html", title="Attributions" + (f" ({links[k]['label']})" if len(names) > 1 else ""),
+                  images=attribution_images[k * ATTRIBUTIONS_PER_PAGE:(k + 1) * ATTRIBUTIONS_PER_PAGE], pager=pager,
+                  methods=content.settings.methods, classes=", ".join(content.settings.classes), skipped=skipped,
+                  problems=[p for p in problems.get("", []) if p.startswith("attributions")])
     if classes:
         measured = [c for c in classes.values() if c["render"].get("succeeded") is not None]
         beat = sum(1 for c in measured if c["render"]["succeeded"])
@@ -94,19 +102,18 @@ def write_site(content: SiteContent, manifest: dict) -> tuple[Path, list[Path]]:
                        f"{sum(1 for c in classes.values() if c['weak'])} are weak (marked): below it, or given "
                        "their class with under 50 % probability") if measured else None,
               problems=[p for p in problems.get("", []) if p.startswith("classes")])
-    _remove_stale_pages(folder, content, bool(attribution_images), bool(classes), units)
+    _remove_stale_pages(folder, content, names, bool(classes), units)
     index = write("index.html", "index.html", title=f"What {manifest['model']['spec']} has learned",
                   **_index_context(content, manifest, layer_links, others, figures))
     return index, units
 
 
-def _remove_stale_pages(folder: Path, content: SiteContent, attributions: bool, classes: bool, units: list[Path]) -> None:
+def _remove_stale_pages(folder: Path, content: SiteContent, attributions: list[str], classes: bool, units: list[Path]) -> None:
     """Pages of an earlier run that this one does not write (other layers or units, no classes):
     only those the gallery wrote (a user's own page stays)."""
-    written = {layer_page(layer) for layer in content.layers} | {"index.html"}
-    written |= {"attributions.html"} if attributions else set()
+    written = {layer_page(layer) for layer in content.layers} | {"index.html"} | set(attributions)
     written |= {"classes.html"} if classes else set()
-    for page in [*folder.glob("layer-*.html"), folder / "attributions.html", folder / "classes.html"]:
+    for page in [*folder.glob("layer-*.html"), *folder.glob("attributions*.html"), folder / "classes.html"]:
         if page.name not in written:
             files.remove_written(page)
     current = {path.resolve() for path in units}
@@ -121,13 +128,13 @@ def _remove_stale_pages(folder: Path, content: SiteContent, attributions: bool, 
 def _layer_context(content: SiteContent, layer: str, figures: list[dict], problems: list[str]) -> dict:
     row = content.row_of(layer)
     shown = content.shown.get(layer, [])
-    count = row.output_shape[0][0] if row is not None and row.output_shape and row.output_shape[0] else len(shown)
+    count = content.channels(layer)
     field = content.receptive_field(layer)
     intro = (f"{layer}: {row.type}, output {_shape_text(row.output_shape)}, {row.params:,} parameters"
              if row is not None else layer)
     intro += f"; receptive field {field}." if field else "."
     tiles = []
-    for channel in shown:
+    for channel in shown:  # channel order
         render = content.render(layer, channel)
         tiles.append({"channel": channel, "href": unit_page(layer, channel), "render": render,
                       "verdict": verdict(render)})
@@ -156,9 +163,10 @@ def _layer_context(content: SiteContent, layer: str, figures: list[dict], proble
 def _choice_text(shown: int, count: int, limit) -> str:
     if shown >= count:
         return f"All {count} units (channels) of this layer have a page."
+    how = ("as many as the render budget allows (--max-channels N for more)" if limit == "auto"
+           else f"--max-channels {limit}")
     return (f"{shown} of {count} units (channels) have a page: those with the strongest response to the images "
-            f"(the largest mean activation over one image), the same in every section; --max-channels "
-            f"({limit} now) sets how many.")
+            f"(the largest mean activation over one image), the same in every section; {how}.")
 
 
 def _index_context(content: SiteContent, manifest: dict, layer_links, others, figures) -> dict:
@@ -236,8 +244,10 @@ def _settings(content, manifest: dict) -> list[tuple[str, str]]:
         if name == "dream_image":
             value = display_name(value) if value is not None else (
                 f"{display_name(dreamed)} (the first image)" if dreamed else "the first image")
-        elif name in ("max_channels", "unit_renders") and value is None:
-            value = "all"
+        elif name in ("max_channels", "unit_renders", "max_classes"):
+            chosen = content.caps.get(name)
+            value = ("all" if value is None else f"auto: {'all' if chosen is None else chosen} within the budget"
+                     if value == "auto" else value)
         if isinstance(value, (list, tuple)):
             value = ", ".join(str(v) for v in value)
         settings.append((name.replace("_", " "), str(value)))

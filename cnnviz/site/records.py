@@ -134,3 +134,36 @@ def images_key(sources: list[str]) -> str:
         else:
             parts.append([spec])
     return hashlib.sha256(json.dumps(parts).encode()).hexdigest()
+
+
+def adopt_older_gallery(folder: Path) -> None:
+    """A gallery written before cnnviz kept its record of written files (``.cnnviz-written``):
+    its job records (``.cnnviz/``) prove it is one, so its pages, manifest and the files its
+    records list are taken into the record, and it is updated as before."""
+    if not (folder / RECORDS).is_dir() or (folder / files.RECORD).exists():
+        return
+    try:
+        json.loads((folder / "manifest.json").read_text())["cnnviz"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return
+    try:  # the layer pages are those its index links to (a user's own page.html stays theirs)
+        linked = set(re.findall(r'href="(layer-[^"/]+\.html)"', (folder / "index.html").read_text(errors="replace")))
+    except OSError:
+        linked = set()
+    units = set()
+    for page in sorted(linked | {"attributions.html"}):  # and the unit and attributions pages they link to
+        try:
+            units |= set(re.findall(r'href="(units/[^"/]+/\d+\.html|attributions-\d+\.html)"',
+                                    (folder / page).read_text(errors="replace")))
+        except OSError:
+            continue
+    for name in ("index.html", "manifest.json", "style.css", "attributions.html", "classes.html", *sorted(linked),
+                 *sorted(units)):
+        files.adopt(folder / name)
+    root = folder.resolve()
+    for record_path in (folder / RECORDS).glob("*.json"):
+        files.adopt(record_path)
+        for relative in recorded_files(read_record(record_path) or {}):
+            path = (folder / relative).resolve()
+            if relative.split("/")[0] in ("figures", "thumbs", "data") and root in path.parents:
+                files.adopt(folder / relative)

@@ -21,6 +21,16 @@ METHODS = ("gradient", "smoothgrad", "integrated_gradients", "guided_backprop", 
 IMAGES_PER_ATTRIBUTION_FIGURE = 4
 
 
+AUTO_CHANNELS, AUTO_UNIT_RENDERS = 128, 16  # the most units per layer, and units with every render, by default
+
+# The render budget of a default gallery, in activation values computed per optimisation step
+# (maximize.step_cost: a step's time follows it, about 4.5 ns per value on 2 CPU cores): the
+# channel renders of every shown unit may use CHANNEL_BUDGET (every unit of the built-in models
+# fits: builtin:photos needs 599 M), the neuron, negative and diverse renders what is left of
+# RENDER_BUDGET. A model whose renders cost more gets fewer units per layer, the strongest.
+CHANNEL_BUDGET, RENDER_BUDGET = 640e6, 1050e6
+AUTO_CLASSES, CLASS_BUDGET = 64, 120e6  # class renders: at most 64, within their own budget (per step, all classes)
+
 KERNEL_FIGURE_UNITS = 16  # a layer page's kernel figure: this many units at most (each unit page has its own)
 
 
@@ -59,9 +69,12 @@ class GallerySettings:
     renders, exemplars, maps and pages.
 
     Attributes:
-        max_channels: units per layer (``None`` for all).
+        max_channels: units per layer (``None`` for all); ``"auto"``: as many as a render budget
+            allows, at most 128 (every unit of the built-in models; fewer on a model whose renders
+            cost more, such as one taking 224 px images).
         unit_renders: units per layer (the strongest of those shown) that also get the neuron at
-            the centre, ``diverse`` different images and the negative render; ``None`` for all.
+            the centre, ``diverse`` different images and the negative render; ``None`` for all;
+            ``"auto"``: as many as the rest of the budget allows, at most 16.
         diverse: images of the diverse set of each of those units.
         exemplars: dataset exemplars per unit, of its largest values and of its smallest.
         steps: the most optimisation steps of a maximal-response image (each stops once it beats its
@@ -74,14 +87,16 @@ class GallerySettings:
             class names or indices (the same for every image).
         dream_image: the image Deep Dream changes (default: the first readable image).
         dream_octaves, dream_iterations: Deep Dream's octaves and steps per octave.
-        max_classes: class visualizations (the first classes); ``0`` for none.
+        max_classes: class visualizations (the first classes); ``0`` for none; ``"auto"``: as many
+            as their budget allows, at most 64 (every class of the built-in models; 28 of a
+            224-px MobileNetV3's).
         class_steps: optimisation steps of each class visualization.
         seed: the seed of every random choice.
         batch_size: images per forward pass for statistics and attributions.
     """
 
-    max_channels: int | None = 128
-    unit_renders: int | None = 16
+    max_channels: int | str | None = "auto"
+    unit_renders: int | str | None = "auto"
     diverse: int = 3
     exemplars: int = 8
     steps: int = 64
@@ -92,7 +107,7 @@ class GallerySettings:
     dream_image: str | None = None
     dream_octaves: int = 3
     dream_iterations: int = 8
-    max_classes: int = 64
+    max_classes: int | str = "auto"
     class_steps: int = 128
     seed: int = 0
     batch_size: int = 32
@@ -109,13 +124,44 @@ class GallerySettings:
             raise CnnvizError(f"exemplars is at most 64 per unit, not {self.exemplars}")
         for name in ("max_channels", "unit_renders"):
             value = getattr(self, name)
-            if value is not None and (not isinstance(value, int) or value < 0 or (name == "max_channels" and value < 1)):
-                raise CnnvizError(f"{name} must be at least {1 if name == 'max_channels' else 0} (or None for all), "
-                                  f"got {value!r}")
-        if not isinstance(self.max_classes, int) or self.max_classes < 0:
-            raise CnnvizError(f"max_classes must be 0 or more, got {self.max_classes!r}")
+            if value is not None and value != "auto" and (
+                    not isinstance(value, int) or isinstance(value, bool) or value < (1 if name == "max_channels" else 0)):
+                raise CnnvizError(f"{name} must be at least {1 if name == 'max_channels' else 0}, 'auto' (within the "
+                                  f"render budget) or None (all), got {value!r}")
+        if self.max_classes != "auto" and (not isinstance(self.max_classes, int) or self.max_classes < 0):
+            raise CnnvizError(f"max_classes must be 0 or more, or 'auto', got {self.max_classes!r}")
         unknown = [m for m in self.methods if m not in KNOWN]
         if unknown or not self.methods:
             raise CnnvizError(f"unknown attribution methods {unknown}; choose from {', '.join(KNOWN)}")
         if not self.classes or not all(isinstance(c, str) and c.strip() for c in self.classes):
             raise CnnvizError(f"classes takes {CLASS_CHOICES}; got {self.classes!r}")
+
+
+def within_budget(counts: dict[str, int], costs: dict[str, float], max_channels, unit_renders, diverse: int) -> dict:
+    """``max_channels`` and ``unit_renders`` as numbers (``None``: all), each ``"auto"`` one the most
+    units per layer whose renders fit the budget.
+
+    Args:
+        counts: each layer's channels; costs: each rendered layer's :func:`cnnviz.analyses.
+            feature_visualization.maximize.step_cost` (a unit's work per step).
+        max_channels, unit_renders: as :class:`GallerySettings` has them.
+        diverse: the diverse set's images (a unit's neuron, negative and diverse renders cost
+            ``2 + diverse`` of its channel render).
+
+    The channel renders of ``k`` units per layer (fewer where a layer has fewer) cost
+    ``sum(min(channels, k) * cost)``: ``"auto"`` takes the largest ``k`` up to 128 within
+    ``CHANNEL_BUDGET``, and for ``unit_renders`` the largest up to 16 whose other renders fit what
+    is left of ``RENDER_BUDGET``.
+    """
+    def spent(units: int, each: float = 1.0) -> float:
+        return each * sum(min(counts[layer], units) * cost for layer, cost in costs.items())
+
+    caps = {"max_channels": max_channels, "unit_renders": unit_renders}
+    if max_channels == "auto":
+        caps["max_channels"] = max([1] + [k for k in range(1, AUTO_CHANNELS + 1) if spent(k) <= CHANNEL_BUDGET])
+    shown = max(counts.values(), default=0) if caps["max_channels"] is None else caps["max_channels"]
+    if unit_renders == "auto":
+        left = RENDER_BUDGET - spent(shown)
+        caps["unit_renders"] = max([0] + [k for k in range(1, min(AUTO_UNIT_RENDERS, shown) + 1)
+                                          if spent(k, 2 + diverse) <= left])
+    return caps
