@@ -506,7 +506,8 @@ class _Builder(ClassJobs, Jobs):
         shown = []
         for figure in figures:
             figure = dict(figure)
-            if figure["kind"] == "maximize" and figure["layer"] in maxima and figure.get("channel") is not None:
+            if (figure["kind"] == "maximize" and figure.get("objective") == "channel" and figure["layer"] in maxima
+                    and figure.get("channel") is not None):  # the channel's own measure: its best mean over one image
                 figure["dataset_maximum"] = maxima[figure["layer"]]["mean_maximum"][figure["channel"]]
             shown.append(figure)
         return {
