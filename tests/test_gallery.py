@@ -455,6 +455,11 @@ def test_default_layers_and_errors(photo_folder, tmp_path):
         ({"steps": 0}, "steps must be"),
         ({"colour": "red"}, "the settings are"),
         ({"dream_image": str(tmp_path / "nope.png")}, "does not exist"),
+        ({"max_channels": "many"}, "max_channels must be at least 1, 'auto'"),
+        ({"unit_renders": -1}, "unit_renders must be at least 0"),
+        ({"max_classes": "lots"}, "max_classes must be 0 or more, or 'auto'"),
+        ({"exemplars": 65}, "exemplars is at most 64"),
+        ({"classes": ("chelsea", "unicorn")}, "'unicorn' is not a class of this model"),
     ]:
         arguments = {"images": str(photo_folder), "output": tmp_path / "out", **kwargs}
         with pytest.raises(CnnvizError, match=message):
@@ -463,6 +468,10 @@ def test_default_layers_and_errors(photo_folder, tmp_path):
     for arguments, fragment in [
         (["gallery", "--layer", "features.99", "-o", str(tmp_path / "cli")], "no layer 'features.99'"),
         (["gallery", "-i", str(empty), "-o", str(tmp_path / "cli")], "holds no files"),
+        (["gallery", "--max-channels", "lots", "-o", str(tmp_path / "cli")], "--max-channels"),
+        (["gallery", "--unit-renders", "-2", "-o", str(tmp_path / "cli")], "--unit-renders"),
+        (["gallery", "--max-classes", "all", "-o", str(tmp_path / "cli")], "--max-classes"),
+        (["gallery", "--classes", "top7", "-o", str(tmp_path / "cli")], "give top1 to top3"),
     ]:
         result = CliRunner().invoke(main, arguments)
         assert result.exit_code == 2 and len(result.stderr.splitlines()) == 1 and fragment in result.stderr, result.stderr

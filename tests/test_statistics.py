@@ -79,20 +79,16 @@ def test_statistics_equal_a_numpy_reference_on_240_images(model, population):
         assert got.half_range == expected["half_range"]
         np.testing.assert_array_equal(got.histogram, expected["histogram"])
         np.testing.assert_array_equal(got.dead, expected["positive"] == 0)
-        # exemplars: the top 5 images per channel, ties keeping the earlier image
-        top = expected["order"][:, :5]
-        np.testing.assert_array_equal(got.exemplar_images, top)
-        np.testing.assert_array_equal(got.exemplar_values, np.take_along_axis(expected["best"], top, 1))
-        where = np.take_along_axis(expected["argmax"], top, 1)
-        np.testing.assert_array_equal(got.exemplar_positions[..., 0], where // expected["width"])
-        np.testing.assert_array_equal(got.exemplar_positions[..., 1], where % expected["width"])
-        # and the bottom 5: the images with the smallest values, lowest first, where they are
-        bottom = expected["bottom_order"][:, :5]
-        np.testing.assert_array_equal(got.bottom_images, bottom)
-        np.testing.assert_array_equal(got.bottom_values, np.take_along_axis(expected["lowest"], bottom, 1))
-        where = np.take_along_axis(expected["argmin"], bottom, 1)
-        np.testing.assert_array_equal(got.bottom_positions[..., 0], where // expected["width"])
-        np.testing.assert_array_equal(got.bottom_positions[..., 1], where % expected["width"])
+        # exemplars: the top 5 images per channel and the bottom 5 (the smallest values, lowest
+        # first), ties keeping the earlier image, and where in the map each value is
+        for prefix, order, extreme, where in (("exemplar", "order", "best", "argmax"),
+                                              ("bottom", "bottom_order", "lowest", "argmin")):
+            picked = expected[order][:, :5]
+            np.testing.assert_array_equal(getattr(got, f"{prefix}_images"), picked)
+            np.testing.assert_array_equal(getattr(got, f"{prefix}_values"), np.take_along_axis(expected[extreme], picked, 1))
+            position = np.take_along_axis(expected[where], picked, 1)
+            np.testing.assert_array_equal(getattr(got, f"{prefix}_positions")[..., 0], position // expected["width"])
+            np.testing.assert_array_equal(getattr(got, f"{prefix}_positions")[..., 1], position % expected["width"])
         assert (got.bottom_values[:, 0] == got.minimum).all()
         summary = got.layer_summary()
         everything = activations(model, inputs, layer, 37)
