@@ -93,14 +93,20 @@ def save_image(pixels, path: str | os.PathLike) -> Path:
     return write_bytes(path, png_bytes(pixels))
 
 
-def png_bytes(pixels) -> bytes:
-    """A ``3 x H x W`` (or ``1 x H x W``) tensor in [0, 1] as the bytes of an 8-bit PNG."""
-    from PIL import Image
-
+def uint8_pixels(pixels) -> np.ndarray:
+    """A ``3 x H x W`` (or ``1 x H x W``) tensor in [0, 1] as an ``H x W x 3`` (``H x W``) uint8 array."""
     import torch
 
     array = (pixels.detach().float().cpu().clamp(0, 1) * 255).round().to(torch.uint8)
-    array = array[0].numpy() if array.shape[0] == 1 else array.permute(1, 2, 0).numpy()
+    return array[0].numpy() if array.shape[0] == 1 else array.permute(1, 2, 0).numpy()
+
+
+def png_bytes(pixels) -> bytes:
+    """A ``3 x H x W`` (or ``1 x H x W``) tensor in [0, 1], or an ``H x W x 3`` (``H x W``) uint8
+    array, as the bytes of an 8-bit PNG."""
+    from PIL import Image
+
+    array = pixels if isinstance(pixels, np.ndarray) else uint8_pixels(pixels)
     buffer = io.BytesIO()
     Image.fromarray(array).save(buffer, format="png")
     return buffer.getvalue()

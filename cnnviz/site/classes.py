@@ -185,7 +185,7 @@ class ClassJobs:
             example = examples.get(index)
             if example is not None:
                 path = f"figures/classes/example_{index}.jpg"
-                files.write_bytes(self.folder / path, pictures.jpeg(pictures.to_uint8(example["pixels"])))
+                files.write_bytes(self.folder / path, pictures.jpeg(files.uint8_pixels(example["pixels"])))
                 example = {"file": path, "image": example["image"], "probability": example["probability"]}
             data[str(index)] = {"name": self.class_name(index), "render": entry, "probability": chances[k],
                                 "example": example, "description": info.get(self.class_name(index)),

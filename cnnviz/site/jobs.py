@@ -72,7 +72,7 @@ class Jobs:
         result = activations(self.loaded, spec, self.layers)
         name, stem = display_name(spec), file_stem(spec)
         seen = f"figures/inputs/{stem}.jpg"
-        files.write_bytes(self.folder / seen, pictures.jpeg(pictures.to_uint8(result.image)))
+        files.write_bytes(self.folder / seen, pictures.jpeg(files.uint8_pixels(result.image)))
         figures = [{"file": seen, "thumbnail": seen, "kind": "input", "layer": None, "unit": None, "method": None,
                     "caption": f"{name} as the model sees it", "value_range": [0.0, 1.0], "settings": {"image": spec},
                     "image": spec}]

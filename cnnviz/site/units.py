@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from cnnviz.core.output import png_bytes, uint8_pixels
 from cnnviz.plots.style import DIVERGING, SEQUENTIAL
 
 CROP = 64  # exemplar crops are shown this many pixels wide
@@ -27,24 +28,12 @@ def jpeg(pixels: np.ndarray, quality: int = 90) -> bytes:
     return buffer.getvalue()
 
 
-def png(pixels: np.ndarray) -> bytes:
-    """An ``H x W x 3`` (or ``H x W``) uint8 array as PNG bytes (maps and kernels: exact colours)."""
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-def to_uint8(pixels: torch.Tensor) -> np.ndarray:
-    """``3 x H x W`` in [0, 1] as ``H x W x 3`` uint8."""
-    return (pixels.detach().float().cpu().clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
-
-
 def thumbnail(pixels: torch.Tensor) -> tuple[bytes, str]:
     """A render as a small picture for grids of units, and its file type: its own size up to
     128 px, shrunk beyond; JPEG, or PNG for a tiny one (a filter's few pixels, exact)."""
-    image = Image.fromarray(to_uint8(pixels))
+    image = Image.fromarray(uint8_pixels(pixels))
     if max(image.size) <= 24:
-        return png(np.asarray(image)), "png"
+        return png_bytes(np.asarray(image)), "png"
     if max(image.size) > THUMBNAIL:
         image.thumbnail((THUMBNAIL, THUMBNAIL), Image.Resampling.LANCZOS)
     return jpeg(np.asarray(image)), "jpg"
@@ -76,7 +65,7 @@ def exemplar_strip(images: list[torch.Tensor], boxes: list[tuple[int, int, int, 
     for index, (image, box) in enumerate(zip(images, boxes)):
         height, width = image.shape[1:]
         top, left, side = crop_around(box, (height, width))
-        patch = Image.fromarray(to_uint8(image[:, top:top + side, left:left + side]))
+        patch = Image.fromarray(uint8_pixels(image[:, top:top + side, left:left + side]))
         patch = patch.resize((CROP, CROP), Image.Resampling.LANCZOS if side > CROP else Image.Resampling.BICUBIC)
         x = index * (CROP + GAP)
         strip[:, x:x + CROP] = np.asarray(patch)
@@ -110,7 +99,7 @@ def colours(values: np.ndarray, low: float, high: float, signed: bool) -> np.nda
 def map_tile(values: np.ndarray, limit: float, signed: bool) -> bytes:
     """One activation map (``H x W``) at its own size as PNG, on the scale ``limit`` (the largest
     absolute value of the layer on that image, for every channel alike)."""
-    return png(colours(values.astype(np.float64), 0.0, limit, signed))
+    return png_bytes(colours(values.astype(np.float64), 0.0, limit, signed))
 
 
 def kernel_image(weight: torch.Tensor, colour: bool) -> tuple[bytes, float]:
@@ -120,7 +109,7 @@ def kernel_image(weight: torch.Tensor, colour: bool) -> tuple[bytes, float]:
     weight = weight.detach().float().cpu()
     scale = float(weight.abs().max()) or 1e-12
     if colour:
-        pixels = ((weight / (2 * scale) + 0.5).clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+        pixels = uint8_pixels(weight / (2 * scale) + 0.5)
     else:
         inputs, height, width = weight.shape
         columns = math.ceil(math.sqrt(inputs))
@@ -131,7 +120,7 @@ def kernel_image(weight: torch.Tensor, colour: bool) -> tuple[bytes, float]:
             tiled[r * (height + 1):r * (height + 1) + height, c * (width + 1):c * (width + 1) + width] = weight[index].numpy()
         pixels = colours(tiled, 0.0, scale, signed=True)
     factor = max(1, 160 // max(pixels.shape[:2]))
-    return png(np.repeat(np.repeat(pixels, factor, axis=0), factor, axis=1)), scale
+    return png_bytes(np.repeat(np.repeat(pixels, factor, axis=0), factor, axis=1)), scale
 
 
 def histogram_svg(counts: list[int], low: float, high: float, marks: list[tuple[str, float, str]],
