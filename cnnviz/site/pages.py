@@ -72,15 +72,11 @@ def write_site(content: SiteContent, manifest: dict) -> tuple[Path, list[Path]]:
 
     units = []
     for position, layer in enumerate(content.layers):
-        pager = {"previous": layer_links[position - 1] if position else None,
-                 "next": layer_links[position + 1] if position + 1 < len(layer_links) else None}
-        write(layer_page(layer), "layer.html", title=f"Layer {layer}", pager=pager,
+        write(layer_page(layer), "layer.html", title=f"Layer {layer}", pager=_around(layer_links, position),
               **_layer_context(content, layer, figures, problems.get(layer, [])))
         shown = content.shown.get(layer, [])
         for place, channel in enumerate(shown):
-            neighbours = {"previous": shown[place - 1] if place else None,
-                          "next": shown[place + 1] if place + 1 < len(shown) else None}
-            context = unit_context(content, layer, channel, position, neighbours)
+            context = unit_context(content, layer, channel, position, _around(shown, place))
             units.append(write(unit_page(layer, channel), "unit.html", title=f"{layer}:{channel}", **context))
     names = attribution_pages(len(attribution_images)) if attribution_images else []
     if attribution_images:
@@ -89,9 +85,9 @@ def write_site(content: SiteContent, manifest: dict) -> tuple[Path, list[Path]]:
         links = [{"href": name, "label": f"images {k * ATTRIBUTIONS_PER_PAGE + 1}-"
                   f"{min((k + 1) * ATTRIBUTIONS_PER_PAGE, len(attribution_images))}"} for k, name in enumerate(names)]
         for k, name in enumerate(names):  # a page per 12 images, so that no page grows heavy
-            pager = {"previous": links[k - 1] if k else None, "next": links[k + 1] if k + 1 < len(links) else None}
             write(name, "attributions.html", title="Attributions" + (f" ({links[k]['label']})" if len(names) > 1 else ""),
-                  images=attribution_images[k * ATTRIBUTIONS_PER_PAGE:(k + 1) * ATTRIBUTIONS_PER_PAGE], pager=pager,
+                  images=attribution_images[k * ATTRIBUTIONS_PER_PAGE:(k + 1) * ATTRIBUTIONS_PER_PAGE],
+                  pager=_around(links, k),
                   methods=content.settings.methods, classes=", ".join(content.settings.classes), skipped=skipped,
                   problems=[p for p in problems.get("", []) if p.startswith("attributions")])
     if classes:
@@ -106,6 +102,11 @@ def write_site(content: SiteContent, manifest: dict) -> tuple[Path, list[Path]]:
     index = write("index.html", "index.html", title=f"What {manifest['model']['spec']} has learned",
                   **_index_context(content, manifest, layer_links, others, figures))
     return index, units
+
+
+def _around(items: list, place: int) -> dict:
+    """The items before and after ``items[place]`` (``None`` at either end): a page's pager."""
+    return {"previous": items[place - 1] if place else None, "next": items[place + 1] if place + 1 < len(items) else None}
 
 
 def _remove_stale_pages(folder: Path, content: SiteContent, attributions: list[str], classes: bool, units: list[Path]) -> None:
