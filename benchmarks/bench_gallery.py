@@ -66,7 +66,7 @@ def main() -> None:
     for name in options.models:
         if name == "timm":
             try:
-                import timm  # noqa: F401
+                import timm
             except ImportError:
                 print(f"{name:<15} skipped: timm is not installed")
                 continue
@@ -74,7 +74,6 @@ def main() -> None:
             site = Path(folder) / "gallery"
             arguments = list(MODELS[name])
             if name == "timm":  # random weights, the same in both runs (each load would draw new ones)
-                import timm
                 import torch
 
                 torch.manual_seed(0)

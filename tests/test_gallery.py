@@ -131,6 +131,23 @@ def test_pages_manifest_and_figures(built, photo_folder):
     assert attributions["method"] == ["gradient", "gradcam"] and set(attributions["method_ranges"]) == {"gradient", "gradcam"}
 
 
+def test_every_link_and_image_resolves_with_relative_paths(built):
+    _, site, output, _ = built
+    pages = sorted(output.rglob("*.html"))
+    assert len(pages) == 5 + len(site.units)
+    index = (output / "index.html").read_text()
+    assert "receptive field" in index and "<td>5 /1 @-2</td>" in index  # features.3's, in the layer table
+    for page in pages:
+        parser = Links()
+        parser.feed(page.read_text())
+        assert parser.images, page.name
+        for target in parser.links + parser.images:
+            assert not urlparse(target).scheme and not target.startswith("/"), (page.name, target)
+            assert (page.parent / unquote(target.split("#")[0])).is_file(), (page.name, target)
+        text = page.read_text()
+        assert str(output) not in text  # no absolute paths: the folder can be moved or zipped
+
+
 def test_one_rule_for_the_units_every_section_shows(built, photo_folder):
     """The two units of each layer with the strongest response to the images have a page, and
     the same two have renders, maps, exemplars and kernels; the strongest of them (unit_renders=1)

@@ -6,7 +6,7 @@ import hashlib
 import json
 import os
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -351,7 +351,6 @@ class _Builder(ClassJobs, Jobs):
         first ``max_channels`` shown (in channel order), the first ``unit_renders`` of those also
         rendered as a neuron, a diverse set and negatively; ``"auto"`` takes as many as the render
         budget allows (:data:`cnnviz.site.settings.CHANNEL_BUDGET`)."""
-        s = self.settings
         measured = self.records.get("statistics", {}).get("data", {}).get("layers", {})
         counts = {layer: self.channels_of(layer) for layer in self.layers}
         self.shown, self.ranking, self.extra = {}, {}, {}

@@ -19,7 +19,7 @@ import torch
 from cnnviz import plots
 from cnnviz.analyses.attribution import attributions
 from cnnviz.analyses.feature_visualization.maximize import maximize
-from cnnviz.analyses.predictions import dense_positions, predict
+from cnnviz.analyses.predictions import predict
 from cnnviz.core import output as files
 from cnnviz.core.probe import capture
 from cnnviz.core.softmax import as_probabilities
