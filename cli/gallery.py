@@ -72,6 +72,7 @@ def gallery(loaded, images, layers, max_channels, unit_renders, diverse, exempla
     from tqdm import tqdm
 
     import cnnviz
+    from cnnviz.core import distributed
 
     bars: list = []
 
@@ -86,17 +87,21 @@ def gallery(loaded, images, layers, max_channels, unit_renders, diverse, exempla
     if classes_shown is None:
         raise click.BadParameter(f"{max_classes!r} is not a number of classes or auto", param_hint="--max-classes")
     try:
-        site = cnnviz.gallery(
-            loaded, list(images) or "samples", chosen_layers or None, output, force=force, progress=progress,
-            max_channels=channels, unit_renders=renders, diverse=diverse, exemplars=exemplars, steps=steps, class_steps=class_steps, max_classes=classes_shown,
-            activation_images=activation_images, attribution_images=attribution_images,
-            methods=tuple(m.strip() for m in methods.split(",") if m.strip()),
-            classes=tuple(c.strip() for c in classes.split(",") if c.strip()), dream_image=dream_image, dream_octaves=dream_octaves,
-            dream_iterations=dream_iterations, seed=seed,
-        )
+        with distributed.launched(loaded):  # under torchrun the ranks share the jobs; rank 0 writes
+            rank = distributed.rank_and_size()[0]
+            site = cnnviz.gallery(
+                loaded, list(images) or "samples", chosen_layers or None, output, force=force, progress=progress,
+                max_channels=channels, unit_renders=renders, diverse=diverse, exemplars=exemplars, steps=steps,
+                class_steps=class_steps, max_classes=classes_shown, activation_images=activation_images,
+                attribution_images=attribution_images, methods=tuple(m.strip() for m in methods.split(",") if m.strip()),
+                classes=tuple(c.strip() for c in classes.split(",") if c.strip()), dream_image=dream_image,
+                dream_octaves=dream_octaves, dream_iterations=dream_iterations, seed=seed,
+            )
     finally:
         for bar in bars:
             bar.close()
+    if rank != 0:
+        return  # rank 0 says it
     for line in site.failed:
         note(f"not shown: {line}")
     click.echo(f"wrote {site.index} ({len(site.units)} unit pages, {len(site.figures)} figures; {site.done} jobs run, "

@@ -114,9 +114,9 @@ def stats(loaded, images, layers, batch_size, top_k, bins, workers, output) -> N
 
     with distributed.launched(loaded):
         rank, size = distributed.rank_and_size()
-        # under torchrun each rank streams its share; rank 0 shows its own and writes everything
-        total = len(shard_images(images, rank, size, batch_size))
-        desc = "statistics" if size == 1 else f"statistics (rank 0's {total} of the images, {size} ranks)"
+        # under torchrun each rank streams its share; rank 0 shows them all and writes everything
+        total = len(shard_images(images, 0, 1, batch_size))
+        desc = "statistics" if size == 1 else f"statistics ({size} ranks)"
         with tqdm(total=total, unit="image", desc=desc, disable=None if rank == 0 else True, leave=False) as bar:
             result = cnnviz.statistics(loaded, images, list(layers), batch_size=batch_size, top_k=top_k, bins=bins,
                                        progress=bar.update, workers=workers)

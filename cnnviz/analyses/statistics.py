@@ -23,6 +23,7 @@ Example::
 """
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -347,11 +348,15 @@ def statistics(
     # inside a process group each rank takes its share of the images (whole batches: one process's
     # sums), listed inside together() so that a folder one machine lacks stops every rank; the
     # shares' statistics are merged in rank order (one process: its one part)
+    # rank 0's progress shows every rank's images (their counts meet in the group's store)
+    shown = distributed.SharedProgress(progress) if size > 1 else progress
+
     def this_ranks_part():
         share = images if size == 1 else shard_images(images, rank, size, batch_size)
-        return _gather(model, share, refs, batch_size, bins, top_k, near_zero, progress, workers)
+        return _gather(model, share, refs, batch_size, bins, top_k, near_zero, shown, workers)
 
-    parts = distributed.together(this_ranks_part)
+    with shown if size > 1 else contextlib.nullcontext():
+        parts = distributed.together(this_ranks_part)
     skipped = [name for _, names in parts for name in names]
     result = None
     for part, _ in parts:

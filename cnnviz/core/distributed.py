@@ -14,7 +14,10 @@ environment, :func:`launched`); a Python caller inside a group it made itself ge
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
+import threading
+import time
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -26,7 +29,12 @@ from cnnviz.errors import CnnvizError
 T = TypeVar("T")
 
 #: the commands that share their work between the processes torchrun starts
-SHARDED_COMMANDS = ("stats", "maximize")
+SHARDED_COMMANDS = ("stats", "maximize", "gallery")
+
+_local = threading.local()
+_keys = itertools.count()  # every rank makes the same calls in the same order: the same keys
+#: how long rank 0 waits for the others' progress without news before it just waits for their results
+QUIET_SECONDS = 120.0
 
 
 class RankFailed(CnnvizError):
@@ -34,10 +42,30 @@ class RankFailed(CnnvizError):
 
 
 def rank_and_size() -> tuple[int, int]:
-    """This process's rank and the group's size; ``(0, 1)`` outside a process group."""
+    """This process's rank and the group's size; ``(0, 1)`` outside a process group, and inside
+    :func:`alone` (work one rank does by itself)."""
+    if getattr(_local, "alone", False):
+        return 0, 1
+    return group_rank_and_size()
+
+
+def group_rank_and_size() -> tuple[int, int]:
+    """The rank and size of the process group, also inside :func:`alone`."""
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
+
+
+@contextlib.contextmanager
+def alone():
+    """Inside, this rank works by itself: :func:`rank_and_size` is ``(0, 1)``, so a cnnviz call
+    does its whole work here and waits for no other rank (a gallery job that one rank was given)."""
+    before = getattr(_local, "alone", False)
+    _local.alone = True
+    try:
+        yield
+    finally:
+        _local.alone = before
 
 
 def part(count: int, rank: int, size: int) -> range:
@@ -65,15 +93,17 @@ def together(work: Callable[[], T]) -> list[T]:
             error (the lowest failing rank's; the others are counted), or the error alone when
             every rank had the same.
     """
-    size = rank_and_size()[1]
+    rank, size = rank_and_size()
     if size == 1:
         return [work()]
+    done = f"cnnviz/done/{next(_keys)}"
     try:
         outcome = (True, work())
     except CnnvizError as error:
         outcome = (False, str(error))
     except Exception as error:  # a bug on one rank must still stop the others, not leave them waiting
         outcome = (False, f"{type(error).__name__}: {error}")
+    _wait_showing_progress(done, rank, size)
     outcomes: list = [None] * size
     dist.all_gather_object(outcomes, outcome)
     failed = [(r, message) for r, (ok, message) in enumerate(outcomes) if not ok]
@@ -84,6 +114,97 @@ def together(work: Callable[[], T]) -> list[T]:
         others = f" (and {len(failed) - 1} more ranks)" if len(failed) > 1 else ""
         raise RankFailed(f"rank {first} of {size} failed{others}: {message}")
     return [value for _, value in outcomes]
+
+
+def gathered(value: T) -> list[T] | None:
+    """Every rank's ``value`` on rank 0 (in rank order), ``None`` on the others: what only rank
+    0 writes (the files of the jobs other ranks ran) does not travel to every rank."""
+    rank, size = rank_and_size()
+    if size == 1:
+        return [value]
+    values: list | None = [None] * size if rank == 0 else None
+    dist.gather_object(value, values, dst=0)
+    return values
+
+
+def from_first(work: Callable[[], T]) -> T:
+    """Run ``work`` on rank 0 alone and hand every rank its result (or its error, as :func:`together`)."""
+    rank = rank_and_size()[0]
+    return together(lambda: work() if rank == 0 else None)[0]
+
+
+class SharedProgress:
+    """The progress of the whole group shown by rank 0's callback: every rank adds the work it did
+    to a counter in the group's store (torchrun's, or whatever ``init_process_group`` was given),
+    and rank 0 passes on what all of them did. Every rank must make one, in the same order (they
+    are told apart by a running number); outside a group, or without a store, it is ``update``.
+    While it is entered (``with``), rank 0 keeps it moving as it waits for the others in
+    :func:`together`."""
+
+    def __init__(self, update: Callable[[int], object] | None):
+        self.update = update
+        self.rank, self.size = rank_and_size()
+        self.key = f"cnnviz/progress/{next(_keys)}" if self.size > 1 else ""
+        self.store = _store() if self.size > 1 else None
+        self.shown = 0
+
+    def __call__(self, amount: int) -> None:
+        if self.store is None:
+            if self.update is not None and self.rank == 0:
+                self.update(amount)
+            return
+        self._show(self.store.add(self.key, int(amount)))
+
+    def refresh(self) -> None:
+        """Show what the other ranks have done since (rank 0, while it waits for them)."""
+        if self.store is not None and self.rank == 0:
+            self._show(self.store.add(self.key, 0))
+
+    def _show(self, total: int) -> None:
+        if self.rank == 0 and self.update is not None and total > self.shown:
+            self.update(total - self.shown)
+            self.shown = total
+
+    def __enter__(self) -> SharedProgress:
+        _local.__dict__.setdefault("progress", []).append(self)
+        return self
+
+    def __exit__(self, *_) -> None:
+        _local.progress.remove(self)
+
+
+def _store():
+    """The process group's key-value store (``None`` where torch does not say)."""
+    try:
+        return dist.distributed_c10d._get_default_store()
+    except (AttributeError, RuntimeError, ValueError):
+        return None
+
+
+def _wait_showing_progress(done: str, rank: int, size: int) -> None:
+    """Before the results are exchanged, rank 0 shows the others' progress until every rank has
+    finished its work (or nothing has moved for :data:`QUIET_SECONDS`: it then simply waits)."""
+    bars = getattr(_local, "progress", [])
+    store = _store() if bars else None
+    if store is None:
+        return
+    try:
+        finished = store.add(done, 1)
+        quiet_since, last = time.monotonic(), None
+        while rank == 0 and finished < size:
+            for bar in bars:
+                bar.refresh()
+            state = (finished, tuple(bar.shown for bar in bars))
+            if state != last:
+                quiet_since, last = time.monotonic(), state
+            elif time.monotonic() - quiet_since > QUIET_SECONDS:
+                break
+            time.sleep(0.1)
+            finished = store.add(done, 0)
+        for bar in bars:
+            bar.refresh()
+    except RuntimeError:  # a store that went away: the exchange itself will say what happened
+        return
 
 
 def torchrun_size() -> int:

@@ -35,10 +35,30 @@ import numpy as np
 from cnnviz.errors import CnnvizError
 
 
+_capturing = threading.local()
+
+
+@contextlib.contextmanager
+def captured():
+    """Inside, the files cnnviz writes are kept in the dict this yields (absolute path -> bytes)
+    instead of written: the work of a rank whose files rank 0 writes (:mod:`cnnviz.core.distributed`)."""
+    before = getattr(_capturing, "files", None)
+    _capturing.files = {}
+    try:
+        yield _capturing.files
+    finally:
+        _capturing.files = before
+
+
 def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     """Write ``data`` to ``path`` atomically (folders are created). A file cnnviz wrote that
-    already holds exactly ``data`` is left as it is (a re-run changes nothing on disk)."""
+    already holds exactly ``data`` is left as it is (a re-run changes nothing on disk). Inside
+    :func:`captured`, kept in memory instead."""
     target = Path(path).expanduser()
+    kept = getattr(_capturing, "files", None)
+    if kept is not None:
+        kept[str(target.absolute())] = bytes(data)
+        return target
     if _holds(target, data):
         return target
     return _atomic(target, lambda handle: handle.write(data))

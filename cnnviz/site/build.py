@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from cnnviz.core.version import __version__
+from cnnviz.core import distributed
 from cnnviz.core import output as files
 from cnnviz.errors import CnnvizError, CnnvizWarning
 from cnnviz.inputs.images import image_sources, open_image
@@ -117,6 +118,8 @@ def gallery(
 
 
 INPUTS = "data/inputs"  # where images given as tensors or PIL images are kept, as PNG files
+#: the stages whose jobs every rank of a process group runs together (their analyses share the work)
+COLLECTIVE_STAGES = ("statistics", "maximize", "renders", "classes")
 
 
 def _image_specs(images, folder: Path, channels: int) -> tuple[list, dict[str, bytes]]:
@@ -175,6 +178,23 @@ class _Builder(ClassJobs, Jobs):
         self.loaded, self.settings, self.force = loaded, settings, force
         self.module, self.class_names = unwrap(loaded)
         self.progress = progress
+        # inside a process group (torchrun) every rank makes the same plan (a mistake every rank
+        # makes is said once); rank 0 alone reads and writes the folder, and the others hand it
+        # what they made (see _run_stage)
+        self.rank, self.ranks = distributed.group_rank_and_size()
+        self.writer = self.rank == 0
+        in_memory = distributed.together(lambda: self._plan(images, layers, folder))[self.rank]
+        self.folder = Path(folder).expanduser()
+        distributed.from_first(lambda: self._prepare_folder(folder, in_memory))
+        self.model_key = model_key(loaded)
+        self.images_key = images_key(self.sources)
+        self.done = self.reused = 0
+        self.failed: list[str] = []
+        self.records: dict[str, dict] = {}
+
+    def _plan(self, images, layers, folder: Path) -> dict[str, bytes]:
+        """The layers and images, checked; the images given in memory, to be kept as files."""
+        loaded, settings = self.loaded, self.settings
         try:  # the layer table with each layer's theoretical receptive field, when it can be found
             self.table = layer_table(loaded, receptive_fields=True)
         except CnnvizError:
@@ -194,6 +214,11 @@ class _Builder(ClassJobs, Jobs):
         if settings.dream_image is not None:
             open_image(settings.dream_image)
         self.check_classes()  # a class name that is not the model's: said now, not on the attributions page
+        return in_memory
+
+    def _prepare_folder(self, folder: Path, in_memory: dict[str, bytes]) -> None:
+        """Check the folder can take the gallery and keep the images given in memory there."""
+        settings = self.settings
         self.folder = files.output_folder(folder)
         adopt_older_gallery(self.folder)
         # a user's own index.html (or manifest, or page) in the folder is refused before any work
@@ -209,11 +234,6 @@ class _Builder(ClassJobs, Jobs):
         for stale in sorted((self.folder / INPUTS).glob("*.png")):  # those of an earlier run's images
             if os.path.realpath(stale) not in wanted:
                 files.remove_written(stale)
-        self.model_key = model_key(loaded)
-        self.images_key = images_key(self.sources)
-        self.done = self.reused = 0
-        self.failed: list[str] = []
-        self.records: dict[str, dict] = {}
 
     # -- choosing ---------------------------------------------------------------------------
 
@@ -278,7 +298,8 @@ class _Builder(ClassJobs, Jobs):
     # -- the run ------------------------------------------------------------------------------
 
     def run(self) -> Gallery:
-        remove_partial_files(self.folder)
+        if self.writer:
+            remove_partial_files(self.folder)
         s = self.settings
         hooked = not self.scripted  # a TorchScript model: only what needs no hook inside it
         # the statistics come first: they rank the units that every other section shows
@@ -304,6 +325,10 @@ class _Builder(ClassJobs, Jobs):
         if classes:
             self._run_stage("classes", [("classes", {"classes": classes, "images": self.images_key},
                                          lambda: self.classes_job(classes), len(classes) * s.class_steps)])
+        return distributed.from_first(self._write_site)  # rank 0 writes; every rank returns the same
+
+    def _write_site(self) -> Gallery:
+        """The manifest and the pages (and what no job of this run made any more, removed)."""
         self._remove_stale_jobs()
         figures = [figure for record in self.records.values() for figure in record["figures"]]
         manifest = self._manifest(figures)
@@ -398,45 +423,115 @@ class _Builder(ClassJobs, Jobs):
             return [str(why)] * (len(self.layers) - 1)
 
     def _run_stage(self, stage: str, jobs) -> None:
+        """Run a stage's jobs, reusing those whose key has not changed. Inside a process group
+        (torchrun), a stage of :data:`COLLECTIVE_STAGES` runs each job on every rank (its
+        analysis shares its own work: the images of the statistics, the units of the renders,
+        and rank 0 draws and writes); any other stage's jobs are dealt out to the ranks, each
+        running its own alone, and rank 0 writes what they made. Rank 0 decides what is reused
+        and keeps the records; every rank ends the stage with the same records."""
         total = sum(work for *_, work in jobs)
-        update = self.progress(stage, total) if self.progress is not None and jobs else None
-        for name, inputs, work_function, work in jobs:
-            key = self._key(name, inputs)
-            record_path = self.folder / RECORDS / f"{file_stem(name)}.json"
-            previous = read_record(record_path) or {}
-            record = None if self.force else previous
-            if record and record.get("key") == key and not record.get("error") and all(
-                (self.folder / path).is_file() for path in recorded_files(record)
-            ):
-                self.reused += 1
-                if update is not None:
-                    update(work)
-            else:
-                self._stage_update = update
-                # the old record goes first: a job interrupted while it overwrites its files must
-                # not leave a record that a later run would trust
-                record_path.unlink(missing_ok=True)
-                try:
-                    figures, data = work_function()
-                    error = None
-                except CnnvizError as failure:
-                    figures, data, error = [], {}, str(failure)
-                except Exception as failure:  # a bug in one figure: report it, write the rest
-                    figures, data = [], {}
-                    error = f"internal error: {type(failure).__name__}: {failure} (please report it)"
-                written = {path for f in figures for path in (f["file"], f["thumbnail"])} | set(data.pop("written", []))
-                record = {"key": key, "job": name, "figures": figures, "data": data, "error": error,
-                          "files": sorted(written)}
-                if error is None:  # failures are retried by the next run, never reused
-                    files.write_json(record_path, record)
-                # what the job wrote last time and not this time (fewer channels, say) is stale
-                remove_written(self.folder, recorded_files(previous) - written)
-                self.done += 1
+        bar = self.progress(stage, total) if self.progress is not None and jobs and self.writer else None
+        update = distributed.SharedProgress(bar) if self.ranks > 1 else bar
+        self._stage_update = update
+        reused = distributed.from_first(lambda: self._reusable(jobs))
+        for name, _, _, work in jobs:
+            if name in reused and update is not None and self.writer:
+                update(work)
+        to_run = [job for job in jobs if job[0] not in reused]
+        if self.ranks == 1:
+            results = {name: self._attempt(work_function) for name, _, work_function, _ in to_run}
+        elif stage in COLLECTIVE_STAGES:
+            with update:
+                results = {name: self._attempt(work_function) for name, _, work_function, _ in to_run}
+        else:
+            with update:
+                results = self._dealt_out(to_run)
+        records = distributed.from_first(lambda: self._keep(jobs, reused, results))
+        for name, *_ in jobs:
+            record = records[name]
             if record.get("error"):
                 self.failed.append(f"{name}: {record['error']}")
             self.records[name] = record
-        if update is not None and hasattr(update, "__self__") and hasattr(update.__self__, "close"):
-            update.__self__.close()
+        self._stage_update = None
+        if bar is not None and hasattr(getattr(bar, "__self__", None), "close"):
+            bar.__self__.close()
+
+    def _reusable(self, jobs) -> dict[str, dict]:
+        """The records of the jobs whose key and files are as they were (none with ``force``).
+        The others' records are put aside (:attr:`_previous`, for the files they no longer
+        make) and removed: a job interrupted while it overwrites its files must not leave a
+        record that a later run would trust."""
+        reused = {}
+        self._previous = {}
+        for name, inputs, _, _ in jobs:
+            record_path = self.folder / RECORDS / f"{file_stem(name)}.json"
+            previous = read_record(record_path) or {}
+            record = None if self.force else previous
+            if record and record.get("key") == self._key(name, inputs) and not record.get("error") and all(
+                (self.folder / path).is_file() for path in recorded_files(record)
+            ):
+                reused[name] = record
+            else:
+                self._previous[name] = previous
+                record_path.unlink(missing_ok=True)
+        return reused
+
+    @staticmethod
+    def _attempt(work_function) -> tuple[list, dict, str | None]:
+        """A job's ``(figures, data, error)``: a job that fails is reported on its page, the rest go on."""
+        try:
+            figures, data = work_function()
+            return figures, data, None
+        except CnnvizError as failure:
+            return [], {}, str(failure)
+        except Exception as failure:  # a bug in one figure: report it, write the rest
+            return [], {}, f"internal error: {type(failure).__name__}: {failure} (please report it)"
+
+    def _dealt_out(self, jobs) -> dict[str, tuple]:
+        """Jobs dealt out to the ranks (the largest first, each to the rank with the least work so
+        far), each run alone by its rank with its files kept in memory; rank 0 gets every result
+        and its files, the others an empty dict."""
+        load = [0] * self.ranks
+        mine = []
+        for name, _, work_function, work in sorted(jobs, key=lambda job: -job[3]):
+            rank = min(range(self.ranks), key=lambda r: (load[r], r))
+            load[rank] += max(work, 1)
+            if rank == self.rank:
+                mine.append((name, work_function))
+        results, here = {}, self.folder.absolute()
+        with distributed.alone():
+            for name, work_function in mine:
+                with files.captured() as made:
+                    figures, data, error = self._attempt(work_function)
+                made = {os.path.relpath(path, here).replace(os.sep, "/"): content for path, content in made.items()}
+                results[name] = (figures, data, error, made)
+        everything = distributed.gathered(results)
+        return {} if everything is None else {name: result for part in everything for name, result in part.items()}
+
+    def _keep(self, jobs, reused: dict[str, dict], results: dict[str, tuple]) -> dict[str, dict]:
+        """Rank 0: write what the jobs made (the files other ranks made, the records) and remove
+        what they no longer make; the stage's records."""
+        records = {}
+        for name, inputs, _, _ in jobs:
+            if name in reused:
+                self.reused += 1
+                records[name] = reused[name]
+                continue
+            figures, data, error, *made = results[name]
+            written = {path for f in figures for path in (f["file"], f["thumbnail"])} | set(data.pop("written", []))
+            for path, content in (made[0] if made else {}).items():  # what the job made on its rank
+                files.write_bytes(self.folder / path, content)
+            record_path = self.folder / RECORDS / f"{file_stem(name)}.json"
+            previous = self._previous.get(name, {})
+            record = {"key": self._key(name, inputs), "job": name, "figures": figures, "data": data, "error": error,
+                      "files": sorted(written)}
+            if error is None:  # failures are retried by the next run, never reused
+                files.write_json(record_path, record)
+            # what the job wrote last time and not this time (fewer channels, say) is stale
+            remove_written(self.folder, recorded_files(previous) - written)
+            self.done += 1
+            records[name] = record
+        return records
 
     def _remove_stale_jobs(self) -> None:
         """Records of jobs this run no longer has (a layer no longer shown, fewer images), and the

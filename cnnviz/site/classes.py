@@ -174,6 +174,8 @@ class ClassJobs:
         rendering = maximize(self.loaded, "logits", channels=classes, steps=s.class_steps, seed=s.seed,
                              size=tuple(self.loaded.preprocessing.input_size), reference=self._reference_images(),
                              progress=lambda n: self._tick(n))
+        if not self.writer:  # in a process group every rank rendered its share of the classes; rank 0 writes
+            return [], {}
         inputs = self.loaded.preprocessing.normalize(rendering.images)
         chances = probabilities_of(self.loaded, inputs, classes)
         figures, shown = self._renders(rendering, "figures/classes", "class")

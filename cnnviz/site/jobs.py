@@ -42,6 +42,8 @@ class Jobs:
         s = self.settings
         stats = statistics(self.loaded, self.images, self.layers, batch_size=s.batch_size, top_k=s.exemplars,
                            progress=self._tick)
+        if not self.writer:  # in a process group every rank measured its share; rank 0 draws and writes
+            return [], {}
         report = reports.statistics(stats)
         files.write_npz(self.folder / "data" / "stats.npz", report.arrays["stats.npz"])
         paths = {"histograms": lambda item: "figures/statistics/histograms.png",
@@ -104,6 +106,8 @@ class Jobs:
         s = self.settings
         rendering = maximize(self.loaded, layer, channels=channels, steps=s.steps, seed=s.seed,
                              reference=self._reference_images(), progress=lambda n: self._tick(n))
+        if not self.writer:  # in a process group every rank rendered its share; rank 0 writes them all
+            return [], {}
         figures, units = self._renders(rendering, unit_folder(layer), "channel")
         return figures, {"size": rendering.settings["size"], "summary": rendering.summary(), "units": units}
 
@@ -119,6 +123,8 @@ class Jobs:
             if not chosen:
                 continue
             rendering = maximize(self.loaded, layer, channels=chosen, **common, **options)
+            if not self.writer:  # in a process group: rank 0 writes every rank's renders
+                continue
             placed, rendered = self._renders(rendering, unit_folder(layer), kind)
             figures += placed
             summaries[kind] = rendering.summary()

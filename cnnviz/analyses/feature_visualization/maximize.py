@@ -274,11 +274,12 @@ def maximize(
     rank, size_of_group = distributed.rank_and_size()
     if objective is not None:  # one batch, its images optimised together (diversity): every rank renders it
         size_of_group = 1
+    set_progress_total(progress, len(rows) * steps)  # every rank's: rank 0 shows the whole group's progress
     if size_of_group > 1:
         units = list(dict.fromkeys(plan.groups[row] for row in rows))
         mine = {units[k] for k in distributed.share(len(units), rank, size_of_group, chunk // diverse)}
         rows = [row for row in rows if plan.groups[row] in mine]
-    set_progress_total(progress, len(rows) * steps)
+        progress = distributed.SharedProgress(progress)
 
     def render_rows() -> dict:
         rendered = {}
@@ -294,7 +295,11 @@ def maximize(
     # allocator is left as the caller has it (the cnnviz command keeps freed memory in its own
     # process; in Python, wrap the call in cnnviz.reuse_freed_memory())
     with torch.inference_mode(False), torch.enable_grad():
-        shares = distributed.together(render_rows) if size_of_group > 1 else [render_rows()]
+        if size_of_group > 1:
+            with progress:
+                shares = distributed.together(render_rows)
+        else:
+            shares = [render_rows()]
         for rendered in shares:
             for row, (image, taken, how) in rendered.items():
                 images[row], steps_taken[row], starts[row] = image, taken, how
