@@ -1,11 +1,15 @@
 """``cnnviz kernels``, ``cnnviz activations`` and ``cnnviz stats``: look inside a model."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from cnnviz.cli.options import model_options, note, one_image, several_images
 from cnnviz.cli.options import output_option as _output_option
 from cnnviz.cli.options import wrote as _wrote
+
+CHECKPOINTS = ".cnnviz-checkpoints"  # inside the output folder: each process's statistics so far
 
 
 @click.command()
@@ -92,8 +96,12 @@ def activations(loaded, image, layers, top, order, channels, scope, overlay, out
 @click.option("--bins", type=click.IntRange(min=4), default=128, show_default=True, help="Histogram bins (a multiple of 4).")
 @click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True,
               help="Processes decoding the image files while the model runs (0: the command's own).")
+@click.option("--checkpoint-minutes", type=click.FloatRange(min=0), default=5.0, show_default=True,
+              help="Each process saves its statistics so far at least this far apart (in OUTPUT/.cnnviz-checkpoints); "
+                   "the same command run again after a kill goes on from there.")
+@click.option("--no-checkpoints", is_flag=True, help="Save no checkpoints (a killed run starts again).")
 @_output_option
-def stats(loaded, images, layers, batch_size, top_k, bins, workers, output) -> None:
+def stats(loaded, images, layers, batch_size, top_k, bins, workers, checkpoint_minutes, no_checkpoints, output) -> None:
     """Statistics of activations over a population of images, streamed.
 
     Per channel: mean, std, min, max, fraction positive and near zero, dead
@@ -119,9 +127,14 @@ def stats(loaded, images, layers, batch_size, top_k, bins, workers, output) -> N
         desc = "statistics" if size == 1 else f"statistics ({size} ranks)"
         with tqdm(total=total, unit="image", desc=desc, disable=None if rank == 0 else True, leave=False) as bar:
             result = cnnviz.statistics(loaded, images, list(layers), batch_size=batch_size, top_k=top_k, bins=bins,
-                                       progress=bar.update, workers=workers)
+                                       progress=bar.update, workers=workers,
+                                       checkpoint=None if no_checkpoints else Path(output) / CHECKPOINTS,
+                                       checkpoint_minutes=checkpoint_minutes)
         if rank != 0:
             return
+    if result.resumed:
+        note(f"went on from the checkpoints of an earlier run: {result.resumed} of the {result.images} images "
+             "were not read again")
     report = cnnviz.reports.statistics(result)
     for message in report.notes:
         note(message)

@@ -6,7 +6,8 @@ writing what it got.
 
 For each case, ``OUT/CASE.rankR.npz`` (the statistics' arrays, and their skipped files and
 exemplar sources as JSON) or ``OUT/CASE.rankR.error`` (the error's class and message); the
-renders in ``OUT/maximize.rankR.pt``.
+renders in ``OUT/maximize.rankR.pt``; a run that fails and one that goes on from its checkpoints,
+``OUT/resumed.rankR.*``.
 """
 import json
 import sys
@@ -34,6 +35,7 @@ class Photos(torch.utils.data.Dataset):
     def __init__(self, model, failing: int | None = None):
         self.names = cnnviz.samples.names()
         self.model, self.failing = model, failing
+        self.read: list[int] = []  # the items read, in order
 
     def __len__(self):
         return len(self.names)
@@ -41,6 +43,7 @@ class Photos(torch.utils.data.Dataset):
     def __getitem__(self, index):
         if index == self.failing:
             raise ValueError(f"item {index} is broken")
+        self.read.append(index)
         image = cnnviz.inputs.prepare(cnnviz.samples.image(self.names[index]), self.model.preprocessing)[0]
         return image, index
 
@@ -74,10 +77,29 @@ def main() -> None:
             names = {"skipped": stats.skipped,
                      "sources": {layer: stats[layer].exemplar_sources for layer in LAYERS}}
             (out / f"{case}.rank{rank}.json").write_text(json.dumps(names))
-        rendering = cnnviz.maximize(model, "features.10", **RENDERS)
+        # a run that fails on the last rank's last image, then goes on from every rank's checkpoints
+        checkpoints, broken = out / "checkpoints", len(cnnviz.samples.names()) - 1
+        try:
+            cnnviz.statistics(model, Photos(model, failing=broken), LAYERS, batch_size=BATCH, top_k=3,
+                              checkpoint=checkpoints, checkpoint_every=BATCH, checkpoint_minutes=0)
+        except CnnvizError as error:
+            (out / f"resumed.rank{rank}.error").write_text(str(error))
+        progress: list[int] = []
+        again = Photos(model)
+        stats = cnnviz.statistics(model, again, LAYERS, batch_size=BATCH, top_k=3, checkpoint=checkpoints,
+                                  checkpoint_every=BATCH, checkpoint_minutes=0, progress=progress.append)
+        np.savez(out / f"resumed.rank{rank}.npz", **stats.to_arrays())
+        dist.barrier()  # every rank has removed its checkpoint
+        (out / f"resumed.rank{rank}.json").write_text(json.dumps({
+            "skipped": stats.skipped, "sources": {layer: stats[layer].exemplar_sources for layer in LAYERS},
+            "read": again.read, "resumed": stats.resumed, "progress": sum(progress),
+            "left": sorted(p.name for p in checkpoints.iterdir()) if checkpoints.exists() else None}))
+        progress.clear()
+        rendering = cnnviz.maximize(model, "features.10", progress=progress.append, **RENDERS)
         objective = cnnviz.maximize(model, None, **OBJECTIVE)
         torch.save({"images": rendering.images, "values": rendering.values, "steps": rendering.steps_taken,
-                    "succeeded": rendering.succeeded, "objective": objective.images}, out / f"maximize.rank{rank}.pt")
+                    "succeeded": rendering.succeeded, "objective": objective.images, "progress": sum(progress)},
+                   out / f"maximize.rank{rank}.pt")
     finally:
         dist.destroy_process_group()
 

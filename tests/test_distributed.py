@@ -3,6 +3,7 @@ every rank's result equals one process's, whatever the number of ranks, and the 
 writes once."""
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -153,10 +154,25 @@ def test_every_rank_gets_one_process_statistics(photos, folder, tmp_path, proces
                 names = json.loads((out / f"{case}.rank{rank}.json").read_text())
                 # the list skips a file amid its images, and two images are fewer than the ranks
                 assert_same_statistics(arrays, names, reference, whole_batches=case in ("folder", "dataset"))
+    # a run that failed on the last rank's last image went on from every rank's checkpoints: only
+    # that image was read again, the result is one process's and the checkpoints are gone
+    reference = cnnviz.statistics(photos, Photos(photos), LAYERS, batch_size=BATCH, top_k=3)
+    last = len(cnnviz.samples.names()) - 1
+    for rank in range(processes):
+        error = (out / f"resumed.rank{rank}.error").read_text()
+        assert error == f"rank {processes - 1} of {processes} failed: ValueError: item {last} is broken", error
+        with np.load(out / f"resumed.rank{rank}.npz") as arrays:
+            names = json.loads((out / f"resumed.rank{rank}.json").read_text())
+            assert_same_statistics(arrays, names, reference)
+        assert names["read"] == ([last] if rank == processes - 1 else []), names["read"]
+        assert names["resumed"] == last and names["left"] is None
+        assert names["progress"] == (last + 1 if rank == 0 else 0)  # rank 0 shows every rank's images
     # the renders: each rank made its share of the 5 units, every rank has them all
-    alone = cnnviz.maximize(photos, "features.10", **RENDERS)
+    steps: list[int] = []
+    alone = cnnviz.maximize(photos, "features.10", progress=steps.append, **RENDERS)
     for rank in range(processes):
         shared = torch.load(out / f"maximize.rank{rank}.pt")
+        assert shared["progress"] == (sum(steps) if rank == 0 else 0)
         assert shared["steps"] == alone.steps_taken and shared["succeeded"] == alone.succeeded
         assert torch.allclose(shared["images"], alone.images, atol=2e-3)
         assert shared["values"] == pytest.approx(alone.values, rel=1e-3, abs=1e-4)
@@ -212,3 +228,162 @@ def test_commands_that_do_not_share_their_work_refuse_torchrun(monkeypatch, tmp_
     result = CliRunner().invoke(main, ["dream", "-i", "sample:chelsea", "-l", "features.3", "-o", str(tmp_path / "x")])
     assert result.exit_code == 2 and "does not share its work between processes" in result.output
     assert not (tmp_path / "x").exists()
+
+
+#: a small gallery of two layers with every section: statistics, renders of each kind, maps,
+#: exemplars, kernels, attributions, classes and Deep Dream
+GALLERY = ["gallery", "-l", "features.3,features.10", "--max-channels", "4", "--unit-renders", "2", "--diverse", "2",
+           "--steps", "8", "--class-steps", "8", "--max-classes", "3", "--activation-images", "2",
+           "--attribution-images", "3", "--methods", "gradient,gradcam", "--dream-octaves", "1", "--dream-iterations", "2"]
+RENDERED = re.compile(r"(maximize|neuron|negative|diverse|class)_[\d-]+\.(png|jpg)$")
+
+
+@pytest.fixture(scope="module")
+def one_process_gallery(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("gallery") / "single"
+    result = CliRunner().invoke(main, [*GALLERY, "-o", str(folder)])
+    assert result.exit_code == 0, result.output
+    return folder
+
+
+def same_apart_from_rounding(one, two, where=""):
+    """The same JSON, numbers within the rounding of renders made in other batches (text
+    compared with its numbers masked)."""
+    assert type(one) is type(two), where
+    if isinstance(one, dict):
+        assert sorted(one) == sorted(two), where
+        for key in one:
+            same_apart_from_rounding(one[key], two[key], f"{where}/{key}")
+    elif isinstance(one, list):
+        assert len(one) == len(two), where
+        for k, (a, b) in enumerate(zip(one, two)):
+            same_apart_from_rounding(a, b, f"{where}[{k}]")
+    elif isinstance(one, float):
+        assert two == pytest.approx(one, rel=2e-2, abs=2e-3), where
+    elif isinstance(one, str):
+        assert masked(one) == masked(two), where
+    else:
+        assert one == two, where
+
+
+def masked(text: str) -> str:
+    return re.sub(r"-?\d+(\.\d+)?(e-?\d+)?", "#", text)
+
+
+@pytest.mark.parametrize("processes", [2, 3])
+def test_the_gallery_under_torchrun_is_one_processs(one_process_gallery, tmp_path, processes):
+    from PIL import Image
+
+    shared = tmp_path / "shared"
+    run = torchrun(processes, "-m", "cnnviz", *GALLERY, "-o", str(shared), cwd=tmp_path)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout.count("wrote") == 1 and "15 jobs run, 0 reused" in run.stdout, run.stdout
+    single = one_process_gallery
+    listed = sorted(str(p.relative_to(single)) for p in single.rglob("*") if p.is_file())
+    assert sorted(str(p.relative_to(shared)) for p in shared.rglob("*") if p.is_file()) == listed
+    rendered = 0
+    for name in listed:
+        one, two = single / name, shared / name
+        if name.endswith(".cnnviz-written") or name.startswith(".cnnviz/"):
+            continue  # file times; the records hold the manifest's entries, compared below
+        if RENDERED.search(name):  # each unit's render is one process's, within the rounding of other batches
+            a, b = (np.asarray(Image.open(path).convert("RGB"), dtype=float) for path in (one, two))
+            assert np.abs(a - b).mean() <= (4 if name.startswith("thumbs/") else 1), name
+            rendered += 1
+        elif name == "data/stats.npz":
+            with np.load(one) as x, np.load(two) as y:
+                assert sorted(x.files) == sorted(y.files)
+                for key in x.files:
+                    if key.endswith("/histogram"):  # per-image shares: a value at most one bin away
+                        assert np.array_equal(x[key].sum(axis=1), y[key].sum(axis=1)), key
+                        assert np.abs(np.cumsum(x[key], axis=1) - np.cumsum(y[key], axis=1)).max() <= 2, key
+                    elif np.issubdtype(x[key].dtype, np.floating):
+                        assert np.allclose(x[key], y[key], rtol=1e-5, atol=1e-6, equal_nan=True), key
+                    else:
+                        assert np.array_equal(x[key], y[key]), key
+        elif name == "manifest.json":
+            same_apart_from_rounding(json.loads(one.read_text()), json.loads(two.read_text()))
+        elif name.endswith(".html"):
+            assert masked(one.read_text()) == masked(two.read_text()), name
+        else:  # kernels, maps, exemplars, attributions, Deep Dream, statistics figures: the same bytes
+            assert one.read_bytes() == two.read_bytes(), name
+    assert rendered >= 20
+    again = torchrun(processes, "-m", "cnnviz", *GALLERY, "-o", str(shared), cwd=tmp_path)
+    assert again.returncode == 0 and "0 jobs run, 15 reused" in again.stdout, again.stderr[-3000:]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["shared"]  # nothing written beside it
+
+
+def test_a_gallery_mistake_under_torchrun_is_one_line_and_writes_nothing(tmp_path):
+    run = torchrun(2, "-m", "cnnviz", "gallery", "-l", "features.99", "-o", str(tmp_path / "out"), cwd=tmp_path)
+    assert run.returncode != 0
+    errors = [line for line in run.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "features.99" in errors[0], run.stderr[-2000:]
+    assert not (tmp_path / "out").exists()
+
+
+def test_stats_under_torchrun_goes_on_from_its_checkpoints(tmp_path):
+    """The last file, named on its own, cannot be read: the run stops (one line) with the share of
+    the rank that finished kept; once the file is mended the same command reads only the rest."""
+    images = tmp_path / "images"
+    images.mkdir()
+    names = cnnviz.samples.names()[:7]
+    for name in names:
+        cnnviz.samples.image(name).save(images / f"{name}.png")
+    broken = images / f"{names[-1]}.png"
+    broken.write_text("cut short")
+    arguments = ["stats", *[a for name in names for a in ("-i", str(images / f"{name}.png"))], "-l", "features.3",
+                 "-l", "features.10", "--batch-size", "1"]
+    failed = torchrun(2, "-m", "cnnviz", *arguments, "-o", str(tmp_path / "out"), cwd=tmp_path)
+    assert failed.returncode != 0
+    errors = [line for line in failed.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "rank 1 of 2 failed" in errors[0] and broken.name in errors[0], failed.stderr[-2000:]
+    kept = sorted(p.name for p in (tmp_path / "out" / ".cnnviz-checkpoints").glob("*.npz"))
+    assert kept == ["statistics-0-of-2.npz"]
+    assert not (tmp_path / "out" / "stats.npz").exists()
+    cnnviz.samples.image(names[-1]).save(broken)
+    resumed = torchrun(2, "-m", "cnnviz", *arguments, "-o", str(tmp_path / "out"), cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "3 of the 7 images were not read again" in resumed.stderr + resumed.stdout  # rank 0's share
+    assert not (tmp_path / "out" / ".cnnviz-checkpoints").exists()
+    fresh = CliRunner().invoke(main, [*arguments, "--no-checkpoints", "-o", str(tmp_path / "fresh")])
+    assert fresh.exit_code == 0, fresh.output
+    with np.load(tmp_path / "fresh" / "stats.npz") as one, np.load(tmp_path / "out" / "stats.npz") as two:
+        assert sorted(one.files) == sorted(two.files)
+        for key in one.files:
+            if np.issubdtype(one[key].dtype, np.floating):
+                assert np.allclose(one[key], two[key], rtol=1e-6, atol=1e-7, equal_nan=True), key
+            else:
+                assert np.array_equal(one[key], two[key]), key
+
+
+def test_one_process_goes_on_from_its_checkpoint(photos, tmp_path):
+    """A run that failed part-way keeps what it measured; the next reads only the rest and gives
+    one uninterrupted run's statistics; a checkpoint of other settings is not used."""
+    checkpoints = tmp_path / "checkpoints"
+    options = dict(batch_size=2, top_k=3, checkpoint=checkpoints, checkpoint_every=4, checkpoint_minutes=0)
+    with pytest.raises(ValueError, match="item 13 is broken"):
+        cnnviz.statistics(photos, Photos(photos, failing=13), LAYERS, **options)
+    assert [p.name for p in checkpoints.glob("*.npz")] == ["statistics-0-of-1.npz"]
+    other = Photos(photos)  # another top_k: the checkpoint is not this run's
+    cnnviz.statistics(photos, other, LAYERS, **{**options, "top_k": 2, "checkpoint": tmp_path / "elsewhere"})
+    assert other.read == list(range(len(other)))
+    again = Photos(photos)
+    resumed = cnnviz.statistics(photos, again, LAYERS, **options)
+    assert again.read == list(range(12, len(again))) and resumed.resumed == 12  # three parts of 4 were kept
+    assert not checkpoints.exists()  # spent
+    reference = cnnviz.statistics(photos, Photos(photos), LAYERS, batch_size=2, top_k=3)
+    expected, got = reference.to_arrays(), resumed.to_arrays()
+    for key, value in expected.items():
+        if np.issubdtype(value.dtype, np.floating):
+            assert np.allclose(got[key], value, rtol=1e-6, atol=1e-7, equal_nan=True), key
+        else:
+            assert np.array_equal(got[key], value), key
+    assert [resumed[layer].exemplar_sources for layer in LAYERS] == [reference[layer].exemplar_sources for layer in LAYERS]
+    mismatched = Photos(photos)  # a checkpoint of other settings in the same folder: replaced, not used
+    with pytest.raises(ValueError):
+        cnnviz.statistics(photos, Photos(photos, failing=9), LAYERS, **options)
+    cnnviz.statistics(photos, mismatched, LAYERS, **{**options, "top_k": 2})
+    assert mismatched.read == list(range(len(mismatched))) and not checkpoints.exists()
+    loader = torch.utils.data.DataLoader(Photos(photos), batch_size=2)
+    with pytest.raises(cnnviz.CnnvizError, match="goes on part-way through its images: give .*not a DataLoader"):
+        cnnviz.statistics(photos, loader, LAYERS, **options)

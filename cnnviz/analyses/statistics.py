@@ -24,14 +24,20 @@ Example::
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import math
+import os
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from cnnviz.core.display import Shows
+from cnnviz.core.version import __version__
 from cnnviz.errors import CnnvizError
 from cnnviz.analyses.exemplars import crop_size, exemplar_crops, merge_exemplars
 from cnnviz.core import distributed
@@ -44,6 +50,9 @@ DEFAULT_BINS = 128
 DEFAULT_TOP_K = 8
 DEFAULT_NEAR_ZERO = 1e-6
 CROP_PIXELS = 48  # exemplar crops are stored at most this wide (larger regions are shrunk)
+
+CHECKPOINT_EVERY = 1024  # images of a part of a rank's share, after which it may save a checkpoint
+CHECKPOINT_MINUTES = 5.0  # the least time between a rank's checkpoints (cnnviz stats --checkpoint-minutes)
 
 MAX_TOP_K = 64  # exemplars per channel: each keeps a crop, and the figure draws them all
 
@@ -248,11 +257,14 @@ class Statistics(Shows):
         layers: layer reference -> :class:`LayerStatistics`.
         images: how many images were seen.
         skipped: files of a folder that could not be read as images.
+        resumed: how many of the images were taken from checkpoints of an earlier run that
+            stopped part-way (``checkpoint``), not read again.
     """
 
     layers: dict[str, LayerStatistics]
     images: int
     skipped: list[str] = field(default_factory=list)
+    resumed: int = 0
 
     def __getitem__(self, layer: str) -> LayerStatistics:
         if layer not in self.layers:
@@ -304,6 +316,9 @@ def statistics(
     near_zero: float = DEFAULT_NEAR_ZERO,
     progress: Callable[[int], None] | None = None,
     workers: int = 0,
+    checkpoint: str | os.PathLike | None = None,
+    checkpoint_minutes: float = CHECKPOINT_MINUTES,
+    checkpoint_every: int = CHECKPOINT_EVERY,
 ) -> Statistics:
     """Stream a population of images through the model and gather activation statistics.
 
@@ -321,6 +336,17 @@ def statistics(
         progress: called with the number of images of each batch once it is done.
         workers: DataLoader worker processes decoding image files while the model runs (0: this
             process decodes them); the same statistics either way.
+        checkpoint: a folder where each rank (one process: the one) saves its statistics so far,
+            as ``statistics-RANK-of-RANKS.npz``, after a part of its images once
+            ``checkpoint_minutes`` have passed since its last save (and, in a group, when its
+            share is done); a later call with the same model, images, layers, settings and
+            number of ranks goes on from there instead of reading those images again (a run that
+            was killed, or failed on a bad image it can now read). Each rank removes its file
+            once the whole result is there. The images must be given so that they can be resumed
+            part-way: a folder, a file list, a list, a 4-D tensor or a Dataset (not a DataLoader).
+        checkpoint_minutes: the least time between two checkpoints of a rank (0: after every part).
+        checkpoint_every: the images of a part (rounded up to whole batches): what a killed run
+            reads again at most, besides the time since its last checkpoint.
 
     Returns:
         :class:`Statistics`. Files of a folder (or of a ``.txt`` list) that are not images are
@@ -352,6 +378,9 @@ def statistics(
     shown = distributed.SharedProgress(progress) if size > 1 else progress
 
     def this_ranks_part():
+        if checkpoint is not None:
+            return _resumable(model, images, refs, batch_size, bins, top_k, near_zero, shown, workers,
+                              Path(checkpoint).expanduser(), checkpoint_every, checkpoint_minutes)
         share = images if size == 1 else shard_images(images, rank, size, batch_size)
         return _gather(model, share, refs, batch_size, bins, top_k, near_zero, shown, workers)
 
@@ -365,7 +394,133 @@ def statistics(
     if result is None:
         raise CnnvizError(no_images_message(skipped))
     result.skipped = skipped
+    if checkpoint is not None:  # the whole result is here: this rank's checkpoint is spent
+        result.resumed = sum(part.resumed for part, _ in parts if part is not None)
+        _forget(Path(checkpoint).expanduser(), rank, size)
     return result
+
+
+def _resumable(model, images, refs, batch_size, bins, top_k, near_zero, progress, workers, folder: Path,
+               every: int, minutes: float) -> tuple[Statistics | None, list[str]]:
+    """This rank's statistics in parts of ``every`` images (whole batches), the result so far
+    saved in ``folder`` after a part once ``minutes`` have passed since the last save (in a
+    group also after the last part); the parts an earlier run saved are not read again."""
+    from cnnviz.core.model import model_key
+
+    rank, size = distributed.rank_and_size()
+    if every < 1 or not minutes >= 0:
+        raise CnnvizError(f"checkpoint_every must be at least 1 image and checkpoint_minutes 0 or more, got "
+                          f"{every} and {minutes}")
+    try:
+        share = shard_images(images, rank, size, batch_size)
+    except CnnvizError:
+        raise CnnvizError("a run with checkpoints goes on part-way through its images: give a folder, a file list, a "
+                          "list of images, a tensor or a Dataset (not a DataLoader or other iterable)") from None
+    every = -(-every // batch_size) * batch_size
+    key = hashlib.sha256(json.dumps({
+        "model": model_key(model), "layers": [str(ref) for ref in refs], "images": _identity(share),
+        "settings": [batch_size, bins, top_k, near_zero], "rank": [rank, size], "cnnviz": __version__,
+    }, default=str).encode()).hexdigest()
+    path = folder / f"statistics-{rank}-of-{size}.npz"
+    done, result, skipped = _restore(path, key)
+    resumed = result.images if result is not None else 0
+    if resumed and progress is not None:
+        progress(resumed)
+    saved = time.monotonic()
+    for start in range(done, len(share), every):
+        part, missed = _gather(model, _part(share, start, start + every), refs, batch_size, bins, top_k, near_zero,
+                               progress, workers)
+        skipped += missed
+        if part is not None:
+            result = part if result is None else result.merge(part)
+        last = start + every >= len(share)
+        # a rank's whole share is kept while the others may still fail; one process is done
+        if (last and size > 1) or (not last and time.monotonic() - saved >= 60 * minutes):
+            _save(path, key, start + every, result, skipped)
+            saved = time.monotonic()
+    if result is not None:
+        result.resumed = resumed
+    return result, skipped
+
+
+def _identity(share) -> list:
+    """What a rank's images are, for its checkpoint's key: the names of files and samples, the
+    shape and a digest of a tensor, the type, length and indices of a Dataset."""
+    if isinstance(share, torch.Tensor):
+        return ["tensor", list(share.shape), hashlib.sha256(share.detach().cpu().contiguous().view(-1)
+                                                           .view(torch.uint8).numpy().tobytes()).hexdigest()]
+    if isinstance(share, torch.utils.data.Subset):
+        indices = list(share.indices)  # a contiguous share: its ends say which
+        return ["dataset", type(share.dataset).__qualname__, len(share.dataset), indices[:1], indices[-1:], len(indices)]
+    return [str(getattr(item, "spec", item)) if isinstance(item, (str, os.PathLike)) or hasattr(item, "spec")
+            else type(item).__qualname__ for item in share]
+
+
+def _part(share, start: int, stop: int):
+    if isinstance(share, torch.utils.data.Subset):
+        return torch.utils.data.Subset(share.dataset, share.indices[start:stop])
+    return share[start:stop]
+
+
+def _save(path: Path, key: str, done: int, result: Statistics | None, skipped: list[str]) -> None:
+    """A checkpoint: the statistics of the rank's first ``done`` images (arrays, and what no array
+    holds as JSON)."""
+    from cnnviz.core import output as files
+
+    meta = {"key": key, "done": done, "skipped": skipped, "images": 0, "layers": {}}
+    arrays: dict[str, np.ndarray] = {}
+    if result is not None:
+        meta["images"] = result.images
+        for name, layer in result.layers.items():
+            meta["layers"][name] = {"half_range": layer.half_range, "map_size": list(layer.map_size),
+                                    "input_size": list(layer.input_size), "tolerance": layer.near_zero_tolerance,
+                                    "sources": layer.exemplar_sources, "bottom_sources": layer.bottom_sources}
+        arrays = {k: v for k, v in result.to_arrays().items() if k.rsplit("/", 1)[-1] in _KEPT}
+    arrays["meta"] = np.array(json.dumps(meta))
+    files.write_npz(path, arrays)
+
+
+_KEPT = ("count", "mean", "m2", "minimum", "maximum", "mean_maximum", "positive", "near_zero", "histogram",
+         "exemplar_values", "exemplar_images", "exemplar_positions", "exemplar_crops",
+         "bottom_values", "bottom_images", "bottom_positions", "bottom_crops")
+
+
+def _restore(path: Path, key: str) -> tuple[int, Statistics | None, list[str]]:
+    """``(images of the share done, their statistics, files skipped)`` from a checkpoint of the
+    same run; ``(0, None, [])`` where there is none (or one of another run, which is replaced)."""
+    try:
+        with np.load(path, allow_pickle=False) as saved:
+            meta = json.loads(str(saved["meta"]))
+            if meta.get("key") != key:
+                return 0, None, []
+            arrays = {name: saved[name] for name in saved.files if name != "meta"}
+    except (OSError, ValueError, KeyError):  # none yet, or unreadable (cut short): start afresh
+        return 0, None, []
+    if not meta["layers"]:
+        return meta["done"], None, list(meta["skipped"])
+    layers = {}
+    for name, info in meta["layers"].items():
+        fields = {field_name: arrays.get(f"{name}/{field_name}") for field_name in _KEPT}
+        layers[name] = LayerStatistics(
+            layer=name, half_range=info["half_range"], map_size=tuple(info["map_size"]),
+            input_size=tuple(info["input_size"]), near_zero_tolerance=info["tolerance"],
+            exemplar_sources=info["sources"], bottom_sources=info["bottom_sources"], **fields)
+    return meta["done"], Statistics(layers, meta["images"], list(meta["skipped"])), list(meta["skipped"])
+
+
+def _forget(folder: Path, rank: int, size: int) -> None:
+    """Remove this rank's checkpoint (rank 0: also those of runs with another number of ranks),
+    and the folder once nothing is left in it."""
+    from cnnviz.core import output as files
+
+    spent = [folder / f"statistics-{rank}-of-{size}.npz"]
+    if rank == 0:
+        spent += [path for path in folder.glob("statistics-*-of-*.npz") if not path.name.endswith(f"-of-{size}.npz")]
+    for path in spent:
+        if path.exists():
+            files.remove_written(path)
+    with contextlib.suppress(OSError):  # the last rank to leave finds it empty
+        folder.rmdir()
 
 
 def _gather(model, images, refs, batch_size, bins, top_k, near_zero, progress, workers) -> tuple[Statistics | None, list[str]]:

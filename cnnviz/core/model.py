@@ -7,6 +7,8 @@ from (torchvision, files, factories, the built-in zoo) is :mod:`cnnviz.models`.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import warnings
 from dataclasses import dataclass, field, replace
 
@@ -295,3 +297,18 @@ def first_conv_channels(module: nn.Module) -> int | None:
         if isinstance(child, nn.modules.conv._ConvNd):
             return child.in_channels
     return None
+
+
+def model_key(model) -> str:
+    """The model's identity: its class, spec, preprocessing and every parameter and buffer (what
+    a gallery's job records and a statistics checkpoint are keyed on)."""
+    module, class_names = unwrap(model)
+    digest = hashlib.sha256()
+    digest.update(json.dumps([type(module).__qualname__, repr(module), getattr(model, "spec", None),
+                              preprocessing_of(model).describe(), class_names], default=str).encode())
+    for name, tensor in list(module.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(str(tuple(tensor.shape)).encode() + str(tensor.dtype).encode())
+        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes()
+                      if tensor.numel() else b"")
+    return digest.hexdigest()

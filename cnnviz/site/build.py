@@ -18,7 +18,7 @@ from cnnviz.core import distributed
 from cnnviz.core import output as files
 from cnnviz.errors import CnnvizError, CnnvizWarning
 from cnnviz.inputs.images import image_sources, open_image
-from cnnviz.core.model import LoadedModel, preprocessing_of, unwrap
+from cnnviz.core.model import LoadedModel, model_key, preprocessing_of, unwrap
 from cnnviz.models import load_model
 from cnnviz.core.references import layer_ref
 from cnnviz.analyses.feature_visualization.maximize import step_cost
@@ -29,7 +29,7 @@ from cnnviz.site.content import attribution_pages, channels_in, layer_page, unit
 from cnnviz.site.classes import ClassJobs
 from cnnviz.site.jobs import Jobs
 from cnnviz.site.records import (
-    RECORDS, adopt_older_gallery, file_stem, images_key, model_key, read_record, recorded_files, remove_partial_files,
+    RECORDS, adopt_older_gallery, file_stem, images_key, read_record, recorded_files, remove_partial_files,
     remove_written,
 )
 from cnnviz.site.settings import (

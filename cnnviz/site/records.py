@@ -8,10 +8,7 @@ import os
 import re
 from pathlib import Path
 
-import torch
-
 from cnnviz.core import output as files
-from cnnviz.core.model import LoadedModel, unwrap
 
 
 RECORDS = ".cnnviz"  # the folder of job records inside the gallery
@@ -107,20 +104,6 @@ def _only_a_spent_record(folder: Path) -> bool:
     folder whose subfolders went after its own files)."""
     entries = list(folder.iterdir())
     return not entries or ([entry.name for entry in entries] == [files.RECORD] and not files.written_in(folder))
-
-
-def model_key(loaded: LoadedModel) -> str:
-    """The model's identity: its class, spec, preprocessing and every parameter and buffer."""
-    module, class_names = unwrap(loaded)
-    digest = hashlib.sha256()
-    digest.update(json.dumps([type(module).__qualname__, repr(module), loaded.spec,
-                              loaded.preprocessing.describe(), class_names], default=str).encode())
-    for name, tensor in list(module.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(str(tuple(tensor.shape)).encode() + str(tensor.dtype).encode())
-        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes()
-                      if tensor.numel() else b"")
-    return digest.hexdigest()
 
 
 def images_key(sources: list[str]) -> str:
