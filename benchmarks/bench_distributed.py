@@ -9,17 +9,25 @@ torchvision's ResNet-18 with random weights at 224 px (``--model`` for another),
 * 1 process, 1 thread and 1 process, 2 threads: ``cnnviz.statistics`` in a process of its own;
   and 1 process, 1 thread, with 1 DataLoader worker decoding the files (``workers=1``);
 * 2 processes, 1 thread each: ``torchrun --nproc-per-node 2`` of the same call: each rank streams
-  its half and every rank merges the halves. The merge (the exchange of the two results and
-  their merging) is timed apart, as a fraction of the rank's whole run.
+  its half and every rank merges the halves. The merge (the exchange of the two results without
+  their exemplar crops, their merging, then the exchange of the crops that won) is timed apart,
+  as a fraction of the rank's whole run.
 
 Times exclude starting Python and loading the model (each process reports its own
 ``statistics`` call; for two processes, the slower rank, and the merge as the rank that finished its
 share last saw it: the exchange and merging alone, no waiting). On a GPU machine ``--device cuda``
 runs one process per GPU (``--processes`` up to the GPU count).
 
+The one-process run also times one checkpoint of its whole result (``statistics(checkpoint=...)``
+saves one at most every 5 minutes by default): its save and its reading back, and its size.
+
+``--gallery`` then times the default ``cnnviz gallery`` of ``builtin:photos`` as a command (Python's
+start and the model's loading included): one process with both threads, and torchrun's two
+processes of one thread each.
+
 Usage::
 
-    python benchmarks/bench_distributed.py --copies 16  # the README's figures (272 images, 2 minutes)
+    python benchmarks/bench_distributed.py --copies 16 --gallery  # the README's figures (10 minutes)
     python benchmarks/bench_distributed.py --copies 1   # a smoke run
 """
 from __future__ import annotations
@@ -57,9 +65,20 @@ def worker(args) -> None:
     model = cnnviz.load_model(args.model, device=device)
     rank, size = distributed.rank_and_size()
     start = time.perf_counter()
+    checkpoint = {}
     if not grouped:
         result = cnnviz.statistics(model, args.folder, LAYERS, batch_size=16, workers=args.workers)
         merge = 0.0
+        seconds = time.perf_counter() - start
+        with tempfile.TemporaryDirectory() as folder:  # one checkpoint of the whole result, saved and read back
+            path = Path(folder) / "checkpoint.npz"
+            saving = time.perf_counter()
+            s._save(path, "key", result.images, result, [])
+            reading = time.perf_counter()
+            done, restored, _ = s._restore(path, "key")
+            assert done == result.images and restored.images == result.images
+            checkpoint = {"save": reading - saving, "read": time.perf_counter() - reading,
+                          "megabytes": path.stat().st_size / 2**20}
     else:  # the steps of cnnviz.statistics in a group, with the merge timed apart
         share = shard_images(args.folder, rank, size, 16)  # as cnnviz.statistics shares them
         local = s._gather(model, share, LAYERS, 16, s.DEFAULT_BINS, s.DEFAULT_TOP_K, s.DEFAULT_NEAR_ZERO, None,
@@ -67,14 +86,12 @@ def worker(args) -> None:
         if device.startswith("cuda"):
             torch.cuda.synchronize()
         merging = time.perf_counter()
-        parts = distributed.together(lambda: local)
-        result = None
-        for part, _ in parts:
-            if part is not None:
-                result = part if result is None else result.merge(part)
+        result = s._merged(lambda: local, rank, size)[0]
         merge = time.perf_counter() - merging
-    seconds = time.perf_counter() - start
-    print(json.dumps({"rank": rank, "images": result.images, "seconds": seconds, "merge": merge}), flush=True)
+    if grouped:
+        seconds = time.perf_counter() - start
+    print(json.dumps({"rank": rank, "images": result.images, "seconds": seconds, "merge": merge,
+                      "checkpoint": checkpoint}), flush=True)
     if grouped:
         dist.destroy_process_group()
 
@@ -98,6 +115,7 @@ def main() -> None:
     parser.add_argument("--model", default="torchvision:resnet18")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--processes", type=int, default=2)
+    parser.add_argument("--gallery", action="store_true", help="also time the default gallery of builtin:photos")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--folder", help=argparse.SUPPRESS)
     parser.add_argument("--threads", type=int, default=1, help=argparse.SUPPRESS)
@@ -135,6 +153,34 @@ def main() -> None:
             decoding = f" + {workers} decoding worker(s)" if workers else ""
             print(f"  {processes} process(es) x {threads} thread(s){decoding}: {rate:.1f} images/s "
                   f"({slowest['seconds']:.1f} s, {rate / baseline:.2f}x one process of one thread){merge}", flush=True)
+            saved = reports[0].get("checkpoint")
+            if saved and processes == 1 and threads == 1 and not workers:
+                print(f"    one checkpoint of the whole result: {saved['megabytes']:.1f} MB, saved in {saved['save']:.2f} s, "
+                      f"read back in {saved['read']:.2f} s ({100 * saved['save'] / 300:.2f} % of the 5 minutes "
+                      "between checkpoints)", flush=True)
+    if args.gallery:
+        gallery(args)
+
+
+def gallery(args) -> None:
+    """The default gallery of builtin:photos, as a command: one process (both threads), then two."""
+    cpus = os.cpu_count() or 2
+    timed = {}
+    with tempfile.TemporaryDirectory() as folder:
+        for processes in (1, args.processes):
+            command = [sys.executable]
+            if processes > 1:
+                command += ["-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}"]
+            command += ["-m", "cnnviz", "gallery", "--device", args.device, "-o", str(Path(folder) / str(processes))]
+            threads = max(1, cpus // processes)
+            start = time.perf_counter()
+            done = subprocess.run(command, capture_output=True, text=True, cwd=folder,
+                                  env={**os.environ, "OMP_NUM_THREADS": str(threads)})
+            timed[processes] = time.perf_counter() - start
+            if done.returncode:
+                raise SystemExit(f"the gallery of {processes} process(es) failed:\n{done.stderr[-3000:]}")
+            print(f"  gallery of builtin:photos, {processes} process(es) x {threads} thread(s): {timed[processes]:.1f} s "
+                  f"({timed[1] / timed[processes]:.2f}x one process); {done.stdout.splitlines()[0]}", flush=True)
 
 
 if __name__ == "__main__":

@@ -385,19 +385,98 @@ def statistics(
         return _gather(model, share, refs, batch_size, bins, top_k, near_zero, shown, workers)
 
     with shown if size > 1 else contextlib.nullcontext():
-        parts = distributed.together(this_ranks_part)
+        result, skipped, resumed = _merged(this_ranks_part, rank, size)
+    if result is None:
+        raise CnnvizError(no_images_message(skipped))
+    result.skipped = skipped
+    if checkpoint is not None:  # the whole result is here: this rank's checkpoint is spent
+        result.resumed = resumed
+        _forget(Path(checkpoint).expanduser(), rank, size)
+    return result
+
+
+def _merged(work, rank: int, size: int) -> tuple[Statistics | None, list[str], int]:
+    """Run ``work`` (this rank's ``(statistics, skipped)``) and merge every rank's in rank order:
+    the statistics (``None`` without images), the files skipped and the images resumed. In a
+    group, in two steps: first every rank's statistics with, in place of each exemplar's crop,
+    where it is (rank and slot); merged, they say which crops won, and only those travel."""
+    if size == 1:
+        parts = [work()]
+    else:
+        kept = {}
+
+        def light_part():
+            part, names = work()
+            kept["part"] = part
+            return _crops_left_out(part, rank), names
+
+        parts = distributed.together(light_part)
     skipped = [name for _, names in parts for name in names]
     result = None
     for part, _ in parts:
         if part is not None:
             result = part if result is None else result.merge(part)
     if result is None:
-        raise CnnvizError(no_images_message(skipped))
-    result.skipped = skipped
-    if checkpoint is not None:  # the whole result is here: this rank's checkpoint is spent
-        result.resumed = sum(part.resumed for part, _ in parts if part is not None)
-        _forget(Path(checkpoint).expanduser(), rank, size)
-    return result
+        return None, skipped, 0
+    resumed = sum(part.resumed for part, _ in parts if part is not None)
+    if size > 1:
+        sizes = next(part.crop_sizes for part, _ in parts if part is not None)
+        won = distributed.together(lambda: _crops_won(result, kept["part"], rank))
+        result = _with_crops(result, won, sizes)
+    return result, skipped, resumed
+
+
+def _crops_left_out(part: Statistics | None, rank: int) -> Statistics | None:
+    """``part`` with each exemplar's crop replaced by where it is, ``rank * k + slot`` (``C x k x 1``;
+    -1 where there is none), for a merge that moves no crop; the crops' sizes kept aside."""
+    if part is None:
+        return None
+    layers = {}
+    for name, layer in part.layers.items():
+        k = layer.exemplar_values.shape[1]
+        slots = rank * k + np.arange(k)[None, :, None]
+        where = {f"{prefix}_crops": np.where(getattr(layer, f"{prefix}_images")[:, :, None] >= 0, slots, -1)
+                 for prefix in ("exemplar", "bottom") if getattr(layer, f"{prefix}_crops") is not None}
+        layers[name] = replace(layer, **where)
+    light = Statistics(layers, part.images, part.skipped, part.resumed)
+    light.crop_sizes = {name: layer.exemplar_crops.shape[2:] for name, layer in part.layers.items()}
+    return light
+
+
+def _crops_won(merged: Statistics, part: Statistics | None, rank: int) -> dict:
+    """The crops of this rank that the merged statistics kept: per layer and kind, the
+    ``(channel, slot)`` of each in the merged arrays and the crops themselves."""
+    won = {}
+    if part is None:
+        return won
+    for name, layer in merged.layers.items():
+        for prefix in ("exemplar", "bottom"):
+            where = getattr(layer, f"{prefix}_crops")
+            if where is None:
+                continue
+            k = layer.exemplar_values.shape[1]
+            channel, slot = np.nonzero((where[:, :, 0] >= 0) & (where[:, :, 0] // k == rank))
+            crops = getattr(part.layers[name], f"{prefix}_crops")[channel, where[channel, slot, 0] % k]
+            won[(name, prefix)] = (channel, slot, crops)
+    return won
+
+
+def _with_crops(merged: Statistics, won: list[dict], sizes: dict) -> Statistics:
+    """The merged statistics with the crops every rank sent put where they belong."""
+    layers = {}
+    for name, layer in merged.layers.items():
+        crops = {}
+        for prefix in ("exemplar", "bottom"):
+            if getattr(layer, f"{prefix}_crops") is None:
+                continue
+            whole = np.zeros((*layer.exemplar_values.shape, *sizes[name]), dtype=np.uint8)
+            for sent in won:
+                if (name, prefix) in sent:
+                    channel, slot, pictures = sent[(name, prefix)]
+                    whole[channel, slot] = pictures
+            crops[f"{prefix}_crops"] = whole
+        layers[name] = replace(layer, **crops)
+    return Statistics(layers, merged.images, merged.skipped, merged.resumed)
 
 
 def _resumable(model, images, refs, batch_size, bins, top_k, near_zero, progress, workers, folder: Path,
