@@ -7,7 +7,8 @@ writing what it got.
 For each case, ``OUT/CASE.rankR.npz`` (the statistics' arrays, and their skipped files and
 exemplar sources as JSON) or ``OUT/CASE.rankR.error`` (the error's class and message); the
 renders in ``OUT/maximize.rankR.pt``; a run that fails and one that goes on from its checkpoints,
-``OUT/resumed.rankR.*``.
+``OUT/resumed.rankR.*``; a small gallery made by all ranks, what each was told in
+``OUT/gallery.rankR.json``.
 """
 import json
 import sys
@@ -27,6 +28,22 @@ RENDERS = dict(channels="0-4", steps=12, size=32, stop=False)
 #: an objective over a batch of 3 images with a diversity term (every rank renders it whole)
 OBJECTIVE = dict(objective=cnnviz.objectives.channel("features.10", 3) - cnnviz.objectives.diversity("features.10"),
                  count=3, steps=6, size=32, stop=False, reference=None)
+
+
+#: a small gallery of one layer with every stage, made by every rank together in Python
+GALLERY = dict(max_channels=3, unit_renders=1, diverse=2, steps=4, class_steps=4, max_classes=2, activation_images=1,
+               attribution_images=2, methods=("gradient",), dream_octaves=1, dream_iterations=1)
+
+
+def recorder(stages: dict):
+    """A gallery's ``progress``: each stage's total and the work reported."""
+    def progress(stage: str, total: int):
+        stages[stage] = [total, 0]
+
+        def update(amount: int):
+            stages[stage][1] += amount
+        return update
+    return progress
 
 
 class Photos(torch.utils.data.Dataset):
@@ -100,6 +117,11 @@ def main() -> None:
         torch.save({"images": rendering.images, "values": rendering.values, "steps": rendering.steps_taken,
                     "succeeded": rendering.succeeded, "objective": objective.images, "progress": sum(progress)},
                    out / f"maximize.rank{rank}.pt")
+        stages: dict = {}
+        site = cnnviz.gallery(model, "samples", "features.3", out / "gallery", progress=recorder(stages), **GALLERY)
+        (out / f"gallery.rank{rank}.json").write_text(json.dumps({
+            "stages": stages, "figures": [f["file"] for f in site.figures], "units": len(site.units),
+            "done": site.done, "folder": str(site.folder)}))
     finally:
         dist.destroy_process_group()
 

@@ -17,7 +17,7 @@ import cnnviz
 from cnnviz.cli.main import main
 from cnnviz.core.distributed import part, share
 from cnnviz.inputs.batches import shard_images
-from distributed_worker import BATCH, LAYERS, OBJECTIVE, RENDERS, Photos, cases
+from distributed_worker import BATCH, GALLERY, LAYERS, OBJECTIVE, RENDERS, Photos, cases, recorder
 
 HERE = Path(__file__).parent
 
@@ -40,7 +40,7 @@ def folder(tmp_path_factory):
 
 
 def torchrun(processes: int, *arguments, cwd=None) -> subprocess.CompletedProcess:
-    environment = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONDONTWRITEBYTECODE": "1"}
+    environment = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONDONTWRITEBYTECODE": "1", "PYTHONFAULTHANDLER": "1"}
     return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
                            f"--nproc-per-node={processes}", *arguments],
                           capture_output=True, text=True, env=environment, cwd=cwd, timeout=600)
@@ -179,6 +179,24 @@ def test_every_rank_gets_one_process_statistics(photos, folder, tmp_path, proces
         # an objective is one batch (its diversity term compares the images): rendered whole
         together = cnnviz.maximize(photos, None, **OBJECTIVE)
         assert torch.allclose(shared["objective"], together.images, atol=1e-3)  # shared out, it differed by 0.06
+    # the gallery made in Python by every rank together: rank 0 was told of the whole group's work,
+    # the others of none, and every rank got the gallery rank 0 wrote (one process's)
+    stages: dict = {}
+    site = cnnviz.gallery(photos, "samples", "features.3", tmp_path / "gallery", progress=recorder(stages), **GALLERY)
+    for rank in range(processes):
+        told = json.loads((out / f"gallery.rank{rank}.json").read_text())
+        assert told["figures"] == [f["file"] for f in site.figures] and told["units"] == len(site.units) == 3
+        assert told["done"] == site.done and told["folder"] == str(out / "gallery")
+        if rank:
+            assert told["stages"] == {}
+            continue
+        assert sorted(told["stages"]) == sorted(stages)
+        for stage, (total, done) in told["stages"].items():
+            assert total == stages[stage][0], stage
+            if stage in ("maximize", "renders", "classes"):  # a render that stops early reports fewer steps
+                assert 0 < done <= total, stage
+            else:
+                assert done == stages[stage][1] == total, stage
 
 
 def test_the_command_under_torchrun_writes_once(photos, folder, tmp_path):
@@ -232,7 +250,7 @@ def test_commands_that_do_not_share_their_work_refuse_torchrun(monkeypatch, tmp_
 
 #: a small gallery of two layers with every section: statistics, renders of each kind, maps,
 #: exemplars, kernels, attributions, classes and Deep Dream
-GALLERY = ["gallery", "-l", "features.3,features.10", "--max-channels", "4", "--unit-renders", "2", "--diverse", "2",
+GALLERY_COMMAND = ["gallery", "-l", "features.3,features.10", "--max-channels", "4", "--unit-renders", "2", "--diverse", "2",
            "--steps", "8", "--class-steps", "8", "--max-classes", "3", "--activation-images", "2",
            "--attribution-images", "3", "--methods", "gradient,gradcam", "--dream-octaves", "1", "--dream-iterations", "2"]
 RENDERED = re.compile(r"(maximize|neuron|negative|diverse|class)_[\d-]+\.(png|jpg)$")
@@ -241,7 +259,7 @@ RENDERED = re.compile(r"(maximize|neuron|negative|diverse|class)_[\d-]+\.(png|jp
 @pytest.fixture(scope="module")
 def one_process_gallery(tmp_path_factory):
     folder = tmp_path_factory.mktemp("gallery") / "single"
-    result = CliRunner().invoke(main, [*GALLERY, "-o", str(folder)])
+    result = CliRunner().invoke(main, [*GALLERY_COMMAND, "-o", str(folder)])
     assert result.exit_code == 0, result.output
     return folder
 
@@ -275,7 +293,7 @@ def test_the_gallery_under_torchrun_is_one_processs(one_process_gallery, tmp_pat
     from PIL import Image
 
     shared = tmp_path / "shared"
-    run = torchrun(processes, "-m", "cnnviz", *GALLERY, "-o", str(shared), cwd=tmp_path)
+    run = torchrun(processes, "-m", "cnnviz", *GALLERY_COMMAND, "-o", str(shared), cwd=tmp_path)
     assert run.returncode == 0, run.stderr[-3000:]
     assert run.stdout.count("wrote") == 1 and "15 jobs run, 0 reused" in run.stdout, run.stdout
     single = one_process_gallery
@@ -308,7 +326,7 @@ def test_the_gallery_under_torchrun_is_one_processs(one_process_gallery, tmp_pat
         else:  # kernels, maps, exemplars, attributions, Deep Dream, statistics figures: the same bytes
             assert one.read_bytes() == two.read_bytes(), name
     assert rendered >= 20
-    again = torchrun(processes, "-m", "cnnviz", *GALLERY, "-o", str(shared), cwd=tmp_path)
+    again = torchrun(processes, "-m", "cnnviz", *GALLERY_COMMAND, "-o", str(shared), cwd=tmp_path)
     assert again.returncode == 0 and "0 jobs run, 15 reused" in again.stdout, again.stderr[-3000:]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["shared"]  # nothing written beside it
 
@@ -337,8 +355,8 @@ def test_stats_under_torchrun_goes_on_from_its_checkpoints(tmp_path):
     assert failed.returncode != 0
     errors = [line for line in failed.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "rank 1 of 2 failed" in errors[0] and broken.name in errors[0], failed.stderr[-2000:]
-    kept = sorted(p.name for p in (tmp_path / "out" / ".cnnviz-checkpoints").glob("*.npz"))
-    assert kept == ["statistics-0-of-2.npz"]
+    kept = sorted(str(p.relative_to(tmp_path / "out")) for p in (tmp_path / "out").rglob("*.npz"))
+    assert kept == [".cnnviz-checkpoints/rank-0-of-2/statistics.npz"]
     assert not (tmp_path / "out" / "stats.npz").exists()
     cnnviz.samples.image(names[-1]).save(broken)
     resumed = torchrun(2, "-m", "cnnviz", *arguments, "-o", str(tmp_path / "out"), cwd=tmp_path)
@@ -363,7 +381,7 @@ def test_one_process_goes_on_from_its_checkpoint(photos, tmp_path):
     options = dict(batch_size=2, top_k=3, checkpoint=checkpoints, checkpoint_every=4, checkpoint_minutes=0)
     with pytest.raises(ValueError, match="item 13 is broken"):
         cnnviz.statistics(photos, Photos(photos, failing=13), LAYERS, **options)
-    assert [p.name for p in checkpoints.glob("*.npz")] == ["statistics-0-of-1.npz"]
+    assert [str(p.relative_to(checkpoints)) for p in checkpoints.rglob("*.npz")] == ["rank-0-of-1/statistics.npz"]
     other = Photos(photos)  # another top_k: the checkpoint is not this run's
     cnnviz.statistics(photos, other, LAYERS, **{**options, "top_k": 2, "checkpoint": tmp_path / "elsewhere"})
     assert other.read == list(range(len(other)))

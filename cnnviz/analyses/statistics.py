@@ -337,7 +337,7 @@ def statistics(
         workers: DataLoader worker processes decoding image files while the model runs (0: this
             process decodes them); the same statistics either way.
         checkpoint: a folder where each rank (one process: the one) saves its statistics so far,
-            as ``statistics-RANK-of-RANKS.npz``, after a part of its images once
+            as ``rank-RANK-of-RANKS/statistics.npz``, after a part of its images once
             ``checkpoint_minutes`` have passed since its last save (and, in a group, when its
             share is done); a later call with the same model, images, layers, settings and
             number of ranks goes on from there instead of reading those images again (a run that
@@ -386,6 +386,8 @@ def statistics(
 
     with shown if size > 1 else contextlib.nullcontext():
         result, skipped, resumed = _merged(this_ranks_part, rank, size)
+    if size > 1:
+        distributed.tidy()
     if result is None:
         raise CnnvizError(no_images_message(skipped))
     result.skipped = skipped
@@ -500,7 +502,7 @@ def _resumable(model, images, refs, batch_size, bins, top_k, near_zero, progress
         "model": model_key(model), "layers": [str(ref) for ref in refs], "images": _identity(share),
         "settings": [batch_size, bins, top_k, near_zero], "rank": [rank, size], "cnnviz": __version__,
     }, default=str).encode()).hexdigest()
-    path = folder / f"statistics-{rank}-of-{size}.npz"
+    path = folder / f"rank-{rank}-of-{size}" / "statistics.npz"  # a folder of its own: ranks never share a record
     done, result, skipped = _restore(path, key)
     resumed = result.images if result is not None else 0
     if resumed and progress is not None:
@@ -592,12 +594,15 @@ def _forget(folder: Path, rank: int, size: int) -> None:
     and the folder once nothing is left in it."""
     from cnnviz.core import output as files
 
-    spent = [folder / f"statistics-{rank}-of-{size}.npz"]
+    spent = [folder / f"rank-{rank}-of-{size}"]
     if rank == 0:
-        spent += [path for path in folder.glob("statistics-*-of-*.npz") if not path.name.endswith(f"-of-{size}.npz")]
-    for path in spent:
-        if path.exists():
-            files.remove_written(path)
+        spent += [path for path in folder.glob("rank-*-of-*") if not path.name.endswith(f"-of-{size}")]
+    for place in spent:
+        checkpoint = place / "statistics.npz"
+        if checkpoint.exists():
+            files.remove_written(checkpoint)  # the folder goes with it (its record was all that was left)
+        with contextlib.suppress(OSError):
+            place.rmdir()
     with contextlib.suppress(OSError):  # the last rank to leave finds it empty
         folder.rmdir()
 

@@ -2,11 +2,14 @@
 
 cnnviz does not schedule anything itself: the processes are torchrun's (or SLURM's, or
 Kubernetes'), and the group is torch's (gloo on CPUs, NCCL on GPUs). A function that shards its
-work (:func:`cnnviz.statistics` its images, :func:`cnnviz.maximize` its units) asks :func:`rank_and_size` where it runs; in one process, or in no
-group at all, that is ``(0, 1)`` and nothing changes. Each rank takes a contiguous part of the
-work (:func:`share`: whole batches where it can), so that merging the parts in rank order is
-the same as one pass in order;
-:func:`together` hands every rank the results of all, or one line naming the rank that failed.
+work (:func:`cnnviz.statistics` its images, :func:`cnnviz.maximize` its units) asks
+:func:`rank_and_size` where it runs; in one process, in no group at all, or inside :func:`alone`
+(a gallery job one rank was dealt), that is ``(0, 1)`` and nothing changes. Each rank takes a
+contiguous part of the work (:func:`share`: whole batches where it can), so that merging the parts
+in rank order is the same as one pass in order; :func:`together` hands every rank the results of
+all, or one line naming the rank that failed; :func:`gathered` hands them to rank 0 alone, and
+:func:`from_first` hands rank 0's to all. :class:`SharedProgress` shows the whole group's progress
+on rank 0.
 
 The command line joins a group when torchrun started it (``WORLD_SIZE`` above 1 in its
 environment, :func:`launched`); a Python caller inside a group it made itself gets the same sharding.
@@ -46,11 +49,6 @@ def rank_and_size() -> tuple[int, int]:
     :func:`alone` (work one rank does by itself)."""
     if getattr(_local, "alone", False):
         return 0, 1
-    return group_rank_and_size()
-
-
-def group_rank_and_size() -> tuple[int, int]:
-    """The rank and size of the process group, also inside :func:`alone`."""
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
@@ -122,6 +120,7 @@ def gathered(value: T) -> list[T] | None:
     rank, size = rank_and_size()
     if size == 1:
         return [value]
+    _wait_showing_progress(f"cnnviz/done/{next(_keys)}", rank, size)
     values: list | None = [None] * size if rank == 0 else None
     dist.gather_object(value, values, dst=0)
     return values
@@ -145,20 +144,22 @@ class SharedProgress:
         self.update = update
         self.rank, self.size = rank_and_size()
         self.key = f"cnnviz/progress/{next(_keys)}" if self.size > 1 else ""
-        self.store = _store() if self.size > 1 else None
+        self.shared = self.size > 1 and _store() is not None
         self.shown = 0
 
     def __call__(self, amount: int) -> None:
-        if self.store is None:
+        store = _store() if self.shared else None  # asked each time: no reference outlives the group
+        if store is None:
             if self.update is not None and self.rank == 0:
                 self.update(amount)
             return
-        self._show(self.store.add(self.key, int(amount)))
+        self._show(store.add(self.key, int(amount)))
 
     def refresh(self) -> None:
         """Show what the other ranks have done since (rank 0, while it waits for them)."""
-        if self.store is not None and self.rank == 0:
-            self._show(self.store.add(self.key, 0))
+        store = _store() if self.shared and self.rank == 0 else None
+        if store is not None:
+            self._show(store.add(self.key, 0))
 
     def _show(self, total: int) -> None:
         if self.rank == 0 and self.update is not None and total > self.shown:
@@ -174,7 +175,10 @@ class SharedProgress:
 
 
 def _store():
-    """The process group's key-value store (``None`` where torch does not say)."""
+    """The process group's key-value store (``None`` outside a group, or where torch does not say).
+    Never kept: a store that outlives its group can abort the process as it exits."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return None
     try:
         return dist.distributed_c10d._get_default_store()
     except (AttributeError, RuntimeError, ValueError):
@@ -185,11 +189,10 @@ def _wait_showing_progress(done: str, rank: int, size: int) -> None:
     """Before the results are exchanged, rank 0 shows the others' progress until every rank has
     finished its work (or nothing has moved for :data:`QUIET_SECONDS`: it then simply waits)."""
     bars = getattr(_local, "progress", [])
-    store = _store() if bars else None
-    if store is None:
+    if not bars or _store() is None:
         return
     try:
-        finished = store.add(done, 1)
+        finished = _store().add(done, 1)
         quiet_since, last = time.monotonic(), None
         while rank == 0 and finished < size:
             for bar in bars:
@@ -200,11 +203,20 @@ def _wait_showing_progress(done: str, rank: int, size: int) -> None:
             elif time.monotonic() - quiet_since > QUIET_SECONDS:
                 break
             time.sleep(0.1)
-            finished = store.add(done, 0)
+            finished = _store().add(done, 0)
         for bar in bars:
             bar.refresh()
     except RuntimeError:  # a store that went away: the exchange itself will say what happened
         return
+
+
+def tidy() -> None:
+    """Free now what the group's exchanges left in reference cycles: freed only as the interpreter
+    shuts down, after the group is gone, such leftovers can abort the process as it exits
+    (``terminate called without an active exception``; seen with gloo about one exit in four)."""
+    import gc
+
+    gc.collect()
 
 
 def torchrun_size() -> int:
@@ -257,3 +269,4 @@ def launched(model):
         yield
     finally:
         dist.destroy_process_group()
+        tidy()

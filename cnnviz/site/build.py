@@ -2,6 +2,7 @@
 (see :mod:`cnnviz.site`)."""
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -181,7 +182,7 @@ class _Builder(ClassJobs, Jobs):
         # inside a process group (torchrun) every rank makes the same plan (a mistake every rank
         # makes is said once); rank 0 alone reads and writes the folder, and the others hand it
         # what they made (see _run_stage)
-        self.rank, self.ranks = distributed.group_rank_and_size()
+        self.rank, self.ranks = distributed.rank_and_size()
         self.writer = self.rank == 0
         in_memory = distributed.together(lambda: self._plan(images, layers, folder))[self.rank]
         self.folder = Path(folder).expanduser()
@@ -325,7 +326,10 @@ class _Builder(ClassJobs, Jobs):
         if classes:
             self._run_stage("classes", [("classes", {"classes": classes, "images": self.images_key},
                                          lambda: self.classes_job(classes), len(classes) * s.class_steps)])
-        return distributed.from_first(self._write_site)  # rank 0 writes; every rank returns the same
+        site = distributed.from_first(self._write_site)  # rank 0 writes; every rank returns the same
+        if self.ranks > 1:
+            distributed.tidy()
+        return site
 
     def _write_site(self) -> Gallery:
         """The manifest and the pages (and what no job of this run made any more, removed)."""
@@ -423,12 +427,13 @@ class _Builder(ClassJobs, Jobs):
             return [str(why)] * (len(self.layers) - 1)
 
     def _run_stage(self, stage: str, jobs) -> None:
-        """Run a stage's jobs, reusing those whose key has not changed. Inside a process group
-        (torchrun), a stage of :data:`COLLECTIVE_STAGES` runs each job on every rank (its
-        analysis shares its own work: the images of the statistics, the units of the renders,
-        and rank 0 draws and writes); any other stage's jobs are dealt out to the ranks, each
-        running its own alone, and rank 0 writes what they made. Rank 0 decides what is reused
-        and keeps the records; every rank ends the stage with the same records."""
+        """Run a stage's jobs, reusing those whose key has not changed, and keep each job's files
+        and record as soon as it is done (a killed run loses only the jobs under way). Inside a
+        process group (torchrun), a stage of :data:`COLLECTIVE_STAGES` runs each job on every
+        rank (its analysis shares its own work: the images of the statistics, the units of the
+        renders, and rank 0 draws and writes); any other stage's jobs are dealt out to the ranks,
+        each running its own alone, round by round, and rank 0 writes what they made. Rank 0
+        decides what is reused and keeps the records; every rank ends the stage with the same."""
         total = sum(work for *_, work in jobs)
         bar = self.progress(stage, total) if self.progress is not None and jobs and self.writer else None
         update = distributed.SharedProgress(bar) if self.ranks > 1 else bar
@@ -437,16 +442,18 @@ class _Builder(ClassJobs, Jobs):
         for name, _, _, work in jobs:
             if name in reused and update is not None and self.writer:
                 update(work)
+        if self.writer:
+            self.reused += len(reused)
+        records = dict(reused)
         to_run = [job for job in jobs if job[0] not in reused]
-        if self.ranks == 1:
-            results = {name: self._attempt(work_function) for name, _, work_function, _ in to_run}
-        elif stage in COLLECTIVE_STAGES:
-            with update:
-                results = {name: self._attempt(work_function) for name, _, work_function, _ in to_run}
-        else:
-            with update:
-                results = self._dealt_out(to_run)
-        records = distributed.from_first(lambda: self._keep(jobs, reused, results))
+        with update if self.ranks > 1 else contextlib.nullcontext():
+            if self.ranks == 1 or stage in COLLECTIVE_STAGES:
+                for job in to_run:
+                    result = self._attempt(job[2])
+                    records.update(distributed.from_first(lambda: self._keep([job], {job[0]: result})))
+            else:
+                for round_jobs, results in self._dealt_out(to_run):
+                    records.update(distributed.from_first(lambda: self._keep(round_jobs, results)))
         for name, *_ in jobs:
             record = records[name]
             if record.get("error"):
@@ -487,36 +494,35 @@ class _Builder(ClassJobs, Jobs):
         except Exception as failure:  # a bug in one figure: report it, write the rest
             return [], {}, f"internal error: {type(failure).__name__}: {failure} (please report it)"
 
-    def _dealt_out(self, jobs) -> dict[str, tuple]:
+    def _dealt_out(self, jobs):
         """Jobs dealt out to the ranks (the largest first, each to the rank with the least work so
-        far), each run alone by its rank with its files kept in memory; rank 0 gets every result
-        and its files, the others an empty dict."""
+        far), each run alone by its rank with its files kept in memory, round by round (each
+        rank's first job, then its second, ...): per round, its jobs and, on rank 0, their results
+        with their files (the other ranks get an empty dict)."""
         load = [0] * self.ranks
-        mine = []
-        for name, _, work_function, work in sorted(jobs, key=lambda job: -job[3]):
+        dealt: list[list] = [[] for _ in range(self.ranks)]
+        for job in sorted(jobs, key=lambda job: -job[3]):
             rank = min(range(self.ranks), key=lambda r: (load[r], r))
-            load[rank] += max(work, 1)
-            if rank == self.rank:
-                mine.append((name, work_function))
-        results, here = {}, self.folder.absolute()
-        with distributed.alone():
-            for name, work_function in mine:
-                with files.captured() as made:
+            load[rank] += max(job[3], 1)
+            dealt[rank].append(job)
+        here = self.folder.absolute()
+        for number in range(max(map(len, dealt), default=0)):
+            round_jobs = [mine[number] for mine in dealt if number < len(mine)]
+            results = {}
+            if number < len(dealt[self.rank]):
+                name, _, work_function, _ = dealt[self.rank][number]
+                with distributed.alone(), files.captured() as made:
                     figures, data, error = self._attempt(work_function)
                 made = {os.path.relpath(path, here).replace(os.sep, "/"): content for path, content in made.items()}
                 results[name] = (figures, data, error, made)
-        everything = distributed.gathered(results)
-        return {} if everything is None else {name: result for part in everything for name, result in part.items()}
+            everything = distributed.gathered(results)
+            yield round_jobs, ({} if everything is None else {k: v for part in everything for k, v in part.items()})
 
-    def _keep(self, jobs, reused: dict[str, dict], results: dict[str, tuple]) -> dict[str, dict]:
+    def _keep(self, jobs, results: dict[str, tuple]) -> dict[str, dict]:
         """Rank 0: write what the jobs made (the files other ranks made, the records) and remove
-        what they no longer make; the stage's records."""
+        what they no longer make; their records."""
         records = {}
         for name, inputs, _, _ in jobs:
-            if name in reused:
-                self.reused += 1
-                records[name] = reused[name]
-                continue
             figures, data, error, *made = results[name]
             written = {path for f in figures for path in (f["file"], f["thumbnail"])} | set(data.pop("written", []))
             for path, content in (made[0] if made else {}).items():  # what the job made on its rank

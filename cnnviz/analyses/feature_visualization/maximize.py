@@ -298,6 +298,7 @@ def maximize(
         if size_of_group > 1:
             with progress:
                 shares = distributed.together(render_rows)
+            distributed.tidy()
         else:
             shares = [render_rows()]
         for rendered in shares:
