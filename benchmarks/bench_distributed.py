@@ -51,6 +51,7 @@ def worker(args) -> None:
 
     import cnnviz
     from cnnviz.analyses import statistics as s
+    from cnnviz.analyses import statistics_shards as shards
     from cnnviz.core import distributed
     from cnnviz.inputs.batches import shard_images
 
@@ -73,9 +74,9 @@ def worker(args) -> None:
         with tempfile.TemporaryDirectory() as folder:  # one checkpoint of the whole result, saved and read back
             path = Path(folder) / "checkpoint.npz"
             saving = time.perf_counter()
-            s._save(path, "key", result.images, result, [])
+            shards.save_checkpoint(path, "key", result.images, result, [])
             reading = time.perf_counter()
-            done, restored, _ = s._restore(path, "key")
+            done, restored, _ = shards.restore_checkpoint(path, "key")
             assert done == result.images and restored.images == result.images
             checkpoint = {"save": reading - saving, "read": time.perf_counter() - reading,
                           "megabytes": path.stat().st_size / 2**20}
@@ -86,7 +87,7 @@ def worker(args) -> None:
         if device.startswith("cuda"):
             torch.cuda.synchronize()
         merging = time.perf_counter()
-        result = s._merged(lambda: local, rank, size)[0]
+        result = shards.merged(lambda: local, rank, size)[0]
         merge = time.perf_counter() - merging
     if grouped:
         seconds = time.perf_counter() - start

@@ -1,0 +1,232 @@
+"""Statistics shared between the ranks of a process group and across runs: the two-step merge
+of the ranks' statistics (the exemplar crops travel only once they have won) and the checkpoints
+from which a killed run goes on (see :func:`cnnviz.analyses.statistics.statistics`)."""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from cnnviz.analyses.statistics_results import LayerStatistics, Statistics
+from cnnviz.core import distributed
+from cnnviz.core.version import __version__
+from cnnviz.errors import CnnvizError
+from cnnviz.inputs.batches import shard_images
+
+
+def merged(work, rank: int, size: int) -> tuple[Statistics | None, list[str], int]:
+    """Run ``work`` (this rank's ``(statistics, skipped)``) and merge every rank's in rank order:
+    the statistics (``None`` without images), the files skipped and the images resumed. In a
+    group, in two steps: first every rank's statistics with, in place of each exemplar's crop,
+    where it is (rank and slot); merged, they say which crops won, and only those travel."""
+    if size == 1:
+        parts = [work()]
+    else:
+        kept = {}
+
+        def light_part():
+            part, names = work()
+            kept["part"] = part
+            return _crops_left_out(part, rank), names
+
+        parts = distributed.together(light_part)
+    skipped = [name for _, names in parts for name in names]
+    result = None
+    for part, _ in parts:
+        if part is not None:
+            result = part if result is None else result.merge(part)
+    if result is None:
+        return None, skipped, 0
+    resumed = sum(part.resumed for part, _ in parts if part is not None)
+    if size > 1:
+        sizes = next(part.crop_sizes for part, _ in parts if part is not None)
+        won = distributed.together(lambda: _crops_won(result, kept["part"], rank))
+        result = _with_crops(result, won, sizes)
+    return result, skipped, resumed
+
+
+def _crops_left_out(part: Statistics | None, rank: int) -> Statistics | None:
+    """``part`` with each exemplar's crop replaced by where it is, ``rank * k + slot`` (``C x k x 1``;
+    -1 where there is none), for a merge that moves no crop; the crops' sizes kept aside."""
+    if part is None:
+        return None
+    layers = {}
+    for name, layer in part.layers.items():
+        k = layer.exemplar_values.shape[1]
+        slots = rank * k + np.arange(k)[None, :, None]
+        where = {f"{prefix}_crops": np.where(getattr(layer, f"{prefix}_images")[:, :, None] >= 0, slots, -1)
+                 for prefix in ("exemplar", "bottom") if getattr(layer, f"{prefix}_crops") is not None}
+        layers[name] = replace(layer, **where)
+    light = Statistics(layers, part.images, part.skipped, part.resumed)
+    light.crop_sizes = {name: layer.exemplar_crops.shape[2:] for name, layer in part.layers.items()}
+    return light
+
+
+def _crops_won(merged: Statistics, part: Statistics | None, rank: int) -> dict:
+    """The crops of this rank that the merged statistics kept: per layer and kind, the
+    ``(channel, slot)`` of each in the merged arrays and the crops themselves."""
+    won = {}
+    if part is None:
+        return won
+    for name, layer in merged.layers.items():
+        for prefix in ("exemplar", "bottom"):
+            where = getattr(layer, f"{prefix}_crops")
+            if where is None:
+                continue
+            k = layer.exemplar_values.shape[1]
+            channel, slot = np.nonzero((where[:, :, 0] >= 0) & (where[:, :, 0] // k == rank))
+            crops = getattr(part.layers[name], f"{prefix}_crops")[channel, where[channel, slot, 0] % k]
+            won[(name, prefix)] = (channel, slot, crops)
+    return won
+
+
+def _with_crops(merged: Statistics, won: list[dict], sizes: dict) -> Statistics:
+    """The merged statistics with the crops every rank sent put where they belong."""
+    layers = {}
+    for name, layer in merged.layers.items():
+        crops = {}
+        for prefix in ("exemplar", "bottom"):
+            if getattr(layer, f"{prefix}_crops") is None:
+                continue
+            whole = np.zeros((*layer.exemplar_values.shape, *sizes[name]), dtype=np.uint8)
+            for sent in won:
+                if (name, prefix) in sent:
+                    channel, slot, pictures = sent[(name, prefix)]
+                    whole[channel, slot] = pictures
+            crops[f"{prefix}_crops"] = whole
+        layers[name] = replace(layer, **crops)
+    return Statistics(layers, merged.images, merged.skipped, merged.resumed)
+
+
+def resumable(gather, model, images, refs, batch_size, bins, top_k, near_zero, progress, workers, folder: Path,
+              every: int, minutes: float) -> tuple[Statistics | None, list[str]]:
+    """This rank's statistics (each part's by ``gather``, as one pass would take them) in parts of
+    ``every`` images (whole batches), the result so far
+    saved in ``folder`` after a part once ``minutes`` have passed since the last save (in a
+    group also after the last part); the parts an earlier run saved are not read again."""
+    from cnnviz.core.model import model_key
+
+    rank, size = distributed.rank_and_size()
+    if every < 1 or not minutes >= 0:
+        raise CnnvizError(f"checkpoint_every must be at least 1 image and checkpoint_minutes 0 or more, got "
+                          f"{every} and {minutes}")
+    try:
+        share = shard_images(images, rank, size, batch_size)
+    except CnnvizError:
+        raise CnnvizError("a run with checkpoints goes on part-way through its images: give a folder, a file list, a "
+                          "list of images, a tensor or a Dataset (not a DataLoader or other iterable)") from None
+    every = -(-every // batch_size) * batch_size
+    key = hashlib.sha256(json.dumps({
+        "model": model_key(model), "layers": [str(ref) for ref in refs], "images": _identity(share),
+        "settings": [batch_size, bins, top_k, near_zero], "rank": [rank, size], "cnnviz": __version__,
+    }, default=str).encode()).hexdigest()
+    path = folder / f"rank-{rank}-of-{size}" / "statistics.npz"  # a folder of its own: ranks never share a record
+    done, result, skipped = restore_checkpoint(path, key)
+    resumed = result.images if result is not None else 0
+    if resumed and progress is not None:
+        progress(resumed)
+    saved = time.monotonic()
+    for start in range(done, len(share), every):
+        part, missed = gather(model, _part(share, start, start + every), refs, batch_size, bins, top_k, near_zero,
+                              progress, workers)
+        skipped += missed
+        if part is not None:
+            result = part if result is None else result.merge(part)
+        last = start + every >= len(share)
+        # a rank's whole share is kept while the others may still fail; one process is done
+        if (last and size > 1) or (not last and time.monotonic() - saved >= 60 * minutes):
+            save_checkpoint(path, key, start + every, result, skipped)
+            saved = time.monotonic()
+    if result is not None:
+        result.resumed = resumed
+    return result, skipped
+
+
+def _identity(share) -> list:
+    """What a rank's images are, for its checkpoint's key: the names of files and samples, the
+    shape and a digest of a tensor, the type, length and indices of a Dataset."""
+    if isinstance(share, torch.Tensor):
+        return ["tensor", list(share.shape), hashlib.sha256(share.detach().cpu().contiguous().view(-1)
+                                                           .view(torch.uint8).numpy().tobytes()).hexdigest()]
+    if isinstance(share, torch.utils.data.Subset):
+        indices = list(share.indices)  # a contiguous share: its ends say which
+        return ["dataset", type(share.dataset).__qualname__, len(share.dataset), indices[:1], indices[-1:], len(indices)]
+    return [str(getattr(item, "spec", item)) if isinstance(item, (str, os.PathLike)) or hasattr(item, "spec")
+            else type(item).__qualname__ for item in share]
+
+
+def _part(share, start: int, stop: int):
+    if isinstance(share, torch.utils.data.Subset):
+        return torch.utils.data.Subset(share.dataset, share.indices[start:stop])
+    return share[start:stop]
+
+
+def save_checkpoint(path: Path, key: str, done: int, result: Statistics | None, skipped: list[str]) -> None:
+    """A checkpoint: the statistics of the rank's first ``done`` images (arrays, and what no array
+    holds as JSON)."""
+    from cnnviz.core import output as files
+
+    meta = {"key": key, "done": done, "skipped": skipped, "images": 0, "layers": {}}
+    arrays: dict[str, np.ndarray] = {}
+    if result is not None:
+        meta["images"] = result.images
+        for name, layer in result.layers.items():
+            meta["layers"][name] = {"half_range": layer.half_range, "map_size": list(layer.map_size),
+                                    "input_size": list(layer.input_size), "tolerance": layer.near_zero_tolerance,
+                                    "sources": layer.exemplar_sources, "bottom_sources": layer.bottom_sources}
+        arrays = {k: v for k, v in result.to_arrays().items() if k.rsplit("/", 1)[-1] in _KEPT}
+    arrays["meta"] = np.array(json.dumps(meta))
+    files.write_npz(path, arrays)
+
+
+_KEPT = ("count", "mean", "m2", "minimum", "maximum", "mean_maximum", "positive", "near_zero", "histogram",
+         "exemplar_values", "exemplar_images", "exemplar_positions", "exemplar_crops",
+         "bottom_values", "bottom_images", "bottom_positions", "bottom_crops")
+
+
+def restore_checkpoint(path: Path, key: str) -> tuple[int, Statistics | None, list[str]]:
+    """``(images of the share done, their statistics, files skipped)`` from a checkpoint of the
+    same run; ``(0, None, [])`` where there is none (or one of another run, which is replaced)."""
+    try:
+        with np.load(path, allow_pickle=False) as saved:
+            meta = json.loads(str(saved["meta"]))
+            if meta.get("key") != key:
+                return 0, None, []
+            arrays = {name: saved[name] for name in saved.files if name != "meta"}
+    except (OSError, ValueError, KeyError):  # none yet, or unreadable (cut short): start afresh
+        return 0, None, []
+    if not meta["layers"]:
+        return meta["done"], None, list(meta["skipped"])
+    layers = {}
+    for name, info in meta["layers"].items():
+        fields = {field_name: arrays.get(f"{name}/{field_name}") for field_name in _KEPT}
+        layers[name] = LayerStatistics(
+            layer=name, half_range=info["half_range"], map_size=tuple(info["map_size"]),
+            input_size=tuple(info["input_size"]), near_zero_tolerance=info["tolerance"],
+            exemplar_sources=info["sources"], bottom_sources=info["bottom_sources"], **fields)
+    return meta["done"], Statistics(layers, meta["images"], list(meta["skipped"])), list(meta["skipped"])
+
+
+def forget(folder: Path, rank: int, size: int) -> None:
+    """Remove this rank's checkpoint (rank 0: also those of runs with another number of ranks),
+    and the folder once nothing is left in it."""
+    from cnnviz.core import output as files
+
+    spent = [folder / f"rank-{rank}-of-{size}"]
+    if rank == 0:
+        spent += [path for path in folder.glob("rank-*-of-*") if not path.name.endswith(f"-of-{size}")]
+    for place in spent:
+        checkpoint = place / "statistics.npz"
+        if checkpoint.exists():
+            files.remove_written(checkpoint)  # the folder goes with it (its record was all that was left)
+        with contextlib.suppress(OSError):
+            place.rmdir()
+    with contextlib.suppress(OSError):  # the last rank to leave finds it empty
+        folder.rmdir()
