@@ -242,7 +242,8 @@ def maximize(
         # Lucid's shifts are sized for a channel over a whole image; a neuron sees its receptive
         # field only, and shifts larger than that move the field off what it is learning to see
         robust = _scaled(robust, receptive_field_size(model, plan.ref.layer_text, preprocessing) / NEURON_FIELD)
-    _check_memory(model, plan, canvas, robust, preprocessing, device)
+    # in a group, a memory check that one rank's GPU fails stops every rank (not the others waiting)
+    distributed.together(lambda: _check_memory(model, plan, canvas, robust, preprocessing, device))
     canvas, view = _view(model, plan, canvas, robust, preprocessing, size)
     # a model whose output is a softmax: maximize the logits it takes (its input), not a probability
     softmax = final_softmax(module, preprocessing.channels, view) if plan.ref is not None and plan.ref.is_output else None
