@@ -46,15 +46,14 @@ def merged(work, rank: int, size: int) -> tuple[Statistics | None, list[str], in
         return None, skipped, 0
     resumed = sum(part.resumed for part, _ in parts if part is not None)
     if size > 1:
-        sizes = next(part.crop_sizes for part, _ in parts if part is not None)
         won = distributed.together(lambda: _crops_won(result, kept["part"], rank))
-        result = _with_crops(result, won, sizes)
+        result = _with_crops(result, won)
     return result, skipped, resumed
 
 
 def _crops_left_out(part: Statistics | None, rank: int) -> Statistics | None:
     """``part`` with each exemplar's crop replaced by where it is, ``rank * k + slot`` (``C x k x 1``;
-    -1 where there is none), for a merge that moves no crop; the crops' sizes kept aside."""
+    -1 where there is none), for a merge that moves no crop."""
     if part is None:
         return None
     layers = {}
@@ -64,14 +63,13 @@ def _crops_left_out(part: Statistics | None, rank: int) -> Statistics | None:
         where = {f"{prefix}_crops": np.where(getattr(layer, f"{prefix}_images")[:, :, None] >= 0, slots, -1)
                  for prefix in ("exemplar", "bottom") if getattr(layer, f"{prefix}_crops") is not None}
         layers[name] = replace(layer, **where)
-    light = Statistics(layers, part.images, part.skipped, part.resumed)
-    light.crop_sizes = {name: layer.exemplar_crops.shape[2:] for name, layer in part.layers.items()}
-    return light
+    return Statistics(layers, part.images, part.skipped, part.resumed)
 
 
 def _crops_won(merged: Statistics, part: Statistics | None, rank: int) -> dict:
     """The crops of this rank that the merged statistics kept: per layer and kind, the
-    ``(channel, slot)`` of each in the merged arrays and the crops themselves."""
+    ``(channel, slot)`` of each in the merged arrays and the crops themselves (``N x 3 x S x S``,
+    also when ``N`` is 0: every rank with images tells the crops' size)."""
     won = {}
     if part is None:
         return won
@@ -87,7 +85,7 @@ def _crops_won(merged: Statistics, part: Statistics | None, rank: int) -> dict:
     return won
 
 
-def _with_crops(merged: Statistics, won: list[dict], sizes: dict) -> Statistics:
+def _with_crops(merged: Statistics, won: list[dict]) -> Statistics:
     """The merged statistics with the crops every rank sent put where they belong."""
     layers = {}
     for name, layer in merged.layers.items():
@@ -95,11 +93,11 @@ def _with_crops(merged: Statistics, won: list[dict], sizes: dict) -> Statistics:
         for prefix in ("exemplar", "bottom"):
             if getattr(layer, f"{prefix}_crops") is None:
                 continue
-            whole = np.zeros((*layer.exemplar_values.shape, *sizes[name]), dtype=np.uint8)
-            for sent in won:
-                if (name, prefix) in sent:
-                    channel, slot, pictures = sent[(name, prefix)]
-                    whole[channel, slot] = pictures
+            sent = [one[(name, prefix)] for one in won if (name, prefix) in one]
+            size = sent[0][2].shape[1:]  # 3 x S x S
+            whole = np.zeros((*layer.exemplar_values.shape, *size), dtype=np.uint8)
+            for channel, slot, pictures in sent:
+                whole[channel, slot] = pictures
             crops[f"{prefix}_crops"] = whole
         layers[name] = replace(layer, **crops)
     return Statistics(layers, merged.images, merged.skipped, merged.resumed)

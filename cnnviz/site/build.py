@@ -178,7 +178,8 @@ class _Builder(Stages, ClassJobs, Jobs):
         # what they made (see _run_stage)
         self.rank, self.ranks = distributed.rank_and_size()
         self.writer = self.rank == 0
-        in_memory = distributed.together(lambda: self._plan(images, layers, folder))[self.rank]
+        in_memory: dict[str, bytes] = {}  # each rank's own: the images' bytes need not travel
+        distributed.together(lambda: in_memory.update(self._plan(images, layers, folder)))
         self.folder = Path(folder).expanduser()
         distributed.from_first(lambda: self._prepare_folder(folder, in_memory))
         self.model_key = model_key(loaded)
