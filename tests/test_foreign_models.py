@@ -247,6 +247,9 @@ def test_gallery_of_a_fixed_size_model_has_every_page(tmp_path):
     units = sorted((out / "units" / "conv2").glob("*.html"))
     assert len(units) == 2 and "Strongest inputs" not in units[0].read_text()  # conv2 is the only layer shown
     assert [f["settings"]["size"] for f in manifest["figures"] if f["kind"] == "class"] == [[32, 32]] * 2  # its one size
+    # named by what it is, not by the factory file's whole path
+    index = (out / "index.html").read_text()
+    assert "<title>What LeNet (foreign_models.py:lenet) has learned" in index and str(Path(FACTORY).parent) not in index
 
 
 def test_nan_weights_are_named_in_a_warning():

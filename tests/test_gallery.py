@@ -766,3 +766,16 @@ def test_the_render_budget_shows_every_unit_of_the_built_in_models_and_fewer_of_
     assert sum(min(c, k + 1) * costly[layer] for layer, c in counts.items()) > CHANNEL_BUDGET
     assert fewer["unit_renders"] < caps["unit_renders"]
     assert within_budget(counts, costly, 7, None, 3) == {"max_channels": 7, "unit_renders": None}
+
+
+def test_a_gallery_names_the_model_by_what_it_is_not_by_a_file_path():
+    from cnnviz.site.build import model_name, without_folders
+
+    assert model_name("torchvision:mobilenet_v2", "MobileNetV2") == "torchvision:mobilenet_v2"
+    assert model_name("builtin:photos", "Sequential") == "builtin:photos"
+    assert model_name("/home/me/work/nets/small.py:make", "SmallNet") == "SmallNet (small.py:make)"
+    assert model_name("/data/runs/model.pt", "ResNet") == "ResNet (model.pt)"
+    assert model_name("mypackage.nets:make", "SmallNet") == "SmallNet (mypackage.nets:make)"
+    assert model_name("", "SmallNet") == "SmallNet"
+    assert without_folders("/x/y/mobilenet_v2-b0353104.pth") == "mobilenet_v2-b0353104.pth"
+    assert without_folders("IMAGENET1K_V1") == "IMAGENET1K_V1" and without_folders(None) is None

@@ -71,13 +71,13 @@ def test_the_image_returned_is_the_best_of_its_checks(photos):
 
 def test_a_render_that_converges_below_its_reference_starts_again():
     # a unit no image in [0, 1] moves (3 x 3 sums of pixels minus 28) and no redirection: its value stays
-    # exactly 0, converged at the first look that can tell (40 steps), below its reference (0, the
-    # sample photographs' best): not the end, a second start from a photograph that converges 40
-    # steps later; the image returned is still the first (the best of the checks: none beat it)
+    # exactly 0, converged at the first look where it may stop (MIN_STEPS, 48), below its reference (0,
+    # the sample photographs' best): not the end, a second start from a photograph that converges 40
+    # steps later (5 looks); the image returned is still the first (the best of the checks: none beat it)
     model = pixel_sum_unit(1, 28.0)
     rendering = cnnviz.maximize(model, "1:0", size=16, redirect_steps=0, filters=False)
     assert rendering.reference == [0.0] and rendering.values == [0.0] and rendering.succeeded == [False]
-    assert rendering.steps_taken == [80] and rendering.starts == ["noise"]
+    assert rendering.steps_taken == [88] and rendering.starts == ["noise"]
 
 
 def test_linear_filter_units_show_their_filter(photos):
@@ -199,3 +199,30 @@ def test_cli_says_how_many_renders_beat_the_real_images(tmp_path):
         p.name for p in (tmp_path / "n").iterdir()}
     direction = CliRunner().invoke(main, ["maximize", "-l", "features.10", "--direction", "1,2", "-o", str(tmp_path)])
     assert direction.exit_code == 2 and "channels" in direction.stderr and len(direction.stderr.splitlines()) == 1
+
+
+def test_a_photograph_given_back_or_a_flat_field_is_not_called_a_success(photos):
+    # a render that starts again from a photograph and barely moves (a tiny learning rate) is that
+    # photograph: counted apart, never a success
+    kept = cnnviz.maximize(photos, "features.14", channels=[6], lr=1e-4, steps=64)
+    assert kept.starts[0].startswith("sample:") and kept.outcomes == ["photo"] and kept.succeeded == [False]
+    assert "1 ended as the photograph they started again from: features.14:6" in kept.summary()
+    assert kept.to_dict()["photographs"] == 1 and kept.to_dict()["units"][0]["outcome"] == "photo"
+    # a unit that is highest on mid-grey (minus the sum of |colour - 0.5| over the colours at each
+    # pixel): its render stays a flat grey field, which beats every photograph; a flat field is not
+    # a success
+    class NegativeAbsolute(torch.nn.Module):
+        def forward(self, x):
+            return -x.abs()
+
+    centre, total = torch.nn.Conv2d(3, 3, 1), torch.nn.Conv2d(3, 1, 1, bias=False)
+    with torch.no_grad():
+        centre.weight.copy_(torch.eye(3).view(3, 3, 1, 1))
+        centre.bias.fill_(-0.5)
+        total.weight.fill_(1.0)
+    model = torch.nn.Sequential(centre, NegativeAbsolute(), total)
+    grey = cnnviz.load_model(model, mean=0.0, std=1.0, input_size=(32, 32))
+    flat = cnnviz.maximize(grey, "2:0", size=16, filters=False, steps=64)
+    assert flat.values[0] > flat.reference[0]  # it beats the photographs ...
+    assert flat.outcomes == ["flat"] and flat.succeeded == [False]  # ... and is still no success
+    assert "0/1 renders beat" in flat.summary() and "1 flat (no pattern): 2:0" in flat.summary()

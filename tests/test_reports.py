@@ -95,7 +95,7 @@ def test_channel_report_is_maximize_kind(photos):
     assert unit_item.kind == "maximize" and unit_item.unit == cnnviz.Unit("features.3", 1)
     word = "beats" if rendering.succeeded[0] else "BELOW"
     assert unit_item.caption == (f"features.3:1: mean activation {rendering.values[0]:.3g} "
-                                 f"({word} the best real image's {rendering.reference[0]:.3g})")
+                                 f"({word} the best real image's {rendering.reference[0]:.3g}); 1 step")
     assert rendering.succeeded[0] == (rendering.values[0] > rendering.reference[0])
     assert grid.kind == "maximize_grid" and grid.unit is None
 
@@ -164,3 +164,30 @@ def test_image_and_lecture_reports(photos, tmp_path):
     assert [item.file for item in report] == ["receptive_fields.png", "effective_rf_features.13.png"]
     assert report.data["layers"] == [field.to_dict() for field in fields.values()]
     assert report.data["effective"] == [erf.to_dict()]
+
+
+def test_the_grid_of_a_composed_objective_has_readable_captions_and_the_steps_run():
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from cnnviz import objectives as o
+
+    photos = cnnviz.load_model("builtin:photos")
+    goal = o.channel("features.12", 3) - 20 * o.diversity("features.12") - 0.5 * o.total_variation()
+    rendering = cnnviz.maximize(photos, objective=goal, count=4, steps=48, size=48)
+    figure = cnnviz.plots.maximize(rendering)
+    canvas = FigureCanvasAgg(figure)
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    page = figure.bbox
+    title = figure._suptitle
+    boxes = [axis.title.get_window_extent(renderer) for axis in figure.axes if axis.title.get_text()]
+    assert len(boxes) == 4
+    for box in [title.get_window_extent(renderer), *boxes]:  # nothing clipped at the figure's edges
+        assert box.x0 >= page.x0 - 1 and box.x1 <= page.x1 + 1 and box.y1 <= page.y1 + 1
+    for left, right in zip(boxes, boxes[1:]):  # no caption over its neighbour
+        assert left.x1 <= right.x0, (left, right)
+    taken = sorted(set(rendering.steps_taken))
+    text = title.get_text()
+    assert rendering.steps_text() in text and str(taken[-1]) in text
+    if taken[0] < 48:  # stopped before the most: the title says the range, not "48 steps"
+        assert f"{taken[0]}-" in text and "(at most 48)" in text

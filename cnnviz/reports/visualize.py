@@ -32,13 +32,23 @@ def maximize(rendering, name: str | None = None) -> Report:
             word = "lowest" if negative else "best"
             caption += (f" ({'beats' if succeeded else 'BELOW'} the {word} real image's {reference:.3g})")
         start = rendering.starts[k] if k < len(rendering.starts) else "noise"
-        if start.startswith("sample:") or start not in ("noise", "filter"):
+        outcome = rendering.outcomes[k] if k < len(rendering.outcomes) else "render"
+        if outcome == "photo":
+            caption += f"; the photograph {start} it started again from, not a feature visualization"
+        elif outcome == "flat":
+            caption += "; a flat field (no pattern)"
+        elif start.startswith("sample:") or start not in ("noise", "filter"):
             caption += f"; restarted from {start}"
+        if k < len(rendering.steps_taken) and outcome != "filter":
+            taken = rendering.steps_taken[k]
+            caption += f"; {taken} step{'' if taken == 1 else 's'}"
         stem = safe_name(unit.reference) + ("-negative" if negative else "") + (f"-{k % diverse}" if diverse > 1 else "")
         items.append(Item(
             f"maximize_{stem}.png", "class" if is_class else "maximize", caption,
             layer=unit.layer or None, unit=unit, value_range=value_range(image), value=value, settings=settings,
-            extra={"channel": unit.channel, "reference": reference, "succeeded": succeeded, "start": start},
+            extra={"channel": unit.channel, "reference": reference, "succeeded": succeeded, "start": start,
+                   "outcome": outcome,
+                   "steps_taken": rendering.steps_taken[k] if k < len(rendering.steps_taken) else None},
             pixels=shown,
         ))
     items.append(Item(f"maximize_{name}_grid.png", "maximize_grid", f"The {len(units)} renderings side by side",

@@ -473,6 +473,8 @@ class _Builder(Stages, ClassJobs, Jobs):
         return {
             "cnnviz": __version__,
             "model": {"spec": self.loaded.spec, "weights": self.loaded.weights, "type": type(self.module).__name__,
+                      "name": model_name(self.loaded.spec, type(self.module).__name__),
+                      "source": without_folders(self.loaded.spec), "weights_name": without_folders(self.loaded.weights),
                       "parameters": sum(p.numel() for p in self.module.parameters()),
                       "input": self.loaded.preprocessing.describe(),
                       "classes": len(self.class_names) if self.class_names else None},
@@ -483,3 +485,25 @@ class _Builder(Stages, ClassJobs, Jobs):
             "failed": self.failed,
             "figures": shown,
         }
+
+
+def without_folders(text):
+    """A spec or weights as a page shows it: a file's name without the folders it is in
+    (``/home/me/models/net.py:make`` -> ``net.py:make``); other names as they are."""
+    if not isinstance(text, str) or ("/" not in text and "\\" not in text):
+        return text
+    head, colon, tail = text.rpartition(":")
+    path, suffix = (head, colon + tail) if colon and "/" not in tail and "\\" not in tail else (text, "")
+    return os.path.basename(path.replace("\\", "/")) + suffix
+
+
+def model_name(spec: str | None, type_name: str) -> str:
+    """What a gallery calls the model: a registry spec as it is (``torchvision:mobilenet_v2``,
+    ``timm:resnet18``, ``builtin:photos``), else its class with where it came from, without folders
+    (``MobileNetV2 (nets.py:make)``), or its class alone (a module given in Python)."""
+    if spec and spec.split(":", 1)[0] in ("torchvision", "timm", "builtin"):
+        return spec
+    if not spec:
+        return type_name
+    return f"{type_name} ({without_folders(spec)})"
+

@@ -121,6 +121,13 @@ def verdict(entry: dict | None, negative: bool = False) -> dict:
     else:
         text = f"{number(value)} {'beats' if ok else 'below'} the {word} real image's {number(reference)}"
     start = entry.get("start") or "noise"
+    outcome = entry.get("outcome") or "render"
+    if outcome == "photo":
+        text = f"{number(value)}: the photograph it started again from, not a feature visualization"
+    elif outcome == "flat":
+        text = f"{number(value)}: a flat field (no pattern), not a feature visualization"
+    if entry.get("steps"):
+        text += f" ({entry['steps']} steps)"
     notes = []
     if start == "filter":
         notes.append("a linear filter of the input: its exact maximum in the valid range, measured at the centre "
@@ -128,8 +135,10 @@ def verdict(entry: dict | None, negative: bool = False) -> dict:
                      "a fixed contrast)")
     elif start != "noise":
         notes.append(f"started again from the photograph {display_name(start)} (from noise it did not get past "
-                     "the real images in time)")
-    badge = "filter" if start == "filter" else "photo" if start != "noise" else None
+                     "the real images in time)" + ("; it ended near that photograph" if outcome == "photo" else
+                                                   "; it moved away from it"))
+    badge = ("filter" if start == "filter" else "flat" if outcome == "flat" else "photo" if outcome == "photo"
+             else "from photo" if start != "noise" else None)
     return {"ok": ok, "text": text, "notes": notes, "badge": badge}
 
 

@@ -153,7 +153,7 @@ class Jobs:
                 entry["unit"] = f"{item.unit.layer}:{channel}"
             figures.append(entry)
             shown = {"file": path, "thumbnail": small, "value": entry.get("value"), "reference": entry.get("reference"),
-                     "succeeded": entry.get("succeeded"), "start": entry.get("start"),
+                     "succeeded": entry.get("succeeded"), "start": entry.get("start"), "outcome": entry.get("outcome"),
                      "steps": rendering.steps_taken[k] if k < len(rendering.steps_taken) else None,
                      "size": list(item.pixels.shape[1:])}
             if kind == "diverse":

@@ -99,7 +99,7 @@ def write_site(content: SiteContent, manifest: dict) -> tuple[Path, list[Path]]:
                        "their class with under 50 % probability") if measured else None,
               problems=[p for p in problems.get("", []) if p.startswith("classes")])
     _remove_stale_pages(folder, content, names, bool(classes), units)
-    index = write("index.html", "index.html", title=f"What {manifest['model']['spec']} has learned",
+    index = write("index.html", "index.html", title=f"What {manifest['model'].get('name') or manifest['model']['spec']} has learned",
                   **_index_context(content, manifest, layer_links, others, figures))
     return index, units
 
@@ -139,8 +139,19 @@ def _layer_context(content: SiteContent, layer: str, figures: list[dict], proble
         render = content.render(layer, channel)
         tiles.append({"channel": channel, "href": unit_page(layer, channel), "render": render,
                       "verdict": verdict(render)})
-    below = sum(1 for tile in tiles if tile["verdict"]["ok"] is False)
+    apart = {what: sum(1 for tile in tiles if (tile["render"] or {}).get("outcome") == what) for what in ("photo", "flat")}
+    below = sum(1 for tile in tiles if tile["verdict"]["ok"] is False) - sum(apart.values())
     measured = sum(1 for tile in tiles if tile["verdict"]["ok"] is not None)
+    summary = None
+    if measured:
+        summary = f"{measured - below - sum(apart.values())} of {measured} renders beat the unit's best real image"
+        if apart["photo"]:
+            summary += (f"; {apart['photo']} ended as the photograph they started again from (marked photo), "
+                        "not feature visualizations")
+        if apart["flat"]:
+            summary += f"; {apart['flat']} flat fields (marked flat)"
+        if below:
+            summary += f"; {below} below (marked)"
     mine = [f for f in figures if f.get("layer") == layer]
     maps = []
     for image in content.activation_images():
@@ -152,8 +163,7 @@ def _layer_context(content: SiteContent, layer: str, figures: list[dict], proble
                                    for c in part["most_active"]]})
     return {
         "intro": intro, "choice": _choice_text(len(shown), count, content.settings.max_channels),
-        "tiles": tiles, "summary": (f"{measured - below} of {measured} renders beat the unit's best real image"
-                                    + (f"; {below} below (marked)" if below else "") if measured else None),
+        "tiles": tiles, "summary": summary,
         "kernels": [f for f in mine if f["kind"] == "kernels"],
         "statistics": [f for f in mine if f["kind"] == "channel_statistics"],
         "dream": [f for f in mine if f["kind"] == "dream"],
@@ -179,7 +189,8 @@ def _index_context(content: SiteContent, manifest: dict, layer_links, others, fi
         for place, channel in enumerate(content.ranking.get(layer, [])):
             render = content.render(layer, channel)
             if render is not None:
-                grown = render.get("start") in ("noise", "filter", None) and render.get("succeeded") is not False
+                grown = (render.get("start") in ("noise", "filter", None) and render.get("succeeded") is not False
+                         and render.get("outcome") not in ("photo", "flat"))
                 candidates.append((not grown, place, channel, render))
         kernels = content.data(f"units {layer}").get("units", {})
         units = []

@@ -1,7 +1,9 @@
 """The optimisation loop of the renders: one batch of images, each leaving it when the stopping
-rule ends it (past its reference by a margin, or converged), the rest going on; an image still
-below its reference after :data:`RESTART_AT` steps starts again from the real image that moves its
-unit most, and so does one that converges below it before. Used by :func:`cnnviz.maximize`."""
+rule ends it (its objective has converged: it gained less than :data:`CONVERGED` of its value over
+the last :data:`CONVERGED_STEPS` steps), the rest going on. The real images' reference is not a goal
+(on a trained network it is passed within a few steps, long before the render is good): it only
+decides a restart, where an image still below it after :data:`RESTART_AT` steps, or converged below it
+before, starts again from the real image that moves its unit most. Used by :func:`cnnviz.maximize`."""
 from __future__ import annotations
 
 import contextlib
@@ -21,13 +23,11 @@ from cnnviz.core.softmax import SkipSoftmax
 from cnnviz.errors import CnnvizError
 
 CHECK_EVERY = 8  # steps between two looks at the untransformed images (stopping, restarting)
-MARGIN = 0.1  # a render stops once past its reference by this fraction of it
-MIN_STEPS = 16  # nor before this many steps
-CONVERGED = 0.01  # ... or once it gains less than this fraction in CONVERGED_STEPS
-CONVERGED_STEPS = 32
+MIN_STEPS = 48  # no image stops before this many steps
+CONVERGED = 0.02  # an image has converged once it gains less than this fraction of its value ...
+CONVERGED_STEPS = 32  # ... over this many steps
 RESTART_AT = 48  # a unit still below its reference at this step starts again from the real image
 RESTART_RATE = 0.5  # ... at this fraction of the learning rate (the first one was too fast for it)
-
 
 
 @dataclass
@@ -81,7 +81,6 @@ class Run:
         restarted, starts, done = set(), {row: "noise" for row in active}, {}
         best = {}  # per image: (value, image, start) of its best check
         sign = -1 if plan.negative else 1
-        targets = self._targets()
         with probe(self.model, layers, keep_graph=True) as recorder:
             self._recorder, self._layers = recorder, layers
             for step in range(self.steps):
@@ -105,7 +104,7 @@ class Run:
                     history[row].append(float(measured[k]))
                     if self.stop and (row not in best or sign * history[row][-1] > best[row][0]):
                         best[row] = (sign * history[row][-1], now[k].detach().clone(), starts[row])
-                finished = {row: last or self._finished(history[row], targets.get(row), step + 1) for row in active}
+                finished = {row: last or self._finished(history[row], step + 1) for row in active}
                 restart = self._restart_rows(active, finished, history, restarted, step + 1)
                 for row in restart:  # converged below its reference: not the end, a second start
                     finished[row] = False
@@ -150,39 +149,24 @@ class Run:
             goal = goal - self.regularize * o.total_variation()
         return goal, self.plan.measure(rows, (0, 0))
 
-    def _targets(self) -> dict[int, float]:
-        """Per image, the value past which it stops (its reference and the margin; lower for a
-        negative render: the targets are of the negated measure)."""
-        if self.real is None:
-            return {}
-        targets = {}
-        for row in self.rows:
-            group = self.plan.groups[row]
-            if self.plan.negative:
-                bound = -self.real.minima[group]
-            else:
-                bound = self.real.maxima[group]
-            targets[row] = bound + MARGIN * abs(bound)
-        return targets
-
-    def _finished(self, history: list[float], target: float | None, step: int) -> bool:
-        if not self.stop:
+    def _finished(self, history: list[float], step: int) -> bool:
+        """Whether an image has converged: past :data:`MIN_STEPS`, it gained less than
+        :data:`CONVERGED` of its value over the last :data:`CONVERGED_STEPS` steps (a history of its
+        checks since its start; a restart starts it again)."""
+        if not self.stop or step < MIN_STEPS:
             return False
         sign = -1 if self.plan.negative else 1
-        value = sign * history[-1]
-        if target is not None and step >= MIN_STEPS and value > target and self.plan.kind != "class_logit":
-            return True
         looks = CONVERGED_STEPS // CHECK_EVERY
-        if len(history) > looks:
-            before = sign * history[-1 - looks]
-            return value - before < CONVERGED * max(abs(value), abs(before), 1e-6)
-        return False
+        if len(history) <= looks:
+            return False
+        value, before = sign * history[-1], sign * history[-1 - looks]
+        return value - before < CONVERGED * max(abs(value), abs(before), 1e-6)
 
     def _restart_rows(self, active, finished, history, restarted, step) -> list[int]:
         """Images still below their reference at :data:`RESTART_AT` steps, or converged below it
         before, start again from the real image that moves their unit most (once)."""
-        if self.real is None or not self.stop or step >= self.steps:
-            return []
+        if self.real is None or not self.stop or step >= self.steps or self.plan.kind == "class_logit":
+            return []  # a class's render started from a photograph of the class gives that photograph back
         sign = -1 if self.plan.negative else 1
         rows = []
         for row in active:

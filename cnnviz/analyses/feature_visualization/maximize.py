@@ -65,13 +65,17 @@ class Rendering(Shows):
         settings: size, steps, learning rate, parameterisation, seed, precision, ...
         reference: per image, the best response of the unit to a real image in the same measure
             (the largest; the smallest for a negative render), or ``None`` where not measured.
-        succeeded: per image, whether its value beats ``reference`` (``None`` where not measured).
+        succeeded: per image, whether it is a render (not a flat field, not the photograph it
+            started again from) whose value beats ``reference`` (``None`` where not measured).
         steps_taken: per image, the optimisation steps it ran (the stopping rule ends each on its
             own; its image is the best of its checks, which can be an earlier one).
         starts: per image, how the image returned began: ``noise``, ``sample:NAME`` (a unit that did not get going
             from noise started again from the real image that moves it most) or ``filter`` (a
             unit that is one linear filter of the input: its exact maximum, no optimisation).
         reference_source: what the references were measured on (``17 sample images``, ...).
+        outcomes: per image, what it is: ``render`` (a feature visualization), ``filter`` (a
+            linear filter's exact maximum), ``photo`` (it started again from a photograph and ended
+            near it: a photograph, not a visualization) or ``flat`` (a flat field, no pattern).
     """
 
     images: torch.Tensor
@@ -84,6 +88,7 @@ class Rendering(Shows):
     steps_taken: list = field(default_factory=list)
     starts: list = field(default_factory=list)
     reference_source: str | None = None
+    outcomes: list = field(default_factory=list)
 
     def display(self) -> torch.Tensor:
         """The images as RGB, ``N x 3 x H x W`` (a greyscale model's images repeated into 3; of
@@ -92,21 +97,47 @@ class Rendering(Shows):
         return rgb(self.images)
 
     def below(self) -> list[Unit]:
-        """The units whose render does not beat the real images."""
+        """The units whose image does not beat the real images as a render (below them, or a flat
+        field, or the photograph it started from)."""
         return [unit for unit, ok in zip(self.units, self.succeeded) if ok is False]
 
+    def apart(self, outcome: str) -> list[Unit]:
+        """The units whose image is of ``outcome`` (``photo``, ``flat``, ...; see ``outcomes``)."""
+        return [unit for unit, what in zip(self.units, self.outcomes) if what == outcome]
+
+    def steps_text(self) -> str:
+        """The steps the images ran, in words: ``64 steps`` or ``48-160 steps (at most 256)``."""
+        most = self.settings.get("steps")
+        taken = [s for s, what in zip(self.steps_taken, self.outcomes or ["render"] * len(self.steps_taken))
+                 if what != "filter"] or list(self.steps_taken)
+        if not taken or all(s == 0 for s in taken):
+            return "no optimisation (exact filter maxima)" if taken else f"{most} steps"
+        low, high = min(taken), max(taken)
+        text = f"{low} step{'' if low == 1 else 's'}" if low == high else f"{low}-{high} steps"
+        return text if high == most and low == most else f"{text} (at most {most})"
+
     def summary(self) -> str:
-        """One line: how many renders beat the best real image, and which did not."""
+        """One line: how many renders beat the best real image, which did not, which are a
+        photograph or a flat field, and the steps they ran."""
         measured = [ok for ok in self.succeeded if ok is not None]
         if not measured:
-            return f"{len(self.units)} renders (not compared with real images)"
+            return f"{len(self.units)} renders (not compared with real images), {self.steps_text()}"
         best = "smallest real response" if self.settings.get("negative") else "best real image"
         text = f"{sum(measured)}/{len(measured)} renders beat the {best} ({self.reference_source})"
-        below = self.below()
+
+        def names(units):
+            return ", ".join(unit.reference for unit in units[:8]) + (", ..." if len(units) > 8 else "")
+
+        photos, flat = self.apart("photo"), self.apart("flat")
+        if photos:
+            text += f"; {len(photos)} ended as the photograph they started again from: {names(photos)}"
+        if flat:
+            text += f"; {len(flat)} flat (no pattern): {names(flat)}"
+        apart = {id(unit) for unit in photos + flat}
+        below = [unit for unit in self.below() if id(unit) not in apart]
         if below:
-            names = ", ".join(unit.reference for unit in below[:8]) + (", ..." if len(below) > 8 else "")
-            text += f"; {len(below)} below: {names}"
-        return text
+            text += f"; {len(below)} below: {names(below)}"
+        return f"{text}; {self.steps_text()}"
 
     def to_dict(self) -> dict:
         entries = []
@@ -116,10 +147,14 @@ class Rendering(Shows):
                 entry.update(reference=self.reference[k], succeeded=self.succeeded[k])
             if k < len(self.steps_taken):
                 entry.update(steps=self.steps_taken[k], start=self.starts[k])
+            if k < len(self.outcomes):
+                entry.update(outcome=self.outcomes[k])
             entries.append(entry)
         measured = [ok for ok in self.succeeded if ok is not None]
         return {"objective": self.objective, "settings": self.settings, "reference_source": self.reference_source,
                 "succeeded": sum(measured) if measured else None, "measured": len(measured),
+                "photographs": len(self.apart("photo")), "flat": len(self.apart("flat")),
+                "steps_taken": {"min": min(self.steps_taken, default=0), "max": max(self.steps_taken, default=0)},
                 "summary": self.summary(), "units": entries}
 
     def __repr__(self) -> str:
@@ -156,8 +191,8 @@ def maximize(
     """Render images that maximise a unit, many units, or any objective.
 
     Each render is compared with real images: its final value against the unit's largest
-    response to them (``reference``), and stops on its own when it is past that by a margin or
-    has converged (``stop``), so that the rest of the batch goes on without it.
+    response to them (``reference``). It stops on its own when its objective has converged
+    (``stop``), so that the rest of the batch goes on without it.
 
     Inside a ``torch.distributed`` process group (``torchrun``) each rank renders a contiguous
     share of the units and every rank returns all of them: the images of one process, since each
@@ -191,11 +226,14 @@ def maximize(
             photographs, by default; a folder, files, ...), a :class:`cnnviz.Statistics` or the
             path of a ``stats.npz`` (a dataset's maxima; the sample photographs still give the
             starting images), or ``None`` (no comparison, no stopping at a target).
-        stop: end each image once its value is past the reference by 10 % (checked every 8
-            steps on the untransformed image), or has gained less than 1 % in 32 steps; one still
-            below its reference at 48 steps, or converged below it sooner, starts again (once) from
-            the real image that moves its unit most, at half the learning rate; each image returned is
-            the best of its checks.
+        stop: end each image once its objective has converged: after at least 48 steps, it gained
+            less than 2 % of its value over the last 32 (checked every 8 steps on the untransformed
+            image); else at ``steps``. The reference is not a goal: passing the real images is a
+            floor (on a trained network a render passes them within a few steps, long before it is
+            good). A unit's image still below its reference at 48 steps, or converged below it
+            sooner, starts again (once) from the real image that moves its unit most, at half the
+            learning rate (not a class: that would give back the photograph); each image returned
+            is the best of its checks.
         schedule: ``"cosine"`` (the learning rate falls from ``lr`` to ``lr / 10`` over ``steps``)
             or ``"constant"``.
         negative: minimise the unit instead (what it responds to least).
@@ -307,12 +345,14 @@ def maximize(
                 images[row], steps_taken[row], starts[row] = image, taken, how
         final = torch.stack(images)
         values = _final_values(model, plan, final, preprocessing, softmax, device)
+    outcomes = _outcomes(final, starts, real, plan, canvas)
     reference_values, succeeded = [None] * count_all, [None] * count_all
     if real is not None:
         for row in range(count_all):
             bound = real.minima[plan.groups[row]] if negative else real.maxima[plan.groups[row]]
             reference_values[row] = bound
-            succeeded[row] = bool(values[row] < bound) if negative else bool(values[row] > bound)
+            beats = bool(values[row] < bound) if negative else bool(values[row] > bound)
+            succeeded[row] = beats and outcomes[row] in ("render", "filter")
     settings = {
         "size": list(canvas), "steps": steps, "lr": lr, "schedule": schedule, "stop": stop, "param": param,
         "seed": seed, "batch_size": chunk, "redirect_steps": redirect_steps,
@@ -324,7 +364,7 @@ def maximize(
     if filter_images is not None:
         description += f"; {len(filter_images.rows)} linear-filter units rendered as their neuron at the centre"
     return Rendering(final.float().cpu(), plan.units, values, description, settings, reference_values, succeeded,
-                     steps_taken, starts, real.source if real is not None else None)
+                     steps_taken, starts, real.source if real is not None else None, outcomes)
 
 
 SCHEDULES = ("cosine", "constant")
@@ -371,6 +411,29 @@ def _references(model, plan, reference, softmax):
         pass  # the softmax's input is measured, as it is maximized
     return real_responses(model, plan.layers[0], plan.kind, plan.channels, images, negative=plan.negative,
                           direction=plan.direction, softmax=softmax, statistics=statistics)
+
+
+FLAT = 0.02  # an image whose pixels' standard deviation is below this is a flat field
+NEAR_PHOTO = 0.08  # an image this close to the photograph it started from (mean |difference|) is that photograph
+
+
+def _outcomes(images, starts, real, plan: _Plan, canvas) -> list[str]:
+    """Per image, ``render``, ``filter``, ``photo`` (started again from a photograph and ended near
+    it) or ``flat`` (a flat field)."""
+    outcomes = []
+    for row, (image, start) in enumerate(zip(images, starts)):
+        image = image.detach().float().cpu()
+        if start == "filter":
+            outcomes.append("filter")
+        elif float(image.std()) < FLAT:
+            outcomes.append("flat")
+        elif start.startswith("sample:") and real is not None and tuple(image.shape[1:]) == tuple(canvas):
+            photo, _ = real.start(plan.groups[row], plan.negative, canvas)
+            near = float((image - photo.float().cpu()).abs().mean()) < NEAR_PHOTO
+            outcomes.append("photo" if near else "render")
+        else:
+            outcomes.append("render")
+    return outcomes
 
 
 def _centred(image: torch.Tensor, canvas) -> torch.Tensor:
