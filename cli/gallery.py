@@ -25,10 +25,11 @@ from cnnviz.cli.options import model_options, note
               help="Images of each unit's diverse set.")
 @click.option("--exemplars", type=click.IntRange(min=1, max=64), default=8, show_default=True,
               help="Dataset examples per unit, where it is highest and where it is lowest.")
-@click.option("--steps", type=click.IntRange(min=1), default=64, show_default=True,
-              help="Optimisation steps per maximal-response image.")
-@click.option("--class-steps", type=click.IntRange(min=1), default=128, show_default=True,
-              help="Optimisation steps per class visualization.")
+@click.option("--steps", type=click.IntRange(min=1), default=128, show_default=True,
+              help="The most optimisation steps of a unit's maximal-response image (each stops once converged; "
+                   "more steps also mean fewer units within the budget).")
+@click.option("--class-steps", type=click.IntRange(min=1), default=256, show_default=True,
+              help="The most optimisation steps of a class visualization (each stops once converged).")
 @click.option("--max-classes", default="auto", show_default=True, metavar="N|auto",
               help="Class visualizations (the first classes); 0 for none; auto: as many as their budget allows, "
                    "at most 64.")

@@ -52,7 +52,8 @@ class SizeOption(click.Option):
                    "logits (with --channels) or a class name.")
 @click.option("--channels", "-c", metavar="SPEC", help="Channels or classes to render, one image each: 0-15, 3,5, all.")
 @click.option("--steps", type=click.IntRange(min=1), default=256, show_default=True,
-              help="The most steps of an image: each stops once past the best real image by 10% or converged.")
+              help="The most steps of an image: each stops once converged (it gained under 2% of its value in "
+                   "32 steps, at its lowest learning rate).")
 @click.option("--fixed-steps", is_flag=True, help="Run every image for exactly --steps (no stopping rule).")
 @click.option("--size", cls=SizeOption, type=SizeType(), default="auto", show_default=True, metavar="H [W]",
               help="auto (twice the unit's receptive field; the input size for classes), H, 'H W' or HxW.")

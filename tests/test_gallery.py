@@ -757,13 +757,14 @@ def test_the_render_budget_shows_every_unit_of_the_built_in_models_and_fewer_of_
     caps = within_budget(counts, costs, "auto", "auto", 3)
     assert caps["max_channels"] == 128  # all 480 units
     assert 1 <= caps["unit_renders"] <= 16
-    assert sum(counts[layer] * costs[layer] for layer in layers) <= CHANNEL_BUDGET
+    assert 128 * sum(counts[layer] * costs[layer] for layer in layers) <= CHANNEL_BUDGET  # 128 steps
     # a model whose steps cost ten times more gets fewer units, within the budget; a number given stays
     costly = {layer: 10 * cost for layer, cost in costs.items()}
     fewer = within_budget(counts, costly, "auto", "auto", 3)
     k = fewer["max_channels"]
-    assert k < 128 and sum(min(c, k) * costly[layer] for layer, c in counts.items()) <= CHANNEL_BUDGET
-    assert sum(min(c, k + 1) * costly[layer] for layer, c in counts.items()) > CHANNEL_BUDGET
+    assert k < 128 and 128 * sum(min(c, k) * costly[layer] for layer, c in counts.items()) <= CHANNEL_BUDGET
+    assert 128 * sum(min(c, k + 1) * costly[layer] for layer, c in counts.items()) > CHANNEL_BUDGET
+    assert within_budget(counts, costs, "auto", "auto", 3, steps=1280)["max_channels"] == k  # ten times the steps
     assert fewer["unit_renders"] < caps["unit_renders"]
     assert within_budget(counts, costly, 7, None, 3) == {"max_channels": 7, "unit_renders": None}
 

@@ -405,7 +405,7 @@ class _Builder(Stages, ClassJobs, Jobs):
                 costs[layer] = step_cost(self.loaded, layer)
             except CnnvizError:
                 costs[layer] = 0  # not rendered at all (its render job says why)
-        return within_budget(counts, costs, s.max_channels, s.unit_renders, s.diverse)
+        return within_budget(counts, costs, s.max_channels, s.unit_renders, s.diverse, s.steps)
 
     def _strongest(self, layer: str) -> list[int]:
         """The shown units of a layer, strongest first (see :meth:`_choose_units`)."""
@@ -450,14 +450,14 @@ class _Builder(Stages, ClassJobs, Jobs):
 
     def _classes(self) -> list[int]:
         """The classes rendered: the first ``max_classes`` (``"auto"``: as many as fit
-        ``CLASS_BUDGET``, each costing a step of the whole model at its input size)."""
+        ``CLASS_BUDGET``, each costing its steps of the whole model at its canvas)."""
         limit = self.settings.max_classes
         if limit == "auto":
             try:
                 cost = step_cost(self.loaded, "logits")
             except CnnvizError:
                 cost = 0
-            limit = min(AUTO_CLASSES, int(CLASS_BUDGET // cost)) if cost else AUTO_CLASSES
+            limit = min(AUTO_CLASSES, int(CLASS_BUDGET // (cost * self.settings.class_steps))) if cost else AUTO_CLASSES
         return list(range(min(self.class_count(), limit)))
 
     def _manifest(self, figures: list[dict]) -> dict:

@@ -23,13 +23,14 @@ IMAGES_PER_ATTRIBUTION_FIGURE = 4
 
 AUTO_CHANNELS, AUTO_UNIT_RENDERS = 128, 16  # the most units per layer, and units with every render, by default
 
-# The render budget of a default gallery, in activation values computed per optimisation step
-# (maximize.step_cost: a step's time follows it, about 4.5 ns per value on 2 CPU cores): the
-# channel renders of every shown unit may use CHANNEL_BUDGET (every unit of the built-in models
-# fits: builtin:photos needs 599 M), the neuron, negative and diverse renders what is left of
-# RENDER_BUDGET. A model whose renders cost more gets fewer units per layer, the strongest.
-CHANNEL_BUDGET, RENDER_BUDGET = 640e6, 1050e6
-AUTO_CLASSES, CLASS_BUDGET = 64, 120e6  # class renders: at most 64, within their own budget (per step, all classes)
+# The render budget of a default gallery, in activation values computed over the renders' steps
+# (maximize.step_cost, a step's work, times the steps: a step's time follows it, 2.5-4.5 ns per value
+# on 2 CPU cores): the channel renders of every shown unit may use CHANNEL_BUDGET (every unit of the
+# built-in models fits: builtin:photos needs 77 G at 128 steps; MobileNetV2's 8 layers get 16 units
+# each), the neuron, negative and diverse renders what is left of RENDER_BUDGET. A model whose
+# renders cost more gets fewer units per layer, the strongest.
+CHANNEL_BUDGET, RENDER_BUDGET = 135e9, 175e9
+AUTO_CLASSES, CLASS_BUDGET = 64, 15.4e9  # class renders: at most 64, within their own budget (all their steps)
 
 KERNEL_FIGURE_UNITS = 16  # a layer page's kernel figure: this many units at most (each unit page has its own)
 
@@ -77,8 +78,9 @@ class GallerySettings:
             ``"auto"``: as many as the rest of the budget allows, at most 16.
         diverse: images of the diverse set of each of those units.
         exemplars: dataset exemplars per unit, of its largest values and of its smallest.
-        steps: the most optimisation steps of a maximal-response image (each stops once it beats its
-            unit's best response to the gallery's images by 10 % or has converged).
+        steps: the most optimisation steps of a unit's maximal-response image (each stops once
+            converged, as :func:`cnnviz.maximize` does; its default 256 gives a little more, at up to
+            twice the time).
         activation_images: images whose activations are shown (the first readable ones).
         attribution_images: images attributed with every method (the first readable ones).
         methods: the attribution methods, side by side.
@@ -99,7 +101,7 @@ class GallerySettings:
     unit_renders: int | str | None = "auto"
     diverse: int = 3
     exemplars: int = 8
-    steps: int = 64
+    steps: int = 128
     activation_images: int = 3
     attribution_images: int = 8
     methods: tuple[str, ...] = METHODS
@@ -108,7 +110,7 @@ class GallerySettings:
     dream_octaves: int = 3
     dream_iterations: int = 8
     max_classes: int | str = "auto"
-    class_steps: int = 128
+    class_steps: int = 256
     seed: int = 0
     batch_size: int = 32
 
@@ -137,7 +139,8 @@ class GallerySettings:
             raise CnnvizError(f"classes takes {CLASS_CHOICES}; got {self.classes!r}")
 
 
-def within_budget(counts: dict[str, int], costs: dict[str, float], max_channels, unit_renders, diverse: int) -> dict:
+def within_budget(counts: dict[str, int], costs: dict[str, float], max_channels, unit_renders, diverse: int,
+                  steps: int = 128) -> dict:
     """``max_channels`` and ``unit_renders`` as numbers (``None``: all), each ``"auto"`` one the most
     units per layer whose renders fit the budget.
 
@@ -147,14 +150,15 @@ def within_budget(counts: dict[str, int], costs: dict[str, float], max_channels,
         max_channels, unit_renders: as :class:`GallerySettings` has them.
         diverse: the diverse set's images (a unit's neuron, negative and diverse renders cost
             ``2 + diverse`` of its channel render).
+        steps: the most steps of a render.
 
     The channel renders of ``k`` units per layer (fewer where a layer has fewer) cost
-    ``sum(min(channels, k) * cost)``: ``"auto"`` takes the largest ``k`` up to 128 within
+    ``steps * sum(min(channels, k) * cost)``: ``"auto"`` takes the largest ``k`` up to 128 within
     ``CHANNEL_BUDGET``, and for ``unit_renders`` the largest up to 16 whose other renders fit what
     is left of ``RENDER_BUDGET``.
     """
     def spent(units: int, each: float = 1.0) -> float:
-        return each * sum(min(counts[layer], units) * cost for layer, cost in costs.items())
+        return each * steps * sum(min(counts[layer], units) * cost for layer, cost in costs.items())
 
     caps = {"max_channels": max_channels, "unit_renders": unit_renders}
     if max_channels == "auto":

@@ -26,6 +26,7 @@ CHECK_EVERY = 8  # steps between two looks at the untransformed images (stopping
 MIN_STEPS = 48  # no image stops before this many steps
 CONVERGED = 0.02  # an image has converged once it gains less than this fraction of its value ...
 CONVERGED_STEPS = 32  # ... over this many steps
+DECAY, DECAYS = 0.3, 2  # converged: its learning rate times DECAY, at most DECAYS times; then it ends
 RESTART_AT = 48  # a unit still below its reference at this step starts again from the real image
 RESTART_RATE = 0.5  # ... at this fraction of the learning rate (the first one was too fast for it)
 
@@ -79,6 +80,7 @@ class Run:
         layers = list(dict.fromkeys(goal.layers + check.layers))
         history = {row: [] for row in active}
         restarted, starts, done = set(), {row: "noise" for row in active}, {}
+        decays = {row: 0 for row in active}  # how often each image's learning rate was cut on a plateau
         best = {}  # per image: (value, image, start) of its best check
         sign = -1 if plan.negative else 1
         with probe(self.model, layers, keep_graph=True) as recorder:
@@ -108,6 +110,16 @@ class Run:
                 restart = self._restart_rows(active, finished, history, restarted, step + 1)
                 for row in restart:  # converged below its reference: not the end, a second start
                     finished[row] = False
+                    decays[row] = 0
+                # converged at its learning rate: a lower one goes on from there (the gains of an
+                # annealed rate), until it converges at the lowest
+                slower = [row for row in active if finished[row] and not last and row not in restart
+                          and decays[row] < self._decays()]
+                for row in slower:
+                    finished[row], decays[row] = False, decays[row] + 1
+                    history[row] = history[row][-1:]
+                if slower:
+                    optimizer.scale([active.index(row) for row in slower], DECAY)
                 # the images of one unit (diverse) end together
                 groups = {}
                 for row in active:
@@ -148,6 +160,12 @@ class Run:
         if self.regularize:
             goal = goal - self.regularize * o.total_variation()
         return goal, self.plan.measure(rows, (0, 0))
+
+    def _decays(self) -> int:
+        """How often an image's learning rate is cut on a plateau before the plateau ends it: a
+        class render is recognisable once converged at its first rate (its logit and probability
+        already far past any photograph's), a unit's render gains from the lower rates."""
+        return 0 if self.plan.kind == "class_logit" else DECAYS
 
     def _finished(self, history: list[float], step: int) -> bool:
         """Whether an image has converged: past :data:`MIN_STEPS`, it gained less than

@@ -60,6 +60,13 @@ class Adam:
                 self.rates = torch.ones(len(self.first[0]), device=self.first[0].device)
             self.rates[rows] = rate
 
+    def scale(self, rows: list[int], factor: float) -> None:
+        """From now on move rows ``rows`` at ``factor`` times their present learning rate (their
+        moments kept)."""
+        if self.rates is None:
+            self.rates = torch.ones(len(self.first[0]), device=self.first[0].device)
+        self.rates[rows] *= factor
+
     def zero_grad(self) -> None:
         for parameter in self.parameters:
             parameter.grad = None
