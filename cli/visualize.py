@@ -85,9 +85,11 @@ def maximize(loaded, target, channels, steps, fixed_steps, size, param, lr, nega
     Each unit is one image of a batch, with its own seed and random
     transformations; the network stops at the target layer. Each image is
     compared with the unit's best response to real images (the sample
-    photographs, --reference or --stats) and stops once past it; one line
-    says how many beat it. Writes a PNG per unit, a grid, and a JSON with
-    each unit's value, reference and 'succeeded'.
+    photographs, --reference or --stats), and stops once converged; one
+    line says how many beat it (a photograph given back, or a flat field,
+    counted apart) and the steps they ran. Writes a PNG per unit, a grid,
+    and a JSON with each unit's value, reference, 'succeeded', steps and
+    'outcome'.
 
     \b
     Examples:

@@ -742,11 +742,11 @@ def test_every_figure_with_text_renders_its_text(built, photo_folder):
     assert log_ticks and all(t.startswith("10") for t in log_ticks)
 
 
-def test_the_render_budget_shows_every_unit_of_the_built_in_models_and_fewer_of_costlier_ones():
+def test_the_render_budget_shows_as_many_units_as_their_steps_allow_and_at_least_16():
     """max_channels, unit_renders and max_classes 'auto': as many units (classes) as their renders'
-    work fits (a step's work: maximize.step_cost, the activation values it computes)."""
+    work fits (a step's work, maximize.step_cost, times the steps), at least 16 units per layer."""
     from cnnviz.analyses.feature_visualization.maximize import step_cost
-    from cnnviz.site.settings import CHANNEL_BUDGET, within_budget
+    from cnnviz.site.settings import AUTO_MIN_CHANNELS, CHANNEL_BUDGET, UNIT_RENDER_BUDGET, within_budget
 
     photos = cnnviz.load_model("builtin:photos")
     layers = cnnviz.site.default_layers(photos)
@@ -754,18 +754,18 @@ def test_the_render_budget_shows_every_unit_of_the_built_in_models_and_fewer_of_
     counts = {layer: photos.module.get_submodule(layer).out_channels for layer in layers}
     # a step's work grows with depth (more layers run, on a larger canvas)
     assert [costs[layer] for layer in layers] == sorted(costs[layer] for layer in layers)
+
+    def spent(k, steps=128):
+        return steps * sum(min(c, k) * costs[layer] for layer, c in counts.items())
+
     caps = within_budget(counts, costs, "auto", "auto", 3)
-    assert caps["max_channels"] == 128  # all 480 units
-    assert 1 <= caps["unit_renders"] <= 16
-    assert 128 * sum(counts[layer] * costs[layer] for layer in layers) <= CHANNEL_BUDGET  # 128 steps
-    # a model whose steps cost ten times more gets fewer units, within the budget; a number given stays
-    costly = {layer: 10 * cost for layer, cost in costs.items()}
-    fewer = within_budget(counts, costly, "auto", "auto", 3)
-    k = fewer["max_channels"]
-    assert k < 128 and 128 * sum(min(c, k) * costly[layer] for layer, c in counts.items()) <= CHANNEL_BUDGET
-    assert 128 * sum(min(c, k + 1) * costly[layer] for layer, c in counts.items()) > CHANNEL_BUDGET
-    assert within_budget(counts, costs, "auto", "auto", 3, steps=1280)["max_channels"] == k  # ten times the steps
-    assert fewer["unit_renders"] < caps["unit_renders"]
+    k = caps["max_channels"]
+    assert 16 < k < 128 and spent(k) <= CHANNEL_BUDGET < spent(k + 1)  # the most that fit
+    assert 1 <= caps["unit_renders"] <= 16 and 5 * spent(caps["unit_renders"]) <= UNIT_RENDER_BUDGET
+    # twice the steps: fewer units; a model whose steps cost far more: the least, 16 and 1
+    assert within_budget(counts, costs, "auto", "auto", 3, steps=256)["max_channels"] < k
+    costly = {layer: 100 * cost for layer, cost in costs.items()}
+    assert within_budget(counts, costly, "auto", "auto", 3) == {"max_channels": AUTO_MIN_CHANNELS, "unit_renders": 1}
     assert within_budget(counts, costly, 7, None, 3) == {"max_channels": 7, "unit_renders": None}
 
 

@@ -25,11 +25,13 @@ AUTO_CHANNELS, AUTO_UNIT_RENDERS = 128, 16  # the most units per layer, and unit
 
 # The render budget of a default gallery, in activation values computed over the renders' steps
 # (maximize.step_cost, a step's work, times the steps: a step's time follows it, 2.5-4.5 ns per value
-# on 2 CPU cores): the channel renders of every shown unit may use CHANNEL_BUDGET (every unit of the
-# built-in models fits: builtin:photos needs 77 G at 128 steps; MobileNetV2's 8 layers get 16 units
-# each), the neuron, negative and diverse renders what is left of RENDER_BUDGET. A model whose
-# renders cost more gets fewer units per layer, the strongest.
-CHANNEL_BUDGET, RENDER_BUDGET = 135e9, 175e9
+# on 2 CPU cores): the channel renders of the shown units may use CHANNEL_BUDGET (builtin:photos: 32
+# units per layer, 224 of its 480, about 130 s), but every layer shows at least AUTO_MIN_CHANNELS
+# (MobileNetV2 at 224 px: 16 per layer, about 5 minutes); the neuron, negative and diverse renders
+# of the strongest units use UNIT_RENDER_BUDGET (3 units per layer of builtin:photos), at least one
+# unit per layer. A model whose renders cost more gets fewer units per layer, the strongest.
+CHANNEL_BUDGET, UNIT_RENDER_BUDGET = 30e9, 15e9
+AUTO_MIN_CHANNELS = 16
 AUTO_CLASSES, CLASS_BUDGET = 64, 15.4e9  # class renders: at most 64, within their own budget (all their steps)
 
 KERNEL_FIGURE_UNITS = 16  # a layer page's kernel figure: this many units at most (each unit page has its own)
@@ -71,11 +73,11 @@ class GallerySettings:
 
     Attributes:
         max_channels: units per layer (``None`` for all); ``"auto"``: as many as a render budget
-            allows, at most 128 (every unit of the built-in models; fewer on a model whose renders
-            cost more, such as one taking 224 px images).
+            allows, at least 16 and at most 128 (32 of the built-in photo model; 16 of a model whose
+            renders cost more, such as one taking 224 px images).
         unit_renders: units per layer (the strongest of those shown) that also get the neuron at
             the centre, ``diverse`` different images and the negative render; ``None`` for all;
-            ``"auto"``: as many as the rest of the budget allows, at most 16.
+            ``"auto"``: as many as their budget allows, at least 1 and at most 16.
         diverse: images of the diverse set of each of those units.
         exemplars: dataset exemplars per unit, of its largest values and of its smallest.
         steps: the most optimisation steps of a unit's maximal-response image (each stops once
@@ -154,18 +156,18 @@ def within_budget(counts: dict[str, int], costs: dict[str, float], max_channels,
 
     The channel renders of ``k`` units per layer (fewer where a layer has fewer) cost
     ``steps * sum(min(channels, k) * cost)``: ``"auto"`` takes the largest ``k`` up to 128 within
-    ``CHANNEL_BUDGET``, and for ``unit_renders`` the largest up to 16 whose other renders fit what
-    is left of ``RENDER_BUDGET``.
+    ``CHANNEL_BUDGET``, at least 16; for ``unit_renders`` the largest up to 16 whose other renders
+    fit ``UNIT_RENDER_BUDGET``, at least 1.
     """
     def spent(units: int, each: float = 1.0) -> float:
         return each * steps * sum(min(counts[layer], units) * cost for layer, cost in costs.items())
 
     caps = {"max_channels": max_channels, "unit_renders": unit_renders}
     if max_channels == "auto":
-        caps["max_channels"] = max([1] + [k for k in range(1, AUTO_CHANNELS + 1) if spent(k) <= CHANNEL_BUDGET])
+        caps["max_channels"] = max([AUTO_MIN_CHANNELS] + [k for k in range(1, AUTO_CHANNELS + 1)
+                                                          if spent(k) <= CHANNEL_BUDGET])
     shown = max(counts.values(), default=0) if caps["max_channels"] is None else caps["max_channels"]
     if unit_renders == "auto":
-        left = RENDER_BUDGET - spent(shown)
-        caps["unit_renders"] = max([0] + [k for k in range(1, min(AUTO_UNIT_RENDERS, shown) + 1)
-                                          if spent(k, 2 + diverse) <= left])
+        caps["unit_renders"] = max([min(1, shown)] + [k for k in range(1, min(AUTO_UNIT_RENDERS, shown) + 1)
+                                                      if spent(k, 2 + diverse) <= UNIT_RENDER_BUDGET])
     return caps

@@ -1,6 +1,7 @@
 """The optimisation loop of the renders: one batch of images, each leaving it when the stopping
 rule ends it (its objective has converged: it gained less than :data:`CONVERGED` of its value over
-the last :data:`CONVERGED_STEPS` steps), the rest going on. The real images' reference is not a goal
+the last :data:`CONVERGED_STEPS` steps, at its learning rate cut :data:`DECAYS` times by
+:data:`DECAY` at the plateaus before), the rest going on. The real images' reference is not a goal
 (on a trained network it is passed within a few steps, long before the render is good): it only
 decides a restart, where an image still below it after :data:`RESTART_AT` steps, or converged below it
 before, starts again from the real image that moves its unit most. Used by :func:`cnnviz.maximize`."""
