@@ -53,10 +53,11 @@ class SizeOption(click.Option):
 @click.option("--channels", "-c", metavar="SPEC", help="Channels or classes to render, one image each: 0-15, 3,5, all.")
 @click.option("--steps", type=click.IntRange(min=1), default=256, show_default=True,
               help="The most steps of an image: each stops once converged (it gained under 2% of its value in "
-                   "32 steps, at its lowest learning rate).")
+                   "32 steps; a unit's render at its third, lowest learning rate, a class's at its first).")
 @click.option("--fixed-steps", is_flag=True, help="Run every image for exactly --steps (no stopping rule).")
 @click.option("--size", cls=SizeOption, type=SizeType(), default="auto", show_default=True, metavar="H [W]",
-              help="auto (twice the unit's receptive field; the input size for classes), H, 'H W' or HxW.")
+              help="auto (twice the unit's receptive field, at most 160 px for a channel; the input size for "
+                   "classes, at most 160 px), H, 'H W' or HxW.")
 @click.option("--param", type=click.Choice(["fft", "maco", "pixel"]), default="fft", show_default=True,
               help="fft: decorrelated Fourier spectrum; maco: its phase only, natural magnitude (Fel et al. 2023).")
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=0.1, show_default=True,

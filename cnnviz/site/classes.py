@@ -172,7 +172,7 @@ class ClassJobs:
     def classes_job(self, classes: list[int]):
         s = self.settings
         rendering = maximize(self.loaded, "logits", channels=classes, steps=s.class_steps, seed=s.seed,
-                             size=tuple(self.loaded.preprocessing.input_size), reference=self._reference_images(),
+                             reference=self._reference_images(),
                              progress=lambda n: self._tick(n))
         if not self.writer:  # in a process group every rank rendered its share of the classes; rank 0 writes
             return [], {}

@@ -127,7 +127,7 @@ def verdict(entry: dict | None, negative: bool = False) -> dict:
     elif outcome == "flat":
         text = f"{number(value)}: a flat field (no pattern), not a feature visualization"
     if entry.get("steps"):
-        text += f" ({entry['steps']} steps)"
+        text += f" ({entry['steps']} step{'' if entry['steps'] == 1 else 's'})"
     notes = []
     if start == "filter":
         notes.append("a linear filter of the input: its exact maximum in the valid range, measured at the centre "
@@ -135,8 +135,8 @@ def verdict(entry: dict | None, negative: bool = False) -> dict:
                      "a fixed contrast)")
     elif start != "noise":
         notes.append(f"started again from the photograph {display_name(start)} (from noise it did not get past "
-                     "the real images in time)" + ("; it ended near that photograph" if outcome == "photo" else
-                                                   "; it moved away from it"))
+                     "the real images in time)" + {"photo": "; it ended near that photograph",
+                                                   "render": "; it moved away from it"}.get(outcome, ""))
     badge = ("filter" if start == "filter" else "flat" if outcome == "flat" else "photo" if outcome == "photo"
              else "from photo" if start != "noise" else None)
     return {"ok": ok, "text": text, "notes": notes, "badge": badge}

@@ -139,12 +139,16 @@ def _layer_context(content: SiteContent, layer: str, figures: list[dict], proble
         render = content.render(layer, channel)
         tiles.append({"channel": channel, "href": unit_page(layer, channel), "render": render,
                       "verdict": verdict(render)})
-    apart = {what: sum(1 for tile in tiles if (tile["render"] or {}).get("outcome") == what) for what in ("photo", "flat")}
-    below = sum(1 for tile in tiles if tile["verdict"]["ok"] is False) - sum(apart.values())
-    measured = sum(1 for tile in tiles if tile["verdict"]["ok"] is not None)
+    measured_tiles = [tile for tile in tiles if tile["verdict"]["ok"] is not None]
+    apart = {what: sum(1 for tile in measured_tiles if (tile["render"] or {}).get("outcome") == what)
+             for what in ("photo", "flat")}
+    below = sum(1 for tile in measured_tiles if tile["verdict"]["ok"] is False
+                and (tile["render"] or {}).get("outcome") not in ("photo", "flat"))
+    measured = len(measured_tiles)
     summary = None
     if measured:
-        summary = f"{measured - below - sum(apart.values())} of {measured} renders beat the unit's best real image"
+        beat = sum(1 for tile in measured_tiles if tile["verdict"]["ok"])
+        summary = f"{beat} of {measured} renders beat the unit's best real image"
         if apart["photo"]:
             summary += (f"; {apart['photo']} ended as the photograph they started again from (marked photo), "
                         "not feature visualizations")

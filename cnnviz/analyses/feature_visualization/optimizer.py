@@ -55,7 +55,7 @@ class Adam:
         for moments in (self.first, self.second):
             for m in moments:
                 m[rows] = 0
-        if rate != 1.0:
+        if rate != 1.0 or self.rates is not None:  # a row's earlier rate (cut on a plateau) is forgotten too
             if self.rates is None:
                 self.rates = torch.ones(len(self.first[0]), device=self.first[0].device)
             self.rates[rows] = rate

@@ -69,13 +69,19 @@ class Rendering(Shows):
     def steps_text(self) -> str:
         """The steps the images ran, in words: ``64 steps`` or ``48-160 steps (at most 256)``."""
         most = self.settings.get("steps")
-        taken = [s for s, what in zip(self.steps_taken, self.outcomes or ["render"] * len(self.steps_taken))
-                 if what != "filter"] or list(self.steps_taken)
+        if most is None:
+            return "steps not recorded"
+        taken = self._optimised_steps() or list(self.steps_taken)
         if not taken or all(s == 0 for s in taken):
             return "no optimisation (exact filter maxima)" if taken else f"{most} steps"
         low, high = min(taken), max(taken)
         text = f"{low} step{'' if low == 1 else 's'}" if low == high else f"{low}-{high} steps"
         return text if high == most and low == most else f"{text} (at most {most})"
+
+    def _optimised_steps(self) -> list[int]:
+        """The steps of the images that were optimised (not a filter's exact maximum)."""
+        outcomes = self.outcomes or ["render"] * len(self.steps_taken)
+        return [s for s, what in zip(self.steps_taken, outcomes) if what != "filter"]
 
     def summary(self) -> str:
         """One line: how many renders beat the best real image, which did not, which are a
@@ -94,8 +100,8 @@ class Rendering(Shows):
             text += f"; {len(photos)} ended as the photograph they started again from: {names(photos)}"
         if flat:
             text += f"; {len(flat)} flat (no pattern): {names(flat)}"
-        apart = {id(unit) for unit in photos + flat}
-        below = [unit for unit in self.below() if id(unit) not in apart]
+        below = [unit for unit, ok, what in zip(self.units, self.succeeded, self.outcomes or ["render"] * len(self.units))
+                 if ok is False and what not in ("photo", "flat")]
         if below:
             text += f"; {len(below)} below: {names(below)}"
         return f"{text}; {self.steps_text()}"
@@ -115,7 +121,8 @@ class Rendering(Shows):
         return {"objective": self.objective, "settings": self.settings, "reference_source": self.reference_source,
                 "succeeded": sum(measured) if measured else None, "measured": len(measured),
                 "photographs": len(self.apart("photo")), "flat": len(self.apart("flat")),
-                "steps_taken": {"min": min(self.steps_taken, default=0), "max": max(self.steps_taken, default=0)},
+                "steps_taken": {"min": min(self._optimised_steps(), default=0),
+                                "max": max(self._optimised_steps(), default=0)},
                 "summary": self.summary(), "units": entries}
 
     def __repr__(self) -> str:
