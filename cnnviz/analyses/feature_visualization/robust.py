@@ -18,8 +18,6 @@ Example::
 """
 from __future__ import annotations
 
-import math
-
 import torch
 from torch.nn import functional as F
 
@@ -60,15 +58,13 @@ def _responses(model, layer: str, images: torch.Tensor, views: int, seed: int, s
     preprocessing = preprocessing_of(model)
     module, _ = unwrap(model)
     device = next((p.device for p in module.parameters()), torch.device("cpu"))
-    mean = torch.as_tensor(preprocessing.mean, dtype=torch.float32).view(1, -1, 1, 1)
-    std = torch.as_tensor(preprocessing.std, dtype=torch.float32).view(1, -1, 1, 1)
     seen = random_views(images, views, seed, size)
     flat = seen.flatten(0, 1)
     outputs = []
     with probe(model, [layer]) as recorder, torch.no_grad():
         for start in range(0, len(flat), 32):
             batch = flat[start:start + 32]
-            recorder.run(((batch - mean) / std).to(device))
+            recorder.run(preprocessing.normalize(batch).to(device))
             value = recorder[layer].float().cpu()
             outputs.append(value.flatten(2).mean(2) if value.dim() > 2 else value)
     return torch.cat(outputs).view(len(images), views, -1)
@@ -93,10 +89,3 @@ def contrast(images: torch.Tensor) -> list[float]:
     quantised = (images.detach().float().clamp(0, 1) * 255).round() / 255
     return [float(image.std()) for image in quantised]
 
-
-def median(values) -> float:
-    ordered = sorted(values)
-    middle = len(ordered) // 2
-    if not ordered:
-        return math.nan
-    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
