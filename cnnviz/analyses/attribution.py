@@ -35,6 +35,7 @@ from cnnviz.core.display import Shows
 from cnnviz.errors import CnnvizError, NotApplicable
 from cnnviz.inputs.batches import stack_images
 from cnnviz.inputs.images import display_image
+from cnnviz.core.gradients import gradients_on
 from cnnviz.core.model import preprocessing_of, unwrap
 from cnnviz.core.probe import probe
 from cnnviz.core.references import LayerRef, layer_ref, Unit
@@ -184,7 +185,13 @@ def attributions(
         raise CnnvizError(f"unknown method {unknown[0] if unknown else ''!r}; use one of {', '.join(METHODS)}")
     if steps < 2 or samples < 1 or batch_size < 1 or noise < 0:
         raise CnnvizError("steps must be at least 2, samples and batch_size at least 1, noise not negative")
-    module, _ = unwrap(model)
+    # gradients whatever the caller's mode (a notebook may sit in torch.no_grad() or torch.inference_mode())
+    with gradients_on(None if set(methods) <= {"occlusion"} else model):
+        return _attributions(model, images, target, methods, layer, steps, samples, noise, window, stride, batch_size)
+
+
+def _attributions(model, images, target, methods, layer, steps, samples, noise, window, stride, batch_size):
+    unwrap(model)  # a model, or one line saying what it is not
     preprocessing = preprocessing_of(model)
     inputs, sources = stack_images(images, preprocessing)
     units, indices, descriptions = _targets(model, inputs, target)
@@ -509,26 +516,28 @@ def sanity_check(
         raise CnnvizError(f"the sanity check takes one method of {', '.join(METHODS)}, not {method!r}")
     if stages is not None and stages < 1:
         raise CnnvizError("stages must be at least 1")
-    original = saliency(model, images, target, method, **options)
-    module, _ = unwrap(model)
-    groups = _layers_top_down(module, original.inputs[:1])
-    if not groups:
-        raise CnnvizError("the model has no layer with parameters to re-initialise")
-    count = len(groups) if stages is None else min(stages, len(groups))
-    cuts = sorted({math.ceil(len(groups) * (k + 1) / count) for k in range(count)})
-    fixed_targets = [t.reference for t in original.targets]
-    maps, correlations, layers = [original.absolute_map()], [], []
-    for cut in cuts:
-        copy_model = copy.deepcopy(module)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            for group in groups[:cut]:
-                for name in group:
-                    copy_model.get_submodule(name).reset_parameters()
-        randomised = saliency(_with_metadata(model, copy_model), original.inputs, fixed_targets, method, **options)
-        maps.append(randomised.absolute_map())
-        correlations.append(mean_rank_correlation(maps[0], maps[-1]))
-        layers.append(groups[cut - 1][0])
+    # also the copies: made in inference mode, their parameters would be inference tensors
+    with gradients_on(None if method == "occlusion" else model):
+        original = saliency(model, images, target, method, **options)
+        module, _ = unwrap(model)
+        groups = _layers_top_down(module, original.inputs[:1])
+        if not groups:
+            raise CnnvizError("the model has no layer with parameters to re-initialise")
+        count = len(groups) if stages is None else min(stages, len(groups))
+        cuts = sorted({math.ceil(len(groups) * (k + 1) / count) for k in range(count)})
+        fixed_targets = [t.reference for t in original.targets]
+        maps, correlations, layers = [original.absolute_map()], [], []
+        for cut in cuts:
+            copy_model = copy.deepcopy(module)
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                for group in groups[:cut]:
+                    for name in group:
+                        copy_model.get_submodule(name).reset_parameters()
+            randomised = saliency(_with_metadata(model, copy_model), original.inputs, fixed_targets, method, **options)
+            maps.append(randomised.absolute_map())
+            correlations.append(mean_rank_correlation(maps[0], maps[-1]))
+            layers.append(groups[cut - 1][0])
     return SanityCheck(method, layers, correlations, torch.stack(maps), original)
 
 

@@ -44,8 +44,9 @@ def model_guard(module: nn.Module, *, freeze_parameters: bool = False) -> Iterat
         yield module
     finally:
         for parameter, flag in flags:
-            if parameter.requires_grad != flag:
-                parameter.requires_grad_(flag)
+            if parameter.requires_grad != flag:  # an inference tensor's flag is set back in inference mode only
+                with torch.inference_mode(parameter.is_inference()):
+                    parameter.requires_grad_(flag)
         for submodule, flag in modes:
             submodule.training = flag
 

@@ -32,6 +32,7 @@ from torch.nn import functional as F
 from cnnviz.analyses.feature_visualization import objectives as o
 from cnnviz.core.display import Shows
 from cnnviz.errors import CnnvizError, check_finite, check_seed
+from cnnviz.core.gradients import gradients_on
 from cnnviz.core.output import set_progress_total
 from cnnviz.inputs.images import open_image, to_tensor
 from cnnviz.core.model import preprocessing_of
@@ -140,7 +141,7 @@ def dream(
             raise CnnvizError(f"tiles of {tile} px are too small for {', '.join(names)}; give a larger --tile")
     set_progress_total(progress, len(sizes) * iterations)
     # the allocator is left as the caller has it (see cnnviz.reuse_freed_memory)
-    with torch.inference_mode(False), torch.enable_grad(), probe(model, names, keep_graph=True) as recorder:
+    with gradients_on(model), probe(model, names, keep_graph=True) as recorder:
 
         def objective_of(pixels: torch.Tensor) -> torch.Tensor:
             if fixed is not None and tuple(pixels.shape[1:]) != fixed:  # a fixed-size model sees its size

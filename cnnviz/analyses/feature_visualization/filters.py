@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
+from cnnviz.core.gradients import gradients_on
 from cnnviz.core.probe import check_size, probe
 
 
@@ -15,7 +16,7 @@ def receptive_field_size(model, layer: str, preprocessing) -> int:
     its input gradient on a random input at the model's input size)."""
     height, width = preprocessing.input_size
     generator = torch.Generator().manual_seed(0)
-    with torch.inference_mode(False), torch.enable_grad(), probe(model, [layer], keep_graph=True) as recorder:
+    with gradients_on(model), probe(model, [layer], keep_graph=True) as recorder:
         x = torch.randn(1, preprocessing.channels, height, width, generator=generator).requires_grad_(True)
         recorder.run(x)
         values = recorder[layer]
@@ -61,7 +62,7 @@ def filter_units(model, plan, preprocessing, canvas, size, device) -> Filters | 
     channels = plan.channels
     tries = 4
     generator = torch.Generator().manual_seed(0)
-    with torch.inference_mode(False), torch.enable_grad(), probe(model, [layer], keep_graph=True) as recorder:
+    with gradients_on(model), probe(model, [layer], keep_graph=True) as recorder:
         mean = torch.as_tensor(preprocessing.mean, dtype=torch.float32).view(1, -1, 1, 1).to(device)
         std = torch.as_tensor(preprocessing.std, dtype=torch.float32).view(1, -1, 1, 1).to(device)
         x = torch.rand(tries * len(channels), preprocessing.channels, *test, generator=generator).to(device)

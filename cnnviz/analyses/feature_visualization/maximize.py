@@ -31,6 +31,7 @@ from cnnviz.analyses.feature_visualization import objectives as o
 from cnnviz.analyses.feature_visualization.optimizer import bf16_wanted
 from cnnviz.core import distributed
 from cnnviz.errors import CnnvizError, check_seed
+from cnnviz.core.gradients import gradients_on
 from cnnviz.core.output import set_progress_total
 from cnnviz.core.memory import available_memory
 from cnnviz.core.model import preprocessing_of, unwrap
@@ -223,7 +224,7 @@ def maximize(
     # gradients are needed whatever the caller's mode (a notebook may sit in torch.no_grad()); the
     # allocator is left as the caller has it (the cnnviz command keeps freed memory in its own
     # process; in Python, wrap the call in cnnviz.reuse_freed_memory())
-    with torch.inference_mode(False), torch.enable_grad():
+    with gradients_on(model):
         if size_of_group > 1:
             with progress:
                 shares = distributed.together(render_rows)

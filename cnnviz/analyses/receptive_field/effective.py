@@ -8,6 +8,7 @@ import torch
 
 from cnnviz.analyses.receptive_field.results import EffectiveReceptiveField
 from cnnviz.analyses.receptive_field.theoretical import receptive_field
+from cnnviz.core.gradients import gradients_on
 from cnnviz.core.model import preprocessing_of, unwrap
 from cnnviz.core.probe import probe
 from cnnviz.core.references import Reference, resolve_all
@@ -38,7 +39,8 @@ def effective_receptive_field(model, layer: Reference, images, *, max_images: in
     inputs, _ = stack_images(images, preprocessing_of(model), limit=max_images)
     resolved = resolve_all(model, [layer])[0]
     layer = resolved.layer_text if not resolved.is_output else "logits"  # the layer's name, without a unit
-    with probe(model, [layer], keep_graph=True) as recorder:
+    # gradients whatever the caller's mode (a notebook may sit in torch.no_grad() or torch.inference_mode())
+    with gradients_on(model), probe(model, [layer], keep_graph=True) as recorder:
         module, _ = unwrap(model)
         inputs = inputs.detach().clone().requires_grad_(True)
         recorder.run(inputs)

@@ -79,6 +79,7 @@ def _measured_output_field(model, layer, input_size):
     non-zero (on two random inputs, united): a vector output's unit is global when its gradient
     reaches every pixel; a map's size comes from its centre unit, its stride and offset from the
     neighbouring units."""
+    from cnnviz.core.gradients import gradients_on
     from cnnviz.core.guard import model_guard, to_device_of
     from cnnviz.core.model import input_size_pair, preprocessing_of
 
@@ -89,8 +90,8 @@ def _measured_output_field(model, layer, input_size):
     preprocessing = preprocessing_of(model)
     height, width = input_size_pair(input_size) if input_size is not None else preprocessing.input_size
     generator = torch.Generator().manual_seed(0)
-    x = torch.randn(2, preprocessing.channels, height, width, generator=generator)
-    with model_guard(module), torch.enable_grad():
+    with gradients_on(module), model_guard(module):
+        x = torch.randn(2, preprocessing.channels, height, width, generator=generator)
         x = to_device_of(x, module).requires_grad_(True)
         try:
             out = module(x)
