@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+import warnings
 
 import pytest
 import torch
@@ -166,3 +167,62 @@ def test_real_processes_console_script_and_module():
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 2 and done.stdout == ""
     assert done.stderr.count("\n") == 1 and done.stderr.startswith("error: ") and "Traceback" not in done.stderr
+
+
+def test_hostile_and_garbage_model_files_are_one_line_without_torchs_warnings(tmp_path):
+    class Hostile:
+        def __reduce__(self):
+            return os.system, (f"touch {tmp_path / 'it-ran'}",)
+
+    torch.save(Hostile(), tmp_path / "hostile.pt")
+    (tmp_path / "garbage.pt").write_bytes(b"\x80\x04garbage, not a checkpoint" * 8)  # torch warns of its protocol
+    system = f"{os.system.__module__}.system"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for name, model, fragments in [
+            ("hostile.pt", "{path}", [f"cnnviz refused {{path}}: loading it would call {system}", "torch.jit.save"]),
+            ("hostile.pt", "torchvision:resnet18", [f"would call {system}", "model.state_dict()"]),
+            ("garbage.pt", "{path}", ["cannot read {path}: it is not a file written by torch.save or torch.jit.save "
+                                      "(unreadable pickle: Unsupported operand 103); is it corrupt or of another format?"]),
+            ("garbage.pt", "torchvision:resnet18", ["(unreadable pickle: Unsupported operand 103)"]),
+        ]:
+            path = str(tmp_path / name)
+            arguments = ["layers", "-m", model.format(path=path)] + (["-w", path] if "{path}" not in model else [])
+            assert_one_line_error(run(*arguments), *[fragment.format(path=path) for fragment in fragments])
+    assert [str(w.message) for w in caught] == []
+    assert not (tmp_path / "it-ran").exists()
+
+
+def test_nan_weights_are_named_by_the_error_of_a_command_that_fails_on_them(tmp_path):
+    import cnnviz
+
+    state = cnnviz.load_model("builtin:photos").module.state_dict()
+    state["features.0.weight"][0, 0, 0, 0] = float("nan")
+    torch.save(state, tmp_path / "nan.pt")
+    weights = ["-m", "builtin:photos", "-w", str(tmp_path / "nan.pt")]
+    result = run("layers", *weights)  # succeeds, with the note
+    assert result.exit_code == 0 and "note: builtin:photos: parameter features.0.weight holds 1 non-finite" in result.stderr
+    assert_one_line_error(run("predict", *weights, "--image", "sample:chelsea"),
+                          "output for sample:chelsea is not finite", "parameter features.0.weight holds 1 non-finite value(s)")
+    assert_one_line_error(run("stats", *weights, "-i", "sample:chelsea", "-l", "features.3", "-o", str(tmp_path / "out")),
+                          "features.3 produced a non-finite value", "parameter features.0.weight holds 1 non-finite value(s)")
+
+
+def test_a_list_of_images_naming_missing_files_says_they_do_not_exist(tmp_path):
+    import cnnviz
+
+    cnnviz.samples.image("chelsea").save(tmp_path / "cat.png")
+    (tmp_path / "notes.png").write_text("not an image")
+    (tmp_path / "list.txt").write_text("cat.png\ngone.png\nsub/lost.jpg\nnotes.png\n")
+    result = run("predict", "--image", str(tmp_path / "list.txt"))
+    assert result.exit_code == 0 and result.stdout.startswith(f"{tmp_path / 'cat.png'}: chelsea"), result.stderr
+    assert result.stderr.splitlines() == [
+        f"note: skipped 3 file(s): 2 that do not exist ({tmp_path / 'gone.png'}, {tmp_path / 'sub' / 'lost.jpg'}) "
+        f"and 1 that is not an image (e.g. {tmp_path / 'notes.png'})"]
+    (tmp_path / "missing.txt").write_text("cat.png\ngone.png\n")
+    result = run("predict", "--image", str(tmp_path / "missing.txt"))
+    assert result.exit_code == 0 and result.stderr == f"note: skipped 1 file(s) that do not exist: {tmp_path / 'gone.png'}\n"
+    (tmp_path / "bad.txt").write_text("gone.png\nnotes.png\n")
+    assert_one_line_error(run("predict", "--image", str(tmp_path / "bad.txt")),
+                          f"no image could be read (skipped 2 file(s): 1 that does not exist ({tmp_path / 'gone.png'}) "
+                          f"and 1 that is not an image (e.g. {tmp_path / 'notes.png'}))")

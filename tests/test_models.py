@@ -1,6 +1,7 @@
 """load_model: every kind of spec, its preprocessing, and every way a spec can be wrong."""
 from __future__ import annotations
 
+import os
 import sys
 import warnings
 
@@ -223,6 +224,63 @@ def test_corrupt_files(tmp_path, content, message):
     with pytest.raises(CnnvizError, match=message):
         cnnviz.load_model("torchvision:resnet18", weights=path)
     assert path.read_bytes() == content  # the user's file is never changed
+
+
+class Hostile:
+    """What a hostile "weights" file holds: unpickling it runs a shell command."""
+
+    def __init__(self, command: str):
+        self.command = command
+
+    def __reduce__(self):
+        return os.system, (self.command,)
+
+
+def test_a_hostile_pickle_is_refused_saying_what_it_would_run(tmp_path):
+    marker = tmp_path / "it-ran"
+    path = tmp_path / "hostile.pt"
+    torch.save({"state_dict": Hostile(f"touch {marker}")}, path)
+    content = path.read_bytes()
+    system = f"{os.system.__module__}.system"  # posix.system
+    for arguments, instead in [({"spec": str(path)}, "a model saved with torch.save(model, path)"),
+                               ({"spec": str(path), "trusted": True}, "a model saved with torch.save(model, path)"),
+                               ({"spec": "torchvision:resnet18", "weights": path}, "a state dict saved with")]:
+        with pytest.raises(CnnvizError) as refused:
+            cnnviz.load_model(**arguments)
+        message = str(refused.value)
+        assert message.startswith(f"cnnviz refused {path}: loading it would call {system}, so it runs code"), message
+        assert instead in message and "weights_only" not in message and len(message.splitlines()) == 1, message
+    assert not marker.exists() and path.read_bytes() == content
+
+
+def test_a_garbage_file_is_one_error_without_torchs_warnings(tmp_path):
+    path = tmp_path / "garbage.pt"
+    path.write_bytes(b"\x80\x04garbage, not a checkpoint" * 8)  # a pickle protocol torch warns of, then garbage
+    for arguments in ({"spec": str(path)}, {"spec": "torchvision:resnet18", "weights": path}):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            with pytest.raises(CnnvizError) as refused:
+                cnnviz.load_model(**arguments)
+        assert [str(w.message) for w in caught] == []
+        assert str(refused.value) == (f"cannot read {path}: it is not a file written by torch.save or torch.jit.save "
+                                      "(unreadable pickle: Unsupported operand 103); is it corrupt or of another format?")
+
+
+@pytest.mark.parametrize(("error", "reason"), [
+    (RuntimeError("PytorchStreamReader failed reading zip archive: failed finding central directory. This is an "
+                  "internal miniz error. If you are seeing this error, there is a high likelihood that your checkpoint "
+                  "file is corrupted."), "PytorchStreamReader failed reading zip archive: failed finding central directory"),
+    (RuntimeError("[enforce fail at inline_container.cc:180] . file in archive is not in a subdirectory: a.txt"),
+     "file in archive is not in a subdirectory: a.txt"),
+    (RuntimeError("Invalid magic number; corrupt file?"), "Invalid magic number"),
+    (KeyError("101"), "KeyError '101'"),
+    (EOFError(), "the file ends early: cut short?"),
+    (RuntimeError("word " * 40), "word " * 19 + "word ..."),
+])
+def test_why_torch_could_not_read_a_file_is_said_in_whole_words(error, reason):
+    from cnnviz.models.from_file import reason_of
+
+    assert reason_of(error) == reason
 
 
 def test_truncated_checkpoint(tmp_path):

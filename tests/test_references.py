@@ -146,6 +146,22 @@ def test_every_module_name_is_a_layer_also_with_grammar_characters():
         cnnviz.layer_ref(model, "Conv@1")
 
 
+def test_split_call_reads_a_layer_with_its_call_as_layer_ref_does():
+    from cnnviz.core.references import split_call
+
+    model = nn.Sequential()
+    for name in ("a#b", "x", "x#2", "y#z#3"):
+        model.add_module(name, nn.ReLU())
+    names = {name for name, _ in model.named_modules()}
+    for text in ("a#b", "a#b#2", "x", "x#2", "x#3", "x#2#4", "y#z#3", "y#z#3#12"):
+        ref = cnnviz.layer_ref(model, text)
+        assert split_call(text, names) == (ref.layer, ref.call), text
+        assert split_call(ref.layer_text, names) == (ref.layer, ref.call), text
+    # without the module names, only a trailing '#' and digits is a call
+    assert split_call("act#2") == ("act", 2) and split_call("a#b") == ("a#b", 1) and split_call("a#b#10") == ("a#b", 10)
+    assert split_call("#3") == ("#3", 1) and split_call("x#٣") == ("x#٣", 1)  # no name; not an ASCII digit
+
+
 def test_a_misspelt_class_name_is_suggested_as_a_class():
     photos = cnnviz.load_model("builtin:photos")
     with pytest.raises(cnnviz.CnnvizError, match="neither a layer nor a class.*the class 'chelsea'"):

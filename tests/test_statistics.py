@@ -1,6 +1,8 @@
 """Statistics over a population: equal to a numpy reference, mergeable, any kind of input."""
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -209,3 +211,67 @@ def test_bad_arguments(model, population):
     b = cnnviz.statistics(model, inputs[:4], ["features.1"])
     with pytest.raises(CnnvizError, match="different layers"):
         a.merge(b)
+
+
+class HostileNames(torch.nn.Module):
+    """Convolutions whose names a zip file mangles or that look escaped: ``a\\x00b`` (a zip file
+    cuts a name at NUL, leaving ``a``, the name of another layer), ``a%00b`` and ``a\\b``."""
+
+    NAMES = ("a\x00b", "a", "a%00b", "a\\b")
+
+    def __init__(self):
+        super().__init__()
+        self.body = torch.nn.Module()
+        for index, name in enumerate(self.NAMES):
+            self.body.add_module(name, torch.nn.Conv2d(3 if index == 0 else 4, 4, 3, padding=1))
+
+    def forward(self, x):
+        for name in self.NAMES:
+            x = getattr(self.body, name)(x)
+        return x.mean(dim=(2, 3))
+
+
+def test_every_layer_name_has_arrays_of_its_own_in_the_files_written(tmp_path):
+    from cnnviz.analyses.feature_visualization.real_images import load_statistics, real_responses
+    from cnnviz.analyses.statistics_shards import restore_checkpoint, save_checkpoint
+    from cnnviz.core.output import write_npz
+
+    torch.manual_seed(0)
+    model = cnnviz.load_model(HostileNames(), input_size=(12, 12))
+    layers = [f"body.{name}" for name in HostileNames.NAMES]
+    inputs = torch.randn(6, 3, 12, 12)
+    stats = cnnviz.statistics(model, inputs, layers, top_k=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "Duplicate name" from zipfile
+        write_npz(tmp_path / "stats.npz", cnnviz.reports.statistics(stats).arrays["stats.npz"])  # as the report does
+    # a plain name as it always was; '%', NUL and '\\' as the %XX of their bytes
+    keys = dict(zip(layers, ["body.a%00b", "body.a", "body.a%2500b", "body.a%5Cb"]))
+    with np.load(tmp_path / "stats.npz") as saved:
+        assert len(saved.files) == len(set(saved.files)) == 1 + 20 * len(layers)
+        for layer, key in keys.items():
+            for field in ("mean", "maximum", "mean_maximum", "histogram", "exemplar_crops"):
+                np.testing.assert_array_equal(saved[f"{key}/{field}"], getattr(stats[layer], field), err_msg=f"{layer!r}")
+    # read back as maximize reads a stats.npz: each layer's own dataset maxima
+    maxima = load_statistics(tmp_path / "stats.npz")
+    for layer in layers:
+        responses = real_responses(model, layer, "channel", [0, 3], inputs[:1], statistics=maxima)
+        assert responses.maxima == [float(stats[layer].mean_maximum[c]) for c in (0, 3)], layer
+        assert responses.source == "6 images of the statistics"
+    # and as a run goes on from its checkpoint
+    path = tmp_path / "checkpoint" / "statistics.npz"
+    save_checkpoint(path, "key", 6, stats, [])
+    done, restored, _ = restore_checkpoint(path, "key")
+    assert done == 6 and list(restored.layers) == layers
+    for layer in layers:
+        for field in ("mean", "m2", "histogram", "exemplar_values"):
+            np.testing.assert_array_equal(getattr(restored[layer], field), getattr(stats[layer], field), err_msg=layer)
+
+
+def test_array_keys_read_back_to_their_layer_names():
+    from cnnviz.analyses.statistics_results import array_key, split_array_key
+
+    for name in ("features.3", "a\x00b", "a%00b", "50%", "a\\b", "a/b", "Conv@17", "ü猫", "x\udc80y", "tab\there"):
+        assert split_array_key(array_key(name, "mean")) == (name, "mean"), name
+    assert array_key("features.3", "mean") == "features.3/mean" and array_key("ü猫", "dead") == "ü猫/dead"
+    assert split_array_key("images") is None
+    assert split_array_key("50%/mean") == ("50%", "mean") and split_array_key("a%zz/std") == ("a%zz", "std")  # older files

@@ -19,7 +19,7 @@ from PIL import Image
 
 from cnnviz.errors import CnnvizError
 from cnnviz.inputs.batches import image_batches, names, no_images_message
-from cnnviz.core.model import preprocessing_of, unwrap
+from cnnviz.core.model import non_finite_parameter, preprocessing_of, unwrap
 from cnnviz.core.probe import capture
 from cnnviz.core.softmax import as_probabilities
 
@@ -129,6 +129,12 @@ def _classify(model, inputs: torch.Tensor, sources: Sequence[str], class_names, 
         )
     if not torch.isfinite(logits).all():
         bad = int((~torch.isfinite(logits)).any(dim=1).float().argmax())
+        parameter = non_finite_parameter(model)
+        if parameter is not None:  # what cnnviz layers and kernels note, in the error itself
+            raise CnnvizError(
+                f"the model's output for {sources[bad] or f'image {bad}'} is not finite (NaN or infinity): its "
+                f"parameter {parameter[0]} holds {parameter[1]} non-finite value(s); check the weights file"
+            )
         raise CnnvizError(
             f"the model's output for {sources[bad] or f'image {bad}'} is not finite (NaN or infinity); check its "
             "weights (cnnviz layers) and its input preprocessing (--mean, --std)"

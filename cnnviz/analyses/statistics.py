@@ -38,7 +38,7 @@ from cnnviz.analyses.statistics_results import DEFAULT_NEAR_ZERO, LayerStatistic
 from cnnviz.analyses.statistics_shards import forget, merged, resumable
 from cnnviz.core import distributed
 from cnnviz.inputs.batches import image_batches, no_images_message, shard_images
-from cnnviz.core.model import Preprocessing, preprocessing_of
+from cnnviz.core.model import Preprocessing, non_finite_parameter, preprocessing_of
 from cnnviz.core.probe import probe
 from cnnviz.core.references import Reference
 
@@ -165,9 +165,18 @@ def _gather(model, images, refs, batch_size, bins, top_k, near_zero, progress, w
             inputs = inputs.detach().cpu()
             for key, name in names.items():
                 values = recorder[key]
-                if name not in accumulators:
-                    accumulators[name] = _Accumulator(name, values, inputs, bins, top_k, near_zero, preprocessing)
-                accumulators[name].add(values, inputs, seen, sources)
+                try:
+                    if name not in accumulators:
+                        accumulators[name] = _Accumulator(name, values, inputs, bins, top_k, near_zero, preprocessing)
+                    accumulators[name].add(values, inputs, seen, sources)
+                except _NonFinite:
+                    parameter = non_finite_parameter(model)
+                    if parameter is None:
+                        raise
+                    raise CnnvizError(  # what cnnviz layers notes, in the error itself
+                        f"{name} produced a non-finite value (inf or NaN): the model's parameter {parameter[0]} "
+                        f"holds {parameter[1]} non-finite value(s); check the weights file"
+                    ) from None
             seen += len(inputs)
             if progress is not None:
                 progress(len(inputs))
@@ -342,11 +351,15 @@ def _as_maps(values: torch.Tensor) -> torch.Tensor:
     raise CnnvizError(f"statistics need outputs N x C (x H x W), got shape {tuple(values.shape)}")
 
 
+class _NonFinite(CnnvizError):
+    """A layer's output holds NaN or infinity."""
+
+
 def _half_range(low: float, high: float) -> float:
     """The smallest power of two R (at least 2**-20) with -R < low and high <= R: every value then
     lies inside a left-open bin, which keeps doubling the range exact."""
     if not (math.isfinite(low) and math.isfinite(high)):
-        raise CnnvizError("the layer produced a non-finite value (inf or NaN); statistics need finite activations")
+        raise _NonFinite("the layer produced a non-finite value (inf or NaN); statistics need finite activations")
     half_range = 2.0**-20
     while high > half_range or -low >= half_range:
         half_range *= 2

@@ -4,6 +4,7 @@ how two populations' statistics merge exactly (see :mod:`cnnviz.analyses.statist
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -13,6 +14,39 @@ from cnnviz.core.display import Shows
 from cnnviz.errors import CnnvizError
 
 DEFAULT_NEAR_ZERO = 1e-6
+
+_UNSAFE = re.compile(r"[%\\\x00-\x1f\x7f\ud800-\udfff]")  # '%' itself, '\', control characters, lone surrogates
+_ESCAPED = re.compile(r"(?:%[0-9A-Fa-f]{2})+")
+
+
+def array_key(layer: str, name: str) -> str:
+    """The name of a layer's array in a ``.npz`` file: ``LAYER/name`` (``features.3/mean``).
+
+    A layer name is kept as it is unless it holds ``%``, a control character (a zip file cuts a
+    name at NUL, so ``a\\x00b`` and ``a`` would share their arrays), ``\\`` (a ``/`` in a zip
+    file written on Windows) or a character UTF-8 cannot hold; those are written as ``%XX`` (the
+    bytes of their UTF-8), so that every layer has keys of its own, and :func:`split_array_key`
+    reads them back. The array's own name never holds ``/``: the last ``/`` ends the layer name
+    (which may hold ``/`` itself)."""
+    safe = _UNSAFE.sub(lambda m: "".join(f"%{b:02X}" for b in m.group().encode("utf-8", "surrogatepass")), layer)
+    return f"{safe}/{name}"
+
+
+def split_array_key(key: str) -> tuple[str, str] | None:
+    """``(layer, name)`` of a key :func:`array_key` made (``None`` for a key of no layer, such as
+    ``images``). A ``%`` without two hexadecimal digits after it (written by an older cnnviz,
+    which kept names as they were) stays as it is."""
+    safe, slash, name = key.rpartition("/")
+    if not slash:
+        return None
+
+    def unescape(match: re.Match) -> str:
+        try:
+            return bytes.fromhex(match.group().replace("%", "")).decode("utf-8", "surrogatepass")
+        except UnicodeDecodeError:
+            return match.group()
+
+    return _ESCAPED.sub(unescape, safe), name
 
 
 @dataclass(repr=False)
@@ -245,17 +279,18 @@ class Statistics(Shows):
         }
 
     def to_arrays(self) -> dict[str, np.ndarray]:
-        """Every array, named ``LAYER/field``, for ``numpy.savez``."""
+        """Every array, named ``LAYER/field`` (:func:`array_key`: any layer name, also one with
+        NUL or ``%``, gets keys of its own), for ``numpy.savez``."""
         arrays = {"images": np.array(self.images)}
         for name, layer in self.layers.items():
             for key in ("count", "mean", "m2", "minimum", "maximum", "mean_maximum", "positive", "near_zero",
                         "histogram", "exemplar_values", "exemplar_images", "exemplar_positions", "exemplar_crops",
                         "bottom_values", "bottom_images", "bottom_positions", "bottom_crops"):
                 if getattr(layer, key) is not None:
-                    arrays[f"{name}/{key}"] = getattr(layer, key)
-            arrays[f"{name}/std"] = layer.std
-            arrays[f"{name}/edges"] = layer.edges
-            arrays[f"{name}/dead"] = layer.dead
+                    arrays[array_key(name, key)] = getattr(layer, key)
+            arrays[array_key(name, "std")] = layer.std
+            arrays[array_key(name, "edges")] = layer.edges
+            arrays[array_key(name, "dead")] = layer.dead
         return arrays
 
     def __repr__(self) -> str:

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cnnviz.analyses.statistics_results import LayerStatistics, Statistics
+from cnnviz.analyses.statistics_results import LayerStatistics, Statistics, array_key, split_array_key
 from cnnviz.core import distributed
 from cnnviz.core.version import __version__
 from cnnviz.errors import CnnvizError
@@ -179,7 +179,7 @@ def save_checkpoint(path: Path, key: str, done: int, result: Statistics | None, 
             meta["layers"][name] = {"half_range": layer.half_range, "map_size": list(layer.map_size),
                                     "input_size": list(layer.input_size), "tolerance": layer.near_zero_tolerance,
                                     "sources": layer.exemplar_sources, "bottom_sources": layer.bottom_sources}
-        arrays = {k: v for k, v in result.to_arrays().items() if k.rsplit("/", 1)[-1] in _KEPT}
+        arrays = {k: v for k, v in result.to_arrays().items() if (split_array_key(k) or ("", ""))[1] in _KEPT}
     arrays["meta"] = np.array(json.dumps(meta))
     files.write_npz(path, arrays)
 
@@ -204,7 +204,7 @@ def restore_checkpoint(path: Path, key: str) -> tuple[int, Statistics | None, li
         return meta["done"], None, list(meta["skipped"])
     layers = {}
     for name, info in meta["layers"].items():
-        fields = {field_name: arrays.get(f"{name}/{field_name}") for field_name in _KEPT}
+        fields = {field_name: arrays.get(array_key(name, field_name)) for field_name in _KEPT}
         layers[name] = LayerStatistics(
             layer=name, half_range=info["half_range"], map_size=tuple(info["map_size"]),
             input_size=tuple(info["input_size"]), near_zero_tolerance=info["tolerance"],

@@ -122,6 +122,18 @@ def unwrap(model) -> tuple[nn.Module, list[str] | None]:
     )
 
 
+def non_finite_parameter(model) -> tuple[str, int] | None:
+    """The first parameter (or buffer) of a model that holds NaN or infinity, with the number of
+    such values in it; ``None`` when every value is finite (or the model is TorchScript)."""
+    module, _ = unwrap(model)
+    if isinstance(module, torch.jit.ScriptModule):
+        return None
+    for name, tensor in [*module.named_parameters(), *module.named_buffers()]:
+        if tensor.is_floating_point() and tensor.numel() and not bool(torch.isfinite(tensor).all()):
+            return name, int((~torch.isfinite(tensor)).sum())
+    return None
+
+
 def preprocessing_of(model) -> Preprocessing:
     """The preprocessing of a :class:`LoadedModel`, or what a plain module declares (else identity)."""
     if isinstance(model, LoadedModel):

@@ -315,6 +315,22 @@ def _split(text: str, modules) -> tuple[str, str | None, str | None, str | None]
     return head, call_text, channel_text, position_text
 
 
+CALL = re.compile(r"(.+)#([0-9]+)", re.S)  # a module name and its call number, as layer_text writes them
+
+
+def split_call(layer: str, names=()) -> tuple[str, int]:
+    """The module name and the call of a layer reference with its call (``LayerRef.layer_text``):
+    ``layer1.0.relu#2`` gives ``("layer1.0.relu", 2)``, ``features.3`` ``("features.3", 1)``.
+
+    As for :func:`layer_ref`, a name that is itself a module's (one of ``names``, the module
+    names of the model when known) is that module, also one holding ``#`` (``add_module("a#2",
+    ...)``); otherwise only a trailing ``#`` and digits are a call, so ``a#b`` stays whole."""
+    if layer in names:
+        return layer, 1
+    match = CALL.fullmatch(layer)
+    return (match.group(1), int(match.group(2))) if match else (layer, 1)
+
+
 def _suffix(rest: str) -> tuple[str | None, str | None, str | None] | None:
     """``#N``, ``:C`` and ``@i,j`` (each optional, in this order) of what follows a module name,
     or ``None`` when ``rest`` is not of that form."""

@@ -32,7 +32,7 @@ from PIL import Image
 
 from cnnviz.core.model import Preprocessing
 from cnnviz.errors import CnnvizError
-from cnnviz.inputs.images import ImageSource, image_sources, open_image, prepare
+from cnnviz.inputs.images import SAMPLE_PREFIX, ImageSource, image_sources, open_image, prepare
 
 INPUT_KEYS = ("image", "images", "pixel_values", "input", "inputs", "x")
 LABEL_KEYS = ("label", "labels", "target", "targets", "y")
@@ -310,9 +310,39 @@ def names(sources: list[str | None], first: int = 0) -> list[str]:
 
 def no_images_message(skipped: list[str]) -> str:
     """The error for a stream that yielded nothing."""
+    if skipped and missing_files(skipped):
+        return f"no image could be read (skipped {skipped_text(skipped)})"
     if skipped:
         return f"no image could be read ({len(skipped)} file(s) skipped, e.g. {skipped[0]})"
     return "no images given; pass a file, a folder, samples, sample:NAME, a PIL image or a tensor"
+
+
+SHOWN_MISSING = 5  # the missing files a message names, at most
+
+
+def missing_files(skipped: list[str]) -> list[str]:
+    """The files of ``skipped`` that do not exist (named by a ``.txt`` list), as opposed to those
+    that are there but are not images."""
+    return [spec for spec in skipped if not str(spec).startswith(SAMPLE_PREFIX) and not os.path.exists(spec)]
+
+
+def skipped_text(skipped: list[str]) -> str:
+    """The files a stream skipped, in words after "skipped": those that do not exist (a ``.txt``
+    list naming files that are not there), by name, and those that are not images, the first
+    named: ``2 file(s) that do not exist: a.png, b.png``, ``1 file(s) that are not images, e.g.
+    notes.txt``, or both: ``3 file(s): 2 that do not exist (a.png, b.png) and 1 that is not an
+    image (e.g. notes.txt)``."""
+    missing = missing_files(skipped)
+    unreadable = [spec for spec in skipped if spec not in missing]
+    shown = ", ".join(str(spec) for spec in missing[:SHOWN_MISSING]) + (", ..." if len(missing) > SHOWN_MISSING else "")
+    if not missing:
+        return f"{len(unreadable)} file(s) that are not images, e.g. {unreadable[0]}"
+    if not unreadable:
+        return f"{len(missing)} file(s) that do not exist: {shown}"
+    verb = "does" if len(missing) == 1 else "do"
+    what = "is not an image" if len(unreadable) == 1 else "are not images"
+    return (f"{len(skipped)} file(s): {len(missing)} that {verb} not exist ({shown}) and {len(unreadable)} that "
+            f"{what} (e.g. {unreadable[0]})")
 
 
 def _is_pair(images) -> bool:

@@ -45,7 +45,7 @@ from cnnviz.errors import CnnvizError, CnnvizWarning
 
 from cnnviz.core.model import (
     LoadedModel, declared_class_names, declared_preprocessing, first_conv_channels, float_tuple, with_input_size,
-    input_size_pair, resolve_device, valid_normalisation,
+    input_size_pair, non_finite_parameter, resolve_device, valid_normalisation,
 )
 from cnnviz.models import zoo
 from cnnviz.models.from_factory import SPEC_HELP, load_factory
@@ -105,17 +105,13 @@ def load_model(
 
 def _warn_non_finite(loaded: LoadedModel) -> None:
     """Say which parameter (or buffer) first holds NaN or infinity: every result would be meaningless."""
-    module = loaded.module
-    if isinstance(module, torch.jit.ScriptModule):
-        return
-    for name, tensor in [*module.named_parameters(), *module.named_buffers()]:
-        if tensor.is_floating_point() and tensor.numel() and not bool(torch.isfinite(tensor).all()):
-            bad = int((~torch.isfinite(tensor)).sum())
-            warnings.warn(
-                f"{loaded.spec or type(module).__name__}: parameter {name} holds {bad} non-finite value(s) (NaN or "
-                "infinity), so its outputs will be meaningless; check the weights file", CnnvizWarning, stacklevel=3,
-            )
-            return
+    found = non_finite_parameter(loaded)
+    if found is not None:
+        warnings.warn(
+            f"{loaded.spec or type(loaded.module).__name__}: parameter {found[0]} holds {found[1]} non-finite "
+            "value(s) (NaN or infinity), so its outputs will be meaningless; check the weights file",
+            CnnvizWarning, stacklevel=3,
+        )
 
 
 def _load_spec(spec: str, weights, trusted: bool) -> LoadedModel:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 import warnings
 import zipfile
 from collections.abc import Mapping
@@ -85,14 +86,15 @@ def load_file(path_text: str, trusted: bool) -> LoadedModel:
 
 def _load_whole_model(path: Path, trusted: bool) -> nn.Module:
     try:
-        content = torch.load(path, map_location="cpu", weights_only=True)
+        content = _load_weights_only(path)
     except pickle.UnpicklingError as error:
+        _refuse_blocked(path, error, "a model saved with torch.save(model, path) or torch.jit.save")
         if "Unsupported global" not in str(error):
             raise CnnvizError(_corrupt(path, error)) from None
         if not trusted:
             raise CnnvizError(
-                f"{path} is a fully pickled model; loading it runs code from the file. If you "
-                "trust its source, pass --trust-pickle (trusted=True in Python)"
+                f"{path} is a fully pickled model{_naming(error, ' (it names {})')}; loading it runs code from "
+                "the file. If you trust its source, pass --trust-pickle (trusted=True in Python)"
             ) from None
         try:
             # The user vouched for this file (trusted=True): unpickling it runs its code.
@@ -128,30 +130,76 @@ def _is_torchscript(path: Path) -> bool:
 
 def _torch_load_weights_only(path: Path):
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return _load_weights_only(path)
     except pickle.UnpicklingError as error:
+        _refuse_blocked(path, error, "a state dict saved with torch.save(model.state_dict(), path)")
         if "Unsupported global" in str(error):
             raise CnnvizError(
-                f"{path} holds pickled Python objects (a whole model?), not a state dict; to use a "
-                "whole pickled model pass it as --model PATH --trust-pickle"
+                f"{path} holds pickled Python objects (a whole model?{_naming(error, ' it names {}')}), not a "
+                "state dict; to use a whole pickled model pass it as --model PATH --trust-pickle"
             ) from None
         raise CnnvizError(_corrupt(path, error)) from None
     except Exception as error:
         raise CnnvizError(_corrupt(path, error)) from None
 
 
+def _load_weights_only(path: Path):
+    """``torch.load`` with ``weights_only=True``, silent: what it warns of (a pickle protocol it
+    did not expect, in a file that is no checkpoint) is said by the error that follows, in one line."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return torch.load(path, map_location="cpu", weights_only=True)
+
+
+_BLOCKED = re.compile(r"unsupported GLOBAL (\S+) whose module \S+ is blocked")
+_UNSUPPORTED = re.compile(r"Unsupported global: GLOBAL (\S+) ")
+
+
+def _refuse_blocked(path: Path, error: Exception, instead: str) -> None:
+    """Raise :class:`CnnvizError` when ``torch.load`` stopped at a function of ``os`` or ``sys``
+    (``os.system``): a pickle that runs code, which no model or weights file does; cnnviz never
+    loads it, not even with ``--trust-pickle``."""
+    blocked = _BLOCKED.search(str(error))
+    if blocked:
+        raise CnnvizError(
+            f"cnnviz refused {path}: loading it would call {blocked.group(1)}, so it runs code instead of "
+            f"holding weights or a model; check where it came from and give {instead}"
+        ) from None
+
+
+def _naming(error: Exception, words: str) -> str:
+    """``words`` formatted with the first Python object a weights-only load refused (what the
+    pickle would import, ``torch.nn.modules.conv.Conv2d``, for the user to judge it by), or ``""``."""
+    found = _UNSUPPORTED.search(str(error))
+    return words.format(found.group(1)) if found else ""
+
+
 def _corrupt(path: Path, error: Exception) -> str:
-    text = str(error)
-    if path.stat().st_size == 0:
-        detail = "the file is empty"
-    elif "WeightsUnpickler error:" in text:
-        detail = "unreadable pickle: " + " ".join(text.split("WeightsUnpickler error:")[1].split("Check the")[0].split())
-    else:
-        detail = first_line(error)[:120]
+    detail = "the file is empty" if path.stat().st_size == 0 else reason_of(error)
     return (
         f"cannot read {path}: it is not a file written by torch.save or torch.jit.save ({detail}); "
         "is it corrupt or of another format?"
     )
+
+
+def reason_of(error: Exception, limit: int = 100) -> str:
+    """What ``torch.load`` said of a file it could not read, short: its first sentence (whole
+    words, at most about ``limit`` characters), without torch's advice and source locations."""
+    text = str(error)
+    if isinstance(error, EOFError):
+        return "the file ends early: cut short?"
+    if "WeightsUnpickler error:" in text:
+        text = "unreadable pickle: " + text.split("WeightsUnpickler error:")[1].split("Check the")[0]
+    else:
+        text = first_line(error)
+    text = " ".join(re.sub(r"\[enforce fail at [^\]]*\]\s*\.?", "", text).split())
+    if not re.search(r"[A-Za-z]{2}", text):  # KeyError('101'): what it is, with the value
+        text = f"{type(error).__name__} {text}".strip()
+    sentence = re.match(r"(.+?[.;])\s", text + " ")
+    text = sentence.group(1).rstrip(".;") if sentence else text
+    if len(text) > limit:
+        text = text[:limit].rsplit(" ", 1)[0] + " ..."
+    return text
 
 
 def existing_file(path_text, what: str) -> Path:

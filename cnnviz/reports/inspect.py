@@ -5,6 +5,7 @@ import numpy as np
 
 from cnnviz import plots
 from cnnviz.core.output import safe_name
+from cnnviz.inputs.batches import skipped_text
 from cnnviz.reports.report import Item, Report, value_range
 
 
@@ -99,5 +100,5 @@ def statistics(result) -> Report:
             layer=layer, value_range=value_range(exemplar_values) if exemplar_values.size else (0.0, 0.0),
             settings={"top_k": int(part.exemplar_values.shape[1])}, draw=lambda layer=layer: plots.exemplars(result, layer),
         ))
-    notes = [f"skipped {len(result.skipped)} file(s) that are not images, e.g. {result.skipped[0]}"] if result.skipped else []
+    notes = [f"skipped {skipped_text(result.skipped)}"] if result.skipped else []
     return Report("stats", result.to_dict(), items, arrays={"stats.npz": result.to_arrays()}, notes=notes)

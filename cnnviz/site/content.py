@@ -7,6 +7,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from cnnviz.core.references import split_call
 from cnnviz.site.records import display_name, layer_stem
 
 
@@ -42,9 +43,12 @@ def channels_in(row, call: int = 1) -> int:
     return int(shape[0]) if shape else 0
 
 
-def call_of(layer: str) -> int:
-    """The call a layer reference names (``act#2``: 2)."""
-    return int(layer.split("#")[1]) if "#" in layer else 1
+def row_of(table, layer: str):
+    """The layer table's row of a layer reference (``act#2``: the row of ``act``; ``None`` when
+    the table has none). A module whose name holds ``#`` is its own row (``a#b``, ``a#2``)."""
+    names = {row.name for row in table}
+    module, _ = split_call(layer, names)
+    return next((row for row in table if row.name == module), None)
 
 
 @dataclass
@@ -79,7 +83,15 @@ class SiteContent:
 
     def row_of(self, layer: str):
         """The layer table's row of a layer reference (``None`` when the table has none)."""
-        return next((row for row in self.table if row.name == layer.split("#")[0]), None)
+        return row_of(self.table, layer)
+
+    def module_of(self, layer: str) -> str:
+        """The module a layer reference names (``act#2``: ``act``; a module named ``a#b``: itself)."""
+        return split_call(layer, {row.name for row in self.table})[0]
+
+    def call(self, layer: str) -> int:
+        """The call a layer reference names (``act#2``: 2; a module named ``a#2``: 1)."""
+        return split_call(layer, {row.name for row in self.table})[1]
 
     def data(self, job: str) -> dict:
         """The data of a job's record (empty when the job has none or failed)."""
@@ -99,14 +111,14 @@ class SiteContent:
         row = self.row_of(layer)
         if row is None or not row.receptive_fields:
             return None
-        call = call_of(layer) - 1
+        call = self.call(layer) - 1
         fields = row.receptive_fields
         field = fields[call] if call < len(fields) else None
         return field.text if field is not None else None
 
     def channels(self, layer: str) -> int:
         """The channels of the layer's output (in the call the reference names)."""
-        return channels_in(self.row_of(layer), call_of(layer)) or len(self.shown.get(layer, []))
+        return channels_in(self.row_of(layer), self.call(layer)) or len(self.shown.get(layer, []))
 
 
 def verdict(entry: dict | None, negative: bool = False) -> dict:

@@ -21,6 +21,7 @@ from cnnviz.analyses.kernels import as_convolution, kernels
 from cnnviz.analyses.receptive_field import unit_boxes
 from cnnviz.analyses.statistics import statistics
 from cnnviz.core import output as files
+from cnnviz.core.references import layer_ref
 from cnnviz.errors import CnnvizError
 from cnnviz.inputs.images import display_image, open_image, prepare
 from cnnviz.reports.report import finite
@@ -244,12 +245,16 @@ class Jobs:
 
     def _convolution(self, layer: str):
         try:
-            return as_convolution(self.module.get_submodule(layer.split("#")[0]))
-        except (AttributeError, ValueError):
+            return as_convolution(layer_ref(self.loaded, layer).module)
+        except CnnvizError:
             return None
 
     def _first_convolution(self, layer: str) -> bool:
-        return next((name for name in self.convolution_names), None) == layer.split("#")[0]
+        try:
+            module = layer_ref(self.loaded, layer).layer  # a call's module (act#2: act), a name with '#' whole
+        except CnnvizError:
+            return False
+        return next((name for name in self.convolution_names), None) == module
 
     def _place(self, item, path: str, text: bool = False, **extra) -> dict:
         """Write a report's item at ``path`` in the site and return its manifest entry: the

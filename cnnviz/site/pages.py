@@ -11,6 +11,7 @@ import jinja2
 
 from cnnviz.core.version import __version__
 from cnnviz.core import output as files
+from cnnviz.inputs.batches import missing_files
 from cnnviz.site.content import (
     ATTRIBUTIONS_PER_PAGE, SiteContent, attribution_pages, layer_page, number, unit_page, verdict,
 )
@@ -236,7 +237,7 @@ def _table(content) -> dict:
     columns += ["receptive field (size /stride @offset)"] if fields else []
     linked: dict[str, str] = {}  # a module's row links to its page (a module run twice: its first shown call)
     for layer in content.layers:
-        linked.setdefault(layer.split("#")[0], layer_page(layer))
+        linked.setdefault(content.module_of(layer), layer_page(layer))
     body = []
     for row in rows:
         cells = [row.name, row.type, _shape_text(row.output_shape), row.calls, f"{row.params:,}"]
@@ -251,8 +252,12 @@ def _table(content) -> dict:
 def _settings(content, manifest: dict) -> list[tuple[str, str]]:
     settings = [("layers shown", ", ".join(content.layers)), ("images", str(manifest["images"]["count"])),
                 ("units with a page", str(sum(len(shown) for shown in content.shown.values())))]
-    if manifest["images"]["skipped"]:
-        settings.append(("files skipped (not images)", ", ".join(display_name(spec) for spec in manifest["images"]["skipped"])))
+    missing = missing_files(manifest["images"]["skipped"])
+    if missing:  # named by a .txt list of images
+        settings.append(("files skipped (they do not exist)", ", ".join(Path(spec).name for spec in missing)))
+    unreadable = [spec for spec in manifest["images"]["skipped"] if spec not in missing]
+    if unreadable:
+        settings.append(("files skipped (not images)", ", ".join(display_name(spec) for spec in unreadable)))
     if not content.class_count:
         settings.append(("attributions and classes", "none: the model's output is not one score per class"))
     dreamed = next((f.get("image") for f in manifest["figures"] if f["kind"] == "dream"), None)

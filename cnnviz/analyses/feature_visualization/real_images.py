@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import torch
 from torch.nn import functional as F
 
+from cnnviz.analyses.statistics_results import array_key
 from cnnviz.core.model import preprocessing_of
 from cnnviz.core.probe import probe
 from cnnviz.core.softmax import SkipSoftmax
@@ -131,10 +132,10 @@ def _dataset_maxima(statistics, layer: str, kind: str, channels: list[int], nega
         if layer not in statistics.layers or getattr(statistics[layer], key, None) is None:
             return None
         values, count = getattr(statistics[layer], key), statistics.images
-    else:  # the arrays of a stats.npz
-        if f"{layer}/{key}" not in statistics:
+    else:  # the arrays of a stats.npz, by their keys there
+        if array_key(layer, key) not in statistics:
             return None
-        values = statistics[f"{layer}/{key}"]
+        values = statistics[array_key(layer, key)]
         count = int(statistics["images"]) if "images" in statistics else None
     if max(channels) >= len(values):
         return None
