@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from cnnviz.cli.options import model_options, wrote
+from cnnviz.cli.options import echo, model_options, wrote
 
 DEFAULT_METHODS = ("gradient", "smoothgrad", "integrated_gradients", "guided_backprop", "gradcam", "occlusion")
 
@@ -55,7 +55,7 @@ def saliency(loaded, images, methods, targets, layer, steps, samples, window, sa
     } if sanity else None
     report = cnnviz.reports.attributions(results, checks)
     for message in report.notes:  # methods that do not apply to this model: n/a, with the reason
-        click.echo(message)
+        echo(message)
     wrote(report.write(output, model=loaded.spec))
 
 

@@ -5,7 +5,7 @@ import json
 
 import click
 
-from cnnviz.cli.options import model_options
+from cnnviz.cli.options import echo, model_options
 
 
 @click.command()
@@ -38,19 +38,19 @@ def models(as_json: bool) -> None:
             "held_out_accuracy": meta["held_out_accuracy"],
         })
     if as_json:
-        click.echo(json.dumps(rows, indent=2))
+        echo(json.dumps(rows, indent=2))
         return
     for row in rows:
         default = " (default)" if row["default"] else ""
-        click.echo(
+        echo(
             f"{row['spec']}{default}: {row['summary']}; {row['classes']} classes, input {row['input']}, "
             f"held-out accuracy {row['held_out_accuracy']:.1%}"
         )
-    click.echo(
+    echo(
         "torchvision:NAME: any torchvision classification model (resnet18, vgg16, alexnet, ...); "
         "add --weights DEFAULT for its pretrained weights (downloaded once)"
     )
-    click.echo("package.module:factory, path/to/file.py:factory, path/to/model.pt: your own model")
+    echo("package.module:factory, path/to/file.py:factory, path/to/model.pt: your own model")
 
 
 @click.command()
@@ -72,12 +72,12 @@ def samples(as_json: bool) -> None:
         rows.append({"name": f"sample:{name}", "width": image.width, "height": image.height,
                      "mode": image.mode, "description": sample_images.PHOTOGRAPHS[name]})
     if as_json:
-        click.echo(json.dumps(rows, indent=2))
+        echo(json.dumps(rows, indent=2))
         return
     width = max(len(row["name"]) for row in rows)
     for row in rows:
         size = f"{row['width']}x{row['height']} {row['mode']}"
-        click.echo(f"{row['name']:<{width}}  {size:<14}  {row['description']}")
+        echo(f"{row['name']:<{width}}  {size:<14}  {row['description']}")
 
 
 @click.command()
@@ -102,12 +102,13 @@ def predict(loaded, images: tuple[str, ...], top: int, as_json: bool) -> None:
     """
     import cnnviz
     from cnnviz.cli.options import note
+    from cnnviz.inputs.batches import skipped_text
 
     result = cnnviz.predict(loaded, list(images), top=top)
     if result.skipped:
-        note(f"skipped {len(result.skipped)} file(s) that are not images, e.g. {result.skipped[0]}")
+        note(f"skipped {skipped_text(result.skipped)}")
     if as_json:
-        click.echo(json.dumps([p.to_dict() for p in result], indent=2))
+        echo(json.dumps([p.to_dict() for p in result], indent=2))
         return
     for prediction in result:
-        click.echo(str(prediction))
+        echo(str(prediction))

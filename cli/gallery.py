@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from cnnviz.cli.options import model_options, note
+from cnnviz.cli.options import echo, model_options, note
 
 
 @click.command()
@@ -105,9 +105,9 @@ def gallery(loaded, images, layers, max_channels, unit_renders, diverse, exempla
         return  # rank 0 says it
     for line in site.failed:
         note(f"not shown: {line}")
-    click.echo(f"wrote {site.index} ({len(site.units)} unit pages, {len(site.figures)} figures; {site.done} jobs run, "
+    echo(f"wrote {site.index} ({len(site.units)} unit pages, {len(site.figures)} figures; {site.done} jobs run, "
                f"{site.reused} reused)")
-    click.echo(f"open file://{site.index.resolve()} in a browser")
+    echo(f"open file://{site.index.resolve()} in a browser")
 
 
 def _units(text: str, option: str):

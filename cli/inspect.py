@@ -45,12 +45,16 @@ def kernels(loaded, layers, channels, inputs, view, scope, output) -> None:
                for name in names]
     from cnnviz.core import output as files
 
+    from cnnviz.core.staging import staged
+
     files.check_writable([path for report in reports for path in report.targets(output)])
     written = []
+    with staged(output):  # every layer's figures appear together, or none
+        for report in reports:
+            written += report.write(output, model=loaded.spec)
     for report in reports:
         for message in report.notes:
             note(message)
-        written += report.write(output, model=loaded.spec)
     _wrote(written)
 
 

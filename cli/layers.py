@@ -5,7 +5,7 @@ import json
 
 import click
 
-from cnnviz.cli.options import model_options, note
+from cnnviz.cli.options import echo, model_options, note
 
 
 @click.command()
@@ -40,6 +40,6 @@ def layers(loaded, refs: tuple[str, ...], as_json: bool, with_rf: bool) -> None:
     for message in table.notes:
         note(message)
     if as_json:
-        click.echo(json.dumps(table.to_dict(), indent=2))
+        echo(json.dumps(table.to_dict(), indent=2))
     else:
-        click.echo(str(table))
+        echo(str(table))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from cnnviz.cli.options import FloatList, model_options, note, several_images
+from cnnviz.cli.options import FloatList, echo, model_options, note, several_images
 from cnnviz.cli.options import output_option as _output_option
 from cnnviz.cli.options import wrote as _wrote
 
@@ -53,9 +53,9 @@ def rf(loaded, layers, images, max_images, as_json, output) -> None:
     for message in fields.notes:
         note(message)
     if as_json:
-        click.echo(json.dumps([rf.to_dict() for rf in fields.values()], indent=2))
+        echo(json.dumps([rf.to_dict() for rf in fields.values()], indent=2))
     else:
-        click.echo(str(fields))
+        echo(str(fields))
     written = report.write(output, model=loaded.spec)
     if not as_json:
         _wrote(written)
@@ -164,20 +164,25 @@ def conv_matrix(kernel, values, stride, padding, dilation, output) -> None:
     upstream = torch.arange(1, out.numel() + 1, dtype=x.dtype).reshape(out.shape)
     gradient, = torch.autograd.grad((out * upstream).sum(), leaf)
     backward = (matrix.T @ upstream.flatten()).reshape(x.shape)
-    click.echo(f"U is {matrix.shape[0]} x {matrix.shape[1]} ({int((matrix != 0).sum())} non-zero)")
-    click.echo(f"U @ x      = {product.tolist()}")
-    click.echo(f"conv(x, k) = {reference.tolist()}")
-    click.echo(f"U.T @ g equals the autograd gradient (g = 1, 2, ...): {bool(torch.allclose(backward, gradient))}")
+    echo(f"U is {matrix.shape[0]} x {matrix.shape[1]} ({int((matrix != 0).sum())} non-zero)")
+    echo(f"U @ x      = {product.tolist()}")
+    echo(f"conv(x, k) = {reference.tolist()}")
+    echo(f"U.T @ g equals the autograd gradient (g = 1, 2, ...): {bool(torch.allclose(backward, gradient))}")
+    from cnnviz.core.staging import staged
+
     folder = files.output_folder(output)
     files.check_writable([folder / "conv_matrix.png", folder / "conv_matrix.json"])
-    _wrote([
-        files.save_figure(cnnviz.plots.conv_matrix(weight, x.shape, stride, padding, dilation, x=x), folder / "conv_matrix.png"),
-        files.write_json(folder / "conv_matrix.json", {
-            "kernel": weight.tolist(), "input": x.tolist(), "stride": stride, "padding": padding, "dilation": dilation,
-            "matrix": matrix.tolist(), "output": product.tolist(), "conv2d": reference.tolist(),
-            "backward_matches_autograd": bool(torch.allclose(backward, gradient)),
-        }),
-    ])
+    with staged(folder):  # the figure and its JSON appear together, or neither
+        written = [
+            files.save_figure(cnnviz.plots.conv_matrix(weight, x.shape, stride, padding, dilation, x=x),
+                              folder / "conv_matrix.png"),
+            files.write_json(folder / "conv_matrix.json", {
+                "kernel": weight.tolist(), "input": x.tolist(), "stride": stride, "padding": padding,
+                "dilation": dilation, "matrix": matrix.tolist(), "output": product.tolist(),
+                "conv2d": reference.tolist(), "backward_matches_autograd": bool(torch.allclose(backward, gradient)),
+            }),
+        ]
+    _wrote(written)
 
 
 @click.command("conv-arithmetic")
@@ -206,6 +211,10 @@ def conv_arithmetic(input_size, kernel, stride, padding, dilation, positions, ou
 
     sizes = [cnnviz.conv_output_size(*args) for args in zip(input_size, kernel, stride, padding, dilation)]
     figure = cnnviz.plots.conv_arithmetic(input_size, kernel, stride, padding, dilation, positions=positions)
-    click.echo(f"output {sizes[0]}x{sizes[1]}")
+    echo(f"output {sizes[0]}x{sizes[1]}")
+    from cnnviz.core.staging import staged
+
     folder = files.output_folder(output)
-    _wrote([files.save_figure(figure, folder / "conv_arithmetic.png")])
+    with staged(folder):
+        written = [files.save_figure(figure, folder / "conv_arithmetic.png")]
+    _wrote(written)

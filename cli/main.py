@@ -21,7 +21,7 @@ from cnnviz.cli.inspect import activations, kernels, stats
 from cnnviz.cli.visualize import dream, maximize
 from cnnviz.cli.layers import layers
 from cnnviz.cli.lecture import conv_arithmetic, conv_matrix, equivariance, rf
-from cnnviz.cli.options import flush_notes, note
+from cnnviz.cli.options import echo, flush_notes, note
 from cnnviz.errors import CnnvizError, CnnvizWarning
 from cnnviz.core.memory import reuse_freed_memory
 
@@ -41,7 +41,7 @@ class CnnvizGroup(click.Group):
             with _warnings_as_notes():
                 super().main(arguments, prog_name="cnnviz", standalone_mode=False, **kwargs)
         except click.exceptions.NoArgsIsHelpError as error:
-            click.echo(error.ctx.get_help())
+            echo(error.ctx.get_help())
             sys.exit(0)
         except click.exceptions.Exit as done:
             sys.exit(done.exit_code)
@@ -65,7 +65,7 @@ class CnnvizGroup(click.Group):
                 sys.exit(EXIT_USER_ERROR)  # every rank has it: rank 0 prints it once
             _fail(f"rank {rank}: {error}" if rank != 0 else str(error), EXIT_USER_ERROR)
         except (KeyboardInterrupt, click.Abort):
-            click.echo("interrupted", err=True)
+            echo("interrupted", err=True)
             sys.exit(EXIT_INTERRUPTED)
         except Exception as error:  # a bug: say so in one line, traceback on request
             if debug:
@@ -97,7 +97,7 @@ def _warnings_as_notes():
 
 def _fail(message: str, code: int) -> None:
     one_line = " ".join(message.split())
-    click.echo(f"error: {one_line}", err=True)
+    echo(f"error: {one_line}", err=True)
     sys.exit(code)
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import re
 
 import click
 
@@ -58,12 +59,28 @@ def model_options(command):
 
     @functools.wraps(command)
     def wrapper(*args, model_spec, weights, trust_pickle, mean, std, input_size, device, **kwargs):
-        loaded = load_for_cli(model_spec, weights, trust_pickle, mean, std, input_size, device)
-        return command(*args, loaded=loaded, **kwargs)
+        with output_locked(kwargs.get("output")):  # a second run into the folder: refused before any work
+            loaded = load_for_cli(model_spec, weights, trust_pickle, mean, std, input_size, device)
+            return command(*args, loaded=loaded, **kwargs)
 
     for option in reversed(options):
         wrapper = option(wrapper)
     return wrapper
+
+
+def output_locked(output):
+    """The output folder's lock (:func:`cnnviz.core.staging.writing_into`) for the whole command, named by
+    its command line; nothing for a command without ``-o``. Under torchrun rank 0 holds it for all
+    (the other ranks write nothing)."""
+    import contextlib
+
+    from cnnviz.core.distributed import launcher_rank
+    from cnnviz.core.staging import writing_into
+
+    if output is None or launcher_rank() != 0:
+        return contextlib.nullcontext()
+    context = click.get_current_context(silent=True)
+    return writing_into(output, context.command_path if context is not None else None)
 
 
 def load_for_cli(spec, weights, trusted, mean, std, input_size, device):
@@ -83,11 +100,26 @@ def load_for_cli(spec, weights, trusted, mean, std, input_size, device):
     return loaded
 
 
+_UNPRINTABLE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def printable(text: str) -> str:
+    """``text`` safe for a terminal: control characters and escape sequences (from a file, layer or
+    class name: ``\\x1b[2J`` clears a screen, U+202E turns text around) written as Python writes
+    them in a string (``\\x1b``, ``\\u202e``); lines and tabs kept."""
+    return _UNPRINTABLE.sub(lambda found: found.group().encode("unicode_escape").decode("ascii"), text)
+
+
+def echo(text: str = "", err: bool = False) -> None:
+    """``click.echo`` of :func:`printable` text: everything the commands print goes through it."""
+    click.echo(printable(str(text)), err=err)
+
+
 def note(message: str) -> None:
     """A one-line note for stderr, shown once the command has succeeded (an error stays one line)."""
     context = click.get_current_context(silent=True)
     if context is None:
-        click.echo(f"note: {message}", err=True)
+        echo(f"note: {message}", err=True)
     else:
         context.find_root().meta.setdefault("cnnviz.notes", []).append(message)
 
@@ -103,14 +135,22 @@ def flush_notes() -> None:
     if launcher_rank() != 0:  # every rank of a torchrun job has the same notes: rank 0 says them
         return
     for message in messages:
-        click.echo(f"note: {message}", err=True)
+        echo(f"note: {message}", err=True)
 
 
 OUTPUT_HELP = "Folder for the PNG figures and the JSON summary (created if missing)."
 
 
 def output_option(command):
-    """``--output/-o DIR`` (default ``cnnviz-output``) for commands that write figures."""
+    """``--output/-o DIR`` (default ``cnnviz-output``) for commands that write figures; the command
+    holds the folder's lock throughout (:func:`model_options` takes it already before the model loads)."""
+    body = command
+
+    @functools.wraps(body)
+    def command(*args, output, **kwargs):
+        with output_locked(output):
+            return body(*args, output=output, **kwargs)
+
     return click.option("--output", "-o", default="cnnviz-output", show_default=True, metavar="DIR",
                         help=OUTPUT_HELP)(command)
 
@@ -118,7 +158,7 @@ def output_option(command):
 def wrote(paths) -> None:
     """Say which files a command wrote, one line each."""
     for path in paths:
-        click.echo(f"wrote {path}")
+        echo(f"wrote {path}")
 
 
 def one_image(ctx, param, value):

@@ -279,14 +279,14 @@ def test_sigterm_ends_a_command_cleanly_and_stale_parts_go(tmp_path):
     time.sleep(3)  # the command is rendering by now
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=60) == 128 + signal.SIGTERM
-    assert not list(tmp_path.rglob("*.part"))
+    assert not list(tmp_path.rglob("*.part")) and not list(tmp_path.rglob(".cnnviz-*"))  # nor a stage or a lock
     # a part file a killed run left over a minute ago is removed by the next write of that file
     out.mkdir(exist_ok=True)
-    stale = out / ".kernels.json.abc123.part"
+    stale = out / ".kernels.json.cnnviz-abc123xy.part"
     stale.write_text("half")
     old = time.time() - 3600
     os.utime(stale, (old, old))
-    fresh = out / ".kernels.json.def456.part"
+    fresh = out / ".kernels.json.cnnviz-def456xy.part"
     fresh.write_text("being written")
     cnnviz.core.output.write_json(out / "kernels.json", {"a": 1})
     assert not stale.exists() and fresh.exists()

@@ -315,11 +315,28 @@ def test_a_killed_run_is_completed_by_the_next(built, photo_folder, tmp_path):
     assert not (killed / "index.html").exists(), "the run finished before it could be killed"
     # a file caught half-written by the kill stays under its temporary name; plant one more
     (killed / "figures").mkdir(exist_ok=True)
-    (killed / "figures" / ".kernels.png.x1y2.part").write_bytes(b"\x89PNG half")
+    (killed / "figures" / ".kernels.png.cnnviz-x1y2z3w4.part").write_bytes(b"\x89PNG half")
     again = subprocess.run(command + ["-o", str(killed)], capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr
     assert "reused" in again.stdout and " 0 reused" not in again.stdout
     assert snapshot(killed) == reference
+
+
+def test_a_full_disk_stops_the_gallery_and_the_next_run_completes_it(built, photo_folder, tmp_path):
+    """A full disk in the middle of a job stops the gallery with one error (every job after it would
+    fail the same way), instead of a gallery that reports its files as "not shown"; no file is
+    left placed but unrecorded, so the next run completes it to the uninterrupted run's bytes."""
+    from faults import Injector
+
+    photos, _, _, reference = built
+    folder = tmp_path / "full"
+    with Injector(folder, "ENOSPC", 60).active() as writes:
+        with pytest.raises(cnnviz.CnnvizError, match="No space left on device"):
+            cnnviz.gallery(photos, str(photo_folder), ["features.0", "features.10"], folder, **SMALL)
+    assert writes.count >= 60 and not (folder / "index.html").exists()  # it hit, in the middle
+    again = cnnviz.gallery(photos, str(photo_folder), ["features.0", "features.10"], folder, **SMALL)
+    assert again.reused > 0 and again.failed == []
+    assert snapshot(folder) == reference
 
 
 def find_chromium() -> str | None:  # noqa: E302
@@ -645,6 +662,43 @@ def test_layers_with_names_a_file_name_flattens_keep_their_own_figures(tmp_path)
     for layer in layers:
         page = site / layer_page(layer)
         assert html.unescape(page.read_text()).count(layer) > 0 and page.name in pages
+
+
+class HashNames(nn.Module):
+    """Convolutions named with ``#``: ``a#b`` (no call number in it) and ``x#2``, a module of its
+    own beside the ReLU ``x`` (a name like the second call of ``x``, which runs once), with 6
+    channels to ``x``'s 4; the output is a map, not class scores."""
+
+    def __init__(self):
+        super().__init__()
+        self.add_module("a#b", nn.Conv2d(3, 4, 3, padding=1))
+        self.add_module("x", nn.ReLU())
+        self.add_module("x#2", nn.Conv2d(4, 6, 3, padding=1))
+
+    def forward(self, x):
+        for name in ("a#b", "x", "x#2"):
+            x = getattr(self, name)(x)
+        return x
+
+
+def test_layers_named_with_a_hash_are_in_the_default_gallery_as_themselves(tmp_path):
+    torch.manual_seed(0)
+    loaded = cnnviz.load_model(HashNames(), input_size=(24, 24))
+    settings = {"max_channels": 1, "unit_renders": 0, "diverse": 1, "exemplars": 1, "steps": 1, "max_classes": 0,
+                "activation_images": 1, "attribution_images": 1, "methods": "gradient", "dream_octaves": 1,
+                "dream_iterations": 1}
+    site = cnnviz.gallery(loaded, "sample:chelsea", output=tmp_path / "site", **settings)
+    assert not site.failed
+    assert json.loads((tmp_path / "site" / "manifest.json").read_text())["layers"] == ["a#b", "x#2"]
+    assert {f["layer"] for f in site.figures if f["kind"] == "kernels"} == {"a#b", "x#2"}
+    # x#2 is its own module, not the second call of x: its own output and channels
+    page = html.unescape((tmp_path / "site" / layer_page("x#2")).read_text())
+    assert "output 6x24x24" in page and "1 of 6 units" in page, page
+    # each module's row in the index's layer table links to its own page (x has none)
+    index = (tmp_path / "site" / "index.html").read_text()
+    rows = {html.unescape(name): row for row, name in re.findall(r"(<tr[^>]*><td>(?:<a [^>]*>)?([^<]*)(?:</a>)?</td>.*?</tr>)", index)}
+    assert f'href="{layer_page("a#b")}"' in rows["a#b"] and f'href="{layer_page("x#2")}"' in rows["x#2"]
+    assert "href" not in rows["x"], rows
 
 
 def test_images_given_as_tensors_and_pil_images(tmp_path):

@@ -7,7 +7,13 @@ cnnviz never overwrites a file it did not write: each folder it writes into keep
 (``.cnnviz-written``) of the files it wrote there (name, size, modification time). A file that
 exists and is not in the record as cnnviz left it (the user's photo ``input.png``, their own
 ``stats.json``, a figure they edited) is refused with an error, and a folder listed as input skips
-the files of the record, so cnnviz's outputs are never read back as images.
+the files of the record, so cnnviz's outputs are never read back as images. The record is
+appended to only as a plain file of its own (never through a symbolic or hard link), and each file's
+line is written before the file is renamed into place: a file cnnviz placed is always one it
+recorded, so a folder cnnviz left (after a full disk, a kill) is always completed by a re-run.
+
+A command's files appear together (:func:`cnnviz.core.staging.staged`), and one run writes into a
+folder at a time (:func:`cnnviz.core.lock.locked`).
 
 Example::
 
@@ -24,6 +30,7 @@ import io
 import json
 import os
 import re
+import stat
 import tempfile
 import threading
 import time
@@ -36,6 +43,11 @@ from cnnviz.errors import CnnvizError
 
 
 _capturing = threading.local()
+
+
+class WriteFailed(CnnvizError):
+    """A file could not be written (a full disk, a folder that became read-only): no job can go on
+    without its files, so the gallery stops at it too, instead of reporting the job and going on."""
 
 
 @contextlib.contextmanager
@@ -61,7 +73,13 @@ def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
         return target
     if _holds(target, data):
         return target
+    stage = getattr(_staging, "stage", None)
+    if stage is not None and stage.covers(target):
+        return stage.write(target, data)
     return _atomic(target, lambda handle: handle.write(data))
+
+
+_staging = threading.local()  # the stage of cnnviz.core.staging.staged() this thread writes into, if any
 
 
 def _holds(target: Path, data: bytes) -> bool:
@@ -138,12 +156,16 @@ def safe_name(text: str) -> str:
     The reference grammar's characters (``: # @ ,`` and ``-``) become ``-``; a name with any other
     character a file name should not hold (a space, a slash, another script) gets a short hash of
     the whole text as well, so that ``a b`` and ``a-b``, or two names in another script, never
-    share a file."""
+    share a file. A name longer than :data:`NAME_LENGTH` is cut and hashed the same way (a file
+    name holds 255 bytes, and cnnviz adds prefixes and suffixes)."""
     cleaned = re.sub(r"[^A-Za-z0-9._]+", "-", text).strip("-.")
-    if re.fullmatch(r"[A-Za-z0-9._:#@,-]*", text) and cleaned:
+    if re.fullmatch(r"[A-Za-z0-9._:#@,-]*", text) and cleaned and len(cleaned) <= NAME_LENGTH:
         return cleaned
     digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:8]
     return f"{cleaned[:40].strip('-.')}-{digest}" if cleaned else f"output-{digest}"
+
+
+NAME_LENGTH = 100  # the longest name safe_name keeps whole
 
 
 def check_writable(paths) -> None:
@@ -172,15 +194,24 @@ def output_folder(path: str | os.PathLike) -> Path:
 
 
 STALE_PART_SECONDS = 60
+PART_MARK = ".cnnviz-"  # a temporary file of NAME is .NAME.cnnviz-XXXXXXXX.part (mkstemp's 8 characters)
+_PART = re.compile(r"\..+\.cnnviz-[a-z0-9_]{8}\.part")
+
+
+def is_part_name(name: str) -> bool:
+    """Whether ``name`` is the name of one of cnnviz's temporary files (``.NAME.cnnviz-XXXXXXXX.part``):
+    the only ``.part`` files cnnviz ever removes (a user's own ``.stats.json.mine.part`` is not one)."""
+    return _PART.fullmatch(name) is not None
 
 
 def _remove_stale_parts(target: Path) -> None:
-    """Remove ``.NAME.*.part`` files of ``target`` left by a run that was killed (SIGKILL, a power
+    """Remove cnnviz's temporary files of ``target`` left by a run that was killed (SIGKILL, a power
     cut) at least a minute ago; a part file being written now is younger."""
     now = time.time()
-    for part in target.parent.glob(f".{glob.escape(target.name)}.*.part"):
+    pattern = re.compile(re.escape(f".{target.name}{PART_MARK}") + r"[a-z0-9_]{8}\.part")
+    for part in target.parent.glob(f".{glob.escape(target.name)}{PART_MARK}*.part"):
         with contextlib.suppress(OSError):
-            if now - part.stat().st_mtime > STALE_PART_SECONDS:
+            if pattern.fullmatch(part.name) and not part.is_symlink() and now - part.stat().st_mtime > STALE_PART_SECONDS:
                 part.unlink()
 
 
@@ -188,15 +219,14 @@ RECORD = ".cnnviz-written"  # in each folder cnnviz writes to: what it wrote the
 _RECORD_LOCK = threading.Lock()
 
 
-def _read_record(folder: Path) -> dict[str, tuple[int, int]]:
-    """The files cnnviz wrote in ``folder``, each with the size and modification time (ns) it
+def _read_record(folder: Path) -> dict[str, set[tuple[int, int]]]:
+    """The files cnnviz wrote in ``folder``, each with the sizes and modification times (ns) it
     left it with. Lines are appended (one JSON list each), so writers never lose each other's
-    lines; the last line about a name wins, ``[name]`` alone means removed."""
-    try:
-        text = (folder / RECORD).read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return {}
-    record: dict[str, tuple[int, int]] = {}
+    lines; each line about a name adds a state it may have (a line is written just before its file
+    is renamed into place), ``[name]`` alone means removed. A record that is a link (to a file of
+    the user's) holds nothing."""
+    text = _read_own(folder / RECORD)
+    record: dict[str, set[tuple[int, int]]] = {}
     for line in text.splitlines():
         try:
             entry = json.loads(line)
@@ -205,39 +235,92 @@ def _read_record(folder: Path) -> dict[str, tuple[int, int]]:
         if not isinstance(entry, list) or not entry or not isinstance(entry[0], str):
             continue
         if len(entry) == 3 and all(isinstance(value, int) for value in entry[1:]):
-            record[entry[0]] = (entry[1], entry[2])
+            record.setdefault(entry[0], set()).add((entry[1], entry[2]))
         else:
             record.pop(entry[0], None)
     return record
 
 
+def _read_own(path: Path) -> str:
+    """The text of one of cnnviz's own files (its record), or ``""`` when there is none, or when
+    it is a link: cnnviz reads nothing through a link as its own."""
+    try:
+        handle = os.open(path, os.O_RDONLY | _NOFOLLOW)
+    except OSError:
+        return ""
+    try:
+        info = os.fstat(handle)
+        if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
+            return ""
+        with os.fdopen(handle, "rb", closefd=False) as stream:
+            return stream.read().decode("utf-8", errors="replace")
+    except OSError:
+        return ""
+    finally:
+        os.close(handle)
+
+
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+
+
 def _append_record(folder: Path, entry: list) -> None:
-    line = json.dumps(entry, ensure_ascii=True) + "\n"
+    """Note one file in ``folder``'s record (see :func:`append_records`)."""
+    append_records(folder, [entry])
+
+
+def append_records(folder: Path, entries: list[list]) -> None:
+    """Append lines to ``folder``'s record, in one write.
+
+    Raises:
+        CnnvizError: when they cannot be written (a full disk), or when the record is a link or
+            not a file of its own: cnnviz never writes through it into a file of the user's.
+    """
+    if not entries:
+        return
+    text = "".join(json.dumps(entry, ensure_ascii=True) + "\n" for entry in entries)
     path = folder / RECORD
     with _RECORD_LOCK:
         try:
-            with open(path, "a", encoding="ascii") as stream:
-                stream.write(line)
+            handle = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | _NOFOLLOW, 0o666)
         except OSError as error:
-            import warnings
-
-            from cnnviz.errors import CnnvizWarning
-
-            warnings.warn(f"cannot note {entry[0]!r} in {str(path)!r} ({error.strerror}): a later run will take it "
-                          "for a file cnnviz did not write, and not overwrite it", CnnvizWarning, stacklevel=4)
-            return
-        with contextlib.suppress(OSError):
-            if path.stat().st_size > 256 * 1024:
+            if path.is_symlink():
+                raise CnnvizError(f"{str(path)!r} is a symbolic link, and cnnviz writes its record of the files "
+                                  "it wrote only into a file of its own; remove the link, or choose another folder "
+                                  "with -o") from None
+            raise WriteFailed(f"cannot write into {str(folder)!r}: {error.strerror}; choose another folder "
+                              "with -o") from None
+        try:
+            info = os.fstat(handle)
+            if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
+                raise CnnvizError(f"{str(path)!r} is not a file of cnnviz's own (it is linked to another file, "
+                                  "or not a file), and cnnviz writes its record of the files it wrote only into one; "
+                                  "move it away, or choose another folder with -o")
+            _write_all(handle, text.encode("ascii"))
+            size = info.st_size + len(text)
+        except OSError as error:
+            raise WriteFailed(f"cannot write into {str(folder)!r}: {error.strerror}; choose another folder "
+                              "with -o (or free space and run the command again)") from None
+        finally:
+            os.close(handle)
+        if size > 256 * 1024:
+            with contextlib.suppress(OSError):
                 _compact_record(folder)
+
+
+def _write_all(handle: int, data: bytes) -> None:
+    """Write all of ``data`` to a file descriptor (a short write is continued, an error raised)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(handle, view):]
 
 
 def _compact_record(folder: Path) -> None:
     """Rewrite a long record with one line per file still there as cnnviz left it."""
-    lines = [json.dumps([name, *state]) + "\n" for name, state in sorted(_read_record(folder).items())
-             if _state(folder / name) == state]
+    lines = [json.dumps([name, *_state(folder / name)]) + "\n" for name, states in sorted(_read_record(folder).items())
+             if _state(folder / name) in states]
     if len(lines) * 64 > 128 * 1024:  # mostly live entries: compacting would gain little, and again each write
         return
-    handle, temporary = tempfile.mkstemp(dir=folder, prefix=f"{RECORD}.", suffix=".part")
+    handle, temporary = tempfile.mkstemp(dir=folder, prefix=f"{RECORD}{PART_MARK}", suffix=".part")
     with os.fdopen(handle, "w", encoding="ascii") as stream:
         stream.writelines(lines)
     os.chmod(temporary, 0o666 & ~_umask())  # readable by whoever could read the appended record
@@ -256,13 +339,13 @@ def written_by_cnnviz(path: str | os.PathLike) -> bool:
     """Whether ``path`` is a file cnnviz wrote and nobody changed since."""
     target = Path(path).expanduser()
     state = _state(target)
-    return state is not None and _read_record(target.parent).get(target.name) == state
+    return state is not None and state in _read_record(target.parent).get(target.name, ())
 
 
 def written_in(folder: str | os.PathLike) -> set[str]:
     """Names of the files in ``folder`` that cnnviz wrote and nobody changed since."""
     folder = Path(folder).expanduser()
-    return {name for name, state in _read_record(folder).items() if _state(folder / name) == state}
+    return {name for name, states in _read_record(folder).items() if _state(folder / name) in states}
 
 
 def adopt(path: str | os.PathLike) -> None:
@@ -316,26 +399,36 @@ def _atomic(path: str | os.PathLike, write: Callable) -> Path:
     _refuse_foreign(target)
     _remove_stale_parts(target)
     try:
-        handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
+        handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}{PART_MARK}", suffix=".part")
     except OSError as error:
-        raise CnnvizError(f"cannot write into {str(target.parent)!r}: {error.strerror}; choose another folder with -o") from None
+        raise WriteFailed(f"cannot write into {str(target.parent)!r}: {error.strerror}; choose another folder with -o") from None
     try:
         with os.fdopen(handle, "wb") as stream:
             write(stream)
             stream.flush()
             os.fsync(stream.fileno())
-        os.chmod(temporary, 0o666 & ~_umask())  # mkstemp makes 0600; give what open() would
-        os.replace(temporary, target)
-        _append_record(target.parent, [target.name, *(_state(target) or (0, 0))])
+        place(Path(temporary), target)
     except OSError as error:
         with contextlib.suppress(OSError):
             os.unlink(temporary)
-        raise CnnvizError(f"cannot write {str(target)!r}: {error.strerror}") from None
+        raise WriteFailed(f"cannot write {str(target)!r}: {error.strerror}") from None
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(temporary)
         raise
     return target
+
+
+def place(temporary: Path, target: Path) -> None:
+    """Rename a complete temporary file into place, noted in the record first (a rename keeps the
+    file's size and modification time): a file cnnviz places is always one it recorded, even
+    when the disk is full or the process is killed in between."""
+    os.chmod(temporary, 0o666 & ~_umask())  # mkstemp makes 0600; give what open() would
+    append_records(target.parent, [[target.name, *_state(temporary)]])
+    os.replace(temporary, target)
+    state = _state(target)
+    if state is not None and state not in _read_record(target.parent).get(target.name, ()):
+        append_records(target.parent, [[target.name, *state]])  # a file system that changed the time
 
 
 _UMASK: list[int] = []

@@ -91,13 +91,18 @@ class Report:
     def write(self, folder: str | os.PathLike, **extra) -> list[Path]:
         """Write everything into ``folder``: the items by their ``file`` names, the arrays, and
         ``<name>.json`` (``data``, ``extra`` such as the model, and the list of figures). Every
-        file is written atomically; returns the paths, the JSON last."""
+        file is written atomically, and they appear together (:func:`cnnviz.core.staging.staged`:
+        a failure leaves the folder as it was), while no other run writes into the folder
+        (:func:`cnnviz.core.lock.locked`); returns the paths, the JSON last."""
+        from cnnviz.core.staging import staged
+
         folder = files.output_folder(folder)
         files.check_writable(self.targets(folder))  # a file in the way: refused before any is written
-        written = [item.save(folder / item.file) for item in self.items]
-        written += [write_array(folder / name, content) for name, content in self.arrays.items()]
-        summary = {**self.data, **extra, "figures": [item.to_dict() for item in self.items]}
-        written.append(files.write_json(folder / f"{self.name}.json", summary))
+        with staged(folder):
+            written = [item.save(folder / item.file) for item in self.items]
+            written += [write_array(folder / name, content) for name, content in self.arrays.items()]
+            summary = {**self.data, **extra, "figures": [item.to_dict() for item in self.items]}
+            written.append(files.write_json(folder / f"{self.name}.json", summary))
         return written
 
     def targets(self, folder: str | os.PathLike) -> list[Path]:

@@ -24,11 +24,11 @@ from cnnviz.analyses.feature_visualization.maximize import step_cost
 from cnnviz.analyses.kernels import as_convolution, convolutions
 from cnnviz.analyses.summary import layer_table
 from cnnviz.site import pages
-from cnnviz.site.content import attribution_pages, channels_in, layer_page, unit_page
+from cnnviz.site.content import attribution_pages, channels_in, layer_page, row_of, unit_page
 from cnnviz.site.classes import ClassJobs
 from cnnviz.site.jobs import Jobs
 from cnnviz.site.stages import Stages
-from cnnviz.site.records import adopt_older_gallery, images_key, remove_partial_files
+from cnnviz.site.records import adopt_older_gallery, check_folders_writable, images_key, remove_partial_files
 from cnnviz.site.settings import (
     IMAGES_PER_ATTRIBUTION_FIGURE, KERNEL_FIGURE_UNITS, MANY_CONVOLUTIONS, SUBSET, GallerySettings,
     ProgressFactory, within_budget, AUTO_CLASSES, CLASS_BUDGET,
@@ -107,11 +107,14 @@ def gallery(
     )
     import matplotlib
 
+    from cnnviz.core.staging import writing_into
+
     layers = [layer] if isinstance(layer, str) else layer
-    builder = _Builder(loaded, images, layers, Path(output).expanduser(), settings, force, progress)
-    # file and class names go into figure titles as they are: a '$' is text, not mathematics
-    with matplotlib.rc_context({"text.parse_math": False}):
-        return builder.run()
+    with writing_into(output, "cnnviz gallery", group=True):  # under torchrun: rank 0's, for every rank  # one run at a time; an unwritable folder said now
+        builder = _Builder(loaded, images, layers, Path(output).expanduser(), settings, force, progress)
+        # file and class names go into figure titles as they are: a '$' is text, not mathematics
+        with matplotlib.rc_context({"text.parse_math": False}):
+            return builder.run()
 
 
 INPUTS = "data/inputs"  # where images given as tensors or PIL images are kept, as PNG files
@@ -216,6 +219,7 @@ class _Builder(Stages, ClassJobs, Jobs):
         """Check the folder can take the gallery and keep the images given in memory there."""
         settings = self.settings
         self.folder = files.output_folder(folder)
+        check_folders_writable(self.folder)
         adopt_older_gallery(self.folder)
         # a user's own index.html (or manifest, or page) in the folder is refused before any work
         files.check_writable([self.folder / name for name in
@@ -246,7 +250,7 @@ class _Builder(Stages, ClassJobs, Jobs):
             return list(dict.fromkeys(chosen))
         ran = {row.name for row in self.table if row.output_shape and row.output_shape[0] is not None}
         if not layers:  # the default: convolutions that run in a forward pass
-            chosen = [layer for layer in default_layers(self.loaded) if layer.split("#")[0] in ran]
+            chosen = [layer for layer in default_layers(self.loaded) if layer in ran]  # module names, as the table's
             if not chosen:
                 raise CnnvizError("no convolution of this model runs in a forward pass; name the layers with --layer")
             return chosen
@@ -285,7 +289,7 @@ class _Builder(Stages, ClassJobs, Jobs):
 
     def row_of(self, layer: str):
         """The layer table's row of a layer reference (``None`` when the table has none)."""
-        return next((row for row in self.table if row.name == layer.split("#")[0]), None)
+        return row_of(self.table, layer)
 
     def channels_of(self, layer: str) -> int:
         """The channels of the layer's output in the call the reference names (``NAME#2``: the second)."""
@@ -441,7 +445,7 @@ class _Builder(Stages, ClassJobs, Jobs):
         activation's feature map)."""
         for row in reversed(rows):
             try:
-                module = self.module.get_submodule(row.name.split("#")[0])
+                module = self.module.get_submodule(row.name)  # a row is a module's (its calls in one row)
             except (AttributeError, ValueError):
                 continue
             if not list(module.children()):

@@ -9,6 +9,7 @@ import re
 from pathlib import Path
 
 from cnnviz.core import output as files
+from cnnviz.errors import CnnvizError
 
 
 RECORDS = ".cnnviz"  # the folder of job records inside the gallery
@@ -66,17 +67,36 @@ GALLERY_FOLDERS = ("figures", "thumbs", "data", "units", RECORDS)  # what a gall
 
 
 def remove_partial_files(folder: Path) -> None:
-    """Temporary files of a run that was killed while writing them (``.NAME.XXXX.part``), only
-    where a gallery writes: its top level and its own folders, never elsewhere in a folder that
-    the user also keeps other things in."""
+    """Temporary files of a run that was killed while writing them (cnnviz's own names alone,
+    ``.NAME.cnnviz-XXXXXXXX.part``: :func:`cnnviz.core.output.is_part_name`), only where a gallery
+    writes: its top level and its own folders, never elsewhere in a folder that the user also keeps
+    other things in."""
     candidates = list(folder.glob(".*.part"))
     for name in GALLERY_FOLDERS:
         candidates += (folder / name).rglob(".*.part") if (folder / name).is_dir() else []
     for partial in candidates:
+        if not files.is_part_name(partial.name) or partial.is_symlink():
+            continue  # a user's own .part file
         try:
             partial.unlink()
         except OSError:
             pass
+
+
+def check_folders_writable(folder: Path) -> None:
+    """Refuse, before any work, a gallery whose folder or whose own subfolders of an earlier run
+    cannot take new files (read-only, immutable): a file is created and removed in each."""
+    import tempfile
+
+    folders = [folder] + [path for name in GALLERY_FOLDERS if (folder / name).is_dir() and not (folder / name).is_symlink()
+                          for path in [folder / name, *(p for p in (folder / name).rglob("*") if p.is_dir() and not p.is_symlink())]]
+    for path in folders:
+        try:
+            with tempfile.TemporaryFile(dir=path):
+                pass
+        except OSError as error:
+            raise CnnvizError(f"cannot write into {str(path)!r}: {error.strerror}; make it writable, or choose "
+                              "another folder with -o") from None
 
 
 def remove_written(folder: Path, paths) -> None:

@@ -1,0 +1,222 @@
+"""A command's files appear together or not at all.
+
+Inside :func:`staged`, every file cnnviz writes under the folder goes first into a hidden staging
+folder inside it (``.cnnviz-staging-XXXXXXXX``, on the same disk, so that moving is renaming).
+When everything was written, the move is committed in three steps:
+
+1. each file's line is appended to its folder's record of written files (``.cnnviz-written``);
+2. the list of moves (``moves.json``) is written into the staging folder: the commit point;
+3. each staged file is renamed onto its target, and the staging folder removed.
+
+A failure before the commit point (a full disk, an exception, Ctrl-C) removes the staging folder:
+the folder holds the previous run's files as they were. A kill before it leaves the staging
+folder, which the next run into the folder removes. A kill after it (during the renames, a few
+milliseconds) leaves the list, and the next cnnviz run into the folder finishes the moves before
+it does anything else (:func:`recover`, called by :func:`writing_into` as it takes the folder's lock): the folder then
+holds the new result whole. Renames need no space, so a full disk cannot stop step 3.
+
+Example::
+
+    >>> from cnnviz.core import output, staging
+    >>> with staging.staged("out"):
+    ...     output.write_json("out/a.json", {})
+    ...     output.write_json("out/b.json", {})   # neither is in out/ until both are written
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import tempfile
+from pathlib import Path
+
+from cnnviz.core import output as files
+from cnnviz.core.lock import holds, locked
+from cnnviz.errors import CnnvizError
+
+PREFIX = ".cnnviz-staging-"
+MOVES = "moves.json"
+_STAGED = re.compile(r"\d{5}\.part|moves\.json(\.part)?")  # the only names a staging folder holds
+
+
+class Stage:
+    """The files of one run waiting in a staging folder inside ``root``."""
+
+    def __init__(self, root: Path):
+        self.root = Path(os.path.abspath(root))
+        self.folder: Path | None = None
+        self.moves: dict[Path, Path] = {}  # target -> its staged file
+
+    def covers(self, target: Path) -> bool:
+        """Whether ``target`` lies inside the root (other files are written as usual)."""
+        return Path(os.path.abspath(target)).is_relative_to(self.root)
+
+    def write(self, target: Path, data: bytes) -> Path:
+        """Stage ``data`` for ``target`` (a file in the way is refused now, as it would be later)."""
+        target = Path(os.path.abspath(target))
+        files._refuse_foreign(target)
+        if self.folder is None:
+            try:
+                self.folder = Path(tempfile.mkdtemp(prefix=PREFIX, dir=self.root))
+            except OSError as error:
+                raise files.WriteFailed(f"cannot write into {str(self.root)!r}: {error.strerror}; choose another "
+                                  "folder with -o") from None
+        staged = self.moves.get(target) or self.folder / f"{len(self.moves):05d}.part"
+        try:
+            with open(staged, "wb") as stream:
+                stream.write(data)
+                stream.flush()
+                os.fsync(stream.fileno())
+            os.chmod(staged, 0o666 & ~files._umask())
+        except OSError as error:
+            raise files.WriteFailed(f"cannot write {str(target)!r}: {error.strerror}") from None
+        self.moves[target] = staged
+        return target
+
+    def commit(self) -> None:
+        """Move every staged file into place (see the module's steps)."""
+        if self.folder is None:
+            return
+        by_folder: dict[Path, list] = {}
+        for target, staged in self.moves.items():
+            files.output_folder(target.parent)
+            files._refuse_foreign(target)  # a file that appeared meanwhile stays the user's
+            by_folder.setdefault(target.parent, []).append([target.name, *files._state(staged)])
+        try:
+            for folder, entries in by_folder.items():
+                files.append_records(folder, entries)
+            moves = [[staged.name, target.relative_to(self.root).as_posix()] for target, staged in self.moves.items()]
+            _write_moves(self.folder, moves)
+        except OSError as error:
+            raise files.WriteFailed(f"cannot write into {str(self.root)!r}: {error.strerror}; choose another "
+                                    "folder with -o (or free space and run the command again)") from None
+        _finish(self.root, self.folder, moves)
+
+    def discard(self) -> None:
+        if self.folder is not None:
+            _remove(self.folder)
+
+
+@contextlib.contextmanager
+def writing_into(folder: str | os.PathLike, what: str | None = None, group: bool = False):
+    """Hold ``folder``'s lock (:func:`cnnviz.core.lock.locked`, re-entrant; with ``group``, rank
+    0's for a whole process group) and, on taking it, finish or remove what a killed run left
+    there (:func:`recover`): how every command and writer enters its output folder."""
+    first = not holds(folder)
+    with locked(folder, what, group=group):
+        if first and getattr(files._capturing, "files", None) is None:
+            from cnnviz.core import distributed
+
+            if distributed.rank_and_size()[0] == 0:
+                recover(folder)
+        yield Path(folder).expanduser()
+
+
+@contextlib.contextmanager
+def staged(folder: str | os.PathLike):
+    """Inside, the files written under ``folder`` are staged; they move into place together when
+    the block ends without an error, and are dropped when it raises. Holds the folder's lock
+    (:func:`cnnviz.core.lock.locked`). Nested, the outermost block commits. Inside
+    :func:`cnnviz.core.output.captured` (a rank whose files rank 0 writes) nothing is staged."""
+    if getattr(files._capturing, "files", None) is not None:
+        yield
+        return
+    current = getattr(files._staging, "stage", None)
+    if current is not None and current.covers(Path(folder).expanduser()):
+        yield  # inside a larger stage: its files go with it
+        return
+    with writing_into(folder):
+        stage = Stage(Path(folder).expanduser())
+        files._staging.stage = stage
+        try:
+            yield
+            files._staging.stage = current
+            stage.commit()
+        except BaseException:
+            files._staging.stage = current
+            stage.discard()
+            raise
+
+
+def recover(root: str | os.PathLike) -> None:
+    """Complete or remove what killed runs left in ``root``: a staging folder with its list of
+    moves is finished (its run had written everything), one without is removed. Call it only
+    holding the folder's lock."""
+    root = Path(os.path.abspath(Path(root).expanduser()))
+    try:
+        leftovers = [entry for entry in root.iterdir() if entry.name.startswith(PREFIX)]
+    except OSError:
+        return
+    for folder in leftovers:
+        if folder.is_symlink() or not folder.is_dir():
+            continue
+        moves = _read_moves(folder)
+        if moves is not None:
+            entries: dict[Path, list] = {}
+            for staged, relative in moves:
+                target = root / relative
+                if (folder / staged).is_file() and target.resolve().is_relative_to(root.resolve()):
+                    entries.setdefault(target.parent, []).append([target.name, *files._state(folder / staged)])
+            for parent, lines in entries.items():
+                files.append_records(parent, lines)  # written before; again, in case the files changed since
+            _finish(root, folder, moves)
+        else:
+            _remove(folder)
+
+
+def _write_moves(folder: Path, moves: list) -> None:
+    temporary = folder / f"{MOVES}.part"
+    with open(temporary, "w", encoding="utf-8") as stream:
+        json.dump(moves, stream)
+        stream.flush()
+        os.fsync(stream.fileno())
+    os.replace(temporary, folder / MOVES)
+    _sync_folder(folder)
+
+
+def _read_moves(folder: Path) -> list | None:
+    try:
+        moves = json.loads((folder / MOVES).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(moves, list):
+        return None
+    return [move for move in moves if isinstance(move, list) and len(move) == 2 and all(isinstance(m, str) for m in move)
+            and _STAGED.fullmatch(move[0]) and ".." not in Path(move[1]).parts and not Path(move[1]).is_absolute()]
+
+
+def _finish(root: Path, folder: Path, moves: list) -> None:
+    """The renames (step 3), then the staging folder goes."""
+    for staged, relative in moves:
+        source, target = folder / staged, root / relative
+        if not source.is_file():
+            continue  # moved before a kill
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(source, target)
+        except OSError as error:
+            raise CnnvizError(f"cannot move {str(target)!r} into place: {error.strerror}; run the command "
+                              "again to finish it") from None
+    _sync_folder(root)
+    _remove(folder)
+
+
+def _remove(folder: Path) -> None:
+    """Remove a staging folder: only the files cnnviz puts there (anything else keeps it)."""
+    with contextlib.suppress(OSError):
+        for entry in folder.iterdir():
+            if _STAGED.fullmatch(entry.name) and entry.is_file() and not entry.is_symlink():
+                entry.unlink()
+        folder.rmdir()
+
+
+def _sync_folder(folder: Path) -> None:
+    """Make renames in ``folder`` durable (where the platform can)."""
+    with contextlib.suppress(OSError, AttributeError):
+        handle = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(handle)
+        finally:
+            os.close(handle)
+
