@@ -35,7 +35,7 @@ from cnnviz.errors import CnnvizError
 
 try:
     import fcntl
-except ImportError:  # Windows: no flock; the lock is then a file created exclusively
+except ImportError:  # Windows: no flock; msvcrt's lock of the file's first byte instead
     fcntl = None
 
 LOCK = ".cnnviz-lock"
@@ -67,13 +67,13 @@ def locked(folder: str | os.PathLike, what: str | None = None, group: bool = Fal
 
     rank, size = distributed.rank_and_size()
     keys: list[str] = []
-    if group and size > 1:
-        distributed.together(lambda: keys.append(_enter(folder, what)) if rank == 0 else None)
-    else:
-        keys.append(_enter(folder, what))
     try:
+        if group and size > 1:
+            distributed.together(lambda: keys.append(_enter(folder, what)) if rank == 0 else None)
+        else:
+            keys.append(_enter(folder, what))
         yield Path(folder).expanduser()
-    finally:
+    finally:  # also when another rank failed after this one took the lock
         for key in keys:
             _leave(key)
 
@@ -130,6 +130,7 @@ def _take(folder: Path, what: str | None) -> int:
     path = folder / LOCK
     for _ in range(20):  # the file can be removed by the holder between our open and our lock
         handle = _open(path, folder)
+        taken = False
         try:
             if not _try_lock(handle):
                 raise FolderBusy(f"another cnnviz run{_holder(handle)} is writing into {str(folder)!r}; wait for it "
@@ -140,11 +141,16 @@ def _take(folder: Path, what: str | None) -> int:
             if not _ours(handle):
                 raise CnnvizError(f"{str(path)!r} is not cnnviz's lock file; move it away, or choose another "
                                   "folder with -o")
+            taken = True
             os.ftruncate(handle, 0)
-            os.pwrite(handle, json.dumps({_MARK: 1, "pid": os.getpid(), "host": socket.gethostname(),
-                                          "command": what or _command_line(), "since": time.time()}).encode(), 0)
+            os.lseek(handle, 0, os.SEEK_SET)
+            os.write(handle, json.dumps({_MARK: 1, "pid": os.getpid(), "host": socket.gethostname(),
+                                         "command": what or _command_line(), "since": time.time()}).encode())
             return handle
         except OSError as error:
+            if taken:  # ours, and it could not say who holds it (a full disk): gone again
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
             os.close(handle)
             raise CnnvizError(f"cannot write into {str(folder)!r}: {error.strerror}; choose another folder "
                               "with -o") from None
@@ -202,14 +208,16 @@ def _same_file(handle: int, path: Path) -> bool:
 
 
 def _ours(handle: int) -> bool:
-    """An empty lock file, or one cnnviz wrote (a user's own file of that name is left alone)."""
+    """An empty lock file (or one a power cut left as zero bytes), or one cnnviz wrote (a user's own
+    file of that name is left alone)."""
     content = _content(handle)
-    return content == b"" or _parsed(content) is not None
+    return content.strip(b"\x00 \t\r\n") == b"" or _parsed(content) is not None
 
 
 def _content(handle: int) -> bytes:
     try:
-        return os.pread(handle, 4096, 0)
+        os.lseek(handle, 0, os.SEEK_SET)
+        return os.read(handle, 4096)
     except OSError:
         return b""
 

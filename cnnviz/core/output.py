@@ -73,13 +73,21 @@ def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
         return target
     if _holds(target, data):
         return target
-    stage = getattr(_staging, "stage", None)
-    if stage is not None and stage.covers(target):
+    stage = next((stage for stage in reversed(stages()) if stage.covers(target)), None)
+    if stage is not None:
         return stage.write(target, data)
     return _atomic(target, lambda handle: handle.write(data))
 
 
-_staging = threading.local()  # the stage of cnnviz.core.staging.staged() this thread writes into, if any
+_staging = threading.local()
+
+
+def stages() -> list:
+    """This thread's open stages (:func:`cnnviz.core.staging.staged`), the innermost last: a file
+    goes into the innermost one whose folder holds it."""
+    if not hasattr(_staging, "stack"):
+        _staging.stack = []
+    return _staging.stack
 
 
 def _holds(target: Path, data: bytes) -> bool:
@@ -280,6 +288,7 @@ def append_records(folder: Path, entries: list[list]) -> None:
     text = "".join(json.dumps(entry, ensure_ascii=True) + "\n" for entry in entries)
     path = folder / RECORD
     with _RECORD_LOCK:
+        _compact_if_long(folder)  # before the new lines: they name files not in place yet, which it would drop
         try:
             handle = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | _NOFOLLOW, 0o666)
         except OSError as error:
@@ -296,15 +305,21 @@ def append_records(folder: Path, entries: list[list]) -> None:
                                   "or not a file), and cnnviz writes its record of the files it wrote only into one; "
                                   "move it away, or choose another folder with -o")
             _write_all(handle, text.encode("ascii"))
-            size = info.st_size + len(text)
         except OSError as error:
             raise WriteFailed(f"cannot write into {str(folder)!r}: {error.strerror}; choose another folder "
                               "with -o (or free space and run the command again)") from None
         finally:
             os.close(handle)
-        if size > 256 * 1024:
-            with contextlib.suppress(OSError):
-                _compact_record(folder)
+
+
+RECORD_LIMIT = 256 * 1024  # a record longer than this is compacted (before the next lines are appended)
+
+
+def _compact_if_long(folder: Path) -> None:
+    with contextlib.suppress(OSError):
+        info = os.lstat(folder / RECORD)
+        if stat.S_ISREG(info.st_mode) and info.st_nlink == 1 and info.st_size > RECORD_LIMIT:
+            _compact_record(folder)
 
 
 def _write_all(handle: int, data: bytes) -> None:
@@ -315,7 +330,8 @@ def _write_all(handle: int, data: bytes) -> None:
 
 
 def _compact_record(folder: Path) -> None:
-    """Rewrite a long record with one line per file still there as cnnviz left it."""
+    """Rewrite a long record with one line per file still there as cnnviz left it (called only
+    before new lines are appended, so no file is on its way into place)."""
     lines = [json.dumps([name, *_state(folder / name)]) + "\n" for name, states in sorted(_read_record(folder).items())
              if _state(folder / name) in states]
     if len(lines) * 64 > 128 * 1024:  # mostly live entries: compacting would gain little, and again each write

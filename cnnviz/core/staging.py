@@ -28,12 +28,12 @@ import contextlib
 import json
 import os
 import re
+import stat
 import tempfile
 from pathlib import Path
 
 from cnnviz.core import output as files
 from cnnviz.core.lock import holds, locked
-from cnnviz.errors import CnnvizError
 
 PREFIX = ".cnnviz-staging-"
 MOVES = "moves.json"
@@ -47,6 +47,7 @@ class Stage:
         self.root = Path(os.path.abspath(root))
         self.folder: Path | None = None
         self.moves: dict[Path, Path] = {}  # target -> its staged file
+        self.committed = False  # past the commit point: the moves are done, now or by the next run
 
     def covers(self, target: Path) -> bool:
         """Whether ``target`` lies inside the root (other files are written as usual)."""
@@ -91,11 +92,19 @@ class Stage:
         except OSError as error:
             raise files.WriteFailed(f"cannot write into {str(self.root)!r}: {error.strerror}; choose another "
                                     "folder with -o (or free space and run the command again)") from None
+        self.committed = True
         _finish(self.root, self.folder, moves)
 
     def discard(self) -> None:
-        if self.folder is not None:
+        """After an error: before the commit point the staged files go; after it (Ctrl-C during
+        the renames) the renames are finished, or left to the next run when they cannot be."""
+        if self.folder is None:
+            return
+        if not self.committed:
             _remove(self.folder)
+            return
+        with contextlib.suppress(Exception):
+            _finish(self.root, self.folder, _read_moves(self.folder) or [])
 
 
 @contextlib.contextmanager
@@ -103,12 +112,15 @@ def writing_into(folder: str | os.PathLike, what: str | None = None, group: bool
     """Hold ``folder``'s lock (:func:`cnnviz.core.lock.locked`, re-entrant; with ``group``, rank
     0's for a whole process group) and, on taking it, finish or remove what a killed run left
     there (:func:`recover`): how every command and writer enters its output folder."""
+    from cnnviz.core import distributed
+
     first = not holds(folder)
     with locked(folder, what, group=group):
         if first and getattr(files._capturing, "files", None) is None:
-            from cnnviz.core import distributed
-
-            if distributed.rank_and_size()[0] == 0:
+            rank, size = distributed.rank_and_size()
+            if group and size > 1:  # rank 0's error stops every rank
+                distributed.together(lambda: recover(folder) if rank == 0 else None)
+            elif rank == 0:
                 recover(folder)
         yield Path(folder).expanduser()
 
@@ -122,19 +134,20 @@ def staged(folder: str | os.PathLike):
     if getattr(files._capturing, "files", None) is not None:
         yield
         return
-    current = getattr(files._staging, "stage", None)
-    if current is not None and current.covers(Path(folder).expanduser()):
+    stack = files.stages()
+    if any(stage.covers(Path(folder).expanduser()) for stage in stack):
         yield  # inside a larger stage: its files go with it
         return
     with writing_into(folder):
         stage = Stage(Path(folder).expanduser())
-        files._staging.stage = stage
+        stack.append(stage)
         try:
             yield
-            files._staging.stage = current
+            stack.remove(stage)
             stage.commit()
         except BaseException:
-            files._staging.stage = current
+            if stage in stack:
+                stack.remove(stage)
             stage.discard()
             raise
 
@@ -151,18 +164,33 @@ def recover(root: str | os.PathLike) -> None:
     for folder in leftovers:
         if folder.is_symlink() or not folder.is_dir():
             continue
-        moves = _read_moves(folder)
-        if moves is not None:
-            entries: dict[Path, list] = {}
-            for staged, relative in moves:
-                target = root / relative
-                if (folder / staged).is_file() and target.resolve().is_relative_to(root.resolve()):
-                    entries.setdefault(target.parent, []).append([target.name, *files._state(folder / staged)])
-            for parent, lines in entries.items():
-                files.append_records(parent, lines)  # written before; again, in case the files changed since
-            _finish(root, folder, moves)
-        else:
-            _remove(folder)
+        moves = [move for move in _read_moves(folder) or [] if _may_move(root, folder, *move)]
+        entries: dict[Path, list] = {}
+        for staged, relative in moves:
+            target = root / relative
+            entries.setdefault(target.parent, []).append([target.name, *files._state(folder / staged)])
+        for parent, lines in entries.items():
+            files.append_records(parent, lines)  # written before; again, in case the files changed since
+        _finish(root, folder, moves, strict=False)
+
+
+def _may_move(root: Path, folder: Path, staged: str, relative: str) -> bool:
+    """Whether a move of a list found in a staging folder is one cnnviz could have made: a plain
+    file of the staging folder onto a file name inside the root (through no link, not one of
+    cnnviz's own bookkeeping names), where no file is or one cnnviz wrote. A list planted by
+    someone else moves nothing else."""
+    source, target = folder / staged, root / relative
+    try:
+        if not stat.S_ISREG(os.lstat(source).st_mode):
+            return False
+    except OSError:
+        return False  # moved before the kill
+    parent = Path(os.path.realpath(target.parent))
+    if not parent.is_relative_to(os.path.realpath(root)) or any(part.startswith(".cnnviz") for part in Path(relative).parts):
+        return False
+    if target.is_symlink() or target.is_dir():
+        return False
+    return not target.exists() or files.written_by_cnnviz(target)
 
 
 def _write_moves(folder: Path, moves: list) -> None:
@@ -186,8 +214,10 @@ def _read_moves(folder: Path) -> list | None:
             and _STAGED.fullmatch(move[0]) and ".." not in Path(move[1]).parts and not Path(move[1]).is_absolute()]
 
 
-def _finish(root: Path, folder: Path, moves: list) -> None:
-    """The renames (step 3), then the staging folder goes."""
+def _finish(root: Path, folder: Path, moves: list, strict: bool = True) -> None:
+    """The renames (step 3), then the staging folder goes. A rename that fails is an error (the
+    list stays for the next run), or, for a list a killed run left (not ``strict``), skipped: a
+    folder is never stuck on a move that cannot be made."""
     for staged, relative in moves:
         source, target = folder / staged, root / relative
         if not source.is_file():
@@ -196,8 +226,9 @@ def _finish(root: Path, folder: Path, moves: list) -> None:
             target.parent.mkdir(parents=True, exist_ok=True)
             os.replace(source, target)
         except OSError as error:
-            raise CnnvizError(f"cannot move {str(target)!r} into place: {error.strerror}; run the command "
-                              "again to finish it") from None
+            if strict:
+                raise files.WriteFailed(f"cannot move {str(target)!r} into place: {error.strerror}; run the "
+                                        "command again to finish it") from None
     _sync_folder(root)
     _remove(folder)
 
@@ -206,8 +237,8 @@ def _remove(folder: Path) -> None:
     """Remove a staging folder: only the files cnnviz puts there (anything else keeps it)."""
     with contextlib.suppress(OSError):
         for entry in folder.iterdir():
-            if _STAGED.fullmatch(entry.name) and entry.is_file() and not entry.is_symlink():
-                entry.unlink()
+            if _STAGED.fullmatch(entry.name) and (entry.is_symlink() or entry.is_file()):
+                entry.unlink()  # a link itself, never what it points to
         folder.rmdir()
 
 
