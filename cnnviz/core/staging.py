@@ -114,14 +114,14 @@ def writing_into(folder: str | os.PathLike, what: str | None = None, group: bool
     there (:func:`recover`): how every command and writer enters its output folder."""
     from cnnviz.core import distributed
 
-    first = not holds(folder)
+    first = not holds(folder)  # differs between ranks (only rank 0 holds it): decides, never skips a collective
     with locked(folder, what, group=group):
-        if first and getattr(files._capturing, "files", None) is None:
-            rank, size = distributed.rank_and_size()
-            if group and size > 1:  # rank 0's error stops every rank
-                distributed.together(lambda: recover(folder) if rank == 0 else None)
-            elif rank == 0:
-                recover(folder)
+        rank, size = distributed.rank_and_size()
+        due = first and rank == 0 and getattr(files._capturing, "files", None) is None
+        if group and size > 1:  # every rank enters; rank 0's error stops every rank
+            distributed.together(lambda: recover(folder) if due else None)
+        elif due:
+            recover(folder)
         yield Path(folder).expanduser()
 
 
