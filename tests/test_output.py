@@ -94,7 +94,7 @@ def test_a_rewrite_of_the_same_bytes_leaves_the_file_alone(tmp_path):
     path = output.write_bytes(tmp_path / "page.html", b"<p>same</p>")
     before = path.stat().st_mtime_ns
     os.utime(path, ns=(before - 10**9, before - 10**9))  # as if written a second earlier...
-    output._append_record(tmp_path, [path.name, *output._state(path)])  # ...by cnnviz
+    output._append_record(tmp_path, [path.name, *output.file_state(path)])  # ...by cnnviz
     output.write_bytes(path, b"<p>same</p>")
     assert path.stat().st_mtime_ns == before - 10**9
     output.write_bytes(path, b"<p>new</p>")

@@ -50,6 +50,11 @@ class WriteFailed(CnnvizError):
     without its files, so the gallery stops at it too, instead of reporting the job and going on."""
 
 
+def capturing() -> bool:
+    """Whether this thread is inside :func:`captured` (its files kept in memory, not written)."""
+    return getattr(_capturing, "files", None) is not None
+
+
 @contextlib.contextmanager
 def captured():
     """Inside, the files cnnviz writes are kept in the dict this yields (absolute path -> bytes)
@@ -186,7 +191,7 @@ def check_writable(paths) -> None:
         if key in seen:
             raise CnnvizError(f"two outputs would be written to {str(target)!r}; please report this")
         seen.add(key)
-        _refuse_foreign(target)
+        refuse_foreign(target)
 
 
 def output_folder(path: str | os.PathLike) -> Path:
@@ -332,18 +337,19 @@ def _write_all(handle: int, data: bytes) -> None:
 def _compact_record(folder: Path) -> None:
     """Rewrite a long record with one line per file still there as cnnviz left it (called only
     before new lines are appended, so no file is on its way into place)."""
-    lines = [json.dumps([name, *_state(folder / name)]) + "\n" for name, states in sorted(_read_record(folder).items())
-             if _state(folder / name) in states]
+    lines = [json.dumps([name, *file_state(folder / name)]) + "\n" for name, states in sorted(_read_record(folder).items())
+             if file_state(folder / name) in states]
     if len(lines) * 64 > 128 * 1024:  # mostly live entries: compacting would gain little, and again each write
         return
     handle, temporary = tempfile.mkstemp(dir=folder, prefix=f"{RECORD}{PART_MARK}", suffix=".part")
     with os.fdopen(handle, "w", encoding="ascii") as stream:
         stream.writelines(lines)
-    os.chmod(temporary, 0o666 & ~_umask())  # readable by whoever could read the appended record
+    os.chmod(temporary, file_mode())  # readable by whoever could read the appended record
     os.replace(temporary, folder / RECORD)
 
 
-def _state(path: Path) -> tuple[int, int] | None:
+def file_state(path: Path) -> tuple[int, int] | None:
+    """A file's ``(size, modification time in ns)``, as the record keeps it; ``None`` when it is not there."""
     try:
         info = path.stat()
     except OSError:
@@ -354,21 +360,21 @@ def _state(path: Path) -> tuple[int, int] | None:
 def written_by_cnnviz(path: str | os.PathLike) -> bool:
     """Whether ``path`` is a file cnnviz wrote and nobody changed since."""
     target = Path(path).expanduser()
-    state = _state(target)
+    state = file_state(target)
     return state is not None and state in _read_record(target.parent).get(target.name, ())
 
 
 def written_in(folder: str | os.PathLike) -> set[str]:
     """Names of the files in ``folder`` that cnnviz wrote and nobody changed since."""
     folder = Path(folder).expanduser()
-    return {name for name, states in _read_record(folder).items() if _state(folder / name) in states}
+    return {name for name, states in _read_record(folder).items() if file_state(folder / name) in states}
 
 
 def adopt(path: str | os.PathLike) -> None:
     """Record an existing file as written by cnnviz (a gallery of a version before the record:
     its own records prove what it wrote). Nothing happens when the file does not exist."""
     target = Path(path).expanduser()
-    state = _state(target)
+    state = file_state(target)
     if state is not None and target.is_file():
         _append_record(target.parent, [target.name, *state])
 
@@ -391,7 +397,9 @@ def remove_written(path: str | os.PathLike) -> bool:
     return True
 
 
-def _refuse_foreign(target: Path) -> None:
+def refuse_foreign(target: Path) -> None:
+    """Raise :class:`CnnvizError` when writing ``target`` would replace a file (or a folder) cnnviz
+    did not write."""
     try:
         _refuse_foreign_file(target)
     except OSError as error:
@@ -412,7 +420,7 @@ def _refuse_foreign_file(target: Path) -> None:
 def _atomic(path: str | os.PathLike, write: Callable) -> Path:
     target = Path(path).expanduser()
     output_folder(target.parent)
-    _refuse_foreign(target)
+    refuse_foreign(target)
     _remove_stale_parts(target)
     try:
         handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}{PART_MARK}", suffix=".part")
@@ -439,15 +447,21 @@ def place(temporary: Path, target: Path) -> None:
     """Rename a complete temporary file into place, noted in the record first (a rename keeps the
     file's size and modification time): a file cnnviz places is always one it recorded, even
     when the disk is full or the process is killed in between."""
-    os.chmod(temporary, 0o666 & ~_umask())  # mkstemp makes 0600; give what open() would
-    append_records(target.parent, [[target.name, *_state(temporary)]])
+    os.chmod(temporary, file_mode())  # mkstemp makes 0600; give what open() would
+    append_records(target.parent, [[target.name, *file_state(temporary)]])
     os.replace(temporary, target)
-    state = _state(target)
+    state = file_state(target)
     if state is not None and state not in _read_record(target.parent).get(target.name, ()):
         append_records(target.parent, [[target.name, *state]])  # a file system that changed the time
 
 
 _UMASK: list[int] = []
+
+
+def file_mode() -> int:
+    """The mode ``open()`` gives a new file in this process (``0o666`` less the umask): what a
+    temporary file made by ``mkstemp`` (``0o600``) is given before it takes its place."""
+    return 0o666 & ~_umask()
 
 
 def _umask() -> int:

@@ -56,7 +56,7 @@ class Stage:
     def write(self, target: Path, data: bytes) -> Path:
         """Stage ``data`` for ``target`` (a file in the way is refused now, as it would be later)."""
         target = Path(os.path.abspath(target))
-        files._refuse_foreign(target)
+        files.refuse_foreign(target)
         if self.folder is None:
             try:
                 self.folder = Path(tempfile.mkdtemp(prefix=PREFIX, dir=self.root))
@@ -69,7 +69,7 @@ class Stage:
                 stream.write(data)
                 stream.flush()
                 os.fsync(stream.fileno())
-            os.chmod(staged, 0o666 & ~files._umask())
+            os.chmod(staged, files.file_mode())
         except OSError as error:
             raise files.WriteFailed(f"cannot write {str(target)!r}: {error.strerror}") from None
         self.moves[target] = staged
@@ -82,8 +82,8 @@ class Stage:
         by_folder: dict[Path, list] = {}
         for target, staged in self.moves.items():
             files.output_folder(target.parent)
-            files._refuse_foreign(target)  # a file that appeared meanwhile stays the user's
-            by_folder.setdefault(target.parent, []).append([target.name, *files._state(staged)])
+            files.refuse_foreign(target)  # a file that appeared meanwhile stays the user's
+            by_folder.setdefault(target.parent, []).append([target.name, *files.file_state(staged)])
         try:
             for folder, entries in by_folder.items():
                 files.append_records(folder, entries)
@@ -117,7 +117,7 @@ def writing_into(folder: str | os.PathLike, what: str | None = None, group: bool
     first = not holds(folder)  # differs between ranks (only rank 0 holds it): decides, never skips a collective
     with locked(folder, what, group=group):
         rank, size = distributed.rank_and_size()
-        due = first and rank == 0 and getattr(files._capturing, "files", None) is None
+        due = first and rank == 0 and not files.capturing()
         if group and size > 1:  # every rank enters; rank 0's error stops every rank
             distributed.together(lambda: recover(folder) if due else None)
         elif due:
@@ -131,7 +131,7 @@ def staged(folder: str | os.PathLike):
     the block ends without an error, and are dropped when it raises. Holds the folder's lock
     (:func:`cnnviz.core.lock.locked`). Nested, the outermost block commits. Inside
     :func:`cnnviz.core.output.captured` (a rank whose files rank 0 writes) nothing is staged."""
-    if getattr(files._capturing, "files", None) is not None:
+    if files.capturing():
         yield
         return
     stack = files.stages()
@@ -168,7 +168,7 @@ def recover(root: str | os.PathLike) -> None:
         entries: dict[Path, list] = {}
         for staged, relative in moves:
             target = root / relative
-            entries.setdefault(target.parent, []).append([target.name, *files._state(folder / staged)])
+            entries.setdefault(target.parent, []).append([target.name, *files.file_state(folder / staged)])
         for parent, lines in entries.items():
             files.append_records(parent, lines)  # written before; again, in case the files changed since
         _finish(root, folder, moves, strict=False)
