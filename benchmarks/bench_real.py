@@ -12,7 +12,9 @@ Measured, per tool, on each saved image as a PNG keeps it (8 bits):
   rotation up to 10 degrees: :mod:`cnnviz.analyses.feature_visualization.robust`), each image seen
   at the size its tool optimised it for (cnnviz's at its own size; Lucent's 128 px image upsampled to
   224 px, as Lucent's own transformation shows it to the network; MACO's at its size);
-* classes (``--classes``): the model's **top-1 rate** over the same 16 views;
+* classes (``--classes``): the model's **top-1 rate** over the same 16 views, and for cnnviz also
+  with its image resized to the model's input size first (224 px, as a user feeds a PNG to the
+  classifier, and as Lucent's are seen);
 * the pixel **contrast** (the standard deviation of the saved image's pixels);
 * **wall time per unit**: cnnviz renders a layer's units (or the classes) as one call, its time
   over the units; Lucent and MACO one unit at a time.
@@ -115,6 +117,9 @@ def measure_layer(loaded, net, layer, channels, args, use_horama) -> list[dict]:
 
     values, top1 = judge(rendering.images, None)
     rows.append(row("cnnviz", values, top1, contrast(rendering.images), ours, rendering.steps_taken))
+    input_size = tuple(loaded.preprocessing.input_size)
+    if classes:  # also resized to the model's input size, as a user classifies a PNG (and as Lucent's are seen)
+        rows[-1]["top1_input"] = robust_top1(loaded, channels, rendering.images, size=input_size)
     size, batch = rendering.settings["network_input"], len(channels)
     if not classes:  # the floor: a bare step of the same batch at the size the network saw
         bare = floor(loaded, layer, batch, size)
@@ -125,6 +130,8 @@ def measure_layer(loaded, net, layer, channels, args, use_horama) -> list[dict]:
     images = torch.cat([image for image, _ in renders])
     values, top1 = judge(images, 224)
     rows.append(row("Lucent", values, top1, contrast(images), sum(s for _, s in renders) / len(renders)))
+    if classes:
+        rows[-1]["top1_input"] = top1
     if use_horama and args.horama_units:
         # normalised inside the module, at 224 px, stopping at the layer ("net": the logits)
         wrapped = Normalized(net, list(loaded.preprocessing.mean), list(loaded.preprocessing.std)).eval()
@@ -183,7 +190,10 @@ def main() -> None:
                     f"  contrast {entry['contrast']:.3f}  {entry['seconds_per_unit']:6.2f} s/unit "
                     f"({entry['seconds_per_unit'] / lucent['seconds_per_unit']:.3f} of Lucent's)")
             if entry["top1"] is not None:
-                text += f"  top-1 {sum(entry['top1']) / len(entry['top1']):.2f}"
+                text += f"  top-1 {sum(entry['top1']) / len(entry['top1']):.2f} {[round(t, 2) for t in entry['top1']]}"
+            if entry.get("top1_input") is not None:
+                text += (f"  at the input size {sum(entry['top1_input']) / len(entry['top1_input']):.2f} "
+                         f"{[round(t, 2) for t in entry['top1_input']]}")
             if entry["steps"] is not None:
                 text += f"  steps {min(entry['steps'])}-{max(entry['steps'])}"
             if "floor_ratio" in entry:

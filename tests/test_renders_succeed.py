@@ -62,7 +62,7 @@ def test_the_image_returned_is_the_best_of_its_checks(photos):
     # rule the render is its best image of all the checks (every 8 steps), here the best of the
     # images that runs of exactly 8, 16, ... steps end with (the same trajectory: a constant rate,
     # the same draws of the transformations)
-    settings = dict(channels=[5], size=24, lr=20.0, schedule="constant", reference=None, redirect_steps=0)
+    settings = dict(channels=[3], size=24, lr=20.0, schedule="constant", reference=None, redirect_steps=0)
     best = cnnviz.maximize(photos, "features.10", steps=40, **settings)
     taken = best.steps_taken[0]
     checks = [cnnviz.maximize(photos, "features.10", steps=n, stop=False, **settings).values[0]

@@ -34,6 +34,7 @@ from cnnviz.errors import CnnvizError, check_seed
 from cnnviz.core.gradients import gradients_on
 from cnnviz.core.output import set_progress_total
 from cnnviz.core.memory import available_memory
+from cnnviz.core.fusion import fused_for_rendering
 from cnnviz.core.model import preprocessing_of, unwrap
 from cnnviz.core.probe import check_size, failure_at, probe
 from cnnviz.core.softmax import SkipSoftmax, final_softmax
@@ -211,10 +212,14 @@ def maximize(
         rows = [row for row in rows if plan.groups[row] in mine]
         progress = distributed.SharedProgress(progress)
 
+    # the render's passes run on a copy with each batch normalisation folded into its convolution
+    # (the same function, about a third less work a step; the model itself where that cannot be shown)
+    rendered_model = fused_for_rendering(model, list(plan.layers), (preprocessing.channels, *view)) if rows else model
+
     def render_rows() -> dict:
         rendered = {}
         for start in range(0, len(rows), chunk):
-            run = Run(model=model, plan=plan, rows=rows[start:start + chunk], offset=offset, regularize=regularize,
+            run = Run(model=rendered_model, plan=plan, rows=rows[start:start + chunk], offset=offset, regularize=regularize,
                       canvas=canvas, view=view, preprocessing=preprocessing, steps=steps, lr=lr, schedule=schedule,
                       param=param, robust=robust, redirect_steps=redirect_steps, use_bf16=use_bf16, device=device,
                       progress=progress, softmax=softmax, real=real, stop=stop, seed=seed)

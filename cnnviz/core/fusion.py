@@ -1,0 +1,187 @@
+"""A copy of a model for the many passes of a render, with each batch normalisation folded into
+the convolution before it: the same function in eval mode, about a third less work per step.
+
+In eval mode a ``BatchNorm`` after a convolution is an affine map per channel, so the two are one
+convolution with scaled weights and a bias. On MobileNetV2 to ``features.17`` (4 images of 184 px,
+forward and input gradient, 2 CPU cores) a step took 86-111 ms with its 35 batch normalisations and
+57-73 ms with them folded. Renders run hundreds of such steps.
+
+The user's model is never changed: the copy shares every parameter and buffer with it (nothing is
+duplicated) except the folded convolutions' new weights and biases, and its folded batch
+normalisations are ``nn.Identity`` under their own names (a probe of ``features.3.conv.3`` still
+sees that module's output). A pair is folded only where nothing can differ:
+
+* the convolution is followed by the batch normalisation inside a plain ``nn.Sequential`` (whose
+  forward feeds one child's output to the next), both stock torch classes (no subclass with its own
+  forward: timm's ``BatchNormAct2d`` also applies an activation), with no hooks and no
+  parametrisation, each appearing once in the model, in float32 or float64;
+* the batch normalisation uses running statistics (``track_running_stats``) and the convolution is
+  not itself a probed layer (its own output changes);
+* the pair runs before the probed layers are reached (what runs after them is not folded).
+
+Then the folded copy is checked against the model on one random input: the probed layers' outputs
+must agree to 1e-4 of their scale; where they do not (a forward that uses a convolution's output
+elsewhere, a graph that calls the modules in another order), the render runs the model itself.
+TorchScript models are run as they are.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+
+from cnnviz.core.model import LoadedModel, unwrap
+from cnnviz.core.probe import probe
+
+CONVOLUTIONS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+TOLERANCE = 1e-4  # the folded copy's outputs may differ from the model's by this fraction of their scale
+
+
+def fused_for_rendering(model, layers: list[str], shape: tuple[int, ...]):
+    """``model`` (an ``nn.Module`` or :class:`LoadedModel`) or a copy with its convolution + batch
+    normalisation pairs folded (see the module's text); ``layers`` are the probed layers, ``shape``
+    one input's ``C x H x W``. Returns the same kind of object it is given."""
+    module, _ = unwrap(model)
+    if isinstance(module, torch.jit.ScriptModule):
+        return model
+    pairs = _pairs(module, layers)
+    if not pairs:
+        return model
+    shared = {id(t): t for t in [*module.parameters(), *module.buffers()]}
+    try:
+        twin = copy.deepcopy(module, memo=shared)
+    except Exception:  # a module holding a lock, a file, a C++ object: render the model itself
+        return model
+    twin_modules = dict(twin.named_modules())
+    ran = _ran_before(twin, [twin_modules[conv] for conv, _ in pairs], layers, shape)
+    folded = 0
+    for conv_name, norm_name in pairs:
+        conv = twin_modules[conv_name]
+        if id(conv) not in ran:
+            continue
+        parent_name, _, key = norm_name.rpartition(".")
+        parent = twin_modules[parent_name]
+        _fold(conv, parent._modules[key])
+        parent._modules[key] = nn.Identity()
+        folded += 1
+    if not folded or not _agrees(model, twin, layers, shape):
+        return model
+    if isinstance(model, LoadedModel):
+        return dataclasses.replace(model, module=twin)
+    return twin
+
+
+def _pairs(module: nn.Module, layers: list[str]) -> list[tuple[str, str]]:
+    """``(convolution's name, norm's name)`` of each pair that may be folded: consecutive children
+    of a plain ``nn.Sequential``, or in an ``fx.GraphModule`` a convolution whose one user is the norm."""
+    counts = {}
+    for _, sub in module.named_modules(remove_duplicate=False):
+        counts[id(sub)] = counts.get(id(sub), 0) + 1
+    modules = dict(module.named_modules())
+    candidates = []
+    for parent_name, parent in modules.items():
+        if isinstance(parent, nn.Sequential) and type(parent).forward is nn.Sequential.forward:
+            keys = [f"{parent_name}.{key}" if parent_name else key for key in parent._modules]
+            candidates += zip(keys, keys[1:])
+        if isinstance(parent, torch.fx.GraphModule):
+            candidates += _graph_pairs(parent, parent_name)
+    probed = set(layers)
+    return [(conv, norm) for conv, norm in candidates
+            if conv in modules and norm in modules and _foldable(modules[conv], modules[norm])
+            and counts[id(modules[conv])] == 1 and counts[id(modules[norm])] == 1 and conv not in probed]
+
+
+def _graph_pairs(graph_module: torch.fx.GraphModule, prefix: str) -> list[tuple[str, str]]:
+    calls = {}
+    for node in graph_module.graph.nodes:
+        if node.op == "call_module":
+            calls[node.target] = calls.get(node.target, 0) + 1
+    pairs = []
+    for node in graph_module.graph.nodes:
+        users = list(node.users)
+        if (node.op == "call_module" and calls[node.target] == 1 and len(users) == 1 and users[0].op == "call_module"
+                and calls[users[0].target] == 1 and users[0].args[:1] == (node,) and len(users[0].args) == 1
+                and not users[0].kwargs):
+            pairs.append(tuple(f"{prefix}.{name}" if prefix else name for name in (node.target, users[0].target)))
+    return pairs
+
+
+def _foldable(conv, norm) -> bool:
+    if not (isinstance(conv, CONVOLUTIONS) and isinstance(norm, NORMS)):
+        return False
+    if type(conv).forward is not _stock(conv).forward:
+        return False
+    if type(norm).forward is not nn.modules.batchnorm._BatchNorm.forward:
+        return False
+    if parametrize.is_parametrized(conv) or norm.running_mean is None or norm.running_var is None:
+        return False
+    if any(m._forward_hooks or m._forward_pre_hooks or getattr(m, "_forward_hooks_with_kwargs", None)
+           for m in (conv, norm)):
+        return False
+    if conv.weight.dtype not in (torch.float32, torch.float64) or conv.out_channels != norm.num_features:
+        return False
+    return conv.weight.device == norm.running_mean.device
+
+
+def _stock(conv) -> type:
+    return next(kind for kind in CONVOLUTIONS if isinstance(conv, kind))
+
+
+def _ran_before(twin: nn.Module, convs: list[nn.Module], layers: list[str], shape) -> set[int]:
+    """The ids of the convolutions among ``convs`` that run before the probed layers are reached."""
+    ran = set()
+    handles = [conv.register_forward_hook(lambda m, i, o: ran.add(id(m))) for conv in convs]
+    try:
+        with probe(twin, layers, store=False) as recorder, torch.no_grad():
+            recorder.run(_input(twin, shape))
+    except Exception:
+        return set()
+    finally:
+        for handle in handles:
+            handle.remove()
+    return ran
+
+
+def _fold(conv: nn.Module, norm: nn.Module) -> None:
+    """Give the (copied) convolution the weights and bias of itself followed by ``norm`` in eval mode."""
+    dtype = conv.weight.dtype
+    with torch.inference_mode(False), torch.no_grad():  # normal tensors, also for a caller in inference mode
+        scale = (norm.weight.double() if norm.weight is not None else 1) / torch.sqrt(norm.running_var.double() + norm.eps)
+        shift = norm.bias.double() if norm.bias is not None else 0
+        bias = conv.bias.double() if conv.bias is not None else torch.zeros_like(norm.running_mean, dtype=torch.float64)
+        weight = conv.weight.double() * scale.reshape(-1, *[1] * (conv.weight.dim() - 1))
+        conv.weight = nn.Parameter(weight.to(dtype), requires_grad=False)
+        conv.bias = nn.Parameter(((bias - norm.running_mean.double()) * scale + shift).to(dtype), requires_grad=False)
+
+
+def _input(module: nn.Module, shape) -> torch.Tensor:
+    tensor = next((t for t in [*module.parameters(), *module.buffers()] if t.is_floating_point()), None)
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(1, *shape, generator=generator)
+    return x.to(tensor.device, tensor.dtype) if tensor is not None else x
+
+
+def _agrees(model, twin: nn.Module, layers: list[str], shape) -> bool:
+    """Whether the folded copy gives the model's outputs at ``layers`` on one random input."""
+    module, _ = unwrap(model)
+    x = _input(module, shape)
+    try:
+        with torch.no_grad():
+            with probe(model, layers) as original:
+                original.run(x)
+                expected = [original[layer] for layer in layers]
+            with probe(twin, layers) as folded:
+                folded.run(x)
+                got = [folded[layer] for layer in layers]
+    except Exception:
+        return False
+    for a, b in zip(expected, got):
+        if a.shape != b.shape or not bool(torch.isfinite(b).all()):
+            return False
+        if a.numel() and float((a - b).abs().max()) > TOLERANCE * max(float(a.abs().max()), 1e-6):
+            return False
+    return True

@@ -1,0 +1,143 @@
+"""The render's folded copy (cnnviz.core.fusion): the model's function at the probed layers, the
+model itself untouched, and every pair that could differ left as it is."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+import cnnviz
+from cnnviz.core.fusion import fused_for_rendering
+from untouched import assert_untouched, fingerprint
+
+
+def _with_statistics(model: nn.Module, seed: int = 0) -> nn.Module:
+    """A model whose batch normalisations are not the identity (random running statistics and affine)."""
+    generator = torch.Generator().manual_seed(seed)
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            channels = module.num_features
+            if module.track_running_stats:
+                module.running_mean.copy_(torch.randn(channels, generator=generator) * 0.3)
+                module.running_var.copy_(torch.rand(channels, generator=generator) + 0.5)
+            if module.affine:
+                module.weight.data.copy_(torch.rand(channels, generator=generator) + 0.5)
+                module.bias.data.copy_(torch.randn(channels, generator=generator) * 0.2)
+    return model.eval()
+
+
+def _outputs(model, layer: str, x: torch.Tensor) -> torch.Tensor:
+    with cnnviz.probe(model, [layer]) as recorder, torch.no_grad():
+        recorder.run(x)
+        return recorder[layer]
+
+
+def _identities(model: nn.Module) -> list[str]:
+    return [name for name, module in model.named_modules() if isinstance(module, nn.Identity)]
+
+
+def test_mobilenet_is_folded_up_to_the_layer_with_the_same_outputs_and_left_untouched():
+    model = _with_statistics(torchvision.models.mobilenet_v2(num_classes=10))
+    model.train()  # the user's mode: renders run in eval mode, and the mode is the user's afterwards
+    before = fingerprint(model)
+    twin = fused_for_rendering(model, ["features.5"], (3, 64, 64))
+    assert twin is not model
+    assert_untouched(model, before)
+    folded = _identities(twin)
+    # every norm of features.0 .. features.5 (1 + 2 + 4 * 3 convolution + norm pairs), none after the layer
+    norms = [name for name, m in model.features[:6].named_modules() if isinstance(m, nn.BatchNorm2d)]
+    assert folded == [f"features.{name}" for name in norms] and len(folded) == 15
+    assert isinstance(twin.features[6].conv[1][1], nn.BatchNorm2d)
+    # parameters shared, not copied, except the folded convolutions' new ones
+    assert twin.features[6].conv[0][0].weight is model.features[6].conv[0][0].weight
+    assert twin.features[1].conv[0][0].weight is not model.features[1].conv[0][0].weight
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    expected = _outputs(model, "features.5", x)
+    assert torch.allclose(_outputs(twin, "features.5", x), expected, rtol=1e-4, atol=1e-5 * float(expected.abs().max()))
+    # a probe of a folded norm sees its module's output (the Identity under its name)
+    norm = "features.2.conv.3"
+    assert torch.allclose(_outputs(twin, norm, x), _outputs(model, norm, x), atol=1e-4)
+    assert model.training and all(m.training for m in model.modules())
+
+
+def test_a_probed_convolution_keeps_its_own_output():
+    model = _with_statistics(torchvision.models.mobilenet_v2(num_classes=10))
+    twin = fused_for_rendering(model, ["features.1.conv.1"], (3, 32, 32))
+    assert isinstance(twin.features[1].conv[2], nn.BatchNorm2d)  # its own norm stays
+    assert isinstance(twin.features[1].conv[0][1], nn.Identity)  # the pairs before it are folded
+    twin = fused_for_rendering(model, ["features.1.conv.2", "features.0.0"], (3, 32, 32))
+    assert isinstance(twin.features[1].conv[2], nn.Identity)  # a probed norm is folded (its output is the same)
+    assert isinstance(twin.features[0][1], nn.BatchNorm2d)  # features.0.0 is probed: its norm stays
+    x = torch.randn(1, 3, 32, 32)
+    assert torch.allclose(_outputs(twin, "features.0.0", x), _outputs(model, "features.0.0", x))
+
+
+class _SkipAround(nn.Module):
+    """A forward that uses the convolution's output beside the norm: the Sequential is not run as one."""
+
+    def __init__(self):
+        super().__init__()
+        self.block = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU())
+        self.head = nn.Conv2d(4, 2, 1)
+
+    def forward(self, x):
+        raw = self.block[0](x)
+        return self.head(self.block[2](self.block[1](raw)) + raw)
+
+
+class _ActNorm(nn.BatchNorm2d):
+    """A norm with its own forward (like timm's BatchNormAct2d): not folded."""
+
+    def forward(self, x):
+        return torch.relu(super().forward(x))
+
+
+def test_pairs_that_could_differ_are_not_folded():
+    # a forward that reads the convolution's output elsewhere: the check on a random input refuses
+    skip = _with_statistics(_SkipAround())
+    assert fused_for_rendering(skip, ["head"], (3, 16, 16)) is skip
+    # a norm with its own forward, a norm without running statistics, a hooked convolution
+    for block in (
+        nn.Sequential(nn.Conv2d(3, 4, 3), _ActNorm(4), nn.Conv2d(4, 2, 1)),
+        nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4, track_running_stats=False), nn.Conv2d(4, 2, 1)),
+    ):
+        block = _with_statistics(block)
+        assert fused_for_rendering(block, ["2"], (3, 16, 16)) is block
+    hooked = _with_statistics(nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Conv2d(4, 2, 1)))
+    handle = hooked[0].register_forward_hook(lambda *args: None)
+    assert fused_for_rendering(hooked, ["2"], (3, 16, 16)) is hooked
+    handle.remove()
+    assert isinstance(fused_for_rendering(hooked, ["2"], (3, 16, 16))[1], nn.Identity)
+    # TorchScript runs as it is
+    scripted = torch.jit.trace(hooked, torch.randn(1, 3, 16, 16))
+    assert fused_for_rendering(scripted, ["2"], (3, 16, 16)) is scripted
+
+
+def test_an_fx_graph_module_and_a_loaded_model_are_folded():
+    model = _with_statistics(torchvision.models.mobilenet_v2(num_classes=10))
+    graph = torch.fx.symbolic_trace(model)  # its graph calls the leaf modules by name
+    twin = fused_for_rendering(graph, ["features.3.conv.3"], (3, 32, 32))
+    assert twin is not graph and isinstance(twin.get_submodule("features.3.conv.3"), nn.Identity)
+    x = torch.randn(1, 3, 32, 32)
+    expected = _outputs(graph, "features.3.conv.3", x)
+    assert torch.allclose(_outputs(twin, "features.3.conv.3", x), expected, atol=1e-4 * float(expected.abs().max()))
+    loaded = cnnviz.LoadedModel(model, spec="test")
+    twin = fused_for_rendering(loaded, ["features.3"], (3, 32, 32))
+    assert isinstance(twin, cnnviz.LoadedModel) and twin.module is not model and twin.spec == "test"
+
+
+def test_a_render_on_the_folded_copy_is_the_render_of_the_model(monkeypatch):
+    """maximize on a model with batch norms renders (to float rounding) what it renders on the
+    model itself, and leaves the model untouched."""
+    model = _with_statistics(torchvision.models.mobilenet_v2(num_classes=10))
+    before = fingerprint(model)
+    settings = dict(channels=[0, 1], size=48, steps=16, stop=False, reference=None)
+    folded = cnnviz.maximize(model, "features.4", **settings)
+    assert_untouched(model, before)
+    from cnnviz.analyses.feature_visualization import maximize as module
+
+    monkeypatch.setattr(module, "fused_for_rendering", lambda model, layers, shape: model)
+    plain = cnnviz.maximize(model, "features.4", **settings)
+    assert (folded.images - plain.images).abs().mean() < 1e-4
+    assert folded.values == pytest.approx(plain.values, rel=0.02)
