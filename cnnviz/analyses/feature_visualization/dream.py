@@ -162,7 +162,8 @@ def dream(
                 shift_y, shift_x = (int(v) for v in torch.randint(-jitter, jitter + 1, (2,), generator=generator))
                 rolled = current.roll((shift_y, shift_x), dims=(1, 2))
                 gradient = _tiled_gradient(objective_of, rolled, tiles).roll((-shift_y, -shift_x), dims=(1, 2))
-                gradient = gradient / (gradient.abs().mean() + 1e-8)
+                # the mean in float64: the same step whatever the number of threads summing it
+                gradient = gradient / (float(gradient.abs().double().mean()) + 1e-8)
                 current = (current + step * gradient).clamp(0, 1)
                 if progress is not None:
                     progress(1)
