@@ -68,13 +68,13 @@ def weights_file() -> str | None:
     return str(path) if path.is_file() else None
 
 
-def lucent_render(net, layer: str, index: int, steps: int):
+def lucent_render(net, layer: str, index: int, steps: int, seed: int = 0):
     """Lucent's defaults; ``layer`` ``logits`` is the classifier's output. (1 x 3 x 128 x 128, seconds)"""
     from lucent.optvis import objectives, render
 
     fresh = copy.deepcopy(net)
     name = "classifier_1" if layer == "logits" else layer.replace(".", "_")
-    torch.manual_seed(index)
+    torch.manual_seed(index + 1000 * seed)
     start = time.perf_counter()
     images = render.render_vis(fresh, objectives.channel(name, index), thresholds=(steps,), progress=False,
                                show_image=False)
@@ -105,7 +105,7 @@ def row(name, values, top1, contrasts, seconds, steps=None) -> dict:
 def measure_layer(loaded, net, layer, channels, args, use_horama) -> list[dict]:
     classes = layer == "logits"
     start = time.perf_counter()
-    rendering = cnnviz.maximize(loaded, layer, channels=channels)
+    rendering = cnnviz.maximize(loaded, layer, channels=channels, seed=args.seed)
     ours = (time.perf_counter() - start) / len(channels)
     rows = []
 
@@ -126,7 +126,7 @@ def measure_layer(loaded, net, layer, channels, args, use_horama) -> list[dict]:
         image_steps = sum(rendering.steps_taken)
         rows[-1]["floor_ratio"] = ours * len(channels) / (bare * image_steps / batch)
     slow = channels if classes else channels[:args.lucent_units]  # every class: top-1 over the same classes
-    renders = [lucent_render(net, layer, c, args.lucent_steps) for c in slow]
+    renders = [lucent_render(net, layer, c, args.lucent_steps, args.seed) for c in slow]
     images = torch.cat([image for image, _ in renders])
     values, top1 = judge(images, 224)
     rows.append(row("Lucent", values, top1, contrast(images), sum(s for _, s in renders) / len(renders)))
@@ -157,6 +157,8 @@ def main() -> None:
     parser.add_argument("--horama-units", type=int, default=1)
     parser.add_argument("--horama-steps", type=int, default=256)
     parser.add_argument("--json", default=None, help="also write every row here")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="cnnviz's seed; Lucent's is the unit's index + 1000 x this (both 0: the published run)")
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
     if args.quick:
