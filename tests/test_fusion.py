@@ -141,3 +141,20 @@ def test_a_render_on_the_folded_copy_is_the_render_of_the_model(monkeypatch):
     plain = cnnviz.maximize(model, "features.4", **settings)
     assert (folded.images - plain.images).abs().mean() < 1e-4
     assert folded.values == pytest.approx(plain.values, rel=0.02)
+
+
+def test_a_dream_is_the_same_bytes_whatever_the_thread_count():
+    """Deep Dream on the folded copy of the built-in model: one thread (as torchrun gives each
+    process) and two give the same image, and the thread count is set back."""
+    model = cnnviz.load_model("builtin:photos")
+    image = cnnviz.samples.image("coffee")  # 600 x 400: a sum large enough for both threads
+    threads = torch.get_num_threads()
+    dreams = []
+    try:
+        for count in (1, 2):
+            torch.set_num_threads(count)
+            dreams.append(cnnviz.dream(model, image, "features.10", octaves=1, iterations=2, seed=0))
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(dreams[0].image, dreams[1].image)
+    assert (dreams[0].image - dreams[0].original).abs().mean() > 1e-3  # it dreamed

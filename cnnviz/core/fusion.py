@@ -65,7 +65,10 @@ def fused_for_rendering(model, layers: list[str], shape: tuple[int, ...]):
             continue
         parent_name, _, key = norm_name.rpartition(".")
         parent = twin_modules[parent_name]
-        _fold(conv, parent._modules[key])
+        try:
+            _fold(conv, parent._modules[key])
+        except Exception:  # a device or a tensor type the arithmetic does not take: render the model itself
+            return model
         parent._modules[key] = nn.Identity()
         folded += 1
     if not folded or not _agrees(model, twin, layers, shape):
@@ -147,15 +150,21 @@ def _ran_before(twin: nn.Module, convs: list[nn.Module], layers: list[str], shap
 
 
 def _fold(conv: nn.Module, norm: nn.Module) -> None:
-    """Give the (copied) convolution the weights and bias of itself followed by ``norm`` in eval mode."""
-    dtype = conv.weight.dtype
+    """Give the (copied) convolution the weights and bias of itself followed by ``norm`` in eval mode.
+    Computed in float64 on the CPU (an MPS device has no float64), then put back on the model's device."""
+    dtype, device = conv.weight.dtype, conv.weight.device
+
+    def exact(tensor):
+        return tensor.detach().to("cpu", torch.float64)
+
     with torch.inference_mode(False), torch.no_grad():  # normal tensors, also for a caller in inference mode
-        scale = (norm.weight.double() if norm.weight is not None else 1) / torch.sqrt(norm.running_var.double() + norm.eps)
-        shift = norm.bias.double() if norm.bias is not None else 0
-        bias = conv.bias.double() if conv.bias is not None else torch.zeros_like(norm.running_mean, dtype=torch.float64)
-        weight = conv.weight.double() * scale.reshape(-1, *[1] * (conv.weight.dim() - 1))
-        conv.weight = nn.Parameter(weight.to(dtype), requires_grad=False)
-        conv.bias = nn.Parameter(((bias - norm.running_mean.double()) * scale + shift).to(dtype), requires_grad=False)
+        running_mean, running_var = exact(norm.running_mean), exact(norm.running_var)
+        scale = (exact(norm.weight) if norm.weight is not None else 1) / torch.sqrt(running_var + norm.eps)
+        shift = exact(norm.bias) if norm.bias is not None else 0
+        bias = exact(conv.bias) if conv.bias is not None else torch.zeros_like(running_mean)
+        weight = exact(conv.weight) * scale.reshape(-1, *[1] * (conv.weight.dim() - 1))
+        conv.weight = nn.Parameter(weight.to(device, dtype), requires_grad=False)
+        conv.bias = nn.Parameter(((bias - running_mean) * scale + shift).to(device, dtype), requires_grad=False)
 
 
 def _input(module: nn.Module, shape) -> torch.Tensor:

@@ -162,8 +162,7 @@ def dream(
                 shift_y, shift_x = (int(v) for v in torch.randint(-jitter, jitter + 1, (2,), generator=generator))
                 rolled = current.roll((shift_y, shift_x), dims=(1, 2))
                 gradient = _tiled_gradient(objective_of, rolled, tiles).roll((-shift_y, -shift_x), dims=(1, 2))
-                # the mean in float64: the same step whatever the number of threads summing it
-                gradient = gradient / (float(gradient.abs().double().mean()) + 1e-8)
+                gradient = gradient / (_mean_size(gradient) + 1e-8)
                 current = (current + step * gradient).clamp(0, 1)
                 if progress is not None:
                     progress(1)
@@ -173,6 +172,15 @@ def dream(
                 "step": step, "jitter": jitter, "tile": list(tiles) if fixed else tile, "seed": seed,
                 "fixed_input_size": list(fixed) if fixed else None}
     return Dream(current.detach(), original, names, weights, before, after, settings)
+
+
+def _mean_size(gradient: torch.Tensor) -> float:
+    """The mean absolute value, summed in float64 where the device has it: on a CPU a float32 sum
+    rounds differently with the number of threads (torchrun gives each process one), and the dream
+    would not be the same bytes."""
+    if gradient.device.type == "mps":  # no float64 there
+        return float(gradient.abs().mean())
+    return float(gradient.abs().mean(dtype=torch.float64))
 
 
 def _runs_at(model, names: list[str], channels: int, size: tuple[int, int]) -> bool:
