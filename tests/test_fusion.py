@@ -114,6 +114,63 @@ def test_pairs_that_could_differ_are_not_folded():
     assert fused_for_rendering(scripted, ["2"], (3, 16, 16)) is scripted
 
 
+class _Counter:
+    """A user's hook object that counts the passes it sees."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def __call__(self, module, inputs, output):
+        self.calls += 1
+
+
+class _Gained(nn.Module):
+    """A plain tensor attribute (not a buffer) used in the forward."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1))
+        self.gain = torch.full((1, 8, 1, 1), 2.0)
+
+    def forward(self, x):
+        return self.body(x) * self.gain
+
+
+def test_backward_and_global_hooks_refuse_and_nothing_of_the_users_is_copied():
+    block = _with_statistics(nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Conv2d(4, 2, 1)))
+    # a backward hook on the norm (here one that zeroes the gradient) would vanish with it
+    handle = block[1].register_full_backward_hook(lambda module, grad_in, grad_out: (grad_in[0] * 0,))
+    assert fused_for_rendering(block, ["3"], (3, 16, 16)) is block
+    handle.remove()
+    handle = block[0].register_full_backward_pre_hook(lambda module, grad_out: None)
+    assert fused_for_rendering(block, ["3"], (3, 16, 16)) is block
+    handle.remove()
+    handle = nn.modules.module.register_module_forward_hook(lambda module, inputs, output: None)
+    try:
+        assert fused_for_rendering(block, ["3"], (3, 16, 16)) is block  # it would see other modules
+    finally:
+        handle.remove()
+    # a hook object on a module that is not folded stays the user's: it sees every pass of a render
+    counter = _Counter()
+    handle = block[3].register_forward_hook(counter)
+    twin = fused_for_rendering(block, ["3"], (3, 16, 16))
+    assert isinstance(twin[1], nn.Identity) and not isinstance(block[1], nn.Identity)
+    assert twin[3] is block[3] and twin[2] is block[2]  # modules off the folded path are the model's own
+    calls = counter.calls
+    cnnviz.maximize(block, "3:0", size=16, steps=8, stop=False, reference=None)
+    assert counter.calls >= calls + 8
+    handle.remove()
+    # in inference mode, the copy's other tensors are the model's (no inference-tensor copies)
+    model = _with_statistics(_Gained())
+    before = fingerprint(model)
+    with torch.inference_mode():
+        twin = fused_for_rendering(model, ["body.3"], (3, 16, 16))
+        rendering = cnnviz.maximize(model, "logits:0", size=32, steps=4, stop=False, reference=None)
+    assert twin.gain is model.gain and isinstance(twin.body[1], nn.Identity)
+    assert rendering.images.shape == (1, 3, 32, 32)
+    assert_untouched(model, before)
+
+
 def test_an_fx_graph_module_and_a_loaded_model_are_folded():
     model = _with_statistics(torchvision.models.mobilenet_v2(num_classes=10))
     graph = torch.fx.symbolic_trace(model)  # its graph calls the leaf modules by name
