@@ -23,8 +23,9 @@ differ:
 * the pair runs before the probed layers are reached (what runs after them is not folded).
 
 Then the folded copy is checked against the model on one random input: the probed layers' outputs
-must agree to 1e-4 of their scale (5e-3 on a GPU whose convolutions run in TF32); where they do not (a forward that uses a convolution's output
-elsewhere, a graph that calls the modules in another order), the render runs the model itself.
+must agree to 1e-4 of their scale (5e-3 on a GPU whose convolutions run in TF32); where they do not
+(a forward that uses a convolution's output elsewhere, a graph that calls the modules in another
+order), the render runs the model itself.
 TorchScript models are run as they are.
 """
 from __future__ import annotations
