@@ -11,8 +11,8 @@ that :func:`cnnviz.receptive_field` traces, element by element.
 By default the 20 of ``FAMILIES`` (one or two per family) and every other architecture of at most
 30M parameters run (45 of 80; left out are the large variants of families that are checked, such as
 vgg16, vit_l_16, regnet_y_128gf, resnet101, efficientnet_b6, swin_s: the same code at a larger width
-or depth, and most of the time); ``CNNVIZ_ALL_ARCHITECTURES=1`` checks all 80 (about 6 minutes on 2 cores), and
-``CNNVIZ_FEW_ARCHITECTURES=1`` only the families, for a quick local run.
+or depth, and most of the time); ``CNNVIZ_ALL_ARCHITECTURES=1`` checks all 80 (about 4 minutes more
+on 2 cores), and ``CNNVIZ_FEW_ARCHITECTURES=1`` only the families, for a quick local run.
 """
 from __future__ import annotations
 
