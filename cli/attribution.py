@@ -3,9 +3,8 @@ from __future__ import annotations
 
 import click
 
+from cnnviz.analyses.attribution import DEFAULT_METHODS
 from cnnviz.cli.options import echo, model_options, wrote
-
-DEFAULT_METHODS = ("gradient", "smoothgrad", "integrated_gradients", "guided_backprop", "gradcam", "occlusion")
 
 
 @click.command()
@@ -46,10 +45,10 @@ def saliency(loaded, images, methods, targets, layer, steps, samples, window, sa
 
     chosen = list(cnnviz.METHODS) if "all" in methods else list(methods or DEFAULT_METHODS)
     target = None if not targets else (_target(targets[0]) if len(targets) == 1 else [_target(t) for t in targets])
-    results = cnnviz.attributions(loaded, list(images), target, chosen, layer=layer, steps=steps, samples=samples,
+    results = cnnviz.attributions(loaded, list(images), target, methods=chosen, layer=layer, steps=steps, samples=samples,
                                   window=window)
     checks = {
-        name: cnnviz.sanity_check(loaded, result.inputs, name, [t.reference for t in result.targets],
+        name: cnnviz.sanity_check(loaded, result.inputs, [t.reference for t in result.targets], method=name,
                                   stages=sanity_stages, layer=layer, steps=steps, samples=samples, window=window)
         for name, result in results.items()
     } if sanity else None

@@ -91,7 +91,7 @@ def gallery(loaded, images, layers, max_channels, unit_renders, diverse, exempla
         with distributed.launched(loaded):  # under torchrun the ranks share the jobs; rank 0 writes
             rank = distributed.rank_and_size()[0]
             site = cnnviz.gallery(
-                loaded, list(images) or "samples", chosen_layers or None, output, force=force, progress=progress,
+                loaded, list(images) or "samples", chosen_layers or None, output=output, force=force, progress=progress,
                 max_channels=channels, unit_renders=renders, diverse=diverse, exemplars=exemplars, steps=steps,
                 class_steps=class_steps, max_classes=classes_shown, activation_images=activation_images,
                 attribution_images=attribution_images, methods=tuple(m.strip() for m in methods.split(",") if m.strip()),

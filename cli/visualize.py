@@ -190,6 +190,6 @@ def dream(loaded, image, layers, layer_weights, octaves, scale, iterations, step
     import cnnviz
 
     with tqdm(total=octaves * iterations, unit="step", desc="dream", disable=None, leave=False) as bar:
-        result = cnnviz.dream(loaded, image, list(layers), list(layer_weights) or None, octaves=octaves, scale=scale,
+        result = cnnviz.dream(loaded, image, list(layers), weights=list(layer_weights) or None, octaves=octaves, scale=scale,
                               iterations=iterations, step=step, jitter=jitter, tile=tile, seed=seed, progress=bar.update)
     _wrote(cnnviz.reports.dream(result, image).write(output, model=loaded.spec))

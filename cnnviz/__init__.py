@@ -30,9 +30,9 @@ from cnnviz.inputs import samples
 from cnnviz.models import load_model, read_state_dict, zoo
 from cnnviz.analyses.activations import Activations, LayerActivations, activations
 from cnnviz.analyses.attribution import (
-    METHODS, Attribution, Attributions, SanityCheck, attributions, sanity_check, saliency,
+    DEFAULT_METHODS, METHODS, Attribution, Attributions, SanityCheck, attributions, sanity_check, saliency,
 )
-from cnnviz.analyses.connections import Connection, connections
+from cnnviz.analyses.connections import Connection, Connections, connections
 from cnnviz.analyses.convolution import conv_matrix, conv_output_size
 from cnnviz.analyses.equivariance import Equivariance, equivariance
 from cnnviz.analyses.feature_visualization import objectives
@@ -41,7 +41,7 @@ from cnnviz.analyses.feature_visualization.maximize import Rendering, maximize
 from cnnviz.analyses.kernels import Kernels, convolutions, kernels
 from cnnviz.analyses.predictions import Prediction, Predictions, predict
 from cnnviz.analyses.receptive_field import (
-    EffectiveReceptiveField, ReceptiveField, ReceptiveFields, effective_receptive_field, receptive_field,
+    EffectiveReceptiveField, ReceptiveField, ReceptiveFields, effective_receptive_field, receptive_field, receptive_fields,
 )
 from cnnviz.analyses.statistics import LayerStatistics, Statistics, statistics
 from cnnviz.analyses.summary import LayerRow, LayerTable, layer_table
@@ -49,68 +49,67 @@ from cnnviz import plots
 from cnnviz import reports
 from cnnviz.site import Gallery, GallerySettings, gallery
 
+# Sorted. Utilities stay importable from here but are not part of the surface: cnnviz.model_guard,
+# cnnviz.read_state_dict, cnnviz.resolve_device, cnnviz.reuse_freed_memory, cnnviz.layer_ref / LayerRef,
+# cnnviz.output (see docs/python.md).
 __all__ = [
     "Activations",
+    "activations",
     "Attribution",
     "Attributions",
-    "METHODS",
-    "CnnvizError",
-    "Connection",
-    "NotApplicable",
-    "CnnvizWarning",
-    "EffectiveReceptiveField",
-    "Equivariance",
-    "Dream",
-    "Gallery",
-    "GallerySettings",
-    "Kernels",
-    "LayerActivations",
-    "LayerRef",
-    "LayerRow",
-    "LayerStatistics",
-    "LayerTable",
-    "LoadedModel",
-    "Prediction",
-    "Predictions",
-    "Preprocessing",
-    "Probe",
-    "ReceptiveField",
-    "ReceptiveFields",
-    "Rendering",
-    "SanityCheck",
-    "Statistics",
-    "Unit",
-    "activations",
     "attributions",
     "capture",
+    "CnnvizError",
+    "CnnvizWarning",
+    "Connection",
+    "Connections",
     "connections",
     "conv_matrix",
     "conv_output_size",
     "convolutions",
+    "DEFAULT_METHODS",
+    "Dream",
     "dream",
     "effective_receptive_field",
+    "EffectiveReceptiveField",
+    "Equivariance",
     "equivariance",
+    "Gallery",
     "gallery",
+    "GallerySettings",
     "inputs",
+    "Kernels",
     "kernels",
-    "layer_ref",
     "layer_table",
+    "LayerActivations",
+    "LayerRow",
+    "LayerStatistics",
+    "LayerTable",
     "load_model",
+    "LoadedModel",
     "maximize",
-    "model_guard",
+    "METHODS",
+    "NotApplicable",
     "objectives",
-    "output",
     "plots",
-    "reports",
     "predict",
+    "Prediction",
+    "Predictions",
+    "Preprocessing",
+    "Probe",
     "probe",
     "receptive_field",
-    "read_state_dict",
-    "resolve_device",
-    "reuse_freed_memory",
+    "receptive_fields",
+    "ReceptiveField",
+    "ReceptiveFields",
+    "Rendering",
+    "reports",
     "saliency",
     "samples",
     "sanity_check",
+    "SanityCheck",
+    "Statistics",
     "statistics",
+    "Unit",
     "zoo",
 ]

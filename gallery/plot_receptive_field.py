@@ -24,7 +24,7 @@ model = cnnviz.load_model("builtin:photos")
 
 # %%
 # The theoretical receptive field of every layer, as a table (what `cnnviz rf` prints).
-fields = cnnviz.receptive_field(model)
+fields = cnnviz.receptive_fields(model)
 print(fields)
 print(fields["features.27"].size, fields["features.27"].stride, fields["features.27"].offset)
 
@@ -35,6 +35,6 @@ cnnviz.output.save_figure(cnnviz.plots.receptive_field(fields, image), OUT / "re
 
 # %%
 # The effective receptive field of a unit in the third block, averaged over the sample photographs.
-erf = cnnviz.effective_receptive_field(model, "features.20", "samples", max_images=4 if QUICK else 16)
+erf = cnnviz.effective_receptive_field(model, "samples", "features.20", max_images=4 if QUICK else 16)
 print(f"theoretical {erf.theoretical.size}, 50% of the gradient within {erf.radius_50:.1f} px, 95% within {erf.radius_95:.1f} px")
 cnnviz.output.save_figure(cnnviz.plots.effective_receptive_field(erf), OUT / "effective_receptive_field.png")

@@ -118,7 +118,7 @@ def main() -> None:
                     "succeeded": rendering.succeeded, "objective": objective.images, "progress": sum(progress)},
                    out / f"maximize.rank{rank}.pt")
         stages: dict = {}
-        site = cnnviz.gallery(model, "samples", "features.3", out / "gallery", progress=recorder(stages), **GALLERY)
+        site = cnnviz.gallery(model, "samples", "features.3", output=out / "gallery", progress=recorder(stages), **GALLERY)
         (out / f"gallery.rank{rank}.json").write_text(json.dumps({
             "stages": stages, "figures": [f["file"] for f in site.figures], "units": len(site.units),
             "done": site.done, "folder": str(site.folder)}))

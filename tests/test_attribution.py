@@ -115,7 +115,7 @@ def test_no_rectifier_is_refused_rather_than_a_plain_gradient():
         cnnviz.saliency(model, torch.randn(1, 3, 8, 8), target=0, method="guided_backprop")
     # beside other methods it is skipped, with the reason, and the others are computed
     results = cnnviz.attributions(model, torch.randn(1, 3, 8, 8), target=0, methods=["gradient", "deconvolution"])
-    assert list(results) == ["gradient"] and "no pointwise activation" in results.skipped["deconvolution"]
+    assert list(results) == ["gradient"] and "no pointwise activation" in results.not_applicable["deconvolution"]
 
 
 def test_gradcam_of_a_blob_class_peaks_inside_the_blob():

@@ -185,7 +185,7 @@ def test_every_rank_gets_one_process_statistics(photos, folder, tmp_path, proces
     # the gallery made in Python by every rank together: rank 0 was told of the whole group's work,
     # the others of none, and every rank got the gallery rank 0 wrote (one process's)
     stages: dict = {}
-    site = cnnviz.gallery(photos, "samples", "features.3", tmp_path / "gallery", progress=recorder(stages), **GALLERY)
+    site = cnnviz.gallery(photos, "samples", "features.3", output=tmp_path / "gallery", progress=recorder(stages), **GALLERY)
     for rank in range(processes):
         told = json.loads((out / f"gallery.rank{rank}.json").read_text())
         assert told["figures"] == [f["file"] for f in site.figures] and told["units"] == len(site.units) == 3

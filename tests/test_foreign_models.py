@@ -122,7 +122,7 @@ def test_saliency_on_models_without_relu_and_with_gates():
     gated = foreign_models.gated()
     results = cnnviz.attributions(gated, image, target=1, methods=["gradient", "guided_backprop", "occlusion"])
     assert list(results) == ["gradient", "occlusion"]
-    assert "pooled 1x1" in results.skipped["guided_backprop"] and results.to_dict()["skipped"][0]["method"] == "guided_backprop"
+    assert "pooled 1x1" in results.not_applicable["guided_backprop"] and results.to_dict()["not_applicable"][0]["method"] == "guided_backprop"
     with pytest.raises(cnnviz.NotApplicable, match="pooled 1x1"):  # asked alone, it is an error
         cnnviz.saliency(gated, image, target=1, method="guided_backprop")
     scripted = foreign_models.scripted()
@@ -161,7 +161,7 @@ def test_every_command_on_foreign_models(name, layer, tmp_path):
     _cli("stats", "-m", spec, "-i", "sample:chelsea", "-i", "sample:coffee", "-l", layer, "-o", str(tmp_path / "s"))
     _cli("saliency", "-m", spec, "-i", "sample:chelsea", "--steps", "4", "--samples", "2", "-o", str(tmp_path / "g"))
     saliency = json.loads((tmp_path / "g" / "saliency.json").read_text())
-    assert {m["method"] for m in saliency["methods"]} >= {"gradient", "guided_backprop"} and not saliency["skipped"]
+    assert {m["method"] for m in saliency["methods"]} >= {"gradient", "guided_backprop"} and not saliency["not_applicable"]
     _cli("maximize", "-m", spec, "-l", f"{layer}:1", "--steps", "4", "-o", str(tmp_path / "m"))
     _cli("maximize", "-m", spec, "-l", "logits:1", "--steps", "4", "-o", str(tmp_path / "c"))
     rendered = json.loads((tmp_path / "c" / "maximize_logits-1.json").read_text())
@@ -325,7 +325,7 @@ def test_every_command_on_a_torchscript_trace(tmp_path):
     _cli("stats", "-m", spec, "-i", "sample:chelsea", "-i", "sample:coffee", "-l", "logits", "-o", str(tmp_path / "s"))
     assert json.loads((tmp_path / "s" / "stats.json").read_text())["images"] == 2
     _cli("saliency", "-m", spec, "-i", "sample:chelsea", "-M", "gradient", "-M", "guided_backprop", "-o", str(tmp_path / "g"))
-    skipped = json.loads((tmp_path / "g" / "saliency.json").read_text())["skipped"]
+    skipped = json.loads((tmp_path / "g" / "saliency.json").read_text())["not_applicable"]
     assert [entry["method"] for entry in skipped] == ["guided_backprop"] and "TorchScript" in skipped[0]["why"]
     _cli("maximize", "-m", spec, "-l", "logits:1", "--steps", "4", "--size", "64", "-o", str(tmp_path / "c"))
     _cli("dream", "-m", spec, "-i", "sample:chelsea", "-l", "logits", "--iterations", "1", "--octaves", "1",
@@ -373,7 +373,7 @@ def test_every_command_on_a_timm_model(tmp_path):
     _cli("stats", *spec, *small, "-i", "sample:chelsea", "-i", "sample:coffee", "-l", layer, "-o", str(tmp_path / "s"))
     _cli("saliency", *spec, *small, "-i", "sample:chelsea", "--steps", "2", "--samples", "2", "-o", str(tmp_path / "g"))
     saliency = json.loads((tmp_path / "g" / "saliency.json").read_text())
-    assert not saliency["skipped"] and {m["method"] for m in saliency["methods"]} >= {"guided_backprop", "gradcam"}
+    assert not saliency["not_applicable"] and {m["method"] for m in saliency["methods"]} >= {"guided_backprop", "gradcam"}
     _cli("maximize", *spec, *small, "-l", f"{layer}:0", "--steps", "2", "-o", str(tmp_path / "m"))
     _cli("maximize", *spec, *small, "-l", "tabby", "--steps", "2", "-o", str(tmp_path / "c"))
     assert json.loads((tmp_path / "c" / "maximize_tabby.json").read_text())["settings"]["size"] == [64, 64]
@@ -407,7 +407,7 @@ def test_every_command_on_more_foreign_models(name, layer, tmp_path):
     _cli("stats", *spec, "-i", image, "-i", "sample:coffee", "-l", layer, "-o", str(tmp_path / "s"))
     _cli("saliency", *spec, "-i", image, "--steps", "2", "--samples", "2", "-o", str(tmp_path / "g"))
     saliency = json.loads((tmp_path / "g" / "saliency.json").read_text())
-    skipped = {entry["method"] for entry in saliency["skipped"]}
+    skipped = {entry["method"] for entry in saliency["not_applicable"]}
     assert skipped == ({"guided_backprop"} if name == "gated" else set()) and len(saliency["methods"]) + len(skipped) == 6
     _cli("maximize", *spec, "-l", f"{layer}:1", "--steps", "2", "-o", str(tmp_path / "m"))
     _cli("maximize", *spec, "-l", "logits:1", "--steps", "2", "-o", str(tmp_path / "c"))

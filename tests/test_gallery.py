@@ -60,7 +60,7 @@ def built(photo_folder, tmp_path_factory):
     photos = cnnviz.load_model("builtin:photos")
     before = fingerprint(photos.module)
     output = tmp_path_factory.mktemp("gallery")
-    site = cnnviz.gallery(photos, str(photo_folder), ["features.0", "features.10"], output, **SMALL)
+    site = cnnviz.gallery(photos, str(photo_folder), ["features.0", "features.10"], output=output, **SMALL)
     assert_untouched(photos.module, before)
     return photos, site, output, snapshot(output)
 
@@ -289,12 +289,12 @@ def test_attributions_and_classes_have_context(built, photo_folder):
 
 def test_reruns_reuse_what_has_not_changed(built, photo_folder):
     photos, _, output, before = built
-    again = cnnviz.gallery(photos, str(photo_folder), ["features.0", "features.10"], output, **SMALL)
+    again = cnnviz.gallery(photos, str(photo_folder), ["features.0", "features.10"], output=output, **SMALL)
     assert again.done == 0 and again.reused == JOBS
     assert snapshot(output) == before
-    changed = cnnviz.gallery(photos, str(photo_folder), ["features.0", "features.10"], output, **{**SMALL, "steps": 5})
+    changed = cnnviz.gallery(photos, str(photo_folder), ["features.0", "features.10"], output=output, **{**SMALL, "steps": 5})
     assert changed.done == 4 and changed.reused == JOBS - 4  # only the units' renders depend on steps
-    forced = cnnviz.gallery(photos, str(photo_folder), ["features.0", "features.10"], output, force=True, **SMALL)
+    forced = cnnviz.gallery(photos, str(photo_folder), ["features.0", "features.10"], output=output, force=True, **SMALL)
     assert forced.done == JOBS and forced.reused == 0
     assert snapshot(output) == before  # deterministic: the same settings give the same bytes
 
@@ -332,9 +332,9 @@ def test_a_full_disk_stops_the_gallery_and_the_next_run_completes_it(built, phot
     folder = tmp_path / "full"
     with Injector(folder, "ENOSPC", 60).active() as writes:
         with pytest.raises(cnnviz.CnnvizError, match="No space left on device"):
-            cnnviz.gallery(photos, str(photo_folder), ["features.0", "features.10"], folder, **SMALL)
+            cnnviz.gallery(photos, str(photo_folder), ["features.0", "features.10"], output=folder, **SMALL)
     assert writes.count >= 60 and not (folder / "index.html").exists()  # it hit, in the middle
-    again = cnnviz.gallery(photos, str(photo_folder), ["features.0", "features.10"], folder, **SMALL)
+    again = cnnviz.gallery(photos, str(photo_folder), ["features.0", "features.10"], output=folder, **SMALL)
     assert again.reused > 0 and again.failed == []
     assert snapshot(folder) == reference
 
@@ -594,7 +594,7 @@ def test_a_module_run_twice_and_a_model_without_classes(photo_folder, tmp_path):
     loaded = cnnviz.load_model(SharedActivation(), input_size=(32, 32))
     settings = {"max_channels": None, "steps": 2, "activation_images": 1, "attribution_images": 2,
                 "methods": "gradient", "dream_octaves": 1, "dream_iterations": 1}
-    site = cnnviz.gallery(loaded, str(photo_folder), ["act#1", "act#2"], tmp_path / "site", **settings)
+    site = cnnviz.gallery(loaded, str(photo_folder), ["act#1", "act#2"], output=tmp_path / "site", **settings)
     assert not site.failed and site.figures
     rendered = {layer: sum(1 for f in site.figures if f["kind"] == "maximize" and f["layer"] == layer
                            and f["objective"] == "channel") for layer in ("act", "act#2")}
@@ -604,7 +604,7 @@ def test_a_module_run_twice_and_a_model_without_classes(photo_folder, tmp_path):
     index = (tmp_path / "site" / "index.html").read_text()
     assert '<a href="layer-act.html">act</a>' in index and "not one score per class" in index
     # only the second call shown: the module's row in the layer table links to that call's page
-    again = cnnviz.gallery(loaded, str(photo_folder), ["act#2"], tmp_path / "site", **settings)
+    again = cnnviz.gallery(loaded, str(photo_folder), ["act#2"], output=tmp_path / "site", **settings)
     index = (tmp_path / "site" / "index.html").read_text()
     assert again.reused > 0 and '<a href="layer-act-2.html">act</a>' in index
     assert not (tmp_path / "site" / "layer-act.html").exists() and not (tmp_path / "site" / "figures" / "act").exists()
@@ -642,10 +642,10 @@ def test_layers_with_names_a_file_name_flattens_keep_their_own_figures(tmp_path)
     site.mkdir()
     (site / "index.html").write_text("<p>my page</p>")
     with pytest.raises(CnnvizError, match="cnnviz did not write it"):
-        cnnviz.gallery(loaded, "sample:chelsea", [*OddNames.NAMES, "x:y"], site, **settings)
+        cnnviz.gallery(loaded, "sample:chelsea", [*OddNames.NAMES, "x:y"], output=site, **settings)
     assert sorted(p.name for p in site.iterdir()) == ["index.html"]
     (site / "index.html").unlink()
-    built = cnnviz.gallery(loaded, "sample:chelsea", [*OddNames.NAMES, "x:y"], site, **settings)
+    built = cnnviz.gallery(loaded, "sample:chelsea", [*OddNames.NAMES, "x:y"], output=site, **settings)
     assert not built.failed
     layers = [*OddNames.NAMES, "x:y"]
     kernels = {f["layer"]: f["file"] for f in built.figures if f["kind"] == "kernels"}
@@ -707,16 +707,16 @@ def test_images_given_as_tensors_and_pil_images(tmp_path):
     images = [torch.rand(3, 40, 48), (torch.rand(3, 32, 32) * 255).to(torch.uint8), cnnviz.samples.image("coffee")]
     settings = {"max_channels": 1, "steps": 1, "max_classes": 0, "activation_images": 3, "attribution_images": 1,
                 "methods": "gradient", "dream_octaves": 1, "dream_iterations": 1}
-    first = cnnviz.gallery(loaded, images, ["features.0"], tmp_path / "site", **settings)
+    first = cnnviz.gallery(loaded, images, ["features.0"], output=tmp_path / "site", **settings)
     assert not first.failed
     kept = sorted((tmp_path / "site" / "data" / "inputs").glob("*.png"))
     assert len(kept) == 3 and json.loads((tmp_path / "site" / "manifest.json").read_text())["images"]["count"] == 3
     # the files hold the images (8-bit): the first tensor, to within rounding
     np.testing.assert_allclose(np.asarray(Image.open(kept[0])) / 255, images[0].permute(1, 2, 0).numpy(), atol=0.5 / 255 + 1e-6)
-    again = cnnviz.gallery(loaded, images, ["features.0"], tmp_path / "site", **settings)
+    again = cnnviz.gallery(loaded, images, ["features.0"], output=tmp_path / "site", **settings)
     assert again.done == 0
     with pytest.raises(CnnvizError, match="in \\[0, 1\\]"):
-        cnnviz.gallery(loaded, [torch.rand(3, 8, 8) * 4], ["features.0"], tmp_path / "other", **settings)
+        cnnviz.gallery(loaded, [torch.rand(3, 8, 8) * 4], ["features.0"], output=tmp_path / "other", **settings)
     assert not (tmp_path / "other").exists()
 
 
@@ -725,11 +725,11 @@ def test_a_gallery_written_before_the_record_of_written_files_is_updated(tmp_pat
     settings = {"max_channels": 1, "steps": 1, "max_classes": 0, "activation_images": 1, "attribution_images": 1,
                 "methods": "gradient", "dream_octaves": 1, "dream_iterations": 1}
     site = tmp_path / "site"
-    first = cnnviz.gallery(loaded, "sample:chelsea", ["features.0"], site, **settings)
+    first = cnnviz.gallery(loaded, "sample:chelsea", ["features.0"], output=site, **settings)
     for record in site.rglob(RECORD):  # as an older cnnviz left it: no record of written files
         record.unlink()
     (site / "notes.txt").write_text("mine")
-    again = cnnviz.gallery(loaded, "sample:chelsea", ["features.0"], site, **settings, force=True)
+    again = cnnviz.gallery(loaded, "sample:chelsea", ["features.0"], output=site, **settings, force=True)
     assert again.done == first.done and (site / "notes.txt").read_text() == "mine"
     # a folder that only looks like a gallery (no job records) is not adopted
     other = tmp_path / "other"
@@ -737,14 +737,14 @@ def test_a_gallery_written_before_the_record_of_written_files_is_updated(tmp_pat
     (other / "index.html").write_text("<p>mine</p>")
     (other / "manifest.json").write_text('{"cnnviz": "0.1.0"}')
     with pytest.raises(CnnvizError, match="cnnviz did not write it"):
-        cnnviz.gallery(loaded, "sample:chelsea", ["features.0"], other, **settings)
+        cnnviz.gallery(loaded, "sample:chelsea", ["features.0"], output=other, **settings)
 
 
 def test_the_pattern_models_classes_page_says_what_each_class_means(tmp_path):
     """builtin:patterns: each class's render beside a fresh pattern of that class, both with the
     model's probability, and the class's meaning (class_info); attributions of the top two."""
     patterns = cnnviz.load_model("builtin:patterns")
-    site = cnnviz.gallery(patterns, "sample:chelsea", ["features.0"], tmp_path / "site", max_channels=1, unit_renders=0,
+    site = cnnviz.gallery(patterns, "sample:chelsea", ["features.0"], output=tmp_path / "site", max_channels=1, unit_renders=0,
                           steps=2, class_steps=48, max_classes=11, activation_images=1, attribution_images=1,
                           methods=("gradient",), classes=("top2",), dream_octaves=1, dream_iterations=1)
     assert not site.failed
@@ -767,9 +767,9 @@ def test_the_pattern_models_classes_page_says_what_each_class_means(tmp_path):
     attributions = html.unescape((tmp_path / "site" / "attributions.html").read_text())
     assert "(top1)" in attributions and "(top2)" in attributions  # one figure per class asked
     with pytest.raises(CnnvizError, match="not a class of this model"):
-        cnnviz.gallery(patterns, "sample:chelsea", ["features.0"], tmp_path / "other", classes=("unicorn",))
+        cnnviz.gallery(patterns, "sample:chelsea", ["features.0"], output=tmp_path / "other", classes=("unicorn",))
     with pytest.raises(CnnvizError, match="give top1 to top3"):
-        cnnviz.gallery(patterns, "sample:chelsea", ["features.0"], tmp_path / "other", classes=("top9",))
+        cnnviz.gallery(patterns, "sample:chelsea", ["features.0"], output=tmp_path / "other", classes=("top9",))
     assert not (tmp_path / "other").exists()
 
 

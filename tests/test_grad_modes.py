@@ -38,22 +38,22 @@ def _saliency(method: str):
         # small settings: few steps and samples, a large occlusion window, Grad-CAM's layer given
         # (its search, by gradients too, runs in _attributions)
         layer = "features.20" if "gradcam" in method else None
-        return cnnviz.saliency(models.photos, images, 3, method, layer=layer, steps=4, samples=2, window=32).attribution
+        return cnnviz.saliency(models.photos, images, 3, method=method, layer=layer, steps=4, samples=2, window=32).attribution
     return call
 
 
 def _attributions(models, images, _):
-    result = cnnviz.attributions(models.photos, images, [3], ["gradient", "guided_backprop", "gradcam"])
+    result = cnnviz.attributions(models.photos, images, [3], methods=["gradient", "guided_backprop", "gradcam"])
     return torch.cat([a.attribution for a in result.values()], dim=1)
 
 
 def _sanity_check(models, images, _):
-    check = cnnviz.sanity_check(models.photos, images, "gradient", 3, stages=2)
+    check = cnnviz.sanity_check(models.photos, images, 3, method="gradient", stages=2)
     return torch.cat([check.maps.flatten(), torch.tensor(check.correlations)])
 
 
 def _effective_receptive_field(models, images, _):
-    return cnnviz.effective_receptive_field(models.photos, "features.13", images).map
+    return cnnviz.effective_receptive_field(models.photos, images, "features.13").map
 
 
 def _scripted_receptive_field(models, *_):
@@ -180,8 +180,8 @@ def test_a_buffer_made_in_inference_mode_is_refused_when_torch_refuses_it():
     x = torch.rand(1, 3, 8, 8)
     with pytest.raises(CnnvizError, match=r"^a tensor the model uses \(a buffer, a parameter\) is an inference tensor .*"
                                           r"build or load the model outside torch.inference_mode\(\)") as error:
-        cnnviz.saliency(model, x, 0, "gradient")
+        cnnviz.saliency(model, x, 0, method="gradient")
     assert "\n" not in str(error.value)
     assert_untouched(model, before)
-    occluded = cnnviz.saliency(model, x, 0, "occlusion", window=4)  # no gradient: no refusal
+    occluded = cnnviz.saliency(model, x, 0, method="occlusion", window=4)  # no gradient: no refusal
     assert occluded.attribution.shape == (1, 3, 8, 8) and bool(occluded.attribution.abs().sum() > 0)

@@ -84,7 +84,7 @@ def test_formula_for_strides_padding_dilation_and_ceil_mode():
         nn.MaxPool2d(3, stride=2, padding=1, ceil_mode=True),  # r 7 + 2*2 = 11, j 4, start -1 - 2 = -3
         nn.Conv2d(2, 2, (1, 3), padding=(0, 2)),          # r (11, 19), start (-3, -3 - 8 = -11)
     ).eval()
-    fields = cnnviz.receptive_field(model, input_size=20)
+    fields = cnnviz.receptive_fields(model, input_size=20)
     assert [(f.size, f.stride, f.offset) for f in fields.values()][:4] == [
         ((3, 3), (1, 1), (-1, -1)), ((7, 7), (2, 2), (-1, -1)), ((11, 11), (4, 4), (-3, -3)),
         ((11, 19), (4, 4), (-3, -11)),
@@ -113,7 +113,7 @@ class Residual(nn.Module):
 
 def test_residual_takes_the_largest_path_and_pooling_is_global():
     model = Residual().eval()
-    fields = cnnviz.receptive_field(model, input_size=32)
+    fields = cnnviz.receptive_fields(model, input_size=32)
     assert fields["short"].size == (3, 3) and fields["long"].size == (11, 11)
     assert fields["logits"].kind == "global" and fields["logits"].size == (32, 32) and fields["logits"].stride is None
     assert fields["head"].is_global and "whole input" in str(fields)
@@ -125,18 +125,18 @@ def test_untouched_and_errors():
     model = torchvision.models.resnet18()
     model.train()
     before = fingerprint(model)
-    cnnviz.receptive_field(model, input_size=64)
+    cnnviz.receptive_fields(model, input_size=64)
     cnnviz.receptive_field(model, "layer2.0.relu#2", input_size=64)
     assert_untouched(model, before)
     with pytest.raises(CnnvizError, match="did you mean"):
         cnnviz.receptive_field(model, "layer9")
     assert_untouched(model, before)
     with pytest.raises(CnnvizError, match="input_size"):
-        cnnviz.receptive_field(chain(nn.Conv2d(3, 3, 5)), input_size=2)
+        cnnviz.receptive_fields(chain(nn.Conv2d(3, 3, 5)), input_size=2)
     scripted = torch.jit.script(chain(nn.Conv2d(3, 3, 3)))
     with pytest.raises(CnnvizError, match="TorchScript"):  # a layer inside cannot be traced
         cnnviz.receptive_field(scripted, "0")
-    measured = cnnviz.receptive_field(scripted, input_size=16)["logits"]  # the output's, from gradients
+    measured = cnnviz.receptive_fields(scripted, input_size=16)["logits"]  # the output's, from gradients
     assert (measured.size, measured.stride, measured.offset) == ((3, 3), (1, 1), (0, 0)) and measured.notes
 
 
@@ -150,7 +150,7 @@ def test_layer_table_column():
 
 def test_effective_receptive_field():
     loaded = cnnviz.load_model("builtin:photos")
-    erf = cnnviz.effective_receptive_field(loaded, "features.13", "samples", max_images=3)
+    erf = cnnviz.effective_receptive_field(loaded, "samples", "features.13", max_images=3)
     assert erf.map.shape == (64, 64) and erf.images == 3 and erf.unit == (8, 8)
     top, left, bottom, right = erf.theoretical.box
     inside = erf.map[top:bottom + 1, left:right + 1].sum()
@@ -158,7 +158,7 @@ def test_effective_receptive_field():
     assert 0 < erf.radius_50 < erf.radius_95 <= erf.theoretical.size[0]
     figure = cnnviz.plots.effective_receptive_field(erf)
     assert "50%" in figure.axes[1].get_title()
-    assert len(cnnviz.plots.receptive_field(cnnviz.receptive_field(loaded), erf.image).axes[0].patches) >= 3
+    assert len(cnnviz.plots.receptive_field(cnnviz.receptive_fields(loaded), erf.image).axes[0].patches) >= 3
 
 
 # -------------------------------------------------------------------------------------------
@@ -293,7 +293,7 @@ def test_ceil_mode_pooling_keeps_a_regular_grid_and_names_the_short_units():
     # SqueezeNet 1.1's last Fire module: channels of a 1x1 and a 3x3 branch, the union is the field
     squeeze = cnnviz.receptive_field(architecture("squeezenet1_1"), "features.12", input_size=224)
     assert (squeeze.kind, squeeze.size, squeeze.stride, squeeze.offset) == ("grid", (207, 207), (16, 16), (-88, -88))
-    google = cnnviz.receptive_field(architecture("googlenet", init_weights=False, aux_logits=False), input_size=224)
+    google = cnnviz.receptive_fields(architecture("googlenet", init_weights=False, aux_logits=False), input_size=224)
     last = google["inception5b"]
     assert (last.kind, last.size, last.stride, last.offset) == ("grid", (379, 379), (32, 32), (-167, -167))
     assert last.overhang == (6, 6) and not last.uniform and "overhang" in last.text
@@ -303,7 +303,7 @@ def test_ceil_mode_pooling_keeps_a_regular_grid_and_names_the_short_units():
     assert boxes["maxpool1"][0, 0, -1, -1].tolist()[2:] == [223, 223]  # the short unit ends at the input's edge
     assert "cut at the edge" in str(google)
     # a 12 x 12 face window every 2 pixels: MTCNN's P-Net, ceil-mode pooling at an odd size
-    pnet = cnnviz.receptive_field(PNet().eval(), input_size=(25, 31))
+    pnet = cnnviz.receptive_fields(PNet().eval(), input_size=(25, 31))
     assert (pnet["face"].size, pnet["face"].stride, pnet["face"].offset) == ((12, 12), (2, 2), (0, 0))
     assert pnet["body.2"].overhang == (1, 1) and pnet["face"].overhang == (1, 1)
-    assert cnnviz.receptive_field(PNet().eval(), input_size=(24, 30))["face"].overhang is None
+    assert cnnviz.receptive_fields(PNet().eval(), input_size=(24, 30))["face"].overhang is None

@@ -114,7 +114,7 @@ def test_statistics_report_arrays_round_trip(photos, tmp_path):
 
 def test_attributions_report_with_sanity_check(photos, tmp_path):
     results = cnnviz.attributions(photos, ["sample:chelsea", "sample:coffee"], methods=["gradient"])
-    check = cnnviz.sanity_check(photos, results["gradient"].inputs, "gradient", stages=1)
+    check = cnnviz.sanity_check(photos, results["gradient"].inputs, method="gradient", stages=1)
     report = cnnviz.reports.attributions(results, {"gradient": check})
     assert [item.file for item in report] == [
         "saliency_gradient_0.png", "saliency_gradient_1.png", "sanity_gradient.png", "saliency_panel.png"]
@@ -158,8 +158,8 @@ def test_image_and_lecture_reports(photos, tmp_path):
     written = cnnviz.reports.dream(dreamed, "sample:chelsea").write(tmp_path)
     assert _png(written[0]).shape == (*dreamed.image.shape[1:], 3)
 
-    fields = cnnviz.receptive_field(photos)
-    erf = cnnviz.effective_receptive_field(photos, "features.13", "samples", max_images=2)
+    fields = cnnviz.receptive_fields(photos)
+    erf = cnnviz.effective_receptive_field(photos, "samples", "features.13", max_images=2)
     report = cnnviz.reports.receptive_fields(fields, erf.image, {"features.13": erf})
     assert [item.file for item in report] == ["receptive_fields.png", "effective_rf_features.13.png"]
     assert report.data["layers"] == [field.to_dict() for field in fields.values()]

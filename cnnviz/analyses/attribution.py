@@ -47,6 +47,9 @@ METHODS = (
     "gradient", "gradient_x_input", "smoothgrad", "integrated_gradients", "guided_backprop",
     "deconvolution", "gradcam", "guided_gradcam", "occlusion",
 )
+#: the methods run when none are named: by :func:`attributions`, ``cnnviz saliency`` and the
+#: gallery (the others are variants: gradient x input, deconvolution, guided Grad-CAM)
+DEFAULT_METHODS = ("gradient", "smoothgrad", "integrated_gradients", "guided_backprop", "gradcam", "occlusion")
 #: methods whose maps are one channel (class activation maps)
 CAM_METHODS = ("gradcam",)
 
@@ -105,7 +108,7 @@ class Attribution(Shows):
         )
 
 
-def saliency(model, images, target=None, method: str = "gradient", **options) -> Attribution:
+def saliency(model, images, target=None, *, method: str = "gradient", **options) -> Attribution:
     """Attribute a unit's value to the input pixels with one method.
 
     Args:
@@ -125,26 +128,26 @@ def saliency(model, images, target=None, method: str = "gradient", **options) ->
     """
     if not isinstance(method, str):
         raise CnnvizError("saliency takes one method; for several side by side use cnnviz.attributions(..., methods=[...])")
-    return attributions(model, images, target, [method], **options)[method]
+    return attributions(model, images, target, methods=[method], **options)[method]
 
 
 class Attributions(Shows, dict):
     """Several methods' :class:`Attribution` of the same images and targets, by method name
-    (in the order asked); draws them side by side. ``skipped``: method -> why it does not apply
-    to this model (shown as "n/a: why")."""
+    (in the order asked); draws them side by side. ``not_applicable``: method -> why it does not
+    apply to this model (shown as "n/a: why")."""
 
-    def __init__(self, results=(), skipped=None):
+    def __init__(self, results=(), not_applicable=None):
         super().__init__(results)
-        self.skipped = dict(skipped or {})
+        self.not_applicable = dict(not_applicable or {})
 
     def to_dict(self) -> dict:
         return {"methods": [result.to_dict() for result in self.values()],
-                "skipped": [{"method": name, "why": why} for name, why in self.skipped.items()]}
+                "not_applicable": [{"method": name, "why": why} for name, why in self.not_applicable.items()]}
 
     def __repr__(self) -> str:
         first = next(iter(self.values()), None)
         images = len(first.attribution) if first is not None else 0
-        skipped = f"; n/a: {', '.join(self.skipped)}" if self.skipped else ""
+        skipped = f"; n/a: {', '.join(self.not_applicable)}" if self.not_applicable else ""
         return f"Attributions({', '.join(self)}; {images} images{skipped})"
 
 
@@ -152,8 +155,8 @@ def attributions(
     model,
     images,
     target=None,
-    methods: Sequence[str] = METHODS,
     *,
+    methods: Sequence[str] = DEFAULT_METHODS,
     layer=None,
     steps: int = 32,
     samples: int = 16,
@@ -166,7 +169,7 @@ def attributions(
 
     Args:
         model, images, target: as for :func:`saliency`.
-        methods: names of ``METHODS``, in the order to show them.
+        methods: names of ``METHODS``, in the order to show them (default ``DEFAULT_METHODS``).
         layer: the layer for Grad-CAM (default: the last layer with spatial maps that runs once).
         steps: integration steps of integrated gradients.
         samples, noise: SmoothGrad's noisy copies and their standard deviation, as a fraction of
@@ -491,7 +494,7 @@ class SanityCheck(Shows):
 
 
 def sanity_check(
-    model, images, method: str = "gradient", target=None, *, stages: int | None = None, seed: int = 0, **options,
+    model, images, target=None, *, method: str = "gradient", stages: int | None = None, seed: int = 0, **options,
 ) -> SanityCheck:
     """Re-initialise the model's layers from the top down, on a copy, and see the attribution change.
 
@@ -503,7 +506,7 @@ def sanity_check(
     never touched.
 
     Args:
-        model, images, method, target: as for :func:`saliency` (one method; the target is fixed to
+        model, images, target, method: as for :func:`saliency` (one method; the target is fixed to
             what the original model explains, so randomisation does not change it).
         stages: at most this many stages, spread evenly over the layers (default: every layer).
         seed: the seed of the re-initialisation.
@@ -518,7 +521,7 @@ def sanity_check(
         raise CnnvizError("stages must be at least 1")
     # also the copies: made in inference mode, their parameters would be inference tensors
     with gradients_on(None if method == "occlusion" else model):
-        original = saliency(model, images, target, method, **options)
+        original = saliency(model, images, target, method=method, **options)
         module, _ = unwrap(model)
         groups = _layers_top_down(module, original.inputs[:1])
         if not groups:
@@ -534,7 +537,7 @@ def sanity_check(
                 for group in groups[:cut]:
                     for name in group:
                         copy_model.get_submodule(name).reset_parameters()
-            randomised = saliency(_with_metadata(model, copy_model), original.inputs, fixed_targets, method, **options)
+            randomised = saliency(_with_metadata(model, copy_model), original.inputs, fixed_targets, method=method, **options)
             maps.append(randomised.absolute_map())
             correlations.append(mean_rank_correlation(maps[0], maps[-1]))
             layers.append(groups[cut - 1][0])

@@ -13,8 +13,10 @@ Example::
     >>> import cnnviz
     >>> loaded = cnnviz.load_model("builtin:photos")
     >>> [link] = cnnviz.connections(loaded, ["features.0", "features.3"])
-    >>> link.strength.shape                    # 16 x 16: features.3's channels x features.0's
-    >>> link.strongest_inputs(5)               # [(channel of features.0, strength), ...], strongest first
+    >>> link.strength.shape                    # features.3's channels x features.0's
+    torch.Size([16, 16])
+    >>> len(link.strongest_inputs(5))          # [(channel of features.0, strength), ...], strongest first
+    5
 """
 from __future__ import annotations
 
@@ -49,39 +51,70 @@ class Connection(Shows):
     Attributes:
         source, target: the two layer references (``source`` runs first).
         strength: ``C_target x C_source``, non-negative: the L2 norm of the kernel that joins each
-            pair, or over several convolutions the sum over paths of the products of those norms.
+            pair, or over several convolutions the sum over paths of the products of those norms;
+            ``None`` where the two layers are not linked by weights (``why`` says why).
         through: the convolutions whose weights make the links, in run order.
+        why: the reason there is no link (a module between them mixes channels other than by a
+            convolution, a side branch, ...), else ``None``.
     """
 
     source: str
     target: str
-    strength: torch.Tensor
+    strength: torch.Tensor | None
     through: list[str]
+    why: str | None = None
+
+    @property
+    def linked(self) -> bool:
+        """Whether the layers are linked by weights (else ``why`` says why not)."""
+        return self.strength is not None
 
     def strongest_inputs(self, channel: int, count: int = 5) -> list[tuple[int, float]]:
         """The ``source`` channels that feed ``target`` channel ``channel`` most: ``(channel, strength)``, strongest first."""
-        return _strongest(self.strength[channel], count)
+        return _strongest(self._strength()[channel], count)
 
     def strongest_outputs(self, channel: int, count: int = 5) -> list[tuple[int, float]]:
         """The ``target`` channels that ``source`` channel ``channel`` feeds most: ``(channel, strength)``, strongest first."""
-        return _strongest(self.strength[:, channel], count)
+        return _strongest(self._strength()[:, channel], count)
+
+    def _strength(self) -> torch.Tensor:
+        if self.strength is None:
+            raise CnnvizError(f"{self.source} and {self.target} are not linked by weights: {self.why}")
+        return self.strength
 
     @property
     def how(self) -> str:
+        if self.strength is None:
+            return f"not linked: {self.why}"
         if len(self.through) == 1:
             return f"the L2 norm of {self.through[0]}'s kernel between the two channels"
         return (f"the sum over paths through {', '.join(self.through)} of the products of their kernels' "
                 "L2 norms")
 
     def _summary(self) -> str:
+        if self.strength is None:
+            return f"{self.source} -> {self.target}: none, {self.why}"
         return f"{self.source} -> {self.target}: {tuple(self.strength.shape)} by {self.how}"
 
     def to_dict(self) -> dict:
         return {"source": self.source, "target": self.target, "through": self.through, "how": self.how,
-                "strength": self.strength.tolist()}
+                "strength": None if self.strength is None else self.strength.tolist(), "why": self.why}
 
 
-def connections(model, layers: Sequence[Reference]) -> list[Connection | str]:
+class Connections(Shows, list):
+    """The :class:`Connection` of each pair of neighbouring layers given to :func:`connections`,
+    in order; a pair without a link by weights has ``linked`` false and its reason in ``why``.
+    Draws the strengths of the linked pairs side by side."""
+
+    def to_dict(self) -> list[dict]:
+        return [link.to_dict() for link in self]
+
+    def _summary(self) -> str:
+        linked = sum(link.linked for link in self)
+        return f"{len(self)} pairs, {linked} linked by weights"
+
+
+def connections(model, layers: Sequence[Reference]) -> Connections:
     """The weight links between each pair of neighbouring layers of ``layers``.
 
     Args:
@@ -89,8 +122,8 @@ def connections(model, layers: Sequence[Reference]) -> list[Connection | str]:
         layers: two or more whole layers, in the order they run.
 
     Returns:
-        One entry per neighbouring pair: a :class:`Connection`, or a sentence saying why the pair
-        has none (a module between them mixes channels other than by a convolution, such as a
+        :class:`Connections`, one :class:`Connection` per neighbouring pair; where the pair has no
+        link by weights, its ``why`` says why (a module between them mixes channels other than by a convolution, such as a
         ``Linear``; what runs between them is not one chain, each module taking what the one before
         gave, as where a squeeze-excite gate or a residual shortcut branches off; the later layer
         is not reached through a convolution; a TorchScript model). An addition written in ``forward`` that joins
@@ -100,13 +133,24 @@ def connections(model, layers: Sequence[Reference]) -> list[Connection | str]:
     refs = resolve_all(model, list(layers))
     if any(ref.channel is not None for ref in refs):
         raise CnnvizError("connections are between whole layers; give layers without a channel")
-    if len(refs) < 2:
-        return []
+    pairs = list(zip(refs, refs[1:]))
     if isinstance(module, torch.jit.ScriptModule):
-        return ["a TorchScript model's layers run outside Python, so what joins them is not known"] * (len(refs) - 1)
+        why = "a TorchScript model's layers run outside Python, so what joins them is not known"
+        return Connections(unlinked(str(source), str(target), why) for source, target in pairs)
+    if not pairs:
+        return Connections()
     order, shapes = _run_order(model, module)
     modules = dict(module.named_modules())
-    return [_link(source, target, order, shapes, modules) for source, target in zip(refs, refs[1:])]
+    links = Connections()
+    for source, target in pairs:
+        link = _link(source, target, order, shapes, modules)
+        links.append(unlinked(str(source), str(target), link) if isinstance(link, str) else link)
+    return links
+
+
+def unlinked(source: str, target: str, why: str) -> Connection:
+    """The :class:`Connection` of two layers that are not linked by weights, with the reason."""
+    return Connection(source, target, None, [], why)
 
 
 def _run_order(model, module: nn.Module):

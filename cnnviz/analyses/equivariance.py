@@ -39,7 +39,7 @@ from cnnviz.errors import CnnvizError
 from cnnviz.core.model import preprocessing_of, unwrap
 from cnnviz.core.probe import probe
 from cnnviz.core.references import Reference, resolve_all
-from cnnviz.analyses.receptive_field import receptive_field
+from cnnviz.analyses.receptive_field import receptive_fields
 from cnnviz.inputs.batches import stack_images
 
 TRANSFORMS = ("translation", "rotation", "scale")
@@ -128,7 +128,7 @@ def equivariance(
     if not 0 <= border < 0.5:
         raise CnnvizError(f"border must be a fraction in [0, 0.5), not {border}")
     height, width = inputs.shape[-2:]
-    fields = receptive_field(model, input_size=(height, width))
+    fields = receptive_fields(model, input_size=(height, width))
     names = ([layer] if isinstance(layer, (str, torch.nn.Module)) else list(layer)) if layer is not None else (
         _default_layers(module, fields))
     resolved = resolve_all(model, names)

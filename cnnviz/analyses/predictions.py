@@ -10,6 +10,7 @@ Example::
 """
 from __future__ import annotations
 
+import html
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ from dataclasses import dataclass, field
 import torch
 from PIL import Image
 
+from cnnviz.core.display import Shows
 from cnnviz.errors import CnnvizError
 from cnnviz.inputs.batches import image_batches, names, no_images_message
 from cnnviz.core.model import non_finite_parameter, preprocessing_of, unwrap
@@ -50,9 +52,10 @@ class Prediction:
                 "top": [{"index": i, "class": n, "probability": round(v, 6)} for i, n, v in self.classes]}
 
 
-@dataclass
-class Predictions:
-    """Predictions for several images, and the files that could not be read."""
+@dataclass(repr=False)
+class Predictions(Shows):
+    """Predictions for several images, and the files that could not be read. Shows itself in a
+    notebook as a table (and ``plot()`` as bars of each image's top classes)."""
 
     predictions: list[Prediction]
     skipped: list[str] = field(default_factory=list)
@@ -76,6 +79,16 @@ class Predictions:
 
     def __str__(self) -> str:
         return "\n".join(str(p) for p in self.predictions)
+
+    def _repr_html_(self) -> str:
+        rows = "".join(
+            f"<tr><td>{html.escape(p.source)}</td><td>"
+            + ", ".join(html.escape(f"{name if name is not None else index} {value:.3f}") for index, name, value in p.classes)
+            + "</td></tr>"
+            for p in self.predictions
+        )
+        skipped = f"<caption>skipped: {html.escape(', '.join(self.skipped))}</caption>" if self.skipped else ""
+        return f"<table>{skipped}<thead><tr><th>image</th><th>top classes</th></tr></thead><tbody>{rows}</tbody></table>"
 
 
 def predict(
@@ -137,7 +150,7 @@ def _classify(model, inputs: torch.Tensor, sources: Sequence[str], class_names, 
             )
         raise CnnvizError(
             f"the model's output for {sources[bad] or f'image {bad}'} is not finite (NaN or infinity); check its "
-            "weights (cnnviz layers) and its input preprocessing (--mean, --std)"
+            "weights (cnnviz layers) and its input preprocessing (mean=..., std=...)"
         )
     if class_names and len(class_names) != logits.shape[1] and logits.shape[1] != 1:
         raise CnnvizError(

@@ -161,6 +161,10 @@ class LayerStatistics(Shows):
             "histogram": [int(v) for v in self.histogram.sum(axis=0)],
         }
 
+    def to_dict(self) -> dict:
+        """JSON-ready: the layer's summary and one row per channel (an entry of :meth:`Statistics.to_dict`)."""
+        return {**self.layer_summary(), "per_channel": self.channel_table()}
+
     def channel_table(self) -> list[dict]:
         """One JSON-ready row per channel."""
         return [
@@ -275,7 +279,7 @@ class Statistics(Shows):
         return {
             "images": self.images,
             "skipped": self.skipped,
-            "layers": [{**layer.layer_summary(), "per_channel": layer.channel_table()} for layer in self.layers.values()],
+            "layers": [layer.to_dict() for layer in self.layers.values()],
         }
 
     def to_arrays(self) -> dict[str, np.ndarray]:

@@ -18,11 +18,12 @@ from dataclasses import dataclass, replace
 import torch
 from torch import nn
 
+from cnnviz.core.display import Shows
 from cnnviz.errors import CnnvizError, first_line
 from cnnviz.core.model import input_size_pair, preprocessing_of, unwrap
 from cnnviz.core.probe import probe
 from cnnviz.core.references import Reference, resolve_all
-from cnnviz.analyses.receptive_field import receptive_field
+from cnnviz.analyses.receptive_field import receptive_fields as every_receptive_field
 
 
 @dataclass(frozen=True)
@@ -77,7 +78,10 @@ class LayerRow:
 
 
 class LayerTable(list):
-    """A list of :class:`LayerRow` that also looks rows up by name and shows itself as a table."""
+    """A list of :class:`LayerRow` that also looks rows up by name and shows itself as a table
+    (text, and HTML in a notebook); ``plot()`` draws channels and map sizes by depth."""
+
+    plot = Shows.plot
 
     def __init__(
         self, rows: Sequence[LayerRow], input_shape: tuple[int, ...], total_params: int, notes: Sequence[str] = ()
@@ -124,21 +128,27 @@ class LayerTable(list):
         lines.append(f"{len(self)} {noun}, {self.total_params:,} parameters, input {shape}")
         return "\n".join(lines)
 
-
     def _repr_html_(self) -> str:
-        head = "".join(f"<th>{h}</th>" for h in ("layer", "type", "output shape", "calls", "params"))
+        """The same table as HTML (for a notebook), the receptive-field column included when computed."""
+        fields = any(r.receptive_fields is not None for r in self)
+        header = ("layer", "type", "output shape", "calls", "params") + (("receptive field",) if fields else ())
+        head = "".join(f"<th>{h}</th>" for h in header)
         body = "".join(
             "<tr>" + "".join(
                 f"<td>{html.escape(str(c))}</td>"
                 for c in (r.name, r.type, r.shape_text, r.calls, f"{r.params:,}")
+                + ((r.receptive_field_text,) if fields else ())
             ) + "</tr>"
             for r in self
         )
-        return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+        shape = "x".join(str(s) for s in self.input_shape)
+        caption = html.escape(f"{len(self)} layers, {self.total_params:,} parameters, input {shape}")
+        return f"<table><caption>{caption}</caption><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
 def layer_table(
     model,
+    *,
     input_size: int | Sequence[int] | None = None,
     layer: Reference | Sequence[Reference] | None = None,
     receptive_fields: bool = False,
@@ -203,8 +213,7 @@ def layer_table(
     modules = dict(module.named_modules())
     fields = None
     if receptive_fields:
-
-        fields = receptive_field(model, input_size=(height, width))
+        fields = every_receptive_field(model, input_size=(height, width))
     rows = []
     for name in wanted if wanted is not None else names + [""]:
         calls = shapes.get(name, [])

@@ -18,7 +18,7 @@ def receptive_field(fields, image: torch.Tensor | None = None, layers: Sequence[
     """Draw the theoretical region of the centre unit of several layers as boxes on an image.
 
     Args:
-        fields: a :class:`cnnviz.ReceptiveFields` (``cnnviz.receptive_field(model)``).
+        fields: a :class:`cnnviz.ReceptiveFields` (``cnnviz.receptive_fields(model)``).
         image: ``3 x H x W`` in [0, 1] at the fields' input size (e.g. ``display_image`` of a model
             input); a grey canvas without it.
         layers: which layers (default: up to 8 grid layers spread over the depth, each with a
@@ -48,6 +48,12 @@ def receptive_field(fields, image: torch.Tensor | None = None, layers: Sequence[
     extent = [-0.5, width - 0.5, -0.5, height - 0.5]
     for colour, name in zip(colours, layers):
         rf = fields[name]
+        if rf.box is not None and rf.stride is None:  # one neuron: its own region
+            top, left, bottom, right = rf.box
+            extent = [min(extent[0], left - 0.5), max(extent[1], right + 0.5), min(extent[2], top - 0.5), max(extent[3], bottom + 0.5)]
+            axis.add_patch(patches.Rectangle((left - 0.5, top - 0.5), right - left + 1, bottom - top + 1, fill=False,
+                                             edgecolor=colour, linewidth=1.8, label=f"{name}: {rf.text}"))
+            continue
         if rf.kind != "grid":
             axis.add_patch(patches.Rectangle((-0.5, -0.5), width, height, fill=False, edgecolor=colour, linewidth=2.5,
                                              label=f"{name}: whole input"))
@@ -66,6 +72,14 @@ def receptive_field(fields, image: torch.Tensor | None = None, layers: Sequence[
         axis.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
     axis.set_title(f"theoretical receptive field of the centre unit (input {height}x{width}, dashed)", fontsize=9)
     return figure
+
+
+def one_receptive_field(field, image: torch.Tensor | None = None) -> Figure:
+    """Draw one :class:`cnnviz.ReceptiveField` (of a layer's centre unit, or of a neuron) as a box
+    on an image, as :func:`receptive_field` draws several."""
+    from cnnviz.analyses.receptive_field import ReceptiveFields
+
+    return receptive_field(ReceptiveFields({field.layer: field}, field.input_size, field.notes), image, [field.layer])
 
 
 def _map_size(rf, height: int, width: int) -> tuple[int, int]:

@@ -5,7 +5,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 
-from cnnviz.analyses.attribution import METHODS as KNOWN
+from cnnviz.analyses.attribution import DEFAULT_METHODS as METHODS, METHODS as KNOWN
 from cnnviz.errors import CnnvizError
 
 
@@ -13,9 +13,6 @@ MANY_CONVOLUTIONS = 12  # above this, the default is a subset of the convolution
 
 
 SUBSET = 8
-
-
-METHODS = ("gradient", "smoothgrad", "integrated_gradients", "guided_backprop", "gradcam", "occlusion")
 
 
 IMAGES_PER_ATTRIBUTION_FIGURE = 4

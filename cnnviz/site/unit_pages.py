@@ -124,8 +124,8 @@ def _linked(content: SiteContent, link_index: int, channel: int, direction: str)
         return None
     link = content.links[link_index]
     other = content.layers[link_index] if direction == "inputs" else content.layers[link_index + 1]
-    if isinstance(link, str):
-        return {"layer": other, "why": link, "units": []}
+    if isinstance(link, str) or not link.linked:
+        return {"layer": other, "why": link if isinstance(link, str) else link.why, "units": []}
     pairs = link.strongest_inputs(channel, LINKS) if direction == "inputs" else link.strongest_outputs(channel, LINKS)
     shown = set(content.shown.get(other, []))
     units = []

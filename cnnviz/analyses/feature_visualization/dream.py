@@ -81,8 +81,8 @@ def dream(
     model,
     image: str | os.PathLike | Image.Image | torch.Tensor,
     layer: str | Sequence[str],
-    weights: Sequence[float] | None = None,
     *,
+    weights: Sequence[float] | None = None,
     octaves: int = 4,
     scale: float = 1.4,
     iterations: int = 10,
@@ -139,7 +139,7 @@ def dream(
         sizes = [size for size in sizes[:-1] if _runs_at(model, names, preprocessing.channels, size)] + sizes[-1:]
         smallest = min(min(size) for size in sizes)
         if tile < smallest and not _runs_at(model, names, preprocessing.channels, (tile, tile)):
-            raise CnnvizError(f"tiles of {tile} px are too small for {', '.join(names)}; give a larger --tile")
+            raise CnnvizError(f"tiles of {tile} px are too small for {', '.join(names)}; give a larger tile=...")
     set_progress_total(progress, len(sizes) * iterations)
     # the allocator is left as the caller has it (see cnnviz.reuse_freed_memory)
     # the passes run on a copy with each batch normalisation folded into its convolution (the same function)

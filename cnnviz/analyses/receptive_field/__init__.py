@@ -1,6 +1,6 @@
 """Receptive fields: which input pixels a unit can see.
 
-**Theoretical** (:func:`receptive_field`): one forward pass of a random image, during which a
+**Theoretical** (:func:`receptive_field` of one layer, :func:`receptive_fields` of every layer): one forward pass of a random image, during which a
 :class:`torch.overrides.TorchFunctionMode` follows, for every element of every tensor, the box of
 input pixels it depends on. Each operation maps boxes exactly: a convolution or pooling takes the
 union of the boxes under its (dilated, strided, padded, ceil-mode) window over its input channels,
@@ -38,7 +38,7 @@ The package, by file:
 =====================  ===================================================================
 ``results.py``         the result types: :class:`ReceptiveField`, :class:`ReceptiveFields`,
                        :class:`EffectiveReceptiveField`
-``theoretical.py``     :func:`receptive_field` and :func:`unit_boxes`: trace, then summarise
+``theoretical.py``     :func:`receptive_field(s)` and :func:`unit_boxes`: trace, then summarise
                        the per-element boxes into size, stride and offset
 ``tracer.py``          the tracing mode and the traced forward pass (hooks on every layer)
 ``rules.py``           the table of rules: per operation, input boxes -> output boxes
@@ -49,9 +49,9 @@ The package, by file:
 """
 from cnnviz.analyses.receptive_field.effective import effective_receptive_field
 from cnnviz.analyses.receptive_field.results import EffectiveReceptiveField, Pair, ReceptiveField, ReceptiveFields
-from cnnviz.analyses.receptive_field.theoretical import receptive_field, unit_boxes
+from cnnviz.analyses.receptive_field.theoretical import receptive_field, receptive_fields, unit_boxes
 
 __all__ = [
     "EffectiveReceptiveField", "Pair", "ReceptiveField", "ReceptiveFields", "effective_receptive_field",
-    "receptive_field", "unit_boxes",
+    "receptive_field", "receptive_fields", "unit_boxes",
 ]

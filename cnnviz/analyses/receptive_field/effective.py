@@ -17,27 +17,28 @@ from cnnviz.inputs.batches import stack_images
 from cnnviz.inputs.images import display_image
 
 
-def effective_receptive_field(model, layer: Reference, images, *, max_images: int = 16) -> EffectiveReceptiveField:
+def effective_receptive_field(model, images, target: Reference, *, max_images: int = 16) -> EffectiveReceptiveField:
     """The effective receptive field (Luo et al., 2016) of the centre unit of a layer.
 
-    The gradient of the unit (the layer's channels summed, or the channel of ``layer``) with respect
+    The gradient of the unit (the layer's channels summed, or the channel of ``target``) with respect
     to the input, in absolute value, summed over input channels and averaged over the images.
 
     Args:
         model: an ``nn.Module`` or :class:`cnnviz.LoadedModel` (left exactly as it was).
-        layer: a layer (``"features.10"``), a channel (``"features.10:5"``) or a neuron
-            (``"features.10:5@3,3"``; without a position the centre unit is used).
         images: model inputs ``N x C x H x W`` or an image spec (``samples``, a folder, a file;
             a ``C x H x W`` tensor is one image in [0, 1]).
+        target: a layer (``"features.10"``), a channel (``"features.10:5"``) or a neuron
+            (``"features.10:5@3,3"``; without a position the centre unit is used).
         max_images: use at most this many images.
 
     Example::
 
-        erf = cnnviz.effective_receptive_field(cnnviz.load_model("builtin:photos"), "features.13", "samples")
-        erf.radius_50, erf.theoretical.size
+        >>> erf = cnnviz.effective_receptive_field(cnnviz.load_model("builtin:photos"), "samples", "features.13")
+        >>> erf.theoretical.size
+        (16, 16)
     """
     inputs, _ = stack_images(images, preprocessing_of(model), limit=max_images)
-    resolved = resolve_all(model, [layer])[0]
+    resolved = resolve_all(model, [target])[0]
     layer = resolved.layer_text if not resolved.is_output else "logits"  # the layer's name, without a unit
     # gradients whatever the caller's mode (a notebook may sit in torch.no_grad() or torch.inference_mode())
     with gradients_on(model), probe(model, [layer], keep_graph=True) as recorder:

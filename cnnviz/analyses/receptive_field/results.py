@@ -17,7 +17,7 @@ Pair = tuple[int, int]
 
 
 @dataclass(frozen=True)
-class ReceptiveField:
+class ReceptiveField(Shows):
     """The theoretical receptive field of the units of one layer (or one channel or neuron).
 
     Attributes:

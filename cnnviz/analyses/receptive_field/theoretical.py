@@ -19,19 +19,19 @@ from cnnviz.core.references import Reference, resolve_all
 from cnnviz.errors import CnnvizError
 
 
-def receptive_field(model, layer: Reference | None = None, *, input_size: int | Sequence[int] | None = None):
-    """The theoretical receptive field of a layer, channel or neuron, or of every layer.
+def receptive_field(model, target: Reference, *, input_size: int | Sequence[int] | None = None) -> ReceptiveField:
+    """The theoretical receptive field of a layer, channel or neuron (every layer's:
+    :func:`receptive_fields`).
 
     Args:
         model: an ``nn.Module`` or :class:`cnnviz.LoadedModel` (left exactly as it was).
-        layer: a layer reference (``"layer4"``, ``"features.10:5"``, ``"features.10:5@3,3"``,
-            ``"logits"``); ``None`` for every layer.
+        target: a layer reference (``"layer4"``, ``"features.10:5"``, ``"features.10:5@3,3"``,
+            ``"logits"``).
         input_size: ``H`` or ``(H, W)`` of the input; by default the model's input size. Sizes
             matter for ceil-mode and adaptive pooling and for which units see the whole input.
 
     Returns:
-        A :class:`ReceptiveField`, or for ``layer=None`` a :class:`ReceptiveFields` mapping every
-        layer reference (each call of a module that runs several times) to one, in run order.
+        A :class:`ReceptiveField`.
 
     Raises:
         CnnvizError: a bad reference, a layer inside a TorchScript model (whose code cannot be
@@ -40,9 +40,34 @@ def receptive_field(model, layer: Reference | None = None, *, input_size: int | 
 
     Example::
 
-        rf = cnnviz.receptive_field(torchvision.models.vgg16(), "features.29")
-        rf.size, rf.stride, rf.offset        # ((212, 212), (16, 16), (-90, -90))
+        >>> import cnnviz
+        >>> rf = cnnviz.receptive_field(cnnviz.load_model("builtin:photos"), "features.13")
+        >>> rf.size, rf.stride, rf.offset
+        ((16, 16), (4, 4), (-6, -6))
     """
+    if target is None:
+        raise CnnvizError("receptive_field takes one layer, channel or neuron; every layer's: cnnviz.receptive_fields(model)")
+    return _fields(model, target, input_size)
+
+
+def receptive_fields(model, *, input_size: int | Sequence[int] | None = None) -> ReceptiveFields:
+    """The theoretical receptive field of every layer (each call of a module that runs several
+    times), in run order: a :class:`ReceptiveFields` mapping each layer reference to its
+    :class:`ReceptiveField`, which prints as a table and draws as boxes on an image.
+
+    Args:
+        model, input_size: as for :func:`receptive_field`.
+
+    Example::
+
+        >>> fields = cnnviz.receptive_fields(cnnviz.load_model("builtin:photos"))
+        >>> fields["features.13"].size
+        (36, 36)
+    """
+    return _fields(model, None, input_size)
+
+
+def _fields(model, layer, input_size):
     module, _ = unwrap(model)
     if isinstance(module, torch.jit.ScriptModule):
         return _measured_output_field(model, layer, input_size)
