@@ -21,6 +21,7 @@ from cnnviz.cli.inspect import activations, kernels, stats
 from cnnviz.cli.visualize import dream, maximize
 from cnnviz.cli.layers import layers
 from cnnviz.cli.lecture import conv_arithmetic, conv_matrix, equivariance, rf
+from cnnviz.cli.messages import cli_syntax
 from cnnviz.cli.options import echo, flush_notes, note
 from cnnviz.errors import CnnvizError, CnnvizWarning
 from cnnviz.core.memory import reuse_freed_memory
@@ -63,7 +64,8 @@ class CnnvizGroup(click.Group):
             rank = distributed.launcher_rank()
             if isinstance(error, distributed.RankFailed) and rank != 0:
                 sys.exit(EXIT_USER_ERROR)  # every rank has it: rank 0 prints it once
-            _fail(f"rank {rank}: {error}" if rank != 0 else str(error), EXIT_USER_ERROR)
+            message = cli_syntax(str(error), self._subcommand(arguments))  # Python keywords as options
+            _fail(f"rank {rank}: {message}" if rank != 0 else message, EXIT_USER_ERROR)
         except (KeyboardInterrupt, click.Abort):
             echo("interrupted", err=True)
             sys.exit(EXIT_INTERRUPTED)
@@ -77,6 +79,11 @@ class CnnvizGroup(click.Group):
             )
         sys.exit(0)
 
+    def _subcommand(self, arguments: list[str]) -> click.Command | None:
+        """The command named on the command line (its options name the library's keywords), if any."""
+        named = [a for a in arguments if a in self.commands]
+        return self.commands[named[0]] if named else None
+
 
 @contextlib.contextmanager
 def _warnings_as_notes():
@@ -87,7 +94,7 @@ def _warnings_as_notes():
 
         def show(message, category, filename, lineno, file=None, line=None):
             if issubclass(category, CnnvizWarning):
-                note(str(message))
+                note(str(message))  # the library's keywords as options (see note)
             else:
                 original(message, category, filename, lineno, file, line)
 

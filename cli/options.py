@@ -84,14 +84,20 @@ def output_locked(output):
 
 
 def load_for_cli(spec, weights, trusted, mean, std, input_size, device):
-    """Load a model; the library's warnings become notes (see cnnviz.cli.main)."""
+    """Load a model; the library's warnings become notes (see cnnviz.cli.main). Whatever is printed
+    to stdout meanwhile (torchvision's or timm's download lines, a model factory's own prints) goes
+    to stderr: stdout holds the command's output only (``--json`` stays JSON)."""
+    import contextlib
+    import sys
+
     import cnnviz
     from cnnviz.core.distributed import local_device
 
-    loaded = cnnviz.load_model(
-        spec, weights, trusted=trusted, mean=mean, std=std,
-        input_size=tuple(input_size) if input_size else None, device=local_device(device),
-    )
+    with contextlib.redirect_stdout(sys.stderr):
+        loaded = cnnviz.load_model(
+            spec, weights, trusted=trusted, mean=mean, std=std,
+            input_size=tuple(input_size) if input_size else None, device=local_device(device),
+        )
     if not loaded.preprocessing.known:
         note(
             f"the preprocessing of {loaded.spec} is unknown; assuming {loaded.preprocessing.describe()}. "
@@ -116,12 +122,16 @@ def echo(text: str = "", err: bool = False) -> None:
 
 
 def note(message: str) -> None:
-    """A one-line note for stderr, shown once the command has succeeded (an error stays one line)."""
+    """A one-line note for stderr, shown once the command has succeeded (an error stays one line).
+    The library's Python keywords in it are written as the command's options
+    (:func:`cnnviz.cli.messages.cli_syntax`)."""
+    from cnnviz.cli.messages import cli_syntax
+
     context = click.get_current_context(silent=True)
     if context is None:
         echo(f"note: {message}", err=True)
     else:
-        context.find_root().meta.setdefault("cnnviz.notes", []).append(message)
+        context.find_root().meta.setdefault("cnnviz.notes", []).append(cli_syntax(message, context.command))
 
 
 def flush_notes() -> None:

@@ -503,7 +503,7 @@ def test_a_render_too_large_for_the_memory_is_refused_before_any_pass(pattern_mo
     # 100000 x 100000 would need terabytes: refused at once, naming a size that fits
     with pytest.raises(CnnvizError, match=r"needs about \d+\.\d GiB .* render at (\d+)x\1 or less") as refused:
         cnnviz.maximize(pattern_model, "features.4:1", steps=1, size=100_000)
-    side = int(str(refused.value).rsplit("--size ", 1)[1].rstrip(")"))
+    side = int(str(refused.value).rsplit("(size=", 1)[1].rstrip(")"))
     assert 1000 < side < 100_000
     with pytest.raises(CnnvizError, match="needs about"):
         cnnviz.maximize(pattern_model, "logits:0", steps=1, size=(8, 10**6))

@@ -52,7 +52,7 @@ def inferred_input_size(module: nn.Module, channels: int) -> tuple[tuple[int, in
     if result[0] != DEFAULT:
         warnings.warn(
             f"{type(module).__name__} declares no input size; using {result[0][0]}x{result[0][1]} ({result[1]}). "
-            "Pass input_size=(H, W) (--input-size H W) to choose another",
+            "Pass input_size=(H, W) to choose another",
             CnnvizWarning, stacklevel=4,
         )
     return result

@@ -158,7 +158,7 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
                 f"unknown device {str(device)!r}; use cpu, cuda, cuda:N or auto"
             ) from None
     if chosen.type == "cuda" and not torch.cuda.is_available():
-        raise CnnvizError(f"device {device!s} asked for, but CUDA is not available here; use --device cpu")
+        raise CnnvizError(f"device {device!s} asked for, but CUDA is not available here; use device='cpu'")
     if chosen.type == "cuda" and chosen.index is not None and chosen.index >= torch.cuda.device_count():
         raise CnnvizError(
             f"device {device!s} does not exist; this machine has {torch.cuda.device_count()} CUDA "
@@ -168,7 +168,7 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
         torch.empty(0, device=chosen)
     except Exception as error:  # mps, xpu, ... without the hardware or the build
         raise CnnvizError(
-            f"device {device!s} is not usable here ({first_line(error)}); use --device cpu"
+            f"device {device!s} is not usable here ({first_line(error)}); use device='cpu'"
         ) from None
     return chosen
 
@@ -263,7 +263,7 @@ def with_input_size(preprocessing: Preprocessing, module: nn.Module) -> Preproce
 def _ignored(module: nn.Module, what: str, value) -> None:
     warnings.warn(
         f"{type(module).__name__} declares {what} = {value!r}, which cnnviz cannot use; ignored "
-        "(pass --mean/--std/--input-size instead)",
+        "(pass mean=..., std=... and input_size=... instead)",
         CnnvizWarning,
         stacklevel=5,
     )

@@ -314,8 +314,8 @@ def _register(module: nn.Module, name: str, hook):
     if isinstance(module, torch.jit.ScriptModule):  # hooks on TorchScript modules never fire
         raise CnnvizError(
             f"{name} belongs to a TorchScript model, whose layers cannot be hooked; only "
-            "'logits' can be read. Load the original nn.Module (e.g. package.module:factory "
-            "with --weights) to look inside"
+            "'logits' can be read. Load the original nn.Module (e.g. spec='package.module:factory' "
+            "with weights=...) to look inside"
         )
     return module.register_forward_hook(hook)
 

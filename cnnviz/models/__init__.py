@@ -151,7 +151,7 @@ def _with_weights(loaded: LoadedModel, weights, spec: str) -> LoadedModel:
     if weights is None:
         return loaded
     if isinstance(loaded.module, torch.jit.ScriptModule):
-        raise CnnvizError(f"{spec} is a TorchScript archive with its own weights; drop --weights")
+        raise CnnvizError(f"{spec} is a TorchScript archive with its own weights; drop weights=...")
     apply_state_dict(loaded.module, read_state_dict(weights), spec)
     loaded.weights = str(weights)
     return loaded

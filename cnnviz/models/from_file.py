@@ -40,7 +40,7 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     if _is_torchscript(path):
         raise CnnvizError(
             f"{path} is a TorchScript archive, which holds its own architecture and weights; "
-            "pass it as the model (--model PATH) without --weights"
+            f"pass it as the model (spec={str(path)!r}) without weights=..."
         )
     if path.suffix == ".safetensors":
         try:
@@ -94,7 +94,7 @@ def _load_whole_model(path: Path, trusted: bool) -> nn.Module:
         if not trusted:
             raise CnnvizError(
                 f"{path} is a fully pickled model{_naming(error, ' (it names {})')}; loading it runs code from "
-                "the file. If you trust its source, pass --trust-pickle (trusted=True in Python)"
+                "the file. If you trust its source, pass trusted=True"
             ) from None
         try:
             # The user vouched for this file (trusted=True): unpickling it runs its code.
@@ -112,8 +112,8 @@ def _load_whole_model(path: Path, trusted: bool) -> nn.Module:
     if isinstance(unwrap_checkpoint(content), Mapping):
         raise CnnvizError(
             f"{path} holds a state dict (weights only) with no architecture; name the architecture "
-            f"and pass the file as weights: --model torchvision:NAME --weights {path} "
-            "(or --model package.module:factory --weights ...)"
+            f"and pass the file as weights: spec='torchvision:NAME' with weights={str(path)!r} "
+            "(or spec='package.module:factory' with weights=...)"
         )
     raise CnnvizError(f"{path} holds a {type(content).__name__}, not a model")
 
@@ -136,7 +136,7 @@ def _torch_load_weights_only(path: Path):
         if "Unsupported global" in str(error):
             raise CnnvizError(
                 f"{path} holds pickled Python objects (a whole model?{_naming(error, ' it names {}')}), not a "
-                "state dict; to use a whole pickled model pass it as --model PATH --trust-pickle"
+                f"state dict; to use a whole pickled model pass it as the model (spec={str(path)!r}) with trusted=True"
             ) from None
         raise CnnvizError(_corrupt(path, error)) from None
     except Exception as error:

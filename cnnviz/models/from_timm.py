@@ -28,8 +28,8 @@ def load_timm(name: str, weights) -> LoadedModel:
     spec = f"timm:{name}"
     pretrained = weights is not None and not looks_like_path(weights)
     if pretrained and str(weights).upper() not in ("DEFAULT", "PRETRAINED"):
-        raise CnnvizError(f"{weights!r} is neither a file nor DEFAULT; for timm models --weights is DEFAULT "
-                          "(timm's pretrained weights, downloaded when online) or a path to a state-dict file")
+        raise CnnvizError(f"{weights!r} is neither a file nor DEFAULT; for timm models pass weights='DEFAULT' "
+                          "(timm's pretrained weights, downloaded when online) or the path of a state-dict file")
     try:
         module = timm.create_model(name, pretrained=pretrained)
     except Exception as error:  # no connection, no weights of that name on the hub, a broken cache
@@ -37,10 +37,10 @@ def load_timm(name: str, weights) -> LoadedModel:
             raise CnnvizError(f"timm could not build {name}: {first_line(error)[:200]}") from None
         raise CnnvizError(
             f"could not get the pretrained weights of {spec} ({first_line(error)[:160]}); timm downloads them once "
-            "from the Hugging Face hub, which needs a connection; offline, pass a state-dict file with --weights PATH"
+            "from the Hugging Face hub, which needs a connection; offline, pass a state-dict file: weights='PATH'"
         ) from error
     if weights is None:
-        warnings.warn(f"{spec} has random weights; pass --weights DEFAULT for timm's pretrained ones, or a "
+        warnings.warn(f"{spec} has random weights; pass weights='DEFAULT' for timm's pretrained ones, or a "
                       "state-dict file", CnnvizWarning, stacklevel=4)
     elif not pretrained:
         apply_state_dict(module, read_state_dict(weights), spec)

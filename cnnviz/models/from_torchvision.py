@@ -36,7 +36,7 @@ def load_torchvision(name: str, weights) -> LoadedModel:
     module = models.get_model(name, **_quiet_init(name))
     if weights is None:
         warnings.warn(
-            f"{spec} has random weights; pass weights='DEFAULT' (--weights DEFAULT) for the "
+            f"{spec} has random weights; pass weights='DEFAULT' for the "
             "pretrained ones, or a state-dict file",
             CnnvizWarning,
             stacklevel=4,
@@ -84,7 +84,7 @@ def _download_torchvision(name: str, chosen) -> nn.Module:
             f"could not get the {chosen} weights of torchvision:{name} ({first_line(error)[:160]}); "
             "torchvision downloads them once into its cache (torch.hub.get_dir()/checkpoints), which "
             "needs a connection, and a broken file there must be deleted; offline, pass a "
-            "state-dict file with --weights PATH"
+            "state-dict file: weights='PATH'"
         ) from error
 
 

@@ -163,7 +163,7 @@ def default_layers(model) -> list[str]:
     the depth (the first and the last included) when there are more than 12."""
     found = convolutions(model)
     if not found:
-        raise CnnvizError("this model has no convolution layers; name the layers to show with --layer")
+        raise CnnvizError("this model has no convolution layers; name the layers to show with layer=...")
     if len(found) <= MANY_CONVOLUTIONS:
         return found
     picks = sorted({round(i * (len(found) - 1) / (SUBSET - 1)) for i in range(SUBSET)})
@@ -252,7 +252,7 @@ class _Builder(Stages, ClassJobs, Jobs):
         if not layers:  # the default: convolutions that run in a forward pass
             chosen = [layer for layer in default_layers(self.loaded) if layer in ran]  # module names, as the table's
             if not chosen:
-                raise CnnvizError("no convolution of this model runs in a forward pass; name the layers with --layer")
+                raise CnnvizError("no convolution of this model runs in a forward pass; name the layers with layer=...")
             return chosen
         chosen = []
         for text in layers:

@@ -101,7 +101,7 @@ class ClassJobs:
                 continue
             results = attributions(self.loaded, [chunk[i] for i in picked], target=[targets[i] for i in picked],
                                    methods=list(s.methods), batch_size=s.batch_size)
-            skipped.update(getattr(results, "skipped", {}))
+            skipped.update(getattr(results, "not_applicable", {}))
             for place, i in enumerate(picked):
                 first = next(iter(results.values()))
                 unit = first.targets[place]
@@ -154,7 +154,7 @@ class ClassJobs:
             spec = spec.strip()
             top = re.fullmatch(r"top(\d+)", spec)
             if top and not 1 <= int(top.group(1)) <= TOP:
-                raise CnnvizError(f"--classes: {spec} asks for the best {top.group(1)} classes; give top1 to top{TOP}")
+                raise CnnvizError(f"classes=...: {spec} asks for the best {top.group(1)} classes; give top1 to top{TOP}")
             if not top and spec != "label" and self.class_count():
                 self._class_index(spec)
 
@@ -164,7 +164,7 @@ class ClassJobs:
             return int(spec)
         if self.class_names and _normal(spec) in {_normal(n) for n in self.class_names}:
             return [_normal(n) for n in self.class_names].index(_normal(spec))
-        raise CnnvizError(f"--classes: {spec!r} is not a class of this model; give top1, topN (N up to {TOP}), "
+        raise CnnvizError(f"classes=...: {spec!r} is not a class of this model; give top1, topN (N up to {TOP}), "
                           f"label, a class index below {count} or a class name")
 
     # -- classes ---------------------------------------------------------------------------------

@@ -383,7 +383,7 @@ def _view(model, plan: _Plan, canvas, robust, preprocessing, size) -> tuple[tupl
         if size != "auto" and tuple(canvas) != fixed:
             raise CnnvizError(
                 f"the model takes {fixed[0]}x{fixed[1]} inputs only (a {padded[0]}x{padded[1]} one does not run); "
-                f"render at that size: size='auto' or --size {fixed[0]} {fixed[1]}"
+                f"render at that size: size='auto' or size=({fixed[0]}, {fixed[1]})"
             )
         return fixed, fixed
     if check.input_size_runs and size == "auto":  # the automatic canvas does not run here: the model's size
@@ -394,7 +394,7 @@ def _view(model, plan: _Plan, canvas, robust, preprocessing, size) -> tuple[tupl
     if check.input_size_runs:
         raise CnnvizError(f"cannot render {plan.description} at {canvas[0]}x{canvas[1]} (the network sees "
                           f"{padded[0]}x{padded[1]} with the padding): {check.why}; give another size, e.g. the "
-                          f"model's own: --size {fixed[0]} {fixed[1]}")
+                          f"model's own: size=({fixed[0]}, {fixed[1]})")
     raise CnnvizError(f"cannot render {plan.description}: {check.why}")
 
 
@@ -451,7 +451,7 @@ def _check_memory(model, plan: _Plan, canvas, robust, preprocessing, device) -> 
             break
         if probe_size == (64, 64) and check_size(model, list(plan.layers), preprocessing.channels, (64, 64), fixed).fixed:
             raise CnnvizError(f"the model takes {fixed[0]}x{fixed[1]} inputs only; render at that size: size='auto' "
-                              f"or --size {fixed[0]} {fixed[1]}")
+                              f"or size=({fixed[0]}, {fixed[1]})")
     image = 4 * preprocessing.channels * 16  # the image, its spectrum, Adam's moments, the transforms
     per_pixel = (per_pixel or 0) + image
     available = available_memory(device)
@@ -461,7 +461,7 @@ def _check_memory(model, plan: _Plan, canvas, robust, preprocessing, device) -> 
     side = max(8, side // 8 * 8)
     raise CnnvizError(
         f"a {canvas[0]}x{canvas[1]} render needs about {per_pixel * pixels / 2**30:.1f} GiB for one image, and "
-        f"{available / 2**30:.1f} GiB of memory is free here; render at {side}x{side} or less (--size {side})"
+        f"{available / 2**30:.1f} GiB of memory is free here; render at {side}x{side} or less (size={side})"
     )
 
 
@@ -480,6 +480,6 @@ def _padding_offset(model, plan: _Plan, canvas, view, preprocessing) -> tuple[in
     if not (0 <= plan.ref.position[0] < inner_h and 0 <= plan.ref.position[1] < inner_w):
         raise CnnvizError(
             f"position {plan.ref.position[0]},{plan.ref.position[1]} is outside the {inner_h}x{inner_w} maps "
-            f"of {plan.ref.layer_text} at this size ({canvas[0]}x{canvas[1]}); pick a position inside or a larger --size"
+            f"of {plan.ref.layer_text} at this size ({canvas[0]}x{canvas[1]}); pick a position inside or a larger size=..."
         )
     return ((outer_h - inner_h) // 2, (outer_w - inner_w) // 2)

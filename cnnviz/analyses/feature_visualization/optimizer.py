@@ -13,7 +13,7 @@ def bf16_wanted(precision: str, device: torch.device) -> bool:
         return False
     available = torch.cuda.is_bf16_supported() if device.type == "cuda" else cpu_has_bf16()
     if precision == "bf16" and not available:
-        raise CnnvizError(f"bf16 is not supported on this {device.type}; use --precision fp32")
+        raise CnnvizError(f"bf16 is not supported on this {device.type}; use precision='fp32'")
     return available
 
 

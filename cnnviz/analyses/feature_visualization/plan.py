@@ -96,20 +96,20 @@ def plan(model, target, channels, objective, count, class_names, negative=False,
                      diverse=diverse)
     if ref.channel is not None:
         if channels is not None:
-            raise CnnvizError(f"{target!r} already names a channel; drop channels")
+            raise CnnvizError(f"{target!r} already names a channel; drop channels=...")
         chosen = [ref.channel]
     else:
         if channels is None:
             raise CnnvizError(
-                f"{layer_text} is a whole layer: name a channel ('{layer_text}:5') or give channels "
-                "(channels='0-15', --channels 0-15)"
+                f"{layer_text} is a whole layer: name a channel ('{layer_text}:5') or give channels, "
+                "e.g. channels='0-15'"
             )
         chosen = channel_list(channels, channel_count(model, ref), "channel",
                               names=class_names if ref.is_output else None)
     if ref.position is not None and len(ref.position) != 2:
         raise CnnvizError("a neuron of a 2-D map needs a row and a column, e.g. features.12:5@3,4")
     if neuron and ref.is_output:
-        raise CnnvizError("a class has no map to take the centre of; drop neuron (--neuron) for logits")
+        raise CnnvizError("a class has no map to take the centre of; drop neuron=True for logits")
     at_centre = neuron and ref.position is None
     groups = [g for g in range(len(chosen)) for _ in range(diverse)]
     per_image = [chosen[g] for g in groups]

@@ -106,7 +106,7 @@ def real_responses(model, layer: str, kind: str, channels: list[int], images="sa
             sources += names(batch.sources, len(sources))
     if not responses:
         raise CnnvizError("no real image to compare the renders with: " + no_images_message(stream.skipped)
-                          + " (or reference=None, --reference none, to render without)")
+                          + " (or reference=None to render without)")
     table = torch.cat(responses)
     table = table[:, [0] * len(channels)] if kind == "direction" else table[:, channels]
     maxima, best = table.max(dim=0)
