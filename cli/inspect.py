@@ -97,6 +97,8 @@ def activations(loaded, image, layers, top, order, channels, scope, overlay, out
 @click.option("--layer", "-l", "layers", multiple=True, required=True, metavar="REF", help="A layer (repeatable).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
 @click.option("--top-k", type=click.IntRange(min=1, max=64), default=8, show_default=True, help="Exemplars per channel.")
+@click.option("--channels", "-c", metavar="SPEC",
+              help="The channels of the exemplar figures: 0-15, 3,5,9, all (default: the first 16).")
 @click.option("--bins", type=click.IntRange(min=4), default=128, show_default=True, help="Histogram bins (a multiple of 4).")
 @click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True,
               help="Processes decoding the image files while the model runs (0: the command's own).")
@@ -105,18 +107,21 @@ def activations(loaded, image, layers, top, order, channels, scope, overlay, out
                    "the same command run again after a kill goes on from there.")
 @click.option("--no-checkpoints", is_flag=True, help="Save no checkpoints (a killed run starts again).")
 @_output_option
-def stats(loaded, images, layers, batch_size, top_k, bins, workers, checkpoint_minutes, no_checkpoints, output) -> None:
+def stats(loaded, images, layers, batch_size, top_k, channels, bins, workers, checkpoint_minutes, no_checkpoints,
+          output) -> None:
     """Statistics of activations over a population of images, streamed.
 
     Per channel: mean, std, min, max, fraction positive and near zero, dead
     units, histograms (negative values kept) and the top images (exemplars).
     Writes stats.npz, stats.json and figures: histograms, per-channel
-    statistics, the colorful dimension across layers, exemplar grids.
+    statistics, the colorful dimension across layers, exemplar grids (of the
+    first 16 channels of each layer, or those of --channels).
 
     \b
     Examples:
       cnnviz stats --images samples --layer features.2 --layer features.26
       cnnviz stats -m torchvision:resnet18 -w DEFAULT -i photos/ -l layer1 -l layer4 -o out
+      cnnviz stats -i samples -l features.12 --channels 0-7,12
     """
     from tqdm import tqdm
 
@@ -124,6 +129,8 @@ def stats(loaded, images, layers, batch_size, top_k, bins, workers, checkpoint_m
     from cnnviz.core import distributed
     from cnnviz.inputs.batches import shard_images
 
+    if channels is not None:
+        _check_channels(loaded, layers, channels)  # said before the images are read, not after
     with distributed.launched(loaded):
         rank, size = distributed.rank_and_size()
         # under torchrun each rank streams its share; rank 0 shows them all and writes everything
@@ -139,7 +146,28 @@ def stats(loaded, images, layers, batch_size, top_k, bins, workers, checkpoint_m
     if result.resumed:
         note(f"went on from the checkpoints of an earlier run: {result.resumed} of the {result.images} images "
              "were not read again")
-    report = cnnviz.reports.statistics(result)
+    report = cnnviz.reports.statistics(result, channels=channels)
     for message in report.notes:
         note(message)
     _wrote(report.write(output, model=loaded.spec))
+
+
+def _check_channels(loaded, layers, channels: str) -> None:
+    """Refuse --channels that a layer does not have, from one dry run on a blank input (the layer's
+    output shape); a dry run that fails leaves the check to the figures."""
+    import torch
+
+    import cnnviz
+    from cnnviz.core.references import channel_list
+
+    blank = torch.zeros(1, loaded.preprocessing.channels, *loaded.preprocessing.input_size)
+    try:
+        outputs = cnnviz.capture(loaded, blank, list(dict.fromkeys(layers)))
+    except cnnviz.CnnvizError:
+        return  # a bad layer or input: cnnviz.statistics says what is wrong
+    for layer, output in outputs.items():
+        if isinstance(output, torch.Tensor) and output.dim() >= 2:
+            try:
+                channel_list(channels, output.shape[1])
+            except cnnviz.CnnvizError as error:
+                raise cnnviz.CnnvizError(f"{layer}: {error}") from None

@@ -12,8 +12,9 @@ from cnnviz.cli.options import wrote as _wrote
 @click.command()
 @model_options
 @click.option("--layer", "-l", "layers", multiple=True, metavar="REF",
-              help="Also compute the effective receptive field of this layer's centre unit (repeatable; "
-              "default: the deepest layer whose units do not see the whole input).")
+              help="A layer, channel or neuron to show (repeatable): its theoretical field, printed and drawn, "
+              "and its effective one. Default: every layer's field printed, several drawn, and the effective field "
+              "of the deepest layer whose units do not see the whole input.")
 @click.option("--images", "-i", multiple=True, callback=several_images, default=("samples",), show_default=True, metavar="DIR|samples",
               help="Images for the effective receptive field (a folder, samples, or an image; repeatable).")
 @click.option("--max-images", type=click.IntRange(min=1), default=8, show_default=True)
@@ -22,10 +23,11 @@ from cnnviz.cli.options import wrote as _wrote
 def rf(loaded, layers, images, max_images, as_json, output) -> None:
     """Receptive fields: theoretical and effective.
 
-    Prints, for every layer, the size of a unit's input region, the stride
-    (jump) between neighbouring units and the offset of unit (0, 0)'s region,
-    in input pixels; 'global' when units see the whole input. Draws the
-    regions of the centre unit of several layers on the first image, and the
+    Prints, for every layer (with --layer: for the layers named), the size of
+    a unit's input region, the stride (jump) between neighbouring units and
+    the offset of unit (0, 0)'s region, in input pixels; 'global' when units
+    see the whole input. Draws the regions of the centre unit of several
+    layers (with --layer: of the layers named) on the first image, and the
     effective receptive field (Luo et al., 2016: the mean input-gradient
     magnitude of a centre unit) with the theoretical box and the radii that
     hold 50% and 95% of its mass.
@@ -43,13 +45,13 @@ def rf(loaded, layers, images, max_images, as_json, output) -> None:
 
     from cnnviz.inputs.images import display_image
 
-    fields = cnnviz.receptive_field(loaded)
-    chosen = list(layers) or _default_layer(fields)
+    fields = _named_fields(loaded, layers) if layers else cnnviz.receptive_fields(loaded)
+    chosen = list(dict.fromkeys(layers)) or _default_layer(fields)
     inputs, _ = stack_images(images, loaded.preprocessing, limit=max_images)
     image = display_image(inputs[0], loaded.preprocessing)
     # everything is computed before anything is printed or written: a bad --layer leaves no output
-    effective = {name: cnnviz.effective_receptive_field(loaded, name, inputs, max_images=max_images) for name in chosen}
-    report = cnnviz.reports.receptive_fields(fields, image, effective)
+    effective = {name: cnnviz.effective_receptive_field(loaded, inputs, name, max_images=max_images) for name in chosen}
+    report = cnnviz.reports.receptive_fields(fields, image, effective, layers=list(fields) if layers else None)
     for message in fields.notes:
         note(message)
     if as_json:
@@ -59,6 +61,19 @@ def rf(loaded, layers, images, max_images, as_json, output) -> None:
     written = report.write(output, model=loaded.spec)
     if not as_json:
         _wrote(written)
+
+
+def _named_fields(loaded, layers):
+    """The theoretical fields of the layers (channels, neurons) named, in the order given, as a
+    :class:`cnnviz.ReceptiveFields` (a table and boxes of these only)."""
+    import cnnviz
+
+    named = {}
+    for reference in dict.fromkeys(layers):
+        field = cnnviz.receptive_field(loaded, reference)
+        named[field.layer] = field
+    notes = dict.fromkeys(message for field in named.values() for message in field.notes)
+    return cnnviz.ReceptiveFields(named, next(iter(named.values())).input_size, list(notes))
 
 
 def _default_layer(fields) -> list[str]:
@@ -150,7 +165,6 @@ def conv_matrix(kernel, values, stride, padding, dilation, output) -> None:
     from torch.nn import functional as F
 
     import cnnviz
-    from cnnviz.core import output as files
 
     weight, x = _matrix(kernel, "the kernel"), _matrix(values, "the input")
     if weight.dim() != x.dim():
@@ -168,21 +182,12 @@ def conv_matrix(kernel, values, stride, padding, dilation, output) -> None:
     echo(f"U @ x      = {product.tolist()}")
     echo(f"conv(x, k) = {reference.tolist()}")
     echo(f"U.T @ g equals the autograd gradient (g = 1, 2, ...): {bool(torch.allclose(backward, gradient))}")
-    from cnnviz.core.staging import staged
-
-    folder = files.output_folder(output)
-    files.check_writable([folder / "conv_matrix.png", folder / "conv_matrix.json"])
-    with staged(folder):  # the figure and its JSON appear together, or neither
-        written = [
-            files.save_figure(cnnviz.plots.conv_matrix(weight, x.shape, stride, padding, dilation, x=x),
-                              folder / "conv_matrix.png"),
-            files.write_json(folder / "conv_matrix.json", {
-                "kernel": weight.tolist(), "input": x.tolist(), "stride": stride, "padding": padding,
-                "dilation": dilation, "matrix": matrix.tolist(), "output": product.tolist(),
-                "conv2d": reference.tolist(), "backward_matches_autograd": bool(torch.allclose(backward, gradient)),
-            }),
-        ]
-    _wrote(written)
+    report = cnnviz.reports.conv_matrix(weight, x, stride=stride, padding=padding, dilation=dilation, data={
+        "kernel": weight.tolist(), "input": x.tolist(), "stride": stride, "padding": padding,
+        "dilation": dilation, "matrix": matrix.tolist(), "output": product.tolist(),
+        "conv2d": reference.tolist(), "backward_matches_autograd": bool(torch.allclose(backward, gradient)),
+    })
+    _wrote(report.write(output))  # the figure and its JSON (ending with its figures) appear together, or neither
 
 
 @click.command("conv-arithmetic")
@@ -198,7 +203,8 @@ def conv_arithmetic(input_size, kernel, stride, padding, dilation, positions, ou
 
     Draws the padded input, the dilated kernel's footprint for successive
     output units and the output grid; prints the output size,
-    floor((n + 2p - d(k - 1) - 1) / s) + 1 per dimension.
+    floor((n + 2p - d(k - 1) - 1) / s) + 1 per dimension. Writes
+    conv_arithmetic.png and conv_arithmetic.json.
 
     \b
     Examples:
@@ -207,14 +213,9 @@ def conv_arithmetic(input_size, kernel, stride, padding, dilation, positions, ou
       cnnviz conv-arithmetic -n 7 7 -k 3 3 -d 2 2
     """
     import cnnviz
-    from cnnviz.core import output as files
 
-    sizes = [cnnviz.conv_output_size(*args) for args in zip(input_size, kernel, stride, padding, dilation)]
-    figure = cnnviz.plots.conv_arithmetic(input_size, kernel, stride, padding, dilation, positions=positions)
-    echo(f"output {sizes[0]}x{sizes[1]}")
-    from cnnviz.core.staging import staged
-
-    folder = files.output_folder(output)
-    with staged(folder):
-        written = [files.save_figure(figure, folder / "conv_arithmetic.png")]
-    _wrote(written)
+    report = cnnviz.reports.conv_arithmetic(input_size, kernel, stride=stride, padding=padding, dilation=dilation,
+                                            positions=positions)
+    height, width = report.data["output_size"]
+    echo(f"output {height}x{width}")
+    _wrote(report.write(output))  # conv_arithmetic.png and conv_arithmetic.json, ending with its figures

@@ -74,14 +74,14 @@ def test_cli_commands_write_their_figures(tmp_path):
     assert result.exit_code == 0 and "output 3x3" in result.stdout
     result = invoke("rf", "--layer", "features.13", "--max-images", "2", "-o", str(tmp_path))
     assert result.exit_code == 0, result.stderr
-    assert "features.27   76    16      -30" in result.stdout
+    assert "features.13  16    4       -6" in result.stdout and "features.27" not in result.stdout  # the layer asked
     summary = json.loads((tmp_path / "receptive_fields.json").read_text())
-    assert summary["effective"][0]["unit"] == [8, 8] and summary["layers"][-1]["kind"] == "global"
+    assert summary["effective"][0]["unit"] == [8, 8] and [field["layer"] for field in summary["layers"]] == ["features.13"]
     result = invoke("equivariance", "-l", "features.0", "-l", "logits", "--shifts", "1", "--angles", "10",
                     "--scales", "0.9", "--max-images", "2", "-o", str(tmp_path))
     assert result.exit_code == 0, result.stderr
     assert {p.name for p in tmp_path.iterdir()} - {RECORD} == {
-        "conv_matrix.png", "conv_matrix.json", "conv_arithmetic.png", "receptive_fields.png",
+        "conv_matrix.png", "conv_matrix.json", "conv_arithmetic.png", "conv_arithmetic.json", "receptive_fields.png",
         "effective_rf_features.13.png", "receptive_fields.json", "equivariance.png", "equivariance.json"}
     result = invoke("layers", "--rf")
     assert result.exit_code == 0 and "receptive field" in result.stdout.splitlines()[0]

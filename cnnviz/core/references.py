@@ -461,3 +461,15 @@ def channel_list(spec, count: int, what: str = "channel", names: Sequence[str] |
     if not indices:
         raise CnnvizError(f"no {what}s chosen")
     return list(dict.fromkeys(indices))
+
+
+def channel_spec(indices: Sequence[int]) -> str:
+    """The spec that :func:`channel_list` reads back as ``indices``, runs written as ranges:
+    ``[0, 1, 2, 3, 7, 9, 10]`` -> ``"0-3,7,9-10"`` (the order kept)."""
+    runs: list[list[int]] = []
+    for index in indices:
+        if runs and index == runs[-1][1] + 1:
+            runs[-1][1] = index
+        else:
+            runs.append([index, index])
+    return ",".join(str(first) if first == last else f"{first}-{last}" for first, last in runs)

@@ -77,6 +77,34 @@ def conv_matrix(
     return figure
 
 
+def arithmetic(input_size, kernel_size, stride=1, padding=0, dilation=1) -> tuple[tuple[int, int], ...]:
+    """What :func:`conv_arithmetic` draws, checked: ``(input size, kernel size, stride, padding,
+    dilation, output size)``, each a (height, width) pair.
+
+    Raises:
+        CnnvizError: a size that is not positive, a kernel that does not fit, or more than
+            ``MAX_CELLS`` cells per side to draw.
+    """
+    size, kernel, strides, pads, dilations = (
+        per_dimension(v, 2, name) for v, name in ((input_size, "input_size"), (kernel_size, "kernel_size"),
+                                             (stride, "stride"), (padding, "padding"), (dilation, "dilation"))
+    )
+    if any(n < 1 for n in size):
+        raise CnnvizError(f"input_size must be positive, not {input_size}")
+    if any(n + 2 * p > MAX_CELLS for n, p in zip(size, pads)) or any(d * (k - 1) + 1 > MAX_CELLS for k, d in zip(kernel, dilations)):
+        raise CnnvizError(f"the drawing shows at most {MAX_CELLS} cells per side (padded input and dilated kernel); "
+                          "use a smaller example (the output size is conv_output_size's)")
+    out = tuple(conv_output_size(*args) for args in zip(size, kernel, strides, pads, dilations))
+    return size, kernel, strides, pads, dilations, out
+
+
+def arithmetic_units(output_size: Sequence[int], positions: int) -> list[tuple[int, int]]:
+    """The output units :func:`conv_arithmetic` shows, one panel each: the first ``positions`` in
+    row-major order (at least one)."""
+    units = [(i, j) for i in range(output_size[0]) for j in range(output_size[1])]
+    return units[:max(1, positions)]
+
+
 def _grid_lines(axis, rows: int, columns: int) -> None:
     if rows * columns > 4000:
         return
@@ -123,18 +151,8 @@ def conv_arithmetic(
 
         figure = cnnviz.plots.conv_arithmetic(5, 3, stride=2, padding=1)   # output 3 x 3
     """
-    size, kernel, strides, pads, dilations = (
-        per_dimension(v, 2, name) for v, name in ((input_size, "input_size"), (kernel_size, "kernel_size"),
-                                             (stride, "stride"), (padding, "padding"), (dilation, "dilation"))
-    )
-    if any(n < 1 for n in size):
-        raise CnnvizError(f"input_size must be positive, not {input_size}")
-    if any(n + 2 * p > MAX_CELLS for n, p in zip(size, pads)) or any(d * (k - 1) + 1 > MAX_CELLS for k, d in zip(kernel, dilations)):
-        raise CnnvizError(f"the drawing shows at most {MAX_CELLS} cells per side (padded input and dilated kernel); "
-                          "use a smaller example (the output size is conv_output_size's)")
-    out = [conv_output_size(*args) for args in zip(size, kernel, strides, pads, dilations)]
-    units = [(i, j) for i in range(out[0]) for j in range(out[1])]
-    chosen = units[:max(1, positions)]
+    size, kernel, strides, pads, dilations, out = arithmetic(input_size, kernel_size, stride, padding, dilation)
+    chosen = arithmetic_units(out, positions)
     figure = ShownFigure(figsize=(3.4 * len(chosen), 3.6), layout="constrained")
     axes = figure.subplots(1, len(chosen), squeeze=False)[0]
     padded = (size[0] + 2 * pads[0], size[1] + 2 * pads[1])

@@ -8,7 +8,10 @@ from matplotlib.figure import Figure
 from cnnviz.core.display import ShownFigure
 
 from cnnviz.plots.style import grid_shape, log_axis
-from cnnviz.core.references import channel_list
+from cnnviz.core.references import channel_list, channel_spec
+from cnnviz.errors import CnnvizError
+
+MAX_EXEMPLAR_CHANNELS = 16  # exemplars() shows the first 16 channels unless told which
 
 
 def statistics(statistics, columns: int = 3) -> Figure:
@@ -103,12 +106,19 @@ def colorful_dimension(statistics) -> Figure:
     return figure
 
 
-def exemplars(statistics, layer: str, channels=None, max_channels: int = 16) -> Figure:
+def exemplars(statistics, layer: str, channels=None, max_channels: int = MAX_EXEMPLAR_CHANNELS) -> Figure:
     """Dataset exemplars of one layer: for each channel (a row) its top images, cropped around the
-    position of the maximum, titled with the raw value."""
+    position of the maximum, titled with the raw value; the title says which channels are shown,
+    of how many.
 
+    Args:
+        statistics: a :class:`cnnviz.Statistics`.
+        layer: one of its layers.
+        channels: which channels (a spec such as ``"0-7,12"`` or ``"all"``, or indices); default
+            the first ``max_channels``.
+    """
     stats = statistics[layer]
-    chosen = channel_list(channels, stats.channels) if channels is not None else list(range(min(stats.channels, max_channels)))
+    chosen = exemplar_channels(statistics, layer, channels, max_channels)
     k = stats.exemplar_values.shape[1]
     figure = ShownFigure(figsize=(1.05 * k + 1.2, 1.15 * len(chosen) + 0.6), layout="constrained")
     axes = figure.subplots(len(chosen), k, squeeze=False)
@@ -125,7 +135,31 @@ def exemplars(statistics, layer: str, channels=None, max_channels: int = 16) -> 
         axes[row, 0].set_ylabel(f"ch {channel}" + (" dead" if stats.dead[channel] else ""), fontsize=7)
     size = stats.exemplar_crops.shape[-1]
     figure.suptitle(
-        f"{stats.layer}: top {k} of {statistics.images} images per channel ({size}x{size} crops around the maximum)",
+        f"{stats.layer}, {channels_shown(chosen, stats.channels)}: top {k} of {statistics.images} images per channel "
+        f"({size}x{size} crops around the maximum)",
         fontsize=10,
     )
     return figure
+
+
+def exemplar_channels(statistics, layer: str, channels=None, max_channels: int = MAX_EXEMPLAR_CHANNELS) -> list[int]:
+    """The channels :func:`exemplars` shows: ``channels`` (a spec such as ``"0-7,12"`` or
+    ``"all"``, or indices), by default the first ``max_channels`` of the layer.
+
+    Raises:
+        CnnvizError: a malformed spec, or a channel the layer does not have (the message names the layer).
+    """
+    count = statistics[layer].channels
+    if channels is None:
+        return list(range(min(count, max_channels)))
+    try:
+        return channel_list(channels, count)
+    except CnnvizError as error:
+        raise CnnvizError(f"{layer}: {error}") from None
+
+
+def channels_shown(shown, total: int) -> str:
+    """Which channels of how many: ``"all 16 channels"``, ``"channels 0-15 of 128"``, ``"channel 5 of 128"``."""
+    if list(shown) == list(range(total)):
+        return f"all {total} channels" if total != 1 else "its one channel"
+    return f"channel{'s' if len(shown) > 1 else ''} {channel_spec(shown)} of {total}"

@@ -7,7 +7,7 @@ writes it; ``report.items`` are its figures (:class:`Item`: file name, kind, cap
 value range, settings), drawn only when written. By file: ``report.py`` (the two types and the
 writing), ``inspect.py`` (kernels, activations, statistics), ``visualize.py`` (maximize, dream),
 ``attribution.py`` (attributions and sanity checks), ``lecture.py`` (receptive fields,
-equivariance).
+equivariance, convolution as a matrix, convolution arithmetic).
 
 Example::
 
@@ -16,11 +16,11 @@ Example::
 """
 from cnnviz.reports.attribution import attributions
 from cnnviz.reports.inspect import activations, kernels, statistics
-from cnnviz.reports.lecture import equivariance, receptive_fields
+from cnnviz.reports.lecture import conv_arithmetic, conv_matrix, equivariance, receptive_fields
 from cnnviz.reports.report import Item, Report
 from cnnviz.reports.visualize import dream, maximize
 
 __all__ = [
-    "Item", "Report", "activations", "attributions", "dream", "equivariance", "kernels", "maximize",
-    "receptive_fields", "statistics",
+    "Item", "Report", "activations", "attributions", "conv_arithmetic", "conv_matrix", "dream", "equivariance", "kernels",
+    "maximize", "receptive_fields", "statistics",
 ]

@@ -72,10 +72,17 @@ def _input_figure(result, source: str):
     return figure
 
 
-def statistics(result) -> Report:
+def statistics(result, *, channels=None) -> Report:
     """Statistics over images: ``histograms.png``, ``colorful_dimension.png``, per layer
-    ``channels_<layer>.png`` and ``exemplars_<layer>.png``; ``stats.npz`` and ``stats.json``."""
+    ``channels_<layer>.png`` and ``exemplars_<layer>.png``; ``stats.npz`` and ``stats.json``.
+
+    ``channels`` chooses the channels of the exemplar figures (a spec such as ``"0-7,12"`` or
+    ``"all"``, or indices; every layer must have them); by default the first 16, which the
+    captions (and, when a layer has more, the notes) say."""
+    from cnnviz.plots.statistics import channels_shown, exemplar_channels
+
     parts = result.layers.values()
+    notes = []
     overall = (min(float(s.minimum.min()) for s in parts), max(float(s.maximum.max()) for s in parts))
     items = [
         Item("histograms.png", "histograms", f"Histograms of every shown layer's activations over {result.images} images",
@@ -93,12 +100,20 @@ def statistics(result) -> Report:
             layer=layer, value_range=(float(part.minimum.min()), float(part.maximum.max())),
             settings={"images": result.images}, draw=lambda layer=layer: plots.channel_statistics(result, layer),
         ))
-        exemplar_values = part.exemplar_values[np.isfinite(part.exemplar_values)]
+        chosen = exemplar_channels(result, layer, channels)
+        shown = channels_shown(chosen, part.channels)
+        if channels is None and len(chosen) < part.channels:
+            notes.append(f"exemplars_{stem}.png shows {shown}; channels=... chooses others")
+        exemplar_values = part.exemplar_values[chosen]
+        exemplar_values = exemplar_values[np.isfinite(exemplar_values)]
         items.append(Item(
             f"exemplars_{stem}.png", "exemplars",
-            f"Dataset exemplars of {layer}: for each channel, the crops of the images where it responds most, best first",
+            f"Dataset exemplars of {layer}, {shown}: for each channel, the crops of the images where it responds "
+            "most, best first",
             layer=layer, value_range=value_range(exemplar_values) if exemplar_values.size else (0.0, 0.0),
-            settings={"top_k": int(part.exemplar_values.shape[1])}, draw=lambda layer=layer: plots.exemplars(result, layer),
+            settings={"top_k": int(part.exemplar_values.shape[1]), "channels": chosen},
+            draw=lambda layer=layer, chosen=chosen: plots.exemplars(result, layer, channels=chosen),
         ))
-    notes = [f"skipped {skipped_text(result.skipped)}"] if result.skipped else []
+    if result.skipped:
+        notes.insert(0, f"skipped {skipped_text(result.skipped)}")
     return Report("stats", result.to_dict(), items, arrays={"stats.npz": result.to_arrays()}, notes=notes)
