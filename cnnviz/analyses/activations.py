@@ -8,6 +8,7 @@ Example::
     >>> seen["features.2"].maps.shape            # all 16 channels, 64 x 64 maps
     torch.Size([16, 64, 64])
     >>> seen["features.2"].order[:3]             # channels by mean activation, highest first
+    [3, 15, 5]
     >>> figure = cnnviz.plots.activations(seen, "features.2", scope="layer", overlay=True)
 """
 from __future__ import annotations

@@ -16,10 +16,14 @@ Example::
 
     >>> import cnnviz
     >>> loaded = cnnviz.load_model("builtin:photos")
-    >>> result = cnnviz.saliency(loaded, "sample:chelsea", method="integrated_gradients")
-    >>> result.attribution.shape, result.targets        # N x C x H x W, what was explained
-    (torch.Size([1, 3, 64, 64]), ['logits:4 (chelsea)'])
-    >>> many = cnnviz.attributions(loaded, "sample:chelsea", methods=["gradient", "gradcam"], target="features.19:7")
+    >>> result = cnnviz.saliency(loaded, "sample:chelsea", method="integrated_gradients", steps=8)
+    >>> result.attribution.shape, [str(unit) for unit in result.targets]   # N x C x H x W, what was explained
+    (torch.Size([1, 3, 64, 64]), ['logits:3 (chelsea)'])
+    >>> many = cnnviz.attributions(loaded, "sample:chelsea", "features.19:7", methods=["gradient", "gradcam"])
+    >>> many                                            # method -> Attribution, of channel 7 of features.19
+    Attributions(gradient, gradcam; 1 images)
+    >>> many["gradcam"].settings["layer"], many["gradcam"].absolute_map().shape
+    ('features.18', torch.Size([1, 64, 64]))
 """
 from __future__ import annotations
 

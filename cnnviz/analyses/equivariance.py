@@ -21,9 +21,16 @@ the curves show how much a trained network learns anyway.
 Example::
 
     >>> import cnnviz
-    >>> result = cnnviz.equivariance(cnnviz.load_model("builtin:photos"), "samples")
-    >>> result.equivariance_error["translation"][4]      # per layer, for a shift of 4 pixels
-    >>> cnnviz.plots.equivariance(result)                  # curves across depth
+    >>> loaded = cnnviz.load_model("builtin:photos")
+    >>> result = cnnviz.equivariance(loaded, "sample:chelsea", shifts=[4], angles=[15], scales=[1.1])
+    >>> len(result.layers), result.layers[0], result.layers[-1]   # every conv, pooling and activation
+    (22, 'features.0', 'logits')
+    >>> errors = result.equivariance_error["translation"][4]      # per layer, for a shift of 4 pixels
+    >>> errors[:10] == [0.0] * 10, errors[-1]    # exact up to stride 4 (whole cells); logits have no map
+    (True, nan)
+    >>> figure = cnnviz.plots.equivariance(result)                # curves across depth
+    >>> len(figure.axes)
+    6
 """
 from __future__ import annotations
 

@@ -16,10 +16,16 @@ Example::
 
     >>> import cnnviz
     >>> loaded = cnnviz.load_model("builtin:photos")
-    >>> stats = cnnviz.statistics(loaded, "samples", ["features.2", "features.26"])
+    >>> photos = ["sample:chelsea", "sample:coffee", "sample:astronaut"]     # or "samples", a folder
+    >>> stats = cnnviz.statistics(loaded, photos, ["features.2", "features.26"])
+    >>> stats
+    Statistics(3 images: features.2 (16 channels), features.26 (128 channels))
     >>> layer = stats["features.26"]
-    >>> layer.mean.shape, layer.dead.sum()           # per channel
-    >>> stats.to_dict()["layers"][0]["mean"]         # per layer
+    >>> layer.mean.shape, int(layer.count[0]), int(layer.dead.sum())   # per channel: 3 images x 8 x 8 values
+    ((128,), 192, 1)
+    >>> summary = stats.to_dict()["layers"][0]                         # per layer, JSON-ready
+    >>> summary["layer"], summary["count"], round(summary["mean"], 2)  # 3 images x 16 channels x 64 x 64
+    ('features.2', 196608, 0.4)
 """
 from __future__ import annotations
 

@@ -2,12 +2,28 @@
 
 Example::
 
-    >>> import torchvision, cnnviz
-    >>> table = cnnviz.layer_table(torchvision.models.resnet18())
-    >>> row = table["layer1.0.relu"]
-    >>> row.calls, row.output_shape
-    (2, [(64, 56, 56), (64, 56, 56)])
-    >>> print(table)                     # what `cnnviz layers` prints
+    >>> import cnnviz
+    >>> loaded = cnnviz.load_model("builtin:photos")
+    >>> table = cnnviz.layer_table(loaded)
+    >>> row = table["features.12"]
+    >>> row.type, row.output_shape, row.calls      # one shape per call of the module
+    ('ReLU', [(32, 32, 32)], 1)
+    >>> print(table)                               # what `cnnviz layers` prints
+    layer         type               output shape  calls   params
+    ------------  -----------------  ------------  -----  -------
+    features      Sequential         128x4x4           1  294,480
+    features.0    Conv2d             16x64x64          1      448
+    ...
+    logits        PhotoNet           15                1  296,415
+    35 layers, 296,415 parameters, input 3x64x64
+    >>> print(cnnviz.layer_table(loaded, layer="features.12", receptive_fields=True))
+    layer        type  output shape  calls  params  receptive field
+    -----------  ----  ------------  -----  ------  ---------------
+    features.12  ReLU  32x32x32          1       0  14 /2 @-6
+    1 layer, 296,415 parameters, input 3x64x64
+
+A module that runs twice per forward pass (torchvision's ResNet ``layer1.0.relu``) has two calls
+and two output shapes in its row.
 """
 from __future__ import annotations
 

@@ -33,9 +33,13 @@ def effective_receptive_field(model, images, target: Reference, *, max_images: i
 
     Example::
 
-        >>> erf = cnnviz.effective_receptive_field(cnnviz.load_model("builtin:photos"), "samples", "features.13")
-        >>> erf.theoretical.size
-        (16, 16)
+        >>> import cnnviz
+        >>> loaded = cnnviz.load_model("builtin:photos")
+        >>> erf = cnnviz.effective_receptive_field(loaded, "samples", "features.13", max_images=3)
+        >>> erf.unit, erf.map.shape, erf.theoretical.size, erf.images
+        ((8, 8), torch.Size([64, 64]), (16, 16), 3)
+        >>> round(erf.radius_50) < round(erf.radius_95) <= 8     # most of the gradient near the centre
+        True
     """
     inputs, _ = stack_images(images, preprocessing_of(model), limit=max_images)
     resolved = resolve_all(model, [target])[0]

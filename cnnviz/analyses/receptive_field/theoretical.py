@@ -60,9 +60,10 @@ def receptive_fields(model, *, input_size: int | Sequence[int] | None = None) ->
 
     Example::
 
+        >>> import cnnviz
         >>> fields = cnnviz.receptive_fields(cnnviz.load_model("builtin:photos"))
-        >>> fields["features.13"].size
-        (36, 36)
+        >>> len(fields), fields["features.13"].size, fields["features.27"].size, fields["logits"].kind
+        (35, (16, 16), (76, 76), 'global')
     """
     return _fields(model, None, input_size)
 

@@ -13,6 +13,7 @@ Example::
     >>> loaded.class_names[:3], loaded.preprocessing.input_size
     (['grating_0', 'grating_45', 'grating_90'], (48, 48))
     >>> cnnviz.zoo.info("patterns")["held_out_accuracy"]
+    0.9977
 """
 from __future__ import annotations
 
