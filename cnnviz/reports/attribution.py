@@ -51,8 +51,8 @@ def attributions(results, checks: dict | None = None, panel_images: int = 4) -> 
             extra={"method": list(results), "method_ranges": ranges},
             draw=lambda: plots.attributions(results, images=panel_images),
         ))
-    skipped = getattr(results, "skipped", {})
+    skipped = getattr(results, "not_applicable", {})
     if skipped and items and items[-1].kind == "attributions":
         items[-1].caption += "; n/a: " + "; ".join(f"{name} ({why})" for name, why in skipped.items())
-    data = {"methods": entries, "skipped": [{"method": name, "why": why} for name, why in skipped.items()]}
+    data = {"methods": entries, "not_applicable": [{"method": name, "why": why} for name, why in skipped.items()]}
     return Report("saliency", data, items, arrays=arrays, notes=[f"n/a: {name}: {why}" for name, why in skipped.items()])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import html
 import os
 import warnings
 from collections.abc import Sequence
@@ -60,13 +61,53 @@ class Gallery:
         return (f"Gallery({str(self.index)!r}, {len(self.figures)} figures, {len(self.units)} unit pages, "
                 f"{self.done} jobs run, {self.reused} reused)")
 
+    def _repr_html_(self) -> str:
+        """In a notebook: a link to the index (opened from the file system) and what was written."""
+        failed = f", {len(self.failed)} jobs failed" if self.failed else ""
+        text = html.escape(f"{len(self.figures)} figures, {len(self.units)} unit pages, {self.done} jobs run, "
+                           f"{self.reused} reused{failed}")
+        link = html.escape(self.index.resolve().as_uri())
+        return f'<p>Gallery: <a href="{link}" target="_blank">{html.escape(str(self.index))}</a> ({text})</p>'
+
+    def to_dict(self) -> dict:
+        """JSON-ready: where it is, what it shows and what the run did."""
+        return {"folder": str(self.folder), "index": str(self.index), "manifest": str(self.manifest),
+                "figures": len(self.figures), "unit_pages": len(self.units), "done": self.done,
+                "reused": self.reused, "failed": list(self.failed)}
+
+    def plot(self, per_layer: int = 8):
+        """The index's hierarchy as one figure: a row per layer of its first ``per_layer`` unit
+        renders, from shallow to deep."""
+        from PIL import Image
+
+        from cnnviz.core.display import ShownFigure
+
+        rows: dict[str, list[dict]] = {}
+        for entry in self.figures:
+            if entry.get("kind") == "maximize" and entry.get("layer"):
+                rows.setdefault(entry["layer"], []).append(entry)
+        if not rows:
+            raise CnnvizError("the gallery has no unit renders to draw; open its index instead")
+        columns = min(per_layer, max(len(entries) for entries in rows.values()))
+        figure = ShownFigure(figsize=(1.3 * columns + 1.2, 1.4 * len(rows)), layout="constrained")
+        axes = figure.subplots(len(rows), columns, squeeze=False)
+        for axes_row, (layer, entries) in zip(axes, rows.items()):
+            for index, axis in enumerate(axes_row):
+                axis.set_axis_off()
+                if index < len(entries):
+                    with Image.open(self.folder / entries[index]["file"]) as picture:
+                        axis.imshow(picture.convert("RGB"))
+                    axis.set_title(str(entries[index].get("unit", "")).split(":")[-1], fontsize=7)
+            axes_row[0].text(-0.1, 0.5, layer, transform=axes_row[0].transAxes, ha="right", va="center", fontsize=8)
+        return figure
+
 
 def gallery(
     model,
     images="samples",
     layer: str | Sequence[str] | None = None,
-    output: str | os.PathLike = "cnnviz-gallery",
     *,
+    output: str | os.PathLike = "cnnviz-gallery",
     settings: GallerySettings | None = None,
     force: bool = False,
     progress: ProgressFactory | None = None,
