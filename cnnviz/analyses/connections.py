@@ -17,6 +17,9 @@ Example::
     torch.Size([16, 16])
     >>> len(link.strongest_inputs(5))          # [(channel of features.0, strength), ...], strongest first
     5
+    >>> links = cnnviz.connections(loaded, ["features.0", "features.3", "features.12", "logits"])
+    >>> links, links[-1].linked                # one Connection per neighbouring pair; why not: links[-1].why
+    (Connections(3 pairs, 2 linked by weights), False)
 """
 from __future__ import annotations
 

@@ -31,8 +31,11 @@ environment (``MALLOC_MMAP_THRESHOLD_``, ``MALLOC_TRIM_THRESHOLD_``, ``MALLOC_TO
 Example::
 
     >>> import cnnviz
+    >>> loaded = cnnviz.load_model("builtin:photos")
     >>> with cnnviz.reuse_freed_memory():          # this process's renders keep their memory
-    ...     rendering = cnnviz.maximize(loaded, "features.12", channels="0-15")
+    ...     rendering = cnnviz.maximize(loaded, "features.5", channels="0-3", steps=8, size=32, reference=None)
+    >>> rendering.images.shape
+    torch.Size([4, 3, 32, 32])
 """
 from __future__ import annotations
 

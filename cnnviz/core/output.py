@@ -17,9 +17,21 @@ folder at a time (:func:`cnnviz.core.lock.locked`).
 
 Example::
 
+    >>> import json, os, tempfile, cnnviz
     >>> from cnnviz import output
-    >>> output.write_json("out/summary.json", {"layers": 3})
-    >>> output.save_figure(figure, "out/kernels_features.0.png")
+    >>> folder = tempfile.mkdtemp()
+    >>> json.loads(output.write_json(os.path.join(folder, "summary.json"), {"layers": 3}).read_text())
+    {'layers': 3}
+    >>> figure = cnnviz.plots.kernels(cnnviz.kernels(cnnviz.load_model("builtin:photos"), "features.0"))
+    >>> output.save_figure(figure, os.path.join(folder, "kernels_features.0.png")).name
+    'kernels_features.0.png'
+    >>> sorted(os.listdir(folder))                   # with the record of what cnnviz wrote
+    ['.cnnviz-written', 'kernels_features.0.png', 'summary.json']
+    >>> with open(os.path.join(folder, "stats.json"), "w") as mine:   # a file of the user's
+    ...     _ = mine.write("{}")
+    >>> output.write_json(os.path.join(folder, "stats.json"), {})    # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    cnnviz.errors.CnnvizError: '...stats.json' already exists and cnnviz did not write it ...
 """
 from __future__ import annotations
 

@@ -23,12 +23,19 @@ from the file when it is unpickled, so it loads only with ``trusted=True`` (``--
 
 Example::
 
-    >>> import cnnviz
-    >>> loaded = cnnviz.load_model("torchvision:resnet18")          # random weights, a warning
+    >>> import warnings, cnnviz
+    >>> with warnings.catch_warnings(record=True) as caught:
+    ...     warnings.simplefilter("always")
+    ...     loaded = cnnviz.load_model("torchvision:resnet18")      # random weights (offline), a warning
+    >>> print(caught[0].message)                                    # doctest: +ELLIPSIS
+    torchvision:resnet18 has random weights; pass weights='DEFAULT' for the pretrained ones...
     >>> loaded.preprocessing.input_size, loaded.preprocessing.mean
     ((224, 224), (0.485, 0.456, 0.406))
     >>> loaded.class_names[281]
     'tabby'
+    >>> builtin = cnnviz.load_model("builtin:photos")                # shipped with cnnviz: trained, offline
+    >>> builtin.preprocessing.input_size, builtin.class_names[3]
+    ((64, 64), 'chelsea')
 """
 from __future__ import annotations
 

@@ -11,8 +11,14 @@ equivariance, convolution as a matrix, convolution arithmetic).
 
 Example::
 
-    >>> result = cnnviz.kernels(model, "features.0")
-    >>> cnnviz.reports.kernels(result).write("out")      # out/kernels_features.0.png and .json
+    >>> import tempfile, cnnviz
+    >>> result = cnnviz.kernels(cnnviz.load_model("builtin:photos"), "features.0")
+    >>> report = cnnviz.reports.kernels(result)
+    >>> report, [item.file for item in report.items]
+    (Report(kernels_features.0: 1 figures, 0 array files), ['kernels_features.0.png'])
+    >>> folder = tempfile.mkdtemp()
+    >>> [path.name for path in report.write(folder)]      # the figures drawn now, the JSON last
+    ['kernels_features.0.png', 'kernels_features.0.json']
 """
 from cnnviz.reports.attribution import attributions
 from cnnviz.reports.inspect import activations, kernels, statistics

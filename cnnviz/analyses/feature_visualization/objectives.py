@@ -4,9 +4,15 @@ An objective maps what the probe recorded (layer name -> activations, ``B x C x 
 images themselves (``B x C x H x W`` in [0, 1]) to one score per image (``B``), to be maximised.
 Objectives compose like the maths they stand for::
 
+    >>> import torch
     >>> from cnnviz import objectives as o
     >>> goal = o.channel("features.10", 5) - 0.05 * o.total_variation()
+    >>> goal, goal.layers
+    (Objective(channel(features.10, 5) + -(0.05 * (total_variation))), ('features.10',))
     >>> several = o.channel("features.10", 5) - 100 * o.diversity("features.10")   # 4 different images
+    >>> recorded = {"features.10": torch.ones(4, 8, 6, 6)}      # what the probe recorded, B x C x H x W
+    >>> goal(recorded, torch.zeros(4, 3, 24, 24))                # one score per image: channel 5's mean
+    tensor([1., 1., 1., 1.])
 
 Every function below takes a layer reference (``"features.10"``); ``channel`` and ``neuron`` also
 take one channel per image of the batch (``channel("features.10", [0, 1, 2])``), which is how one

@@ -17,6 +17,7 @@ it is rendered alone or in a batch.
 
 Example::
 
+    >>> import torch
     >>> from cnnviz.analyses.feature_visualization.parameterization import image_parameters
     >>> params = image_parameters("fft", [torch.Generator().manual_seed(0)], channels=3, size=(64, 96))
     >>> params.images().shape

@@ -11,8 +11,13 @@ model's own input size with its preprocessing; a ``stats.npz`` from ``cnnviz sta
 
 Example::
 
+    >>> import cnnviz
+    >>> loaded = cnnviz.load_model("builtin:photos")
     >>> reference = real_responses(loaded, "features.12", "channel", [0, 1, 2], images="samples")
-    >>> reference.maxima, reference.best_source(0)          # the largest per-image means, and of what
+    >>> reference.source, len(reference.maxima)             # the largest per-image means, one per channel
+    ('17 sample images', 3)
+    >>> [reference.sources[index] for index in reference.best]       # and which photograph gave each
+    ['sample:hubble_deep_field', 'sample:coins', 'sample:grass']
 """
 from __future__ import annotations
 

@@ -12,9 +12,16 @@ class.
 
 Example::
 
-    >>> rendering = cnnviz.maximize(loaded, "features.10", channels="0-3")
-    >>> robust_values(loaded, "features.10", [0, 1, 2, 3], rendering.images)     # 4 floats
-    >>> robust_top1(loaded, [1, 281], cnnviz.maximize(loaded, "logits", channels=[1, 281]).images)
+    >>> import cnnviz
+    >>> loaded = cnnviz.load_model("builtin:photos")
+    >>> rendering = cnnviz.maximize(loaded, "features.10", channels="0-3", steps=8, size=32, reference=None)
+    >>> values = robust_values(loaded, "features.10", [0, 1, 2, 3], rendering.images)
+    >>> len(values), all(isinstance(value, float) for value in values)     # per image, over 16 views
+    (4, True)
+    >>> coffee = loaded.class_names.index("coffee")
+    >>> photo = cnnviz.samples.tensor("coffee")[None]         # 1 x 3 x H x W in [0, 1], like a render
+    >>> robust_top1(loaded, [coffee], photo, size=64)         # the fraction of views classified as coffee
+    [1.0]
 """
 from __future__ import annotations
 

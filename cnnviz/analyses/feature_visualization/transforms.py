@@ -11,10 +11,15 @@ and rotated canvas is sampled at the centre ``H x W``, so the network sees exact
 
 Example::
 
+    >>> import torch
     >>> from cnnviz.analyses.feature_visualization.transforms import Robustness
+    >>> images = torch.rand(2, 3, 32, 32)                      # B x C x H x W in [0, 1]
+    >>> generators = [torch.Generator().manual_seed(seed) for seed in range(2)]   # one per image
     >>> robust = Robustness()                    # Lucid's defaults: pad 12, jitter 8, scale 0.9-1.1, rotate 10
-    >>> out = robust(images, generators)          # B x C x (H+24) x (W+24)
-    >>> out = robust(images, generators, out=images.shape[2:])   # the same, cropped back to H x W
+    >>> robust(images, generators).shape         # B x C x (H+24) x (W+24)
+    torch.Size([2, 3, 56, 56])
+    >>> robust(images, generators, out=images.shape[2:]).shape   # the same, cropped back to H x W
+    torch.Size([2, 3, 32, 32])
 """
 from __future__ import annotations
 

@@ -13,7 +13,14 @@ Example::
 
     >>> from cnnviz.models.zoo import patterns
     >>> images, labels = patterns.generate(8, seed=1)     # 8 x 3 x 48 x 48 in [0, 1], and 8 labels
-    >>> patterns.CLASSES[int(labels[0])]
+    >>> images.shape, labels.shape
+    (torch.Size([8, 3, 48, 48]), torch.Size([8]))
+    >>> patterns.CLASSES[int(labels[0])], patterns.CLASS_INFO["grating_90"]["description"]
+    ('checkerboard', 'vertical stripes')
+    >>> import cnnviz
+    >>> loaded = cnnviz.load_model("builtin:patterns")             # the model trained on them
+    >>> bool((loaded.module(loaded.preprocessing.normalize(images)).argmax(1) == labels).all())
+    True
 """
 from __future__ import annotations
 

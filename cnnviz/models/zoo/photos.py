@@ -10,6 +10,10 @@ Example::
 
     >>> from cnnviz.models.zoo import photos
     >>> images, labels = photos.crops(16, split="validation", seed=1)   # 16 x 3 x 64 x 64, 16
+    >>> images.shape, labels.shape
+    (torch.Size([16, 3, 64, 64]), torch.Size([16]))
+    >>> len(photos.CLASSES), photos.CLASSES[int(labels[0])]          # the photograph each crop is of
+    (15, 'coins')
 """
 from __future__ import annotations
 
