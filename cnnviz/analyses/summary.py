@@ -8,7 +8,7 @@ Example::
     >>> row = table["features.12"]
     >>> row.type, row.output_shape, row.calls      # one shape per call of the module
     ('ReLU', [(32, 32, 32)], 1)
-    >>> print(table)                               # what `cnnviz layers` prints
+    >>> print(table)              # what `cnnviz layers` prints     # doctest: +ELLIPSIS
     layer         type               output shape  calls   params
     ------------  -----------------  ------------  -----  -------
     features      Sequential         128x4x4           1  294,480
