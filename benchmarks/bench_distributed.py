@@ -27,7 +27,7 @@ processes of one thread each.
 
 Usage::
 
-    python benchmarks/bench_distributed.py --copies 16 --gallery  # the README's figures (10 minutes)
+    python benchmarks/bench_distributed.py --copies 16 --gallery  # the benchmark of docs/benchmarks.md (10 minutes)
     python benchmarks/bench_distributed.py --copies 1   # a smoke run
 """
 from __future__ import annotations

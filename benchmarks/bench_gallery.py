@@ -3,7 +3,7 @@
 run again (a re-run reuses every job). Target: at most 5 minutes per model on 2 CPU cores, 10
 minutes for torchvision's MobileNetV2 with its ImageNet weights (a real 224-px network).
 
-Models: ``builtin:photos`` (the README's quick start: 8 layers, 480 units, every one with a page),
+Models: ``builtin:photos`` (the README's quick start: 8 layers, 224 unit pages within the render budget),
 ``builtin:patterns``, and the kinds of the "your model, not ours" tests (``tests/foreign_models.py``:
 a notebook LeNet of one input size with PReLU, its ``torch.fx`` trace, a classifier ending in a
 softmax, a fully convolutional detector with class maps, an OCR-like 32 x 100 line model, a model

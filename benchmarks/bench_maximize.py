@@ -27,7 +27,7 @@ too), so the page faults that glibc's default costs every step are spared on bot
 
 Usage::
 
-    python benchmarks/bench_maximize.py            # the README's figures (about 30 minutes)
+    python benchmarks/bench_maximize.py            # the benchmark of docs/benchmarks.md (about 30 minutes)
     python benchmarks/bench_maximize.py --quick    # a smoke run
 """
 from __future__ import annotations

@@ -12,7 +12,7 @@ The anchor for capturing several layers is torchvision's FX feature extractor
 
 Usage::
 
-    python benchmarks/bench_probe.py              # the README's figures
+    python benchmarks/bench_probe.py              # the benchmark of docs/benchmarks.md
     python benchmarks/bench_probe.py --quick      # a smoke run: batch 2 at 64 px, 1 repeat
 """
 from __future__ import annotations

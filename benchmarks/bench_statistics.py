@@ -11,7 +11,7 @@ be the same within 5%.
 
 Usage::
 
-    python benchmarks/bench_statistics.py                 # the README's figures (several minutes)
+    python benchmarks/bench_statistics.py                 # the benchmark of docs/benchmarks.md (several minutes)
     python benchmarks/bench_statistics.py --quick         # a smoke run
 """
 from __future__ import annotations

@@ -33,7 +33,7 @@ for the same first channels is what the ratio uses).
 
 Usage::
 
-    python benchmarks/bench_success.py --slow-units 2 --horama-steps 64   # the README's figures (34 minutes)
+    python benchmarks/bench_success.py --slow-units 2 --horama-steps 64   # the benchmark of docs/benchmarks.md (34 minutes)
     python benchmarks/bench_success.py --quick    # a smoke run
 """
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Freed memory kept for the next step of a CPU render (cnnviz/memory.py): only when the owner of
+"""Freed memory kept for the next step of a CPU render (cnnviz/core/memory.py): only when the owner of
 the process asks (the cnnviz command, or a ``with cnnviz.reuse_freed_memory():`` block).
 
 glibc's malloc state is process-wide and this test process has rendered before, so each case runs
