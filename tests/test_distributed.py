@@ -398,3 +398,41 @@ def test_one_process_goes_on_from_its_checkpoint(photos, tmp_path):
     loader = torch.utils.data.DataLoader(Photos(photos), batch_size=2)
     with pytest.raises(cnnviz.CnnvizError, match="goes on part-way through its images: give .*not a DataLoader"):
         cnnviz.statistics(photos, loader, LAYERS, **options)
+
+
+OUT_OF_STEP = '''
+import json, sys
+import torch.distributed as dist
+from cnnviz.core import distributed
+
+dist.init_process_group("gloo")
+rank = dist.get_rank()
+said = []
+if rank == 1:  # a call that only rank 1 makes
+    try:
+        distributed.together("extra", lambda: 1)
+    except distributed.RankFailed as error:
+        said.append(str(error))
+for _ in range(2 - rank):  # rank 0 goes on to its second exchange of "shared", rank 1 to its first
+    try:
+        said.append(repr(distributed.together("shared", lambda: rank)))
+    except distributed.RankFailed as error:
+        said.append(str(error))
+with open(sys.argv[1] + f"/rank{rank}.json", "w") as file:
+    json.dump(said, file)
+dist.destroy_process_group()
+'''
+
+
+def test_ranks_out_of_step_fail_naming_where_each_is(tmp_path):
+    """Every exchange between ranks is named and counted: a call that one rank makes and the
+    other does not is one line on every rank, naming where each is, instead of one call's results
+    handed to another (a process-wide counter matched them silently)."""
+    script = tmp_path / "out_of_step.py"
+    script.write_text(OUT_OF_STEP)
+    run = torchrun(2, str(script), str(tmp_path))
+    assert run.returncode == 0, run.stderr[-3000:]
+    first, second = (json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in range(2))
+    assert first[0] == second[0] and "out of step (rank 0 at shared#1, rank 1 at extra#1)" in first[0]
+    assert first[1] == second[1] and "rank 0 at shared#2, rank 1 at shared#1" in first[1]
+    assert all("every rank must make the same cnnviz calls in the same order" in line for line in first + second)

@@ -128,7 +128,7 @@ def statistics(
     # sums), listed inside together() so that a folder one machine lacks stops every rank; the
     # shares' statistics are merged in rank order (one process: its one part)
     # rank 0's progress shows every rank's images (their counts meet in the group's store)
-    shown = distributed.SharedProgress(progress) if size > 1 else progress
+    shown = distributed.SharedProgress("statistics/progress", progress) if size > 1 else progress
 
     def this_ranks_part():
         if checkpoint is not None:

@@ -36,7 +36,7 @@ def merged(work, rank: int, size: int) -> tuple[Statistics | None, list[str], in
             kept["part"] = part
             return _crops_left_out(part, rank), names
 
-        parts = distributed.together(light_part)
+        parts = distributed.together("statistics/parts", light_part)
     skipped = [name for _, names in parts for name in names]
     result = None
     for part, _ in parts:
@@ -46,7 +46,7 @@ def merged(work, rank: int, size: int) -> tuple[Statistics | None, list[str], in
         return None, skipped, 0
     resumed = sum(part.resumed for part, _ in parts if part is not None)
     if size > 1:
-        won = distributed.together(lambda: _crops_won(result, kept["part"], rank))
+        won = distributed.together("statistics/crops", lambda: _crops_won(result, kept["part"], rank))
         result = _with_crops(result, won)
     return result, skipped, resumed
 

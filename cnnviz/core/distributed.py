@@ -11,13 +11,17 @@ all, or one line naming the rank that failed; :func:`gathered` hands them to ran
 :func:`from_first` hands rank 0's to all. :class:`SharedProgress` shows the whole group's progress
 on rank 0.
 
+Every exchange is named by its caller (``together("statistics/parts", work)``) and counted per
+name: the ranks send the name and count with their results, so ranks that are out of step (a cnnviz
+call that only some ranks made) fail on every rank with one line naming where each rank is,
+instead of matching one call's results with another's.
+
 The command line joins a group when torchrun started it (``WORLD_SIZE`` above 1 in its
 environment, :func:`launched`); a Python caller inside a group it made itself gets the same sharding.
 """
 from __future__ import annotations
 
 import contextlib
-import itertools
 import os
 import threading
 import time
@@ -35,13 +39,30 @@ T = TypeVar("T")
 SHARDED_COMMANDS = ("stats", "maximize", "gallery")
 
 _local = threading.local()
-_keys = itertools.count()  # every rank makes the same calls in the same order: the same keys
+_exchanges: dict[str, int] = {}  # per name: how many exchanges of that name this process has made
 #: how long rank 0 waits for the others' progress without news before it just waits for their results
 QUIET_SECONDS = 120.0
 
 
 class RankFailed(CnnvizError):
     """A rank of the group failed; every rank raises it, and the command line prints it once (rank 0)."""
+
+
+def _step(name: str) -> str:
+    """``name#N``: this process's N-th exchange of that name (every rank counts its own)."""
+    if not name or not isinstance(name, str):
+        raise ValueError("every exchange between ranks is named")
+    _exchanges[name] = _exchanges.get(name, 0) + 1
+    return f"{name}#{_exchanges[name]}"
+
+
+def _out_of_step(steps: list[str]) -> str | None:
+    """One line naming where each rank is, when the ranks are not at the same exchange."""
+    if len(set(steps)) <= 1:
+        return None
+    where = ", ".join(f"rank {rank} at {step}" for rank, step in enumerate(steps))
+    return (f"the ranks are out of step ({where}): every rank must make the same cnnviz calls in the same "
+            "order (a call made on some ranks only, such as under 'if rank == 0', cannot share its work)")
 
 
 def rank_and_size() -> tuple[int, int]:
@@ -83,8 +104,9 @@ def share(count: int, rank: int, size: int, batch: int = 1) -> range:
     return part(count, rank, size)
 
 
-def together(work: Callable[[], T]) -> list[T]:
+def together(name: str, work: Callable[[], T]) -> list[T]:
     """Run ``work`` on this rank and hand every rank all the ranks' results, in rank order.
+    ``name`` names the exchange (see the module's docstring).
 
     Raises:
         CnnvizError: on every rank when any rank's ``work`` raised: one line naming the rank and its
@@ -94,16 +116,20 @@ def together(work: Callable[[], T]) -> list[T]:
     rank, size = rank_and_size()
     if size == 1:
         return [work()]
-    done = f"cnnviz/done/{next(_keys)}"
+    step = _step(name)
     try:
-        outcome = (True, work())
+        outcome = (step, True, work())
     except CnnvizError as error:
-        outcome = (False, str(error))
+        outcome = (step, False, str(error))
     except Exception as error:  # a bug on one rank must still stop the others, not leave them waiting
-        outcome = (False, f"{type(error).__name__}: {error}")
-    _wait_showing_progress(done, rank, size)
-    outcomes: list = [None] * size
-    dist.all_gather_object(outcomes, outcome)
+        outcome = (step, False, f"{type(error).__name__}: {error}")
+    _wait_showing_progress(f"cnnviz/done/{step}", rank, size)
+    gathered_outcomes: list = [None] * size
+    dist.all_gather_object(gathered_outcomes, outcome)
+    apart = _out_of_step([one[0] for one in gathered_outcomes])
+    if apart is not None:
+        raise RankFailed(apart)
+    outcomes = [(ok, value) for _, ok, value in gathered_outcomes]
     failed = [(r, message) for r, (ok, message) in enumerate(outcomes) if not ok]
     if len(failed) == size and len({message for _, message in failed}) == 1:
         raise RankFailed(failed[0][1])  # the same mistake everywhere (a wrong layer): said as it is
@@ -114,36 +140,43 @@ def together(work: Callable[[], T]) -> list[T]:
     return [value for _, value in outcomes]
 
 
-def gathered(value: T) -> list[T] | None:
+def gathered(name: str, value: T) -> list[T] | None:
     """Every rank's ``value`` on rank 0 (in rank order), ``None`` on the others: what only rank
-    0 writes (the files of the jobs other ranks ran) does not travel to every rank."""
+    0 writes (the files of the jobs other ranks ran) does not travel to every rank. Rank 0 checks
+    that every rank sent the exchange of this ``name`` (else :class:`RankFailed` there)."""
     rank, size = rank_and_size()
     if size == 1:
         return [value]
-    _wait_showing_progress(f"cnnviz/done/{next(_keys)}", rank, size)
+    step = _step(name)
+    _wait_showing_progress(f"cnnviz/done/{step}", rank, size)
     values: list | None = [None] * size if rank == 0 else None
-    dist.gather_object(value, values, dst=0)
-    return values
+    dist.gather_object((step, value), values, dst=0)
+    if values is None:
+        return None
+    apart = _out_of_step([one[0] for one in values])
+    if apart is not None:
+        raise RankFailed(apart)
+    return [one[1] for one in values]
 
 
-def from_first(work: Callable[[], T]) -> T:
+def from_first(name: str, work: Callable[[], T]) -> T:
     """Run ``work`` on rank 0 alone and hand every rank its result (or its error, as :func:`together`)."""
     rank = rank_and_size()[0]
-    return together(lambda: work() if rank == 0 else None)[0]
+    return together(name, lambda: work() if rank == 0 else None)[0]
 
 
 class SharedProgress:
     """The progress of the whole group shown by rank 0's callback: every rank adds the work it did
     to a counter in the group's store (torchrun's, or whatever ``init_process_group`` was given),
     and rank 0 passes on what all of them did. Every rank must make one, in the same order (they
-    are told apart by a running number); outside a group, or without a store, it is ``update``.
+    are told apart by ``name`` and its count); outside a group, or without a store, it is ``update``.
     While it is entered (``with``), rank 0 keeps it moving as it waits for the others in
     :func:`together`."""
 
-    def __init__(self, update: Callable[[int], object] | None):
+    def __init__(self, name: str, update: Callable[[int], object] | None):
         self.update = update
         self.rank, self.size = rank_and_size()
-        self.key = f"cnnviz/progress/{next(_keys)}" if self.size > 1 else ""
+        self.key = f"cnnviz/progress/{_step(name)}" if self.size > 1 else ""
         self.shared = self.size > 1 and _store() is not None
         self.shown = 0
 

@@ -14,9 +14,14 @@ killed run left in the folder, so a re-run finds it whole: the commands use that
 
 Example::
 
+    >>> import os, tempfile
     >>> from cnnviz.core.lock import locked
-    >>> with locked("out", "cnnviz stats"):
-    ...     ...  # nobody else writes into out/ meanwhile
+    >>> folder = tempfile.mkdtemp()
+    >>> with locked(folder, "cnnviz stats"):        # nobody else writes into the folder meanwhile
+    ...     os.listdir(folder)
+    ['.cnnviz-lock']
+    >>> os.listdir(folder)                           # the lock file goes when the block ends
+    []
 """
 from __future__ import annotations
 
@@ -69,7 +74,7 @@ def locked(folder: str | os.PathLike, what: str | None = None, group: bool = Fal
     keys: list[str] = []
     try:
         if group and size > 1:
-            distributed.together(lambda: keys.append(_enter(folder, what)) if rank == 0 else None)
+            distributed.together("lock", lambda: keys.append(_enter(folder, what)) if rank == 0 else None)
         else:
             keys.append(_enter(folder, what))
         yield Path(folder).expanduser()

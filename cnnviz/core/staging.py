@@ -17,10 +17,16 @@ holds the new result whole. Renames need no space, so a full disk cannot stop st
 
 Example::
 
+    >>> import os, tempfile
     >>> from cnnviz.core import output, staging
-    >>> with staging.staged("out"):
-    ...     output.write_json("out/a.json", {})
-    ...     output.write_json("out/b.json", {})   # neither is in out/ until both are written
+    >>> folder = tempfile.mkdtemp()
+    >>> with staging.staged(folder):
+    ...     _ = output.write_json(os.path.join(folder, "a.json"), {})
+    ...     _ = output.write_json(os.path.join(folder, "b.json"), {})
+    ...     sorted(name for name in os.listdir(folder) if not name.startswith("."))   # neither is there yet
+    []
+    >>> sorted(os.listdir(folder))                # both moved in together, and recorded
+    ['.cnnviz-written', 'a.json', 'b.json']
 """
 from __future__ import annotations
 
@@ -119,7 +125,7 @@ def writing_into(folder: str | os.PathLike, what: str | None = None, group: bool
         rank, size = distributed.rank_and_size()
         due = first and rank == 0 and not files.capturing()
         if group and size > 1:  # every rank enters; rank 0's error stops every rank
-            distributed.together(lambda: recover(folder) if due else None)
+            distributed.together("staging/recover", lambda: recover(folder) if due else None)
         elif due:
             recover(folder)
         yield Path(folder).expanduser()

@@ -223,9 +223,9 @@ class _Builder(Stages, ClassJobs, Jobs):
         self.rank, self.ranks = distributed.rank_and_size()
         self.writer = self.rank == 0
         in_memory: dict[str, bytes] = {}  # each rank's own: the images' bytes need not travel
-        distributed.together(lambda: in_memory.update(self._plan(images, layers, folder)))
+        distributed.together("gallery/plan", lambda: in_memory.update(self._plan(images, layers, folder)))
         self.folder = Path(folder).expanduser()
-        distributed.from_first(lambda: self._prepare_folder(folder, in_memory))
+        distributed.from_first("gallery/folder", lambda: self._prepare_folder(folder, in_memory))
         self.model_key = model_key(loaded)
         self.images_key = images_key(self.sources)
         self.done = self.reused = 0
@@ -366,7 +366,7 @@ class _Builder(Stages, ClassJobs, Jobs):
         if classes:
             self._run_stage("classes", [("classes", {"classes": classes, "images": self.images_key},
                                          lambda: self.classes_job(classes), len(classes) * s.class_steps)])
-        site = distributed.from_first(self._write_site)  # rank 0 writes; every rank returns the same
+        site = distributed.from_first("gallery/site", self._write_site)  # rank 0 writes; every rank returns the same
         if self.ranks > 1:
             distributed.tidy()
         return site

@@ -37,9 +37,9 @@ class Stages:
         decides what is reused and keeps the records; every rank ends the stage with the same."""
         total = sum(work for *_, work in jobs)
         bar = self.progress(stage, total) if self.progress is not None and jobs and self.writer else None
-        update = distributed.SharedProgress(bar) if self.ranks > 1 else bar
+        update = distributed.SharedProgress(f"gallery/{stage}/progress", bar) if self.ranks > 1 else bar
         self._stage_update = update
-        reused = distributed.from_first(lambda: self._reusable(jobs))
+        reused = distributed.from_first(f"gallery/{stage}/reused", lambda: self._reusable(jobs))
         for name, _, _, work in jobs:
             if name in reused and update is not None and self.writer:
                 update(work)
@@ -51,10 +51,11 @@ class Stages:
             if self.ranks == 1 or stage in COLLECTIVE_STAGES:
                 for job in to_run:
                     result = self._attempt(job[2])
-                    records.update(distributed.from_first(lambda: self._keep([job], {job[0]: result})))
+                    kept = distributed.from_first(f"gallery/{stage}/kept", lambda: self._keep([job], {job[0]: result}))
+                    records.update(kept)
             else:
                 for round_jobs, results in self._dealt_out(to_run):
-                    records.update(distributed.from_first(lambda: self._keep(round_jobs, results)))
+                    records.update(distributed.from_first(f"gallery/{stage}/kept", lambda: self._keep(round_jobs, results)))
         for name, *_ in jobs:
             record = records[name]
             if record.get("error"):
@@ -118,7 +119,7 @@ class Stages:
                     figures, data, error = self._attempt(work_function)
                 made = {os.path.relpath(path, here).replace(os.sep, "/"): content for path, content in made.items()}
                 results[name] = (figures, data, error, made)
-            everything = distributed.gathered(results)
+            everything = distributed.gathered("gallery/dealt", results)
             yield round_jobs, ({} if everything is None else {k: v for part in everything for k, v in part.items()})
 
     def _keep(self, jobs, results: dict[str, tuple]) -> dict[str, dict]:
