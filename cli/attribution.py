@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import click
 
-from cnnviz.analyses.attribution import DEFAULT_METHODS
+from cnnviz.analyses.attribution import ATTRIBUTION, DEFAULT_METHODS, AttributionSettings
+from cnnviz.core.settings import help_of
 from cnnviz.cli.options import echo, model_options, wrote
 
 
@@ -19,9 +20,11 @@ from cnnviz.cli.options import echo, model_options, wrote
               help="What to explain: a class index or name, or a unit (features.10:5, features.10:5@7,3); "
                    "once for all images or once per image. Default: each image's top-1 class.")
 @click.option("--layer", "-l", metavar="REF", help="The Grad-CAM layer (default: the last spatial layer before the target).")
-@click.option("--steps", type=click.IntRange(min=2), default=32, show_default=True, help="Integrated-gradients steps.")
-@click.option("--samples", type=click.IntRange(min=1), default=16, show_default=True, help="SmoothGrad samples.")
-@click.option("--window", type=click.IntRange(min=1), help="Occlusion patch size in pixels.")
+@click.option("--steps", type=click.IntRange(min=2), default=ATTRIBUTION.steps, show_default=True,
+              help=help_of(AttributionSettings, "steps"))
+@click.option("--samples", type=click.IntRange(min=1), default=ATTRIBUTION.samples, show_default=True,
+              help=help_of(AttributionSettings, "samples"))
+@click.option("--window", type=click.IntRange(min=1), help=help_of(AttributionSettings, "window"))
 @click.option("--sanity", is_flag=True, help="Also run the model-parameter randomisation test for each method.")
 @click.option("--sanity-stages", type=click.IntRange(min=1), metavar="N",
               help="At most N randomisation stages (default: one per layer with weights).")

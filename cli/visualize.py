@@ -3,6 +3,10 @@ from __future__ import annotations
 
 import click
 
+from cnnviz.analyses.feature_visualization.settings import (
+    DREAM, PARAMETERISATIONS, PRECISIONS, RENDER, DreamSettings, RenderSettings,
+)
+from cnnviz.core.settings import help_of
 from cnnviz.cli.options import model_options, note, one_image
 from cnnviz.cli.options import wrote as _wrote
 
@@ -51,17 +55,15 @@ class SizeOption(click.Option):
               help="A layer (with --channels), a channel (features.12:5), a neuron (features.12:5@3,4), "
                    "logits (with --channels) or a class name.")
 @click.option("--channels", "-c", metavar="SPEC", help="Channels or classes to render, one image each: 0-15, 3,5, all.")
-@click.option("--steps", type=click.IntRange(min=1), default=256, show_default=True,
-              help="The most steps of an image: each stops once converged (it gained under 2% of its value in "
-                   "32 steps; a unit's render at its third, lowest learning rate, a class's at its first).")
+@click.option("--steps", type=click.IntRange(min=1), default=RENDER.steps, show_default=True,
+              help=help_of(RenderSettings, "steps"))
 @click.option("--fixed-steps", is_flag=True, help="Run every image for exactly --steps (no stopping rule).")
-@click.option("--size", cls=SizeOption, type=SizeType(), default="auto", show_default=True, metavar="H [W]",
-              help="auto (twice the unit's receptive field, at most 160 px for a channel; the input size for "
-                   "classes, at most 160 px), H, 'H W' or HxW.")
-@click.option("--param", type=click.Choice(["fft", "maco", "pixel"]), default="fft", show_default=True,
-              help="fft: decorrelated Fourier spectrum; maco: its phase only, natural magnitude (Fel et al. 2023).")
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=0.1, show_default=True,
-              help="The first learning rate (a cosine schedule takes it to a tenth by --steps).")
+@click.option("--size", cls=SizeOption, type=SizeType(), default=RENDER.size, show_default=True, metavar="H [W]",
+              help=help_of(RenderSettings, "size") + " H, 'H W' or HxW.")
+@click.option("--param", type=click.Choice(PARAMETERISATIONS), default=RENDER.param, show_default=True,
+              help=help_of(RenderSettings, "param"))
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=RENDER.lr, show_default=True,
+              help=help_of(RenderSettings, "lr"))
 @click.option("--negative", is_flag=True, help="Minimise the unit: what it responds to least.")
 @click.option("--diverse", type=click.IntRange(min=1), default=1, show_default=True, metavar="N",
               help="N different images of each unit (a penalty on their similarity).")
@@ -69,11 +71,12 @@ class SizeOption(click.Option):
 @click.option("--direction", metavar="W,W,...|FILE",
               help="A direction in channel space of a whole --layer: one weight per channel (comma-separated, "
                    "or a .npy/.txt file); renders one image along it.")
-@click.option("--reference", "reference_images", default="samples", show_default=True, metavar="IMAGES",
-              help="Real images each render is compared with (a folder, files, samples), or none.")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--batch-size", type=click.IntRange(min=1), help="Images per batch (default: what fits 1.5 GiB).")
-@click.option("--precision", type=click.Choice(["fp32", "bf16", "auto"]), default="fp32", show_default=True)
+@click.option("--reference", "reference_images", default=RENDER.reference, show_default=True, metavar="IMAGES",
+              help=help_of(RenderSettings, "reference") + " (--stats for a dataset's)")
+@click.option("--seed", type=int, default=RENDER.seed, show_default=True, help=help_of(RenderSettings, "seed"))
+@click.option("--batch-size", type=click.IntRange(min=1), help=help_of(RenderSettings, "batch_size"))
+@click.option("--precision", type=click.Choice(PRECISIONS), default=RENDER.precision, show_default=True,
+              help=help_of(RenderSettings, "precision"))
 @click.option("--stats", "stats_file", type=click.Path(dir_okay=False), metavar="NPZ",
               help="stats.npz from 'cnnviz stats' of the same layer: each render is compared with the dataset's "
                    "maximum (for a channel or class its largest per-image mean, the objective's own measure; "
@@ -164,14 +167,19 @@ def _dataset_maxima(path):
 @click.option("--layer", "-l", "layers", multiple=True, required=True, metavar="REF", help="A layer (repeatable).")
 @click.option("--weight", "layer_weights", multiple=True, type=float, metavar="W",
               help="The weight of each --layer, in order (default 1 each).")
-@click.option("--octaves", type=click.IntRange(min=1), default=4, show_default=True)
-@click.option("--scale", type=click.FloatRange(min=1, min_open=True), default=1.4, show_default=True)
-@click.option("--iterations", type=click.IntRange(min=1), default=10, show_default=True, help="Steps per octave.")
-@click.option("--step", type=click.FloatRange(min=0, min_open=True), default=0.01, show_default=True)
-@click.option("--jitter", type=click.IntRange(min=0), default=32, show_default=True)
-@click.option("--tile", type=click.IntRange(min=16), default=512, show_default=True,
-              help="Largest tile side for the gradient (bounds the memory on large images).")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--octaves", type=click.IntRange(min=1), default=DREAM.octaves, show_default=True,
+              help=help_of(DreamSettings, "octaves"))
+@click.option("--scale", type=click.FloatRange(min=1, min_open=True), default=DREAM.scale, show_default=True,
+              help=help_of(DreamSettings, "scale"))
+@click.option("--iterations", type=click.IntRange(min=1), default=DREAM.iterations, show_default=True,
+              help=help_of(DreamSettings, "iterations"))
+@click.option("--step", type=click.FloatRange(min=0, min_open=True), default=DREAM.step, show_default=True,
+              help=help_of(DreamSettings, "step"))
+@click.option("--jitter", type=click.IntRange(min=0), default=DREAM.jitter, show_default=True,
+              help=help_of(DreamSettings, "jitter"))
+@click.option("--tile", type=click.IntRange(min=16), default=DREAM.tile, show_default=True,
+              help=help_of(DreamSettings, "tile"))
+@click.option("--seed", type=int, default=DREAM.seed, show_default=True, help=help_of(DreamSettings, "seed"))
 @click.option("--output", "-o", default="cnnviz-output", show_default=True, metavar="DIR")
 def dream(loaded, image, layers, layer_weights, octaves, scale, iterations, step, jitter, tile, seed, output) -> None:
     """Deep Dream: change an image so that the chosen layers respond more.

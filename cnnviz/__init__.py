@@ -30,7 +30,8 @@ from cnnviz.inputs import samples
 from cnnviz.models import load_model, read_state_dict, zoo
 from cnnviz.analyses.activations import Activations, LayerActivations, activations
 from cnnviz.analyses.attribution import (
-    DEFAULT_METHODS, METHODS, Attribution, Attributions, SanityCheck, attributions, sanity_check, saliency,
+    DEFAULT_METHODS, METHODS, Attribution, Attributions, AttributionSettings, SanityCheck, attributions, sanity_check,
+    saliency,
 )
 from cnnviz.analyses.connections import Connection, Connections, connections
 from cnnviz.analyses.convolution import conv_matrix, conv_output_size
@@ -38,6 +39,7 @@ from cnnviz.analyses.equivariance import Equivariance, equivariance
 from cnnviz.analyses.feature_visualization import objectives
 from cnnviz.analyses.feature_visualization.dream import Dream, dream
 from cnnviz.analyses.feature_visualization.maximize import Rendering, maximize
+from cnnviz.analyses.feature_visualization.settings import DreamSettings, RenderSettings
 from cnnviz.analyses.kernels import Kernels, convolutions, kernels
 from cnnviz.analyses.predictions import Prediction, Predictions, predict
 from cnnviz.analyses.receptive_field import (
@@ -58,6 +60,7 @@ __all__ = [
     "Attribution",
     "Attributions",
     "attributions",
+    "AttributionSettings",
     "capture",
     "CnnvizError",
     "CnnvizWarning",
@@ -70,6 +73,7 @@ __all__ = [
     "DEFAULT_METHODS",
     "Dream",
     "dream",
+    "DreamSettings",
     "effective_receptive_field",
     "EffectiveReceptiveField",
     "Equivariance",
@@ -103,6 +107,7 @@ __all__ = [
     "ReceptiveField",
     "ReceptiveFields",
     "Rendering",
+    "RenderSettings",
     "reports",
     "saliency",
     "samples",

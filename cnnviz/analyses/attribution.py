@@ -47,15 +47,9 @@ from cnnviz.core.relu import relu_rule
 from cnnviz.analyses.predictions import dense_targets
 from cnnviz.core.model import LoadedModel
 
-METHODS = (
-    "gradient", "gradient_x_input", "smoothgrad", "integrated_gradients", "guided_backprop",
-    "deconvolution", "gradcam", "guided_gradcam", "occlusion",
+from cnnviz.analyses.attribution_settings import (  # noqa: F401 (AttributionSettings: re-exported)
+    ATTRIBUTION, CAM_METHODS, DEFAULT_METHODS, METHODS, AttributionSettings,
 )
-#: the methods run when none are named: by :func:`attributions`, ``cnnviz saliency`` and the
-#: gallery (the others are variants: gradient x input, deconvolution, guided Grad-CAM)
-DEFAULT_METHODS = ("gradient", "smoothgrad", "integrated_gradients", "guided_backprop", "gradcam", "occlusion")
-#: methods whose maps are one channel (class activation maps)
-CAM_METHODS = ("gradcam",)
 
 
 @dataclass
@@ -160,20 +154,21 @@ def attributions(
     images,
     target=None,
     *,
-    methods: Sequence[str] = DEFAULT_METHODS,
+    methods: Sequence[str] = ATTRIBUTION.methods,
     layer=None,
-    steps: int = 32,
-    samples: int = 16,
-    noise: float = 0.15,
-    window: int | None = None,
-    stride: int | None = None,
-    batch_size: int = 32,
+    steps: int = ATTRIBUTION.steps,
+    samples: int = ATTRIBUTION.samples,
+    noise: float = ATTRIBUTION.noise,
+    window: int | None = ATTRIBUTION.window,
+    stride: int | None = ATTRIBUTION.stride,
+    batch_size: int = ATTRIBUTION.batch_size,
 ) -> Attributions:
     """Attribute a unit's value to the input pixels with several methods at once, to compare them.
 
     Args:
         model, images, target: as for :func:`saliency`.
         methods: names of ``METHODS``, in the order to show them (default ``DEFAULT_METHODS``).
+            The defaults of this and the options below are :class:`AttributionSettings`'.
         layer: the layer for Grad-CAM (default: the last layer with spatial maps that runs once).
         steps: integration steps of integrated gradients.
         samples, noise: SmoothGrad's noisy copies and their standard deviation, as a fraction of

@@ -16,8 +16,13 @@ Example::
 
     >>> import cnnviz
     >>> loaded = cnnviz.load_model("builtin:photos")
-    >>> dreamed = cnnviz.dream(loaded, "sample:chelsea", ["features.12", "features.19"], weights=[1, 0.5])
-    >>> dreamed.image.shape, dreamed.gain      # 3 x H x W in [0, 1], how much the objective grew
+    >>> photo = cnnviz.samples.image("chelsea").reduce(4)     # 113 x 75 (any size; "sample:chelsea" is 451 x 300)
+    >>> quick = {"octaves": 1, "iterations": 2}                # a quick look; by default 4 octaves of 10 steps
+    >>> dreamed = cnnviz.dream(loaded, photo, ["features.12", "features.19"], weights=[1, 0.5], **quick)
+    >>> dreamed.image.shape, dreamed.gain > 1     # 3 x H x W in [0, 1], the objective grew
+    (torch.Size([3, 75, 113]), True)
+    >>> dreamed                                   # doctest: +ELLIPSIS
+    Dream(75x113, layers ['features.12', 'features.19'], objective 0.686 -> ...)
 """
 from __future__ import annotations
 
@@ -29,6 +34,7 @@ import torch
 from PIL import Image
 from torch.nn import functional as F
 
+from cnnviz.analyses.feature_visualization.settings import DREAM
 from cnnviz.analyses.feature_visualization import objectives as o
 from cnnviz.core.display import Shows
 from cnnviz.errors import CnnvizError, check_finite, check_seed
@@ -83,13 +89,13 @@ def dream(
     layer: str | Sequence[str],
     *,
     weights: Sequence[float] | None = None,
-    octaves: int = 4,
-    scale: float = 1.4,
-    iterations: int = 10,
-    step: float = 0.01,
-    jitter: int = 32,
-    tile: int = 512,
-    seed: int = 0,
+    octaves: int = DREAM.octaves,
+    scale: float = DREAM.scale,
+    iterations: int = DREAM.iterations,
+    step: float = DREAM.step,
+    jitter: int = DREAM.jitter,
+    tile: int = DREAM.tile,
+    seed: int = DREAM.seed,
     progress: Callable[[int], None] | None = None,
 ) -> Dream:
     """Dream an image at one or more layers.

@@ -32,50 +32,63 @@ RESTART_AT = 48  # a unit still below its reference at this step starts again fr
 RESTART_RATE = 0.5  # ... at this fraction of the learning rate (the first one was too fast for it)
 
 
-@dataclass
-class Run:
-    """One batch of images, optimised together; each image leaves the batch when the stopping
-    rule ends it, and the rest go on (fewer images per step)."""
+@dataclass(frozen=True)
+class RenderJob:
+    """Everything a render decided before its first step (:func:`cnnviz.maximize` prepares it
+    once; each batch is a :class:`Run` of some of its images).
+
+    Attributes:
+        model: what the passes run on (the model, or its copy with batch norms folded).
+        plan: the images' units, objectives and seeds (``plan.Plan``).
+        settings: the :class:`~cnnviz.analyses.feature_visualization.settings.RenderSettings`.
+        canvas, view: the image's size, and the size the network sees (cropped back to a fixed
+            input size, else the transformed canvas).
+        offset: where a neuron's position lies on the transformed canvas.
+        preprocessing: the model's; robust: the random transformations; use_bf16: autocast.
+        device: where the images live; softmax: the output's final softmax to skip, or ``None``.
+        real: the real images' responses (``None``: no reference).
+    """
 
     model: object
-    plan: object  # maximize._Plan
-    rows: list[int]  # the plan's images in this batch
-    offset: tuple[int, int]
-    regularize: float
+    plan: object
+    settings: object
     canvas: tuple[int, int]
     view: tuple[int, int]
+    offset: tuple[int, int]
     preprocessing: object
-    steps: int
-    lr: float
-    schedule: str
-    param: str
     robust: Robustness
-    redirect_steps: int
     use_bf16: bool
     device: torch.device
-    progress: Callable[[int], None] | None
     softmax: int | None
     real: object | None
-    stop: bool
-    seed: int
+
+
+@dataclass
+class Run:
+    """One batch of images of a :class:`RenderJob`, optimised together; each image leaves the
+    batch when the stopping rule ends it, and the rest go on (fewer images per step)."""
+
+    job: RenderJob
+    rows: list[int]  # the plan's images in this batch
+    progress: Callable[[int], None] | None
 
     def render(self) -> dict[int, tuple[torch.Tensor, int, str]]:
         """Optimise the batch; ``{row: (image, steps taken, start)}``, images as saved (no
         transformation)."""
-        plan, canvas, robust, device = self.plan, self.canvas, self.robust, self.device
-        out = None if tuple(self.view) == robust.output_size(canvas) else self.view
-        generators = [torch.Generator().manual_seed((self.seed * 1_000_003 + plan.seeds[row]) % 2**63)
+        plan, canvas, robust, device = self.job.plan, self.job.canvas, self.job.robust, self.job.device
+        out = None if tuple(self.job.view) == robust.output_size(canvas) else self.job.view
+        generators = [torch.Generator().manual_seed((self.job.settings.seed * 1_000_003 + plan.seeds[row]) % 2**63)
                       for row in self.rows]
-        params = image_parameters(self.param, generators, self.preprocessing.channels, canvas, device)
-        optimizer = Adam(params.parameters(), self.lr)
+        params = image_parameters(self.job.settings.param, generators, self.job.preprocessing.channels, canvas, device)
+        optimizer = Adam(params.parameters(), self.job.settings.lr)
         # (images - mean) / std as one multiply-add: images * (1 / std) + (-mean / std); nothing for a
         # model that takes images as they are
-        mean = torch.as_tensor(self.preprocessing.mean, dtype=torch.float64).view(1, -1, 1, 1)
-        std = torch.as_tensor(self.preprocessing.std, dtype=torch.float64).view(1, -1, 1, 1)
+        mean = torch.as_tensor(self.job.preprocessing.mean, dtype=torch.float64).view(1, -1, 1, 1)
+        std = torch.as_tensor(self.job.preprocessing.std, dtype=torch.float64).view(1, -1, 1, 1)
         self._scale, self._shift = (1 / std).float().to(device), (-mean / std).float().to(device)
         self._identity = bool((mean == 0).all() and (std == 1).all())
         # every step's random transformation, drawn before the first (None: the transformation only pads)
-        draws = None if robust.identity else robust.draw(generators, self.steps, canvas, out).to(device)
+        draws = None if robust.identity else robust.draw(generators, self.job.settings.steps, canvas, out).to(device)
         active = list(self.rows)
         goal, check = self._objectives(active)
         layers = list(dict.fromkeys(goal.layers + check.layers))
@@ -84,20 +97,20 @@ class Run:
         decays = {row: 0 for row in active}  # how often each image's learning rate was cut on a plateau
         best = {}  # per image: (value, image, start) of its best check
         sign = -1 if plan.negative else 1
-        with probe(self.model, layers, keep_graph=True) as recorder:
+        with probe(self.job.model, layers, keep_graph=True) as recorder:
             self._recorder, self._layers = recorder, layers
-            for step in range(self.steps):
+            for step in range(self.job.settings.steps):
                 optimizer.lr = self._learning_rate(step)
                 images = params.images()
                 transformed = robust.apply(images, None if draws is None else draws[step], out)
-                values = self._scores(goal, images, transformed, step < self.redirect_steps)
+                values = self._scores(goal, images, transformed, step < self.job.settings.redirect_steps)
                 optimizer.zero_grad()
                 (-values.sum()).backward()
                 optimizer.step()
                 if self.progress is not None:
                     self.progress(len(active))
-                last = step == self.steps - 1
-                if not last and not (self.stop and (step + 1) % CHECK_EVERY == 0):
+                last = step == self.job.settings.steps - 1
+                if not last and not (self.job.settings.stop and (step + 1) % CHECK_EVERY == 0):
                     continue
                 with torch.no_grad():
                     now = params.images()
@@ -105,7 +118,7 @@ class Run:
                 ending = []
                 for k, row in enumerate(active):
                     history[row].append(float(measured[k]))
-                    if self.stop and (row not in best or sign * history[row][-1] > best[row][0]):
+                    if self.job.settings.stop and (row not in best or sign * history[row][-1] > best[row][0]):
                         best[row] = (sign * history[row][-1], now[k].detach().clone(), starts[row])
                 finished = {row: last or self._finished(history[row], step + 1) for row in active}
                 restart = self._restart_rows(active, finished, history, restarted, step + 1)
@@ -136,7 +149,7 @@ class Run:
                     places = [active.index(row) for row in restart]
                     photos = []
                     for row in restart:
-                        photo, name = self.real.start(plan.groups[row], plan.negative, canvas)
+                        photo, name = self.job.real.start(plan.groups[row], plan.negative, canvas)
                         photos.append(photo)
                         starts[row], history[row] = name, []
                         restarted.add(row)
@@ -144,7 +157,7 @@ class Run:
                     optimizer.reset(places, RESTART_RATE)
                 if ending:
                     if self.progress is not None:
-                        self.progress((self.steps - step - 1) * len(ending))
+                        self.progress((self.job.settings.steps - step - 1) * len(ending))
                     keep = [k for k, row in enumerate(active) if row not in ending]
                     if not keep:
                         break
@@ -157,24 +170,24 @@ class Run:
         return done
 
     def _objectives(self, rows):
-        goal = self.plan.build(rows, self.offset)
-        if self.regularize:
-            goal = goal - self.regularize * o.total_variation()
-        return goal, self.plan.measure(rows, (0, 0))
+        goal = self.job.plan.build(rows, self.job.offset)
+        if self.job.settings.regularize:
+            goal = goal - self.job.settings.regularize * o.total_variation()
+        return goal, self.job.plan.measure(rows, (0, 0))
 
     def _decays(self) -> int:
         """How often an image's learning rate is cut on a plateau before the plateau ends it: a
         class render is recognisable once converged at its first rate (its logit and probability
         already far past any photograph's), a unit's render gains from the lower rates."""
-        return 0 if self.plan.kind == "class_logit" else DECAYS
+        return 0 if self.job.plan.kind == "class_logit" else DECAYS
 
     def _finished(self, history: list[float], step: int) -> bool:
         """Whether an image has converged: past :data:`MIN_STEPS`, it gained less than
         :data:`CONVERGED` of its value over the last :data:`CONVERGED_STEPS` steps (a history of its
         checks since its start; a restart starts it again)."""
-        if not self.stop or step < MIN_STEPS:
+        if not self.job.settings.stop or step < MIN_STEPS:
             return False
-        sign = -1 if self.plan.negative else 1
+        sign = -1 if self.job.plan.negative else 1
         looks = CONVERGED_STEPS // CHECK_EVERY
         if len(history) <= looks:
             return False
@@ -184,23 +197,23 @@ class Run:
     def _restart_rows(self, active, finished, history, restarted, step) -> list[int]:
         """Images still below their reference at :data:`RESTART_AT` steps, or converged below it
         before, start again from the real image that moves their unit most (once)."""
-        if self.real is None or not self.stop or step >= self.steps or self.plan.kind == "class_logit":
+        if self.job.real is None or not self.job.settings.stop or step >= self.job.settings.steps or self.job.plan.kind == "class_logit":
             return []  # a class's render started from a photograph of the class gives that photograph back
-        sign = -1 if self.plan.negative else 1
+        sign = -1 if self.job.plan.negative else 1
         rows = []
         for row in active:
             if row in restarted or not history[row] or not (finished[row] or step == RESTART_AT):
                 continue
-            group = self.plan.groups[row]
-            reference = -self.real.minima[group] if self.plan.negative else self.real.maxima[group]
+            group = self.job.plan.groups[row]
+            reference = -self.job.real.minima[group] if self.job.plan.negative else self.job.real.maxima[group]
             if sign * history[row][-1] <= reference:
                 rows.append(row)
         return rows
 
     def _learning_rate(self, step: int) -> float:
-        if self.schedule == "constant":
-            return self.lr
-        return self.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / self.steps)))
+        if self.job.settings.schedule == "constant":
+            return self.job.settings.lr
+        return self.job.settings.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / self.job.settings.steps)))
 
     def _scores(self, objective, images, transformed, redirect: bool):
         # channels_last makes the convolutions of a CPU or GPU pass faster (measured: VGG11 to
@@ -208,8 +221,8 @@ class Run:
         inputs = transformed if self._identity else torch.addcmul(self._shift, transformed, self._scale)
         inputs = inputs.contiguous(memory_format=torch.channels_last)
         rule = relu_rule("redirect") if redirect else contextlib.nullcontext()
-        skip = SkipSoftmax(self.softmax) if self.softmax is not None else contextlib.nullcontext()
-        autocast = torch.autocast(self.device.type, dtype=torch.bfloat16) if self.use_bf16 else contextlib.nullcontext()
+        skip = SkipSoftmax(self.job.softmax) if self.job.softmax is not None else contextlib.nullcontext()
+        autocast = torch.autocast(self.job.device.type, dtype=torch.bfloat16) if self.job.use_bf16 else contextlib.nullcontext()
         with rule, autocast, skip:
             self._recorder.run(inputs)
             activations = {name: self._recorder[name].float() for name in self._layers}

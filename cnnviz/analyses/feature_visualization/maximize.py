@@ -11,11 +11,19 @@ Example::
 
     >>> import cnnviz
     >>> loaded = cnnviz.load_model("builtin:photos")
-    >>> rendering = cnnviz.maximize(loaded, "features.12", channels="0-7", steps=128)
-    >>> rendering.images.shape, rendering.values[:2]      # 8 x 3 x H x W in [0, 1], final scores
-    >>> cnnviz.maximize(loaded, "chelsea")                  # a class logit, by name
+    >>> quick = {"steps": 8, "size": 32}            # a quick look; by default 256 steps at the model's size
+    >>> rendering = cnnviz.maximize(loaded, "features.5", channels="0-3", reference=None, **quick)
+    >>> rendering.images.shape, [str(unit) for unit in rendering.units]    # 4 x 3 x H x W in [0, 1]
+    (torch.Size([4, 3, 32, 32]), ['features.5:0', 'features.5:1', 'features.5:2', 'features.5:3'])
+    >>> len(rendering.values), rendering.steps_taken     # final scores, and the steps each image ran
+    (4, [8, 8, 8, 8])
+    >>> chelsea = cnnviz.maximize(loaded, "chelsea", reference="sample:chelsea", **quick)   # a class logit, by name
+    >>> [str(unit) for unit in chelsea.units], chelsea.reference_source   # compared with real images
+    (['logits:3 (chelsea)'], '1 sample image')
     >>> from cnnviz import objectives as o
-    >>> cnnviz.maximize(loaded, objective=o.channel("features.12", 3) - 50 * o.diversity("features.12"), count=4)
+    >>> goal = o.channel("features.12", 3) - 50 * o.diversity("features.12")
+    >>> cnnviz.maximize(loaded, objective=goal, count=2, **quick)
+    Rendering(2 images (32, 32), channel(features.12, 3) + -(50 * (diversity(features.12))); 2 renders (not compared with real images), 8 steps)
 """
 from __future__ import annotations
 
@@ -30,7 +38,7 @@ import torch
 from cnnviz.analyses.feature_visualization import objectives as o
 from cnnviz.analyses.feature_visualization.optimizer import bf16_wanted
 from cnnviz.core import distributed
-from cnnviz.errors import CnnvizError, check_seed
+from cnnviz.errors import CnnvizError
 from cnnviz.core.gradients import gradients_on
 from cnnviz.core.output import set_progress_total
 from cnnviz.core.memory import available_memory
@@ -41,11 +49,11 @@ from cnnviz.core.softmax import SkipSoftmax, final_softmax
 from cnnviz.analyses.feature_visualization.transforms import Robustness
 from cnnviz.analyses.feature_visualization.real_images import load_statistics, real_responses
 from cnnviz.analyses.feature_visualization.filters import filter_units, receptive_field_size
-from cnnviz.analyses.feature_visualization.loop import Run
+from cnnviz.analyses.feature_visualization.loop import RenderJob, Run
+from cnnviz.analyses.feature_visualization.settings import RenderSettings
 from cnnviz.analyses.feature_visualization.rendering import Rendering, image_outcomes  # noqa: F401 (Rendering: re-exported)
 from cnnviz.analyses.feature_visualization.plan import Plan as _Plan, plan as _plan
 
-PRECISIONS = ("fp32", "bf16", "auto")
 CHANNEL_CANVAS = 160  # the largest automatic canvas of a channel's (or a direction's) spatial mean, or a class
 NEURON_FIELD = 48  # a neuron whose receptive field is smaller gets the transformations' shifts in proportion
 MEMORY_BUDGET = 1.5 * 2**30  # bytes of activations per batch, forward and backward
@@ -58,31 +66,22 @@ def maximize(
     channels=None,
     objective: o.Objective | None = None,
     count: int = 1,
-    size="auto",
-    steps: int = 256,
-    lr: float = 0.1,
-    param: str = "fft",
-    seed: int = 0,
-    batch_size: int | None = None,
-    robustness: Robustness | None = None,
-    redirect_steps: int = 16,
-    precision: str = "fp32",
-    regularize: float = 0.0,
-    progress: Callable[[int], None] | None = None,
-    reference="samples",
-    stop: bool = True,
-    schedule: str = "cosine",
     negative: bool = False,
     diverse: int = 1,
     neuron: bool = False,
     direction=None,
-    filters: bool = True,
+    settings: RenderSettings | None = None,
+    progress: Callable[[int], None] | None = None,
+    **options,
 ) -> Rendering:
     """Render images that maximise a unit, many units, or any objective.
 
     Each render is compared with real images: its final value against the unit's largest
     response to them (``reference``). It stops on its own when its objective has converged
-    (``stop``), so that the rest of the batch goes on without it.
+    (``stop``), so that the rest of the batch goes on without it. The call is three steps:
+    prepare (what to render, on which canvas, in which batches: a :class:`RenderJob`), render
+    (the batches, shared between the ranks of a process group) and assemble (the values, the
+    comparison with the real images, the :class:`Rendering`).
 
     Inside a ``torch.distributed`` process group (``torchrun``) each rank renders a contiguous
     share of the units and every rank returns all of them: the images of one process, since each
@@ -99,35 +98,6 @@ def maximize(
             ``[1, 5]``, ``"all"``.
         objective: instead of a layer, any :class:`cnnviz.objectives.Objective`, applied to a
             batch of ``count`` images.
-        size: ``"auto"`` (about twice the unit's receptive field, at least 48 px, for a channel or
-            neuron, at most 160 px for a channel's or direction's spatial mean; the model's input
-            size for classes, at most 160 px), ``H`` or ``(H, W)``.
-        steps: the most optimisation steps of an image (with ``stop=False``: exactly this many).
-        lr: Adam's learning rate (at the start; see ``schedule``).
-        param: ``"fft"`` (decorrelated Fourier spectrum), ``"maco"`` (its phase only, under the
-            magnitude of natural photographs: Fel et al. 2023) or ``"pixel"``.
-        seed: the seed of every random choice; the image of a unit depends only on it and the unit.
-        batch_size: images per batch (default: as many as fit a 1.5 GiB activation budget).
-        robustness: the random transformations (default Lucid's; ``Robustness.none()`` for none).
-        redirect_steps: steps during which dead ReLUs let the gradient through (0 to disable).
-        precision: ``"fp32"``, ``"bf16"`` (autocast) or ``"auto"`` (bf16 where the hardware has it).
-        regularize: subtract this times the total variation of the image from the objective.
-        progress: called with the number of image-steps done, after each step.
-        reference: what each render is compared with: real images (``"samples"``, the sample
-            photographs, by default; a folder, files, ...), a :class:`cnnviz.Statistics` or the
-            path of a ``stats.npz`` (a dataset's maxima; the sample photographs still give the
-            starting images), or ``None`` (no comparison, no stopping at a target).
-        stop: end each image once its objective has converged: after at least 48 steps, it gained
-            less than 2 % of its value over the last 32 (checked every 8 steps on the untransformed
-            image), at its third learning rate (each plateau before cuts the rate to 0.3x: a unit's
-            render runs at least 112 steps; a class's ends at its first plateau); else at
-            ``steps``. The reference is not a goal: passing the real images is a floor (on a
-            trained network a render passes them within a few steps, long before it is good). A unit's image still below its reference at 48 steps, or converged below it
-            sooner, starts again (once) from the real image that moves its unit most, at half the
-            learning rate (not a class: that would give back the photograph); each image returned
-            is the best of its checks.
-        schedule: ``"cosine"`` (the learning rate falls from ``lr`` to ``lr / 10`` over ``steps``)
-            or ``"constant"``.
         negative: minimise the unit instead (what it responds to least).
         diverse: render this many different images of each unit (a penalty on the similarity of
             their Gram matrices at the layer).
@@ -137,110 +107,152 @@ def maximize(
             field off what it is learning to see.
         direction: a vector over the layer's channels (``layer`` a whole layer): one image whose
             activations point along it (their spatial mean dot product with it).
-        filters: a unit that is a function of one linear filter of the input (a first layer, or a
-            unit with no nonlinearity before it) gets its exact maximum under the valid pixel
-            range at the centre (the neuron there) instead of an optimisation that would only
-            saturate a flat colour field.
+        settings: how each image is rendered, a :class:`cnnviz.RenderSettings` (default: its
+            defaults).
+        progress: called with the number of image-steps done, after each step.
+        options: fields of :class:`cnnviz.RenderSettings` that replace those of ``settings``:
+            ``size``, ``steps``, ``lr``, ``param``, ``seed``, ``batch_size``, ``robustness``,
+            ``redirect_steps``, ``precision``, ``regularize``, ``reference``, ``stop``,
+            ``schedule``, ``filters``. In short: ``size`` ``"auto"`` renders a channel or neuron
+            at about twice its receptive field (48 to 160 px), a class at the model's input size
+            (at most 160 px); ``steps`` is the most steps of an image, which ends once converged
+            (after at least 48 steps it gained under 2 % of its value over the last 32, at its
+            third learning rate: each plateau before cuts the rate to 0.3x) unless ``stop`` is
+            false; ``reference`` (the sample photographs, a :class:`cnnviz.Statistics`, a
+            ``stats.npz`` or ``None``) is a floor, not the goal: a unit's image still below it at
+            48 steps starts again once from the real image that moves its unit most, at half the
+            learning rate (never a class); ``filters`` renders a unit that is one linear filter of
+            the input as its exact maximum. Each image returned is the best of its checks.
 
     Returns:
         :class:`Rendering`.
     """
+    chosen = RenderSettings.of(settings, options)
+    if count < 1 or diverse < 1:
+        raise CnnvizError(f"count and diverse must be at least 1 (got count={count}, diverse={diverse})")
+    prepared = _prepare(model, layer, channels, objective, count, negative, diverse, neuron, direction, chosen)
+    rendered = _render(prepared, progress)
+    return _assemble(prepared, rendered, negative, diverse)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Prepared:
+    """What :func:`maximize` decided before rendering: the job each batch runs, the rows it
+    renders (the others are a linear filter's exact maximum, already made), and the batches."""
+
+    model: object  # the user's: the final values are measured on it
+    job: RenderJob
+    rows: list[int]
+    filtered: dict[int, torch.Tensor]  # row -> the exact maximum of a linear filter, centred on the canvas
+    filter_count: int
+    chunk: int
+    diverse: int
+    shared: bool  # the rows are shared between the ranks of a group (not an objective: one batch)
+
+
+def _prepare(model, layer, channels, objective, count, negative, diverse, neuron, direction,
+             settings: RenderSettings) -> _Prepared:
+    """The plan (units, objectives, seeds), canvas and view, transformations, batch size, the real
+    images' responses and the folded copy the passes run on."""
     module, class_names = unwrap(model)
     preprocessing = preprocessing_of(model)
-    if steps < 1 or not (lr > 0 and math.isfinite(lr)) or count < 1 or diverse < 1:  # also a NaN or infinite lr
-        raise CnnvizError(f"steps, count and diverse must be at least 1 and lr a positive finite number (got "
-                          f"steps={steps}, count={count}, diverse={diverse}, lr={lr})")
-    check_seed(seed)
-    if precision not in PRECISIONS:
-        raise CnnvizError(f"unknown precision {precision!r}; use fp32, bf16 or auto")
-    if schedule not in SCHEDULES:
-        raise CnnvizError(f"unknown schedule {schedule!r}; use {' or '.join(SCHEDULES)}")
-    if batch_size is not None and batch_size < 1:
-        raise CnnvizError(f"batch_size must be at least 1, got {batch_size}")
     plan = _plan(model, layer, channels, objective, count, class_names, negative=negative, diverse=diverse,
                  neuron=neuron, direction=direction)
     device = next((p.device for p in module.parameters()), torch.device("cpu"))
+    size = settings.size
     canvas = _canvas(model, size, plan, preprocessing)
-    robust = robustness if robustness is not None else Robustness()
-    filter_images = filter_units(model, plan, preprocessing, canvas, size, device) if filters else None
+    robust = settings.robustness if settings.robustness is not None else Robustness()
+    filter_images = filter_units(model, plan, preprocessing, canvas, size, device) if settings.filters else None
     if filter_images is not None:  # each unit is one filter: its neuron at the centre, measured as one
         plan = _plan(model, layer, channels, objective, count, class_names, negative=negative, diverse=diverse,
                      neuron=True, direction=direction)
         if size == "auto":
             canvas = filter_images.canvas
-    if robustness is None and plan.kind == "neuron" and not plan.ref.is_output:
+    if settings.robustness is None and plan.kind == "neuron" and not plan.ref.is_output:
         # Lucid's shifts are sized for a channel over a whole image; a neuron sees its receptive
         # field only, and shifts larger than that move the field off what it is learning to see
         robust = _scaled(robust, receptive_field_size(model, plan.ref.layer_text, preprocessing) / NEURON_FIELD)
     # in a group, a memory check that one rank's GPU fails stops every rank (not the others waiting)
-    distributed.together(lambda: _check_memory(model, plan, canvas, robust, preprocessing, device))
+    distributed.together("maximize/memory", lambda: _check_memory(model, plan, canvas, robust, preprocessing, device))
     canvas, view = _view(model, plan, canvas, robust, preprocessing, size)
     # a model whose output is a softmax: maximize the logits it takes (its input), not a probability
     softmax = final_softmax(module, preprocessing.channels, view) if plan.ref is not None and plan.ref.is_output else None
-    if robustness is None and tuple(view) == tuple(canvas):  # cropped back: shifts in proportion to a small input
+    if settings.robustness is None and tuple(view) == tuple(canvas):  # cropped back: shifts in proportion to a small input
         robust = _scaled(robust, min(canvas) / 224)
     if objective is not None:  # one objective over the whole batch (diversity compares its images)
-        if batch_size is not None and batch_size < count:
+        if settings.batch_size is not None and settings.batch_size < count:
             raise CnnvizError(
                 f"an objective is rendered as one batch of its {count} images; give batch_size >= {count}"
             )
         chunk = count
     else:
-        chunk = batch_size or _batch_size(model, view, plan, preprocessing)
+        chunk = settings.batch_size or _batch_size(model, view, plan, preprocessing)
         chunk = max(diverse, chunk - chunk % diverse)  # the images of one unit stay in one batch
-    real = _references(model, plan, reference, softmax)
-    use_bf16 = bf16_wanted(precision, device)
+    real = _references(model, plan, settings.reference, softmax)
     offset = _padding_offset(model, plan, canvas, view, preprocessing)
-    count_all = len(plan.units)
-    images = [None] * count_all
-    values, steps_taken, starts = [0.0] * count_all, [0] * count_all, ["noise"] * count_all
-    rows = list(range(count_all))
+    filtered = {}
     if filter_images is not None:
-        for row, image in zip(filter_images.rows, filter_images.images):
-            images[row], starts[row] = _centred(image, canvas), "filter"
-        rows = [row for row in rows if row not in set(filter_images.rows)]
-    # inside a process group (torchrun) each rank renders its contiguous share of the units (the
-    # images of one unit together; whole batches where there are enough: one process's images to
-    # the bit) and every rank gets them all
-    rank, size_of_group = distributed.rank_and_size()
-    if objective is not None:  # one batch, its images optimised together (diversity): every rank renders it
-        size_of_group = 1
-    set_progress_total(progress, len(rows) * steps)  # every rank's: rank 0 shows the whole group's progress
-    if size_of_group > 1:
-        units = list(dict.fromkeys(plan.groups[row] for row in rows))
-        mine = {units[k] for k in distributed.share(len(units), rank, size_of_group, chunk // diverse)}
-        rows = [row for row in rows if plan.groups[row] in mine]
-        progress = distributed.SharedProgress(progress)
-
+        filtered = {row: _centred(image, canvas) for row, image in zip(filter_images.rows, filter_images.images)}
+    rows = [row for row in range(len(plan.units)) if row not in filtered]
     # the render's passes run on a copy with each batch normalisation folded into its convolution
     # (the same function, about a third less work a step; the model itself where that cannot be shown)
     rendered_model = fused_for_rendering(model, list(plan.layers), (preprocessing.channels, *view)) if rows else model
+    job = RenderJob(model=rendered_model, plan=plan, settings=settings, canvas=canvas, view=view, offset=offset,
+                    preprocessing=preprocessing, robust=robust, use_bf16=bf16_wanted(settings.precision, device),
+                    device=device, softmax=softmax, real=real)
+    return _Prepared(model, job, rows, filtered, len(filtered), chunk, diverse, shared=objective is None)
+
+
+def _render(prepared: _Prepared, progress) -> dict[int, tuple[torch.Tensor, int, str]]:
+    """``{row: (image, steps taken, start)}`` of every row: the batches of this process's share
+    (inside a process group, each rank renders a contiguous share of the units, the images of one
+    unit together, whole batches where there are enough: one process's images to the bit), and
+    every rank gets them all."""
+    job, rows, chunk = prepared.job, prepared.rows, prepared.chunk
+    rank, size_of_group = distributed.rank_and_size()
+    if not prepared.shared:  # one batch, its images optimised together (diversity): every rank renders it
+        size_of_group = 1
+    set_progress_total(progress, len(rows) * job.settings.steps)  # every rank's: rank 0 shows the whole group's progress
+    if size_of_group > 1:
+        units = list(dict.fromkeys(job.plan.groups[row] for row in rows))
+        mine = {units[k] for k in distributed.share(len(units), rank, size_of_group, chunk // prepared.diverse)}
+        rows = [row for row in rows if job.plan.groups[row] in mine]
+        progress = distributed.SharedProgress("maximize/progress", progress)
 
     def render_rows() -> dict:
         rendered = {}
         for start in range(0, len(rows), chunk):
-            run = Run(model=rendered_model, plan=plan, rows=rows[start:start + chunk], offset=offset, regularize=regularize,
-                      canvas=canvas, view=view, preprocessing=preprocessing, steps=steps, lr=lr, schedule=schedule,
-                      param=param, robust=robust, redirect_steps=redirect_steps, use_bf16=use_bf16, device=device,
-                      progress=progress, softmax=softmax, real=real, stop=stop, seed=seed)
-            rendered.update(run.render())
+            rendered.update(Run(job=job, rows=rows[start:start + chunk], progress=progress).render())
         return rendered
 
     # gradients are needed whatever the caller's mode (a notebook may sit in torch.no_grad()); the
     # allocator is left as the caller has it (the cnnviz command keeps freed memory in its own
     # process; in Python, wrap the call in cnnviz.reuse_freed_memory())
-    with gradients_on(model):
+    with gradients_on(prepared.model):
         if size_of_group > 1:
             with progress:
-                shares = distributed.together(render_rows)
+                shares = distributed.together("maximize/renders", render_rows)
             distributed.tidy()
         else:
             shares = [render_rows()]
-        for rendered in shares:
-            for row, (image, taken, how) in rendered.items():
-                images[row], steps_taken[row], starts[row] = image, taken, how
-        final = torch.stack(images)
-        values = _final_values(model, plan, final, preprocessing, softmax, device)
+    rendered = {row: (image, 0, "filter") for row, image in prepared.filtered.items()}
+    for share in shares:
+        rendered.update(share)
+    return rendered
+
+
+def _assemble(prepared: _Prepared, rendered: dict, negative: bool, diverse: int) -> Rendering:
+    """The :class:`Rendering`: every image's final value measured on the image as saved, its
+    outcome, and its comparison with the real images."""
+    job = prepared.job
+    plan, settings, real, canvas = job.plan, job.settings, job.real, job.canvas
+    count_all = len(plan.units)
+    images = [rendered[row][0] for row in range(count_all)]
+    steps_taken = [rendered[row][1] for row in range(count_all)]
+    starts = [rendered[row][2] for row in range(count_all)]
+    final = torch.stack(images)
+    with gradients_on(prepared.model):
+        values = _final_values(prepared.model, plan, final, job.preprocessing, job.softmax, job.device)
     outcomes = image_outcomes(final, starts, real, plan, canvas)
     reference_values, succeeded = [None] * count_all, [None] * count_all
     if real is not None:
@@ -249,21 +261,21 @@ def maximize(
             reference_values[row] = bound
             beats = bool(values[row] < bound) if negative else bool(values[row] > bound)
             succeeded[row] = beats and outcomes[row] in ("render", "filter")
-    settings = {
-        "size": list(canvas), "steps": steps, "lr": lr, "schedule": schedule, "stop": stop, "param": param,
-        "seed": seed, "batch_size": chunk, "redirect_steps": redirect_steps,
-        "precision": "bf16" if use_bf16 else "fp32", "robustness": vars(robust), "regularize": regularize,
-        "network_input": list(view), "cropped_back": tuple(view) == tuple(canvas) and robust.pad > 0,
-        "softmax_input": softmax is not None, "negative": negative, "diverse": diverse, "kind": plan.kind,
+    record = {
+        "size": list(canvas), "steps": settings.steps, "lr": settings.lr, "schedule": settings.schedule,
+        "stop": settings.stop, "param": settings.param, "seed": settings.seed, "batch_size": prepared.chunk,
+        "redirect_steps": settings.redirect_steps, "precision": "bf16" if job.use_bf16 else "fp32",
+        "robustness": vars(job.robust), "regularize": settings.regularize, "network_input": list(job.view),
+        "cropped_back": tuple(job.view) == tuple(canvas) and job.robust.pad > 0,
+        "softmax_input": job.softmax is not None, "negative": negative, "diverse": diverse, "kind": plan.kind,
     }
-    description = plan.description + (" (the input of the model's final softmax)" if softmax is not None else "")
-    if filter_images is not None:
-        description += f"; {len(filter_images.rows)} linear-filter units rendered as their neuron at the centre"
-    return Rendering(final.float().cpu(), plan.units, values, description, settings, reference_values, succeeded,
+    description = plan.description + (" (the input of the model's final softmax)" if job.softmax is not None else "")
+    if prepared.filter_count:
+        description += f"; {prepared.filter_count} linear-filter units rendered as their neuron at the centre"
+    return Rendering(final.float().cpu(), plan.units, values, description, record, reference_values, succeeded,
                      steps_taken, starts, real.source if real is not None else None, outcomes)
 
 
-SCHEDULES = ("cosine", "constant")
 STEP_OVERHEAD = 130_000  # a step's own work (the image, its transformations, Adam), in activation values
 
 

@@ -1,0 +1,75 @@
+"""Settings are values, and each default has one source: the settings dataclass. The functions'
+keywords, the commands' options and their --help read it (checked here for every field a command
+exposes), and ``maximize`` takes a settings value as well as keywords."""
+from __future__ import annotations
+
+import dataclasses
+import inspect
+
+import click
+import pytest
+import torch
+
+import cnnviz
+from cnnviz.cli.main import main
+from cnnviz.core.settings import default_of, help_of
+from cnnviz.site.settings import GallerySettings
+
+
+def _options(command: str) -> dict:
+    return {param.name: param for param in main.commands[command].params}
+
+
+# command -> (settings class, {field: the command's parameter name}, whether the help is the field's)
+COMMANDS = {
+    "maximize": (cnnviz.RenderSettings, {"size": "size", "steps": "steps", "lr": "lr", "param": "param", "seed": "seed",
+                                         "batch_size": "batch_size", "precision": "precision",
+                                         "reference": "reference_images"}, True),
+    "dream": (cnnviz.DreamSettings, {f.name: f.name for f in dataclasses.fields(cnnviz.DreamSettings)}, True),
+    "saliency": (cnnviz.AttributionSettings, {"steps": "steps", "samples": "samples", "window": "window"}, True),
+    "gallery": (GallerySettings, {f.name: f.name for f in dataclasses.fields(GallerySettings)
+                                  if f.name not in ("batch_size", "dream_image")}, False),
+}
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_the_commands_defaults_and_help_are_the_settings(command):
+    settings, names, with_help = COMMANDS[command]
+    options = _options(command)
+    for field, name in names.items():
+        default = default_of(settings, field)
+        shown = options[name].default
+        if shown is getattr(click.core, "UNSET", object()):  # click 8.2 and later: no default given
+            shown = None
+        if isinstance(default, tuple):  # lists are comma-separated on the command line
+            shown = tuple(shown.split(","))
+        assert shown == default, f"cnnviz {command} --{name.replace('_', '-')}: {shown!r}, the settings say {default!r}"
+        if with_help:
+            assert help_of(settings, field) in (options[name].help or ""), f"cnnviz {command} --{name}: help differs"
+
+
+def test_the_functions_defaults_are_the_settings():
+    for function, settings in ((cnnviz.dream, cnnviz.DreamSettings), (cnnviz.attributions, cnnviz.AttributionSettings)):
+        parameters = inspect.signature(function).parameters
+        for field in dataclasses.fields(settings):
+            assert parameters[field.name].default == field.default, (function.__name__, field.name)
+    assert cnnviz.RenderSettings.of(None, {}) == cnnviz.RenderSettings()
+    assert cnnviz.GallerySettings().methods == cnnviz.AttributionSettings().methods == cnnviz.DEFAULT_METHODS
+
+
+def test_maximize_takes_a_settings_value_or_keywords_alike():
+    model = cnnviz.load_model("builtin:patterns")
+    chosen = cnnviz.RenderSettings(steps=3, size=32, reference=None, seed=5)
+    by_value = cnnviz.maximize(model, "features.4", channels="0-1", settings=chosen)
+    by_keywords = cnnviz.maximize(model, "features.4", channels="0-1", steps=3, size=32, reference=None, seed=5)
+    mixed = cnnviz.maximize(model, "features.4", channels="0-1", settings=dataclasses.replace(chosen, seed=0), seed=5)
+    assert torch.equal(by_value.images, by_keywords.images) and torch.equal(by_value.images, mixed.images)
+    assert by_value.settings["steps"] == 3 and by_value.settings["seed"] == 5
+    other = cnnviz.maximize(model, "features.4", channels="0-1", settings=dataclasses.replace(chosen, seed=6))
+    assert not torch.equal(other.images, by_value.images)  # the settings are used, not the defaults
+    with pytest.raises(cnnviz.CnnvizError, match="no option 'stepz'.*steps"):
+        cnnviz.maximize(model, "features.4:0", stepz=3)
+    with pytest.raises(cnnviz.CnnvizError, match="unknown precision"):
+        cnnviz.maximize(model, "features.4:0", settings=cnnviz.RenderSettings(precision="fp8"))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        chosen.steps = 4  # a value: frozen
