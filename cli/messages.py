@@ -15,7 +15,7 @@ import shlex
 
 import click
 
-from cnnviz.cli.options import FloatList
+from cnnviz.cli.types import FloatList
 
 # Python keywords whose option has another parameter name in the commands (tried after the keyword
 # itself and its plural: ``layer`` -> ``layers``, ``target`` -> ``targets``)
@@ -48,8 +48,11 @@ def cli_syntax(message: str, command: click.Command | None) -> str:
 
     Example::
 
+        >>> from cnnviz.cli.main import main
         >>> cli_syntax("use input_size=(H, W)", main.commands["layers"])
         'use --input-size H W'
+        >>> cli_syntax("pass weights='DEFAULT' (trusted=True in Python)", main.commands["layers"])
+        'pass --weights DEFAULT'
     """
     if command is None:
         return message

@@ -6,27 +6,12 @@ import re
 
 import click
 
+from cnnviz.cli.types import FloatList  # noqa: F401 (the commands' type)
+
 MODEL_HELP = (
     "The model: torchvision:NAME, timm:NAME, builtin:NAME, package.module:factory, "
     "path/to/file.py:factory, or a TorchScript / pickled .pt file."
 )
-
-
-class FloatList(click.ParamType):
-    """One number or comma-separated numbers: ``0.5`` or ``0.485,0.456,0.406``."""
-
-    name = "X[,X...]"
-
-    def convert(self, value, param, ctx):
-        if isinstance(value, tuple):
-            return value
-        try:
-            numbers = tuple(float(part) for part in str(value).split(","))
-        except ValueError:
-            numbers = ()
-        if not numbers:
-            self.fail(f"{value!r} is not a number or comma-separated numbers (e.g. 0.485,0.456,0.406)", param, ctx)
-        return numbers
 
 
 def model_options(command):

@@ -116,7 +116,7 @@ def test_saliency_on_models_without_relu_and_with_gates():
     before = snapshot(smooth)
     image = torch.rand(3, 48, 48, generator=torch.Generator().manual_seed(0))
     results = cnnviz.attributions(smooth, image, target=2, methods=["gradient", "guided_backprop", "deconvolution"])
-    assert not results.skipped
+    assert not results.not_applicable
     assert not torch.allclose(results["guided_backprop"].attribution, results["gradient"].attribution)
     assert_untouched(smooth, before)
     gated = foreign_models.gated()
@@ -127,8 +127,8 @@ def test_saliency_on_models_without_relu_and_with_gates():
         cnnviz.saliency(gated, image, target=1, method="guided_backprop")
     scripted = foreign_models.scripted()
     results = cnnviz.attributions(scripted, image, target=0, methods=["gradient", "guided_backprop", "gradcam"])
-    assert list(results) == ["gradient"] and set(results.skipped) == {"guided_backprop", "gradcam"}
-    assert "TorchScript" in results.skipped["guided_backprop"]
+    assert list(results) == ["gradient"] and set(results.not_applicable) == {"guided_backprop", "gradcam"}
+    assert "TorchScript" in results.not_applicable["guided_backprop"]
 
 
 def test_fx_graph_module_layers_work():
@@ -184,7 +184,7 @@ def test_timm_families_with_random_weights(name):
     before = snapshot(model)
     image = torch.rand(3, 64, 64, generator=torch.Generator().manual_seed(0))
     results = cnnviz.attributions(loaded, image, methods=["gradient", "guided_backprop", "deconvolution", "gradcam"])
-    assert not results.skipped, results.skipped  # SiLU, Hardswish, GELU all have the rules
+    assert not results.not_applicable, results.not_applicable  # SiLU, Hardswish, GELU all have the rules
     # not equal (ConvNeXt's layer scale starts at 1e-6, so its branches barely move the gradient)
     assert not torch.equal(results["guided_backprop"].attribution, results["gradient"].attribution)
     # the stem's field (deeper ones are global: squeeze-excite gates pool the whole image)

@@ -834,3 +834,13 @@ def test_a_gallery_names_the_model_by_what_it_is_not_by_a_file_path():
     assert model_name("", "SmallNet") == "SmallNet"
     assert without_folders("/x/y/mobilenet_v2-b0353104.pth") == "mobilenet_v2-b0353104.pth"
     assert without_folders("IMAGENET1K_V1") == "IMAGENET1K_V1" and without_folders(None) is None
+
+
+def test_a_gallery_shows_itself_in_a_notebook_as_a_link_to_its_index(built):
+    _, site, output, _ = built
+    page = site._repr_html_()
+    assert f'href="{(output / "index.html").resolve().as_uri()}"' in page and f"{len(site.units)} unit pages" in page
+    assert site.to_dict()["unit_pages"] == len(site.units) and site.to_dict()["index"] == str(site.index)
+    figure = site.plot(per_layer=2)
+    rows = {entry["layer"] for entry in site.figures if entry["kind"] == "maximize"}
+    assert len(figure.axes) == 2 * len(rows) and any(axis.images for axis in figure.axes)
