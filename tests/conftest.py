@@ -1,10 +1,18 @@
 """Shared fixtures. Tests never touch the network and never change a model they are given."""
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # Two pytest workers on two cores: one thread each (and in every process a test starts), so
+    # that torch's threads do not spin against the other worker's.
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
 
 
 def pixel_sum_unit(channels: int, bias: float) -> nn.Sequential:
