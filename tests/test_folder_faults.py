@@ -183,7 +183,7 @@ def test_a_second_run_into_a_busy_folder_is_refused_in_one_line(name, results, h
     assert refused.exit_code == 2 and refused.stdout == "", refused.output
     line, = refused.stderr.splitlines()
     assert line.startswith(f"error: another cnnviz run (process {pid}, 'cnnviz stats --layer x', since ")
-    assert "choose another folder with -o" in line
+    assert "choose another folder (--output)" in line
     assert content(folder) == results[name][0] and leftovers(folder) == []
 
 
@@ -194,7 +194,7 @@ def test_a_gallery_into_a_busy_folder_is_refused_before_any_work(holder, tmp_pat
     holder(tmp_path.parent)
     assert refused.exit_code == 2 and refused.stdout == "", refused.output
     line, = refused.stderr.splitlines()
-    assert line.startswith(f"error: another cnnviz run (process {pid}, ") and "choose another folder with -o" in line
+    assert line.startswith(f"error: another cnnviz run (process {pid}, ") and "choose another folder (--output)" in line
     assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
@@ -232,7 +232,7 @@ def test_a_symlinked_or_hard_linked_record_is_never_written_through(tmp_path):
         refused = run(["kernels", "-l", "features.0"], folder)
         assert refused.exit_code == 2, refused.output
         assert len(refused.stderr.splitlines()) == 1 and ".cnnviz-written" in refused.stderr
-        assert "choose another folder with -o" in refused.stderr
+        assert "choose another folder (--output)" in refused.stderr
         assert notes.read_text() == "my notes\n"
         assert sorted(p.name for p in folder.iterdir()) == [output.RECORD]  # nothing placed, nothing left
     folder = tmp_path / "symlink"

@@ -75,7 +75,8 @@ class Predictions(Shows):
     def __repr__(self) -> str:
         first = f"; {self.predictions[0]}" if self.predictions else ""
         more = ", ..." if len(self.predictions) > 1 else ""
-        return f"Predictions({len(self.predictions)} images{first}{more})"
+        noun = "image" if len(self.predictions) == 1 else "images"
+        return f"Predictions({len(self.predictions)} {noun}{first}{more})"
 
     def __str__(self) -> str:
         return "\n".join(str(p) for p in self.predictions)

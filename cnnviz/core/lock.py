@@ -139,13 +139,13 @@ def _take(folder: Path, what: str | None) -> int:
         try:
             if not _try_lock(handle):
                 raise FolderBusy(f"another cnnviz run{_holder(handle)} is writing into {str(folder)!r}; wait for it "
-                                 "to end, or choose another folder with -o")
+                                 "to end, or choose another folder (output=...)")
             if not _same_file(handle, path):
                 os.close(handle)
                 continue  # the holder removed it as it ended: take the new one
             if not _ours(handle):
                 raise CnnvizError(f"{str(path)!r} is not cnnviz's lock file; move it away, or choose another "
-                                  "folder with -o")
+                                  "folder (output=...)")
             taken = True
             os.ftruncate(handle, 0)
             os.lseek(handle, 0, os.SEEK_SET)
@@ -158,12 +158,12 @@ def _take(folder: Path, what: str | None) -> int:
                     os.unlink(path)
             os.close(handle)
             raise CnnvizError(f"cannot write into {str(folder)!r}: {error.strerror}; choose another folder "
-                              "with -o") from None
+                              "(output=...)") from None
         except BaseException:
             os.close(handle)
             raise
     raise FolderBusy(f"cnnviz runs keep starting in {str(folder)!r}; wait for them to end, or choose another "
-                     "folder with -o")
+                     "folder (output=...)")
 
 
 def _open(path: Path, folder: Path) -> int:
@@ -173,14 +173,14 @@ def _open(path: Path, folder: Path) -> int:
     except OSError as error:
         if error.errno == errno.ELOOP or path.is_symlink():
             raise CnnvizError(f"{str(path)!r} is a symbolic link, and cnnviz locks a folder only with a file of "
-                              "its own; remove the link, or choose another folder with -o") from None
+                              "its own; remove the link, or choose another folder (output=...)") from None
         raise CnnvizError(f"cannot write into {str(folder)!r}: {error.strerror}; choose another folder "
-                          "with -o") from None
+                          "(output=...)") from None
     info = os.fstat(handle)
     if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
         os.close(handle)
         raise CnnvizError(f"{str(path)!r} is not cnnviz's lock file (it is linked to another file, or not a file); "
-                          "move it away, or choose another folder with -o")
+                          "move it away, or choose another folder (output=...)")
     return handle
 
 

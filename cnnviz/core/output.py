@@ -210,7 +210,7 @@ def output_folder(path: str | os.PathLike) -> Path:
     """Create the output folder (and parents); a clear error when it cannot be."""
     folder = Path(path).expanduser()
     if folder.exists() and not folder.is_dir():
-        raise CnnvizError(f"the output path {str(path)!r} is a file; give a folder with -o")
+        raise CnnvizError(f"the output path {str(path)!r} is a file; give a folder (output=...)")
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as error:
@@ -312,19 +312,19 @@ def append_records(folder: Path, entries: list[list]) -> None:
             if path.is_symlink():
                 raise CnnvizError(f"{str(path)!r} is a symbolic link, and cnnviz writes its record of the files "
                                   "it wrote only into a file of its own; remove the link, or choose another folder "
-                                  "with -o") from None
+                                  "(output=...)") from None
             raise WriteFailed(f"cannot write into {str(folder)!r}: {error.strerror}; choose another folder "
-                              "with -o") from None
+                              "(output=...)") from None
         try:
             info = os.fstat(handle)
             if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
                 raise CnnvizError(f"{str(path)!r} is not a file of cnnviz's own (it is linked to another file, "
                                   "or not a file), and cnnviz writes its record of the files it wrote only into one; "
-                                  "move it away, or choose another folder with -o")
+                                  "move it away, or choose another folder (output=...)")
             _write_all(handle, text.encode("ascii"))
         except OSError as error:
             raise WriteFailed(f"cannot write into {str(folder)!r}: {error.strerror}; choose another folder "
-                              "with -o (or free space and run the command again)") from None
+                              "(output=...) (or free space and run the command again)") from None
         finally:
             os.close(handle)
 
@@ -415,16 +415,16 @@ def refuse_foreign(target: Path) -> None:
     try:
         _refuse_foreign_file(target)
     except OSError as error:
-        raise CnnvizError(f"cannot check {str(target)!r}: {error.strerror}; choose another folder with -o") from None
+        raise CnnvizError(f"cannot check {str(target)!r}: {error.strerror}; choose another folder (output=...)") from None
 
 
 def _refuse_foreign_file(target: Path) -> None:
     if target.is_dir():
-        raise CnnvizError(f"cannot write {str(target)!r}: a folder of that name is in the way; choose another folder with -o")
+        raise CnnvizError(f"cannot write {str(target)!r}: a folder of that name is in the way; choose another folder (output=...)")
     if (target.exists() or target.is_symlink()) and not written_by_cnnviz(target):
         raise CnnvizError(
             f"{str(target)!r} already exists and cnnviz did not write it (cnnviz never overwrites "
-            "such a file); choose another output folder with -o, or move the file away (one written "
+            "such a file); choose another output folder (output=...), or move the file away (one written "
             "by a cnnviz older than its record of what it wrote, .cnnviz-written, can be deleted)"
         )
 
@@ -437,7 +437,7 @@ def _atomic(path: str | os.PathLike, write: Callable) -> Path:
     try:
         handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}{PART_MARK}", suffix=".part")
     except OSError as error:
-        raise WriteFailed(f"cannot write into {str(target.parent)!r}: {error.strerror}; choose another folder with -o") from None
+        raise WriteFailed(f"cannot write into {str(target.parent)!r}: {error.strerror}; choose another folder (output=...)") from None
     try:
         with os.fdopen(handle, "wb") as stream:
             write(stream)

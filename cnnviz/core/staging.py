@@ -68,7 +68,7 @@ class Stage:
                 self.folder = Path(tempfile.mkdtemp(prefix=PREFIX, dir=self.root))
             except OSError as error:
                 raise files.WriteFailed(f"cannot write into {str(self.root)!r}: {error.strerror}; choose another "
-                                  "folder with -o") from None
+                                  "folder (output=...)") from None
         staged = self.moves.get(target) or self.folder / f"{len(self.moves):05d}.part"
         try:
             with open(staged, "wb") as stream:
@@ -97,7 +97,7 @@ class Stage:
             _write_moves(self.folder, moves)
         except OSError as error:
             raise files.WriteFailed(f"cannot write into {str(self.root)!r}: {error.strerror}; choose another "
-                                    "folder with -o (or free space and run the command again)") from None
+                                    "folder (output=...), or free space and run again") from None
         self.committed = True
         _finish(self.root, self.folder, moves)
 

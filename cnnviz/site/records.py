@@ -96,7 +96,7 @@ def check_folders_writable(folder: Path) -> None:
                 pass
         except OSError as error:
             raise CnnvizError(f"cannot write into {str(path)!r}: {error.strerror}; make it writable, or choose "
-                              "another folder with -o") from None
+                              "another folder (output=...)") from None
 
 
 def remove_written(folder: Path, paths) -> None:
