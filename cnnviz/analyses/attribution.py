@@ -21,7 +21,7 @@ Example::
     (torch.Size([1, 3, 64, 64]), ['logits:3 (chelsea)'])
     >>> many = cnnviz.attributions(loaded, "sample:chelsea", "features.19:7", methods=["gradient", "gradcam"])
     >>> many                                            # method -> Attribution, of channel 7 of features.19
-    Attributions(gradient, gradcam; 1 images)
+    Attributions(gradient, gradcam; 1 image)
     >>> many["gradcam"].settings["layer"], many["gradcam"].absolute_map().shape
     ('features.18', torch.Size([1, 64, 64]))
 """
@@ -146,7 +146,7 @@ class Attributions(Shows, dict):
         first = next(iter(self.values()), None)
         images = len(first.attribution) if first is not None else 0
         skipped = f"; n/a: {', '.join(self.not_applicable)}" if self.not_applicable else ""
-        return f"Attributions({', '.join(self)}; {images} images{skipped})"
+        return f"Attributions({', '.join(self)}; {images} image{'' if images == 1 else 's'}{skipped})"
 
 
 def attributions(
