@@ -96,7 +96,8 @@ def activations(loaded, image, layers, top, order, channels, scope, overlay, out
               help="A folder of images (recursive), samples, or an image (repeatable).")
 @click.option("--layer", "-l", "layers", multiple=True, required=True, metavar="REF", help="A layer (repeatable).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
-@click.option("--top-k", type=click.IntRange(min=1, max=64), default=8, show_default=True, help="Exemplars per channel.")
+@click.option("--exemplars", "--top-k", "top_k", type=click.IntRange(min=1, max=64), default=8, show_default=True,
+              help="Images kept per channel where it is highest, and where it is lowest (--top-k: the same).")
 @click.option("--channels", "-c", metavar="SPEC",
               help="The channels of the exemplar figures: 0-15, 3,5,9, all (default: the first 16).")
 @click.option("--bins", type=click.IntRange(min=4), default=128, show_default=True, help="Histogram bins (a multiple of 4).")
@@ -137,7 +138,7 @@ def stats(loaded, images, layers, batch_size, top_k, channels, bins, workers, ch
         total = len(shard_images(images, 0, 1, batch_size))
         desc = "statistics" if size == 1 else f"statistics ({size} ranks)"
         with tqdm(total=total, unit="image", desc=desc, disable=None if rank == 0 else True, leave=False) as bar:
-            result = cnnviz.statistics(loaded, images, list(layers), batch_size=batch_size, top_k=top_k, bins=bins,
+            result = cnnviz.statistics(loaded, images, list(layers), batch_size=batch_size, exemplars=top_k, bins=bins,
                                        progress=bar.update, workers=workers,
                                        checkpoint=None if no_checkpoints else Path(output) / CHECKPOINTS,
                                        checkpoint_minutes=checkpoint_minutes)

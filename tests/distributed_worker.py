@@ -86,7 +86,7 @@ def main() -> None:
     try:
         for case, images in cases(model, folder).items():
             try:
-                stats = cnnviz.statistics(model, images, LAYERS, batch_size=BATCH, top_k=3)
+                stats = cnnviz.statistics(model, images, LAYERS, batch_size=BATCH, exemplars=3)
             except CnnvizError as error:
                 (out / f"{case}.rank{rank}.error").write_text(f"{type(error).__name__}: {error}")
                 continue
@@ -97,13 +97,13 @@ def main() -> None:
         # a run that fails on the last rank's last image, then goes on from every rank's checkpoints
         checkpoints, broken = out / "checkpoints", len(cnnviz.samples.names()) - 1
         try:
-            cnnviz.statistics(model, Photos(model, failing=broken), LAYERS, batch_size=BATCH, top_k=3,
+            cnnviz.statistics(model, Photos(model, failing=broken), LAYERS, batch_size=BATCH, exemplars=3,
                               checkpoint=checkpoints, checkpoint_every=BATCH, checkpoint_minutes=0)
         except CnnvizError as error:
             (out / f"resumed.rank{rank}.error").write_text(str(error))
         progress: list[int] = []
         again = Photos(model)
-        stats = cnnviz.statistics(model, again, LAYERS, batch_size=BATCH, top_k=3, checkpoint=checkpoints,
+        stats = cnnviz.statistics(model, again, LAYERS, batch_size=BATCH, exemplars=3, checkpoint=checkpoints,
                                   checkpoint_every=BATCH, checkpoint_minutes=0, progress=progress.append)
         np.savez(out / f"resumed.rank{rank}.npz", **stats.to_arrays())
         dist.barrier()  # every rank has removed its checkpoint

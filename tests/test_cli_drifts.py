@@ -112,7 +112,7 @@ def test_stats_says_which_exemplar_channels_it_shows_and_takes_channels(tmp_path
 
 def test_the_exemplar_figure_title_says_which_channels():
     photos = cnnviz.load_model("builtin:photos")
-    stats = cnnviz.statistics(photos, "sample:chelsea", ["features.16"], top_k=1)
+    stats = cnnviz.statistics(photos, "sample:chelsea", ["features.16"], exemplars=1)
     title = cnnviz.plots.exemplars(stats, "features.16")._suptitle.get_text()
     assert title.startswith("features.16, channels 0-15 of 64: top 1 of 1 images per channel")
     title = cnnviz.plots.exemplars(stats, "features.16", channels="60-63,7")._suptitle.get_text()

@@ -128,8 +128,8 @@ def test_a_text_file_lists_images(photos, folder):
 
 
 def test_decoding_workers_give_the_same_statistics(photos, folder):
-    alone = cnnviz.statistics(photos, str(folder), LAYERS, batch_size=4, top_k=3)
-    helped = cnnviz.statistics(photos, str(folder), LAYERS, batch_size=4, top_k=3, workers=2)
+    alone = cnnviz.statistics(photos, str(folder), LAYERS, batch_size=4, exemplars=3)
+    helped = cnnviz.statistics(photos, str(folder), LAYERS, batch_size=4, exemplars=3, workers=2)
     assert alone.skipped == helped.skipped and len(helped.skipped) == 2  # notes.png, list.txt
     for key, value in alone.to_arrays().items():
         assert np.array_equal(value, helped.to_arrays()[key], equal_nan=True), key  # the same batches: bitwise
@@ -150,7 +150,7 @@ def test_every_rank_gets_one_process_statistics(photos, folder, tmp_path, proces
                 assert error == (f"RankFailed: rank {processes - 1} of {processes} failed: "
                                  f"ValueError: item {len(cnnviz.samples.names()) - 1} is broken"), error
             continue
-        reference = cnnviz.statistics(photos, images, LAYERS, batch_size=BATCH, top_k=3)
+        reference = cnnviz.statistics(photos, images, LAYERS, batch_size=BATCH, exemplars=3)
         for rank in range(processes):
             assert not (out / f"{case}.rank{rank}.error").exists(), (out / f"{case}.rank{rank}.error").read_text()
             with np.load(out / f"{case}.rank{rank}.npz") as arrays:
@@ -159,7 +159,7 @@ def test_every_rank_gets_one_process_statistics(photos, folder, tmp_path, proces
                 assert_same_statistics(arrays, names, reference, whole_batches=case in ("folder", "dataset"))
     # a run that failed on the last rank's last image went on from every rank's checkpoints: only
     # that image was read again, the result is one process's and the checkpoints are gone
-    reference = cnnviz.statistics(photos, Photos(photos), LAYERS, batch_size=BATCH, top_k=3)
+    reference = cnnviz.statistics(photos, Photos(photos), LAYERS, batch_size=BATCH, exemplars=3)
     last = len(cnnviz.samples.names()) - 1
     for rank in range(processes):
         error = (out / f"resumed.rank{rank}.error").read_text()
@@ -371,18 +371,18 @@ def test_one_process_goes_on_from_its_checkpoint(photos, tmp_path):
     """A run that failed part-way keeps what it measured; the next reads only the rest and gives
     one uninterrupted run's statistics; a checkpoint of other settings is not used."""
     checkpoints = tmp_path / "checkpoints"
-    options = dict(batch_size=2, top_k=3, checkpoint=checkpoints, checkpoint_every=4, checkpoint_minutes=0)
+    options = dict(batch_size=2, exemplars=3, checkpoint=checkpoints, checkpoint_every=4, checkpoint_minutes=0)
     with pytest.raises(ValueError, match="item 13 is broken"):
         cnnviz.statistics(photos, Photos(photos, failing=13), LAYERS, **options)
     assert [str(p.relative_to(checkpoints)) for p in checkpoints.rglob("*.npz")] == ["rank-0-of-1/statistics.npz"]
-    other = Photos(photos)  # another top_k: the checkpoint is not this run's
-    cnnviz.statistics(photos, other, LAYERS, **{**options, "top_k": 2, "checkpoint": tmp_path / "elsewhere"})
+    other = Photos(photos)  # another number of exemplars: the checkpoint is not this run's
+    cnnviz.statistics(photos, other, LAYERS, **{**options, "exemplars": 2, "checkpoint": tmp_path / "elsewhere"})
     assert other.read == list(range(len(other)))
     again = Photos(photos)
     resumed = cnnviz.statistics(photos, again, LAYERS, **options)
     assert again.read == list(range(12, len(again))) and resumed.resumed == 12  # three parts of 4 were kept
     assert not checkpoints.exists()  # spent
-    reference = cnnviz.statistics(photos, Photos(photos), LAYERS, batch_size=2, top_k=3)
+    reference = cnnviz.statistics(photos, Photos(photos), LAYERS, batch_size=2, exemplars=3)
     expected, got = reference.to_arrays(), resumed.to_arrays()
     for key, value in expected.items():
         if np.issubdtype(value.dtype, np.floating):
@@ -393,7 +393,7 @@ def test_one_process_goes_on_from_its_checkpoint(photos, tmp_path):
     mismatched = Photos(photos)  # a checkpoint of other settings in the same folder: replaced, not used
     with pytest.raises(ValueError):
         cnnviz.statistics(photos, Photos(photos, failing=9), LAYERS, **options)
-    cnnviz.statistics(photos, mismatched, LAYERS, **{**options, "top_k": 2})
+    cnnviz.statistics(photos, mismatched, LAYERS, **{**options, "exemplars": 2})
     assert mismatched.read == list(range(len(mismatched))) and not checkpoints.exists()
     loader = torch.utils.data.DataLoader(Photos(photos), batch_size=2)
     with pytest.raises(cnnviz.CnnvizError, match="goes on part-way through its images: give .*not a DataLoader"):

@@ -110,7 +110,7 @@ def test_pages_manifest_and_figures(built, photo_folder):
             with Image.open(output / figure["file"]) as image:
                 assert image.width <= 1160, (figure["file"], image.width)
     # the ranges are the raw values: the kernels' weights, the channels' dataset maxima
-    stats = cnnviz.statistics(photos, str(photo_folder), ["features.0", "features.10"], top_k=3)
+    stats = cnnviz.statistics(photos, str(photo_folder), ["features.0", "features.10"], exemplars=3)
     shown = {layer: strongest(stats, layer, 2) for layer in ("features.0", "features.10")}
     kernels = next(f for f in manifest["figures"] if f["kind"] == "kernels" and f["layer"] == "features.10")
     weight = photos.module.features[10].weight.detach()  # 32 x 32 x 3 x 3: the first 16 inputs are shown
@@ -153,7 +153,7 @@ def test_one_rule_for_the_units_every_section_shows(built, photo_folder):
     the same two have renders, maps, exemplars and kernels; the strongest of them (unit_renders=1)
     also has its neuron, negative and diverse renders."""
     photos, site, output, _ = built
-    stats = cnnviz.statistics(photos, str(photo_folder), ["features.0", "features.10"], top_k=3)
+    stats = cnnviz.statistics(photos, str(photo_folder), ["features.0", "features.10"], exemplars=3)
     for layer in ("features.0", "features.10"):
         shown = strongest(stats, layer, 2)
         expected = {f"{layer}:{c}" for c in shown}
@@ -178,7 +178,7 @@ def test_one_rule_for_the_units_every_section_shows(built, photo_folder):
 
 def test_a_unit_page_tells_the_units_whole_story(built, photo_folder):
     photos, site, output, _ = built
-    stats = cnnviz.statistics(photos, str(photo_folder), ["features.0", "features.10"], top_k=3)
+    stats = cnnviz.statistics(photos, str(photo_folder), ["features.0", "features.10"], exemplars=3)
     channel = strongest(stats, "features.10", 1)[0]
     page = (output / "units" / "features.10" / f"{channel}.html").read_text()
     text = html.unescape(re.sub(r"<[^>]+>", " ", page))
@@ -218,7 +218,7 @@ def test_exemplar_crops_show_the_receptive_field_of_their_position(built, photo_
     """Each crop is a square of the image as the model saw it around the receptive field of the
     position where the unit is highest; the box drawn over it is that field."""
     photos, site, output, _ = built
-    stats = cnnviz.statistics(photos, str(photo_folder), ["features.10"], top_k=3)
+    stats = cnnviz.statistics(photos, str(photo_folder), ["features.10"], exemplars=3)
     channel = strongest(stats, "features.10", 1)[0]
     record = json.loads(next((output / ".cnnviz").glob("units-features.10-*.json")).read_text())
     crops = record["data"]["units"][str(channel)]["top"]["crops"]

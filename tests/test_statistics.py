@@ -65,7 +65,7 @@ def test_statistics_equal_a_numpy_reference_on_240_images(model, population):
     inputs, _ = population
     before = fingerprint(model.module)
     loader = DataLoader(TensorDataset(inputs, torch.zeros(len(inputs))), batch_size=37)
-    stats = cnnviz.statistics(model, loader, LAYERS, top_k=5, near_zero=1e-3, batch_size=37)
+    stats = cnnviz.statistics(model, loader, LAYERS, exemplars=5, near_zero=1e-3, batch_size=37)
     assert_untouched(model.module, before)
     assert stats.images == 240
     for layer in LAYERS:
@@ -101,7 +101,7 @@ def test_statistics_equal_a_numpy_reference_on_240_images(model, population):
 
 def test_exemplar_crops_come_from_the_input_around_the_maximum(model, population):
     inputs, _ = population
-    stats = cnnviz.statistics(model, inputs[:40], ["features.4"], top_k=3)
+    stats = cnnviz.statistics(model, inputs[:40], ["features.4"], exemplars=3)
     layer = stats["features.4"]
     side = layer.exemplar_crops.shape[-1]
     assert layer.map_size == (24, 24) and side == 16  # 48 px input, 24 x 24 maps: at least 16 px
@@ -125,11 +125,11 @@ def test_merge_equals_streaming_everything_together(model, population, seed):
     first_part, second_part = shuffled[:cut], shuffled[cut:]
     first_batches = first_part.split(int(torch.randint(1, 50, (1,), generator=generator)))
     second_batches = second_part.split(int(torch.randint(1, 50, (1,), generator=generator)))
-    a = cnnviz.statistics(model, first_batches, LAYERS, top_k=4)
-    b = cnnviz.statistics(model, second_batches, LAYERS, top_k=4)
+    a = cnnviz.statistics(model, first_batches, LAYERS, exemplars=4)
+    b = cnnviz.statistics(model, second_batches, LAYERS, exemplars=4)
     # The same batches streamed in one go: every per-batch float32 step is the same, so the merge
     # must agree to float64 rounding (accuracy against numpy is the reference test's job).
-    together = cnnviz.statistics(model, [*first_batches, *second_batches], LAYERS, top_k=4)
+    together = cnnviz.statistics(model, [*first_batches, *second_batches], LAYERS, exemplars=4)
     merged = a.merge(b)
     assert merged.images == together.images == len(inputs)
     for layer in LAYERS:
@@ -159,12 +159,12 @@ def test_large_batches_are_split_and_dict_batches_read(model, population):
 
 def test_merging_statistics_taken_differently_is_refused(model, population):
     inputs, _ = population
-    a = cnnviz.statistics(model, inputs[:8], ["features.4"], top_k=3)
-    b = cnnviz.statistics(model, inputs[8:16], ["features.4"], top_k=4)
+    a = cnnviz.statistics(model, inputs[:8], ["features.4"], exemplars=3)
+    b = cnnviz.statistics(model, inputs[8:16], ["features.4"], exemplars=4)
     with pytest.raises(CnnvizError, match="taken differently"):
         a.merge(b)
     smaller = torch.nn.functional.interpolate(inputs[:8], size=(40, 40))
-    c = cnnviz.statistics(model, smaller, ["features.4"], top_k=3)
+    c = cnnviz.statistics(model, smaller, ["features.4"], exemplars=3)
     with pytest.raises(CnnvizError, match="taken differently"):
         a.merge(c)
 
@@ -240,7 +240,7 @@ def test_every_layer_name_has_arrays_of_its_own_in_the_files_written(tmp_path):
     model = cnnviz.load_model(HostileNames(), input_size=(12, 12))
     layers = [f"body.{name}" for name in HostileNames.NAMES]
     inputs = torch.randn(6, 3, 12, 12)
-    stats = cnnviz.statistics(model, inputs, layers, top_k=2)
+    stats = cnnviz.statistics(model, inputs, layers, exemplars=2)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no "Duplicate name" from zipfile
         write_npz(tmp_path / "stats.npz", cnnviz.reports.statistics(stats).arrays["stats.npz"])  # as the report does

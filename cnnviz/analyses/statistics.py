@@ -65,7 +65,7 @@ def statistics(
     *,
     batch_size: int = 32,
     bins: int = DEFAULT_BINS,
-    top_k: int = DEFAULT_TOP_K,
+    exemplars: int = DEFAULT_TOP_K,
     near_zero: float = DEFAULT_NEAR_ZERO,
     progress: Callable[[int], None] | None = None,
     workers: int = 0,
@@ -84,7 +84,8 @@ def statistics(
         layer: one layer or several (whole layers: no channel or position).
         batch_size: images per forward pass (for specs and PIL images).
         bins: histogram bins (a multiple of 4).
-        top_k: exemplars kept per channel, of the largest values and of the smallest.
+        exemplars: the images kept per channel where it is highest, and where it is lowest (the
+            gallery's ``exemplars``, ``cnnviz stats --exemplars``).
         near_zero: ``|x| <=`` this counts as near zero.
         progress: called with the number of images of each batch once it is done.
         workers: DataLoader worker processes decoding image files while the model runs (0: this
@@ -116,10 +117,11 @@ def statistics(
     """
     if bins < 4 or bins % 4:
         raise CnnvizError(f"bins must be a positive multiple of 4, got {bins}")
-    if top_k < 1 or batch_size < 1:
-        raise CnnvizError("top_k and batch_size must be at least 1")
-    if top_k > MAX_TOP_K:
-        raise CnnvizError(f"top_k is at most {MAX_TOP_K} exemplars per channel (each keeps an image crop), not {top_k}")
+    if exemplars < 1 or batch_size < 1:
+        raise CnnvizError("exemplars and batch_size must be at least 1")
+    if exemplars > MAX_TOP_K:
+        raise CnnvizError(f"exemplars is at most {MAX_TOP_K} per channel (each keeps an image crop), not {exemplars}")
+    top_k = exemplars
     refs = [layer] if isinstance(layer, (str, torch.nn.Module)) else list(layer)
     if not refs:
         raise CnnvizError("name at least one layer")

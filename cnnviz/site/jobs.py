@@ -41,7 +41,7 @@ class Jobs:
 
     def statistics_job(self):
         s = self.settings
-        stats = statistics(self.loaded, self.images, self.layers, batch_size=s.batch_size, top_k=s.exemplars,
+        stats = statistics(self.loaded, self.images, self.layers, batch_size=s.batch_size, exemplars=s.exemplars,
                            progress=self._tick)
         if not self.writer:  # in a process group every rank measured its share; rank 0 draws and writes
             return [], {}
