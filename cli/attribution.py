@@ -5,6 +5,7 @@ import click
 
 from cnnviz.analyses.attribution import ATTRIBUTION, DEFAULT_METHODS, AttributionSettings
 from cnnviz.core.settings import help_of
+from cnnviz.cli.messages import cli_syntax
 from cnnviz.cli.options import echo, model_options, wrote
 
 
@@ -56,8 +57,9 @@ def saliency(loaded, images, methods, targets, layer, steps, samples, window, sa
         for name, result in results.items()
     } if sanity else None
     report = cnnviz.reports.attributions(results, checks)
+    command = click.get_current_context().command
     for message in report.notes:  # methods that do not apply to this model: n/a, with the reason
-        echo(message)
+        echo(cli_syntax(message, command))
     wrote(report.write(output, model=loaded.spec))
 
 

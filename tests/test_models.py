@@ -334,7 +334,7 @@ def test_factory_without_declarations_gets_identity_channels_from_first_conv(fac
     assert not pre.known and pre.mean == (0.0,) and pre.std == (1.0,) and pre.input_size == (32, 32)
     assert "the first Linear takes 3600 features" in pre.size_from  # flatten then Linear(4 x 30 x 30): only 32 x 32 runs
     assert cnnviz.layer_table(loaded)["3"].output_shape == [(2,)]
-    with pytest.raises(CnnvizError, match="dry run on one 1x224x224 image failed.*--input-size H W"):
+    with pytest.raises(CnnvizError, match=r"dry run on one 1x224x224 image failed.*input_size=\(H, W\)"):
         cnnviz.layer_table(loaded, input_size=224)
 
 

@@ -7,6 +7,7 @@ import dataclasses
 import inspect
 
 import click
+import numpy as np
 import pytest
 import torch
 
@@ -71,5 +72,8 @@ def test_maximize_takes_a_settings_value_or_keywords_alike():
         cnnviz.maximize(model, "features.4:0", stepz=3)
     with pytest.raises(cnnviz.CnnvizError, match="unknown precision"):
         cnnviz.maximize(model, "features.4:0", settings=cnnviz.RenderSettings(precision="fp8"))
+    assert cnnviz.RenderSettings.of(None, {"steps": np.int64(8)}).steps == 8  # numpy whole numbers are whole numbers
+    with pytest.raises(cnnviz.CnnvizError, match="unknown parameterisation 'wavelet'"):
+        cnnviz.RenderSettings.of(None, {"param": "wavelet"})
     with pytest.raises(dataclasses.FrozenInstanceError):
         chosen.steps = 4  # a value: frozen

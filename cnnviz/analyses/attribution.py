@@ -268,7 +268,7 @@ def _targets(model, inputs: torch.Tensor, target) -> tuple[list[LayerRef], list[
         elif logits.dim() != 2:
             raise CnnvizError(
                 f"the model's output has shape {tuple(logits.shape)}, so there is no top-1 class; "
-                "name the unit to explain (target=..., --target on the command line)"
+                "name the unit to explain (target=...)"
             )
         else:
             predicted = logits.argmax(dim=1).tolist()
@@ -423,7 +423,7 @@ def _attribute(name, forward, inputs, indices, cam_layer, steps, samples, noise,
         side = window or max(3, round(min(height, width) / 8))
         step = stride or max(1, side // 2)
         if side > min(height, width):
-            raise NotApplicable(f"the occlusion window ({side} px) is larger than the image ({height}x{width}); give a smaller --window")
+            raise NotApplicable(f"the occlusion window ({side} px) is larger than the image ({height}x{width}); give a smaller window=...")
         result = Occlusion(forward).attribute(
             inputs.clone(), sliding_window_shapes=(inputs.shape[1], side, side), strides=(inputs.shape[1], step, step),
             baselines=0.0, target=target, perturbations_per_eval=max(1, batch_size // len(inputs)),

@@ -201,7 +201,7 @@ def layer_table(
     try:
         inputs = torch.randn((1, *input_shape), generator=generator)
     except RuntimeError as error:
-        raise CnnvizError(f"cannot make a {'x'.join(map(str, input_shape))} dry-run input ({first_line(error)}); pass a smaller --input-size") from None
+        raise CnnvizError(f"cannot make a {'x'.join(map(str, input_shape))} dry-run input ({first_line(error)}); pass a smaller input_size=(H, W)") from None
     names = [name for name, _ in module.named_modules() if name]
     output_name = "output" if "logits" in names else "logits"
     hooked = names + ["output"]
@@ -217,7 +217,7 @@ def layer_table(
             reason = first_line(error.__cause__) if error.__cause__ is not None else str(error)
             raise CnnvizError(
                 f"a dry run on one {'x'.join(map(str, input_shape))} image failed ({reason}); if the "
-                "model expects another input size, pass it with --input-size H W (input_size=(H, W) in Python)"
+                "model expects another input size, pass it with input_size=(H, W)"
             ) from error.__cause__
         shapes = recorder.shapes
         wanted = None

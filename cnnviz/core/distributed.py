@@ -48,6 +48,12 @@ class RankFailed(CnnvizError):
     """A rank of the group failed; every rank raises it, and the command line prints it once (rank 0)."""
 
 
+class OutOfStep(RankFailed):
+    """The ranks are not at the same exchange (a cnnviz call made on some ranks only): raised on
+    every rank, never taken for one job's failure. The exchange counts start afresh after it, so
+    that a group whose ranks all catch it can go on with calls they all make."""
+
+
 def _step(name: str) -> str:
     """``name#N``: this process's N-th exchange of that name (every rank counts its own)."""
     if not name or not isinstance(name, str):
@@ -128,7 +134,8 @@ def together(name: str, work: Callable[[], T]) -> list[T]:
     dist.all_gather_object(gathered_outcomes, outcome)
     apart = _out_of_step([one[0] for one in gathered_outcomes])
     if apart is not None:
-        raise RankFailed(apart)
+        _exchanges.clear()
+        raise OutOfStep(apart)
     outcomes = [(ok, value) for _, ok, value in gathered_outcomes]
     failed = [(r, message) for r, (ok, message) in enumerate(outcomes) if not ok]
     if len(failed) == size and len({message for _, message in failed}) == 1:
@@ -142,21 +149,22 @@ def together(name: str, work: Callable[[], T]) -> list[T]:
 
 def gathered(name: str, value: T) -> list[T] | None:
     """Every rank's ``value`` on rank 0 (in rank order), ``None`` on the others: what only rank
-    0 writes (the files of the jobs other ranks ran) does not travel to every rank. Rank 0 checks
-    that every rank sent the exchange of this ``name`` (else :class:`RankFailed` there)."""
+    0 writes (the files of the jobs other ranks ran) does not travel to every rank. Every rank
+    checks first that all are at this exchange of ``name`` (else :class:`OutOfStep` on each)."""
     rank, size = rank_and_size()
     if size == 1:
         return [value]
     step = _step(name)
     _wait_showing_progress(f"cnnviz/done/{step}", rank, size)
-    values: list | None = [None] * size if rank == 0 else None
-    dist.gather_object((step, value), values, dst=0)
-    if values is None:
-        return None
-    apart = _out_of_step([one[0] for one in values])
+    steps: list = [None] * size
+    dist.all_gather_object(steps, step)  # every rank learns whether they are in step (not rank 0 alone)
+    apart = _out_of_step(steps)
     if apart is not None:
-        raise RankFailed(apart)
-    return [one[1] for one in values]
+        _exchanges.clear()
+        raise OutOfStep(apart)
+    values: list | None = [None] * size if rank == 0 else None
+    dist.gather_object(value, values, dst=0)
+    return values
 
 
 def from_first(name: str, work: Callable[[], T]) -> T:

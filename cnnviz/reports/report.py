@@ -88,15 +88,15 @@ class Report:
     arrays: dict = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
-    def write(self, folder: str | os.PathLike, **extra) -> list[Path]:
-        """Write everything into ``folder``: the items by their ``file`` names, the arrays, and
+    def write(self, output: str | os.PathLike, **extra) -> list[Path]:
+        """Write everything into the folder ``output``: the items by their ``file`` names, the arrays, and
         ``<name>.json`` (``data``, ``extra`` such as the model, and the list of figures). Every
         file is written atomically, and they appear together (:func:`cnnviz.core.staging.staged`:
         a failure leaves the folder as it was), while no other run writes into the folder
         (:func:`cnnviz.core.lock.locked`); returns the paths, the JSON last."""
         from cnnviz.core.staging import staged
 
-        folder = files.output_folder(folder)
+        folder = files.output_folder(output)
         files.check_writable(self.targets(folder))  # a file in the way: refused before any is written
         with staged(folder):
             written = [item.save(folder / item.file) for item in self.items]

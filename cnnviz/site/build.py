@@ -84,7 +84,7 @@ class Gallery:
 
         rows: dict[str, list[dict]] = {}
         for entry in self.figures:
-            if entry.get("kind") == "maximize" and entry.get("layer"):
+            if entry.get("kind") == "maximize" and entry.get("objective") == "channel" and entry.get("layer"):
                 rows.setdefault(entry["layer"], []).append(entry)
         if not rows:
             raise CnnvizError("the gallery has no unit renders to draw; open its index instead")

@@ -179,8 +179,8 @@ def _layer_context(content: SiteContent, layer: str, figures: list[dict], proble
 def _choice_text(shown: int, count: int, limit) -> str:
     if shown >= count:
         return f"All {count} units (channels) of this layer have a page."
-    how = ("as many as the render budget allows (--max-channels N for more)" if limit == "auto"
-           else f"--max-channels {limit}")
+    how = ("as many as the render budget allows (a larger max_channels, --max-channels N, for more)"
+           if limit == "auto" else f"max_channels {limit}")
     return (f"{shown} of {count} units (channels) have a page: those with the strongest response to the images "
             f"(the largest mean activation over one image), the same in every section; {how}.")
 

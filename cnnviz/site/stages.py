@@ -91,8 +91,9 @@ class Stages:
         try:
             figures, data = work_function()
             return figures, data, None
-        except files.WriteFailed:
-            raise  # a full disk: every job after it would fail the same way; the re-run completes
+        except (files.WriteFailed, distributed.OutOfStep):
+            raise  # a full disk: every job after it would fail the same way (the re-run completes); ranks
+            # out of step: the group cannot go on
         except CnnvizError as failure:
             return [], {}, str(failure)
         except Exception as failure:  # a bug in one figure: report it, write the rest

@@ -194,10 +194,7 @@ def _prepare(model, layer, channels, objective, count, negative, diverse, neuron
     if filter_images is not None:
         filtered = {row: _centred(image, canvas) for row, image in zip(filter_images.rows, filter_images.images)}
     rows = [row for row in range(len(plan.units)) if row not in filtered]
-    # the render's passes run on a copy with each batch normalisation folded into its convolution
-    # (the same function, about a third less work a step; the model itself where that cannot be shown)
-    rendered_model = fused_for_rendering(model, list(plan.layers), (preprocessing.channels, *view)) if rows else model
-    job = RenderJob(model=rendered_model, plan=plan, settings=settings, canvas=canvas, view=view, offset=offset,
+    job = RenderJob(model=model, plan=plan, settings=settings, canvas=canvas, view=view, offset=offset,
                     preprocessing=preprocessing, robust=robust, use_bf16=bf16_wanted(settings.precision, device),
                     device=device, softmax=softmax, real=real)
     return _Prepared(model, job, rows, filtered, len(filtered), chunk, diverse, shared=objective is None)
@@ -218,6 +215,10 @@ def _render(prepared: _Prepared, progress) -> dict[int, tuple[torch.Tensor, int,
         mine = {units[k] for k in distributed.share(len(units), rank, size_of_group, chunk // prepared.diverse)}
         rows = [row for row in rows if job.plan.groups[row] in mine]
         progress = distributed.SharedProgress("maximize/progress", progress)
+    if rows:  # the passes run on a copy with each batch normalisation folded into its convolution (the
+        # same function, about a third less work a step; the model itself where that cannot be shown)
+        folded = fused_for_rendering(prepared.model, list(job.plan.layers), (job.preprocessing.channels, *job.view))
+        job = dataclasses.replace(job, model=folded)
 
     def render_rows() -> dict:
         rendered = {}

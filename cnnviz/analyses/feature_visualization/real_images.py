@@ -157,6 +157,7 @@ def load_statistics(path) -> dict:
             return {key: archive[key] for key in archive.files
                     if key == "images" or key.endswith(("/maximum", "/mean_maximum"))}
     except FileNotFoundError:
-        raise CnnvizError(f"statistics file {str(path)!r} does not exist; write one with cnnviz stats -o DIR") from None
+        raise CnnvizError(f"statistics file {str(path)!r} does not exist; give the stats.npz that cnnviz.statistics (reports.statistics(...).write, or the "
+                          "stats command) wrote") from None
     except Exception as error:
         raise CnnvizError(f"cannot read {str(path)!r} as statistics from cnnviz stats ({type(error).__name__})") from None

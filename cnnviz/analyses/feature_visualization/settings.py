@@ -5,15 +5,16 @@ its help are the one source of that default: the functions, the ``cnnviz maximiz
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass, fields
 
+from cnnviz.analyses.feature_visualization.parameterization import PARAMETERISATIONS
 from cnnviz.analyses.feature_visualization.transforms import Robustness
 from cnnviz.core.settings import setting
 from cnnviz.errors import CnnvizError, check_seed
 
 PRECISIONS = ("fp32", "bf16", "auto")
 SCHEDULES = ("cosine", "constant")
-PARAMETERISATIONS = ("fft", "maco", "pixel")
 
 
 @dataclass(frozen=True)
@@ -49,10 +50,12 @@ class RenderSettings:
 
     def check(self) -> None:
         """One line for a setting out of range."""
-        if not isinstance(self.steps, int) or self.steps < 1 or not (self.lr > 0 and math.isfinite(self.lr)):
+        if not isinstance(self.steps, numbers.Integral) or self.steps < 1 or not (self.lr > 0 and math.isfinite(self.lr)):
             raise CnnvizError(f"steps must be at least 1 and lr a positive finite number (got steps={self.steps}, "
                               f"lr={self.lr})")
         check_seed(self.seed)
+        if self.param not in PARAMETERISATIONS:
+            raise CnnvizError(f"unknown parameterisation {self.param!r}; use {', '.join(PARAMETERISATIONS)}")
         if self.precision not in PRECISIONS:
             raise CnnvizError(f"unknown precision {self.precision!r}; use {', '.join(PRECISIONS)}")
         if self.schedule not in SCHEDULES:

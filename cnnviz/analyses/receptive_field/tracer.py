@@ -173,8 +173,7 @@ def trace(model, input_size, refs: list[LayerRef] | None, batch: int = 1, virtua
                 except Exception as error:
                     raise CnnvizError(
                         f"the forward pass of {type(module).__name__} failed on an input of size "
-                        f"{height}x{width} ({first_line(error)}); pass the size it expects with input_size=(H, W) "
-                        "(--input-size H W)"
+                        f"{height}x{width} ({first_line(error)}); pass the size it expects with input_size=(H, W)"
                     ) from error
             if wanted is None or "" in wanted:
                 main = main_tensor(output)
