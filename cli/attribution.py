@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from cnnviz.analyses.attribution import ATTRIBUTION, DEFAULT_METHODS, AttributionSettings
+from cnnviz.analyses.attribution_settings import ATTRIBUTION, DEFAULT_METHODS, AttributionSettings
 from cnnviz.core.settings import help_of
 from cnnviz.cli.messages import cli_syntax
 from cnnviz.cli.options import echo, model_options, wrote

@@ -49,13 +49,30 @@ def test_the_commands_defaults_and_help_are_the_settings(command):
             assert help_of(settings, field) in (options[name].help or ""), f"cnnviz {command} --{name}: help differs"
 
 
-def test_the_functions_defaults_are_the_settings():
-    for function, settings in ((cnnviz.dream, cnnviz.DreamSettings), (cnnviz.attributions, cnnviz.AttributionSettings)):
+def test_the_functions_take_their_settings_as_a_value_or_keywords():
+    for function, settings in ((cnnviz.maximize, cnnviz.RenderSettings), (cnnviz.dream, cnnviz.DreamSettings),
+                               (cnnviz.attributions, cnnviz.AttributionSettings)):
         parameters = inspect.signature(function).parameters
-        for field in dataclasses.fields(settings):
-            assert parameters[field.name].default == field.default, (function.__name__, field.name)
+        assert "settings" in parameters and parameters["settings"].kind is inspect.Parameter.KEYWORD_ONLY
+        assert any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())  # a field by keyword
+        assert not set(parameters) & {f.name for f in dataclasses.fields(settings)}  # defaults in one place only
     assert cnnviz.RenderSettings.of(None, {}) == cnnviz.RenderSettings()
     assert cnnviz.GallerySettings().methods == cnnviz.AttributionSettings().methods == cnnviz.DEFAULT_METHODS
+    model = cnnviz.load_model("builtin:patterns")
+    image = torch.rand(3, 40, 40, generator=torch.Generator().manual_seed(0))
+    quick = cnnviz.DreamSettings(octaves=1, iterations=2, seed=3)
+    by_value = cnnviz.dream(model, image, "features.4", settings=quick)
+    by_keywords = cnnviz.dream(model, image, "features.4", octaves=1, iterations=2, seed=3)
+    assert torch.equal(by_value.image, by_keywords.image) and by_value.settings == by_keywords.settings
+    chosen = cnnviz.AttributionSettings(methods=("gradient", "smoothgrad"), samples=2)
+    panel = cnnviz.attributions(model, image, 1, settings=chosen)
+    again = cnnviz.attributions(model, image, 1, methods=["gradient", "smoothgrad"], samples=2)
+    assert list(panel) == ["gradient", "smoothgrad"] and panel["smoothgrad"].settings == again["smoothgrad"].settings
+    torch.testing.assert_close(panel["smoothgrad"].attribution, again["smoothgrad"].attribution)
+    with pytest.raises(cnnviz.CnnvizError, match="dream has no option 'octave'; its settings are octaves"):
+        cnnviz.dream(model, image, "features.4", octave=1)
+    with pytest.raises(cnnviz.CnnvizError, match="settings must be a cnnviz.AttributionSettings"):
+        cnnviz.attributions(model, image, 1, settings=quick)
 
 
 def test_maximize_takes_a_settings_value_or_keywords_alike():

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -47,9 +46,8 @@ from cnnviz.core.relu import relu_rule
 from cnnviz.analyses.predictions import dense_targets
 from cnnviz.core.model import LoadedModel
 
-from cnnviz.analyses.attribution_settings import (  # noqa: F401 (AttributionSettings: re-exported)
-    ATTRIBUTION, CAM_METHODS, DEFAULT_METHODS, METHODS, AttributionSettings,
-)
+from cnnviz.analyses.attribution_settings import METHODS, AttributionSettings
+from cnnviz.core.settings import chosen
 
 
 @dataclass
@@ -118,8 +116,9 @@ def saliency(model, images, target=None, *, method: str = "gradient", **options)
             layer reference to any unit (``"features.10:5"``, the spatial mean of channel 5;
             ``"features.10:5@7,3"``, one neuron), or a list with one of those per image.
         method: one name of ``METHODS`` (several side by side: :func:`attributions`).
-        options: the methods' settings, as for :func:`attributions`: ``layer`` (Grad-CAM's),
-            ``steps``, ``samples``, ``noise``, ``window``, ``stride``, ``batch_size``.
+        options: as for :func:`attributions`: ``layer`` (Grad-CAM's), ``settings`` (a
+            :class:`cnnviz.AttributionSettings`), and its fields ``steps``, ``samples``, ``noise``,
+            ``window``, ``stride``, ``batch_size``.
 
     Returns:
         An :class:`Attribution`.
@@ -154,33 +153,32 @@ def attributions(
     images,
     target=None,
     *,
-    methods: Sequence[str] = ATTRIBUTION.methods,
     layer=None,
-    steps: int = ATTRIBUTION.steps,
-    samples: int = ATTRIBUTION.samples,
-    noise: float = ATTRIBUTION.noise,
-    window: int | None = ATTRIBUTION.window,
-    stride: int | None = ATTRIBUTION.stride,
-    batch_size: int = ATTRIBUTION.batch_size,
+    settings: AttributionSettings | None = None,
+    **options,
 ) -> Attributions:
     """Attribute a unit's value to the input pixels with several methods at once, to compare them.
 
     Args:
         model, images, target: as for :func:`saliency`.
-        methods: names of ``METHODS``, in the order to show them (default ``DEFAULT_METHODS``).
-            The defaults of this and the options below are :class:`AttributionSettings`'.
         layer: the layer for Grad-CAM (default: the last layer with spatial maps that runs once).
-        steps: integration steps of integrated gradients.
-        samples, noise: SmoothGrad's noisy copies and their standard deviation, as a fraction of
-            the input's range.
-        window, stride: occlusion's square patch and step in pixels (default: an eighth of the
-            smaller side, and half of that).
-        batch_size: the most images attributed at once, and the most examples per forward pass
-            inside integrated gradients, SmoothGrad and occlusion (this bounds their memory).
+        settings: the methods and their settings, a :class:`cnnviz.AttributionSettings` (default:
+            its defaults).
+        options: fields of :class:`cnnviz.AttributionSettings` that replace those of ``settings``:
+            ``methods`` (names of ``METHODS``, in the order to show them; ``DEFAULT_METHODS`` by
+            default), ``steps`` (of integrated gradients), ``samples`` and ``noise`` (SmoothGrad's
+            noisy copies and their standard deviation, as a fraction of the input's range),
+            ``window`` and ``stride`` (occlusion's square patch and step in pixels: an eighth of the
+            smaller side, and half of that, by default), ``batch_size`` (the most images attributed
+            at once, and the most examples per forward pass inside integrated gradients, SmoothGrad
+            and occlusion: this bounds their memory).
 
     Returns:
         :class:`Attributions`: method name -> :class:`Attribution`.
     """
+    how = chosen(AttributionSettings, settings, options, "attributions")
+    methods, steps, samples, noise = how.methods, how.steps, how.samples, how.noise
+    window, stride, batch_size = how.window, how.stride, how.batch_size
     methods = [methods] if isinstance(methods, str) else list(methods)
     unknown = [m for m in methods if m not in METHODS]
     if unknown or not methods:

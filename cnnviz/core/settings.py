@@ -4,7 +4,9 @@ a function's keywords, a command's options and its ``--help`` read one source
 :class:`cnnviz.GallerySettings`)."""
 from __future__ import annotations
 
-from dataclasses import field, fields
+from dataclasses import field, fields, replace
+
+from cnnviz.errors import CnnvizError
 
 
 def setting(default, help: str):
@@ -18,6 +20,19 @@ def help_of(settings: type, name: str) -> str:
         if one.name == name:
             return one.metadata.get("help", "")
     raise KeyError(f"{settings.__name__} has no setting {name!r}")
+
+
+def chosen(kind: type, settings, options: dict, where: str):
+    """``settings`` (an instance of ``kind``; default: its defaults) with the fields ``options``
+    names replaced: how a function takes ``settings=`` and keywords alike. An unknown keyword, or a
+    settings value of another kind, is one line naming the settings there are."""
+    names = [one.name for one in fields(kind)]
+    unknown = [name for name in options if name not in names]
+    if unknown:
+        raise CnnvizError(f"{where} has no option {unknown[0]!r}; its settings are {', '.join(names)}")
+    if settings is not None and not isinstance(settings, kind):
+        raise CnnvizError(f"settings must be a cnnviz.{kind.__name__}, not a {type(settings).__name__}")
+    return replace(settings if settings is not None else kind(), **options)
 
 
 def default_of(settings: type, name: str):

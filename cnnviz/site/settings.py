@@ -5,7 +5,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 
-from cnnviz.analyses.attribution import DEFAULT_METHODS as METHODS, METHODS as KNOWN
+from cnnviz.analyses.attribution_settings import DEFAULT_METHODS as METHODS, METHODS as KNOWN
 from cnnviz.errors import CnnvizError
 
 

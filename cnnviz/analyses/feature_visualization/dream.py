@@ -34,7 +34,8 @@ import torch
 from PIL import Image
 from torch.nn import functional as F
 
-from cnnviz.analyses.feature_visualization.settings import DREAM
+from cnnviz.analyses.feature_visualization.settings import DreamSettings
+from cnnviz.core.settings import chosen
 from cnnviz.analyses.feature_visualization import objectives as o
 from cnnviz.core.display import Shows
 from cnnviz.errors import CnnvizError, check_finite, check_seed
@@ -89,14 +90,9 @@ def dream(
     layer: str | Sequence[str],
     *,
     weights: Sequence[float] | None = None,
-    octaves: int = DREAM.octaves,
-    scale: float = DREAM.scale,
-    iterations: int = DREAM.iterations,
-    step: float = DREAM.step,
-    jitter: int = DREAM.jitter,
-    tile: int = DREAM.tile,
-    seed: int = DREAM.seed,
+    settings: DreamSettings | None = None,
     progress: Callable[[int], None] | None = None,
+    **options,
 ) -> Dream:
     """Dream an image at one or more layers.
 
@@ -105,16 +101,20 @@ def dream(
         image: an image spec (file, ``sample:NAME``), a PIL image or a ``C x H x W`` tensor in [0, 1];
             used at its own size (not cropped), converted to the model's channels.
         layer: one layer reference or several (whole layers); weights: one per layer (default 1 each).
-        octaves, scale: the number of scales and the ratio between them.
-        iterations: gradient steps per octave; step: the step, in pixel units of [0, 1], taken
-            along the gradient normalised to mean magnitude 1.
-        jitter: the largest random roll, in pixels; tile: the largest tile side for the gradient.
-        seed: the seed of the rolls.
+        settings: how the image is dreamed, a :class:`cnnviz.DreamSettings` (default: its defaults).
         progress: called with 1 after each step.
+        options: fields of :class:`cnnviz.DreamSettings` that replace those of ``settings``:
+            ``octaves``, ``scale`` (the number of scales and the ratio between them),
+            ``iterations`` (gradient steps per octave), ``step`` (in pixel units of [0, 1], along
+            the gradient normalised to mean magnitude 1), ``jitter`` (the largest random roll, in
+            pixels), ``tile`` (the largest tile side for the gradient), ``seed`` (of the rolls).
 
     Returns:
         :class:`Dream`.
     """
+    how = chosen(DreamSettings, settings, options, "dream")
+    octaves, scale, iterations, step = how.octaves, how.scale, how.iterations, how.step
+    jitter, tile, seed = how.jitter, how.tile, how.seed
     names = [layer] if isinstance(layer, str) else list(layer)
     if not names:
         raise CnnvizError("name at least one layer to dream at")

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import math
 import numbers
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 from cnnviz.analyses.feature_visualization.parameterization import PARAMETERISATIONS
 from cnnviz.analyses.feature_visualization.transforms import Robustness
-from cnnviz.core.settings import setting
+from cnnviz.core.settings import chosen, setting
 from cnnviz.errors import CnnvizError, check_seed
 
 PRECISIONS = ("fp32", "bf16", "auto")
@@ -69,23 +69,15 @@ class RenderSettings:
     def of(cls, settings: RenderSettings | None, options: dict) -> RenderSettings:
         """``settings`` (default: the defaults) with the fields ``options`` names replaced; an
         unknown name is one line listing the settings."""
-        names = [f.name for f in fields(cls)]
-        unknown = [name for name in options if name not in names]
-        if unknown:
-            raise CnnvizError(f"maximize has no option {unknown[0]!r}; its render settings are {', '.join(names)}")
-        if settings is not None and not isinstance(settings, cls):
-            raise CnnvizError(f"settings must be a cnnviz.RenderSettings, not a {type(settings).__name__}")
-        base = settings if settings is not None else cls()
-        values = {name: getattr(base, name) for name in names}
-        values.update(options)
-        chosen = cls(**values)
-        chosen.check()
-        return chosen
+        result = chosen(cls, settings, options, "maximize")
+        result.check()
+        return result
 
 
 @dataclass(frozen=True)
 class DreamSettings:
-    """How :func:`cnnviz.dream` changes its image (the defaults of its keywords and of ``cnnviz dream``)."""
+    """How :func:`cnnviz.dream` changes its image (its ``settings=``, whose fields its keywords
+    replace; the defaults of ``cnnviz dream``)."""
 
     octaves: int = setting(4, "The number of scales the image is dreamed at.")
     scale: float = setting(1.4, "The ratio between neighbouring octaves.")
