@@ -62,13 +62,15 @@ def _step(name: str) -> str:
     return f"{name}#{_exchanges[name]}"
 
 
-def _out_of_step(steps: list[str]) -> str | None:
-    """One line naming where each rank is, when the ranks are not at the same exchange."""
+def _check_in_step(steps: list[str]) -> None:
+    """:class:`OutOfStep`, naming where each rank is, when the ranks are not at the same exchange
+    (the counts then start afresh)."""
     if len(set(steps)) <= 1:
-        return None
+        return
+    _exchanges.clear()
     where = ", ".join(f"rank {rank} at {step}" for rank, step in enumerate(steps))
-    return (f"the ranks are out of step ({where}): every rank must make the same cnnviz calls in the same "
-            "order (a call made on some ranks only, such as under 'if rank == 0', cannot share its work)")
+    raise OutOfStep(f"the ranks are out of step ({where}): every rank must make the same cnnviz calls in the same "
+                    "order (a call made on some ranks only, such as under 'if rank == 0', cannot share its work)")
 
 
 def rank_and_size() -> tuple[int, int]:
@@ -132,10 +134,7 @@ def together(name: str, work: Callable[[], T]) -> list[T]:
     _wait_showing_progress(f"cnnviz/done/{step}", rank, size)
     gathered_outcomes: list = [None] * size
     dist.all_gather_object(gathered_outcomes, outcome)
-    apart = _out_of_step([one[0] for one in gathered_outcomes])
-    if apart is not None:
-        _exchanges.clear()
-        raise OutOfStep(apart)
+    _check_in_step([one[0] for one in gathered_outcomes])
     outcomes = [(ok, value) for _, ok, value in gathered_outcomes]
     failed = [(r, message) for r, (ok, message) in enumerate(outcomes) if not ok]
     if len(failed) == size and len({message for _, message in failed}) == 1:
@@ -158,10 +157,7 @@ def gathered(name: str, value: T) -> list[T] | None:
     _wait_showing_progress(f"cnnviz/done/{step}", rank, size)
     steps: list = [None] * size
     dist.all_gather_object(steps, step)  # every rank learns whether they are in step (not rank 0 alone)
-    apart = _out_of_step(steps)
-    if apart is not None:
-        _exchanges.clear()
-        raise OutOfStep(apart)
+    _check_in_step(steps)
     values: list | None = [None] * size if rank == 0 else None
     dist.gather_object(value, values, dst=0)
     return values

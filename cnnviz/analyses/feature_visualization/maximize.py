@@ -132,7 +132,7 @@ def maximize(
         raise CnnvizError(f"count and diverse must be at least 1 (got count={count}, diverse={diverse})")
     prepared = _prepare(model, layer, channels, objective, count, negative, diverse, neuron, direction, chosen)
     rendered = _render(prepared, progress)
-    return _assemble(prepared, rendered, negative, diverse)
+    return _assemble(prepared, rendered)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -144,9 +144,7 @@ class _Prepared:
     job: RenderJob
     rows: list[int]
     filtered: dict[int, torch.Tensor]  # row -> the exact maximum of a linear filter, centred on the canvas
-    filter_count: int
     chunk: int
-    diverse: int
     shared: bool  # the rows are shared between the ranks of a group (not an objective: one batch)
 
 
@@ -197,7 +195,7 @@ def _prepare(model, layer, channels, objective, count, negative, diverse, neuron
     job = RenderJob(model=model, plan=plan, settings=settings, canvas=canvas, view=view, offset=offset,
                     preprocessing=preprocessing, robust=robust, use_bf16=bf16_wanted(settings.precision, device),
                     device=device, softmax=softmax, real=real)
-    return _Prepared(model, job, rows, filtered, len(filtered), chunk, diverse, shared=objective is None)
+    return _Prepared(model, job, rows, filtered, chunk, shared=objective is None)
 
 
 def _render(prepared: _Prepared, progress) -> dict[int, tuple[torch.Tensor, int, str]]:
@@ -212,7 +210,7 @@ def _render(prepared: _Prepared, progress) -> dict[int, tuple[torch.Tensor, int,
     set_progress_total(progress, len(rows) * job.settings.steps)  # every rank's: rank 0 shows the whole group's progress
     if size_of_group > 1:
         units = list(dict.fromkeys(job.plan.groups[row] for row in rows))
-        mine = {units[k] for k in distributed.share(len(units), rank, size_of_group, chunk // prepared.diverse)}
+        mine = {units[k] for k in distributed.share(len(units), rank, size_of_group, chunk // job.plan.diverse)}
         rows = [row for row in rows if job.plan.groups[row] in mine]
         progress = distributed.SharedProgress("maximize/progress", progress)
     if rows:  # the passes run on a copy with each batch normalisation folded into its convolution (the
@@ -242,11 +240,12 @@ def _render(prepared: _Prepared, progress) -> dict[int, tuple[torch.Tensor, int,
     return rendered
 
 
-def _assemble(prepared: _Prepared, rendered: dict, negative: bool, diverse: int) -> Rendering:
+def _assemble(prepared: _Prepared, rendered: dict) -> Rendering:
     """The :class:`Rendering`: every image's final value measured on the image as saved, its
     outcome, and its comparison with the real images."""
     job = prepared.job
     plan, settings, real, canvas = job.plan, job.settings, job.real, job.canvas
+    negative = plan.negative
     count_all = len(plan.units)
     images = [rendered[row][0] for row in range(count_all)]
     steps_taken = [rendered[row][1] for row in range(count_all)]
@@ -268,11 +267,11 @@ def _assemble(prepared: _Prepared, rendered: dict, negative: bool, diverse: int)
         "redirect_steps": settings.redirect_steps, "precision": "bf16" if job.use_bf16 else "fp32",
         "robustness": vars(job.robust), "regularize": settings.regularize, "network_input": list(job.view),
         "cropped_back": tuple(job.view) == tuple(canvas) and job.robust.pad > 0,
-        "softmax_input": job.softmax is not None, "negative": negative, "diverse": diverse, "kind": plan.kind,
+        "softmax_input": job.softmax is not None, "negative": negative, "diverse": plan.diverse, "kind": plan.kind,
     }
     description = plan.description + (" (the input of the model's final softmax)" if job.softmax is not None else "")
-    if prepared.filter_count:
-        description += f"; {prepared.filter_count} linear-filter units rendered as their neuron at the centre"
+    if prepared.filtered:
+        description += f"; {len(prepared.filtered)} linear-filter units rendered as their neuron at the centre"
     return Rendering(final.float().cpu(), plan.units, values, description, record, reference_values, succeeded,
                      steps_taken, starts, real.source if real is not None else None, outcomes)
 
