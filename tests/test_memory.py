@@ -29,18 +29,29 @@ def resident():
     with open("/proc/self/statm") as statm:
         return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
-def step():
-    # one 64 MiB tensor, written, then freed: above the 32 MiB that glibc's own threshold can
-    # reach, so by default it is always a fresh mapping of the system's, page-faulted in again
-    tensor = torch.ones(16 << 20)
+import ctypes
+class Mallinfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in
+                ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
+libc = ctypes.CDLL(None)
+libc.mallinfo2.restype = Mallinfo2
+
+def step(megabytes):
+    # one tensor of 64 MiB (or more), written, then freed: above the 32 MiB that glibc's own
+    # threshold can reach, so by default it is always a fresh mapping of the system's,
+    # page-faulted in again
+    tensor = torch.ones(megabytes << 18)
     del tensor
 
 def faults_per_step():
-    step()
+    # larger than any free chunk in the heap, which glibc would reuse before mapping (a render
+    # can leave one of 64 MiB or more free inside the heap, where trimming cannot return it)
+    megabytes = max(64, (libc.mallinfo2().fordblks >> 20) + 64)
+    step(megabytes)
     before = faults()
     for _ in range(5):
-        step()
-    return (faults() - before) / 5
+        step(megabytes)
+    return (faults() - before) / 5 * 64 / megabytes
 
 report = {"tuned": tuned(), "outside": faults_per_step()}
 with reuse_freed_memory("meta"):  # not a CPU: nothing changes
