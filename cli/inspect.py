@@ -135,7 +135,7 @@ def stats(loaded, images, layers, batch_size, top_k, channels, bins, workers, ch
     with distributed.launched(loaded):
         rank, size = distributed.rank_and_size()
         # under torchrun each rank streams its share; rank 0 shows them all and writes everything
-        total = len(shard_images(images, 0, 1, batch_size))
+        total = len(shard_images(images, range))  # every image (rank 0 shows them all)
         desc = "statistics" if size == 1 else f"statistics ({size} ranks)"
         with tqdm(total=total, unit="image", desc=desc, disable=None if rank == 0 else True, leave=False) as bar:
             result = cnnviz.statistics(loaded, images, list(layers), batch_size=batch_size, exemplars=top_k, bins=bins,

@@ -171,8 +171,8 @@ def _dataset_maxima(path):
               help=help_of(DreamSettings, "octaves"))
 @click.option("--scale", type=click.FloatRange(min=1, min_open=True), default=DREAM.scale, show_default=True,
               help=help_of(DreamSettings, "scale"))
-@click.option("--iterations", type=click.IntRange(min=1), default=DREAM.iterations, show_default=True,
-              help=help_of(DreamSettings, "iterations"))
+@click.option("--steps", "--iterations", "steps", type=click.IntRange(min=1), default=DREAM.steps, show_default=True,
+              help=help_of(DreamSettings, "steps") + " (--iterations: its old name)")
 @click.option("--step", type=click.FloatRange(min=0, min_open=True), default=DREAM.step, show_default=True,
               help=help_of(DreamSettings, "step"))
 @click.option("--jitter", type=click.IntRange(min=0), default=DREAM.jitter, show_default=True,
@@ -181,7 +181,7 @@ def _dataset_maxima(path):
               help=help_of(DreamSettings, "tile"))
 @click.option("--seed", type=int, default=DREAM.seed, show_default=True, help=help_of(DreamSettings, "seed"))
 @click.option("--output", "-o", default="cnnviz-output", show_default=True, metavar="DIR")
-def dream(loaded, image, layers, layer_weights, octaves, scale, iterations, step, jitter, tile, seed, output) -> None:
+def dream(loaded, image, layers, layer_weights, octaves, scale, steps, step, jitter, tile, seed, output) -> None:
     """Deep Dream: change an image so that the chosen layers respond more.
 
     Octaves (the image shrunk by --scale), random rolls, the gradient taken
@@ -197,7 +197,7 @@ def dream(loaded, image, layers, layer_weights, octaves, scale, iterations, step
 
     import cnnviz
 
-    with tqdm(total=octaves * iterations, unit="step", desc="dream", disable=None, leave=False) as bar:
+    with tqdm(total=octaves * steps, unit="step", desc="dream", disable=None, leave=False) as bar:
         result = cnnviz.dream(loaded, image, list(layers), weights=list(layer_weights) or None, octaves=octaves, scale=scale,
-                              iterations=iterations, step=step, jitter=jitter, tile=tile, seed=seed, progress=bar.update)
+                              steps=steps, step=step, jitter=jitter, tile=tile, seed=seed, progress=bar.update)
     _wrote(cnnviz.reports.dream(result, image).write(output, model=loaded.spec))

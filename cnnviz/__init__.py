@@ -27,6 +27,7 @@ from cnnviz.core.probe import Probe, capture, model_guard, probe
 from cnnviz.core.references import LayerRef, Unit, layer_ref
 from cnnviz import inputs
 from cnnviz.inputs import samples
+from cnnviz.inputs.batches import model_inputs, pixels
 from cnnviz.models import load_model, read_state_dict, zoo
 from cnnviz.analyses.activations import Activations, LayerActivations, activations
 from cnnviz.analyses.attribution import Attribution, Attributions, SanityCheck, attributions, sanity_check, saliency
@@ -51,7 +52,8 @@ from cnnviz.site import Gallery, GallerySettings, gallery
 
 # Sorted. Utilities stay importable from here but are not part of the surface: cnnviz.model_guard,
 # cnnviz.read_state_dict, cnnviz.resolve_device, cnnviz.reuse_freed_memory, cnnviz.layer_ref / LayerRef,
-# cnnviz.output (see docs/python.md).
+# cnnviz.output, and cnnviz.pixels / cnnviz.model_inputs, which say what a tensor of images holds (see
+# docs/python.md).
 __all__ = [
     "Activations",
     "activations",

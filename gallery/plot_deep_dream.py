@@ -17,7 +17,7 @@ OUT.mkdir(parents=True, exist_ok=True)
 
 model = cnnviz.load_model("builtin:photos")
 result = cnnviz.dream(model, "sample:coffee", ["features.12", "features.19"], weights=[1.0, 0.5],
-                      octaves=2 if QUICK else 4, iterations=2 if QUICK else 10)
+                      octaves=2 if QUICK else 4, steps=2 if QUICK else 10)
 print(f"the layers' energy rose {result.gain:.1f}x")
 
 # %%

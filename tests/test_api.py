@@ -50,7 +50,8 @@ def test_all_is_sorted_and_every_name_exists():
     missing = [name for name in names if not hasattr(cnnviz, name)]
     assert not missing
     # utilities are importable but not the surface
-    for utility in ("model_guard", "read_state_dict", "resolve_device", "reuse_freed_memory", "output"):
+    for utility in ("model_guard", "read_state_dict", "resolve_device", "reuse_freed_memory", "output", "pixels",
+                    "model_inputs"):
         assert hasattr(cnnviz, utility) and utility not in names
 
 

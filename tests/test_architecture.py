@@ -107,6 +107,29 @@ def test_imports_go_down_the_layers_only():
     assert upward == []
 
 
+#: the modules that may know of ranks: the executor and its transport (and the command line, which joins
+#: torchrun's group)
+KNOW_OF_RANKS = {"cnnviz.core.executor", "cnnviz.core.distributed"}
+
+
+def test_only_the_executor_knows_of_ranks():
+    """Analyses, the gallery, inputs and the file helpers work on the share the executor hands
+    them (cnnviz.core.executor): none imports the torch.distributed transport, or torch.distributed."""
+    knowing = sorted(
+        f"{module} imports {target} at line {line}"
+        for module, imports in GRAPH.items() for target, line, _ in imports
+        if target == "cnnviz.core.distributed" and module not in KNOW_OF_RANKS and not module.startswith("cnnviz.cli")
+    )
+    assert knowing == []
+    for module, path in MODULES.items():
+        if module in KNOW_OF_RANKS or module.startswith("cnnviz.cli"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [alias.name for alias in node.names] if isinstance(node, ast.Import) else \
+                [f"{node.module}.{alias.name}" for alias in node.names] if isinstance(node, ast.ImportFrom) else []
+            assert not any(name.startswith("torch.distributed") for name in names), (module, node.lineno)
+
+
 def test_there_is_no_import_cycle():
     index, low, stack, on_stack, cycles = {}, {}, [], set(), []
 

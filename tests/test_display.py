@@ -31,7 +31,7 @@ def results(photos):
         "attribution": cnnviz.saliency(photos, "sample:chelsea"),
         "attributions": cnnviz.attributions(photos, "sample:chelsea", methods=["gradient", "gradcam"]),
         "rendering": cnnviz.maximize(photos, "features.3", channels="0-1", steps=2, size=32),
-        "dream": cnnviz.dream(photos, "sample:chelsea", "features.3", octaves=1, iterations=1),
+        "dream": cnnviz.dream(photos, "sample:chelsea", "features.3", octaves=1, steps=1),
         "equivariance": cnnviz.equivariance(photos, "sample:chelsea", ["features.0", "features.3"], shifts=(2,),
                                             angles=(), scales=(), max_images=1),
     }

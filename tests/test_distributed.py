@@ -16,6 +16,7 @@ from click.testing import CliRunner
 import cnnviz
 from cnnviz.cli.main import main
 from cnnviz.core.distributed import part, share
+from cnnviz.core.executor import Executor
 from cnnviz.inputs.batches import shard_images
 from distributed_worker import BATCH, GALLERY, LAYERS, OBJECTIVE, RENDERS, Photos, cases, recorder
 
@@ -79,15 +80,15 @@ def test_shares_are_contiguous_and_cover_everything():
                     assert all(one.start % batch == 0 for one in shares)
     assert [part(5, rank, 3) for rank in range(3)] == [range(0, 1), range(1, 3), range(3, 5)]
     images = torch.zeros(9, 3, 4, 4)
-    assert [len(shard_images(images, rank, 2, batch_size=4)) for rank in range(2)] == [4, 5]
-    assert [len(shard_images(images, rank, 3, batch_size=4)) for rank in range(3)] == [4, 4, 1]
-    assert [len(shard_images(images, rank, 4, batch_size=4)) for rank in range(4)] == [2, 2, 2, 3]
+    assert [len(Executor(rank, 2).share(images, 4, shard_images).items) for rank in range(2)] == [4, 5]
+    assert [len(Executor(rank, 3).share(images, 4, shard_images).items) for rank in range(3)] == [4, 4, 1]
+    assert [len(Executor(rank, 4).share(images, 4, shard_images).items) for rank in range(4)] == [2, 2, 2, 3]
 
 
 def test_image_label_pairs_stay_whole_in_shares(photos):
     image = cnnviz.samples.image("chelsea")
     pairs = [(image, label) for label in range(4)]
-    shares = [shard_images(pairs, rank, 2, batch_size=2) for rank in range(2)]
+    shares = [Executor(rank, 2).share(pairs, 2, shard_images).items for rank in range(2)]
     assert shares == [pairs[:2], pairs[2:]]
     parts = [cnnviz.statistics(photos, one, ["features.3"], batch_size=2) for one in shares]
     assert [p.images for p in parts] == [2, 2]
@@ -96,7 +97,7 @@ def test_image_label_pairs_stay_whole_in_shares(photos):
 def test_a_dataloader_cannot_be_shared(photos):
     loader = torch.utils.data.DataLoader(Photos(photos), batch_size=4)
     with pytest.raises(cnnviz.CnnvizError, match="give .*the Dataset itself"):
-        shard_images(loader, 0, 2)
+        Executor(0, 2).share(loader, 1, shard_images)
 
 
 def test_a_text_file_lists_images(photos, folder):

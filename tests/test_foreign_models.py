@@ -69,7 +69,7 @@ def test_a_fixed_size_model_sees_its_size_on_every_step():
         inner = cnnviz.maximize(loaded, "conv2:4", steps=4)  # an inner layer takes the padded canvas
         assert inner.settings["network_input"] == [s + 24 for s in inner.images.shape[2:]]
         seen.clear()
-        dreamed = cnnviz.dream(loaded, torch.rand(1, 50, 70), "fc1", iterations=2, octaves=2)
+        dreamed = cnnviz.dream(loaded, torch.rand(1, 50, 70), "fc1", steps=2, octaves=2)
         assert dreamed.image.shape == (1, 50, 70) and set(seen) == {(32, 32)}
         assert dreamed.settings["fixed_input_size"] == [32, 32] and dreamed.after > dreamed.before
         with pytest.raises(cnnviz.CnnvizError, match="takes 32x32 inputs only"):
@@ -167,7 +167,7 @@ def test_every_command_on_foreign_models(name, layer, tmp_path):
     rendered = json.loads((tmp_path / "c" / "maximize_logits-1.json").read_text())
     size = [32, 32] if name != "smooth" else [160, 160]  # its 224 px input, a class's canvas at most 160 px
     assert rendered["settings"]["size"] == size
-    _cli("dream", "-m", spec, "-i", "sample:chelsea", "-l", layer, "--iterations", "1", "--octaves", "2",
+    _cli("dream", "-m", spec, "-i", "sample:chelsea", "-l", layer, "--steps", "1", "--octaves", "2",
          "-o", str(tmp_path / "d"))
     predicted = _cli("predict", "-m", spec, "-i", "sample:chelsea")
     assert "chelsea" in predicted
@@ -328,7 +328,7 @@ def test_every_command_on_a_torchscript_trace(tmp_path):
     skipped = json.loads((tmp_path / "g" / "saliency.json").read_text())["not_applicable"]
     assert [entry["method"] for entry in skipped] == ["guided_backprop"] and "TorchScript" in skipped[0]["why"]
     _cli("maximize", "-m", spec, "-l", "logits:1", "--steps", "4", "--size", "64", "-o", str(tmp_path / "c"))
-    _cli("dream", "-m", spec, "-i", "sample:chelsea", "-l", "logits", "--iterations", "1", "--octaves", "1",
+    _cli("dream", "-m", spec, "-i", "sample:chelsea", "-l", "logits", "--steps", "1", "--octaves", "1",
          "-o", str(tmp_path / "d"))
     assert _cli("predict", "-m", spec, "-i", "sample:chelsea").startswith("sample:chelsea: ")
     # the output's field, measured, equals the traced theory of the original module
@@ -377,7 +377,7 @@ def test_every_command_on_a_timm_model(tmp_path):
     _cli("maximize", *spec, *small, "-l", f"{layer}:0", "--steps", "2", "-o", str(tmp_path / "m"))
     _cli("maximize", *spec, *small, "-l", "tabby", "--steps", "2", "-o", str(tmp_path / "c"))
     assert json.loads((tmp_path / "c" / "maximize_tabby.json").read_text())["settings"]["size"] == [64, 64]
-    _cli("dream", *spec, *small, "-i", "sample:chelsea", "-l", layer, "--iterations", "1", "--octaves", "1",
+    _cli("dream", *spec, *small, "-i", "sample:chelsea", "-l", layer, "--steps", "1", "--octaves", "1",
          "-o", str(tmp_path / "d"))
     assert _cli("predict", *spec, *small, "-i", "sample:chelsea").startswith("sample:chelsea: ")
     fields = _cli("rf", *spec, *small, "-i", "sample:chelsea", "-o", str(tmp_path / "r"))
@@ -415,7 +415,7 @@ def test_every_command_on_more_foreign_models(name, layer, tmp_path):
     assert rendered["settings"]["softmax_input"] == (name == "softmax_head")
     if name == "text_direction":
         assert rendered["settings"]["network_input"] == [32, 100]
-    _cli("dream", *spec, "-i", image, "-l", layer, "--iterations", "1", "--octaves", "1", "-o", str(tmp_path / "d"))
+    _cli("dream", *spec, "-i", image, "-l", layer, "--steps", "1", "--octaves", "1", "-o", str(tmp_path / "d"))
     predicted = _cli("predict", *spec, "-i", image)
     if name == "detector":
         assert "at output position" in predicted  # the position the classes are read at, stated

@@ -214,7 +214,7 @@ def test_a_dream_is_the_same_bytes_whatever_the_thread_count():
     try:
         for count in (1, 2):
             torch.set_num_threads(count)
-            dreams.append(cnnviz.dream(model, image, "features.10", octaves=1, iterations=2, seed=0))
+            dreams.append(cnnviz.dream(model, image, "features.10", octaves=1, steps=2, seed=0))
     finally:
         torch.set_num_threads(threads)
     assert torch.equal(dreams[0].image, dreams[1].image)

@@ -62,7 +62,7 @@ def _scripted_receptive_field(models, *_):
 
 
 def _dream(models, _, raw):
-    return cnnviz.dream(models.photos, raw, "features.5", octaves=1, iterations=2).image
+    return cnnviz.dream(models.photos, raw, "features.5", octaves=1, steps=2).image
 
 
 def _maximize(models, *_):

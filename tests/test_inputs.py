@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 
 import numpy as np
 import pytest
@@ -224,6 +225,40 @@ def test_every_kind_of_image_input_gives_the_same_model_inputs(photos_model, tmp
     inputs, got_names = stack_images(str(path), pre)
     torch.testing.assert_close(inputs, as_file)
     assert got_names == [str(path)]
+
+
+def test_a_tensor_says_what_it_holds_with_pixels_or_model_inputs(photos_model):
+    """A bare tensor's meaning follows its shape (C x H x W: a picture; N x C x H x W: model inputs);
+    cnnviz.pixels and cnnviz.model_inputs say it whatever the shape, and a bare batch in [0, 1] for a
+    model that normalises is used as before, with a warning naming both."""
+    pre = photos_model.preprocessing
+    pictures = torch.stack([samples.tensor("chelsea")[:, :300, :400], samples.tensor("coffee")[:, :300, :400]])
+    prepared = torch.cat([images.prepare(picture, pre) for picture in pictures])
+    torch.testing.assert_close(stack_images(cnnviz.pixels(pictures), pre)[0], prepared)
+    torch.testing.assert_close(stack_images(cnnviz.pixels(pictures[0]), pre)[0], prepared[:1])
+    as_uint8 = cnnviz.pixels((pictures * 255).round().to(torch.uint8))
+    torch.testing.assert_close(stack_images(as_uint8, pre)[0], prepared, atol=0.02, rtol=0)
+    torch.testing.assert_close(stack_images(cnnviz.model_inputs(prepared[0]), pre)[0], prepared[:1])
+    # model_inputs keeps a batch whole, as a bare 4-D tensor does, and says nothing of its range
+    raw = torch.rand(5, 3, 64, 64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert [len(b.inputs) for b in image_batches(cnnviz.model_inputs(raw), pre, batch_size=2)] == [2, 2, 1]
+        stack_images(prepared, pre)  # real normalised photographs go below 0: no warning
+    with pytest.warns(cnnviz.CnnvizWarning, match=r"lies in \[0, 1\] like pictures: give cnnviz.pixels\(images\)"):
+        inputs, _ = stack_images(raw, pre)
+    assert torch.equal(inputs, raw)  # still used as they are
+    # shares of a group (torchrun) keep the wrapper
+    from cnnviz.core.executor import Executor
+    from cnnviz.inputs.batches import shard_images
+    halves = [Executor(rank, 2).share(cnnviz.pixels(pictures), 1, shard_images).items for rank in range(2)]
+    assert [type(h).__name__ for h in halves] == ["Pixels", "Pixels"]
+    assert torch.equal(torch.cat([h.tensor for h in halves]), pictures)
+    for bad in (torch.rand(8, 8), "sample:chelsea"):
+        with pytest.raises(CnnvizError, match=r"pixels\(\) takes a tensor C x H x W or N x C x H x W"):
+            cnnviz.pixels(bad)
+    with pytest.raises(CnnvizError, match=r"model_inputs\(\) takes a float tensor"):
+        cnnviz.model_inputs(torch.zeros(1, 3, 8, 8, dtype=torch.uint8))
 
 
 def test_batches_keep_a_loaders_boundaries_and_labels(photos_model):

@@ -188,7 +188,7 @@ def test_gradients_flow_whatever_the_callers_mode():
         quiet = cnnviz.maximize(photos, "features.5:1", steps=5, size=32)
     with torch.inference_mode():
         inferred = cnnviz.maximize(photos, "features.5:1", steps=5, size=32)
-        dreamed = cnnviz.dream(photos, torch.rand(3, 48, 48), "features.5", octaves=1, iterations=3)
+        dreamed = cnnviz.dream(photos, torch.rand(3, 48, 48), "features.5", octaves=1, steps=3)
     assert torch.equal(free.images, quiet.images) and torch.equal(free.images, inferred.images)
     assert dreamed.gain > 1
 
@@ -229,7 +229,7 @@ def test_progress_knows_its_total():
         cnnviz.maximize(photos, "features.5", channels="0-2", steps=4, size=24, progress=bar.update)
         assert bar.total == 12 and bar.n == 12
     with tqdm(file=io.StringIO()) as bar:
-        cnnviz.dream(photos, torch.rand(3, 48, 48), "features.5", octaves=2, iterations=3, progress=bar.update)
+        cnnviz.dream(photos, torch.rand(3, 48, 48), "features.5", octaves=2, steps=3, progress=bar.update)
         assert bar.total == 6 and bar.n == 6
 
 
@@ -410,7 +410,7 @@ def test_deep_dream_raises_the_layers_and_keeps_the_size():
     photos = cnnviz.load_model("builtin:photos")
     before = fingerprint(photos.module)
     result = cnnviz.dream(photos, "sample:coffee", ["features.12", "features.19"], weights=[1, 0.5],
-                          octaves=3, iterations=6)
+                          octaves=3, steps=6)
     assert_untouched(photos.module, before)
     assert result.image.shape == result.original.shape == (3, 400, 600)
     assert result.gain > 2
@@ -422,7 +422,7 @@ def test_deep_dream_raises_the_layers_and_keeps_the_size():
     calls = []
     for tile in (32, 512):
         counter.count = 0
-        tiled = cnnviz.dream(counted, torch.rand(3, 70, 90), "12", octaves=2, iterations=2, tile=tile)
+        tiled = cnnviz.dream(counted, torch.rand(3, 70, 90), "12", octaves=2, steps=2, tile=tile)
         assert tiled.image.shape == (3, 70, 90)
         calls.append(counter.count)
     assert calls[0] > calls[1]  # 32-pixel tiles: several passes per step instead of one
@@ -460,7 +460,7 @@ def test_cli_maximize_and_dream(tmp_path):
     assert sized.exit_code == 0, sized.stderr
     assert json.loads((tmp_path / "sized" / "maximize_features.12-1.json").read_text())["settings"]["size"] == [40, 56]
     dream = CliRunner().invoke(main, ["dream", "-i", "sample:chelsea", "-l", "features.12", "--octaves", "2",
-                                      "--iterations", "2", "-o", str(tmp_path)])
+                                      "--steps", "2", "-o", str(tmp_path)])
     assert dream.exit_code == 0, dream.stderr
     from PIL import Image
     assert Image.open(tmp_path / "dream_features.12.png").size == (451, 300)
@@ -486,7 +486,7 @@ def test_numbers_that_would_make_meaningless_images_are_refused(pattern_model):
     for kwargs, message in [({"step": float("nan")}, "the step must be a positive finite number"),
                             ({"seed": 2**70}, "seed must be a whole number")]:
         with pytest.raises(CnnvizError, match=message):
-            cnnviz.dream(pattern_model, "sample:chelsea", "features.4", octaves=1, iterations=1, **kwargs)
+            cnnviz.dream(pattern_model, "sample:chelsea", "features.4", octaves=1, steps=1, **kwargs)
     # the largest seed allowed still works (the per-image seeds stay in torch's range)
     assert cnnviz.maximize(pattern_model, "features.4:1", steps=1, size=16, seed=2**63 - 1).images.shape[0] == 1
 

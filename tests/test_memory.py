@@ -74,7 +74,7 @@ photos = cnnviz.load_model("builtin:photos")
 opened = []
 cnnviz.maximize(photos, "features.5", channels="0-1", steps=2, size=48,
                 progress=lambda n: opened.append(cnnviz.core.memory.active()))
-cnnviz.dream(photos, "sample:chelsea", "features.2", octaves=1, iterations=2,
+cnnviz.dream(photos, "sample:chelsea", "features.2", octaves=1, steps=2,
              progress=lambda n: opened.append(cnnviz.core.memory.active()))
 report["library_opened"] = any(opened)
 report["after_library"] = faults_per_step()

@@ -46,7 +46,7 @@ def long_model(tmp_path_factory):
     ["kernels", "-l", LONG],
     ["activations", "-i", "sample:chelsea", "-l", LONG],
     ["maximize", "-l", LONG, "-c", "0", "--steps", "2", "--size", "16", "--reference", "none"],
-    ["dream", "-i", "sample:chelsea", "-l", LONG, "--octaves", "1", "--iterations", "1"],
+    ["dream", "-i", "sample:chelsea", "-l", LONG, "--octaves", "1", "--steps", "1"],
     ["rf", "-i", "sample:chelsea", "-l", LONG, "--max-images", "1"],
 ], ids=lambda command: command[0])
 def test_a_300_byte_layer_name_gets_a_short_unique_file_name(command, long_model, tmp_path):

@@ -152,7 +152,7 @@ def test_image_and_lecture_reports(photos, tmp_path):
     assert "each map on its own scale; 4 of 16 channels" in report.items[1].caption
     assert report.items[1].settings["channels"] == seen["features.3"].order[:4]
 
-    dreamed = cnnviz.dream(photos, "sample:chelsea", layer="features.3", octaves=1, iterations=1)
+    dreamed = cnnviz.dream(photos, "sample:chelsea", layer="features.3", octaves=1, steps=1)
     (item,) = cnnviz.reports.dream(dreamed, "sample:chelsea").items
     assert item.file == "dream_features.3.png" and f"x{dreamed.gain:.1f}" in item.caption
     written = cnnviz.reports.dream(dreamed, "sample:chelsea").write(tmp_path)

@@ -60,9 +60,9 @@ def test_the_functions_take_their_settings_as_a_value_or_keywords():
     assert cnnviz.GallerySettings().methods == cnnviz.AttributionSettings().methods == cnnviz.DEFAULT_METHODS
     model = cnnviz.load_model("builtin:patterns")
     image = torch.rand(3, 40, 40, generator=torch.Generator().manual_seed(0))
-    quick = cnnviz.DreamSettings(octaves=1, iterations=2, seed=3)
+    quick = cnnviz.DreamSettings(octaves=1, steps=2, seed=3)
     by_value = cnnviz.dream(model, image, "features.4", settings=quick)
-    by_keywords = cnnviz.dream(model, image, "features.4", octaves=1, iterations=2, seed=3)
+    by_keywords = cnnviz.dream(model, image, "features.4", octaves=1, steps=2, seed=3)
     assert torch.equal(by_value.image, by_keywords.image) and by_value.settings == by_keywords.settings
     chosen = cnnviz.AttributionSettings(methods=("gradient", "smoothgrad"), samples=2)
     panel = cnnviz.attributions(model, image, 1, settings=chosen)
@@ -71,6 +71,12 @@ def test_the_functions_take_their_settings_as_a_value_or_keywords():
     torch.testing.assert_close(panel["smoothgrad"].attribution, again["smoothgrad"].attribution)
     with pytest.raises(cnnviz.CnnvizError, match="dream has no option 'octave'; its settings are octaves"):
         cnnviz.dream(model, image, "features.4", octave=1)
+    # dream's steps were its iterations: the old name still gives the same dream, with a warning
+    with pytest.warns(DeprecationWarning, match="dream: iterations= is now called steps="):
+        old_name = cnnviz.dream(model, image, "features.4", octaves=1, iterations=2, seed=3)
+    assert torch.equal(old_name.image, by_value.image) and old_name.settings["steps"] == 2
+    with pytest.raises(cnnviz.CnnvizError, match="dream takes steps= .its old name iterations= too would say it twice"):
+        cnnviz.dream(model, image, "features.4", steps=2, iterations=2)
     with pytest.raises(cnnviz.CnnvizError, match="settings must be a cnnviz.AttributionSettings"):
         cnnviz.attributions(model, image, 1, settings=quick)
 

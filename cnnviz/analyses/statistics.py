@@ -29,7 +29,6 @@ Example::
 """
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 from collections.abc import Callable, Sequence
@@ -42,8 +41,8 @@ from cnnviz.errors import CnnvizError
 from cnnviz.analyses.exemplars import crop_size, exemplar_crops
 from cnnviz.analyses.statistics_results import DEFAULT_NEAR_ZERO, LayerStatistics, Statistics, double_range
 from cnnviz.analyses.statistics_shards import forget, merged, resumable
-from cnnviz.core import distributed
-from cnnviz.inputs.batches import image_batches, no_images_message, shard_images
+from cnnviz.core.executor import executor
+from cnnviz.inputs.batches import image_batches, no_images_message
 from cnnviz.core.model import Preprocessing, non_finite_parameter, preprocessing_of
 from cnnviz.core.probe import probe
 from cnnviz.core.references import Reference
@@ -107,7 +106,7 @@ def statistics(
         skipped and listed.
 
     Inside a ``torch.distributed`` process group (``torchrun``), each rank streams its contiguous
-    share of the images (:func:`cnnviz.inputs.batches.shard_images`: not a DataLoader, give its
+    share of the images (:mod:`cnnviz.core.executor`: not a DataLoader, give its
     Dataset) and every rank returns the statistics of all of them, merged exactly in rank order: the
     same counts, histograms and exemplars as one process, moments equal within rounding.
 
@@ -125,30 +124,25 @@ def statistics(
     refs = [layer] if isinstance(layer, (str, torch.nn.Module)) else list(layer)
     if not refs:
         raise CnnvizError("name at least one layer")
-    rank, size = distributed.rank_and_size()
-    # inside a process group each rank takes its share of the images (whole batches: one process's
-    # sums), listed inside together() so that a folder one machine lacks stops every rank; the
-    # shares' statistics are merged in rank order (one process: its one part)
-    # rank 0's progress shows every rank's images (their counts meet in the group's store)
-    shown = distributed.SharedProgress("statistics/progress", progress) if size > 1 else progress
+    # the executor hands this process its share of the images (inside a torchrun group: contiguous,
+    # whole batches, so that the shares' statistics merged in order are one pass's sums) and
+    # shows the progress of all of them; one process: the whole, untouched
+    checkpoints = Path(checkpoint).expanduser() if checkpoint is not None else None
 
-    def this_ranks_part():
-        if checkpoint is not None:
-            return resumable(_gather, model, images, refs, batch_size, bins, top_k, near_zero, shown, workers,
-                             Path(checkpoint).expanduser(), checkpoint_every, checkpoint_minutes)
-        share = images if size == 1 else shard_images(images, rank, size, batch_size)
-        return _gather(model, share, refs, batch_size, bins, top_k, near_zero, shown, workers)
+    def statistics_of(share, shown):
+        if checkpoints is not None:
+            return resumable(_gather, model, share, refs, batch_size, bins, top_k, near_zero, shown, workers,
+                             checkpoints, checkpoint_every, checkpoint_minutes)
+        return _gather(model, share.items, refs, batch_size, bins, top_k, near_zero, shown, workers)
 
-    with shown if size > 1 else contextlib.nullcontext():
-        result, skipped, resumed = merged(this_ranks_part, rank, size)
-    if size > 1:
-        distributed.tidy()
+    result, skipped, resumed, share = merged(executor(), images, statistics_of, batch_size, progress,
+                                             listed=checkpoints is not None)
     if result is None:
         raise CnnvizError(no_images_message(skipped))
     result.skipped = skipped
-    if checkpoint is not None:  # the whole result is here: this rank's checkpoint is spent
+    if checkpoints is not None:  # the whole result is here: this share's checkpoint is spent
         result.resumed = resumed
-        forget(Path(checkpoint).expanduser(), rank, size)
+        forget(checkpoints, share)
     return result
 
 

@@ -15,61 +15,71 @@ import numpy as np
 import torch
 
 from cnnviz.analyses.statistics_results import LayerStatistics, Statistics, array_key, split_array_key
-from cnnviz.core import distributed
+from cnnviz.core.executor import Executor, Share
 from cnnviz.core.version import __version__
 from cnnviz.errors import CnnvizError
 from cnnviz.inputs.batches import shard_images
 
 
-def merged(work, rank: int, size: int) -> tuple[Statistics | None, list[str], int]:
-    """Run ``work`` (this rank's ``(statistics, skipped)``) and merge every rank's in rank order:
-    the statistics (``None`` without images), the files skipped and the images resumed. In a
-    group, in two steps: first every rank's statistics with, in place of each exemplar's crop,
-    where it is (rank and slot); merged, they say which crops won, and only those travel."""
-    if size == 1:
-        parts = [work()]
-    else:
-        kept = {}
+def merged(run: Executor, images, work, batch_size: int, progress, listed: bool = False
+           ) -> tuple[Statistics | None, list[str], int, Share]:
+    """Run ``work(share, progress)`` (the ``(statistics, skipped)`` of this process's share of the
+    images, ``listed`` when the work needs them as a list) and merge every share's in order: the
+    statistics (``None`` without images), the files skipped, the images resumed and this
+    process's share. Several shares are merged in two steps: first their statistics with, in place
+    of each exemplar's crop, where it is (share and slot); merged, they say which crops won, and
+    only those travel."""
+    kept = {}
 
-        def light_part():
-            part, names = work()
-            kept["part"] = part
-            return _crops_left_out(part, rank), names
+    def light_part(share: Share, shown):
+        part, names = work(share, shown)
+        kept["part"], kept["share"] = part, share
+        return (part if share.whole else _crops_left_out(part, share.index)), names
 
-        parts = distributed.together("statistics/parts", light_part)
+    parts = run.map("statistics/parts", images, light_part, batch=batch_size,
+                    split=_resumable_share if listed else shard_images, expand=listed, progress=progress)
+    share = kept["share"]
     skipped = [name for _, names in parts for name in names]
     result = None
     for part, _ in parts:
         if part is not None:
             result = part if result is None else result.merge(part)
     if result is None:
-        return None, skipped, 0
+        return None, skipped, 0, share
     resumed = sum(part.resumed for part, _ in parts if part is not None)
-    if size > 1:
-        won = distributed.together("statistics/crops", lambda: _crops_won(result, kept["part"], rank))
+    if len(parts) > 1:
+        won = run.everywhere("statistics/crops", lambda: _crops_won(result, kept["part"], share.index))
         result = _with_crops(result, won)
-    return result, skipped, resumed
+    return result, skipped, resumed, share
 
 
-def _crops_left_out(part: Statistics | None, rank: int) -> Statistics | None:
-    """``part`` with each exemplar's crop replaced by where it is, ``rank * k + slot`` (``C x k x 1``;
+def _resumable_share(images, positions):
+    try:
+        return shard_images(images, positions)
+    except CnnvizError:
+        raise CnnvizError("a run with checkpoints goes on part-way through its images: give a folder, a file list, a "
+                          "list of images, a tensor or a Dataset (not a DataLoader or other iterable)") from None
+
+
+def _crops_left_out(part: Statistics | None, index: int) -> Statistics | None:
+    """``part`` with each exemplar's crop replaced by where it is, ``index * k + slot`` (its share's) (``C x k x 1``;
     -1 where there is none), for a merge that moves no crop."""
     if part is None:
         return None
     layers = {}
     for name, layer in part.layers.items():
         k = layer.exemplar_values.shape[1]
-        slots = rank * k + np.arange(k)[None, :, None]
+        slots = index * k + np.arange(k)[None, :, None]
         where = {f"{prefix}_crops": np.where(getattr(layer, f"{prefix}_images")[:, :, None] >= 0, slots, -1)
                  for prefix in ("exemplar", "bottom") if getattr(layer, f"{prefix}_crops") is not None}
         layers[name] = replace(layer, **where)
     return Statistics(layers, part.images, part.skipped, part.resumed)
 
 
-def _crops_won(merged: Statistics, part: Statistics | None, rank: int) -> dict:
-    """The crops of this rank that the merged statistics kept: per layer and kind, the
+def _crops_won(merged: Statistics, part: Statistics | None, index: int) -> dict:
+    """The crops of this share that the merged statistics kept: per layer and kind, the
     ``(channel, slot)`` of each in the merged arrays and the crops themselves (``N x 3 x S x S``,
-    also when ``N`` is 0: every rank with images tells the crops' size)."""
+    also when ``N`` is 0: every share with images tells the crops' size)."""
     won = {}
     if part is None:
         return won
@@ -79,14 +89,14 @@ def _crops_won(merged: Statistics, part: Statistics | None, rank: int) -> dict:
             if where is None:
                 continue
             k = layer.exemplar_values.shape[1]
-            channel, slot = np.nonzero((where[:, :, 0] >= 0) & (where[:, :, 0] // k == rank))
+            channel, slot = np.nonzero((where[:, :, 0] >= 0) & (where[:, :, 0] // k == index))
             crops = getattr(part.layers[name], f"{prefix}_crops")[channel, where[channel, slot, 0] % k]
             won[(name, prefix)] = (channel, slot, crops)
     return won
 
 
 def _with_crops(merged: Statistics, won: list[dict]) -> Statistics:
-    """The merged statistics with the crops every rank sent put where they belong."""
+    """The merged statistics with the crops every share sent put where they belong."""
     layers = {}
     for name, layer in merged.layers.items():
         crops = {}
@@ -103,23 +113,18 @@ def _with_crops(merged: Statistics, won: list[dict]) -> Statistics:
     return Statistics(layers, merged.images, merged.skipped, merged.resumed)
 
 
-def resumable(gather, model, images, refs, batch_size, bins, top_k, near_zero, progress, workers, folder: Path,
+def resumable(gather, model, share: Share, refs, batch_size, bins, top_k, near_zero, progress, workers, folder: Path,
               every: int, minutes: float) -> tuple[Statistics | None, list[str]]:
-    """This rank's statistics (each part's by ``gather``, as one pass would take them) in parts of
-    ``every`` images (whole batches), the result so far
-    saved in ``folder`` after a part once ``minutes`` have passed since the last save (in a
-    group also after the last part); the parts an earlier run saved are not read again."""
+    """The statistics of ``share`` (each part's by ``gather``, as one pass would take them) in parts
+    of ``every`` images (whole batches), the result so far saved in ``folder`` after a part once
+    ``minutes`` have passed since the last save (for one of several shares also after the last
+    part: the others may still fail); the parts an earlier run saved are not read again."""
     from cnnviz.core.model import model_key
 
-    rank, size = distributed.rank_and_size()
     if every < 1 or not minutes >= 0:
         raise CnnvizError(f"checkpoint_every must be at least 1 image and checkpoint_minutes 0 or more, got "
                           f"{every} and {minutes}")
-    try:
-        share = shard_images(images, rank, size, batch_size)
-    except CnnvizError:
-        raise CnnvizError("a run with checkpoints goes on part-way through its images: give a folder, a file list, a "
-                          "list of images, a tensor or a Dataset (not a DataLoader or other iterable)") from None
+    rank, size, share = share.index, share.count, share.items
     every = -(-every // batch_size) * batch_size
     key = hashlib.sha256(json.dumps({
         "model": model_key(model), "layers": [str(ref) for ref in refs], "images": _identity(share),
@@ -138,7 +143,7 @@ def resumable(gather, model, images, refs, batch_size, bins, top_k, near_zero, p
         if part is not None:
             result = part if result is None else result.merge(part)
         last = start + every >= len(share)
-        # a rank's whole share is kept while the others may still fail; one process is done
+        # a share of several is kept whole while the others may still fail; one process is done
         if (last and size > 1) or (not last and time.monotonic() - saved >= 60 * minutes):
             save_checkpoint(path, key, start + every, result, skipped)
             saved = time.monotonic()
@@ -212,11 +217,12 @@ def restore_checkpoint(path: Path, key: str) -> tuple[int, Statistics | None, li
     return meta["done"], Statistics(layers, meta["images"], list(meta["skipped"])), list(meta["skipped"])
 
 
-def forget(folder: Path, rank: int, size: int) -> None:
-    """Remove this rank's checkpoint (rank 0: also those of runs with another number of ranks),
-    and the folder once nothing is left in it."""
+def forget(folder: Path, share: Share) -> None:
+    """Remove the checkpoint of this share (the first: also those of runs with another number of
+    shares), and the folder once nothing is left in it."""
     from cnnviz.core import output as files
 
+    rank, size = share.index, share.count
     spent = [folder / f"rank-{rank}-of-{size}"]
     if rank == 0:
         spent += [path for path in folder.glob("rank-*-of-*") if not path.name.endswith(f"-of-{size}")]

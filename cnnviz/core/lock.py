@@ -68,15 +68,11 @@ def locked(folder: str | os.PathLike, what: str | None = None, group: bool = Fal
         FolderBusy: another run holds it (one line: its process id, command and start).
         CnnvizError: the folder cannot be written (read-only, full): before any work is done.
     """
-    from cnnviz.core import distributed
+    from cnnviz.core.executor import Executor, executor
 
-    rank, size = distributed.rank_and_size()
     keys: list[str] = []
-    try:
-        if group and size > 1:
-            distributed.together("lock", lambda: keys.append(_enter(folder, what)) if rank == 0 else None)
-        else:
-            keys.append(_enter(folder, what))
+    try:  # with group, the first process takes it for all; its error stops every process
+        (executor() if group else Executor()).first("lock", lambda: keys.append(_enter(folder, what)))
         yield Path(folder).expanduser()
     finally:  # also when another rank failed after this one took the lock
         for key in keys:

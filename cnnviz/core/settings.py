@@ -4,6 +4,7 @@ a function's keywords, a command's options and its ``--help`` read one source
 :class:`cnnviz.GallerySettings`)."""
 from __future__ import annotations
 
+import warnings
 from dataclasses import field, fields, replace
 
 from cnnviz.errors import CnnvizError
@@ -25,8 +26,16 @@ def help_of(settings: type, name: str) -> str:
 def chosen(kind: type, settings, options: dict, where: str):
     """``settings`` (an instance of ``kind``; default: its defaults) with the fields ``options``
     names replaced: how a function takes ``settings=`` and keywords alike. An unknown keyword, or a
-    settings value of another kind, is one line naming the settings there are."""
+    settings value of another kind, is one line naming the settings there are. A field's old name
+    (the class's ``RENAMED``, old -> new) still works, with a :class:`DeprecationWarning`."""
     names = [one.name for one in fields(kind)]
+    options = dict(options)
+    for old, new in getattr(kind, "RENAMED", {}).items():
+        if old in options:
+            if new in options:
+                raise CnnvizError(f"{where} takes {new}= (its old name {old}= too would say it twice)")
+            warnings.warn(f"{where}: {old}= is now called {new}=", DeprecationWarning, stacklevel=4)
+            options[new] = options.pop(old)
     unknown = [name for name in options if name not in names]
     if unknown:
         raise CnnvizError(f"{where} has no option {unknown[0]!r}; its settings are {', '.join(names)}")

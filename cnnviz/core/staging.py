@@ -118,16 +118,14 @@ def writing_into(folder: str | os.PathLike, what: str | None = None, group: bool
     """Hold ``folder``'s lock (:func:`cnnviz.core.lock.locked`, re-entrant; with ``group``, rank
     0's for a whole process group) and, on taking it, finish or remove what a killed run left
     there (:func:`recover`): how every command and writer enters its output folder."""
-    from cnnviz.core import distributed
+    from cnnviz.core.executor import Executor, executor
 
     first = not holds(folder)  # differs between ranks (only rank 0 holds it): decides, never skips a collective
     with locked(folder, what, group=group):
-        rank, size = distributed.rank_and_size()
-        due = first and rank == 0 and not files.capturing()
-        if group and size > 1:  # every rank enters; rank 0's error stops every rank
-            distributed.together("staging/recover", lambda: recover(folder) if due else None)
-        elif due:
-            recover(folder)
+        run = executor()
+        due = first and run.first_process and not files.capturing()
+        # with group every process enters, and the first's error stops every process
+        (run if group else Executor()).first("staging/recover", lambda: recover(folder) if due else None)
         yield Path(folder).expanduser()
 
 

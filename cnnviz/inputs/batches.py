@@ -10,6 +10,9 @@ a path or spec                          a file, a folder (searched recursively),
 a PIL image                             prepared with the model's preprocessing
 a tensor ``C x H x W``                  one image in [0, 1] (or uint8), prepared like a PIL image
 a tensor ``N x C x H x W`` (float)      model inputs, already prepared: used as they are
+``pixels(tensor)``                      pictures (``C x H x W`` or ``N x C x H x W``, [0, 1] or
+                                        uint8), each prepared like a PIL image
+``model_inputs(tensor)``                model inputs (``C x H x W`` or ``N x C x H x W``), as they are
 a list or tuple of any of these         in order
 a ``torch.utils.data.Dataset``          its items: an image, a tensor of model inputs, or a pair
                                         ``(inputs, label, ...)`` / a dict with an ``image``-like key
@@ -17,25 +20,97 @@ a ``DataLoader`` or any iterable        its batches, read the same way as a Data
 =====================================  ===========================================================
 
 What a Dataset or DataLoader yields as a tensor is taken as model inputs (its own transform made
-them), whether ``C x H x W`` or ``N x C x H x W``. Files found by listing a folder that cannot be
+them), whether ``C x H x W`` or ``N x C x H x W``. A bare tensor's meaning follows its shape, as
+above; :func:`pixels` and :func:`model_inputs` say it whatever the shape, and a bare 4-D tensor
+that lies in [0, 1] for a model that normalises its inputs (pictures, most likely, not model
+inputs) is used as it is with a :class:`cnnviz.CnnvizWarning` naming both. Files found by listing a folder that cannot be
 read are skipped and counted (:attr:`ImageBatches.skipped`); a file named on its own that cannot
 be read is an error.
 """
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator
+import warnings
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 import torch
 from PIL import Image
 
 from cnnviz.core.model import Preprocessing
-from cnnviz.errors import CnnvizError
+from cnnviz.errors import CnnvizError, CnnvizWarning
 from cnnviz.inputs.images import SAMPLE_PREFIX, ImageSource, image_sources, open_image, prepare
 
 INPUT_KEYS = ("image", "images", "pixel_values", "input", "inputs", "x")
 LABEL_KEYS = ("label", "labels", "target", "targets", "y")
+
+
+@dataclass(frozen=True)
+class Pixels:
+    """Pictures as a tensor, each prepared as a PIL image is (converted, sized, normalised with the
+    model's mean and std): made by :func:`pixels`."""
+
+    tensor: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.tensor) if self.tensor.dim() == 4 else 1
+
+
+@dataclass(frozen=True)
+class ModelInputs:
+    """Model inputs as a tensor, already prepared: used as they are. Made by :func:`model_inputs`."""
+
+    tensor: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.tensor) if self.tensor.dim() == 4 else 1
+
+
+def pixels(tensor: torch.Tensor) -> Pixels:
+    """Say that a tensor holds pictures (``C x H x W`` or ``N x C x H x W``; floats in [0, 1] or
+    uint8 in [0, 255]): every function that takes images prepares each one with the model's
+    preprocessing, as it does a PIL image or a file.
+
+    >>> import torch, cnnviz
+    >>> photos = cnnviz.load_model("builtin:photos")
+    >>> pictures = torch.ones(2, 3, 500, 400)          # two white pictures, each resized and cropped
+    >>> len(cnnviz.predict(photos, cnnviz.pixels(pictures), top=1).predictions)
+    2
+
+    Raises:
+        CnnvizError: not a 3-D or 4-D tensor.
+    """
+    if not isinstance(tensor, torch.Tensor) or tensor.dim() not in (3, 4):
+        raise CnnvizError(f"pixels() takes a tensor C x H x W or N x C x H x W, got {_described(tensor)}")
+    return Pixels(tensor)
+
+
+def model_inputs(tensor: torch.Tensor) -> ModelInputs:
+    """Say that a tensor holds model inputs, already prepared (``C x H x W`` or ``N x C x H x W``,
+    float, normalised as the model expects): used as they are, whatever their values.
+
+    Raises:
+        CnnvizError: not a 3-D or 4-D float tensor.
+    """
+    if not isinstance(tensor, torch.Tensor) or tensor.dim() not in (3, 4) or not tensor.is_floating_point():
+        raise CnnvizError(f"model_inputs() takes a float tensor C x H x W or N x C x H x W, got {_described(tensor)}")
+    return ModelInputs(tensor)
+
+
+def _described(value) -> str:
+    if isinstance(value, torch.Tensor):
+        return f"{tuple(value.shape)} {value.dtype}"
+    return f"a {type(value).__name__}"
+
+
+def _looks_like_pixels(batch: torch.Tensor, preprocessing: Preprocessing) -> bool:
+    """Whether a bare 4-D float tensor given as model inputs lies in [0, 1] for a model whose
+    normalisation takes pictures in [0, 1] below zero (real normalised photographs always go below:
+    every pixel darker than the mean does)."""
+    if not any(mean > 0 for mean in preprocessing.mean) or batch.numel() == 0:
+        return False
+    low, high = torch.aminmax(batch.detach())
+    return bool(low >= 0) and bool(high <= 1)
 
 
 @dataclass
@@ -136,8 +211,12 @@ class ImageBatches:
             for source in sources:
                 yield source, False
             return
-        if isinstance(images, (Image.Image, torch.Tensor)):
+        if isinstance(images, (Image.Image, torch.Tensor, ModelInputs)):
             yield images, False
+            return
+        if isinstance(images, Pixels):
+            for picture in (images.tensor if images.tensor.dim() == 4 else [images.tensor]):
+                yield picture, False  # one C x H x W tensor: prepared as a picture
             return
         if isinstance(images, dict) or _is_pair(images):
             yield images, True  # one sample or batch as a Dataset or DataLoader gives it
@@ -190,9 +269,18 @@ class ImageBatches:
             yield prepare(image, self.preprocessing), item.spec, None, False
         elif isinstance(item, Image.Image):
             yield prepare(item, self.preprocessing), _pil_name(item), None, False
+        elif isinstance(item, ModelInputs):
+            yield _model_inputs(item.tensor, allow_single=True), None, None, item.tensor.dim() == 4
         elif isinstance(item, torch.Tensor):
             if item.dim() == 4:
-                yield _model_inputs(item, allow_single=False), None, None, True
+                batch = _model_inputs(item, allow_single=False)
+                if _looks_like_pixels(batch, self.preprocessing):
+                    warnings.warn(
+                        f"a tensor N x C x H x W is taken as model inputs (normalised), but this one "
+                        f"{tuple(batch.shape)} lies in [0, 1] like pictures: give cnnviz.pixels(images) to have "
+                        "each prepared with the model's preprocessing, or cnnviz.model_inputs(images) to use them "
+                        "as they are", CnnvizWarning, stacklevel=2)
+                yield batch, None, None, True
             else:
                 yield prepare(item, self.preprocessing), None, None, False
         elif isinstance(item, (str, os.PathLike)):
@@ -259,25 +347,26 @@ def _all_files(images) -> bool:
     return isinstance(images, (list, tuple)) and bool(images) and all(_all_files(item) for item in images)
 
 
-def shard_images(images, rank: int, size: int, batch_size: int = 1):
-    """Rank ``rank``'s contiguous share of ``size`` of ``images`` (any accepted form but a
-    DataLoader or other bare iterable, which cannot be split without reading it): the expanded
-    file list of a spec or list, the rows of a 4-D tensor, the indices of a Dataset; whole batches
-    of ``batch_size`` where there are enough (:func:`cnnviz.core.distributed.share`). The shares in
-    rank order are the images in their order, so results merged in rank order are one pass's."""
-    from cnnviz.core.distributed import share
-
+def shard_images(images, positions: Callable[[int], range]):
+    """The share of ``images`` at ``positions(count)`` (any accepted form but a DataLoader or
+    other bare iterable, which cannot be split without reading it): the expanded file list of a
+    spec or list, the rows of a 4-D tensor, the indices of a Dataset. Made for
+    :meth:`cnnviz.core.executor.Executor.share`, whose shares in order are the images in their order."""
     if isinstance(images, torch.Tensor) and images.dim() == 4:
-        mine = share(len(images), rank, size, batch_size)
+        mine = positions(len(images))
         return images[mine.start:mine.stop]
+    if isinstance(images, (Pixels, ModelInputs)):
+        rows = images.tensor if images.tensor.dim() == 4 else images.tensor.unsqueeze(0)
+        mine = positions(len(rows))
+        return type(images)(rows[mine.start:mine.stop])
     if _is_dataset(images) and not isinstance(images, (list, tuple)):
-        return torch.utils.data.Subset(images, list(share(len(images), rank, size, batch_size)))
+        return torch.utils.data.Subset(images, list(positions(len(images))))
     if isinstance(images, (str, os.PathLike, ImageSource, Image.Image, torch.Tensor)) or (
             isinstance(images, (list, tuple)) and not isinstance(images, dict) and not _is_pair(images)):
         items = _single_images(images)
-        return [items[k] for k in share(len(items), rank, size, batch_size)]
+        return [items[k] for k in positions(len(items))]
     raise CnnvizError(
-        f"a {type(images).__name__} cannot be split between {size} processes without reading it; give "
+        f"a {type(images).__name__} cannot be split between processes without reading it; give "
         "a folder, a file list, a list of images or the Dataset itself (not its DataLoader)"
     )
 

@@ -17,7 +17,7 @@ Example::
     >>> import cnnviz
     >>> loaded = cnnviz.load_model("builtin:photos")
     >>> photo = cnnviz.samples.image("chelsea").reduce(4)     # 113 x 75 (any size; "sample:chelsea" is 451 x 300)
-    >>> quick = {"octaves": 1, "iterations": 2}                # a quick look; by default 4 octaves of 10 steps
+    >>> quick = {"octaves": 1, "steps": 2}                # a quick look; by default 4 octaves of 10 steps
     >>> dreamed = cnnviz.dream(loaded, photo, ["features.12", "features.19"], weights=[1, 0.5], **quick)
     >>> dreamed.image.shape, dreamed.gain > 1     # 3 x H x W in [0, 1], the objective grew
     (torch.Size([3, 75, 113]), True)
@@ -58,7 +58,7 @@ class Dream(Shows):
         layers, weights: what was raised.
         before, after: the objective (the weighted mean squared activations) on the original and on
             the result, both computed on the whole image.
-        settings: octaves, scale, iterations, step, jitter, tile, seed.
+        settings: octaves, scale, steps, step, jitter, tile, seed.
     """
 
     image: torch.Tensor
@@ -105,7 +105,7 @@ def dream(
         progress: called with 1 after each step.
         options: fields of :class:`cnnviz.DreamSettings` that replace those of ``settings``:
             ``octaves``, ``scale`` (the number of scales and the ratio between them),
-            ``iterations`` (gradient steps per octave), ``step`` (in pixel units of [0, 1], along
+            ``steps`` (gradient steps per octave), ``step`` (in pixel units of [0, 1], along
             the gradient normalised to mean magnitude 1), ``jitter`` (the largest random roll, in
             pixels), ``tile`` (the largest tile side for the gradient), ``seed`` (of the rolls).
 
@@ -113,7 +113,7 @@ def dream(
         :class:`Dream`.
     """
     how = chosen(DreamSettings, settings, options, "dream")
-    octaves, scale, iterations, step = how.octaves, how.scale, how.iterations, how.step
+    octaves, scale, steps, step = how.octaves, how.scale, how.steps, how.step
     jitter, tile, seed = how.jitter, how.tile, how.seed
     names = [layer] if isinstance(layer, str) else list(layer)
     if not names:
@@ -128,8 +128,8 @@ def dream(
     check_finite(step, "the step")
     check_finite(scale, "the octave scale")
     check_seed(seed)
-    if octaves < 1 or iterations < 1 or scale <= 1 or step <= 0 or tile < 16 or jitter < 0:
-        raise CnnvizError("octaves and iterations must be at least 1, scale above 1, step positive, tile at least 16")
+    if octaves < 1 or steps < 1 or scale <= 1 or step <= 0 or tile < 16 or jitter < 0:
+        raise CnnvizError("octaves and steps must be at least 1, scale above 1, step positive, tile at least 16")
     preprocessing = preprocessing_of(model)
     original = to_tensor(image if isinstance(image, torch.Tensor) else open_image(image), preprocessing.channels)
     goal = weights[0] * o.layer(names[0])
@@ -146,7 +146,7 @@ def dream(
         smallest = min(min(size) for size in sizes)
         if tile < smallest and not _runs_at(model, names, preprocessing.channels, (tile, tile)):
             raise CnnvizError(f"tiles of {tile} px are too small for {', '.join(names)}; give a larger tile=...")
-    set_progress_total(progress, len(sizes) * iterations)
+    set_progress_total(progress, len(sizes) * steps)
     # the allocator is left as the caller has it (see cnnviz.reuse_freed_memory)
     # the passes run on a copy with each batch normalisation folded into its convolution (the same function)
     folded = fused_for_rendering(model, names, (preprocessing.channels, *(fixed or sizes[0])))
@@ -164,7 +164,7 @@ def dream(
         for octave, size in enumerate(sizes):
             base = _resized(original, size)
             current = (base + _resized(detail, size)).clamp(0, 1)
-            for _ in range(iterations):
+            for _ in range(steps):
                 shift_y, shift_x = (int(v) for v in torch.randint(-jitter, jitter + 1, (2,), generator=generator))
                 rolled = current.roll((shift_y, shift_x), dims=(1, 2))
                 gradient = _tiled_gradient(objective_of, rolled, tiles).roll((-shift_y, -shift_x), dims=(1, 2))
@@ -174,7 +174,7 @@ def dream(
                     progress(1)
             detail = current - base
         after = _tiled_value(objective_of, current, tiles)
-    settings = {"octaves": octaves, "octaves_used": len(sizes), "scale": scale, "iterations": iterations,
+    settings = {"octaves": octaves, "octaves_used": len(sizes), "scale": scale, "steps": steps,
                 "step": step, "jitter": jitter, "tile": list(tiles) if fixed else tile, "seed": seed,
                 "fixed_input_size": list(fixed) if fixed else None}
     return Dream(current.detach(), original, names, weights, before, after, settings)

@@ -37,7 +37,7 @@ import torch
 
 from cnnviz.analyses.feature_visualization import objectives as o
 from cnnviz.analyses.feature_visualization.optimizer import bf16_wanted
-from cnnviz.core import distributed
+from cnnviz.core.executor import Executor, executor
 from cnnviz.errors import CnnvizError
 from cnnviz.core.gradients import gradients_on
 from cnnviz.core.output import set_progress_total
@@ -171,7 +171,7 @@ def _prepare(model, layer, channels, objective, count, negative, diverse, neuron
         # field only, and shifts larger than that move the field off what it is learning to see
         robust = _scaled(robust, receptive_field_size(model, plan.ref.layer_text, preprocessing) / NEURON_FIELD)
     # in a group, a memory check that one rank's GPU fails stops every rank (not the others waiting)
-    distributed.together("maximize/memory", lambda: _check_memory(model, plan, canvas, robust, preprocessing, device))
+    executor().everywhere("maximize/memory", lambda: _check_memory(model, plan, canvas, robust, preprocessing, device))
     canvas, view = _view(model, plan, canvas, robust, preprocessing, size)
     # a model whose output is a softmax: maximize the logits it takes (its input), not a probability
     softmax = final_softmax(module, preprocessing.channels, view) if plan.ref is not None and plan.ref.is_output else None
@@ -199,41 +199,34 @@ def _prepare(model, layer, channels, objective, count, negative, diverse, neuron
 
 
 def _render(prepared: _Prepared, progress) -> dict[int, tuple[torch.Tensor, int, str]]:
-    """``{row: (image, steps taken, start)}`` of every row: the batches of this process's share
-    (inside a process group, each rank renders a contiguous share of the units, the images of one
-    unit together, whole batches where there are enough: one process's images to the bit), and
-    every rank gets them all."""
+    """``{row: (image, steps taken, start)}`` of every row: the batches of this process's share of
+    the units (:mod:`cnnviz.core.executor`), and every process gets them all."""
     job, rows, chunk = prepared.job, prepared.rows, prepared.chunk
-    rank, size_of_group = distributed.rank_and_size()
-    if not prepared.shared:  # one batch, its images optimised together (diversity): every rank renders it
-        size_of_group = 1
-    set_progress_total(progress, len(rows) * job.settings.steps)  # every rank's: rank 0 shows the whole group's progress
-    if size_of_group > 1:
-        units = list(dict.fromkeys(job.plan.groups[row] for row in rows))
-        mine = {units[k] for k in distributed.share(len(units), rank, size_of_group, chunk // job.plan.diverse)}
-        rows = [row for row in rows if job.plan.groups[row] in mine]
-        progress = distributed.SharedProgress("maximize/progress", progress)
-    if rows:  # the passes run on a copy with each batch normalisation folded into its convolution (the
-        # same function, about a third less work a step; the model itself where that cannot be shown)
-        folded = fused_for_rendering(prepared.model, list(job.plan.layers), (job.preprocessing.channels, *job.view))
-        job = dataclasses.replace(job, model=folded)
+    # one batch whose images are optimised together (diversity) is not shared: each process renders it
+    run = executor() if prepared.shared else Executor()
+    set_progress_total(progress, len(rows) * job.settings.steps)  # the whole's: the first process shows all
+    units = list(dict.fromkeys(job.plan.groups[row] for row in rows))
 
-    def render_rows() -> dict:
+    def render_share(share, shown) -> dict:
+        mine = set(share.items)
+        todo = [row for row in rows if job.plan.groups[row] in mine]
+        rendering = job
+        if todo:  # the passes run on a copy with each batch normalisation folded into its convolution (the
+            # same function, about a third less work a step; the model itself where that cannot be shown)
+            folded = fused_for_rendering(prepared.model, list(job.plan.layers), (job.preprocessing.channels, *job.view))
+            rendering = dataclasses.replace(job, model=folded)
         rendered = {}
-        for start in range(0, len(rows), chunk):
-            rendered.update(Run(job=job, rows=rows[start:start + chunk], progress=progress).render())
+        for start in range(0, len(todo), chunk):
+            rendered.update(Run(job=rendering, rows=todo[start:start + chunk], progress=shown).render())
         return rendered
 
     # gradients are needed whatever the caller's mode (a notebook may sit in torch.no_grad()); the
     # allocator is left as the caller has it (the cnnviz command keeps freed memory in its own
-    # process; in Python, wrap the call in cnnviz.reuse_freed_memory())
+    # process; in Python, wrap the call in cnnviz.reuse_freed_memory()). Shares are contiguous runs
+    # of units, the images of one unit together, whole batches where there are enough: one
+    # process's images to the bit
     with gradients_on(prepared.model):
-        if size_of_group > 1:
-            with progress:
-                shares = distributed.together("maximize/renders", render_rows)
-            distributed.tidy()
-        else:
-            shares = [render_rows()]
+        shares = run.map("maximize/renders", units, render_share, batch=chunk // job.plan.diverse, progress=progress)
     rendered = {row: (image, 0, "filter") for row, image in prepared.filtered.items()}
     for share in shares:
         rendered.update(share)

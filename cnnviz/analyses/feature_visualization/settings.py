@@ -77,11 +77,14 @@ class RenderSettings:
 @dataclass(frozen=True)
 class DreamSettings:
     """How :func:`cnnviz.dream` changes its image (its ``settings=``, whose fields its keywords
-    replace; the defaults of ``cnnviz dream``)."""
+    replace; the defaults of ``cnnviz dream``). ``steps`` was called ``iterations`` before 0.x:
+    that name still works, with a warning."""
+
+    RENAMED = {"iterations": "steps"}  # old keyword -> field (a class attribute, not a field)
 
     octaves: int = setting(4, "The number of scales the image is dreamed at.")
     scale: float = setting(1.4, "The ratio between neighbouring octaves.")
-    iterations: int = setting(10, "Gradient steps per octave.")
+    steps: int = setting(10, "Gradient steps per octave.")
     step: float = setting(0.01, "The step, in pixel units of [0, 1], along the gradient normalised to mean magnitude 1.")
     jitter: int = setting(32, "The largest random roll, in pixels.")
     tile: int = setting(512, "The largest tile side for the gradient (large images are computed tile by tile).")
