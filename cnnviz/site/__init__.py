@@ -14,6 +14,7 @@ renamed; a job's record (what it wrote, and a key made of the model's weights, t
 settings) is written last. A re-run skips every job whose record has the same key and whose files
 are all there, so a run that was interrupted, even killed, is completed by the next one.
 """
-from cnnviz.site.build import Gallery, GallerySettings, default_layers, gallery
+from cnnviz.site.build import Gallery, GallerySettings, gallery
+from cnnviz.site.plan import default_layers
 
 __all__ = ["Gallery", "GallerySettings", "default_layers", "gallery"]

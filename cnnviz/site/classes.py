@@ -7,7 +7,7 @@ An image's class is known when its name says it: a sample photograph named like 
 (``photos/tabby/1.jpg``, torchvision's ``ImageFolder`` layout) or a file named like one
 (``tabby.jpg``). ``builtin:patterns`` draws its examples from its own pattern generator.
 
-:class:`ClassJobs` is a mixin of the builder (:mod:`cnnviz.site.build`), as :class:`cnnviz.site.jobs.Jobs`.
+The jobs are functions of the gallery's plan and settings, as those of :mod:`cnnviz.site.jobs`.
 """
 from __future__ import annotations
 
@@ -21,35 +21,34 @@ from cnnviz.analyses.attribution import attributions
 from cnnviz.analyses.feature_visualization.maximize import maximize
 from cnnviz.analyses.predictions import predict
 from cnnviz.core import output as files
+from cnnviz.core.executor import executor
 from cnnviz.core.probe import capture
 from cnnviz.core.softmax import as_probabilities
 from cnnviz.errors import CnnvizError
 from cnnviz.inputs.images import display_image
 from cnnviz.reports.report import finite
 from cnnviz.site import units as pictures
+from cnnviz.site.jobs import Progress, no_progress, place_renders, reference_images
+from cnnviz.site.plan import GalleryPlan, normal_name
 from cnnviz.site.records import display_name, file_stem
+from cnnviz.site.settings import TOP_PREDICTIONS as TOP, GallerySettings
 
-TOP = 3  # predictions shown per image
 EXAMPLE_CANDIDATES = 16  # labelled images per class read to choose its example
 PATTERN_EXAMPLE_SEED = 20261205  # builtin:patterns' example of each class (a seed training never used)
-
-
-def _normal(name: str) -> str:
-    return re.sub(r"[\s_\-]+", "_", name.strip().lower())
 
 
 def image_label(spec: str, class_names) -> int | None:
     """The class an image's name says it shows (see the module's text), or ``None``."""
     if not class_names:
         return None
-    classes = {_normal(name): index for index, name in enumerate(class_names)}
+    classes = {normal_name(name): index for index, name in enumerate(class_names)}
     text = str(spec)
     if text.startswith("sample:"):
-        return classes.get(_normal(text[len("sample:"):]))
+        return classes.get(normal_name(text[len("sample:"):]))
     path = Path(text)
     for candidate in (path.parent.name, path.stem):
-        if candidate and _normal(candidate) in classes:
-            return classes[_normal(candidate)]
+        if candidate and normal_name(candidate) in classes:
+            return classes[normal_name(candidate)]
     return None
 
 
@@ -68,172 +67,149 @@ def probabilities_of(loaded, inputs: torch.Tensor, classes: list[int]) -> list[f
     return [float(probabilities[n, k]) for n, k in enumerate(classes)]
 
 
-class ClassJobs:
-    """The jobs on classes of a gallery builder (mixed into it)."""
+# -- attributions ----------------------------------------------------------------------------
 
-    def label_of(self, spec: str) -> int | None:
-        return image_label(spec, self.class_names)
+def attributions_job(plan: GalleryPlan, settings: GallerySettings, chunk: list[str], progress: Progress = no_progress):
+    """Each image of ``chunk``: its top predictions, whether they are right, and per class
+    asked (:attr:`GallerySettings.classes`) a figure of every method's map over the image."""
+    s = settings
+    predicted = list(predict(plan.loaded, chunk, top=TOP))
+    labels = [image_label(spec, plan.class_names) for spec in chunk]
+    images = []
+    for spec, prediction, label in zip(chunk, predicted, labels):
+        best = prediction.classes[0][0]
+        images.append({"image": display_name(spec), "spec": spec,
+                       "label": None if label is None else plan.class_name(label),
+                       "predictions": [[plan.class_name(i), p] for i, _, p in prediction.classes],
+                       "position": list(prediction.position) if prediction.position else None,
+                       "correct": None if label is None else best == label, "figures": []})
+    figures, skipped = [], {}
+    for round_name, targets in _rounds(plan, settings, predicted, labels):
+        picked = [i for i, target in enumerate(targets) if target is not None]
+        if not picked:
+            continue
+        results = attributions(plan.loaded, [chunk[i] for i in picked], target=[targets[i] for i in picked],
+                               methods=list(s.methods), batch_size=s.batch_size)
+        skipped.update(getattr(results, "not_applicable", {}))
+        for place, i in enumerate(picked):
+            first = next(iter(results.values()))
+            unit = first.targets[place]
+            described = unit.class_name or str(unit)
+            title = f"{images[i]['image']}: attributions of {described}"
+            path = f"figures/attributions/{file_stem(chunk[i])}-{file_stem(round_name)}.png"
+            files.save_figure(plots.overlays(results, place, title=title), plan.folder / path, palette=True)
+            ranges = {name: [finite(r.absolute_map()[place].min()), finite(r.absolute_map()[place].max())]
+                      for name, r in results.items()}
+            figures.append({"file": path, "thumbnail": path, "kind": "attributions", "layer": None,
+                            "unit": str(unit), "method": list(results), "method_ranges": ranges, "text": True,
+                            "caption": f"{title}: {', '.join(results)}, each map's |attribution| over the image",
+                            "value_range": [min(r[0] for r in ranges.values()), max(r[1] for r in ranges.values())],
+                            "settings": {"methods": list(results), "image": chunk[i], "target": str(unit)},
+                            "image": chunk[i]})
+            images[i]["figures"].append({"file": path, "round": round_name, "target": described,
+                                         "ranges": ranges})
+    progress(len(chunk))
+    return figures, {"images": images, "skipped": skipped}
 
-    def class_name(self, index: int) -> str:
-        names = self.class_names
-        return names[index] if names and index < len(names) else f"class {index}"
 
-    # -- attributions ----------------------------------------------------------------------------
+def _rounds(plan: GalleryPlan, settings: GallerySettings, predicted, labels) -> list[tuple[str, list]]:
+    """Per class asked, the target of each image (``None``: not attributed for this one)."""
+    rounds: list[tuple[str, list]] = []
+    done = [set() for _ in predicted]
 
-    def attributions_job(self, number: int, chunk: list[str]):
-        """Each image of ``chunk``: its top predictions, whether they are right, and per class
-        asked (:attr:`GallerySettings.classes`) a figure of every method's map over the image."""
-        s = self.settings
-        predicted = list(predict(self.loaded, chunk, top=TOP))
-        labels = [self.label_of(spec) for spec in chunk]
-        images = []
-        for spec, prediction, label in zip(chunk, predicted, labels):
-            best = prediction.classes[0][0]
-            images.append({"image": display_name(spec), "spec": spec,
-                           "label": None if label is None else self.class_name(label),
-                           "predictions": [[self.class_name(i), p] for i, _, p in prediction.classes],
-                           "position": list(prediction.position) if prediction.position else None,
-                           "correct": None if label is None else best == label, "figures": []})
-        figures, skipped = [], {}
-        for round_name, targets in self._rounds(predicted, labels):
-            picked = [i for i, target in enumerate(targets) if target is not None]
-            if not picked:
-                continue
-            results = attributions(self.loaded, [chunk[i] for i in picked], target=[targets[i] for i in picked],
-                                   methods=list(s.methods), batch_size=s.batch_size)
-            skipped.update(getattr(results, "not_applicable", {}))
-            for place, i in enumerate(picked):
-                first = next(iter(results.values()))
-                unit = first.targets[place]
-                described = unit.class_name or str(unit)
-                title = f"{images[i]['image']}: attributions of {described}"
-                path = f"figures/attributions/{file_stem(chunk[i])}-{file_stem(round_name)}.png"
-                files.save_figure(plots.overlays(results, place, title=title), self.folder / path, palette=True)
-                ranges = {name: [finite(r.absolute_map()[place].min()), finite(r.absolute_map()[place].max())]
-                          for name, r in results.items()}
-                figures.append({"file": path, "thumbnail": path, "kind": "attributions", "layer": None,
-                                "unit": str(unit), "method": list(results), "method_ranges": ranges, "text": True,
-                                "caption": f"{title}: {', '.join(results)}, each map's |attribution| over the image",
-                                "value_range": [min(r[0] for r in ranges.values()), max(r[1] for r in ranges.values())],
-                                "settings": {"methods": list(results), "image": chunk[i], "target": str(unit)},
-                                "image": chunk[i]})
-                images[i]["figures"].append({"file": path, "round": round_name, "target": described,
-                                             "ranges": ranges})
-        self._tick(len(chunk))
-        return figures, {"images": images, "skipped": skipped}
+    def target(n: int, index: int):
+        if index in done[n]:
+            return None
+        done[n].add(index)
+        position = predicted[n].position  # class maps: every class where the prediction was read
+        return f"logits:{index}" + (f"@{position[0]},{position[1]}" if position else "")
 
-    def _rounds(self, predicted, labels) -> list[tuple[str, list]]:
-        """Per class asked, the target of each image (``None``: not attributed for this one)."""
-        rounds: list[tuple[str, list]] = []
-        done = [set() for _ in predicted]
-
-        def target(n: int, index: int):
-            if index in done[n]:
-                return None
-            done[n].add(index)
-            position = predicted[n].position  # class maps: every class where the prediction was read
-            return f"logits:{index}" + (f"@{position[0]},{position[1]}" if position else "")
-
-        for spec in self.settings.classes:
-            spec = spec.strip()
-            top = re.fullmatch(r"top(\d+)", spec)
-            if top:
-                for rank in range(min(int(top.group(1)), TOP)):
-                    rounds.append((f"top{rank + 1}", [target(n, p.classes[rank][0]) if rank < len(p.classes) else None
-                                                     for n, p in enumerate(predicted)]))
-            elif spec == "label":
-                rounds.append(("label", [None if label is None else target(n, label) for n, label in enumerate(labels)]))
-            else:
-                index = self._class_index(spec)
-                rounds.append((self.class_name(index), [target(n, index) for n in range(len(predicted))]))
-        return rounds
-
-    def check_classes(self) -> None:
-        """Refuse a class asked for attributions that the model does not have."""
-        for spec in self.settings.classes:
-            spec = spec.strip()
-            top = re.fullmatch(r"top(\d+)", spec)
-            if top and not 1 <= int(top.group(1)) <= TOP:
-                raise CnnvizError(f"classes=...: {spec} asks for the best {top.group(1)} classes; give top1 to top{TOP}")
-            if not top and spec != "label" and self.class_count():
-                self._class_index(spec)
-
-    def _class_index(self, spec: str) -> int:
-        count = self.class_count()
-        if spec.isdigit() and int(spec) < count:
-            return int(spec)
-        if self.class_names and _normal(spec) in {_normal(n) for n in self.class_names}:
-            return [_normal(n) for n in self.class_names].index(_normal(spec))
-        raise CnnvizError(f"classes=...: {spec!r} is not a class of this model; give top1, topN (N up to {TOP}), "
-                          f"label, a class index below {count} or a class name")
-
-    # -- classes ---------------------------------------------------------------------------------
-
-    def classes_job(self, classes: list[int]):
-        s = self.settings
-        rendering = maximize(self.loaded, "logits", channels=classes, steps=s.class_steps, seed=s.seed,
-                             reference=self._reference_images(),
-                             progress=lambda n: self._tick(n))
-        if not self.writer:  # in a process group every rank rendered its share of the classes; rank 0 writes
-            return [], {}
-        inputs = self.loaded.preprocessing.normalize(rendering.images)
-        chances = probabilities_of(self.loaded, inputs, classes)
-        figures, shown = self._renders(rendering, "figures/classes", "class")
-        examples = self._class_examples(classes)
-        info = self._class_info()
-        data = {}
-        for k, index in enumerate(classes):
-            entry = shown[str(index)]
-            example = examples.get(index)
-            if example is not None:
-                path = f"figures/classes/example_{index}.jpg"
-                files.write_bytes(self.folder / path, pictures.jpeg(files.uint8_pixels(example["pixels"])))
-                example = {"file": path, "image": example["image"], "probability": example["probability"]}
-            data[str(index)] = {"name": self.class_name(index), "render": entry, "probability": chances[k],
-                                "example": example, "description": info.get(self.class_name(index)),
-                                "weak": entry.get("succeeded") is False or chances[k] < 0.5}
-        return figures, {"classes": data, "summary": rendering.summary()}
-
-    def _class_examples(self, classes: list[int]) -> dict[int, dict]:
-        """A real image of each class where one is known: the labelled image the model finds most
-        likely to be of its class, or for ``builtin:patterns`` a fresh pattern of each class."""
-        wanted = set(classes)
-        candidates: dict[int, list] = {}
-        if self.loaded.spec == "builtin:patterns":
-            from cnnviz.models import zoo
-
-            images, labels = zoo.validation_data("patterns", seed=PATTERN_EXAMPLE_SEED, per_class=1)
-            normal = self.loaded.preprocessing.normalize(images)
-            for image, label in zip(normal, labels.tolist()):
-                if label in wanted:
-                    candidates.setdefault(label, []).append((f"a generated {self.class_name(label)}", image))
+    for spec in settings.classes:
+        spec = spec.strip()
+        top = re.fullmatch(r"top(\d+)", spec)
+        if top:
+            for rank in range(min(int(top.group(1)), TOP)):
+                rounds.append((f"top{rank + 1}", [target(n, p.classes[rank][0]) if rank < len(p.classes) else None
+                                                 for n, p in enumerate(predicted)]))
+        elif spec == "label":
+            rounds.append(("label", [None if label is None else target(n, label) for n, label in enumerate(labels)]))
         else:
-            specs = [spec for spec in self.sources if self.label_of(spec) in wanted]
-            for spec in specs:
-                label = self.label_of(spec)
-                if len(candidates.get(label, [])) < EXAMPLE_CANDIDATES:
-                    candidates.setdefault(label, []).append((display_name(spec), spec))
-        examples = {}
-        for label, found in candidates.items():
-            try:
-                inputs = torch.stack([item if isinstance(item, torch.Tensor) else self._prepared(item) for _, item in found])
-            except CnnvizError:
-                continue
-            chances = probabilities_of(self.loaded, inputs, [label] * len(found))
-            best = max(range(len(found)), key=lambda i: chances[i])
-            examples[label] = {"image": found[best][0], "probability": chances[best],
-                               "pixels": display_image(inputs[best], self.loaded.preprocessing)}
-        return examples
+            index = plan.class_index(spec)
+            rounds.append((plan.class_name(index), [target(n, index) for n in range(len(predicted))]))
+    return rounds
 
-    def _class_info(self) -> dict[str, str]:
-        """What each class means, where the model says (the built-in models' ``class_info``)."""
-        spec = self.loaded.spec or ""
-        if not spec.startswith("builtin:"):
-            return {}
+
+# -- classes ---------------------------------------------------------------------------------
+
+def classes_job(plan: GalleryPlan, settings: GallerySettings, classes: list[int], progress: Progress = no_progress):
+    """The render of each class of ``classes`` beside a real image of it, with the probability
+    the model gives each."""
+    s = settings
+    rendering = maximize(plan.loaded, "logits", channels=classes, steps=s.class_steps, seed=s.seed,
+                         reference=reference_images(plan),
+                         progress=lambda n: progress(n))
+    if not executor().first_process:  # in a process group every rank rendered its share of the classes; rank 0 writes
+        return [], {}
+    inputs = plan.loaded.preprocessing.normalize(rendering.images)
+    chances = probabilities_of(plan.loaded, inputs, classes)
+    figures, shown = place_renders(plan, rendering, "figures/classes", "class")
+    examples = _class_examples(plan, classes)
+    info = _class_info(plan)
+    data = {}
+    for k, index in enumerate(classes):
+        entry = shown[str(index)]
+        example = examples.get(index)
+        if example is not None:
+            path = f"figures/classes/example_{index}.jpg"
+            files.write_bytes(plan.folder / path, pictures.jpeg(files.uint8_pixels(example["pixels"])))
+            example = {"file": path, "image": example["image"], "probability": example["probability"]}
+        data[str(index)] = {"name": plan.class_name(index), "render": entry, "probability": chances[k],
+                            "example": example, "description": info.get(plan.class_name(index)),
+                            "weak": entry.get("succeeded") is False or chances[k] < 0.5}
+    return figures, {"classes": data, "summary": rendering.summary()}
+
+
+def _class_examples(plan: GalleryPlan, classes: list[int]) -> dict[int, dict]:
+    """A real image of each class where one is known: the labelled image the model finds most
+    likely to be of its class, or for ``builtin:patterns`` a fresh pattern of each class."""
+    wanted = set(classes)
+    candidates: dict[int, list] = {}
+    if plan.loaded.spec == "builtin:patterns":
         from cnnviz.models import zoo
 
+        images, labels = zoo.validation_data("patterns", seed=PATTERN_EXAMPLE_SEED, per_class=1)
+        normal = plan.loaded.preprocessing.normalize(images)
+        for image, label in zip(normal, labels.tolist()):
+            if label in wanted:
+                candidates.setdefault(label, []).append((f"a generated {plan.class_name(label)}", image))
+    else:
+        specs = [spec for spec in plan.sources if image_label(spec, plan.class_names) in wanted]
+        for spec in specs:
+            label = image_label(spec, plan.class_names)
+            if len(candidates.get(label, [])) < EXAMPLE_CANDIDATES:
+                candidates.setdefault(label, []).append((display_name(spec), spec))
+    examples = {}
+    for label, found in candidates.items():
         try:
-            meta = zoo.info(spec.split(":", 1)[1])
+            inputs = torch.stack([item if isinstance(item, torch.Tensor) else plan.model_input(item) for _, item in found])
         except CnnvizError:
-            return {}
-        return {name: info.get("description") for name, info in meta.get("class_info", {}).items()}
+            continue
+        chances = probabilities_of(plan.loaded, inputs, [label] * len(found))
+        best = max(range(len(found)), key=lambda i: chances[i])
+        examples[label] = {"image": found[best][0], "probability": chances[best],
+                           "pixels": display_image(inputs[best], plan.loaded.preprocessing)}
+    return examples
+
+
+def _class_info(plan: GalleryPlan) -> dict[str, str]:
+    """What each class means, where the model says (the built-in models' ``class_info``)."""
+    spec = plan.loaded.spec or ""
+    if not spec.startswith("builtin:"):
+        return {}
+    from cnnviz.models import zoo
+
+    try:
+        meta = zoo.info(spec.split(":", 1)[1])
+    except CnnvizError:
+        return {}
+    return {name: info.get("description") for name, info in meta.get("class_info", {}).items()}

@@ -37,6 +37,9 @@ KERNEL_FIGURE_UNITS = 16  # a layer page's kernel figure: this many units at mos
 ACTIVATION_TILES = 16  # a layer page shows this many maps per image (the most active units shown)
 
 
+TOP_PREDICTIONS = 3  # predictions shown per image (classes=topN asks for N up to this)
+
+
 # The settings each kind of job depends on (the others do not change its figures); the channels
 # a job shows are among its inputs.
 JOB_SETTINGS = {
