@@ -47,13 +47,13 @@ GALLERY = GallerySettings()  # the one source of the defaults below
               help="Attribution methods, side by side.")
 @click.option("--dream-image", metavar="IMG", help="The image Deep Dream changes (default: the first image).")
 @click.option("--dream-octaves", type=click.IntRange(min=1), default=GALLERY.dream_octaves, show_default=True)
-@click.option("--dream-iterations", type=click.IntRange(min=1), default=GALLERY.dream_iterations, show_default=True,
+@click.option("--dream-steps", "--dream-iterations", "dream_steps", type=click.IntRange(min=1), default=GALLERY.dream_steps, show_default=True,
               help="Deep Dream's steps per octave.")
 @click.option("--seed", type=int, default=GALLERY.seed, show_default=True)
 @click.option("--force", is_flag=True, help="Redo every figure, even those whose inputs and settings are unchanged.")
 @click.option("--output", "-o", default="cnnviz-gallery", show_default=True, metavar="DIR")
 def gallery(loaded, images, layers, max_channels, unit_renders, diverse, exemplars, steps, class_steps, max_classes,
-            activation_images, attribution_images, classes, methods, dream_image, dream_octaves, dream_iterations, seed,
+            activation_images, attribution_images, classes, methods, dream_image, dream_octaves, dream_steps, seed,
             force, output) -> None:
     """Write a static HTML gallery of a model: an index with the hierarchy
     of renders from shallow to deep and the layer table, a page per layer (a
@@ -98,7 +98,7 @@ def gallery(loaded, images, layers, max_channels, unit_renders, diverse, exempla
                 class_steps=class_steps, max_classes=classes_shown, activation_images=activation_images,
                 attribution_images=attribution_images, methods=tuple(m.strip() for m in methods.split(",") if m.strip()),
                 classes=tuple(c.strip() for c in classes.split(",") if c.strip()), dream_image=dream_image,
-                dream_octaves=dream_octaves, dream_iterations=dream_iterations, seed=seed,
+                dream_octaves=dream_octaves, dream_steps=dream_steps, seed=seed,
             )
     finally:
         for bar in bars:

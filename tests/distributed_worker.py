@@ -32,7 +32,7 @@ OBJECTIVE = dict(objective=cnnviz.objectives.channel("features.10", 3) - cnnviz.
 
 #: a small gallery of one layer with every stage, made by every rank together in Python
 GALLERY = dict(max_channels=3, unit_renders=1, diverse=2, steps=4, class_steps=4, max_classes=2, activation_images=1,
-               attribution_images=2, methods=("gradient",), dream_octaves=1, dream_iterations=1)
+               attribution_images=2, methods=("gradient",), dream_octaves=1, dream_steps=1)
 
 
 def recorder(stages: dict):

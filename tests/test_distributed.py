@@ -85,6 +85,16 @@ def test_shares_are_contiguous_and_cover_everything():
     assert [len(Executor(rank, 4).share(images, 4, shard_images).items) for rank in range(4)] == [2, 2, 2, 3]
 
 
+def test_jobs_are_dealt_largest_first_to_the_least_loaded_process():
+    sizes = {"a": 5, "b": 1, "c": 3, "d": 3, "e": 1}
+    dealt = [Executor(rank, 2).deal(list(sizes), size=sizes.get) for rank in range(2)]
+    # a (5) to 0; c (3) and d (3) to 1, then the least loaded; b (1) to 0 (5 < 6); e (1) to 0 (6 = 6: the lowest)
+    assert dealt[0].parts == dealt[1].parts == [["a", "b", "e"], ["c", "d"]]
+    assert [one.mine for one in dealt] == [["a", "b", "e"], ["c", "d"]]
+    assert dealt[0].rounds() == [["a", "c"], ["b", "d"], ["e"]]
+    assert Executor().deal(list(sizes), size=sizes.get).mine == ["a", "c", "d", "b", "e"]
+
+
 def test_image_label_pairs_stay_whole_in_shares(photos):
     image = cnnviz.samples.image("chelsea")
     pairs = [(image, label) for label in range(4)]
@@ -238,7 +248,7 @@ def test_commands_that_do_not_share_their_work_refuse_torchrun(monkeypatch, tmp_
 #: exemplars, kernels, attributions, classes and Deep Dream
 GALLERY_COMMAND = ["gallery", "-l", "features.3,features.10", "--max-channels", "4", "--unit-renders", "2", "--diverse", "2",
            "--steps", "8", "--class-steps", "8", "--max-classes", "3", "--activation-images", "2",
-           "--attribution-images", "3", "--methods", "gradient,gradcam", "--dream-octaves", "1", "--dream-iterations", "2"]
+           "--attribution-images", "3", "--methods", "gradient,gradcam", "--dream-octaves", "1", "--dream-steps", "2"]
 RENDERED = re.compile(r"(maximize|neuron|negative|diverse|class)_[\d-]+\.(png|jpg)$")
 
 

@@ -237,7 +237,7 @@ def test_dense_outputs_get_a_default_target():
 def test_gallery_of_a_fixed_size_model_has_every_page(tmp_path):
     out = tmp_path / "site"
     _cli("gallery", "-m", f"{FACTORY}:lenet", "--steps", "4", "--class-steps", "4", "--max-channels", "2",
-         "--max-classes", "2", "--activation-images", "1", "--attribution-images", "1", "--dream-iterations", "1",
+         "--max-classes", "2", "--activation-images", "1", "--attribution-images", "1", "--dream-steps", "1",
          "--dream-octaves", "1", "-l", "conv2", "-o", str(out))
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["failed"] == []
@@ -384,7 +384,7 @@ def test_every_command_on_a_timm_model(tmp_path):
     assert "conv_stem" in fields
     _cli("gallery", *spec, *small, "-i", "sample:chelsea", "-i", "sample:coffee", "--layer", "conv_stem,blocks.1.0.conv_pw",
          "--steps", "2", "--class-steps", "2", "--max-channels", "1", "--max-classes", "1", "--methods", "gradient",
-         "--activation-images", "1", "--attribution-images", "1", "--dream-octaves", "1", "--dream-iterations", "1",
+         "--activation-images", "1", "--attribution-images", "1", "--dream-octaves", "1", "--dream-steps", "1",
          "-o", str(tmp_path / "site"))
     manifest = json.loads((tmp_path / "site" / "manifest.json").read_text())
     assert not manifest["failed"] and {"kernels", "activation_map", "maximize", "exemplars", "dream", "class"} <= {
@@ -424,7 +424,7 @@ def test_every_command_on_more_foreign_models(name, layer, tmp_path):
     if name == "detector":  # its gallery explains and renders its class maps too
         _cli("gallery", *spec, "-i", image, "-i", "sample:coffee", "--steps", "2", "--class-steps", "2",
              "--max-channels", "1", "--max-classes", "2", "--methods", "gradient", "--activation-images", "1",
-             "--attribution-images", "2", "--dream-octaves", "1", "--dream-iterations", "1", "-o", str(tmp_path / "site"))
+             "--attribution-images", "2", "--dream-octaves", "1", "--dream-steps", "1", "-o", str(tmp_path / "site"))
         manifest = json.loads((tmp_path / "site" / "manifest.json").read_text())
         explained = [f for f in manifest["figures"] if f["kind"] == "attributions"]
         assert not manifest["failed"] and len([f for f in manifest["figures"] if f["kind"] == "class"]) == 2

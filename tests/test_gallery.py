@@ -35,11 +35,11 @@ ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = Path(os.environ.get("CNNVIZ_TEST_ARTIFACTS", ROOT / "test-artifacts"))
 SMALL = {"max_channels": 2, "unit_renders": 1, "diverse": 2, "exemplars": 3, "steps": 4, "class_steps": 4,
          "max_classes": 3, "activation_images": 2, "attribution_images": 3, "methods": ("gradient", "gradcam"),
-         "dream_octaves": 1, "dream_iterations": 2}
+         "dream_octaves": 1, "dream_steps": 2}
 SMALL_CLI = ["--layer", "features.0,features.10", "--max-channels", "2", "--unit-renders", "1", "--diverse", "2",
              "--exemplars", "3", "--steps", "4", "--class-steps", "4",
              "--max-classes", "3", "--activation-images", "2", "--attribution-images", "3",
-             "--methods", "gradient,gradcam", "--dream-octaves", "1", "--dream-iterations", "2"]
+             "--methods", "gradient,gradcam", "--dream-octaves", "1", "--dream-steps", "2"]
 JOBS = 15  # statistics, kernels x 2, activations x 2, maximize x 2, renders x 2, units x 2, dream x 2, attributions, classes
 
 
@@ -534,7 +534,7 @@ def test_what_a_rerun_redoes_and_awkward_names(tmp_path):
     for index, name in enumerate(names):
         Image.fromarray(np.random.default_rng(index).integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(folder / name)
     settings = {"max_channels": None, "unit_renders": 0, "steps": 2, "max_classes": 0, "activation_images": 3,
-                "attribution_images": 3, "methods": "gradient", "dream_octaves": 1, "dream_iterations": 1}
+                "attribution_images": 3, "methods": "gradient", "dream_octaves": 1, "dream_steps": 1}
     output = tmp_path / "site"
     first = cnnviz.gallery(loaded, str(folder), output=output, **settings)
     assert not first.failed and json.loads((output / "manifest.json").read_text())["layers"] == ["features.0", "features.2"]
@@ -593,7 +593,7 @@ def test_a_module_run_twice_and_a_model_without_classes(photo_folder, tmp_path):
     torch.manual_seed(0)
     loaded = cnnviz.load_model(SharedActivation(), input_size=(32, 32))
     settings = {"max_channels": None, "steps": 2, "activation_images": 1, "attribution_images": 2,
-                "methods": "gradient", "dream_octaves": 1, "dream_iterations": 1}
+                "methods": "gradient", "dream_octaves": 1, "dream_steps": 1}
     site = cnnviz.gallery(loaded, str(photo_folder), ["act#1", "act#2"], output=tmp_path / "site", **settings)
     assert not site.failed and site.figures
     rendered = {layer: sum(1 for f in site.figures if f["kind"] == "maximize" and f["layer"] == layer
@@ -636,7 +636,7 @@ def test_layers_with_names_a_file_name_flattens_keep_their_own_figures(tmp_path)
     torch.manual_seed(0)
     loaded = cnnviz.load_model(OddNames(), input_size=(24, 24))
     settings = {"max_channels": 1, "steps": 2, "max_classes": 0, "activation_images": 1, "attribution_images": 1,
-                "methods": "gradient", "dream_octaves": 1, "dream_iterations": 1}
+                "methods": "gradient", "dream_octaves": 1, "dream_steps": 1}
     # a user's own index.html in the folder: refused before any work, nothing written
     site = tmp_path / "site"
     site.mkdir()
@@ -686,7 +686,7 @@ def test_layers_named_with_a_hash_are_in_the_default_gallery_as_themselves(tmp_p
     loaded = cnnviz.load_model(HashNames(), input_size=(24, 24))
     settings = {"max_channels": 1, "unit_renders": 0, "diverse": 1, "exemplars": 1, "steps": 1, "max_classes": 0,
                 "activation_images": 1, "attribution_images": 1, "methods": "gradient", "dream_octaves": 1,
-                "dream_iterations": 1}
+                "dream_steps": 1}
     site = cnnviz.gallery(loaded, "sample:chelsea", output=tmp_path / "site", **settings)
     assert not site.failed
     assert json.loads((tmp_path / "site" / "manifest.json").read_text())["layers"] == ["a#b", "x#2"]
@@ -706,7 +706,7 @@ def test_images_given_as_tensors_and_pil_images(tmp_path):
     torch.manual_seed(0)
     images = [torch.rand(3, 40, 48), (torch.rand(3, 32, 32) * 255).to(torch.uint8), cnnviz.samples.image("coffee")]
     settings = {"max_channels": 1, "steps": 1, "max_classes": 0, "activation_images": 3, "attribution_images": 1,
-                "methods": "gradient", "dream_octaves": 1, "dream_iterations": 1}
+                "methods": "gradient", "dream_octaves": 1, "dream_steps": 1}
     first = cnnviz.gallery(loaded, images, ["features.0"], output=tmp_path / "site", **settings)
     assert not first.failed
     kept = sorted((tmp_path / "site" / "data" / "inputs").glob("*.png"))
@@ -723,7 +723,7 @@ def test_images_given_as_tensors_and_pil_images(tmp_path):
 def test_a_gallery_written_before_the_record_of_written_files_is_updated(tmp_path):
     loaded = cnnviz.load_model("builtin:photos")
     settings = {"max_channels": 1, "steps": 1, "max_classes": 0, "activation_images": 1, "attribution_images": 1,
-                "methods": "gradient", "dream_octaves": 1, "dream_iterations": 1}
+                "methods": "gradient", "dream_octaves": 1, "dream_steps": 1}
     site = tmp_path / "site"
     first = cnnviz.gallery(loaded, "sample:chelsea", ["features.0"], output=site, **settings)
     for record in site.rglob(RECORD):  # as an older cnnviz left it: no record of written files
@@ -746,7 +746,7 @@ def test_the_pattern_models_classes_page_says_what_each_class_means(tmp_path):
     patterns = cnnviz.load_model("builtin:patterns")
     site = cnnviz.gallery(patterns, "sample:chelsea", ["features.0"], output=tmp_path / "site", max_channels=1, unit_renders=0,
                           steps=2, class_steps=48, max_classes=11, activation_images=1, attribution_images=1,
-                          methods=("gradient",), classes=("top2",), dream_octaves=1, dream_iterations=1)
+                          methods=("gradient",), classes=("top2",), dream_octaves=1, dream_steps=1)
     assert not site.failed
     page = html.unescape((tmp_path / "site" / "classes.html").read_text())
     info = cnnviz.zoo.info("patterns")["class_info"]

@@ -38,7 +38,7 @@ def test_quick_start_is_the_gallery_and_prints_what_the_readme_shows(tmp_path, m
     # what the gallery tests and the README's timing are about)
     small = ["--layer", "features.0", "--max-channels", "1", "--steps", "2", "--max-classes", "1",
              "--class-steps", "2", "--activation-images", "1", "--attribution-images", "1",
-             "--methods", "gradient", "--dream-octaves", "1", "--dream-iterations", "1", "-i", "sample:chelsea"]
+             "--methods", "gradient", "--dream-octaves", "1", "--dream-steps", "1", "-i", "sample:chelsea"]
     result = CliRunner().invoke(main, command.split()[1:] + small)
     assert result.exit_code == 0, result.stderr
     section = README.split("## Quick start", 1)[1]

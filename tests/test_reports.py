@@ -137,7 +137,7 @@ def test_gallery_and_command_write_the_same_captions(photos, tmp_path):
     command = json.loads((tmp_path / "cli" / "kernels_features.3.json").read_text())["figures"][0]
     site = cnnviz.gallery(photos, "sample:chelsea", layer=["features.3"], output=tmp_path / "site", max_channels=None,
                           unit_renders=0, steps=1,
-                          activation_images=1, attribution_images=1, methods=("gradient",), dream_iterations=1,
+                          activation_images=1, attribution_images=1, methods=("gradient",), dream_steps=1,
                           dream_octaves=1, max_classes=1, class_steps=1)
     entry = next(f for f in site.figures if f["kind"] == "kernels")
     assert entry["caption"] == command["caption"] and entry["value_range"] == command["value_range"]

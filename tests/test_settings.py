@@ -100,3 +100,15 @@ def test_maximize_takes_a_settings_value_or_keywords_alike():
         cnnviz.RenderSettings.of(None, {"param": "wavelet"})
     with pytest.raises(dataclasses.FrozenInstanceError):
         chosen.steps = 4  # a value: frozen
+
+
+def test_renamed_settings_keep_their_old_names_with_a_warning():
+    from cnnviz.core.settings import renamed
+    from cnnviz.site.settings import JOB_SETTINGS, KEY_NAMES
+
+    with pytest.warns(DeprecationWarning, match="gallery: dream_iterations= is now called dream_steps="):
+        assert renamed(cnnviz.GallerySettings, {"dream_iterations": 2, "seed": 1}, "gallery") == {"dream_steps": 2, "seed": 1}
+    with pytest.raises(cnnviz.CnnvizError, match="gallery takes dream_steps= .its old name dream_iterations="):
+        renamed(cnnviz.GallerySettings, {"dream_iterations": 2, "dream_steps": 2}, "gallery")
+    # the dream job's key still names the setting as before, so that a gallery made before is reused
+    assert "dream_steps" in JOB_SETTINGS["dream"] and KEY_NAMES == {"dream_steps": "dream_iterations"}

@@ -5,6 +5,7 @@ An analysis asks :func:`executor` for the executor of the moment and works on wh
 
 - :meth:`Executor.share` gives it its :class:`Share` of a list of work (contiguous, whole batches
   where there are enough, so that the shares merged in order are one pass's results, to the bit);
+  :meth:`Executor.deal` deals out jobs of different sizes, each to be run whole by one process;
 - :meth:`Executor.map` runs a function on this process's share and returns every share's result,
   in order (one process: the function's result on the whole, in a list of one);
 - :meth:`Executor.everywhere` runs a function in every process and returns all their results;
@@ -37,7 +38,7 @@ from typing import Any, Generic, TypeVar
 from cnnviz.core import distributed
 from cnnviz.core.distributed import OutOfStep, RankFailed
 
-__all__ = ["Executor", "OutOfStep", "RankFailed", "Share", "executor"]
+__all__ = ["Dealt", "Executor", "OutOfStep", "RankFailed", "Share", "executor"]
 
 T = TypeVar("T")
 Items = TypeVar("Items")
@@ -56,6 +57,25 @@ class Share(Generic[Items]):
     def whole(self) -> bool:
         """Whether this share is all the work (one process)."""
         return self.count == 1
+
+
+@dataclass(frozen=True)
+class Dealt(Generic[T]):
+    """Items dealt out to the processes (:meth:`Executor.deal`): every process's ``parts``, in
+    process order, and which of them is this process's (``index``)."""
+
+    parts: list[list[T]]
+    index: int = 0
+
+    @property
+    def mine(self) -> list[T]:
+        """This process's items, in the order dealt."""
+        return self.parts[self.index]
+
+    def rounds(self) -> list[list[T]]:
+        """The items round by round: every process's first, then every process's second, ..."""
+        return [[part[number] for part in self.parts if number < len(part)]
+                for number in range(max(map(len, self.parts), default=0))]
 
 
 class Executor:
@@ -98,6 +118,18 @@ class Executor:
 
         part = split(items, positions) if split is not None else [items[k] for k in positions(len(items))]
         return Share(part, self._rank, self._size)
+
+    def deal(self, items: Sequence[T], size: Callable[[T], float] = lambda item: 1) -> Dealt[T]:
+        """``items`` to be run one by one, dealt out to the processes: the largest first (by
+        ``size``), each to the process with the least work so far (the lowest on a tie). Every
+        process deals the same; in one process, it has them all."""
+        load = [0.0] * self._size
+        parts: list[list[T]] = [[] for _ in range(self._size)]
+        for item in sorted(items, key=lambda item: -size(item)):
+            chosen = min(range(self._size), key=lambda process: (load[process], process))
+            load[chosen] += max(size(item), 1)
+            parts[chosen].append(item)
+        return Dealt(parts, self._rank)
 
     def map(self, key: str, items, work: Callable[[Share, Callable[[int], object] | None], T], *, batch: int = 1,
             split: Callable[[Any, Callable[[int], range]], Any] | None = None, expand: bool = False,

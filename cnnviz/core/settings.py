@@ -29,19 +29,26 @@ def chosen(kind: type, settings, options: dict, where: str):
     settings value of another kind, is one line naming the settings there are. A field's old name
     (the class's ``RENAMED``, old -> new) still works, with a :class:`DeprecationWarning`."""
     names = [one.name for one in fields(kind)]
-    options = dict(options)
-    for old, new in getattr(kind, "RENAMED", {}).items():
-        if old in options:
-            if new in options:
-                raise CnnvizError(f"{where} takes {new}= (its old name {old}= too would say it twice)")
-            warnings.warn(f"{where}: {old}= is now called {new}=", DeprecationWarning, stacklevel=4)
-            options[new] = options.pop(old)
+    options = renamed(kind, options, where, stacklevel=5)
     unknown = [name for name in options if name not in names]
     if unknown:
         raise CnnvizError(f"{where} has no option {unknown[0]!r}; its settings are {', '.join(names)}")
     if settings is not None and not isinstance(settings, kind):
         raise CnnvizError(f"settings must be a cnnviz.{kind.__name__}, not a {type(settings).__name__}")
     return replace(settings if settings is not None else kind(), **options)
+
+
+def renamed(kind: type, options: dict, where: str, stacklevel: int = 4) -> dict:
+    """``options`` with each old name of a field (the class's ``RENAMED``, old -> new) replaced by
+    the new one, with a :class:`DeprecationWarning`; both names at once is one line."""
+    options = dict(options)
+    for old, new in getattr(kind, "RENAMED", {}).items():
+        if old in options:
+            if new in options:
+                raise CnnvizError(f"{where} takes {new}= (its old name {old}= too would say it twice)")
+            warnings.warn(f"{where}: {old}= is now called {new}=", DeprecationWarning, stacklevel=stacklevel)
+            options[new] = options.pop(old)
+    return options
 
 
 def default_of(settings: type, name: str):

@@ -25,6 +25,7 @@ from cnnviz.site.jobs import (
 )
 from cnnviz.site.plan import GalleryPlan, plan_gallery
 from cnnviz.site.records import images_key, remove_partial_files
+from cnnviz.core.settings import renamed
 from cnnviz.site.settings import IMAGES_PER_ATTRIBUTION_FIGURE, KERNEL_FIGURE_UNITS, GallerySettings, ProgressFactory
 from cnnviz.site.stages import Job, StageRunner
 
@@ -130,7 +131,7 @@ def gallery(
             any file is written.
     """
     try:
-        settings = replace(settings or GallerySettings(), **overrides)
+        settings = replace(settings or GallerySettings(), **renamed(GallerySettings, overrides, "gallery"))
     except TypeError as error:
         raise CnnvizError(f"{error}; the settings are: {', '.join(GallerySettings.__dataclass_fields__)}") from None
     methods = settings.methods
@@ -215,7 +216,7 @@ def _hooked_stages(plan: GalleryPlan, s: GallerySettings, stages: StageRunner, c
     dream_image = s.dream_image or plan.readable[0]
     stages.run("dream", [
         Job(f"dream {layer}", {"layer": layer, "image": dream_image, "image_key": images_key([dream_image])},
-            partial(dream_job, plan, s, layer, dream_image), s.dream_octaves * s.dream_iterations)
+            partial(dream_job, plan, s, layer, dream_image), s.dream_octaves * s.dream_steps)
         for layer in plan.layers])
 
 

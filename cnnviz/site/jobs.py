@@ -236,7 +236,7 @@ def units_job(plan: GalleryPlan, settings: GallerySettings, layer: str, channels
 def dream_job(plan: GalleryPlan, settings: GallerySettings, layer: str, image: str, progress: Progress = no_progress):
     """Deep Dream of the layer on one image."""
     s = settings
-    result = dream(plan.loaded, image, layer, octaves=s.dream_octaves, steps=s.dream_iterations,
+    result = dream(plan.loaded, image, layer, octaves=s.dream_octaves, steps=s.dream_steps,
                    seed=s.seed, progress=lambda n: progress(n))
     report = reports.dream(result, display_name(image))
     figures = [_place(plan, item, f"{unit_folder(layer)}/dream.png", settings={**item.settings, "image": image},

@@ -49,11 +49,15 @@ JOB_SETTINGS = {
     "maximize": ("steps", "seed"),
     "renders": ("steps", "seed", "diverse"),
     "units": ("exemplars",),
-    "dream": ("dream_octaves", "dream_iterations", "seed"),
+    "dream": ("dream_octaves", "dream_steps", "seed"),
     "attributions": ("methods", "batch_size", "classes"),
     "classes": ("class_steps", "seed"),
 }
 
+
+# The name a setting has in the jobs' keys where it was renamed since (the keys of a gallery made
+# before stay the same, so that its jobs are reused).
+KEY_NAMES = {"dream_steps": "dream_iterations"}
 
 CLASS_CHOICES = "top1 (the default), topN, label, or class names or indices"
 
@@ -90,7 +94,8 @@ class GallerySettings:
             ``topN`` (its N best), ``label`` (its true class, where its name or folder says it), or
             class names or indices (the same for every image).
         dream_image: the image Deep Dream changes (default: the first readable image).
-        dream_octaves, dream_iterations: Deep Dream's octaves and steps per octave.
+        dream_octaves, dream_steps: Deep Dream's octaves and steps per octave (``dream_steps`` was
+            ``dream_iterations``, a name that still works, with a warning).
         max_classes: class visualizations (the first classes); ``0`` for none; ``"auto"``: as many
             as their budget allows, at most 64 (every class of the built-in models; 28 of a
             224-px MobileNetV3's).
@@ -98,6 +103,8 @@ class GallerySettings:
         seed: the seed of every random choice.
         batch_size: images per forward pass for statistics and attributions.
     """
+
+    RENAMED = {"dream_iterations": "dream_steps"}  # old keyword -> field (a class attribute, not a field)
 
     max_channels: int | str | None = "auto"
     unit_renders: int | str | None = "auto"
@@ -110,7 +117,7 @@ class GallerySettings:
     classes: tuple[str, ...] = ("top1",)
     dream_image: str | None = None
     dream_octaves: int = 3
-    dream_iterations: int = 8
+    dream_steps: int = 8
     max_classes: int | str = "auto"
     class_steps: int = 256
     seed: int = 0
@@ -119,7 +126,7 @@ class GallerySettings:
     def check(self) -> None:
         counts = {"steps": self.steps, "activation_images": self.activation_images,
                   "attribution_images": self.attribution_images, "dream_octaves": self.dream_octaves,
-                  "dream_iterations": self.dream_iterations, "class_steps": self.class_steps,
+                  "dream_steps": self.dream_steps, "class_steps": self.class_steps,
                   "batch_size": self.batch_size, "diverse": self.diverse, "exemplars": self.exemplars}
         for name, value in counts.items():
             if not isinstance(value, int) or value < 1:

@@ -21,7 +21,7 @@ from cnnviz.core.version import __version__
 from cnnviz.errors import CnnvizError
 from cnnviz.site.plan import GalleryPlan
 from cnnviz.site.records import RECORDS, file_stem, read_record, recorded_files, remove_written
-from cnnviz.site.settings import JOB_SETTINGS, GallerySettings, ProgressFactory
+from cnnviz.site.settings import JOB_SETTINGS, KEY_NAMES, GallerySettings, ProgressFactory
 
 #: the stages whose jobs every rank of a process group runs together (their analyses share the work)
 COLLECTIVE_STAGES = ("statistics", "maximize", "renders", "classes")
@@ -130,20 +130,12 @@ class StageRunner:
         far), each run alone by its rank with its files kept in memory, round by round (each
         rank's first job, then its second, ...): per round, its jobs and, on rank 0, their results
         with their files (the other ranks get an empty dict)."""
-        place = self.work.share([])  # this process's index among how many (its share of nothing)
-        ranks, rank = place.count, place.index
-        load = [0] * ranks
-        dealt: list[list[Job]] = [[] for _ in range(ranks)]
-        for job in sorted(jobs, key=lambda job: -job.size):
-            chosen = min(range(ranks), key=lambda r: (load[r], r))
-            load[chosen] += max(job.size, 1)
-            dealt[chosen].append(job)
+        dealt = self.work.deal(jobs, size=lambda job: job.size)
         here = self.folder.absolute()
-        for number in range(max(map(len, dealt), default=0)):
-            round_jobs = [mine[number] for mine in dealt if number < len(mine)]
+        for number, round_jobs in enumerate(dealt.rounds()):
             results = {}
-            if number < len(dealt[rank]):
-                job = dealt[rank][number]
+            if number < len(dealt.mine):
+                job = dealt.mine[number]
                 with self.work.alone(), files.captured() as made:
                     figures, data, error = _attempt(job, tick)
                 made = {os.path.relpath(path, here).replace(os.sep, "/"): content for path, content in made.items()}
@@ -186,7 +178,8 @@ class StageRunner:
 
     def key(self, job: Job) -> str:
         """A job's key: its inputs, the settings it depends on, the model and cnnviz's version."""
-        relevant = {field_name: getattr(self.settings, field_name) for field_name in JOB_SETTINGS[job.name.split(" ")[0]]}
+        relevant = {KEY_NAMES.get(field_name, field_name): getattr(self.settings, field_name)
+                    for field_name in JOB_SETTINGS[job.name.split(" ")[0]]}
         content = {"job": job.name, "inputs": job.inputs, "settings": relevant, "model": self.plan.model_key,
                    "version": __version__}
         return hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()
