@@ -4,6 +4,7 @@ from __future__ import annotations
 import click
 
 from cnnviz.cli.options import echo, model_options, note
+from cnnviz.core.settings import help_of
 from cnnviz.site.settings import GallerySettings
 
 GALLERY = GallerySettings()  # the one source of the defaults below
@@ -18,38 +19,33 @@ GALLERY = GallerySettings()  # the one source of the defaults below
               help="Layers that get a page (repeatable, or comma-separated); default every convolution, "
                    "or 8 spread over the depth when there are more than 12.")
 @click.option("--max-channels", default=GALLERY.max_channels, show_default=True, metavar="N|auto|all",
-              help="Units per layer with a page (render, exemplars, maps); auto: as many as the render budget "
-                   "allows, at least 16, at most 128 (32 of the built-in photo model); all (or 0) for every unit. "
-                   "The units with the strongest response to the images are shown, in every section alike.")
+              help=help_of(GallerySettings, "max_channels"))
 @click.option("--unit-renders", default=GALLERY.unit_renders, show_default=True, metavar="N|auto|all",
-              help="Units per layer (the strongest shown) that also get the neuron, diverse and negative renders; "
-                   "auto: as many as their budget allows, at least 1, at most 16.")
+              help=help_of(GallerySettings, "unit_renders"))
 @click.option("--diverse", type=click.IntRange(min=1), default=GALLERY.diverse, show_default=True,
-              help="Images of each unit's diverse set.")
+              help=help_of(GallerySettings, "diverse"))
 @click.option("--exemplars", type=click.IntRange(min=1, max=64), default=GALLERY.exemplars, show_default=True,
-              help="Dataset examples per unit, where it is highest and where it is lowest.")
+              help=help_of(GallerySettings, "exemplars"))
 @click.option("--steps", type=click.IntRange(min=1), default=GALLERY.steps, show_default=True,
-              help="The most optimisation steps of a unit's maximal-response image (each stops once converged; "
-                   "more steps also mean fewer units within the budget).")
+              help=help_of(GallerySettings, "steps"))
 @click.option("--class-steps", type=click.IntRange(min=1), default=GALLERY.class_steps, show_default=True,
-              help="The most optimisation steps of a class visualization (each stops once converged).")
+              help=help_of(GallerySettings, "class_steps"))
 @click.option("--max-classes", default=GALLERY.max_classes, show_default=True, metavar="N|auto",
-              help="Class visualizations (the first classes); 0 for none; auto: as many as their budget allows, "
-                   "at most 64.")
+              help=help_of(GallerySettings, "max_classes"))
 @click.option("--activation-images", type=click.IntRange(min=1), default=GALLERY.activation_images, show_default=True,
-              help="Images whose activations are drawn on every layer page.")
+              help=help_of(GallerySettings, "activation_images"))
 @click.option("--attribution-images", type=click.IntRange(min=1), default=GALLERY.attribution_images, show_default=True,
-              help="Images attributed with every method on the attributions page.")
+              help=help_of(GallerySettings, "attribution_images"))
 @click.option("--classes", default=",".join(GALLERY.classes), show_default=True, metavar="C[,C...]",
-              help="Classes each image is attributed to: top1 (its prediction), topN (its N best, N up to 3), label "
-                   "(its true class, where its file or folder is named like one), or class names or indices.")
+              help=help_of(GallerySettings, "classes"))
 @click.option("--methods", default=",".join(GALLERY.methods), show_default=True, metavar="M[,M...]",
-              help="Attribution methods, side by side.")
-@click.option("--dream-image", metavar="IMG", help="The image Deep Dream changes (default: the first image).")
-@click.option("--dream-octaves", type=click.IntRange(min=1), default=GALLERY.dream_octaves, show_default=True)
-@click.option("--dream-steps", "--dream-iterations", "dream_steps", type=click.IntRange(min=1), default=GALLERY.dream_steps, show_default=True,
-              help="Deep Dream's steps per octave.")
-@click.option("--seed", type=int, default=GALLERY.seed, show_default=True)
+              help=help_of(GallerySettings, "methods"))
+@click.option("--dream-image", metavar="IMG", help=help_of(GallerySettings, "dream_image"))
+@click.option("--dream-octaves", type=click.IntRange(min=1), default=GALLERY.dream_octaves, show_default=True,
+              help=help_of(GallerySettings, "dream_octaves"))
+@click.option("--dream-steps", "--dream-iterations", "dream_steps", type=click.IntRange(min=1), default=GALLERY.dream_steps,
+              show_default=True, help=help_of(GallerySettings, "dream_steps") + " (--dream-iterations: its old name)")
+@click.option("--seed", type=int, default=GALLERY.seed, show_default=True, help=help_of(GallerySettings, "seed"))
 @click.option("--force", is_flag=True, help="Redo every figure, even those whose inputs and settings are unchanged.")
 @click.option("--output", "-o", default="cnnviz-gallery", show_default=True, metavar="DIR")
 def gallery(loaded, images, layers, max_channels, unit_renders, diverse, exemplars, steps, class_steps, max_classes,

@@ -29,7 +29,7 @@ COMMANDS = {
     "dream": (cnnviz.DreamSettings, {f.name: f.name for f in dataclasses.fields(cnnviz.DreamSettings)}, True),
     "saliency": (cnnviz.AttributionSettings, {"steps": "steps", "samples": "samples", "window": "window"}, True),
     "gallery": (GallerySettings, {f.name: f.name for f in dataclasses.fields(GallerySettings)
-                                  if f.name not in ("batch_size", "dream_image")}, False),
+                                  if f.name not in ("batch_size", "dream_image")}, True),
 }
 
 

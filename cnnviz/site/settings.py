@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 
 from cnnviz.analyses.attribution_settings import DEFAULT_METHODS as METHODS, METHODS as KNOWN
+from cnnviz.core.settings import setting
 from cnnviz.errors import CnnvizError
 
 
@@ -68,60 +69,45 @@ ProgressFactory = Callable[[str, int], Callable[[int], None]]
 
 @dataclass(frozen=True)
 class GallerySettings:
-    """What a gallery shows and how hard it works (every field is part of the jobs' keys).
+    """What a gallery shows and how hard it works (every field is part of the jobs' keys; each
+    field's help is what ``cnnviz gallery --help`` says of its option).
 
     Which units: every channel of a shown layer gets a page, up to ``max_channels`` per layer;
     beyond that, one rule for every section: the channels with the strongest response to the
     gallery's images (the largest per-image mean activation) are shown, and the same ones have
-    renders, exemplars, maps and pages.
-
-    Attributes:
-        max_channels: units per layer (``None`` for all); ``"auto"``: as many as a render budget
-            allows, at least 16 and at most 128 (32 of the built-in photo model; 16 of a model whose
-            renders cost more, such as one taking 224 px images).
-        unit_renders: units per layer (the strongest of those shown) that also get the neuron at
-            the centre, ``diverse`` different images and the negative render; ``None`` for all;
-            ``"auto"``: as many as their budget allows, at least 1 and at most 16.
-        diverse: images of the diverse set of each of those units.
-        exemplars: dataset exemplars per unit, of its largest values and of its smallest.
-        steps: the most optimisation steps of a unit's maximal-response image (each stops once
-            converged, as :func:`cnnviz.maximize` does; its default 256 gives a little more, at up to
-            twice the time).
-        activation_images: images whose activations are shown (the first readable ones).
-        attribution_images: images attributed with every method (the first readable ones).
-        methods: the attribution methods, side by side.
-        classes: which classes each image is attributed to: ``top1`` (its predicted class),
-            ``topN`` (its N best), ``label`` (its true class, where its name or folder says it), or
-            class names or indices (the same for every image).
-        dream_image: the image Deep Dream changes (default: the first readable image).
-        dream_octaves, dream_steps: Deep Dream's octaves and steps per octave (``dream_steps`` was
-            ``dream_iterations``, a name that still works, with a warning).
-        max_classes: class visualizations (the first classes); ``0`` for none; ``"auto"``: as many
-            as their budget allows, at most 64 (every class of the built-in models; 28 of a
-            224-px MobileNetV3's).
-        class_steps: optimisation steps of each class visualization.
-        seed: the seed of every random choice.
-        batch_size: images per forward pass for statistics and attributions.
+    renders, exemplars, maps and pages. ``dream_steps`` was ``dream_iterations``, a name that still
+    works, with a warning.
     """
 
     RENAMED = {"dream_iterations": "dream_steps"}  # old keyword -> field (a class attribute, not a field)
 
-    max_channels: int | str | None = "auto"
-    unit_renders: int | str | None = "auto"
-    diverse: int = 3
-    exemplars: int = 8
-    steps: int = 128
-    activation_images: int = 3
-    attribution_images: int = 8
-    methods: tuple[str, ...] = METHODS
-    classes: tuple[str, ...] = ("top1",)
-    dream_image: str | None = None
-    dream_octaves: int = 3
-    dream_steps: int = 8
-    max_classes: int | str = "auto"
-    class_steps: int = 256
-    seed: int = 0
-    batch_size: int = 32
+    max_channels: int | str | None = setting(
+        "auto", "Units per layer with a page (render, exemplars, maps); auto: as many as the render budget allows, at "
+                "least 16, at most 128 (32 of the built-in photo model, 16 of a model whose renders cost more, such as "
+                "one taking 224 px images); all (None; 0 on the command line) for every unit. The units with the "
+                "strongest response to the images are shown, in every section alike.")
+    unit_renders: int | str | None = setting(
+        "auto", "Units per layer (the strongest shown) that also get the neuron, diverse and negative renders; auto: "
+                "as many as their budget allows, at least 1, at most 16; all (None) for every unit shown.")
+    diverse: int = setting(3, "Images of each unit's diverse set.")
+    exemplars: int = setting(8, "Dataset examples per unit, where it is highest and where it is lowest (at most 64).")
+    steps: int = setting(128, "The most optimisation steps of a unit's maximal-response image (each stops once "
+                              "converged, as cnnviz.maximize does; more steps also mean fewer units within the budget).")
+    activation_images: int = setting(3, "Images whose activations are drawn on every layer page (the first readable).")
+    attribution_images: int = setting(8, "Images attributed with every method on the attributions page (the first "
+                                         "readable).")
+    methods: tuple[str, ...] = setting(METHODS, "Attribution methods, side by side.")
+    classes: tuple[str, ...] = setting(
+        ("top1",), "Classes each image is attributed to: top1 (its prediction), topN (its N best, N up to 3), label "
+                   "(its true class, where its file or folder is named like one), or class names or indices.")
+    dream_image: str | None = setting(None, "The image Deep Dream changes (default: the first readable image).")
+    dream_octaves: int = setting(3, "Deep Dream's octaves.")
+    dream_steps: int = setting(8, "Deep Dream's steps per octave.")
+    max_classes: int | str = setting("auto", "Class visualizations (the first classes); 0 for none; auto: as many as "
+                                             "their budget allows, at most 64.")
+    class_steps: int = setting(256, "The most optimisation steps of a class visualization (each stops once converged).")
+    seed: int = setting(0, "The seed of every random choice.")
+    batch_size: int = setting(32, "Images per forward pass for statistics and attributions.")
 
     def check(self) -> None:
         counts = {"steps": self.steps, "activation_images": self.activation_images,
