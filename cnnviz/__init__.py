@@ -32,6 +32,8 @@ from cnnviz.models import load_model, read_state_dict, zoo
 from cnnviz.analyses.activations import Activations, LayerActivations, activations
 from cnnviz.analyses.attribution import Attribution, Attributions, SanityCheck, attributions, sanity_check, saliency
 from cnnviz.analyses.attribution_settings import DEFAULT_METHODS, METHODS, AttributionSettings
+from cnnviz.analyses.concepts import concepts
+from cnnviz.analyses.concepts_results import Concepts
 from cnnviz.analyses.connections import Connection, Connections, connections
 from cnnviz.analyses.convolution import conv_matrix, conv_output_size
 from cnnviz.analyses.equivariance import Equivariance, equivariance
@@ -64,6 +66,8 @@ __all__ = [
     "capture",
     "CnnvizError",
     "CnnvizWarning",
+    "Concepts",
+    "concepts",
     "Connection",
     "Connections",
     "connections",

@@ -8,6 +8,7 @@ functions, registered here in :mod:`cnnviz.core.display`.
 """
 from cnnviz.analyses.activations import Activations
 from cnnviz.analyses.attribution import Attribution, Attributions, SanityCheck
+from cnnviz.analyses.concepts_results import Concepts
 from cnnviz.analyses.connections import Connection, Connections
 from cnnviz.analyses.equivariance import Equivariance
 from cnnviz.analyses.feature_visualization.dream import Dream
@@ -21,6 +22,7 @@ from cnnviz.core import display
 from cnnviz.plots.activations import activations
 from cnnviz.plots.dream import dream
 from cnnviz.plots.attribution import attribution, attributions, overlays, sanity_check
+from cnnviz.plots.concepts import concepts
 from cnnviz.plots.connections import connections
 from cnnviz.plots.convolution import conv_arithmetic, conv_matrix
 from cnnviz.plots.equivariance import equivariance
@@ -33,7 +35,7 @@ from cnnviz.plots.style import figure_pixels
 from cnnviz.plots.summary import layer_table
 
 __all__ = [
-    "activations", "attribution", "attributions", "channel_statistics", "colorful_dimension", "connections",
+    "activations", "attribution", "attributions", "channel_statistics", "colorful_dimension", "concepts", "connections",
     "conv_arithmetic",
     "conv_matrix", "dream", "effective_receptive_field", "equivariance", "exemplars", "figure_pixels", "kernels",
     "layer_table",
@@ -47,5 +49,6 @@ for _kind, _figure in ((Kernels, kernels), (Activations, activations), (Statisti
                        (Rendering, maximize), (Dream, dream), (Equivariance, equivariance),
                        (ReceptiveFields, receptive_field), (EffectiveReceptiveField, effective_receptive_field),
                        (Connection, connections), (Connections, connections),
-                       (ReceptiveField, one_receptive_field), (Predictions, predictions), (LayerTable, layer_table)):
+                       (ReceptiveField, one_receptive_field), (Predictions, predictions), (LayerTable, layer_table),
+                       (Concepts, concepts)):
     display.register(_kind, _figure)  # result.plot() and the notebook picture of each result

@@ -1,0 +1,138 @@
+"""The result of :func:`cnnviz.concepts`: a layer's concepts, how each image weighs on them, where
+each is strongest, and how much each matters downstream."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from cnnviz.core.display import Shows
+
+
+@dataclass(repr=False)
+class Concepts(Shows):
+    """A layer's activations over a set of images factorised into ``k`` non-negative directions.
+
+    Every position of every image has an activation vector ``a`` (C channels, shifted by
+    ``shift`` where the layer can be negative); ``a ~ sum_j w_j d_j`` with non-negative
+    coefficients ``w_j`` on the concepts' directions ``d_j`` (unit length, non-negative).
+
+    Attributes:
+        layer: the layer (its reference, as :func:`cnnviz.layer_ref` writes it).
+        directions: ``k x C``, each of unit length: a concept's direction in channel space.
+        image_weights: ``N x k``: every image's weight on every concept (its mean coefficient
+            over the positions of the image).
+        images: the images' names (files, ``sample:NAME``, ``image K``), in order.
+        shift: ``C``: what was added to the activations before the factorisation (zeros for a
+            layer that is never negative, such as a ReLU's output).
+        share: ``k``: each concept's share of the layer's (shifted) activation over all images.
+        error: the factorisation's relative reconstruction error ``||A - W D|| / ||A||`` over every
+            position of every image (``fit_error``: over the positions it was fitted on).
+        exemplar_values, exemplar_images, exemplar_positions: ``k x E`` (positions ``k x E x 2``):
+            where each concept's coefficient is largest (image index, map row and column; -1 where
+            there are fewer); ``exemplar_crops``: ``k x E x 3 x S x S`` uint8, the input region
+            around each (``crop_region`` input pixels wide), as the model saw it.
+        maps: ``M x k x h x w``: each concept's coefficient at every position of the first ``M``
+            images; ``shown``: those images, ``M x 3 x H x W`` in [0, 1].
+        targets: what the importance explains for each of the first ``I`` images (a class, or a
+            unit downstream).
+        importance: ``I x k``: gradient x coefficient, each concept's contribution to its image's
+            target (summed over positions; what the concepts' components explain to first order).
+        deletion: ``I x k``: how much the target drops when the concept's component is removed from
+            the layer's activation (the rest of the network run again); ``random_deletion``: the same
+            for a random non-negative direction carrying the same coefficients (a baseline).
+        attribution_maps: ``M' x k x h x w``: gradient x coefficient at each position, for the
+            first images that have both maps and importance.
+        kept: ``I``: the target when the activation is replaced by its reconstruction, as a share of
+            the target itself (fidelity: 1 keeps it all).
+        settings: how the concepts were found (k, images fitted on, positions, iterations, seed, ...).
+    """
+
+    layer: str
+    directions: torch.Tensor
+    image_weights: torch.Tensor
+    images: list[str]
+    shift: torch.Tensor
+    share: torch.Tensor
+    error: float
+    fit_error: float
+    exemplar_values: torch.Tensor
+    exemplar_images: torch.Tensor
+    exemplar_positions: torch.Tensor
+    exemplar_crops: torch.Tensor | None
+    crop_region: int
+    maps: torch.Tensor
+    shown: torch.Tensor
+    targets: list[str]
+    importance: torch.Tensor
+    deletion: torch.Tensor
+    random_deletion: torch.Tensor
+    attribution_maps: torch.Tensor
+    kept: torch.Tensor
+    settings: dict = field(default_factory=dict)
+    skipped: list[str] = field(default_factory=list)
+
+    @property
+    def k(self) -> int:
+        """The number of concepts."""
+        return len(self.directions)
+
+    @property
+    def fidelity(self) -> float:
+        """The median share of the target kept when the layer's activation is replaced by its
+        reconstruction from the ``k`` concepts (``nan`` without importance images)."""
+        return float(self.kept.median()) if len(self.kept) else float("nan")
+
+    def top_channels(self, concept: int, count: int = 5) -> list[tuple[int, float]]:
+        """The channels that weigh most in a concept's direction: ``(channel, weight)``, largest first."""
+        weights, channels = torch.sort(self.directions[concept], descending=True)
+        return [(int(c), float(w)) for c, w in zip(channels[:count], weights[:count])]
+
+    def dominant(self) -> torch.Tensor:
+        """Each image's concept with the largest weight (``N``)."""
+        return self.image_weights.argmax(dim=1)
+
+    def most_important(self) -> torch.Tensor:
+        """For each image with importance, the concept that contributes most to its target (``I``)."""
+        return self.importance.argmax(dim=1)
+
+    def _summary(self) -> str:
+        return f"{self.layer}: {self.k} concepts of {len(self.images)} images; error {self.error:.2f}"
+
+    def to_dict(self) -> dict:
+        """What ``concepts.json`` holds: every image's weights, every direction, and per concept its
+        share, top channels, exemplars and importance."""
+        importance = self.importance.mean(0) if len(self.importance) else torch.full((self.k,), float("nan"))
+        deletion = self.deletion.mean(0) if len(self.deletion) else torch.full((self.k,), float("nan"))
+        random = self.random_deletion.mean(0) if len(self.random_deletion) else torch.full((self.k,), float("nan"))
+        return {
+            "layer": self.layer,
+            "k": self.k,
+            "images": [{"image": name, "weights": [round(float(w), 6) for w in weights]}
+                       for name, weights in zip(self.images, self.image_weights)],
+            "directions": [[round(float(v), 6) for v in direction] for direction in self.directions],
+            "shift": [round(float(v), 6) for v in self.shift] if bool(self.shift.any()) else None,
+            "error": round(self.error, 6),
+            "fit_error": round(self.fit_error, 6),
+            "fidelity": None if len(self.kept) == 0 else round(self.fidelity, 6),
+            "concepts": [{
+                "concept": j,
+                "share": round(float(self.share[j]), 6),
+                "top_channels": [{"channel": c, "weight": round(w, 6)} for c, w in self.top_channels(j)],
+                "importance": _number(importance[j]),
+                "deletion": _number(deletion[j]),
+                "random_deletion": _number(random[j]),
+                "exemplars": [{"image": self.images[int(i)], "position": [int(p) for p in position],
+                               "value": round(float(v), 6)}
+                              for v, i, position in zip(self.exemplar_values[j], self.exemplar_images[j],
+                                                        self.exemplar_positions[j]) if int(i) >= 0],
+            } for j in range(self.k)],
+            "targets": list(self.targets),
+            "skipped": list(self.skipped),
+            "settings": dict(self.settings),
+        }
+
+
+def _number(value) -> float | None:
+    value = float(value)
+    return None if value != value else round(value, 6)
