@@ -7,7 +7,7 @@ writing what it got.
 For each case, ``OUT/CASE.rankR.npz`` (the statistics' arrays, and their skipped files and
 exemplar sources as JSON) or ``OUT/CASE.rankR.error`` (the error's class and message); the
 renders in ``OUT/maximize.rankR.pt``; a run that fails and one that goes on from its checkpoints,
-``OUT/resumed.rankR.*``; a small gallery made by all ranks, what each was told in
+``OUT/resumed.rankR.*``; concepts of the sample photographs in ``OUT/concepts.rankR.pt``; a small gallery made by all ranks, what each was told in
 ``OUT/gallery.rankR.json``.
 """
 import json
@@ -28,6 +28,10 @@ RENDERS = dict(channels="0-4", steps=12, size=32, stop=False)
 #: an objective over a batch of 3 images with a diversity term (every rank renders it whole)
 OBJECTIVE = dict(objective=cnnviz.objectives.channel("features.10", 3) - cnnviz.objectives.diversity("features.10"),
                  count=3, steps=6, size=32, stop=False, reference=None)
+
+
+#: concepts of the sample photographs: each rank streams its share, the fit is made once
+CONCEPTS = dict(k=3, batch_size=2, importance_images=3, maps=2, exemplars=4)
 
 
 #: a small gallery of one layer with every stage, made by every rank together in Python
@@ -117,6 +121,11 @@ def main() -> None:
         torch.save({"images": rendering.images, "values": rendering.values, "steps": rendering.steps_taken,
                     "succeeded": rendering.succeeded, "objective": objective.images, "progress": sum(progress)},
                    out / f"maximize.rank{rank}.pt")
+        progress.clear()
+        found = cnnviz.concepts(model, "samples", "features.10", progress=progress.append, **CONCEPTS)
+        torch.save({"directions": found.directions, "weights": found.image_weights, "images": found.images,
+                    "importance": found.importance, "exemplars": found.exemplar_images, "error": found.error, "shift": found.shift,
+                    "progress": sum(progress)}, out / f"concepts.rank{rank}.pt")
         stages: dict = {}
         site = cnnviz.gallery(model, "samples", "features.3", output=out / "gallery", progress=recorder(stages), **GALLERY)
         (out / f"gallery.rank{rank}.json").write_text(json.dumps({

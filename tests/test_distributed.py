@@ -18,7 +18,7 @@ from cnnviz.cli.main import main
 from cnnviz.core.distributed import part, share
 from cnnviz.core.executor import Executor
 from cnnviz.inputs.batches import shard_images
-from distributed_worker import BATCH, GALLERY, LAYERS, OBJECTIVE, RENDERS, Photos, cases, recorder
+from distributed_worker import BATCH, CONCEPTS, GALLERY, LAYERS, OBJECTIVE, RENDERS, Photos, cases, recorder
 
 HERE = Path(__file__).parent
 # each torchrun test runs one group size by default (3: shares of unequal size; the gallery 2, for
@@ -193,6 +193,21 @@ def test_every_rank_gets_one_process_statistics(photos, folder, tmp_path, proces
         # an objective is one batch (its diversity term compares the images): rendered whole
         together = cnnviz.maximize(photos, None, **OBJECTIVE)
         assert torch.allclose(shared["objective"], together.images, atol=1e-3)  # shared out, it differed by 0.06
+    # concepts: each rank expressed its share of the images on directions fitted once on every share's
+    # positions; every rank got all of them, in order, and one process expressing the same images on
+    # those directions gives the same weights (and the same strongest images)
+    shared = [torch.load(out / f"concepts.rank{rank}.pt") for rank in range(processes)]
+    for one in shared[1:]:
+        assert all(torch.equal(one[key], shared[0][key]) for key in ("directions", "weights", "exemplars"))
+    assert shared[0]["images"] == [f"sample:{name}" for name in cnnviz.samples.names()]
+    assert [one["progress"] for one in shared] == [len(cnnviz.samples.names())] + [0] * (processes - 1)
+    fitted = cnnviz.concepts(photos, "samples", "features.10", **CONCEPTS)
+    fitted.directions, fitted.shift = shared[0]["directions"], shared[0]["shift"]  # the group's
+    alone = cnnviz.concepts(photos, "samples", "features.10", directions=fitted, **CONCEPTS)
+    torch.testing.assert_close(shared[0]["weights"], alone.image_weights, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(shared[0]["importance"], alone.importance, atol=1e-4, rtol=1e-3)
+    assert torch.equal(shared[0]["exemplars"], alone.exemplar_images)
+    assert abs(shared[0]["error"] - alone.error) < 1e-4
     # the gallery made in Python by every rank together: rank 0 was told of the whole group's work,
     # the others of none, and every rank got the gallery rank 0 wrote (one process's)
     stages: dict = {}

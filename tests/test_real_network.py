@@ -10,6 +10,7 @@ import importlib.util
 from pathlib import Path
 
 import pytest
+import torch
 
 import cnnviz
 from cnnviz.analyses.feature_visualization import loop
@@ -81,3 +82,20 @@ def test_the_stopping_rule_does_not_stop_a_render_still_gaining(mobilenet):
         gain_per_window = (whole - value) / abs(value) / (512 - taken) * loop.CONVERGED_STEPS
         assert gain_per_window < loop.CONVERGED and value >= 0.9 * whole, (value, whole, taken)
     assert full.steps_taken == [512, 512] and full.summary().endswith("; 512 steps")
+
+
+def test_concepts_of_the_last_stage_matter_more_than_random_directions(mobilenet):
+    """Concepts of MobileNetV2's last inverted-residual stage (features.17, 320 channels at 7 x 7,
+    shifted: a linear bottleneck goes negative) over the 17 sample photographs: removing an image's
+    most important concept drops its class logit more than removing a random non-negative direction
+    with the same coefficients (measured: in 14 of 17 images, 4.96 against 0.38 on average)."""
+    before = fingerprint(mobilenet.module)
+    found = cnnviz.concepts(mobilenet, "samples", "features.17", k=6, importance_images=17, maps=0)
+    assert_untouched(mobilenet.module, before)
+    assert found.directions.shape == (6, 320) and bool(found.shift.any()) and found.error < 0.4
+    assert "logits:285 (Egyptian cat)" in found.targets  # chelsea, by its predicted class
+    chosen = found.most_important()
+    rows = torch.arange(len(chosen))
+    drop, random = found.deletion[rows, chosen], found.random_deletion[rows, chosen]
+    assert float((drop > random).float().mean()) >= 0.75
+    assert float(drop.mean()) > 5 * float(random.mean())

@@ -92,7 +92,10 @@ def concepts(model, images, layer, *, k: int = DEFAULT_K, score=None, exemplars:
 
     Inside a ``torch.distributed`` process group (``torchrun``) each process streams its share
     of the images, the factorisation is fitted once on the sampled positions of every share, and
-    every process returns the concepts of all the images, in order.
+    every process returns the concepts of all the images, in order: the same weights, exemplars
+    and importance as one process expressing those images on those directions. The maps and the
+    importance are of the first images of the first share (at most ``maps`` and
+    ``importance_images`` of them).
 
     Raises:
         CnnvizError: ``k`` below 1 or above the layer's channels, a layer without spatial maps or
