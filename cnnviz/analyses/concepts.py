@@ -10,9 +10,9 @@ to a class (or any unit downstream): gradient x coefficient, and what removing i
 activation does to the class.
 
 One pass over the images, memory bounded whatever their number: the factorisation is fitted on a
-uniform random sample of the positions of the first ``fit_images`` images (their inputs are kept
-until then, at most ``fit_images`` of them), and every image, those included, is then expressed on
-the directions found (non-negative least squares per position) as it streams by. Sampling, rather
+uniform random sample of the positions of the first ``fit_images`` images (their inputs and, up to
+256 MiB, their activations are kept until then), and every image, those included, is then
+expressed on the directions found (non-negative least squares per position) as it streams by. Sampling, rather
 than a mini-batch solver over the whole stream, because the directions must be fixed before the
 images' weights, exemplars and maps mean anything, and a pass cannot be repeated over a
 DataLoader; a few hundred images' positions (tens of thousands of vectors) pin down a handful of
@@ -56,6 +56,7 @@ IMPORTANCE_IMAGES = 32    # images whose importance, deletion and fidelity are m
 MAPS = 8                  # images whose concept maps are kept (the first ones)
 EXEMPLARS = 8             # image regions kept per concept
 CROP_PIXELS = 64          # exemplar crops are stored at most this wide
+KEPT_ACTIVATIONS = 256 << 20  # bytes of the first images' activations kept for the second phase (beyond: recomputed)
 
 
 def concepts(model, images, layer, *, k: int = DEFAULT_K, score=None, exemplars: int = EXEMPLARS,
@@ -75,7 +76,7 @@ def concepts(model, images, layer, *, k: int = DEFAULT_K, score=None, exemplars:
         exemplars: image regions kept per concept (where its coefficient is largest).
         maps: images (the first ones) whose concept maps are kept.
         importance_images: images (the first ones) whose importance, deletion and fidelity are
-            measured (each costs ``k + 2`` passes of the network and one backward pass).
+            measured (each costs ``k + 3`` passes of the network and one backward pass).
         fit_images: images (the first ones) whose positions the factorisation is fitted on.
         fit_positions: positions sampled from those, at most.
         iterations: iterations of the factorisation.
@@ -168,9 +169,12 @@ class _Finder:
         self.batches = iter(self.stream)
         self.kept: list = []
         taken, picked, least = 0, [], None
+        kept_bytes = 0
         for batch in self.batches:
             values = self._activations(batch.inputs)
-            self.kept.append(batch)
+            kept_bytes += values.numel() * values.element_size()
+            # their activations too, unless that is a lot: then they are computed again
+            self.kept.append((batch, values if kept_bytes <= KEPT_ACTIVATIONS else None))
             positions = values.permute(0, 2, 3, 1).reshape(-1, values.shape[1])
             per_batch = max(1, math.ceil(quota * len(values) / count))
             choice = torch.randperm(len(positions), generator=generator)[:per_batch]
@@ -228,16 +232,18 @@ class _Finder:
         if fitted["directions"] is None:
             return {"count": 0, "skipped": list(self.stream.skipped)}
         part = _Part(self, fitted)
-        for batch in self._batches():
-            part.add(batch)
+        for batch, values in self._batches():
+            part.add(batch, values)
             if self.progress is not None:
                 self.progress(len(batch.inputs))
         return part.result(list(self.stream.skipped))
 
     def _batches(self):
-        yield from self.kept
-        self.kept = []
-        yield from self.batches
+        """``(batch, its activations or None)``: the first images, kept, then the rest of the stream."""
+        kept, self.kept = self.kept, []
+        yield from kept
+        for batch in self.batches:
+            yield batch, None
 
     def _merged(self, parts: list[dict], fitted: dict) -> Concepts:
         skipped = [name for part in parts for name in part["skipped"]]
@@ -272,9 +278,9 @@ class _Part:
         self.shown: list[torch.Tensor] = []
         self.importance = _Importance(finder, self.directions, self.shift)
 
-    def add(self, batch) -> None:
+    def add(self, batch, raw: torch.Tensor | None = None) -> None:
         inputs = batch.inputs
-        raw = self.f._activations(inputs)
+        raw = self.f._activations(inputs) if raw is None else raw
         values = raw + self.shift.to(raw.device)[None, :, None, None]
         n, channels, height, width = values.shape
         if (height, width) != self.map_size:
@@ -375,8 +381,9 @@ def merge_parts(parts: list[dict], fitted: dict, layer: str, o: dict, skipped: l
 
 class _Importance:
     """How much each concept matters to each image's target: gradient x coefficient, the drop when
-    its component is removed (and a random direction's, as a baseline), and the target kept when
-    the activation is replaced by its reconstruction."""
+    its component is removed (and, as a baseline, a random direction's carrying the coefficients of
+    the image's most important concept), and the target kept when the activation is replaced by
+    its reconstruction. ``k + 3`` passes of the network and one backward pass per batch."""
 
     def __init__(self, finder: _Finder, directions: torch.Tensor, shift: torch.Tensor):
         self.f, self.directions, self.shift = finder, directions, shift
@@ -400,17 +407,20 @@ class _Importance:
         contribution = (coefficient * along).detach()
         base = score.detach()
         with torch.no_grad():
-            deletion, random_deletion = [], []
+            deletion = []
             for j in range(len(directions)):
                 component = coefficient[:, j, None] * directions[j][None, :, None, None]
                 deletion.append(base - self._score(inputs, raw - component, units, which))
-                stand_in = coefficient[:, j, None] * random[j][None, :, None, None]
-                random_deletion.append(base - self._score(inputs, raw - stand_in, units, which))
+            # the baseline, in one pass: each image's most important concept's coefficients on a random direction
+            chosen = contribution.sum((2, 3)).argmax(1)
+            rows = torch.arange(len(chosen), device=device)
+            stand_in = coefficient[rows, chosen][:, None] * random[chosen][:, :, None, None]
+            random_deletion = base - self._score(inputs, raw - stand_in, units, which)
             reconstruction = torch.einsum("nkhw,kc->nchw", coefficient, directions) - self.shift.to(device)[None, :, None, None]
             kept = self._score(inputs, reconstruction, units, which) / base
         self.rows["importance"].append(contribution.sum((2, 3)).cpu())
         self.rows["deletion"].append(torch.stack(deletion, 1).cpu())
-        self.rows["random_deletion"].append(torch.stack(random_deletion, 1).cpu())
+        self.rows["random_deletion"].append(random_deletion.cpu())
         self.rows["kept"].append(kept.cpu())
         self.rows["attribution_maps"].append(contribution.cpu())
         self.targets += described
@@ -432,7 +442,7 @@ class _Importance:
         def rows(name, shape):
             return torch.cat(self.rows[name]) if self.rows[name] else torch.zeros(0, *shape)
         return {"targets": self.targets, "importance": rows("importance", (k,)), "deletion": rows("deletion", (k,)),
-                "random_deletion": rows("random_deletion", (k,)), "kept": rows("kept", ()),
+                "random_deletion": rows("random_deletion", ()), "kept": rows("kept", ()),
                 "attribution_maps": rows("attribution_maps", (k, *map_size))[:with_maps]}
 
 

@@ -29,8 +29,10 @@ from dataclasses import dataclass
 
 import torch
 
-#: iterations of the fit (each updates every coefficient and every direction once)
+#: iterations of the fit at most (each updates every coefficient and every direction once)
 FIT_ITERATIONS = 200
+#: the fit stops once ten iterations lower the squared error by less than this share of the first's
+TOLERANCE = 1e-5
 #: iterations of the coefficients of new positions, the directions fixed (a convex problem)
 TRANSFORM_ITERATIONS = 40
 _TINY = 1e-12
@@ -46,13 +48,26 @@ class Factorisation:
     error: float
 
 
-def factorise(activations: torch.Tensor, k: int, iterations: int = FIT_ITERATIONS) -> Factorisation:
+def factorise(activations: torch.Tensor, k: int, iterations: int = FIT_ITERATIONS,
+              tolerance: float = TOLERANCE) -> Factorisation:
     """The non-negative factorisation of ``activations`` (n x C, non-negative) into ``k`` directions,
-    ordered by the activation each explains (largest first)."""
+    ordered by the activation each explains (largest first). It stops after ``iterations``, or
+    once ten iterations lower the squared error by less than ``tolerance`` of the first one's (as
+    scikit-learn's NMF does)."""
     a = activations.float()
     w, h = _nndsvda(a, k)
-    for _ in range(iterations):
-        w = _hals(a @ h.T, h @ h.T, w)
+    total = float((a * a).sum())
+    first = previous = None
+    for iteration in range(iterations):
+        projected, gram = a @ h.T, h @ h.T
+        w = _hals(projected, gram, w)
+        if iteration % 10 == 0:  # ||A - W H||^2 from what the update already has
+            error = total - 2 * float((w * projected).sum()) + float(((w.T @ w) * gram).sum())
+            if first is None:
+                first = error
+            elif (previous - error) < tolerance * max(first, _TINY):
+                break
+            previous = error
         h = _hals((w.T @ a).T, w.T @ w, h.T.contiguous()).T.contiguous()
     length = h.norm(dim=1).clamp_min(_TINY)
     w, h = w * length, h / length[:, None]

@@ -39,8 +39,9 @@ class Concepts(Shows):
         importance: ``I x k``: gradient x coefficient, each concept's contribution to its image's
             target (summed over positions; what the concepts' components explain to first order).
         deletion: ``I x k``: how much the target drops when the concept's component is removed from
-            the layer's activation (the rest of the network run again); ``random_deletion``: the same
-            for a random non-negative direction carrying the same coefficients (a baseline).
+            the layer's activation (the rest of the network run again); ``random_deletion``: ``I``,
+            the same for a random non-negative direction carrying the coefficients of the image's
+            most important concept (a baseline for ``deletion`` at :meth:`most_important`).
         attribution_maps: ``M' x k x h x w``: gradient x coefficient at each position, for the
             first images that have both maps and importance.
         kept: ``I``: the target when the activation is replaced by its reconstruction, as a share of
@@ -96,6 +97,15 @@ class Concepts(Shows):
         """For each image with importance, the concept that contributes most to its target (``I``)."""
         return self.importance.argmax(dim=1)
 
+    def deletion_check(self) -> dict:
+        """Removing each image's most important concept against removing a random direction with
+        the same coefficients: the mean drops and the share of images where the concept's is larger."""
+        if not len(self.importance):
+            return {"images": 0, "concept": None, "random": None, "beats": None}
+        drop = self.deletion[torch.arange(len(self.deletion)), self.most_important()]
+        return {"images": len(drop), "concept": float(drop.mean()), "random": float(self.random_deletion.mean()),
+                "beats": float((drop > self.random_deletion).float().mean())}
+
     def _summary(self) -> str:
         return f"{self.layer}: {self.k} concepts of {len(self.images)} images; error {self.error:.2f}"
 
@@ -104,7 +114,9 @@ class Concepts(Shows):
         share, top channels, exemplars and importance."""
         importance = self.importance.mean(0) if len(self.importance) else torch.full((self.k,), float("nan"))
         deletion = self.deletion.mean(0) if len(self.deletion) else torch.full((self.k,), float("nan"))
-        random = self.random_deletion.mean(0) if len(self.random_deletion) else torch.full((self.k,), float("nan"))
+        chosen = self.most_important() if len(self.importance) else torch.zeros(0, dtype=torch.long)
+        random = torch.stack([self.random_deletion[chosen == j].mean() if bool((chosen == j).any())
+                              else torch.tensor(float("nan")) for j in range(self.k)])
         return {
             "layer": self.layer,
             "k": self.k,
@@ -115,6 +127,8 @@ class Concepts(Shows):
             "error": round(self.error, 6),
             "fit_error": round(self.fit_error, 6),
             "fidelity": None if len(self.kept) == 0 else round(self.fidelity, 6),
+            "deletion_check": {key: value if not isinstance(value, float) else round(value, 6)
+                               for key, value in self.deletion_check().items()},
             "concepts": [{
                 "concept": j,
                 "share": round(float(self.share[j]), 6),
