@@ -78,6 +78,11 @@ def test_exemplars_are_where_each_concept_is_strongest(found):
         assert len(set(images)) == len(images)  # each image once, at its strongest position
         # the best exemplar's value is the largest coefficient over every position of the maps kept
         assert float(values[0]) >= float(found.maps[:, j].max()) - 1e-5
+        # the receptive field of the exemplar's position, in the input (features.19: 32 px, clipped at the edges)
+        top, left, bottom, right = found.exemplar_boxes[j, 0].tolist()
+        row, column = found.exemplar_positions[j, 0].tolist()
+        assert 0 <= top <= row * 4 <= bottom < 64 and 0 <= left <= column * 4 <= right < 64
+        assert bottom - top + 1 <= 32 and right - left + 1 <= 32
         if images[0] < 3:
             row, column = found.exemplar_positions[j, 0].tolist()
             assert float(found.maps[images[0], j, row, column]) == pytest.approx(float(values[0]), rel=1e-4)

@@ -250,7 +250,22 @@ class _Finder:
         parts = [part for part in parts if part["count"]]
         if not parts or fitted["directions"] is None:
             raise CnnvizError(no_images_message(skipped))
-        return merge_parts(parts, fitted, self.ref.layer_text, self.o, skipped)
+        result = merge_parts(parts, fitted, self.ref.layer_text, self.o, skipped)
+        result.exemplar_boxes = self._boxes(result, tuple(parts[0]["input_size"]))
+        return result
+
+    def _boxes(self, result: Concepts, input_size) -> torch.Tensor | None:
+        """Each exemplar's receptive field in the input, ``k x E x 4`` (top, left, bottom, right,
+        inclusive; ``-1`` where there is no exemplar), or ``None`` where it cannot be traced."""
+        from cnnviz.analyses.receptive_field import unit_boxes
+
+        try:
+            boxes = unit_boxes(self.model, [self.ref.layer_text], input_size=input_size)[self.ref.layer_text][0, 0]
+        except CnnvizError:
+            return None
+        rows, columns = result.exemplar_positions[..., 0], result.exemplar_positions[..., 1]
+        found = boxes[rows.clamp(0, boxes.shape[0] - 1), columns.clamp(0, boxes.shape[1] - 1)]
+        return found.masked_fill((result.exemplar_images < 0)[..., None], -1)
 
 
 class _Part:
@@ -313,7 +328,8 @@ class _Part:
         strongest position; the crops cut from this batch)."""
         n, k, height, width = per_position.shape
         if self.region is None:
-            self.region = crop_size(self.map_size, tuple(inputs.shape[2:]))
+            self.input_seen = tuple(inputs.shape[2:])
+            self.region = crop_size(self.map_size, self.input_seen)
             self.stored = min(self.region, CROP_PIXELS)
         strongest, where = per_position.flatten(2).max(dim=2)  # n x k: each image's strongest position
         take = min(self.o["exemplars"], n)
@@ -336,7 +352,7 @@ class _Part:
     def result(self, skipped: list[str]) -> dict:
         maps = torch.stack(self.maps) if self.maps else torch.zeros(0, self.o["k"], *self.map_size)
         shown = torch.stack(self.shown) if self.shown else torch.zeros(0, 3, *self.input_size)
-        return {"count": self.count, "names": self.names, "weights": torch.cat(self.weights),
+        return {"count": self.count, "names": self.names, "input_size": self.input_seen, "weights": torch.cat(self.weights),
                 "squared_error": self.squared_error, "squared_total": self.squared_total,
                 "explained": self.explained, "total": self.total, "top_values": self.top_values,
                 "top_images": self.top_images, "top_positions": self.top_positions, "top_crops": self.top_crops,

@@ -31,7 +31,9 @@ class Concepts(Shows):
         exemplar_values, exemplar_images, exemplar_positions: ``k x E`` (positions ``k x E x 2``):
             where each concept's coefficient is largest (image index, map row and column; -1 where
             there are fewer); ``exemplar_crops``: ``k x E x 3 x S x S`` uint8, the input region
-            around each (``crop_region`` input pixels wide), as the model saw it.
+            around each (``crop_region`` input pixels wide), as the model saw it;
+            ``exemplar_boxes``: ``k x E x 4``, the receptive field of each in the input (top, left,
+            bottom, right, inclusive; ``None`` where it cannot be traced).
         maps: ``M x k x h x w``: each concept's coefficient at every position of the first ``M``
             images; ``shown``: those images, ``M x 3 x H x W`` in [0, 1].
         targets: what the importance explains for each of the first ``I`` images (a class, or a
@@ -72,6 +74,7 @@ class Concepts(Shows):
     kept: torch.Tensor
     settings: dict = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)
+    exemplar_boxes: torch.Tensor | None = None
 
     @property
     def k(self) -> int:
@@ -137,9 +140,10 @@ class Concepts(Shows):
                 "deletion": _number(deletion[j]),
                 "random_deletion": _number(random[j]),
                 "exemplars": [{"image": self.images[int(i)], "position": [int(p) for p in position],
-                               "value": round(float(v), 6)}
-                              for v, i, position in zip(self.exemplar_values[j], self.exemplar_images[j],
-                                                        self.exemplar_positions[j]) if int(i) >= 0],
+                               "value": round(float(v), 6),
+                               "box": None if self.exemplar_boxes is None else [int(b) for b in self.exemplar_boxes[j, e]]}
+                              for e, (v, i, position) in enumerate(zip(self.exemplar_values[j], self.exemplar_images[j],
+                                                                        self.exemplar_positions[j])) if int(i) >= 0],
             } for j in range(self.k)],
             "targets": list(self.targets),
             "skipped": list(self.skipped),
