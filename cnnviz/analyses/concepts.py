@@ -144,13 +144,8 @@ class _Finder:
         o, work = self.o, self.work
         with work.progress("concepts/progress", progress) as shown:
             self.progress = shown
-            share = {}
-
-            def first_phase():
-                share["share"] = work.share(images, o["batch_size"], shard_images)
-                return self._sample(share["share"])
-
-            samples = work.everywhere("concepts/sample", first_phase)
+            samples = work.everywhere("concepts/sample",
+                                      lambda: self._sample(work.share(images, o["batch_size"], shard_images)))
             fitted = work.first("concepts/fit", lambda: self._fit(samples))
             parts = work.everywhere("concepts/parts", lambda: self._express(fitted))
         work.tidy()
@@ -311,7 +306,7 @@ class _Part:
         self.total += float(positions.sum())
         per_position = coefficients_.reshape(n, height, width, -1).permute(0, 3, 1, 2).cpu()  # n x k x h x w
         self.weights.append(per_position.mean((2, 3)))
-        self.names += names(batch.sources, self.count)
+        self.names += list(batch.sources)  # unnamed ones are named by their place once the shares are merged
         self._exemplars(per_position, inputs.cpu())
         if self.f.work.first_process:  # the first images' maps and importance: the first share's
             wanted = max(0, self.o["maps"] - len(self.maps))
@@ -385,7 +380,7 @@ def merge_parts(parts: list[dict], fitted: dict, layer: str, o: dict, skipped: l
                     solver="HALS from NNDSVDa (cnnviz.analyses.concepts_nmf)")
     return Concepts(
         layer=layer, directions=fitted["directions"].cpu(), image_weights=torch.cat([part["weights"] for part in parts]),
-        images=[name for part in parts for name in part["names"]], shift=fitted["shift"].cpu(),
+        images=names([name for part in parts for name in part["names"]]), shift=fitted["shift"].cpu(),
         share=(explained / total).float() if total > 0 else torch.zeros(k),
         error=math.sqrt(sum(part["squared_error"] for part in parts) / squared_total) if squared_total > 0 else 0.0,
         fit_error=fitted["fit_error"], exemplar_values=values, exemplar_images=image_index,
