@@ -16,6 +16,7 @@ from cnnviz import __version__
 from cnnviz.core import distributed
 from cnnviz.cli.attribution import saliency
 from cnnviz.cli.catalogue import models, predict, samples
+from cnnviz.cli.concepts import concepts
 from cnnviz.cli.gallery import gallery
 from cnnviz.cli.inspect import activations, kernels, stats
 from cnnviz.cli.visualize import dream, maximize
@@ -144,6 +145,7 @@ main.add_command(layers)
 main.add_command(kernels)
 main.add_command(activations)
 main.add_command(stats)
+main.add_command(concepts)
 main.add_command(saliency)
 main.add_command(maximize)
 main.add_command(dream)

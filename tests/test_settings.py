@@ -112,3 +112,16 @@ def test_renamed_settings_keep_their_old_names_with_a_warning():
         renamed(cnnviz.GallerySettings, {"dream_iterations": 2, "dream_steps": 2}, "gallery")
     # the dream job's key still names the setting as before, so that a gallery made before is reused
     assert "dream_steps" in JOB_SETTINGS["dream"] and KEY_NAMES == {"dream_steps": "dream_iterations"}
+
+
+def test_the_concepts_command_takes_its_defaults_from_the_function():
+    """cnnviz concepts has no settings class: its options' defaults are cnnviz.concepts's keywords'."""
+    from cnnviz.analyses import concepts as analysis
+
+    parameters = inspect.signature(cnnviz.concepts).parameters
+    options = _options("concepts")
+    for name in ("k", "exemplars", "importance_images", "fit_images", "batch_size", "seed", "workers"):
+        assert options[name].default == parameters[name].default, f"cnnviz concepts --{name.replace('_', '-')}"
+    assert (options["k"].default, options["exemplars"].default) == (analysis.DEFAULT_K, analysis.EXEMPLARS)
+    assert (options["importance_images"].default, options["fit_images"].default) == (analysis.IMPORTANCE_IMAGES,
+                                                                                    analysis.FIT_IMAGES)

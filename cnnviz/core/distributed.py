@@ -36,7 +36,7 @@ from cnnviz.errors import CnnvizError
 T = TypeVar("T")
 
 #: the commands that share their work between the processes torchrun starts
-SHARDED_COMMANDS = ("stats", "maximize", "gallery")
+SHARDED_COMMANDS = ("stats", "concepts", "maximize", "gallery")
 
 _local = threading.local()
 _exchanges: dict[str, int] = {}  # per name: how many exchanges of that name this process has made

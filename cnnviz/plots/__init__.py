@@ -22,6 +22,7 @@ from cnnviz.core import display
 from cnnviz.plots.activations import activations
 from cnnviz.plots.dream import dream
 from cnnviz.plots.attribution import attribution, attributions, overlays, sanity_check
+from cnnviz.plots.concept_maps import concept_maps
 from cnnviz.plots.concepts import concepts
 from cnnviz.plots.connections import connections
 from cnnviz.plots.convolution import conv_arithmetic, conv_matrix
@@ -35,7 +36,8 @@ from cnnviz.plots.style import figure_pixels
 from cnnviz.plots.summary import layer_table
 
 __all__ = [
-    "activations", "attribution", "attributions", "channel_statistics", "colorful_dimension", "concepts", "connections",
+    "activations", "attribution", "attributions", "channel_statistics", "colorful_dimension", "concept_maps", "concepts",
+    "connections",
     "conv_arithmetic",
     "conv_matrix", "dream", "effective_receptive_field", "equivariance", "exemplars", "figure_pixels", "kernels",
     "layer_table",

@@ -6,8 +6,8 @@ the same figures, with the same captions, in its site).
 writes it; ``report.items`` are its figures (:class:`Item`: file name, kind, caption, layer, unit,
 value range, settings), drawn only when written. By file: ``report.py`` (the two types and the
 writing), ``inspect.py`` (kernels, activations, statistics), ``visualize.py`` (maximize, dream),
-``attribution.py`` (attributions and sanity checks), ``lecture.py`` (receptive fields,
-equivariance, convolution as a matrix, convolution arithmetic).
+``attribution.py`` (attributions and sanity checks), ``concepts.py`` (concepts), ``lecture.py``
+(receptive fields, equivariance, convolution as a matrix, convolution arithmetic).
 
 Example::
 
@@ -21,12 +21,13 @@ Example::
     ['kernels_features.0.png', 'kernels_features.0.json']
 """
 from cnnviz.reports.attribution import attributions
+from cnnviz.reports.concepts import concepts
 from cnnviz.reports.inspect import activations, kernels, statistics
 from cnnviz.reports.lecture import conv_arithmetic, conv_matrix, equivariance, receptive_fields
 from cnnviz.reports.report import Item, Report
 from cnnviz.reports.visualize import dream, maximize
 
 __all__ = [
-    "Item", "Report", "activations", "attributions", "conv_arithmetic", "conv_matrix", "dream", "equivariance", "kernels",
-    "maximize", "receptive_fields", "statistics",
+    "Item", "Report", "activations", "attributions", "concepts", "conv_arithmetic", "conv_matrix", "dream", "equivariance",
+    "kernels", "maximize", "receptive_fields", "statistics",
 ]
