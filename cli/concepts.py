@@ -51,7 +51,7 @@ def _score(text: str | None):
               help="Image regions kept per concept, where it is strongest.")
 @click.option("--importance-images", type=click.IntRange(min=0), default=_default("importance_images"),
               show_default=True,
-              help="The first images whose importance, deletion and fidelity are measured (each costs k + 2 passes).")
+              help="The first images whose importance, deletion and fidelity are measured (each costs k + 3 passes and a backward pass).")
 @click.option("--fit-images", type=click.IntRange(min=1), default=_default("fit_images"), show_default=True,
               help="The first images whose positions the concepts are fitted on (every image is then expressed on them).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=_default("batch_size"), show_default=True)
@@ -135,7 +135,7 @@ def _renders(loaded, result, steps: int, seed: int, rank: int) -> dict:
 
 def _summary(result) -> None:
     """A few lines on stdout: the concepts' numbers, one line each."""
-    fidelity = "" if math.isnan(result.fidelity) else f"; fidelity {result.fidelity:.2f} (median target kept)"
+    fidelity = "" if math.isnan(result.fidelity) else f"; fidelity {result.fidelity:.2f} (targets kept by the reconstruction)"
     echo(f"{result.layer}: {result.k} concepts of {len(result.images)} images; reconstruction error "
          f"{result.error:.2f}{fidelity}")
     data = result.to_dict()["concepts"]

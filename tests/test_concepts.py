@@ -94,7 +94,8 @@ def test_importance_deletion_and_fidelity_are_measured_on_the_first_images(found
     assert found.attribution_maps.shape == (3, 4, 16, 16)
     # gradient x coefficient summed over positions is the importance
     torch.testing.assert_close(found.attribution_maps.sum((2, 3)), found.importance[:3])
-    assert found.kept.shape == (6,) and found.fidelity == float(found.kept.median())
+    assert found.kept.shape == found.target_values.shape == (6,)
+    assert found.fidelity == pytest.approx(float(found.kept.sum() / found.target_values.sum()))
     # removing an image's most important concept costs its class more than a random direction carrying the
     # same coefficients, in most images
     top = found.most_important()
@@ -183,9 +184,9 @@ def pattern_concepts():
 
 def test_removing_a_class_top_concept_costs_the_class_most(pattern_concepts):
     """Over fresh images: removing its class's top concept from the activation drops an image's
-    class logit more than removing any other concept, in at least 90 % of them (measured 92 %), and
-    removing its most important concept beats removing a random direction with the same
-    coefficients in at least 90 % (measured 100 %)."""
+    class logit more than removing any other concept, in at least 90 % of them (measured 91.5 %), and
+    removing its most important concept beats removing a stand-in with the same coefficients on
+    other channels in at least 90 % (measured 98 %)."""
     found, top, again, labels = pattern_concepts
     assert again.targets[0] == f"logits:{int(labels[0])} ({patterns.CLASSES[int(labels[0])]})"  # the model is right
     drop = again.deletion[torch.arange(len(labels)), top[labels]]
@@ -211,7 +212,8 @@ def test_deletion_and_fidelity_equal_the_network_run_by_hand(pattern_concepts):
         positions = values.permute(0, 2, 3, 1).reshape(-1, values.shape[1])
         weights = coefficients(positions, found.directions).reshape(6, 24, 24, 11).permute(0, 3, 1, 2)
         reconstruction = torch.einsum("nkhw,kc->nchw", weights, found.directions)
-        torch.testing.assert_close(again.kept[:6], logit(reconstruction) / base, atol=1e-4, rtol=1e-3)
+        torch.testing.assert_close(again.target_values[:6], base, atol=1e-4, rtol=1e-3)
+        torch.testing.assert_close(again.kept[:6], logit(reconstruction), atol=1e-4, rtol=1e-3)
         for j in (0, 5):
             removed = values - weights[:, j, None] * found.directions[j][None, :, None, None]
             torch.testing.assert_close(again.deletion[:6, j], base - logit(removed), atol=1e-4, rtol=1e-3)
@@ -220,10 +222,11 @@ def test_deletion_and_fidelity_equal_the_network_run_by_hand(pattern_concepts):
 def test_each_class_is_dominated_by_one_concept(pattern_concepts):
     """Purity: the share of a class's fresh images whose most important concept is the class's top
     concept. NMF shares concepts between similar classes here (the gratings, rings and the
-    checkerboard use the same few), so the checkerboard falls short of 0.8: measured 0.70, 0.83 to
-    1.0 for the other ten, 0.93 on average (with other samples of positions, a second texture class
-    has measured 0.73 to 0.77). By image weight instead of importance the texture classes reach only
-    0.3 to 0.5: the background concepts weigh most everywhere."""
+    checkerboard use the same few), so two classes fall short of 0.8: measured 0.73 (horizontal
+    stripes and the checkerboard), 0.87 to 1.0 for the other nine, 0.92 on average (with other
+    samples of positions the two below 0.8 have been other texture classes, at 0.70 to 0.77). By
+    image weight instead of importance the texture classes reach only 0.3 to 0.5: the background
+    concepts weigh most everywhere."""
     _, top, again, labels = pattern_concepts
     dominant = again.most_important()
     purity = [float((dominant[labels == c] == top[c]).float().mean()) for c in range(11)]

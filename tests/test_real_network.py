@@ -86,12 +86,13 @@ def test_the_stopping_rule_does_not_stop_a_render_still_gaining(mobilenet):
 def test_concepts_of_the_last_stage_matter_more_than_random_directions(mobilenet):
     """Concepts of MobileNetV2's last inverted-residual stage (features.17, 320 channels at 7 x 7,
     shifted: a linear bottleneck goes negative) over the 17 sample photographs: removing an image's
-    most important concept drops its class logit more than removing a random non-negative direction
-    with the same coefficients (measured: in 14 of 17 images, 4.96 against 0.38 on average; error 0.21)."""
+    most important concept drops its class logit more than removing a stand-in with the same
+    coefficients on its direction's weights moved to other channels (measured: in 14 of 17 images,
+    4.96 against 0.96 on average; error 0.21)."""
     before = fingerprint(mobilenet.module)
     found = cnnviz.concepts(mobilenet, "samples", "features.17", k=6, importance_images=17, maps=0)
     assert_untouched(mobilenet.module, before)
     assert found.directions.shape == (6, 320) and bool(found.shift.any()) and found.error < 0.4
     assert "logits:285 (Egyptian cat)" in found.targets  # chelsea, by its predicted class
     check = found.deletion_check()
-    assert check["images"] == 17 and check["beats"] >= 0.75 and check["concept"] > 5 * check["random"]
+    assert check["images"] == 17 and check["beats"] >= 0.75 and check["concept"] > 3 * check["random"]

@@ -181,6 +181,10 @@ class _Finder:
                 break
         if not picked:
             return {"positions": None, "least": None, "shape": None}
+        if all(kept is not None for _, kept in self.kept):  # every position is at hand: a uniform sample of all
+            everything = torch.cat([kept.permute(0, 2, 3, 1).reshape(-1, kept.shape[1]) for _, kept in self.kept])
+            chosen = torch.randperm(len(everything), generator=generator)[:quota]
+            return {"positions": everything[chosen].cpu(), "least": least, "shape": tuple(values.shape[1:])}
         return {"positions": torch.cat(picked)[:quota], "least": least, "shape": tuple(values.shape[1:])}
 
     def _activations(self, inputs: torch.Tensor) -> torch.Tensor:
@@ -386,25 +390,28 @@ def merge_parts(parts: list[dict], fitted: dict, layer: str, o: dict, skipped: l
         fit_error=fitted["fit_error"], exemplar_values=values, exemplar_images=image_index,
         exemplar_positions=positions, exemplar_crops=crops, crop_region=first["region"], maps=first["maps"],
         shown=first["shown"], targets=first["targets"], importance=first["importance"], deletion=first["deletion"],
-        random_deletion=first["random_deletion"], attribution_maps=first["attribution_maps"], kept=first["kept"],
+        random_deletion=first["random_deletion"], attribution_maps=first["attribution_maps"],
+        kept=first["kept"], target_values=first["target_values"],
         settings=settings, skipped=skipped)
 
 
 class _Importance:
     """How much each concept matters to each image's target: gradient x coefficient, the drop when
-    its component is removed (and, as a baseline, a random direction's carrying the coefficients of
-    the image's most important concept), and the target kept when the activation is replaced by
-    its reconstruction. ``k + 3`` passes of the network and one backward pass per batch."""
+    its component is removed (and, as a baseline, the drop when the image's most important concept's
+    coefficients are put on a permutation of its direction's channels), and the target when the
+    activation is replaced by its reconstruction. ``k + 3`` passes of the network and one backward pass per batch."""
 
     def __init__(self, finder: _Finder, directions: torch.Tensor, shift: torch.Tensor):
         self.f, self.directions, self.shift = finder, directions, shift
+        # the baseline of each concept: its own direction's weights on other channels (a fixed random
+        # permutation), so that as much is removed, spread as the concept spreads it, from channels it does not use
         generator = torch.Generator().manual_seed(finder.o["seed"] + 1)
-        random = torch.rand(directions.shape, generator=generator)
-        self.random = random / random.norm(dim=1, keepdim=True)
+        self.random = torch.stack([direction[torch.randperm(len(direction), generator=generator)]
+                                   for direction in directions.cpu()])
         self.count = 0
         self.targets: list[str] = []
         self.rows: dict[str, list[torch.Tensor]] = {"importance": [], "deletion": [], "random_deletion": [], "kept": [],
-                                                    "attribution_maps": []}
+                                                    "target_values": [], "attribution_maps": []}
 
     def add(self, inputs: torch.Tensor, raw: torch.Tensor, per_position: torch.Tensor) -> None:
         units, which, described = _targets(self.f, inputs)
@@ -428,11 +435,12 @@ class _Importance:
             stand_in = coefficient[rows, chosen][:, None] * random[chosen][:, :, None, None]
             random_deletion = base - self._score(inputs, raw - stand_in, units, which)
             reconstruction = torch.einsum("nkhw,kc->nchw", coefficient, directions) - self.shift.to(device)[None, :, None, None]
-            kept = self._score(inputs, reconstruction, units, which) / base
+            kept = self._score(inputs, reconstruction, units, which)
         self.rows["importance"].append(contribution.sum((2, 3)).cpu())
         self.rows["deletion"].append(torch.stack(deletion, 1).cpu())
         self.rows["random_deletion"].append(random_deletion.cpu())
         self.rows["kept"].append(kept.cpu())
+        self.rows["target_values"].append(base.cpu())
         self.rows["attribution_maps"].append(contribution.cpu())
         self.targets += described
         self.count += len(inputs)
@@ -454,6 +462,7 @@ class _Importance:
             return torch.cat(self.rows[name]) if self.rows[name] else torch.zeros(0, *shape)
         return {"targets": self.targets, "importance": rows("importance", (k,)), "deletion": rows("deletion", (k,)),
                 "random_deletion": rows("random_deletion", ()), "kept": rows("kept", ()),
+                "target_values": rows("target_values", ()),
                 "attribution_maps": rows("attribution_maps", (k, *map_size))[:with_maps]}
 
 

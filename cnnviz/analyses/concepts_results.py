@@ -42,12 +42,15 @@ class Concepts(Shows):
             target (summed over positions; what the concepts' components explain to first order).
         deletion: ``I x k``: how much the target drops when the concept's component is removed from
             the layer's activation (the rest of the network run again); ``random_deletion``: ``I``,
-            the same for a random non-negative direction carrying the coefficients of the image's
-            most important concept (a baseline for ``deletion`` at :meth:`most_important`).
+            the same for a stand-in of the image's most important concept: its coefficients on its
+            direction's weights moved to other channels (a fixed random permutation), as much
+            activation removed from channels the concept does not use (a baseline for ``deletion``
+            at :meth:`most_important`).
         attribution_maps: ``M' x k x h x w``: gradient x coefficient at each position, for the
             first images that have both maps and importance.
-        kept: ``I``: the target when the activation is replaced by its reconstruction, as a share of
-            the target itself (fidelity: 1 keeps it all).
+        target_values: ``I``: each image's target as the network computes it; ``kept``: ``I``, the
+            target when the layer's activation is replaced by its reconstruction from the concepts
+            (:attr:`fidelity` compares the two).
         settings: how the concepts were found (k, images fitted on, positions, iterations, seed, ...).
     """
 
@@ -72,6 +75,7 @@ class Concepts(Shows):
     random_deletion: torch.Tensor
     attribution_maps: torch.Tensor
     kept: torch.Tensor
+    target_values: torch.Tensor
     settings: dict = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)
     exemplar_boxes: torch.Tensor | None = None
@@ -83,9 +87,12 @@ class Concepts(Shows):
 
     @property
     def fidelity(self) -> float:
-        """The median share of the target kept when the layer's activation is replaced by its
-        reconstruction from the ``k`` concepts (``nan`` without importance images)."""
-        return float(self.kept.median()) if len(self.kept) else float("nan")
+        """How much of the target the ``k`` concepts keep: the targets with the layer's activation
+        replaced by its reconstruction, summed over the images, over the targets themselves summed
+        (1 keeps it all; a sum, not a per-image ratio, which a target near zero would make wild;
+        ``nan`` without importance images or where the targets sum to zero)."""
+        total = float(self.target_values.sum()) if len(self.target_values) else 0.0
+        return float(self.kept.sum()) / total if total != 0 else float("nan")
 
     def top_channels(self, concept: int, count: int = 5) -> list[tuple[int, float]]:
         """The channels that weigh most in a concept's direction: ``(channel, weight)``, largest first."""
