@@ -94,7 +94,9 @@ def concepts(model, images, layer, *, k: int = DEFAULT_K, score=None, exemplars:
     Inside a ``torch.distributed`` process group (``torchrun``) each process streams its share
     of the images, the factorisation is fitted once on the sampled positions of every share, and
     every process returns the concepts of all the images, in order: the same weights, exemplars
-    and importance as one process expressing those images on those directions. The maps and the
+    and importance as one process expressing those images on those directions. The directions
+    themselves depend a little on the number of processes (each fits on the first ``fit_images``
+    / N images of its share); ``directions=`` an earlier result gives the same ones everywhere. The maps and the
     importance are of the first images of the first share (at most ``maps`` and
     ``importance_images`` of them).
 
