@@ -7,6 +7,7 @@ import math
 import click
 
 from cnnviz.analyses import concepts as analysis
+from cnnviz.analyses.concepts import SIGNED
 from cnnviz.cli.options import echo, model_options, note, several_images
 from cnnviz.cli.options import output_option as _output_option
 from cnnviz.cli.options import wrote as _wrote
@@ -54,6 +55,9 @@ def _score(text: str | None):
               help="The first images whose importance, deletion and fidelity are measured (each costs k + 3 passes and a backward pass).")
 @click.option("--fit-images", type=click.IntRange(min=1), default=_default("fit_images"), show_default=True,
               help="The first images whose positions the concepts are fitted on (every image is then expressed on them).")
+@click.option("--signed", type=click.Choice(SIGNED), default=_default("signed"), show_default=True,
+              help="A layer that goes negative: split (its positive and negative parts side by side; a direction "
+                   "is the positive part less the negative) or shift (each channel raised by its least value).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=_default("batch_size"), show_default=True)
 @click.option("--seed", type=int, default=_default("seed"), show_default=True,
               help="The seed of the sampled positions, the random baseline and the renders.")
@@ -63,8 +67,8 @@ def _score(text: str | None):
 @click.option("--workers", type=click.IntRange(min=0), default=_default("workers"), show_default=True,
               help="Processes decoding the image files while the model runs (0: the command's own).")
 @_output_option
-def concepts(loaded, images, layer, k, score, exemplars, importance_images, fit_images, batch_size, seed, steps,
-             no_renders, workers, output) -> None:
+def concepts(loaded, images, layer, k, score, exemplars, importance_images, fit_images, signed, batch_size, seed,
+             steps, no_renders, workers, output) -> None:
     """Concepts: a layer's activations over images as k non-negative directions.
 
     Every position of every image is a vector of the layer's channels;
@@ -97,7 +101,7 @@ def concepts(loaded, images, layer, k, score, exemplars, importance_images, fit_
         desc = "concepts" if size == 1 else f"concepts ({size} ranks)"
         with tqdm(total=total, unit="image", desc=desc, disable=None if rank == 0 else True, leave=False) as bar:
             result = cnnviz.concepts(loaded, images, layer, k=k, score=_score(score), exemplars=exemplars,
-                                     importance_images=importance_images, fit_images=fit_images,
+                                     importance_images=importance_images, fit_images=fit_images, signed=signed,
                                      batch_size=batch_size, seed=seed, progress=bar.update, workers=workers)
         renders = {} if no_renders else _renders(loaded, result, steps, seed, rank)
         if rank != 0:

@@ -124,7 +124,7 @@ def main() -> None:
         progress.clear()
         found = cnnviz.concepts(model, "samples", "features.10", progress=progress.append, **CONCEPTS)
         torch.save({"directions": found.directions, "weights": found.image_weights, "images": found.images,
-                    "importance": found.importance, "exemplars": found.exemplar_images, "error": found.error, "shift": found.shift,
+                    "importance": found.importance, "exemplars": found.exemplar_images, "error": found.error, "shift": found.shift, "factors": found.factors, "signed": found.signed,
                     "progress": sum(progress)}, out / f"concepts.rank{rank}.pt")
         stages: dict = {}
         site = cnnviz.gallery(model, "samples", "features.3", output=out / "gallery", progress=recorder(stages), **GALLERY)

@@ -127,21 +127,27 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path, args, fragment):
 
 def test_a_model_we_did_not_write_with_negative_activations(tmp_path):
     """SiLU, GELU and Hardswish, no declared preprocessing: the layer goes negative, so the concepts
-    are of the shifted activations; the command says so in concepts.json and the model is untouched."""
+    are of its positive and negative parts side by side (--signed shift: of the shifted activations);
+    the command says so in concepts.json and the model is untouched."""
     out = tmp_path / "out"
     result = invoke("concepts", "-m", f"{FACTORY}:smooth", "-i", "sample:chelsea", "-i", "sample:coffee",
-                    "-l", "features.3", "-k", "2", "--steps", "4", "--importance-images", "1", "-o", str(out))
+                    "-l", "features.3", "-k", "2", "--steps", "4", "--importance-images", "1", "--signed", "shift",
+                    "-o", str(out))
     assert result.exit_code == 0, result.stderr
     summary = json.loads((out / "concepts.json").read_text())
-    assert summary["shift"] is not None and min(summary["shift"]) >= 0 and max(summary["shift"]) > 0
+    assert summary["signed"] == "shift" and min(summary["shift"]) >= 0 and max(summary["shift"]) > 0
     assert len(summary["directions"]) == 2 and len(summary["directions"][0]) == 16
     assert (out / "concept_1_features.3.png").exists() and "preprocessing" in result.stderr  # assumed: a note
     model = foreign_models.smooth()
     before = fingerprint(model)
-    found = cnnviz.concepts(model, ["sample:chelsea", "sample:coffee"], "features.3", k=2, importance_images=1)
+    found = cnnviz.concepts(model, ["sample:chelsea", "sample:coffee"], "features.3", k=2, importance_images=1,
+                            signed="shift")
     assert_untouched(model, before)
     shift = torch.tensor(summary["shift"])
     assert torch.allclose(found.shift, shift, atol=1e-5) and found.image_weights.min() >= 0
+    split = cnnviz.concepts(model, ["sample:chelsea", "sample:coffee"], "features.3", k=2, importance_images=1)
+    assert_untouched(model, before)
+    assert split.signed == "split" and split.factors.shape == (2, 32) and bool((split.directions < 0).any())
     report = cnnviz.reports.concepts(found)
     assert [item.file for item in report.items] == ["concepts_features.3.png", "concept_maps_features.3.png"]
 

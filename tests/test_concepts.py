@@ -53,7 +53,8 @@ def test_every_image_weighs_on_every_concept_and_the_parts_add_up(photos, found)
     assert found.images[:2] == ["sample:astronaut", "sample:brick"] and len(found.images) == 17
     assert bool((found.directions >= 0).all()) and torch.allclose(found.directions.norm(dim=1), torch.ones(4))
     assert bool((found.image_weights >= 0).all())
-    assert found.shift.shape == (64,) and not bool(found.shift.any())  # a ReLU's output needs no shift
+    assert found.signed == "none" and not bool(found.shift.any())  # a ReLU's output is factorised as it is
+    assert torch.equal(found.factors, found.directions)
     # the concepts are ordered by the activation they explain; with the residual they make the whole
     assert bool((found.share[:-1] >= found.share[1:]).all()) and abs(float(found.share.sum()) - 1) < 0.05
     # four concepts of a 64-channel ReLU layer leave much unexplained (measured 0.67); the error over
@@ -131,16 +132,33 @@ def test_an_earlier_results_directions_express_new_images(photos, found):
         cnnviz.concepts(photos, "sample:chelsea", "features.13", directions=found)
 
 
-def test_a_layer_that_goes_negative_is_shifted(photos):
-    """A batch normalisation's output (before its ReLU) is negative in places: shifted by its least
-    value over the images fitted on, so that the factorisation is of non-negative vectors."""
-    found = cnnviz.concepts(photos, ["sample:chelsea", "sample:coffee", "sample:astronaut"], "features.18", k=3,
-                            importance_images=2, maps=1)
-    assert bool((found.shift > 0).any()) and bool((found.shift >= 0).all())
+def test_a_layer_that_goes_negative_is_split_or_shifted(photos):
+    """A batch normalisation's output (before its ReLU) is negative in places. By default each
+    vector's positive and negative parts are factorised side by side, and a direction is the
+    positive part less the negative one; with signed="shift", each channel is raised by its least
+    value over the images fitted on, and the directions stay non-negative."""
+    images = ["sample:chelsea", "sample:coffee", "sample:astronaut"]
     values = cnnviz.capture(photos, cnnviz.inputs.prepare(cnnviz.samples.image("chelsea"), photos.preprocessing),
                             "features.18")["features.18"]
-    assert float(values.min()) < 0 and float((values + found.shift[None, :, None, None]).min()) >= -1e-5
-    assert found.error < 0.6
+    assert float(values.min()) < 0
+    split = cnnviz.concepts(photos, images, "features.18", k=3, importance_images=2, maps=1)
+    assert split.signed == "split" and not bool(split.shift.any())
+    assert split.factors.shape == (3, 128) and bool((split.factors >= 0).all())
+    torch.testing.assert_close(split.directions, split.factors[:, :64] - split.factors[:, 64:])
+    assert bool((split.directions < 0).any()) and split.error < 0.7
+    # the coefficients of chelsea's positions, on the factors, rebuild its activation less the residual
+    positions = values.permute(0, 2, 3, 1).reshape(-1, 64)
+    weights = coefficients(torch.cat([positions.clamp_min(0), (-positions).clamp_min(0)], 1), split.factors)
+    torch.testing.assert_close(weights.mean(0), split.image_weights[0], atol=1e-4, rtol=1e-3)
+    assert float((positions - weights @ split.directions).norm() / positions.norm()) < 0.8
+    shifted = cnnviz.concepts(photos, images, "features.18", k=3, importance_images=2, maps=1, signed="shift")
+    assert shifted.signed == "shift" and bool((shifted.shift > 0).any()) and bool((shifted.shift >= 0).all())
+    assert torch.equal(shifted.directions, shifted.factors) and bool((shifted.directions >= 0).all())
+    assert float((values + shifted.shift[None, :, None, None]).min()) >= -1e-5
+    # a layer that is never negative is factorised as it is, whatever signed says
+    assert cnnviz.concepts(photos, images, "features.19", k=2, importance_images=0, signed="shift").signed == "none"
+    with pytest.raises(cnnviz.CnnvizError, match="signed takes split or shift, not 'both'"):
+        cnnviz.concepts(photos, images, "features.18", signed="both")
 
 
 def test_bad_input_is_one_line_and_the_model_is_untouched(photos, tmp_path):

@@ -202,7 +202,8 @@ def test_every_rank_gets_one_process_statistics(photos, folder, tmp_path, proces
     assert shared[0]["images"] == [f"sample:{name}" for name in cnnviz.samples.names()]
     assert [one["progress"] for one in shared] == [len(cnnviz.samples.names())] + [0] * (processes - 1)
     fitted = cnnviz.concepts(photos, "samples", "features.10", **CONCEPTS)
-    fitted.directions, fitted.shift = shared[0]["directions"], shared[0]["shift"]  # the group's
+    for key in ("directions", "shift", "factors", "signed"):  # the group's
+        setattr(fitted, key, shared[0][key])
     alone = cnnviz.concepts(photos, "samples", "features.10", directions=fitted, **CONCEPTS)
     torch.testing.assert_close(shared[0]["weights"], alone.image_weights, atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(shared[0]["importance"], alone.importance, atol=1e-4, rtol=1e-3)

@@ -84,15 +84,15 @@ def test_the_stopping_rule_does_not_stop_a_render_still_gaining(mobilenet):
 
 
 def test_concepts_of_the_last_stage_matter_more_than_random_directions(mobilenet):
-    """Concepts of MobileNetV2's last inverted-residual stage (features.17, 320 channels at 7 x 7,
-    shifted: a linear bottleneck goes negative) over the 17 sample photographs: removing an image's
+    """Concepts of MobileNetV2's last inverted-residual stage (features.17, 320 channels at 7 x 7;
+    a linear bottleneck goes negative: its parts are split) over the 17 sample photographs: removing an image's
     most important concept drops its class logit more than removing a stand-in with the same
-    coefficients on its direction's weights moved to other channels (measured: in 14 of 17 images,
-    4.96 against 0.96 on average; error 0.21)."""
+    coefficients on its direction's weights moved to other channels (measured: in 17 of 17 images,
+    5.13 against 0.18 on average; error 0.69: six concepts of 320 channels)."""
     before = fingerprint(mobilenet.module)
     found = cnnviz.concepts(mobilenet, "samples", "features.17", k=6, importance_images=17, maps=0)
     assert_untouched(mobilenet.module, before)
-    assert found.directions.shape == (6, 320) and bool(found.shift.any()) and found.error < 0.4
+    assert found.directions.shape == (6, 320) and found.signed == "split" and found.error < 0.75
     assert "logits:285 (Egyptian cat)" in found.targets  # chelsea, by its predicted class
     check = found.deletion_check()
-    assert check["images"] == 17 and check["beats"] >= 0.75 and check["concept"] > 3 * check["random"]
+    assert check["images"] == 17 and check["beats"] >= 0.9 and check["concept"] > 5 * check["random"]

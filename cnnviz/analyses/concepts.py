@@ -22,17 +22,18 @@ Example::
 
     >>> import cnnviz
     >>> loaded = cnnviz.load_model("builtin:photos")
-    >>> found = cnnviz.concepts(loaded, "samples", "features.18", k=4, importance_images=4)
+    >>> found = cnnviz.concepts(loaded, "samples", "features.19", k=4, importance_images=4)
     >>> found.directions.shape, found.image_weights.shape     # k x C, N x k
     (torch.Size([4, 64]), torch.Size([17, 4]))
-    >>> bool(found.error < 0.6), bool(abs(float(found.share.sum()) - 1) < 0.05)
-    (True, True)
+    >>> found.signed, round(found.error, 2)                   # a ReLU's output, as it is; the error left
+    ('none', 0.67)
 """
 from __future__ import annotations
 
 import contextlib
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 
@@ -50,6 +51,7 @@ from cnnviz.inputs.batches import image_batches, names, no_images_message, shard
 from cnnviz.inputs.images import display_image
 
 DEFAULT_K = 8
+SIGNED = ("split", "shift")  # how a layer that goes negative is made non-negative
 FIT_IMAGES = 128          # images whose positions the factorisation is fitted on (the first ones)
 FIT_POSITIONS = 40_000    # positions sampled from them, at most
 IMPORTANCE_IMAGES = 32    # images whose importance, deletion and fidelity are measured (the first ones)
@@ -62,8 +64,8 @@ KEPT_ACTIVATIONS = 256 << 20  # bytes of the first images' activations kept for 
 def concepts(model, images, layer, *, k: int = DEFAULT_K, score=None, exemplars: int = EXEMPLARS,
              maps: int = MAPS, importance_images: int = IMPORTANCE_IMAGES, fit_images: int = FIT_IMAGES,
              fit_positions: int = FIT_POSITIONS, iterations: int = FIT_ITERATIONS, batch_size: int = 32,
-             seed: int = 0, directions: Concepts | None = None, progress: Callable[[int], object] | None = None,
-             workers: int = 0) -> Concepts:
+             seed: int = 0, signed: str = "split", directions: Concepts | None = None,
+             progress: Callable[[int], object] | None = None, workers: int = 0) -> Concepts:
     """Factorise a layer's activations over ``images`` into ``k`` non-negative concepts.
 
     Args:
@@ -81,7 +83,13 @@ def concepts(model, images, layer, *, k: int = DEFAULT_K, score=None, exemplars:
         fit_positions: positions sampled from those, at most.
         iterations: iterations of the factorisation.
         batch_size: images per forward pass.
-        seed: the seed of the sampled positions and of the random baseline directions.
+        seed: the seed of the sampled positions and of the baselines' permutations.
+        signed: for a layer whose activations go negative (a convolution before its ReLU, a linear
+            bottleneck, GELU): ``"split"`` factorises each vector's positive and negative parts side
+            by side (2C non-negative channels; a concept's direction is then the positive part less
+            the negative one), ``"shift"`` adds each channel's least value over the images fitted on
+            (the directions stay non-negative, but a large offset shared by every vector can take
+            the first concepts). A layer that is never negative is factorised as it is.
         directions: the :class:`Concepts` of an earlier call on the same layer: these images are
             expressed on its directions (and shift) instead of fitting new ones (concepts found
             on a dataset, applied to new images).
@@ -126,7 +134,9 @@ def concepts(model, images, layer, *, k: int = DEFAULT_K, score=None, exemplars:
             raise CnnvizError(f"these concepts are of {directions.layer}, not {ref.layer_text}: give layer="
                               f"{directions.layer!r} or find concepts of {ref.layer_text} first")
         k = directions.k
-    options = dict(given=directions, k=k, score=score, exemplars=exemplars, maps=maps, importance_images=importance_images,
+    if signed not in SIGNED:
+        raise CnnvizError(f"signed takes {' or '.join(SIGNED)}, not {signed!r}")
+    options = dict(given=directions, signed=signed, k=k, score=score, exemplars=exemplars, maps=maps, importance_images=importance_images,
                    fit_images=fit_images, fit_positions=fit_positions, iterations=iterations, batch_size=batch_size,
                    seed=seed, workers=workers)
     with gradients_on(model):
@@ -216,14 +226,18 @@ class _Finder:
             if given.directions.shape[1] != found[0]["shape"][0]:
                 raise CnnvizError(f"these concepts have {given.directions.shape[1]} channels, but {self.ref.layer_text} "
                                   f"has {found[0]['shape'][0]} here: they were found on another model")
-            return {"directions": given.directions, "shift": given.shift, "fit_error": given.fit_error,
-                    "shape": found[0]["shape"], "positions": 0}
+            return {"space": _Space(given.signed, given.shift), "factors": given.factors,
+                    "directions": given.directions, "fit_error": given.fit_error, "shape": found[0]["shape"],
+                    "positions": 0}
         positions = torch.cat([one["positions"] for one in found])
         least = torch.stack([one["least"] for one in found]).amin(0)
-        shift = (-least).clamp_min(0)  # a layer that goes negative is shifted to be non-negative
-        fit = factorise(positions + shift, self.o["k"], self.o["iterations"])
-        return {"directions": fit.directions, "shift": shift, "fit_error": fit.error, "shape": found[0]["shape"],
-                "positions": len(positions)}
+        if bool((least >= 0).all()):
+            space = _Space("none", torch.zeros_like(least))
+        else:  # a layer that goes negative: its parts side by side, or shifted
+            space = _Space(self.o["signed"], (-least).clamp_min(0) if self.o["signed"] == "shift" else torch.zeros_like(least))
+        fit = factorise(space.features(positions), self.o["k"], self.o["iterations"])
+        return {"space": space, "factors": fit.directions, "directions": space.signed(fit.directions),
+                "fit_error": fit.error, "shape": found[0]["shape"], "positions": len(positions)}
 
     # -- the second phase: every image on the directions ----------------------------------------------
 
@@ -269,12 +283,36 @@ class _Finder:
         return found.masked_fill((result.exemplar_images < 0)[..., None], -1)
 
 
+@dataclass(frozen=True)
+class _Space:
+    """How a layer's activation vectors become the non-negative vectors factorised, and back:
+    ``none`` (never negative: as they are), ``shift`` (plus each channel's least value) or
+    ``split`` (positive and negative parts side by side)."""
+
+    mode: str
+    shift: torch.Tensor
+
+    def features(self, positions: torch.Tensor) -> torch.Tensor:
+        """n x C activation vectors -> the non-negative vectors factorised (n x C, or n x 2C split)."""
+        if self.mode == "split":
+            return torch.cat([positions.clamp_min(0), (-positions).clamp_min(0)], dim=1)
+        return (positions + self.shift.to(positions.device)).clamp_min(0)
+
+    def signed(self, factors: torch.Tensor) -> torch.Tensor:
+        """The factorisation's directions in the layer's own channels (``k x C``): a concept's
+        component of an activation vector is its coefficient times this (less the shift, once)."""
+        if self.mode == "split":
+            channels = factors.shape[1] // 2
+            return factors[:, :channels] - factors[:, channels:]
+        return factors
+
+
 class _Part:
     """The running results of one share's images."""
 
     def __init__(self, finder: _Finder, fitted: dict):
         self.f, self.o = finder, finder.o
-        self.directions, self.shift = fitted["directions"], fitted["shift"]
+        self.space, self.factors, self.directions = fitted["space"], fitted["factors"], fitted["directions"]
         channels, height, width = fitted["shape"]
         k, exemplars = self.o["k"], self.o["exemplars"]
         self.map_size = (height, width)
@@ -292,23 +330,22 @@ class _Part:
         self.top_crops: torch.Tensor | None = None
         self.maps: list[torch.Tensor] = []
         self.shown: list[torch.Tensor] = []
-        self.importance = _Importance(finder, self.directions, self.shift)
+        self.importance = _Importance(finder, self.directions, self.space)
 
     def add(self, batch, raw: torch.Tensor | None = None) -> None:
         inputs = batch.inputs
         raw = self.f._activations(inputs) if raw is None else raw
-        values = raw + self.shift.to(raw.device)[None, :, None, None]
-        n, channels, height, width = values.shape
+        n, channels, height, width = raw.shape
         if (height, width) != self.map_size:
             raise CnnvizError(f"{self.f.ref.layer_text} changed its map size between images ({self.map_size} and "
                               f"{(height, width)}): give images of one size")
-        positions = values.clamp_min(0).permute(0, 2, 3, 1).reshape(-1, channels)
-        directions = self.directions.to(positions.device)
-        coefficients_ = coefficients(positions, directions)
-        reconstruction = coefficients_ @ directions
+        positions = self.space.features(raw.permute(0, 2, 3, 1).reshape(-1, channels))
+        factors = self.factors.to(positions.device)
+        coefficients_ = coefficients(positions, factors)
+        reconstruction = coefficients_ @ factors
         self.squared_error += float(((positions - reconstruction) ** 2).sum())
         self.squared_total += float((positions ** 2).sum())
-        self.explained += (coefficients_.sum(0) * directions.sum(1)).double().cpu()
+        self.explained += (coefficients_.sum(0) * factors.sum(1)).double().cpu()
         self.total += float(positions.sum())
         per_position = coefficients_.reshape(n, height, width, -1).permute(0, 3, 1, 2).cpu()  # n x k x h x w
         self.weights.append(per_position.mean((2, 3)))
@@ -386,7 +423,8 @@ def merge_parts(parts: list[dict], fitted: dict, layer: str, o: dict, skipped: l
                     solver="HALS from NNDSVDa (cnnviz.analyses.concepts_nmf)")
     return Concepts(
         layer=layer, directions=fitted["directions"].cpu(), image_weights=torch.cat([part["weights"] for part in parts]),
-        images=names([name for part in parts for name in part["names"]]), shift=fitted["shift"].cpu(),
+        images=names([name for part in parts for name in part["names"]]), shift=fitted["space"].shift.cpu(),
+        signed=fitted["space"].mode, factors=fitted["factors"].cpu(),
         share=(explained / total).float() if total > 0 else torch.zeros(k),
         error=math.sqrt(sum(part["squared_error"] for part in parts) / squared_total) if squared_total > 0 else 0.0,
         fit_error=fitted["fit_error"], exemplar_values=values, exemplar_images=image_index,
@@ -403,8 +441,8 @@ class _Importance:
     coefficients are put on a permutation of its direction's channels), and the target when the
     activation is replaced by its reconstruction. ``k + 3`` passes of the network and one backward pass per batch."""
 
-    def __init__(self, finder: _Finder, directions: torch.Tensor, shift: torch.Tensor):
-        self.f, self.directions, self.shift = finder, directions, shift
+    def __init__(self, finder: _Finder, directions: torch.Tensor, space: _Space):
+        self.f, self.directions, self.space = finder, directions, space
         # the baseline of each concept: its own direction's weights on other channels (a fixed random
         # permutation), so that as much is removed, spread as the concept spreads it, from channels it does not use
         generator = torch.Generator().manual_seed(finder.o["seed"] + 1)
@@ -436,7 +474,8 @@ class _Importance:
             rows = torch.arange(len(chosen), device=device)
             stand_in = coefficient[rows, chosen][:, None] * random[chosen][:, :, None, None]
             random_deletion = base - self._score(inputs, raw - stand_in, units, which)
-            reconstruction = torch.einsum("nkhw,kc->nchw", coefficient, directions) - self.shift.to(device)[None, :, None, None]
+            reconstruction = (torch.einsum("nkhw,kc->nchw", coefficient, directions)
+                              - self.space.shift.to(device)[None, :, None, None])
             kept = self._score(inputs, reconstruction, units, which)
         self.rows["importance"].append(contribution.sum((2, 3)).cpu())
         self.rows["deletion"].append(torch.stack(deletion, 1).cpu())

@@ -19,7 +19,13 @@ class Concepts(Shows):
 
     Attributes:
         layer: the layer (its reference, as :func:`cnnviz.layer_ref` writes it).
-        directions: ``k x C``, each of unit length: a concept's direction in channel space.
+        directions: ``k x C``: a concept's direction in channel space (of unit length, non-negative,
+            for a layer that is never negative or ``signed="shift"``; for ``signed="split"`` its
+            positive part less its negative part, where a negative weight means the concept lowers
+            that channel).
+        factors: what was factorised: ``k x C``, or ``k x 2C`` (positive parts, then negative ones)
+            for ``signed="split"``; each of unit length and non-negative.
+        signed: ``"none"`` (the layer is never negative), ``"split"`` or ``"shift"``.
         image_weights: ``N x k``: every image's weight on every concept (its mean coefficient
             over the positions of the image).
         images: the images' names (files, ``sample:NAME``, ``image K``), in order.
@@ -56,6 +62,8 @@ class Concepts(Shows):
 
     layer: str
     directions: torch.Tensor
+    factors: torch.Tensor
+    signed: str
     image_weights: torch.Tensor
     images: list[str]
     shift: torch.Tensor
@@ -95,9 +103,11 @@ class Concepts(Shows):
         return float(self.kept.sum()) / total if total != 0 else float("nan")
 
     def top_channels(self, concept: int, count: int = 5) -> list[tuple[int, float]]:
-        """The channels that weigh most in a concept's direction: ``(channel, weight)``, largest first."""
-        weights, channels = torch.sort(self.directions[concept], descending=True)
-        return [(int(c), float(w)) for c, w in zip(channels[:count], weights[:count])]
+        """The channels that weigh most in a concept's direction: ``(channel, weight)``, the largest
+        weights first (by size: a negative weight, for ``signed="split"``, weighs too)."""
+        direction = self.directions[concept]
+        channels = torch.argsort(direction.abs(), descending=True)[:count]
+        return [(int(c), float(direction[c])) for c in channels]
 
     def dominant(self) -> torch.Tensor:
         """Each image's concept with the largest weight (``N``)."""
@@ -133,6 +143,7 @@ class Concepts(Shows):
             "images": [{"image": name, "weights": [round(float(w), 6) for w in weights]}
                        for name, weights in zip(self.images, self.image_weights)],
             "directions": [[round(float(v), 6) for v in direction] for direction in self.directions],
+            "signed": self.signed,
             "shift": [round(float(v), 6) for v in self.shift] if bool(self.shift.any()) else None,
             "error": round(self.error, 6),
             "fit_error": round(self.fit_error, 6),
