@@ -45,18 +45,23 @@ GALLERY = GallerySettings()  # the one source of the defaults below
               help=help_of(GallerySettings, "dream_octaves"))
 @click.option("--dream-steps", "--dream-iterations", "dream_steps", type=click.IntRange(min=1), default=GALLERY.dream_steps,
               show_default=True, help=help_of(GallerySettings, "dream_steps") + " (--dream-iterations: its old name)")
+@click.option("--concepts-k", type=click.IntRange(min=1), default=GALLERY.concepts_k, show_default=True,
+              help=help_of(GallerySettings, "concepts_k"))
+@click.option("--concept-layers", default=GALLERY.concept_layers, metavar="REF[,REF...]|0",
+              help=help_of(GallerySettings, "concept_layers"))
 @click.option("--seed", type=int, default=GALLERY.seed, show_default=True, help=help_of(GallerySettings, "seed"))
 @click.option("--force", is_flag=True, help="Redo every figure, even those whose inputs and settings are unchanged.")
 @click.option("--output", "-o", default="cnnviz-gallery", show_default=True, metavar="DIR")
 def gallery(loaded, images, layers, max_channels, unit_renders, diverse, exemplars, steps, class_steps, max_classes,
-            activation_images, attribution_images, classes, methods, dream_image, dream_octaves, dream_steps, seed,
-            force, output) -> None:
+            activation_images, attribution_images, classes, methods, dream_image, dream_octaves, dream_steps,
+            concepts_k, concept_layers, seed, force, output) -> None:
     """Write a static HTML gallery of a model: an index with the hierarchy
     of renders from shallow to deep and the layer table, a page per layer (a
     grid of its units, activations, kernels, statistics, Deep Dream), a page
     per unit (its renders against the real images, its dataset examples with
     the receptive field marked, its distribution, maps, kernel and strongest
-    connections), a page of attributions and one of classes, manifest.json.
+    connections), a page of attributions and one of classes, a page of
+    concepts for the last two layers with spatial maps, manifest.json.
 
     Open DIR/index.html in a browser (no server needed). A re-run reuses
     every figure whose model, images and settings are unchanged, so an
@@ -94,7 +99,8 @@ def gallery(loaded, images, layers, max_channels, unit_renders, diverse, exempla
                 class_steps=class_steps, max_classes=classes_shown, activation_images=activation_images,
                 attribution_images=attribution_images, methods=tuple(m.strip() for m in methods.split(",") if m.strip()),
                 classes=tuple(c.strip() for c in classes.split(",") if c.strip()), dream_image=dream_image,
-                dream_octaves=dream_octaves, dream_steps=dream_steps, seed=seed,
+                dream_octaves=dream_octaves, dream_steps=dream_steps, concepts_k=concepts_k,
+                concept_layers=_layer_list(concept_layers), seed=seed,
             )
     finally:
         for bar in bars:
@@ -116,3 +122,11 @@ def _units(text: str, option: str):
     if value.isdigit():
         return None if option == "--max-channels" and int(value) == 0 else int(value)
     raise click.BadParameter(f"{text!r} is not a number of units, auto or all", param_hint=option)
+
+
+def _layer_list(text: str | None):
+    """``--concept-layers``: ``None`` (the default layers), ``0`` or ``none`` (no concepts page) or layer names."""
+    if text is None:
+        return None
+    names = tuple(part.strip() for part in text.split(",") if part.strip())
+    return () if not names or names in (("0",), ("none",)) else names

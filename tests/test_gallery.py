@@ -35,12 +35,13 @@ ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = Path(os.environ.get("CNNVIZ_TEST_ARTIFACTS", ROOT / "test-artifacts"))
 SMALL = {"max_channels": 2, "unit_renders": 1, "diverse": 2, "exemplars": 3, "steps": 4, "class_steps": 4,
          "max_classes": 3, "activation_images": 2, "attribution_images": 3, "methods": ("gradient", "gradcam"),
-         "dream_octaves": 1, "dream_steps": 2}
+         "dream_octaves": 1, "dream_steps": 2, "concepts_k": 3}
 SMALL_CLI = ["--layer", "features.0,features.10", "--max-channels", "2", "--unit-renders", "1", "--diverse", "2",
              "--exemplars", "3", "--steps", "4", "--class-steps", "4",
              "--max-classes", "3", "--activation-images", "2", "--attribution-images", "3",
-             "--methods", "gradient,gradcam", "--dream-octaves", "1", "--dream-steps", "2"]
-JOBS = 15  # statistics, kernels x 2, activations x 2, maximize x 2, renders x 2, units x 2, dream x 2, attributions, classes
+             "--methods", "gradient,gradcam", "--dream-octaves", "1", "--dream-steps", "2", "--concepts-k", "3"]
+JOBS = 17  # statistics, kernels x 2, activations x 2, maximize x 2, renders x 2, units x 2, concepts x 2, dream x 2,
+# attributions, classes
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +102,8 @@ def test_pages_manifest_and_figures(built, photo_folder):
     manifest = json.loads((output / "manifest.json").read_text())
     kinds = {figure["kind"] for figure in manifest["figures"]}
     assert kinds == {"kernels", "input", "activation_map", "histograms", "channel_statistics", "maximize", "exemplars",
-                     "bottom_exemplars", "kernel", "dream", "attributions", "class"}
+                     "bottom_exemplars", "kernel", "dream", "attributions", "class", "concepts", "concept_render",
+                     "concept_exemplars", "concept_maps"}
     assert manifest["images"]["count"] == 4 and manifest["images"]["skipped"] == [str(photo_folder / "notes.txt")]
     for figure in manifest["figures"]:
         assert (output / figure["file"]).is_file() and (output / figure["thumbnail"]).is_file()
@@ -134,7 +136,7 @@ def test_pages_manifest_and_figures(built, photo_folder):
 def test_every_link_and_image_resolves_with_relative_paths(built):
     _, site, output, _ = built
     pages = sorted(output.rglob("*.html"))
-    assert len(pages) == 5 + len(site.units)
+    assert len(pages) == 7 + len(site.units)  # index, 2 layers, attributions, classes, 2 of concepts
     index = (output / "index.html").read_text()
     assert "receptive field" in index and "<td>5 /1 @-2</td>" in index  # features.3's, in the layer table
     for page in pages:
@@ -293,7 +295,7 @@ def test_reruns_reuse_what_has_not_changed(built, photo_folder):
     assert again.done == 0 and again.reused == JOBS
     assert snapshot(output) == before
     changed = cnnviz.gallery(photos, str(photo_folder), ["features.0", "features.10"], output=output, **{**SMALL, "steps": 5})
-    assert changed.done == 4 and changed.reused == JOBS - 4  # only the units' renders depend on steps
+    assert changed.done == 6 and changed.reused == JOBS - 6  # only the units' and the concepts' renders depend on steps
     forced = cnnviz.gallery(photos, str(photo_folder), ["features.0", "features.10"], output=output, force=True, **SMALL)
     assert forced.done == JOBS and forced.reused == 0
     assert snapshot(output) == before  # deterministic: the same settings give the same bytes
@@ -425,7 +427,7 @@ def check_in_a_browser(output: Path, pages: list[str], profile: Path) -> None:
 def test_a_browser_shows_every_page_whole(built, tmp_path):
     _, site, output, _ = built
     pages = sorted(str(p.relative_to(output)) for p in output.rglob("*.html"))
-    assert len(pages) == 5 + len(site.units)
+    assert len(pages) == 7 + len(site.units)
     check_in_a_browser(output, pages, tmp_path / "profile")
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     for page in ("index.html", "layer-features.10.html", str(site.units[-1].relative_to(output))):
@@ -543,8 +545,8 @@ def test_what_a_rerun_redoes_and_awkward_names(tmp_path):
     assert "&lt;b&gt;" in (output / "layer-features.0.html").read_text()
     before = snapshot(output)
     # one image changes: its activations, the statistics (and the exemplars made from them), the
-    # attributions and the renders (each compared with the images, and stopped by that) are redone,
-    # nothing else: the kernels, the other images' activations and Deep Dream of the first image
+    # attributions, the renders (each compared with the images, and stopped by that) and the concepts
+    # (found over the images) are redone, nothing else: the kernels, the other images' activations and Deep Dream of the first image
     records = {path.name: path.stat().st_mtime_ns for path in (output / ".cnnviz").glob("*.json")}
     Image.fromarray(np.zeros((40, 40, 3), dtype=np.uint8)).save(folder / names[0])
     second = cnnviz.gallery(loaded, str(folder), output=output, **settings)
@@ -552,8 +554,9 @@ def test_what_a_rerun_redoes_and_awkward_names(tmp_path):
     changed = {path for path in after if after[path] != before.get(path)}
     redone = sorted(json.loads((output / ".cnnviz" / name).read_text())["job"].split(" ")[0]
                     for name, when in records.items() if (output / ".cnnviz" / name).stat().st_mtime_ns != when)
-    assert redone == ["activations", "attributions", "maximize", "maximize", "statistics", "units", "units"], redone
-    assert second.done == 7 and any("/maps/" in path for path in changed)
+    assert redone == ["activations", "attributions", "concepts", "concepts", "maximize", "maximize", "statistics", "units",
+                      "units"], redone
+    assert second.done == 9 and any("/maps/" in path for path in changed)
     assert not any("kernels" in path or "dream" in path for path in changed)
     # the architecture changes (no weight does): everything is redone
     model.features[0].padding = (0, 0)

@@ -20,13 +20,17 @@ from cnnviz.models import load_model
 from cnnviz.site import pages
 from cnnviz.site.choice import UnitChoice, choose_units, rendered_classes
 from cnnviz.site.classes import attributions_job, classes_job
+from cnnviz.site.concepts import concept_count, concepts_job, importance_images, job_size
 from cnnviz.site.jobs import (
     activations_job, dream_job, kernels_job, maximize_job, renders_job, statistics_job, units_job,
 )
 from cnnviz.site.plan import GalleryPlan, plan_gallery
 from cnnviz.site.records import images_key, remove_partial_files
 from cnnviz.core.settings import renamed
-from cnnviz.site.settings import IMAGES_PER_ATTRIBUTION_FIGURE, KERNEL_FIGURE_UNITS, GallerySettings, ProgressFactory
+from cnnviz.site.settings import (
+    CONCEPT_MAP_IMAGES, CONCEPT_TOP_CHANNELS, CONCEPT_USES, IMAGES_PER_ATTRIBUTION_FIGURE, KERNEL_FIGURE_UNITS,
+    GallerySettings, ProgressFactory,
+)
 from cnnviz.site.stages import Job, StageRunner
 
 
@@ -135,7 +139,8 @@ def gallery(
     except TypeError as error:
         raise CnnvizError(f"{error}; the settings are: {', '.join(GallerySettings.__dataclass_fields__)}") from None
     methods = settings.methods
-    settings = replace(settings, methods=(methods,) if isinstance(methods, str) else tuple(methods))
+    settings = replace(settings, methods=(methods,) if isinstance(methods, str) else tuple(methods),
+                       concept_layers=_layer_names(settings.concept_layers))
     settings.check()
     loaded = model if isinstance(model, LoadedModel) else (
         load_model(model) if isinstance(model, str) else LoadedModel(model, preprocessing_of(model), spec=type(model).__name__)
@@ -151,6 +156,17 @@ def gallery(
         # file and class names go into figure titles as they are: a '$' is text, not mathematics
         with matplotlib.rc_context({"text.parse_math": False}):
             return _build(plan, settings, StageRunner(plan, settings, work, force, progress), work)
+
+
+def _layer_names(value):
+    """``concept_layers`` as a tuple of names: one name alone, a list, or ``0`` (none); ``None`` as it is."""
+    if value is None or isinstance(value, tuple):
+        return value
+    if isinstance(value, str):
+        return () if value.strip() in ("", "0") else (value,)
+    if isinstance(value, list):
+        return tuple(value)
+    return () if value == 0 and not isinstance(value, bool) else value
 
 
 def _build(plan: GalleryPlan, settings: GallerySettings, stages: StageRunner, work: Executor) -> Gallery:
@@ -189,7 +205,7 @@ def _build(plan: GalleryPlan, settings: GallerySettings, stages: StageRunner, wo
 
 
 def _hooked_stages(plan: GalleryPlan, s: GallerySettings, stages: StageRunner, choice: UnitChoice) -> None:
-    """The stages that look inside the model: activations, renders, unit pictures, Deep Dream."""
+    """The stages that look inside the model: activations, renders, unit pictures, concepts, Deep Dream."""
     shown, extra, records = choice.shown, choice.extra, stages.records
     statistics = records.get("statistics", {})
     stages.run("activations", [
@@ -213,6 +229,13 @@ def _hooked_stages(plan: GalleryPlan, s: GallerySettings, stages: StageRunner, c
                                    "images": plan.images_key},
                 partial(units_job, plan, s, layer, shown[layer], statistics["data"]), len(shown[layer]))
             for layer in plan.layers if shown[layer]])
+    # each chosen layer's concepts, with a render of each (after the units: its page links to theirs)
+    stages.run("concepts", [
+        Job(f"concepts {layer}", {"layer": layer, "k": concept_count(plan, s, layer), "images": plan.images_key,
+                                  "maps": CONCEPT_MAP_IMAGES, "importance_images": importance_images(plan),
+                                  "uses": [CONCEPT_TOP_CHANNELS, CONCEPT_USES]},
+            partial(concepts_job, plan, s, layer), job_size(plan, s, layer))
+        for layer in plan.concept_layers])
     dream_image = s.dream_image or plan.readable[0]
     stages.run("dream", [
         Job(f"dream {layer}", {"layer": layer, "image": dream_image, "image_key": images_key([dream_image])},

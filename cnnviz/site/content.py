@@ -26,6 +26,10 @@ def unit_page(layer: str, channel: int) -> str:
     return f"units/{layer_stem(layer)}/{channel}.html"
 
 
+def concepts_page(layer: str) -> str:
+    return f"concepts-{layer_stem(layer)}.html"
+
+
 ATTRIBUTIONS_PER_PAGE = 12  # images per attributions page (each with a figure per class asked)
 
 

@@ -1,6 +1,7 @@
 """The gallery's HTML pages, from Jinja2 templates shipped with the package: the index (with the
 hierarchy of renders, shallow to deep), a page per layer (a grid of its units), a page per unit
-(:mod:`cnnviz.site.unit_pages`), attributions and classes. Pages read the jobs' records only.
+(:mod:`cnnviz.site.unit_pages`), attributions, classes and concepts (:mod:`cnnviz.site.concept_pages`).
+Pages read the jobs' records only.
 """
 from __future__ import annotations
 
@@ -12,8 +13,9 @@ import jinja2
 from cnnviz.core.version import __version__
 from cnnviz.core import output as files
 from cnnviz.inputs.batches import missing_files
+from cnnviz.site.concept_pages import concept_layers, concept_page_links, concepts_context, layer_concepts
 from cnnviz.site.content import (
-    ATTRIBUTIONS_PER_PAGE, SiteContent, attribution_pages, layer_page, number, unit_page, verdict,
+    ATTRIBUTIONS_PER_PAGE, SiteContent, attribution_pages, concepts_page, layer_page, number, unit_page, verdict,
 )
 from cnnviz.site.records import display_name
 from cnnviz.site.unit_pages import unit_context
@@ -63,6 +65,8 @@ def write_site(content: SiteContent, manifest: dict) -> tuple[Path, list[Path]]:
     classes = content.data("classes").get("classes", {})
     if classes:
         others.append({"href": "classes.html", "label": "Classes", "note": f"an image for each of {len(classes)} classes"})
+    concept_links = concept_page_links(content)
+    others += concept_links
     nav = [{"href": "index.html", "label": "Index"}] + layer_links + others
     common = {"model": manifest["model"], "version": __version__, "nav": nav}
 
@@ -79,6 +83,8 @@ def write_site(content: SiteContent, manifest: dict) -> tuple[Path, list[Path]]:
         for place, channel in enumerate(shown):
             context = unit_context(content, layer, channel, position, _around(shown, place))
             units.append(write(unit_page(layer, channel), "unit.html", title=f"{layer}:{channel}", **context))
+    for layer in concept_layers(content):
+        write(concepts_page(layer), "concepts.html", title=f"Concepts of {layer}", **concepts_context(content, layer))
     names = attribution_pages(len(attribution_images)) if attribution_images else []
     if attribution_images:
         skipped = {name: why for record_name, record in content.records.items() if record_name.startswith("attributions ")
@@ -99,7 +105,7 @@ def write_site(content: SiteContent, manifest: dict) -> tuple[Path, list[Path]]:
                        f"{sum(1 for c in classes.values() if c['weak'])} are weak (marked): below it, or given "
                        "their class with under 50 % probability") if measured else None,
               problems=[p for p in problems.get("", []) if p.startswith("classes")])
-    _remove_stale_pages(folder, content, names, bool(classes), units)
+    _remove_stale_pages(folder, content, names + [link["href"] for link in concept_links], bool(classes), units)
     index = write("index.html", "index.html", title=f"What {manifest['model'].get('name') or manifest['model']['spec']} has learned",
                   **_index_context(content, manifest, layer_links, others, figures))
     return index, units
@@ -110,12 +116,14 @@ def _around(items: list, place: int) -> dict:
     return {"previous": items[place - 1] if place else None, "next": items[place + 1] if place + 1 < len(items) else None}
 
 
-def _remove_stale_pages(folder: Path, content: SiteContent, attributions: list[str], classes: bool, units: list[Path]) -> None:
-    """Pages of an earlier run that this one does not write (other layers or units, no classes):
-    only those the gallery wrote (a user's own page stays)."""
-    written = {layer_page(layer) for layer in content.layers} | {"index.html"} | set(attributions)
+def _remove_stale_pages(folder: Path, content: SiteContent, pages: list[str], classes: bool, units: list[Path]) -> None:
+    """Pages of an earlier run that this one does not write (other layers or units, no classes, no
+    concepts): only those the gallery wrote (a user's own page stays). ``pages``: the attributions
+    and concepts pages written."""
+    written = {layer_page(layer) for layer in content.layers} | {"index.html"} | set(pages)
     written |= {"classes.html"} if classes else set()
-    for page in [*folder.glob("layer-*.html"), *folder.glob("attributions*.html"), folder / "classes.html"]:
+    for page in [*folder.glob("layer-*.html"), *folder.glob("attributions*.html"), *folder.glob("concepts-*.html"),
+                 folder / "classes.html"]:
         if page.name not in written:
             files.remove_written(page)
     current = {path.resolve() for path in units}
@@ -172,7 +180,7 @@ def _layer_context(content: SiteContent, layer: str, figures: list[dict], proble
         "kernels": [f for f in mine if f["kind"] == "kernels"],
         "statistics": [f for f in mine if f["kind"] == "channel_statistics"],
         "dream": [f for f in mine if f["kind"] == "dream"],
-        "maps": maps, "problems": problems,
+        "maps": maps, "problems": problems, "concepts": layer_concepts(content, layer),
     }
 
 
@@ -269,7 +277,9 @@ def _settings(content, manifest: dict) -> list[tuple[str, str]]:
             chosen = content.caps.get(name)
             value = ("all" if value is None else f"auto: {'all' if chosen is None else chosen} within the budget"
                      if value == "auto" else value)
+        elif name == "concept_layers" and value is None:
+            value = f"the last two with spatial maps: {', '.join(concept_layers(content)) or 'none'}"
         if isinstance(value, (list, tuple)):
-            value = ", ".join(str(v) for v in value)
+            value = ", ".join(str(v) for v in value) or "none"
         settings.append((name.replace("_", " "), str(value)))
     return settings

@@ -26,9 +26,9 @@ from cnnviz.core.model import LoadedModel, model_key, unwrap
 from cnnviz.core.references import layer_ref
 from cnnviz.errors import CnnvizError, CnnvizWarning
 from cnnviz.inputs.images import display_image, image_sources, open_image, prepare
-from cnnviz.site.content import attribution_pages, channels_in, layer_page, row_of, unit_page
+from cnnviz.site.content import attribution_pages, channels_in, concepts_page, layer_page, row_of, unit_page
 from cnnviz.site.records import adopt_older_gallery, check_folders_writable, images_key
-from cnnviz.site.settings import MANY_CONVOLUTIONS, SUBSET, TOP_PREDICTIONS, GallerySettings
+from cnnviz.site.settings import CONCEPT_LAYERS, MANY_CONVOLUTIONS, SUBSET, TOP_PREDICTIONS, GallerySettings
 
 INPUTS = "data/inputs"  # where images given as tensors or PIL images are kept, as PNG files
 PREPARED_KEPT = 256  # images kept as model inputs (see GalleryPlan.model_input)
@@ -51,6 +51,7 @@ class GalleryPlan:
         scripted: a TorchScript model (no hook runs inside it: kernels, attributions and classes only).
         class_count: the class scores per image (0: the output is not one score per class).
         model_key, images_key: the identities of the model and of the images, in every job's key.
+        concept_layers: the layers with a concepts page (:func:`concept_layers`).
     """
 
     loaded: LoadedModel
@@ -68,6 +69,7 @@ class GalleryPlan:
     class_count: int
     model_key: str = ""
     images_key: str = ""  # made once the images given in memory are written (their files' times are in it)
+    concept_layers: tuple[str, ...] = ()
     _inputs: dict = field(default_factory=dict, init=False, repr=False)  # a cache: see model_input
 
     def row_of(self, layer: str):
@@ -146,7 +148,7 @@ def _checked(loaded: LoadedModel, images, layers, folder,
                        frozenset(in_memory), tuple(readable), tuple(chosen), table, tuple(convolutions(loaded)),
                        scripted, _class_count(module, class_names, table))
     _check_classes(plan, settings)  # a class name that is not the model's: said now, not on the attributions page
-    return plan, in_memory
+    return replace(plan, concept_layers=tuple(concept_layers(plan, settings.concept_layers))), in_memory
 
 
 def _prepare_folder(plan: GalleryPlan, settings: GallerySettings, in_memory: dict[str, bytes]) -> None:
@@ -157,6 +159,7 @@ def _prepare_folder(plan: GalleryPlan, settings: GallerySettings, in_memory: dic
     # a user's own index.html (or manifest, or page) in the folder is refused before any work
     files.check_writable([folder / name for name in
                           ("index.html", "manifest.json", "style.css", "classes.html",
+                           *(concepts_page(layer) for layer in plan.concept_layers),
                            *attribution_pages(min(settings.attribution_images, len(plan.sources))),
                            *(layer_page(layer) for layer in plan.layers),
                            *(unit_page(layer, c) for layer in plan.layers for c in range(plan.channels_of(layer))))]
@@ -250,6 +253,43 @@ def _layers(loaded: LoadedModel, table, scripted: bool, layers) -> list[str]:
         if ref.layer_text not in chosen:
             chosen.append(ref.layer_text)
     return chosen
+
+
+def concept_layers(plan: GalleryPlan, asked: tuple[str, ...] | None) -> list[str]:
+    """The layers with a concepts page: those ``asked`` (each among the gallery's layers, with
+    spatial maps), or by default (``None``) the last two of the gallery's layers whose output has
+    spatial maps (``C x H x W``, more than one position); none for a TorchScript model (its layers
+    cannot be hooked).
+
+    Raises:
+        CnnvizError: a layer asked that the gallery does not show, or without spatial maps.
+    """
+    if plan.scripted:
+        return []
+    spatial = [layer for layer in plan.layers if _has_maps(plan, layer)]
+    if asked is None:
+        return spatial[-CONCEPT_LAYERS:]
+    chosen = []
+    for text in asked:
+        name = layer_ref(plan.loaded, text.strip()).layer_text
+        if name not in plan.layers:
+            raise CnnvizError(f"concept_layers: {text!r} is not among the gallery's layers ({', '.join(plan.layers)}); "
+                              "add it to the layers shown or choose among them")
+        if name not in spatial:
+            raise CnnvizError(f"concept_layers: {name} has no spatial maps (concepts need an output of C x H x W with "
+                              f"more than one position){'; these have: ' + ', '.join(spatial) if spatial else ''}")
+        if name not in chosen:
+            chosen.append(name)
+    return chosen
+
+
+def _has_maps(plan: GalleryPlan, layer: str) -> bool:
+    """Whether the layer's output (in the call its reference names) is ``C x H x W`` with more than one position."""
+    row = plan.row_of(layer)
+    shapes = row.output_shape if row is not None and row.output_shape else []
+    call = layer_ref(plan.loaded, layer).call
+    shape = shapes[call - 1] if call - 1 < len(shapes) else None
+    return bool(shape) and len(shape) == 3 and shape[1] is not None and shape[2] is not None and shape[1] * shape[2] > 1
 
 
 def _readable(sources: list[str], in_memory: set[str], wanted: int) -> list[str]:

@@ -149,8 +149,9 @@ def adopt_older_gallery(folder: Path) -> None:
         json.loads((folder / "manifest.json").read_text())["cnnviz"]
     except (OSError, ValueError, KeyError, TypeError):
         return
-    try:  # the layer pages are those its index links to (a user's own page.html stays theirs)
-        linked = set(re.findall(r'href="(layer-[^"/]+\.html)"', (folder / "index.html").read_text(errors="replace")))
+    try:  # the layer (and concepts) pages are those its index links to (a user's own page.html stays theirs)
+        linked = set(re.findall(r'href="((?:layer|concepts)-[^"/#]+\.html)"',
+                                (folder / "index.html").read_text(errors="replace")))
     except OSError:
         linked = set()
     units = set()

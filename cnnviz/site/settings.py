@@ -41,6 +41,15 @@ ACTIVATION_TILES = 16  # a layer page shows this many maps per image (the most a
 TOP_PREDICTIONS = 3  # predictions shown per image (classes=topN asks for N up to this)
 
 
+# Concepts (cnnviz.concepts) of the last layers with spatial maps: their maps are drawn over this
+# many images (the first), their importance measured on this many (the first: each costs k + 2
+# passes of the network after the layer), and a unit is said to be used by a concept when it is
+# among the concept's CONCEPT_TOP_CHANNELS largest weights or its weight is at least CONCEPT_USES
+# of the largest.
+CONCEPT_LAYERS, CONCEPT_MAP_IMAGES, CONCEPT_IMPORTANCE_IMAGES = 2, 4, 16
+CONCEPT_TOP_CHANNELS, CONCEPT_USES = 5, 0.75
+
+
 # The settings each kind of job depends on (the others do not change its figures); the channels
 # a job shows are among its inputs.
 JOB_SETTINGS = {
@@ -53,6 +62,8 @@ JOB_SETTINGS = {
     "dream": ("dream_octaves", "dream_steps", "seed"),
     "attributions": ("methods", "batch_size", "classes"),
     "classes": ("class_steps", "seed"),
+    # the layer is in each job's name and inputs: concept_layers only says which jobs there are
+    "concepts": ("concepts_k", "steps", "seed", "batch_size", "exemplars"),
 }
 
 
@@ -106,6 +117,11 @@ class GallerySettings:
     max_classes: int | str = setting("auto", "Class visualizations (the first classes); 0 for none; auto: as many as "
                                              "their budget allows, at most 64.")
     class_steps: int = setting(256, "The most optimisation steps of a class visualization (each stops once converged).")
+    concepts_k: int = setting(6, "Concepts per layer on its concepts page (cnnviz.concepts: the layer's activations "
+                                 "factorised into this many non-negative directions; at most the layer's channels).")
+    concept_layers: tuple[str, ...] | None = setting(
+        None, "Layers with a concepts page, among those shown; default (None) the last two with spatial maps; 0 (or "
+              "an empty tuple) for none.")
     seed: int = setting(0, "The seed of every random choice.")
     batch_size: int = setting(32, "Images per forward pass for statistics and attributions.")
 
@@ -113,7 +129,8 @@ class GallerySettings:
         counts = {"steps": self.steps, "activation_images": self.activation_images,
                   "attribution_images": self.attribution_images, "dream_octaves": self.dream_octaves,
                   "dream_steps": self.dream_steps, "class_steps": self.class_steps,
-                  "batch_size": self.batch_size, "diverse": self.diverse, "exemplars": self.exemplars}
+                  "batch_size": self.batch_size, "diverse": self.diverse, "exemplars": self.exemplars,
+                  "concepts_k": self.concepts_k}
         for name, value in counts.items():
             if not isinstance(value, int) or value < 1:
                 raise CnnvizError(f"{name} must be a whole number of at least 1, got {value!r}")
@@ -127,6 +144,11 @@ class GallerySettings:
                                   f"render budget) or None (all), got {value!r}")
         if self.max_classes != "auto" and (not isinstance(self.max_classes, int) or self.max_classes < 0):
             raise CnnvizError(f"max_classes must be 0 or more, or 'auto', got {self.max_classes!r}")
+        layers = self.concept_layers
+        if layers is not None and (not isinstance(layers, tuple)
+                                   or not all(isinstance(name, str) and name.strip() for name in layers)):
+            raise CnnvizError(f"concept_layers takes layer names (a tuple), None for the default or () for none; got "
+                              f"{layers!r}")
         unknown = [m for m in self.methods if m not in KNOWN]
         if unknown or not self.methods:
             raise CnnvizError(f"unknown attribution methods {unknown}; choose from {', '.join(KNOWN)}")

@@ -24,7 +24,7 @@ from cnnviz.site.records import RECORDS, file_stem, read_record, recorded_files,
 from cnnviz.site.settings import JOB_SETTINGS, KEY_NAMES, GallerySettings, ProgressFactory
 
 #: the stages whose jobs every rank of a process group runs together (their analyses share the work)
-COLLECTIVE_STAGES = ("statistics", "maximize", "renders", "classes")
+COLLECTIVE_STAGES = ("statistics", "maximize", "renders", "concepts", "classes")
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ import math
 
 from markupsafe import Markup
 
+from cnnviz.site.concept_pages import unit_concepts
 from cnnviz.site.content import SiteContent, layer_page, number, unit_page, verdict
 from cnnviz.site.records import display_name
 from cnnviz.site.units import histogram_svg
@@ -46,6 +47,7 @@ def unit_context(content: SiteContent, layer: str, channel: int, position: int, 
         "histogram": _histogram(unit, stats, render),
         "maps": _maps(content, layer, channel),
         "kernel": own.get("kernel"),
+        "concepts": unit_concepts(content, layer, channel),
         "inputs": _linked(content, position - 1, channel, "inputs") if position > 0 else None,
         "outputs": _linked(content, position, channel, "outputs") if position + 1 < len(content.layers) else None,
     }

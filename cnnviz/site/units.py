@@ -19,6 +19,7 @@ from cnnviz.plots.style import DIVERGING, SEQUENTIAL
 CROP = 64  # exemplar crops are shown this many pixels wide
 GAP = 2  # between the crops of a strip
 THUMBNAIL = 128  # render thumbnails are at most this wide
+MAP_TILE = 96  # a concept's maps over images are shown this many pixels high
 
 
 def jpeg(pixels: np.ndarray, quality: int = 90) -> bytes:
@@ -79,6 +80,42 @@ def exemplar_strip(images: list[torch.Tensor], boxes: list[tuple[int, int, int, 
                          "height": round(100 * (box_bottom - box_top) / CROP, 3),
                          "crop": [top, left, side]})
     return jpeg(strip), overlays
+
+
+def crop_strip(crops: list[np.ndarray]) -> bytes:
+    """Crops already cut (``S x S x 3`` uint8 each: a concept's strongest image regions) side by
+    side, each ``CROP`` px wide, as JPEG bytes."""
+    count = max(len(crops), 1)
+    strip = np.full((CROP, count * CROP + (count - 1) * GAP, 3), 255, dtype=np.uint8)
+    for index, crop in enumerate(crops):
+        patch = Image.fromarray(crop)
+        if patch.size != (CROP, CROP):
+            shrink = patch.width > CROP
+            patch = patch.resize((CROP, CROP), Image.Resampling.LANCZOS if shrink else Image.Resampling.BICUBIC)
+        strip[:, index * (CROP + GAP):index * (CROP + GAP) + CROP] = np.asarray(patch)
+    return jpeg(strip)
+
+
+def overlay_strip(images: torch.Tensor, maps: torch.Tensor, top: float, height: int = MAP_TILE) -> bytes:
+    """Images (``M x 3 x H x W`` in [0, 1]) each darkened where a map (``M x h x w``, upsampled to
+    the image) is weak: brightness ``0.15 + 0.85 * value / top`` (full where the map reaches
+    ``top``), side by side at ``height`` px, as JPEG bytes."""
+    tiles = []
+    for image, values in zip(images, maps):
+        strength = torch.nn.functional.interpolate(values[None, None].float(), size=tuple(image.shape[1:]),
+                                                   mode="bilinear", align_corners=False)[0, 0]
+        strength = (strength / top).clamp(0, 1) if top > 0 else torch.zeros_like(strength)
+        tile = Image.fromarray(uint8_pixels((image.float() * (0.15 + 0.85 * strength)).clamp(0, 1)))
+        width = max(1, round(tile.width * height / tile.height))
+        tiles.append(np.asarray(tile.resize((width, height), Image.Resampling.LANCZOS if tile.height > height
+                                            else Image.Resampling.BICUBIC)))
+    total = sum(tile.shape[1] for tile in tiles) + GAP * max(len(tiles) - 1, 0)
+    strip = np.full((height, max(total, 1), 3), 255, dtype=np.uint8)
+    x = 0
+    for tile in tiles:
+        strip[:, x:x + tile.shape[1]] = tile
+        x += tile.shape[1] + GAP
+    return jpeg(strip)
 
 
 def colours(values: np.ndarray, low: float, high: float, signed: bool) -> np.ndarray:
