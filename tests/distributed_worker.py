@@ -36,7 +36,7 @@ CONCEPTS = dict(k=3, batch_size=2, importance_images=3, maps=2, exemplars=4)
 
 #: a small gallery of one layer with every stage, made by every rank together in Python
 GALLERY = dict(max_channels=3, unit_renders=1, diverse=2, steps=4, class_steps=4, max_classes=2, activation_images=1,
-               attribution_images=2, methods=("gradient",), dream_octaves=1, dream_steps=1)
+               attribution_images=2, methods=("gradient",), dream_octaves=1, dream_steps=1, concept_layers=())
 
 
 def recorder(stages: dict):
