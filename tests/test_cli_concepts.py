@@ -50,7 +50,7 @@ def test_concepts_writes_its_json_figures_and_renders(folder, tmp_path):
     out = tmp_path / "out"
     result = invoke("concepts", *QUICK, "-i", str(folder), "-o", str(out))
     assert result.exit_code == 0, result.stderr
-    files = ["concepts_features.4.png", "concept_maps_features.4.png",
+    files = ["concepts_features.4.png", "concept_maps_features.4.png", "concept_attribution_features.4.png",
              *(f"concept_{j}_features.4.png" for j in range(3)), "concepts.json"]
     assert written(result) == [str(out / name) for name in files]
     assert sorted(p.name for p in out.iterdir() if p.name != RECORD) == sorted(files)
@@ -76,14 +76,15 @@ def test_concepts_writes_its_json_figures_and_renders(folder, tmp_path):
     assert summary["targets"] == same.targets and len(summary["targets"]) == 2
     # the figures: listed in the JSON as written, each a PNG with something in it
     assert [figure["file"] for figure in summary["figures"]] == files[:-1]
-    assert [figure["kind"] for figure in summary["figures"]] == ["concepts", "concept_maps"] + ["concept_render"] * 3
+    assert [figure["kind"] for figure in summary["figures"]] == ["concepts", "concept_maps", "concept_attribution"] + [
+        "concept_render"] * 3
     for name in files[:-1]:
         image = pixels(out / name)
         assert image.std() > 5, name  # not one flat colour
     assert pixels(out / "concepts_features.4.png").shape[1] > 500
     assert [render["concept"] for render in summary["renders"]] == [0, 1, 2]
     assert all(render["steps_taken"] == 8 and np.isfinite(render["value"]) for render in summary["renders"])
-    assert [figure["value"] for figure in summary["figures"][2:]] == [r["value"] for r in summary["renders"]]
+    assert [figure["value"] for figure in summary["figures"][3:]] == [r["value"] for r in summary["renders"]]
 
 
 def test_images_are_named_as_given_and_renders_can_be_left_out(folder, tmp_path):
@@ -93,7 +94,7 @@ def test_images_are_named_as_given_and_renders_can_be_left_out(folder, tmp_path)
                     "--exemplars", "2", "-o", str(out))
     assert result.exit_code == 0, result.stderr
     assert [Path(path).name for path in written(result)] == ["concepts_features.4.png", "concept_maps_features.4.png",
-                                                             "concepts.json"]
+                                                             "concept_attribution_features.4.png", "concepts.json"]
     summary = json.loads((out / "concepts.json").read_text())
     assert [entry["image"] for entry in summary["images"]] == ["sample:chelsea", moon]
     assert summary["renders"] == [] and summary["settings"]["score"] == "3"
@@ -149,7 +150,8 @@ def test_a_model_we_did_not_write_with_negative_activations(tmp_path):
     assert_untouched(model, before)
     assert split.signed == "split" and split.factors.shape == (2, 32) and bool((split.directions < 0).any())
     report = cnnviz.reports.concepts(found)
-    assert [item.file for item in report.items] == ["concepts_features.3.png", "concept_maps_features.3.png"]
+    assert [item.file for item in report.items] == ["concepts_features.3.png", "concept_maps_features.3.png",
+                                                    "concept_attribution_features.3.png"]
 
 
 def test_under_torchrun_rank_0_writes_the_concepts_of_every_image(folder, tmp_path):
@@ -163,8 +165,8 @@ def test_under_torchrun_rank_0_writes_the_concepts_of_every_image(folder, tmp_pa
                           "cnnviz", *arguments], capture_output=True, text=True, env=environment, cwd=tmp_path,
                          timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
-    files = ["concepts_features.4.png", "concept_maps_features.4.png", "concept_0_features.4.png",
-             "concept_1_features.4.png", "concepts.json"]
+    files = ["concepts_features.4.png", "concept_maps_features.4.png", "concept_attribution_features.4.png",
+             "concept_0_features.4.png", "concept_1_features.4.png", "concepts.json"]
     assert [line.removeprefix("wrote ") for line in run.stdout.splitlines() if line.startswith("wrote ")] == [
         str(tmp_path / "out" / name) for name in files]  # once: rank 0 alone says it
     assert run.stdout.count("features.4: 2 concepts of 4 images") == 1

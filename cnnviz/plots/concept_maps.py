@@ -6,22 +6,29 @@ import torch
 from matplotlib.figure import Figure
 
 from cnnviz.core.display import ShownFigure
-from cnnviz.plots.style import SEQUENTIAL, require
+from cnnviz.plots.style import DIVERGING, SEQUENTIAL, require
 
 MAX_IMAGES = 8     # rows, at most
 MAX_CONCEPTS = 16  # concept columns, at most
 
 
-def concept_maps(result, images: int = MAX_IMAGES, concepts: list[int] | None = None) -> Figure:
+def concept_maps(result, images: int = MAX_IMAGES, concepts: list[int] | None = None,
+                 attribution: bool = False) -> Figure:
     """One row per image (the first ``images`` of those whose maps were kept), one column per
     concept (default all, at most 16): the image, then each concept's coefficient at every
     position of the layer, upsampled and laid over the image. A concept's column has one colour
-    scale over its rows, from 0 to its largest coefficient (the colour bar below it)."""
+    scale over its rows, from 0 to its largest coefficient (the colour bar below it).
+
+    With ``attribution``, each concept's attribution map instead: gradient x coefficient at every
+    position (its contribution to the image's target there; red raises it, blue lowers it), on a
+    scale symmetric about zero per concept, for the first images that have importance too."""
     chosen = list(range(min(result.k, MAX_CONCEPTS))) if concepts is None else list(concepts)
     require(bool(chosen) and all(0 <= j < result.k for j in chosen),
             f"concepts to draw: numbers from 0 to {result.k - 1}, got {concepts!r}")
-    rows = min(images, len(result.maps), len(result.shown))
-    require(rows > 0, "these concepts kept no maps (maps=0): find them with maps=1 or more")
+    maps = result.attribution_maps if attribution else result.maps
+    rows = min(images, len(maps), len(result.shown))
+    require(rows > 0, "these concepts kept no attribution maps (maps=0 or importance_images=0)" if attribution
+            else "these concepts kept no maps (maps=0): find them with maps=1 or more")
     columns = 1 + len(chosen)
     figure = ShownFigure(figsize=(1.3 * columns + 0.4, 1.3 * rows + 1.0), layout="constrained")
     axes = figure.subplots(rows, columns, squeeze=False)
@@ -32,10 +39,14 @@ def concept_maps(result, images: int = MAX_IMAGES, concepts: list[int] | None = 
         size = tuple(result.shown[row].shape[1:])
         for column, concept in enumerate(chosen, start=1):
             axis = axes[row, column]
-            top = float(result.maps[:rows, concept].max())
-            strength = _upsampled(result.maps[row, concept], size)
+            strength = _upsampled(maps[row, concept], size)
             axis.imshow(picture, alpha=0.35)
-            shown = axis.imshow(strength, cmap=SEQUENTIAL, vmin=0, vmax=max(top, 1e-12), alpha=0.75)
+            if attribution:
+                limit = max(float(maps[:rows, concept].abs().max()), 1e-12)
+                shown = axis.imshow(strength, cmap=DIVERGING, vmin=-limit, vmax=limit, alpha=0.75)
+            else:
+                top = float(maps[:rows, concept].max())
+                shown = axis.imshow(strength, cmap=SEQUENTIAL, vmin=0, vmax=max(top, 1e-12), alpha=0.75)
             if row == 0:
                 axis.set_title(f"concept {concept}", fontsize=8)
             if row == rows - 1:
@@ -43,8 +54,10 @@ def concept_maps(result, images: int = MAX_IMAGES, concepts: list[int] | None = 
                 bar.ax.tick_params(labelsize=6)
     for axis in axes.flat:
         axis.set_axis_off()
-    figure.suptitle(f"{result.layer}: each concept's coefficient over the first {rows} images "
-                    "(one scale per concept, in raw units)", fontsize=9)
+    what = ("each concept's contribution to the image's target\n(gradient x coefficient; red raises it)"
+            if attribution else "each concept's coefficient")
+    figure.suptitle(f"{result.layer}: {what} over the first {rows} images\n(one scale per concept, in raw units)",
+                    fontsize=9)
     return figure
 
 

@@ -11,7 +11,8 @@ from cnnviz.reports.report import Item, Report, finite, value_range
 def concepts(result, renders: dict | None = None) -> Report:
     """Concepts as files: ``concepts_<layer>.png`` (per concept its share, top channels, strongest
     image regions and maps), ``concept_maps_<layer>.png`` (each concept's coefficient over the first
-    images, when maps were kept), ``concept_<j>_<layer>.png`` per concept rendered in ``renders``
+    images, when maps were kept), ``concept_attribution_<layer>.png`` (each concept's gradient x
+    coefficient over the first images that have importance), ``concept_<j>_<layer>.png`` per concept rendered in ``renders``
     (concept number -> the :class:`cnnviz.Rendering` of ``cnnviz.maximize(model, layer,
     direction=result.directions[j])``, its one image at its own size), and ``concepts.json``:
     ``result.to_dict()`` (``images``: each image's name and its ``k`` weights; ``directions``:
@@ -35,6 +36,15 @@ def concepts(result, renders: dict | None = None) -> Report:
             f"{min(shown, 8)} images (one colour scale per concept, in raw units)",
             layer=result.layer, value_range=value_range(result.maps), settings=settings,
             draw=lambda: plots.concept_maps(result),
+        ))
+    attributed = min(len(result.attribution_maps), len(result.shown))
+    if attributed:
+        items.append(Item(
+            f"concept_attribution_{stem}.png", "concept_attribution",
+            f"Each concept's contribution to each image's target at every position of {result.layer} "
+            f"(gradient x coefficient; red raises the target, blue lowers it), over the first {min(attributed, 8)} "
+            f"images", layer=result.layer, value_range=value_range(result.attribution_maps), settings=settings,
+            draw=lambda: plots.concept_maps(result, attribution=True),
         ))
     rendered = []
     for concept, rendering in sorted((renders or {}).items()):
