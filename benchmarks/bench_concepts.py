@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
-import statistics as stats
 import subprocess
 import sys
 import time
@@ -35,34 +33,10 @@ import torchvision
 
 import cnnviz
 from cnnviz.analyses.concepts_nmf import TOLERANCE, factorise
+from bench_statistics import paired, peak_mib, resnet_trunk as trunk  # the statistics benchmark's, the same timing
+
 
 LAYERS = ["layer4", "layer3"]
-STAGES = ["layer1", "layer2", "layer3", "layer4"]
-
-
-def timed(function) -> float:
-    start = time.perf_counter()
-    function()
-    return time.perf_counter() - start
-
-
-def paired(baseline, candidate, repeats: int) -> tuple[float, float, float]:
-    base, other, ratios = [], [], []
-    for _ in range(repeats):
-        b, c = timed(baseline), timed(candidate)
-        base.append(b)
-        other.append(c)
-        ratios.append(c / b)
-    return stats.median(base), stats.median(other), stats.median(ratios)
-
-
-def trunk(model, layer: str) -> torch.nn.Sequential:
-    stages = [model.conv1, model.bn1, model.relu, model.maxpool]
-    for name in STAGES:
-        stages.append(getattr(model, name))
-        if name == layer:
-            return torch.nn.Sequential(*stages)
-    raise ValueError(layer)
 
 
 def resnet18():
@@ -80,18 +54,6 @@ def memory_child(count: int, batch: int, size: int, layer: str) -> None:
     model = resnet18()
     result = cnnviz.concepts(model, batches_of(count, batch, size), layer, batch_size=batch)
     print(json.dumps({"images": len(result.images), "peak_mib": peak_mib()}))
-
-
-def peak_mib() -> float:
-    """This process's peak resident memory (VmHWM starts afresh with the process)."""
-    try:
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def memory_of(count: int, batch: int, size: int, layer: str) -> float:
