@@ -6,6 +6,11 @@ captum's (``Saliency``, ``InputXGradient``, ``NoiseTunnel``, ``IntegratedGradien
 ``LayerGradCam``, ``Occlusion``), run on a forward function that goes through cnnviz's probe, so the
 network stops at the deepest layer the targets need and the model is left untouched.
 
+The rest of the CAM family (Grad-CAM++, XGrad-CAM, LayerCAM, Score-CAM, Eigen-CAM, and the smoothing
+options ``eigen_smooth`` and ``aug_smooth``) is cnnviz's own, in :mod:`cnnviz.analyses.cams`, on the
+same layer and the same probe: pytorch-grad-cam and torch-cam read a layer's output that later
+in-place operations overwrite (that module says what was checked and which conventions it follows).
+
 Guided backpropagation and deconvolution change the backward rule of every ReLU. captum's versions
 hook ``nn.ReLU`` modules only, so on a model calling ``F.relu`` they silently return the plain
 gradient. Here a ``TorchFunctionMode`` reroutes every ReLU call (a module's or a functional one,
@@ -33,6 +38,7 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from cnnviz.core.display import Shows
 from cnnviz.errors import CnnvizError, NotApplicable
@@ -46,8 +52,12 @@ from cnnviz.core.relu import relu_rule
 from cnnviz.analyses.predictions import dense_targets
 from cnnviz.core.model import LoadedModel
 
-from cnnviz.analyses.attribution_settings import METHODS, AttributionSettings
+from cnnviz.analyses.attribution_settings import CAM_METHODS, METHODS, AttributionSettings
+from cnnviz.analyses.cams import AUG_SMOOTHED, EIGEN_SMOOTHED, WRITTEN_HERE as CAM_WRITTEN, class_activation_map
 from cnnviz.core.settings import chosen
+
+#: the methods that read a layer's maps (``layer=``): the CAM family and guided Grad-CAM
+LAYER_METHODS = (*CAM_METHODS, "guided_gradcam")
 
 
 @dataclass
@@ -56,15 +66,16 @@ class Attribution(Shows):
 
     Attributes:
         method: the method's name (one of ``METHODS``).
-        attribution: the raw attribution, ``N x C x H x W`` (``N x 1 x H x W`` for Grad-CAM, upsampled
-            to the input size), float32 on the CPU.
+        attribution: the raw attribution, ``N x C x H x W`` (``N x 1 x H x W`` for the CAM methods,
+            upsampled bilinearly to the input size), float32 on the CPU.
         inputs: the model inputs it explains, ``N x C x H x W``, normalised.
         images: the same inputs de-normalised for display, ``N x 3 x H x W`` RGB in [0, 1].
         targets: what was explained for each image, a :class:`cnnviz.Unit` (``logits:281 (tabby)``).
         sources: where each image came from.
-        layer: the layer of Grad-CAM (and guided Grad-CAM), else ``None``.
-        layer_attribution: Grad-CAM at the layer's own resolution (``N x 1 x h x w``), else ``None``.
-        settings: the method's parameters (steps, samples, window, ...).
+        layer: the layer of a CAM method (``CAM_METHODS``) or guided Grad-CAM, else ``None``.
+        layer_attribution: the class activation map at the layer's own resolution (``N x 1 x h x w``,
+            non-negative), else ``None``.
+        settings: the method's parameters (steps, samples, window, layer, eigen_smooth, ...).
     """
 
     method: str
@@ -116,9 +127,9 @@ def saliency(model, images, target=None, *, method: str = "gradient", **options)
             layer reference to any unit (``"features.10:5"``, the spatial mean of channel 5;
             ``"features.10:5@7,3"``, one neuron), or a list with one of those per image.
         method: one name of ``METHODS`` (several side by side: :func:`attributions`).
-        options: as for :func:`attributions`: ``layer`` (Grad-CAM's), ``settings`` (a
+        options: as for :func:`attributions`: ``layer`` (of the CAM methods), ``settings`` (a
             :class:`cnnviz.AttributionSettings`), and its fields ``steps``, ``samples``, ``noise``,
-            ``window``, ``stride``, ``batch_size``.
+            ``window``, ``stride``, ``batch_size``, ``eigen_smooth``, ``aug_smooth``.
 
     Returns:
         An :class:`Attribution`.
@@ -133,9 +144,11 @@ class Attributions(Shows, dict):
     (in the order asked); draws them side by side. ``not_applicable``: method -> why it does not
     apply to this model (shown as "n/a: why")."""
 
-    def __init__(self, results=(), not_applicable=None):
+    def __init__(self, results=(), not_applicable=None, faithfulness=None):
         super().__init__(results)
         self.not_applicable = dict(not_applicable or {})
+        #: :class:`cnnviz.Faithfulness` of the maps, when asked (``attributions(..., faithfulness=True)``)
+        self.faithfulness = faithfulness
 
     def to_dict(self) -> dict:
         return {"methods": [result.to_dict() for result in self.values()],
@@ -155,13 +168,15 @@ def attributions(
     *,
     layer=None,
     settings: AttributionSettings | None = None,
+    faithfulness=False,
     **options,
 ) -> Attributions:
     """Attribute a unit's value to the input pixels with several methods at once, to compare them.
 
     Args:
         model, images, target: as for :func:`saliency`.
-        layer: the layer for Grad-CAM (default: the last layer with spatial maps that runs once).
+        layer: the layer of the CAM methods (``CAM_METHODS``) and guided Grad-CAM (default: the last
+            layer with spatial maps that runs once, before the target and on its path).
         settings: the methods and their settings, a :class:`cnnviz.AttributionSettings` (default:
             its defaults).
         options: fields of :class:`cnnviz.AttributionSettings` that replace those of ``settings``:
@@ -170,8 +185,17 @@ def attributions(
             noisy copies and their standard deviation, as a fraction of the input's range),
             ``window`` and ``stride`` (occlusion's square patch and step in pixels: an eighth of the
             smaller side, and half of that, by default), ``batch_size`` (the most images attributed
-            at once, and the most examples per forward pass inside integrated gradients, SmoothGrad
-            and occlusion: this bounds their memory).
+            at once, and the most examples per forward pass inside integrated gradients, SmoothGrad,
+            occlusion and Score-CAM: this bounds their memory), ``eigen_smooth`` (the CAM methods'
+            maps as the first principal component of the weighted activations instead of their
+            channel sum; Eigen-CAM and the other methods ignore it), ``aug_smooth`` (the CAM maps
+            averaged over a horizontal flip and the input scaled by 0.9, 1 and 1.1; the other methods
+            ignore it). The conventions of the CAM family: :mod:`cnnviz.analyses.cams`.
+        faithfulness: also measure how faithful each map is to the model (deletion and insertion
+            AUC, ROAD, Average Drop and Increase in Confidence, against a random map):
+            ``True`` (the defaults of :class:`cnnviz.FaithfulnessSettings`) or a
+            :class:`cnnviz.FaithfulnessSettings`; the result is in ``.faithfulness``
+            (:class:`cnnviz.Faithfulness`; see :func:`cnnviz.faithfulness`).
 
     Returns:
         :class:`Attributions`: method name -> :class:`Attribution`.
@@ -179,6 +203,7 @@ def attributions(
     how = chosen(AttributionSettings, settings, options, "attributions")
     methods, steps, samples, noise = how.methods, how.steps, how.samples, how.noise
     window, stride, batch_size = how.window, how.stride, how.batch_size
+    smoothing = {"eigen_smooth": bool(how.eigen_smooth), "aug_smooth": bool(how.aug_smooth)}
     methods = [methods] if isinstance(methods, str) else list(methods)
     unknown = [m for m in methods if m not in METHODS]
     if unknown or not methods:
@@ -186,23 +211,43 @@ def attributions(
     if steps < 2 or samples < 1 or batch_size < 1 or noise < 0:
         raise CnnvizError("steps must be at least 2, samples and batch_size at least 1, noise not negative")
     # gradients whatever the caller's mode (a notebook may sit in torch.no_grad() or torch.inference_mode())
+    evaluation = _faithfulness_settings(faithfulness)
     with gradients_on(None if set(methods) <= {"occlusion"} else model):
-        return _attributions(model, images, target, methods, layer, steps, samples, noise, window, stride, batch_size)
+        results = _attributions(model, images, target, methods, layer, steps, samples, noise, window, stride, batch_size,
+                                smoothing)
+    if evaluation is not None:
+        from cnnviz.analyses.faithfulness import faithfulness as evaluate
+
+        results.faithfulness = evaluate(model, results, settings=evaluation)
+    return results
 
 
-def _attributions(model, images, target, methods, layer, steps, samples, noise, window, stride, batch_size):
+def _faithfulness_settings(faithfulness):
+    """``attributions(faithfulness=...)``: ``None`` (not asked) or the settings to measure it with."""
+    from cnnviz.analyses.faithfulness import FaithfulnessSettings
+
+    if faithfulness is None or faithfulness is False:
+        return None
+    if faithfulness is True:
+        return FaithfulnessSettings()
+    if isinstance(faithfulness, FaithfulnessSettings):
+        return faithfulness
+    raise CnnvizError(f"faithfulness= takes True, False or a cnnviz.FaithfulnessSettings, not {faithfulness!r}")
+
+
+def _attributions(model, images, target, methods, layer, steps, samples, noise, window, stride, batch_size, smoothing):
     unwrap(model)  # a model, or one line saying what it is not
     preprocessing = preprocessing_of(model)
     inputs, sources = stack_images(images, preprocessing)
     units, indices, descriptions = _targets(model, inputs, target)
     cam_layer, skipped = None, {}
-    if any(m in ("gradcam", "guided_gradcam") for m in methods):
+    if any(m in LAYER_METHODS for m in methods):
         try:
             cam_layer = _cam_layer(model, layer, inputs, units, indices)
         except CnnvizError as why:  # no usable layer (none with maps, or a TorchScript model's unhookable ones)
             if len(methods) == 1 or layer is not None:
                 raise
-            skipped.update({m: str(why) for m in methods if m in ("gradcam", "guided_gradcam")})
+            skipped.update({m: str(why) for m in methods if m in LAYER_METHODS})
     forward = _UnitForward(model, units, cam_layer)
     shown = display_image(inputs, preprocessing)
     results = {}
@@ -214,7 +259,7 @@ def _attributions(model, images, target, methods, layer, steps, samples, noise, 
             for start in range(0, len(inputs), batch_size):  # at most batch_size images at a time
                 part = slice(start, start + batch_size)
                 pieces.append(_attribute(name, forward, inputs[part], indices[part], cam_layer, steps, samples,
-                                         noise, window, stride, batch_size))
+                                         noise, window, stride, batch_size, smoothing))
         except NotApplicable as why:  # one method that does not apply never sinks the others
             if len(methods) == 1:
                 raise
@@ -230,7 +275,7 @@ def _attributions(model, images, target, methods, layer, steps, samples, noise, 
             images=shown,
             targets=descriptions,
             sources=sources,
-            layer=cam_layer.layer_text if cam_layer is not None and "gradcam" in name else None,
+            layer=cam_layer.layer_text if cam_layer is not None and name in LAYER_METHODS else None,
             layer_attribution=layer_attribution,
             settings={**settings, "batch_size": batch_size},
         )
@@ -375,7 +420,8 @@ def _dependent(model, candidates: list[str], inputs, units: list[LayerRef], indi
 # methods
 
 
-def _attribute(name, forward, inputs, indices, cam_layer, steps, samples, noise, window, stride, batch_size):
+def _attribute(name, forward, inputs, indices, cam_layer, steps, samples, noise, window, stride, batch_size,
+               smoothing=None):
     from captum.attr import (
         InputXGradient, IntegratedGradients, LayerAttribution, LayerGradCam, NoiseTunnel, Occlusion, Saliency,
     )
@@ -409,6 +455,14 @@ def _attribute(name, forward, inputs, indices, cam_layer, steps, samples, noise,
         return result, None, {"steps": steps, "baseline": "zeros (the mean image after normalisation)"}
     if name in ("guided_backprop", "deconvolution"):
         return _relu_rule(forward, x, target, name), None, {}
+    smoothing = smoothing or {}
+    if name in CAM_WRITTEN or (name == "gradcam" and any(smoothing.values())):
+        applied = {option: on for option, on in smoothing.items()
+                   if name in (EIGEN_SMOOTHED if option == "eigen_smooth" else AUG_SMOOTHED)}
+        cam = class_activation_map(name, forward.model, forward.units, target, cam_layer, inputs,
+                                   batch_size=batch_size, **applied)
+        upsampled = F.interpolate(cam, (height, width), mode="bilinear", align_corners=False)
+        return upsampled, cam, {"layer": cam_layer.layer_text, **applied}
     if name in ("gradcam", "guided_gradcam"):
         layer_module = cam_layer.module
         cam = LayerGradCam(forward, layer_module).attribute(x, target=target, relu_attributions=True)

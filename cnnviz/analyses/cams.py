@@ -1,0 +1,232 @@
+"""The CAM family: class activation maps of one layer for any unit, written in torch on the probe.
+
+Grad-CAM++ (Chattopadhay et al., 2018), XGrad-CAM (Fu et al., 2020), LayerCAM (Jiang et al., 2021),
+Score-CAM (Wang et al., 2020) and Eigen-CAM (Muhammad and Yeasin, 2020), with pytorch-grad-cam's
+smoothing options (``eigen_smooth``, ``aug_smooth``). :func:`cnnviz.attributions` calls
+:func:`class_activation_map` with the layer it chose (``_cam_layer``: the last layer with spatial
+maps that runs once on the target's path) and upsamples the result to the input.
+
+Why written here rather than taken from pytorch-grad-cam or torch-cam: both keep the layer's output
+tensor from a forward hook (``output.detach()``, ``output.cpu().detach()``), which shares its
+memory with what the network goes on to modify in place. On torchvision's resnet18 at
+``layer4.1.bn2`` (then ``out += identity`` and an in-place ReLU) they read the block's output
+instead of the normalisation's: maps off by up to 100 % of their range (torch-cam also takes its
+gradient with respect to the modified tensor). On a module that runs twice, pytorch-grad-cam
+silently explains the first call and torch-cam the last. torch-cam's Grad-CAM++ divides a copy
+(``alpha[mask].div_``), so its weights are ``sum(grad^2 * relu(grad))``, not the paper's. And both
+run the whole network for a class score and take a class index or a callable on the output only,
+where cnnviz explains any unit and stops the pass after it. Here one probe pass gives the target
+values and the layer's activations and gradients: a detour hook keeps a private copy of the
+layer's output (a leaf of the graph) and hands the network a clone of it, so in-place operations
+after the layer change the clone, never the values or the gradient read here; the pass needs no
+graph before the layer.
+
+Conventions (each map ``N x h x w`` at the layer's resolution, then ReLU; ``A``: the activations
+``N x C x h x w``, ``g``: the gradient of the target value with respect to them):
+
+* ``gradcam_plus_plus``: weights ``sum_ij relu(g) * alpha``, ``alpha = g^2 / (2 g^2 + sum_ab A * g^3)``
+  (eq. 19 of the paper, zero where ``g == 0``; eps 1e-6), as pytorch-grad-cam.
+* ``xgradcam``: weights ``sum_ij g * A / (sum_ij A + 1e-7)``, as pytorch-grad-cam.
+* ``layercam``: the map ``sum_k relu(g) * A``, no channel weights.
+* ``scorecam``: each channel, min-max scaled to [0, 1] at the layer's resolution (eps 1e-8) and
+  upsampled bilinearly to the input (torch-cam's masks), masks the input; the target's raw value on
+  each masked input (the logit for a class: a softmax over classes means nothing for an inner unit),
+  softmax over the channels, gives the weights (both libraries' weights: torch-cam subtracts the
+  unmasked score first, which a softmax ignores). A channel that is constant masks everything
+  out: all such masks of all images are one zero image, run once. Masks run ``batch_size`` at a
+  time across images, without gradients, the pass stopping after the target.
+* ``eigencam``: the projection of the activations (each position a vector of C channels, centred
+  over the positions) on their first principal component (pytorch-grad-cam's
+  ``get_2d_projection``). An SVD's sign is arbitrary (pytorch-grad-cam keeps numpy's); here it is
+  fixed so that the projection correlates positively with the channel sum of the activations.
+  Eigen-CAM uses no target: the map is the same for every unit.
+* ``eigen_smooth``: the map is the first principal component of the weighted activations
+  (``w_k A_k``, or ``relu(g) * A`` for LayerCAM; sign: positive correlation with their channel sum,
+  the unsmoothed map) instead of their channel sum. Eigen-CAM is a projection already: it ignores it.
+* ``aug_smooth``: pytorch-grad-cam's test-time augmentation (ttach's ``HorizontalFlip`` x
+  ``Multiply(0.9, 1, 1.1)``: six inputs, flipped and with their normalised values scaled by 0.9,
+  1 and 1.1), each map flipped back and the six averaged. pytorch-grad-cam min-max scales each map
+  before the mean; here the raw maps are averaged, so the result stays in the target's units. A
+  neuron target (``features.10:5@7,3``) sits at one place that a flip would move: it gets the
+  three scalings only.
+
+Unlike both libraries the maps are not min-max scaled: they keep the units of ``A`` times the
+weights, which a figure's colour bar shows.
+"""
+from __future__ import annotations
+
+import torch
+from torch.nn import functional as F
+
+from cnnviz.core.probe import probe
+from cnnviz.core.references import LayerRef
+from cnnviz.errors import CnnvizError
+
+#: the CAM methods computed here (Grad-CAM itself is captum's, unless a smoothing option is on)
+WRITTEN_HERE = ("gradcam_plus_plus", "xgradcam", "layercam", "scorecam", "eigencam")
+#: the methods ``eigen_smooth`` changes
+EIGEN_SMOOTHED = ("gradcam", "gradcam_plus_plus", "xgradcam", "layercam", "scorecam")
+#: the methods ``aug_smooth`` changes
+AUG_SMOOTHED = ("gradcam", *WRITTEN_HERE)
+#: ``aug_smooth``'s factors on the normalised input (pytorch-grad-cam's default: ttach's Multiply)
+AUG_FACTORS = (0.9, 1.0, 1.1)
+
+
+def class_activation_map(
+    method: str,
+    model,
+    units: list[LayerRef],
+    indices: list[int],
+    layer: LayerRef,
+    inputs: torch.Tensor,
+    *,
+    batch_size: int = 32,
+    eigen_smooth: bool = False,
+    aug_smooth: bool = False,
+) -> torch.Tensor:
+    """The class activation map of ``method`` at ``layer``, ``N x 1 x h x w``, non-negative.
+
+    Args:
+        method: ``gradcam``, ``gradcam_plus_plus``, ``xgradcam``, ``layercam``, ``scorecam`` or
+            ``eigencam``.
+        model: an ``nn.Module`` or :class:`cnnviz.LoadedModel` (left untouched).
+        units: the distinct target units (layer references with a channel).
+        indices: for each image, the index of its unit in ``units``.
+        layer: the layer whose maps are weighed (it runs once per forward pass, before the units).
+        inputs: the normalised inputs, ``N x C x H x W``.
+        batch_size: Score-CAM's masked inputs per forward pass.
+        eigen_smooth, aug_smooth: pytorch-grad-cam's smoothing options (module docstring).
+    """
+    if method not in AUG_SMOOTHED:
+        raise CnnvizError(f"{method!r} is not a CAM method; use one of {', '.join(AUG_SMOOTHED)}")
+    if not aug_smooth:
+        return _cam(method, model, units, indices, layer, inputs, batch_size, eigen_smooth)
+    flips = (False, True) if all(unit.position is None for unit in units) else (False,)
+    maps = []
+    for flip in flips:
+        for factor in AUG_FACTORS:
+            augmented = (inputs.flip(-1) if flip else inputs) * factor
+            cam = _cam(method, model, units, indices, layer, augmented, batch_size, eigen_smooth)
+            maps.append(cam.flip(-1) if flip else cam)
+    return torch.stack(maps).mean(dim=0)
+
+
+def _cam(method, model, units, indices, layer, inputs, batch_size, eigen_smooth) -> torch.Tensor:
+    if method == "eigencam":
+        return projection(_activations(model, layer, inputs)).clamp(min=0)[:, None]
+    if method == "scorecam":
+        activations = _activations(model, layer, inputs)
+        weights = _score_weights(model, units, indices, activations, inputs, batch_size)
+        weighted = weights[:, :, None, None] * activations
+    else:
+        activations, gradients = activations_and_gradients(model, units, indices, layer, inputs)
+        if method == "layercam":
+            weighted = gradients.clamp(min=0) * activations
+        else:
+            weighted = _gradient_weights(method, activations, gradients)[:, :, None, None] * activations
+    cam = projection(weighted) if eigen_smooth else weighted.sum(dim=1)
+    return cam.clamp(min=0)[:, None]
+
+
+def _gradient_weights(method: str, activations: torch.Tensor, gradients: torch.Tensor) -> torch.Tensor:
+    """``N x C`` channel weights from the activations and gradients ``N x C x h x w``."""
+    if method == "gradcam":
+        return gradients.mean(dim=(2, 3))
+    sums = activations.sum(dim=(2, 3), keepdim=True)
+    if method == "xgradcam":
+        return (gradients * activations).sum(dim=(2, 3)) / (sums.squeeze(-1).squeeze(-1) + 1e-7)
+    squared = gradients**2
+    alpha = squared / (2 * squared + sums * squared * gradients + 1e-6)
+    alpha = torch.where(gradients != 0, alpha, torch.zeros_like(alpha))
+    return (gradients.clamp(min=0) * alpha).sum(dim=(2, 3))
+
+
+def projection(activations: torch.Tensor) -> torch.Tensor:
+    """``N x h x w``: each image's positions (vectors of C channels, centred over the positions)
+    projected on their first principal component, signed so that the projection correlates
+    positively with the channel sum of ``activations`` (``N x C x h x w``)."""
+    positions = activations.flatten(2).transpose(1, 2).float()  # N x hw x C
+    centred = positions - positions.mean(dim=1, keepdim=True)
+    _, _, right = torch.linalg.svd(centred, full_matrices=False)
+    projected = (centred @ right[:, 0, :, None]).squeeze(-1)  # N x hw
+    total = activations.sum(dim=1).flatten(1).float()
+    agreement = ((projected - projected.mean(dim=1, keepdim=True)) * (total - total.mean(dim=1, keepdim=True))).sum(dim=1)
+    sign = torch.where(agreement < 0, -1.0, 1.0)
+    return (sign[:, None] * projected).reshape(activations.shape[0], *activations.shape[2:]).to(activations.dtype)
+
+
+# --------------------------------------------------------------------------------------------
+# one pass through the probe
+
+
+def unit_values(recorder, units: list[LayerRef]) -> torch.Tensor:
+    """``M x U``: each unit's value per input (a channel's spatial mean, a neuron, a class score)."""
+    columns = []
+    for unit in units:
+        value = recorder[unit]
+        columns.append(value.flatten(1).mean(dim=1) if value.dim() > 1 else value)
+    return torch.stack(columns, dim=1)
+
+
+def activations_and_gradients(model, units, indices, layer: LayerRef, inputs: torch.Tensor):
+    """The layer's activations ``N x C x h x w`` (as the layer returned them, whatever in-place
+    operations follow) and the gradient of each image's target value with respect to them, from
+    one forward pass (stopped after the deepest unit) and one backward pass (stopped at the layer)."""
+    kept: list[torch.Tensor] = []
+
+    def detour(module, arguments, output):
+        if kept or not isinstance(output, torch.Tensor):
+            return None
+        # our own copy, a leaf of the graph; the network goes on with a clone of it, so what it
+        # does in place later changes the clone only
+        own = output if output.requires_grad else output.detach().clone().requires_grad_(True)
+        kept.append(own)
+        return own.clone()
+
+    with probe(model, units, keep_graph=True) as recorder:
+        handle = layer.module.register_forward_hook(detour)
+        try:
+            recorder.run(inputs)
+        finally:
+            handle.remove()
+        values = unit_values(recorder, units)
+    if not kept:
+        raise CnnvizError(f"{layer.layer_text} did not run before the target; pick a layer on its path")
+    selected = values[torch.arange(len(values)), torch.as_tensor(indices, device=values.device)]
+    (gradient,) = torch.autograd.grad(selected.sum(), kept[0], allow_unused=True)
+    activations = kept[0].detach()
+    return activations, torch.zeros_like(activations) if gradient is None else gradient
+
+
+def _activations(model, layer: LayerRef, inputs: torch.Tensor) -> torch.Tensor:
+    """The layer's activations ``N x C x h x w``, without gradients (the pass stops at the layer)."""
+    with probe(model, [layer]) as recorder:
+        recorder.run(inputs)
+        return recorder[layer]
+
+
+def _score_weights(model, units, indices, activations, inputs, batch_size: int) -> torch.Tensor:
+    """Score-CAM's ``N x C`` weights: the softmax over channels of the target's value on the input
+    masked by each channel (min-max scaled, upsampled). Constant channels, whose masks are all zero,
+    share one pass on a zero image."""
+    count, channels = activations.shape[:2]
+    inputs = inputs.to(activations.device)
+    flat = activations.flatten(2)
+    low, high = flat.amin(dim=2), flat.amax(dim=2)
+    scaled = (activations - low[..., None, None]) / ((high - low)[..., None, None] + 1e-8)
+    varying = (high > low).nonzero()  # (image, channel) pairs whose mask is not all zero
+    scores = torch.empty(count, channels, dtype=torch.float32, device=activations.device)
+    targets = torch.as_tensor(indices, device=activations.device)
+    size = inputs.shape[2:]
+    with torch.inference_mode(), probe(model, units) as recorder:
+        if len(varying) < count * channels:
+            recorder.run(torch.zeros_like(inputs[:1]))
+            blank = unit_values(recorder, units)[0].float().to(scores.device)  # U: each unit's value on zeros
+            scores[:] = blank[targets][:, None]
+        for start in range(0, len(varying), batch_size):
+            image, channel = varying[start:start + batch_size].unbind(dim=1)
+            masks = F.interpolate(scaled[image, channel][:, None], size=size, mode="bilinear", align_corners=False)
+            recorder.run(inputs[image] * masks)
+            values = unit_values(recorder, units)
+            scores[image, channel] = values[torch.arange(len(values)), targets[image]].float().to(scores.device)
+    return torch.softmax(scores, dim=1).to(activations.dtype)
