@@ -37,6 +37,7 @@ from cnnviz.analyses.concepts_results import Concepts
 from cnnviz.analyses.connections import Connection, Connections, connections
 from cnnviz.analyses.convolution import conv_matrix, conv_output_size
 from cnnviz.analyses.equivariance import Equivariance, equivariance
+from cnnviz.analyses.faithfulness import Faithfulness, FaithfulnessSettings, faithfulness
 from cnnviz.analyses.feature_visualization import objectives
 from cnnviz.analyses.feature_visualization.dream import Dream, dream
 from cnnviz.analyses.feature_visualization.maximize import Rendering, maximize
@@ -54,7 +55,8 @@ from cnnviz.site import Gallery, GallerySettings, gallery
 
 # Sorted. Utilities stay importable from here but are not part of the surface: cnnviz.model_guard,
 # cnnviz.read_state_dict, cnnviz.resolve_device, cnnviz.reuse_freed_memory, cnnviz.layer_ref / LayerRef,
-# cnnviz.output, and cnnviz.pixels / cnnviz.model_inputs, which say what a tensor of images holds (see
+# cnnviz.output, cnnviz.faithfulness (measures attributions already made: attributions(..., faithfulness=True)
+# is the call), and cnnviz.pixels / cnnviz.model_inputs, which say what a tensor of images holds (see
 # docs/python.md).
 __all__ = [
     "Activations",
@@ -82,6 +84,8 @@ __all__ = [
     "EffectiveReceptiveField",
     "Equivariance",
     "equivariance",
+    "Faithfulness",
+    "FaithfulnessSettings",
     "Gallery",
     "gallery",
     "GallerySettings",

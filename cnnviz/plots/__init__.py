@@ -11,6 +11,7 @@ from cnnviz.analyses.attribution import Attribution, Attributions, SanityCheck
 from cnnviz.analyses.concepts_results import Concepts
 from cnnviz.analyses.connections import Connection, Connections
 from cnnviz.analyses.equivariance import Equivariance
+from cnnviz.analyses.faithfulness import Faithfulness
 from cnnviz.analyses.feature_visualization.dream import Dream
 from cnnviz.analyses.feature_visualization.maximize import Rendering
 from cnnviz.analyses.kernels import Kernels
@@ -27,6 +28,7 @@ from cnnviz.plots.concepts import concepts
 from cnnviz.plots.connections import connections
 from cnnviz.plots.convolution import conv_arithmetic, conv_matrix
 from cnnviz.plots.equivariance import equivariance
+from cnnviz.plots.faithfulness import faithfulness
 from cnnviz.plots.kernels import kernels
 from cnnviz.plots.maximize import maximize
 from cnnviz.plots.predictions import predictions
@@ -39,7 +41,7 @@ __all__ = [
     "activations", "attribution", "attributions", "channel_statistics", "colorful_dimension", "concept_maps", "concepts",
     "connections",
     "conv_arithmetic",
-    "conv_matrix", "dream", "effective_receptive_field", "equivariance", "exemplars", "figure_pixels", "kernels",
+    "conv_matrix", "dream", "effective_receptive_field", "equivariance", "exemplars", "faithfulness", "figure_pixels", "kernels",
     "layer_table",
     "maximize", "one_receptive_field", "overlays", "predictions", "receptive_field", "sanity_check", "statistics",
 ]
@@ -52,5 +54,5 @@ for _kind, _figure in ((Kernels, kernels), (Activations, activations), (Statisti
                        (ReceptiveFields, receptive_field), (EffectiveReceptiveField, effective_receptive_field),
                        (Connection, connections), (Connections, connections),
                        (ReceptiveField, one_receptive_field), (Predictions, predictions), (LayerTable, layer_table),
-                       (Concepts, concepts)):
+                       (Concepts, concepts), (Faithfulness, faithfulness)):
     display.register(_kind, _figure)  # result.plot() and the notebook picture of each result

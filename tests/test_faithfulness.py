@@ -1,0 +1,250 @@
+"""Faithfulness of attributions (deletion/insertion AUC, ROAD, Average Drop / Increase): known
+answers on a model that reads one region, agreement with Quantus, batching, errors."""
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import cnnviz
+from cnnviz.analyses.faithfulness import _auc, impute
+from cnnviz.core.references import Unit, layer_ref
+from untouched import assert_untouched, fingerprint
+
+SIDE = 32
+REGION = (slice(8, 16), slice(4, 12))  # 64 of the 1024 pixels
+
+
+class RegionReader(nn.Module):
+    """Class 0's logit is four times the mean of one 8 x 8 region (all channels); class 1's is zero."""
+
+    def forward(self, x):
+        region = x[:, :, REGION[0], REGION[1]].mean(dim=(1, 2, 3))
+        return torch.stack([4 * region, torch.zeros_like(region)], dim=1)
+
+
+def _images(count=3, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    x = 0.1 * torch.randn(count, 3, SIDE, SIDE, generator=generator)
+    x[:, :, REGION[0], REGION[1]] += 1.0  # the region bright on a dark (zero-mean) ground
+    return x
+
+
+def _attribution(model, method, maps, inputs):
+    """An Attribution of ``maps`` (N x H x W), as cnnviz.attributions makes them."""
+    unit = Unit.of(layer_ref(model, "logits:0"))
+    count = len(inputs)
+    return cnnviz.Attribution(method=method, attribution=maps[:, None].float(), inputs=inputs, images=inputs.clamp(0, 1),
+                              targets=[unit] * count, sources=[f"image {i}" for i in range(count)])
+
+
+def _region_maps(count, seed=1):
+    generator = torch.Generator().manual_seed(seed)
+    right = 0.01 * torch.rand(count, SIDE, SIDE, generator=generator)
+    right[:, REGION[0], REGION[1]] += 1
+    wrong = 0.01 * torch.rand(count, SIDE, SIDE, generator=generator)
+    wrong[:, 20:28, 20:28] += 1  # another region of the same size
+    return right, wrong
+
+
+@pytest.fixture(scope="module")
+def region_result():
+    model = RegionReader()
+    inputs = _images()
+    right, wrong = _region_maps(len(inputs))
+    results = {"right": _attribution(model, "right", right, inputs), "wrong": _attribution(model, "wrong", wrong, inputs)}
+    before = fingerprint(model)
+    result = cnnviz.faithfulness(model, results, steps=16, percentiles=(20, 50, 80))
+    assert_untouched(model, before)
+    return result
+
+
+def test_the_map_of_the_region_the_model_reads_scores_best_on_every_metric(region_result):
+    means = region_result.summary()
+    assert region_result.methods == ["right", "wrong", "random"]
+    assert region_result.ranking[0] == "right" and region_result.ranking[-1] == "wrong"
+    right, wrong, chance = means["right"], means["wrong"], means["random"]
+    for metric, higher in cnnviz.analyses.faithfulness.METRICS.items():
+        if metric == "average_increase":  # nothing raises the score here: 0 for every map
+            continue
+        if higher:
+            assert right[metric] > chance[metric] > wrong[metric] or right[metric] > wrong[metric], metric
+        else:
+            assert right[metric] < wrong[metric], metric
+    # the known values: the region is gone after 64 of 1024 pixels (2 of 16 steps) for the right map,
+    # so its deletion curve is at sigmoid(0) = 0.5 from the second step on
+    original = torch.sigmoid(4 * _images()[:, :, REGION[0], REGION[1]].mean(dim=(1, 2, 3))).double()
+    assert torch.allclose(region_result.original.double(), original, atol=1e-6)
+    deletion = region_result.curves["right"]["deletion"]
+    assert torch.allclose(deletion[:, 2:], torch.full_like(deletion[:, 2:], 0.5), atol=1e-6)
+    first_step = deletion[:, 1].double()  # half the region removed after the first step
+    expected_auc = ((original + first_step) / 2 + (first_step + 0.5) / 2) / 16 + 0.5 * 14 / 16
+    assert torch.allclose(region_result.per_image["right"]["deletion_auc"], expected_auc, atol=1e-6)
+    # ROAD: the region imputed from its dark ground is gone at every percentile (MoRF) and kept by LeRF
+    assert torch.allclose(region_result.curves["right"]["road_morf"], torch.full((3, 3), 0.5), atol=0.02)
+    assert bool((region_result.curves["right"]["road_lerf"] > 0.9).all())
+    assert bool((region_result.curves["wrong"]["road_morf"] > 0.9).all())
+    # Average Drop: the right map keeps the region (no drop); the wrong one masks it out
+    assert right["average_drop"] < 1 and wrong["average_drop"] > 40
+    assert region_result.beats_random() == {"right": True, "wrong": False}
+    assert region_result.score == ["probability"] * 3
+
+
+def test_the_result_shows_draws_and_serialises(region_result):
+    data = region_result.to_dict()
+    json.dumps(data)
+    for method in ("right", "wrong", "random"):
+        entry = data[method]
+        assert {"deletion_auc", "insertion_auc", "road_morf", "road_lerf", "road_combined", "average_drop",
+                "average_increase", "rank", "std"} <= set(entry)
+        assert math.isclose(entry["deletion_auc"], float(region_result.per_image[method]["deletion_auc"].mean()), abs_tol=1e-6)
+    assert data["right"]["rank"] == 1 and data["_about"]["ranking"][0] == "right"
+    table = region_result.table()
+    assert table.splitlines()[2].split()[:2] == ["1", "right"]
+    assert "<table" in region_result._repr_html_()
+    figure = region_result.plot()
+    assert len(figure.axes) == 4 and "best: right" in figure._suptitle.get_text()
+    png = region_result._repr_png_()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "right, random, wrong" in repr(region_result)
+
+
+def test_batches_do_not_change_the_numbers():
+    model = RegionReader()
+    inputs = _images(2)
+    right, wrong = _region_maps(2)
+    results = {"right": _attribution(model, "right", right, inputs), "wrong": _attribution(model, "wrong", wrong, inputs)}
+    one = cnnviz.faithfulness(model, results, steps=4, percentiles=(30,), batch_size=1)
+    many = cnnviz.faithfulness(model, results, steps=4, percentiles=(30,), batch_size=100)
+    for method in one.methods:
+        for metric in one.per_image[method]:
+            assert torch.allclose(one.per_image[method][metric], many.per_image[method][metric], atol=1e-5, equal_nan=True)
+
+
+def test_auc_of_known_curves():
+    fractions = torch.linspace(0, 1, 5, dtype=torch.float64)
+    assert torch.allclose(_auc(torch.ones(1, 5), fractions), torch.tensor([1.0], dtype=torch.float64))
+    assert torch.allclose(_auc(fractions[None], fractions), torch.tensor([0.5], dtype=torch.float64))
+
+
+def test_imputation_equals_quantus_and_keeps_the_kept_pixels():
+    perturb = pytest.importorskip("quantus.functions.perturb_func")
+    generator = torch.Generator().manual_seed(0)
+    images = torch.rand(2, 3, 20, 24, generator=generator, dtype=torch.float64)
+    removed = torch.rand(2, 20, 24, generator=generator) < 0.5
+    removed[1, 3:17, 2:20] = True  # one large hole
+    filled = impute(images, removed, tolerance=1e-10)
+    for n in range(2):
+        indices = np.flatnonzero(removed[n].numpy().ravel())
+        expected = perturb.noisy_linear_imputation(images[n].numpy(), indices, noise=0.0)
+        assert np.abs(filled[n].numpy() - expected).max() < 1e-6
+    kept = ~removed[:, None].expand_as(images)
+    assert torch.equal(filled[kept], images[kept])
+    constant = impute(torch.full((1, 1, 16, 16), 0.3), removed[:1, :16, :16])
+    assert torch.allclose(constant, torch.full_like(constant, 0.3), atol=1e-5)
+
+
+class OneChannelNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.features = nn.Sequential(nn.Conv2d(1, 6, 3, padding=1), nn.ReLU(), nn.Conv2d(6, 6, 3, padding=1), nn.ReLU())
+        self.head = nn.Linear(6 * 16 * 16, 3)
+
+    def forward(self, x):
+        return self.head(self.features(x).flatten(1))
+
+
+def test_deletion_and_road_agree_with_quantus():
+    quantus = pytest.importorskip("quantus")
+    from quantus.functions.perturb_func import noisy_linear_imputation
+
+    model = OneChannelNet().eval()
+    generator = torch.Generator().manual_seed(3)
+    inputs = torch.randn(4, 1, 16, 16, generator=generator)
+    maps = torch.rand(4, 16, 16, generator=generator)  # no ties: one order
+    with torch.no_grad():
+        labels = model(inputs).argmax(dim=1)
+    unit_of = [Unit.of(layer_ref(model, f"logits:{int(k)}")) for k in labels]
+    attribution = cnnviz.Attribution(method="some", attribution=maps[:, None], inputs=inputs, images=inputs.clamp(0, 1),
+                                     targets=unit_of, sources=["a", "b", "c", "d"])
+    percentiles = (20, 40, 60, 80)
+    ours = cnnviz.faithfulness(model, attribution, steps=8, percentiles=percentiles, noise=0.0)
+    flipping = quantus.PixelFlipping(features_in_step=16 * 16 // 8, perturb_baseline=0.0, normalise=False, abs=False,
+                                     disable_warnings=True, display_progressbar=False)
+    curves = flipping(model=model, x_batch=inputs.numpy(), y_batch=labels.numpy(), a_batch=maps[:, None].numpy(),
+                      device="cpu", softmax=True)
+    ours_curve = ours.curves["some"]["deletion"][:, 1:].numpy()
+    assert np.abs(np.array(curves) - ours_curve).max() < 1e-5
+    # Quantus's AUC is the trapezoidal area over step numbers; ours over fractions from the unperturbed image
+    assert np.allclose(np.trapezoid(np.array(curves), axis=1) / 8,
+                       _auc(ours.curves["some"]["deletion"][:, 1:], torch.linspace(1 / 8, 1, 8, dtype=torch.float64)))
+    # ROAD: the most relevant pixels imputed as Quantus imputes them (noise off), then scored
+    order = np.argsort(-maps.flatten(1).numpy(), axis=1)
+    for column, percentile in enumerate(percentiles):
+        imputed = np.stack([noisy_linear_imputation(inputs[n].numpy(), order[n, :int(256 * percentile / 100)], noise=0.0)
+                            for n in range(4)])
+        with torch.no_grad():
+            probabilities = model(torch.from_numpy(imputed).float()).softmax(dim=1)[torch.arange(4), labels]
+        assert torch.allclose(ours.curves["some"]["road_morf"][:, column], probabilities, atol=1e-4)
+
+
+def test_attributions_measure_faithfulness_when_asked():
+    photos = cnnviz.load_model("builtin:photos")
+    before = fingerprint(photos.module)
+    settings = cnnviz.FaithfulnessSettings(steps=4, percentiles=(50,))
+    results = cnnviz.attributions(photos, ["sample:chelsea", "sample:coffee"], methods=["gradient", "gradcam"],
+                                  faithfulness=settings)
+    assert_untouched(photos.module, before)
+    scores = results.faithfulness
+    assert isinstance(scores, cnnviz.Faithfulness) and scores.methods == ["gradient", "gradcam", "random"]
+    assert scores.curves["gradcam"]["deletion"].shape == (2, 5) and scores.fractions.tolist() == [0, 0.25, 0.5, 0.75, 1]
+    # the ends are the same for every map: the image, then the emptied one (deletion); blurred, then the image
+    for method in scores.methods:
+        assert torch.equal(scores.curves[method]["deletion"][:, 0], scores.original)
+        assert torch.equal(scores.curves[method]["insertion"][:, -1], scores.original)
+    assert cnnviz.attributions(photos, "sample:chelsea", methods=["gradient"]).faithfulness is None
+
+
+def test_a_unit_target_is_scored_by_its_value():
+    photos = cnnviz.load_model("builtin:photos")
+    results = cnnviz.attributions(photos, "sample:chelsea", "features.7:3", methods=["gradient"])
+    scores = cnnviz.faithfulness(photos, results, steps=2, percentiles=(50,))
+    assert scores.score == ["value"]
+    with cnnviz.probe(photos, "features.7:3") as recorder:
+        recorder.run(results["gradient"].inputs)
+        value = recorder["features.7:3"].mean()
+    assert torch.allclose(scores.original, value[None], atol=1e-5)
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"steps": 1}, "steps must be at least 2"),
+    ({"percentiles": (0, 50)}, "strictly between 0 and 100"),
+    ({"percentiles": ()}, "strictly between 0 and 100"),
+    ({"bogus": 1}, "has no option 'bogus'"),
+])
+def test_bad_settings_are_one_line(options, message):
+    model = RegionReader()
+    inputs = _images(1)
+    right, _ = _region_maps(1)
+    with pytest.raises(cnnviz.CnnvizError, match=message):
+        cnnviz.faithfulness(model, _attribution(model, "right", right, inputs), **options)
+
+
+def test_bad_inputs_are_one_line():
+    model = RegionReader()
+    inputs = _images(2)
+    right, wrong = _region_maps(2)
+    other = _attribution(model, "wrong", wrong, _images(2, seed=5))
+    with pytest.raises(cnnviz.CnnvizError, match="other images or targets"):
+        cnnviz.faithfulness(model, {"right": _attribution(model, "right", right, inputs), "wrong": other})
+    with pytest.raises(cnnviz.CnnvizError, match="baseline map"):
+        cnnviz.faithfulness(model, {"random": _attribution(model, "random", right, inputs)})
+    with pytest.raises(cnnviz.CnnvizError, match="not a list"):
+        cnnviz.faithfulness(model, [1, 2])
+    with pytest.raises(cnnviz.CnnvizError, match="faithfulness= takes True"):
+        cnnviz.attributions(cnnviz.load_model("builtin:photos"), "sample:chelsea", methods=["gradient"], faithfulness="yes")
