@@ -4,9 +4,12 @@ from __future__ import annotations
 import click
 
 from cnnviz.analyses.attribution_settings import ATTRIBUTION, DEFAULT_METHODS, METHODS, AttributionSettings
+from cnnviz.analyses.faithfulness import FaithfulnessSettings
 from cnnviz.core.settings import help_of
 from cnnviz.cli.messages import cli_syntax
 from cnnviz.cli.options import echo, model_options, wrote
+
+FAITHFULNESS = FaithfulnessSettings()
 
 
 @click.command()
@@ -27,13 +30,18 @@ from cnnviz.cli.options import echo, model_options, wrote
 @click.option("--window", type=click.IntRange(min=1), help=help_of(AttributionSettings, "window"))
 @click.option("--eigen-smooth", is_flag=True, help=help_of(AttributionSettings, "eigen_smooth"))
 @click.option("--aug-smooth", is_flag=True, help=help_of(AttributionSettings, "aug_smooth"))
+@click.option("--faithfulness", is_flag=True,
+              help="Also measure each map's faithfulness (deletion and insertion AUC, ROAD, Average Drop and Increase "
+                   "in Confidence) against a random map: faithfulness.json, faithfulness.png and a ranked table.")
+@click.option("--faithfulness-steps", type=click.IntRange(min=2), default=FAITHFULNESS.steps, show_default=True,
+              metavar="N", help=help_of(FaithfulnessSettings, "steps"))
 @click.option("--sanity", is_flag=True, help="Also run the model-parameter randomisation test for each method.")
 @click.option("--sanity-stages", type=click.IntRange(min=1), metavar="N",
               help="At most N randomisation stages (default: one per layer with weights).")
 @click.option("--output", "-o", default="cnnviz-output", show_default=True, metavar="DIR",
               help="Folder for the figures, the raw attributions (.npy) and the JSON summary.")
-def saliency(loaded, images, methods, targets, layer, steps, samples, window, eigen_smooth, aug_smooth, sanity,
-             sanity_stages, output) -> None:
+def saliency(loaded, images, methods, targets, layer, steps, samples, window, eigen_smooth, aug_smooth, faithfulness,
+             faithfulness_steps, sanity, sanity_stages, output) -> None:
     """Show which input pixels drive a class score or any unit, with
     captum's attribution methods.
 
@@ -47,6 +55,7 @@ def saliency(loaded, images, methods, targets, layer, steps, samples, window, ei
       cnnviz saliency -i sample:coffee -M gradcam -M guided_gradcam --target features.19:7
       cnnviz saliency -i sample:chelsea -M gradcam_plus_plus -M layercam -M scorecam --aug-smooth
       cnnviz saliency -m torchvision:resnet18 -w DEFAULT -i cat.jpg --target tabby --sanity
+      cnnviz saliency -i samples --faithfulness
     """
     import cnnviz
 
@@ -54,7 +63,8 @@ def saliency(loaded, images, methods, targets, layer, steps, samples, window, ei
     target = None if not targets else (_target(targets[0]) if len(targets) == 1 else [_target(t) for t in targets])
     smoothing = {"eigen_smooth": eigen_smooth, "aug_smooth": aug_smooth}
     results = cnnviz.attributions(loaded, list(images), target, methods=chosen, layer=layer, steps=steps, samples=samples,
-                                  window=window, **smoothing)
+                                  window=window, **smoothing,
+                                  faithfulness=FaithfulnessSettings(steps=faithfulness_steps) if faithfulness else False)
     checks = {
         name: cnnviz.sanity_check(loaded, result.inputs, [t.reference for t in result.targets], method=name,
                                   stages=sanity_stages, layer=layer, steps=steps, samples=samples, window=window,
@@ -66,6 +76,9 @@ def saliency(loaded, images, methods, targets, layer, steps, samples, window, ei
     for message in report.notes:  # methods that do not apply to this model: n/a, with the reason
         echo(cli_syntax(message, command))
     wrote(report.write(output, model=loaded.spec))
+    if results.faithfulness is not None:
+        echo(f"faithfulness (best first; mean ± std over {len(results.faithfulness.original)} images):")
+        echo(results.faithfulness.table())
 
 
 def _target(text: str):

@@ -30,7 +30,8 @@ from cnnviz.inputs import samples
 from cnnviz.inputs.batches import model_inputs, pixels
 from cnnviz.models import load_model, read_state_dict, zoo
 from cnnviz.analyses.activations import Activations, LayerActivations, activations
-from cnnviz.analyses.attribution import Attribution, Attributions, SanityCheck, attributions, sanity_check, saliency
+from cnnviz.analyses.attribution import Attribution, Attributions, attributions, saliency
+from cnnviz.analyses.sanity import SanityCheck, sanity_check
 from cnnviz.analyses.attribution_settings import DEFAULT_METHODS, METHODS, AttributionSettings
 from cnnviz.analyses.concepts import concepts
 from cnnviz.analyses.concepts_results import Concepts

@@ -297,7 +297,7 @@ def test_sanity_check_follows_the_order_layers_run_in():
 
 
 def test_rank_correlation_with_ties_and_constant_maps():
-    correlation = cnnviz.analyses.attribution.mean_rank_correlation
+    correlation = cnnviz.analyses.sanity.mean_rank_correlation
     a = torch.tensor([[[0.0, 0.0, 1.0, 2.0]]])
     b = torch.tensor([[[0.0, 0.0, 2.0, 1.0]]])
     # average ranks: a -> 1.5 1.5 3 4, b -> 1.5 1.5 4 3: Spearman 3.5 / 4.5 (as scipy.stats.spearmanr)

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 import cnnviz
-from cnnviz.analyses.faithfulness import _auc, impute
+from cnnviz.analyses.faithfulness import area_under_curve, impute
 from cnnviz.core.references import Unit, layer_ref
 from untouched import assert_untouched, fingerprint
 
@@ -127,8 +127,8 @@ def test_batches_do_not_change_the_numbers():
 
 def test_auc_of_known_curves():
     fractions = torch.linspace(0, 1, 5, dtype=torch.float64)
-    assert torch.allclose(_auc(torch.ones(1, 5), fractions), torch.tensor([1.0], dtype=torch.float64))
-    assert torch.allclose(_auc(fractions[None], fractions), torch.tensor([0.5], dtype=torch.float64))
+    assert torch.allclose(area_under_curve(torch.ones(1, 5), fractions), torch.tensor([1.0], dtype=torch.float64))
+    assert torch.allclose(area_under_curve(fractions[None], fractions), torch.tensor([0.5], dtype=torch.float64))
 
 
 def test_imputation_equals_quantus_and_keeps_the_kept_pixels():
@@ -182,7 +182,7 @@ def test_deletion_and_road_agree_with_quantus():
     assert np.abs(np.array(curves) - ours_curve).max() < 1e-5
     # Quantus's AUC is the trapezoidal area over step numbers; ours over fractions from the unperturbed image
     assert np.allclose(np.trapezoid(np.array(curves), axis=1) / 8,
-                       _auc(ours.curves["some"]["deletion"][:, 1:], torch.linspace(1 / 8, 1, 8, dtype=torch.float64)))
+                       area_under_curve(ours.curves["some"]["deletion"][:, 1:], torch.linspace(1 / 8, 1, 8, dtype=torch.float64)))
     # ROAD: the most relevant pixels imputed as Quantus imputes them (noise off), then scored
     order = np.argsort(-maps.flatten(1).numpy(), axis=1)
     for column, percentile in enumerate(percentiles):
@@ -248,3 +248,28 @@ def test_bad_inputs_are_one_line():
         cnnviz.faithfulness(model, [1, 2])
     with pytest.raises(cnnviz.CnnvizError, match="faithfulness= takes True"):
         cnnviz.attributions(cnnviz.load_model("builtin:photos"), "sample:chelsea", methods=["gradient"], faithfulness="yes")
+
+
+def test_cli_writes_the_faithfulness_json_figure_and_table(tmp_path):
+    from click.testing import CliRunner
+
+    from cnnviz.cli.main import main
+
+    result = CliRunner().invoke(main, ["saliency", "-i", "sample:chelsea", "-i", "sample:coffee", "-M", "gradient", "-M",
+                                       "gradcam", "--faithfulness", "--faithfulness-steps", "4", "-o", str(tmp_path)])
+    assert result.exit_code == 0, result.stderr
+    assert {"faithfulness.json", "faithfulness.png", "saliency.json"} <= {p.name for p in tmp_path.iterdir()}
+    data = json.loads((tmp_path / "faithfulness.json").read_text())
+    assert [k for k in data if not k.startswith("_")] == ["gradient", "gradcam", "random"]
+    for entry in (data["gradient"], data["gradcam"], data["random"]):
+        assert 0 <= entry["deletion_auc"] <= 1 and 0 <= entry["insertion_auc"] <= 1
+        assert len(entry["deletion_curve"]) == 5
+    assert data["_about"]["images"] == ["sample:chelsea", "sample:coffee"]
+    summary = json.loads((tmp_path / "saliency.json").read_text())
+    assert summary["faithfulness"]["ranking"] == data["_about"]["ranking"]
+    ranked = [line.split()[1] for line in result.stdout.splitlines() if line[:1].isdigit()]
+    assert ranked == data["_about"]["ranking"]
+    without = CliRunner().invoke(main, ["saliency", "-i", "sample:chelsea", "-M", "gradient", "-o", str(tmp_path / "plain")])
+    assert without.exit_code == 0 and not (tmp_path / "plain" / "faithfulness.json").exists()
+    error = CliRunner().invoke(main, ["saliency", "-i", "sample:chelsea", "--faithfulness-steps", "1"])
+    assert error.exit_code == 2 and "faithfulness-steps" in error.stderr

@@ -139,17 +139,18 @@ class Faithfulness(Shows):
 
     def table(self) -> str:
         """The metrics as a text table, one row per method in :attr:`ranking` order: the mean and,
-        after ``±``, the standard deviation over the images."""
+        after ``±``, the standard deviation over the images; under each metric's name whether
+        higher (``+``) or lower (``-``) is better."""
         means, spreads = self.summary(), self.spread()
         names = list(METRICS)
-        width = max(len(m) for m in self.methods) + 2
-        head = "rank".ljust(5) + "method".ljust(width) + "".join(n.ljust(22) for n in names)
-        arrows = " " * (5 + width) + "".join(("higher better" if METRICS[n] else "lower better").ljust(22) for n in names)
-        rows = [head, arrows]
+        cells = {m: [f"{means[m][n]:.3g}±{spreads[m][n]:.2g}" for n in names] for m in self.methods}
+        widths = [max(len(n), *(len(cells[m][k]) for m in self.methods)) + 2 for k, n in enumerate(names)]
+        width = max(len("method"), *(len(m) for m in self.methods)) + 2
+        rows = ["rank " + "method".ljust(width) + "".join(n.ljust(w) for n, w in zip(names, widths)),
+                " " * (5 + width) + "".join(("(+)" if METRICS[n] else "(-)").ljust(w) for n, w in zip(names, widths))]
         for rank, method in enumerate(self.ranking, start=1):
-            cells = [f"{means[method][n]:.4g} ± {spreads[method][n]:.2g}" for n in names]
-            rows.append(f"{rank:<5}{method.ljust(width)}" + "".join(c.ljust(22) for c in cells))
-        return "\n".join(rows)
+            rows.append(f"{rank:<5}{method.ljust(width)}" + "".join(c.ljust(w) for c, w in zip(cells[method], widths)))
+        return "\n".join(row.rstrip() for row in rows)
 
     def to_dict(self) -> dict:
         """``faithfulness.json``: per method name (and ``"random"``) each metric's mean over the
@@ -245,11 +246,12 @@ def faithfulness(model, attributions, *, settings: FaithfulnessSettings | None =
 
 
 def _as_results(attributions) -> dict:
-    from cnnviz.analyses.attribution import Attribution
+    def one(value) -> bool:  # a cnnviz.Attribution (not imported: cnnviz.analyses.attribution imports this module)
+        return all(hasattr(value, name) for name in ("method", "absolute_map", "inputs", "targets", "sources"))
 
-    if isinstance(attributions, Attribution):
+    if one(attributions):
         return {attributions.method: attributions}
-    if isinstance(attributions, dict) and attributions and all(isinstance(v, Attribution) for v in attributions.values()):
+    if isinstance(attributions, dict) and attributions and all(one(v) for v in attributions.values()):
         return dict(attributions)
     raise CnnvizError("faithfulness evaluates what cnnviz.attributions(...) returned (or one cnnviz.Attribution), "
                       f"not a {type(attributions).__name__}")
@@ -345,7 +347,7 @@ class _Evaluation:
             deletion = torch.cat([original[:, None], inner[i, 0], emptied[:, None]], dim=1)
             insertion = torch.cat([blank[:, None], inner[i, 1], original[:, None]], dim=1)
             curves[name] = {"deletion": deletion, "insertion": insertion}
-            deletion_auc, insertion_auc = _auc(deletion, fractions), _auc(insertion, fractions)
+            deletion_auc, insertion_auc = area_under_curve(deletion, fractions), area_under_curve(insertion, fractions)
             per_image[name] = {"deletion_auc": deletion_auc, "insertion_auc": insertion_auc,
                                "auc_difference": insertion_auc - deletion_auc}
 
@@ -404,7 +406,7 @@ def _ranks(maps: torch.Tensor) -> torch.Tensor:
     return ranks.view_as(maps)
 
 
-def _auc(curve: torch.Tensor, fractions: torch.Tensor) -> torch.Tensor:
+def area_under_curve(curve: torch.Tensor, fractions: torch.Tensor) -> torch.Tensor:
     """Trapezoidal area under each row of ``curve`` over ``fractions``."""
     curve = curve.double()
     widths = (fractions[1:] - fractions[:-1]).to(curve)

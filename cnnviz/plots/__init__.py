@@ -7,7 +7,8 @@ object also draws itself (``result.plot()``) and shows itself in a notebook thro
 functions, registered here in :mod:`cnnviz.core.display`.
 """
 from cnnviz.analyses.activations import Activations
-from cnnviz.analyses.attribution import Attribution, Attributions, SanityCheck
+from cnnviz.analyses.attribution import Attribution, Attributions
+from cnnviz.analyses.sanity import SanityCheck
 from cnnviz.analyses.concepts_results import Concepts
 from cnnviz.analyses.connections import Connection, Connections
 from cnnviz.analyses.equivariance import Equivariance

@@ -10,7 +10,9 @@ def attributions(results, checks: dict | None = None, panel_images: int = 4) -> 
     """Attributions by method (:class:`cnnviz.Attributions`): ``saliency_<method>[_<i>].png`` per
     image, ``saliency_<method>.npy`` (``N x C x H x W``), ``saliency_panel.png`` (the first
     ``panel_images`` images, every method) and ``saliency.json``; with ``checks`` (method ->
-    :class:`cnnviz.SanityCheck`) also ``sanity_<method>.png`` and each check in the JSON."""
+    :class:`cnnviz.SanityCheck`) also ``sanity_<method>.png`` and each check in the JSON; when the
+    results carry their faithfulness (``attributions(..., faithfulness=True)``), ``faithfulness.png``
+    (the curves and the ranking) and ``faithfulness.json`` (:meth:`cnnviz.Faithfulness.to_dict`)."""
     checks = checks or {}
     items, arrays, entries = [], {}, []
     for name, result in results.items():
@@ -55,4 +57,17 @@ def attributions(results, checks: dict | None = None, panel_images: int = 4) -> 
     if skipped and items and items[-1].kind == "attributions":
         items[-1].caption += "; n/a: " + "; ".join(f"{name} ({why})" for name, why in skipped.items())
     data = {"methods": entries, "not_applicable": [{"method": name, "why": why} for name, why in skipped.items()]}
+    scores = getattr(results, "faithfulness", None)
+    if scores is not None:
+        means = scores.summary()
+        items.append(Item(
+            "faithfulness.png", "faithfulness",
+            "Faithfulness: the target's score as the most important pixels are removed (deletion) and put back "
+            "(insertion), ROAD's most and least relevant first, and the methods ranked (insertion AUC - deletion AUC); "
+            "ranking: " + ", ".join(f"{m} {means[m]['auc_difference']:.3g}" for m in scores.ranking),
+            settings=scores.settings, extra={"method": scores.methods},
+            draw=lambda: plots.faithfulness(scores),
+        ))
+        arrays["faithfulness.json"] = scores.to_dict()
+        data["faithfulness"] = {"file": "faithfulness.json", "ranking": scores.ranking, "best": scores.best}
     return Report("saliency", data, items, arrays=arrays, notes=[f"n/a: {name}: {why}" for name, why in skipped.items()])

@@ -78,7 +78,8 @@ class Report:
         name: the JSON's file stem (``kernels_features.0`` -> ``kernels_features.0.json``).
         data: the JSON summary (the result's ``to_dict()`` and what the report adds).
         items: the figures and images.
-        arrays: file name -> an array (written as ``.npy``) or a dict of arrays (``.npz``).
+        arrays: file name -> an array (written as ``.npy``) or a dict of arrays (``.npz``); a name
+            ending in ``.json`` is a further JSON file (its dict written as it is).
         notes: one-line remarks for the user (a cap that was applied, files that were skipped).
     """
 
@@ -119,7 +120,9 @@ class Report:
 
 
 def write_array(path: Path, content) -> Path:
-    """An array as ``.npy``, a dict of arrays as ``.npz`` (atomically)."""
+    """An array as ``.npy``, a dict of arrays as ``.npz``, a dict named ``*.json`` as JSON (atomically)."""
+    if path.suffix == ".json":
+        return files.write_json(path, content)
     if isinstance(content, dict):
         return files.write_npz(path, content)
     buffer = io.BytesIO()
