@@ -351,43 +351,70 @@ class _UnitForward:
 
 
 def _cam_layer(model, layer, inputs: torch.Tensor, units: list[LayerRef], indices: list[int]) -> LayerRef:
-    """The Grad-CAM layer: the one asked for, checked, or the last layer with spatial maps (more
-    than 1 x 1) that runs once, finishes before every target and that every target depends on."""
+    """The layer of the CAM methods: the one asked for, checked, or the last layer with spatial maps
+    (more than 1 x 1) that runs once, finishes before every target and that every target depends on.
+
+    One pass on the first image records every module (its calls, shapes and outputs, with their
+    graph); the dependence is read from it, deepest candidate first, one short backward pass per
+    unit. Only a unit that shows no dependence there is tried again on its own first image."""
     module, _ = unwrap(model)
     names = [name for name, _ in module.named_modules() if name]
-    with probe(model, names, store=False, early_exit=False) as recorder:
-        recorder.run(inputs[:1])
+    example = inputs[:1].clone().requires_grad_(True)
+    with probe(model, [*names, *units], early_exit=False, keep_graph=True, copy=False) as recorder:
+        recorder.run(example)
         order, shapes = recorder.order, recorder.shapes
-    position = {entry: index for index, entry in enumerate(order)}
-    deadline = min((position.get((u.layer, u.call), len(order)) for u in units if not u.is_output), default=len(order))
+        position = {entry: index for index, entry in enumerate(order)}
+        deadline = min((position.get((u.layer, u.call), len(order)) for u in units if not u.is_output), default=len(order))
 
-    def usable(name: str) -> str | None:
-        calls = shapes.get(name, [])
-        if len(calls) != 1:
-            return f"{name} runs {len(calls)} times per forward pass; Grad-CAM needs a layer that runs once"
-        shape = calls[0]
-        if shape is None or len(shape) != 4 or shape[2] * shape[3] <= 1:
-            return f"{name} outputs {shape and tuple(shape[1:])}, not spatial maps (C x H x W with H x W > 1)"
-        if position[(name, 1)] >= deadline:
-            return f"{name} does not run before the target, so the target does not depend on it; pick an earlier layer"
-        return None
+        def usable(name: str) -> str | None:
+            calls = shapes.get(name, [])
+            if len(calls) != 1:
+                return f"{name} runs {len(calls)} times per forward pass; Grad-CAM needs a layer that runs once"
+            shape = calls[0]
+            if shape is None or len(shape) != 4 or shape[2] * shape[3] <= 1:
+                return f"{name} outputs {shape and tuple(shape[1:])}, not spatial maps (C x H x W with H x W > 1)"
+            if position[(name, 1)] >= deadline:
+                return f"{name} does not run before the target, so the target does not depend on it; pick an earlier layer"
+            return None
 
+        if layer is not None:
+            ref = layer_ref(model, layer)
+            if ref.channel is not None or ref.is_output:
+                raise CnnvizError(f"Grad-CAM needs a layer with spatial maps, such as '{ref.layer_text}' without a channel")
+            problem = usable(ref.layer) if ref.call == 1 else f"{ref.layer_text} is a later call; Grad-CAM needs a layer that runs once"
+            if problem:
+                raise CnnvizError(problem)
+            candidates = [ref.layer]
+        else:
+            candidates = [name for name, call in order if call == 1 and usable(name) is None]
+        chosen = _deepest_dependent(recorder, candidates, units)
+    if chosen is None and candidates and any(indices.index(k) for k in range(len(units))):
+        reached = _dependent(model, candidates, inputs, units, indices)  # each unit on its own first image
+        chosen = next((name for name in reversed(candidates) if name in reached), None)
     if layer is not None:
-        ref = layer_ref(model, layer)
-        if ref.channel is not None or ref.is_output:
-            raise CnnvizError(f"Grad-CAM needs a layer with spatial maps, such as '{ref.layer_text}' without a channel")
-        problem = usable(ref.layer) if ref.call == 1 else f"{ref.layer_text} is a later call; Grad-CAM needs a layer that runs once"
-        if problem:
-            raise CnnvizError(problem)
-        if not _dependent(model, [ref.layer], inputs, units, indices):
+        if chosen is None:
             raise CnnvizError(f"the target does not depend on {ref.layer} (another branch?); pick a layer on its path")
         return ref
-    candidates = [name for name, call in order if call == 1 and usable(name) is None]
-    reached = _dependent(model, candidates, inputs, units, indices)
-    chosen = [name for name in candidates if name in reached]
-    if not chosen:
+    if chosen is None:
         raise NotApplicable("no layer with spatial maps that runs once lies on the target's path; Grad-CAM cannot be computed here")
-    return layer_ref(model, chosen[-1])
+    return layer_ref(model, chosen)
+
+
+def _deepest_dependent(recorder, candidates: list[str], units: list[LayerRef]) -> str | None:
+    """The last of the candidates whose recorded output every unit's value depends on (a non-zero
+    gradient on the recorded image), or ``None``."""
+    values = [recorder[unit][0].sum() for unit in units]
+    for name in reversed(candidates):
+        output = recorder[name]
+        for value in values:
+            if not value.requires_grad:
+                return None
+            (gradient,) = torch.autograd.grad(value, output, allow_unused=True, retain_graph=True)
+            if gradient is None or not bool(gradient.abs().sum() > 0):
+                break
+        else:
+            return name
+    return None
 
 
 def _dependent(model, candidates: list[str], inputs, units: list[LayerRef], indices: list[int]) -> set[str]:
