@@ -40,6 +40,8 @@ GALLERY = GallerySettings()  # the one source of the defaults below
               help=help_of(GallerySettings, "classes"))
 @click.option("--methods", default=",".join(GALLERY.methods), show_default=True, metavar="M[,M...]",
               help=help_of(GallerySettings, "methods"))
+@click.option("--faithfulness-steps", type=click.IntRange(min=0), default=GALLERY.faithfulness_steps, show_default=True,
+              metavar="N", help=help_of(GallerySettings, "faithfulness_steps"))
 @click.option("--dream-image", metavar="IMG", help=help_of(GallerySettings, "dream_image"))
 @click.option("--dream-octaves", type=click.IntRange(min=1), default=GALLERY.dream_octaves, show_default=True,
               help=help_of(GallerySettings, "dream_octaves"))
@@ -53,7 +55,7 @@ GALLERY = GallerySettings()  # the one source of the defaults below
 @click.option("--force", is_flag=True, help="Redo every figure, even those whose inputs and settings are unchanged.")
 @click.option("--output", "-o", default="cnnviz-gallery", show_default=True, metavar="DIR")
 def gallery(loaded, images, layers, max_channels, unit_renders, diverse, exemplars, steps, class_steps, max_classes,
-            activation_images, attribution_images, classes, methods, dream_image, dream_octaves, dream_steps,
+            activation_images, attribution_images, classes, methods, faithfulness_steps, dream_image, dream_octaves, dream_steps,
             concepts_k, concept_layers, seed, force, output) -> None:
     """Write a static HTML gallery of a model: an index with the hierarchy
     of renders from shallow to deep and the layer table, a page per layer (a
@@ -98,7 +100,8 @@ def gallery(loaded, images, layers, max_channels, unit_renders, diverse, exempla
                 max_channels=channels, unit_renders=renders, diverse=diverse, exemplars=exemplars, steps=steps,
                 class_steps=class_steps, max_classes=classes_shown, activation_images=activation_images,
                 attribution_images=attribution_images, methods=tuple(m.strip() for m in methods.split(",") if m.strip()),
-                classes=tuple(c.strip() for c in classes.split(",") if c.strip()), dream_image=dream_image,
+                classes=tuple(c.strip() for c in classes.split(",") if c.strip()), faithfulness_steps=faithfulness_steps,
+                dream_image=dream_image,
                 dream_octaves=dream_octaves, dream_steps=dream_steps, concepts_k=concepts_k,
                 concept_layers=_layer_list(concept_layers), seed=seed,
             )

@@ -273,3 +273,16 @@ def test_cli_writes_the_faithfulness_json_figure_and_table(tmp_path):
     assert without.exit_code == 0 and not (tmp_path / "plain" / "faithfulness.json").exists()
     error = CliRunner().invoke(main, ["saliency", "-i", "sample:chelsea", "--faithfulness-steps", "1"])
     assert error.exit_code == 2 and "faithfulness-steps" in error.stderr
+
+
+def test_records_join_into_the_result_of_all_images(region_result):
+    record = region_result.to_record()
+    json.dumps(record)
+    joined = cnnviz.Faithfulness.from_records([record, record])
+    assert len(joined.original) == 6 and joined.sources == region_result.sources * 2
+    for method in region_result.methods:
+        for metric, values in region_result.per_image[method].items():
+            assert torch.allclose(joined.per_image[method][metric], torch.cat([values, values]), equal_nan=True)
+    for method, means in region_result.summary().items():
+        assert joined.summary()[method] == pytest.approx(means, nan_ok=True)
+    assert joined.ranking == region_result.ranking and [str(t) for t in joined.targets[:3]] == [str(t) for t in region_result.targets]

@@ -35,13 +35,14 @@ ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = Path(os.environ.get("CNNVIZ_TEST_ARTIFACTS", ROOT / "test-artifacts"))
 SMALL = {"max_channels": 2, "unit_renders": 1, "diverse": 2, "exemplars": 3, "steps": 4, "class_steps": 4,
          "max_classes": 3, "activation_images": 2, "attribution_images": 3, "methods": ("gradient", "gradcam"),
-         "dream_octaves": 1, "dream_steps": 2, "concepts_k": 3}
+         "dream_octaves": 1, "dream_steps": 2, "concepts_k": 3, "faithfulness_steps": 4}
 SMALL_CLI = ["--layer", "features.0,features.10", "--max-channels", "2", "--unit-renders", "1", "--diverse", "2",
              "--exemplars", "3", "--steps", "4", "--class-steps", "4",
              "--max-classes", "3", "--activation-images", "2", "--attribution-images", "3",
-             "--methods", "gradient,gradcam", "--dream-octaves", "1", "--dream-steps", "2", "--concepts-k", "3"]
-JOBS = 17  # statistics, kernels x 2, activations x 2, maximize x 2, renders x 2, units x 2, concepts x 2, dream x 2,
-# attributions, classes
+             "--methods", "gradient,gradcam", "--dream-octaves", "1", "--dream-steps", "2", "--concepts-k", "3",
+             "--faithfulness-steps", "4"]
+JOBS = 18  # statistics, kernels x 2, activations x 2, maximize x 2, renders x 2, units x 2, concepts x 2, dream x 2,
+# attributions, faithfulness, classes
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +104,7 @@ def test_pages_manifest_and_figures(built, photo_folder):
     kinds = {figure["kind"] for figure in manifest["figures"]}
     assert kinds == {"kernels", "input", "activation_map", "histograms", "channel_statistics", "maximize", "exemplars",
                      "bottom_exemplars", "kernel", "dream", "attributions", "class", "concepts", "concept_render",
-                     "concept_exemplars", "concept_maps"}
+                     "concept_exemplars", "concept_maps", "faithfulness"}
     assert manifest["images"]["count"] == 4 and manifest["images"]["skipped"] == [str(photo_folder / "notes.txt")]
     for figure in manifest["figures"]:
         assert (output / figure["file"]).is_file() and (output / figure["thumbnail"]).is_file()
@@ -278,6 +279,20 @@ def test_attributions_and_classes_have_context(built, photo_folder):
         assert f"{first_name} {100 * probability:.1f} %" in block
         assert ("Right." in block) == (first_name == name) and ("Wrong" in block) == (first_name != name)
         assert f"attributions of {first_name}" in block  # the top-1 class by default
+    # the methods ranked by their faithfulness over the same images, the numbers of cnnviz.faithfulness
+    section = page[page.index('<section class="faithfulness"'):]
+    section = section[:section.index("</section>")]
+    images = [str(photo_folder / f"{n}.png") for n in ("astronaut", "chelsea", "coffee")]
+    scores = cnnviz.attributions(photos, images, methods=["gradient", "gradcam"],
+                                 faithfulness=cnnviz.FaithfulnessSettings(steps=4)).faithfulness
+    means = scores.summary()
+    rows = re.findall(r"<tr class=\"[a-z]*\"><td>(\d)</td><td>([a-z_]+)", section)
+    assert [(int(rank), method) for rank, method in rows] == list(enumerate(scores.ranking, start=1))
+    for method in scores.methods:
+        row = section[section.index(f"<td>{method}"):]
+        assert f"{means[method]['deletion_auc']:.3g} <small>" in row[:row.index("</tr>")]
+    assert "figures/attributions/faithfulness.png" in section and (output / "figures/attributions/faithfulness.png").exists()
+    assert f"best here: <strong>{scores.best}</strong>" in section
     classes = html.unescape((output / "classes.html").read_text())
     # the astronaut class has a real example among the images, with the model's probability of it
     astronaut = classes[classes.index("<h2>astronaut"):]
@@ -554,9 +569,9 @@ def test_what_a_rerun_redoes_and_awkward_names(tmp_path):
     changed = {path for path in after if after[path] != before.get(path)}
     redone = sorted(json.loads((output / ".cnnviz" / name).read_text())["job"].split(" ")[0]
                     for name, when in records.items() if (output / ".cnnviz" / name).stat().st_mtime_ns != when)
-    assert redone == ["activations", "attributions", "concepts", "concepts", "maximize", "maximize", "statistics", "units",
-                      "units"], redone
-    assert second.done == 9 and any("/maps/" in path for path in changed)
+    assert redone == ["activations", "attributions", "concepts", "concepts", "faithfulness", "maximize", "maximize",
+                      "statistics", "units", "units"], redone
+    assert second.done == 10 and any("/maps/" in path for path in changed)
     assert not any("kernels" in path or "dream" in path for path in changed)
     # the architecture changes (no weight does): everything is redone
     model.features[0].padding = (0, 0)

@@ -176,6 +176,44 @@ class Faithfulness(Shows):
         }
         return data
 
+    def to_record(self) -> dict:
+        """Everything, per image, as JSON-ready lists (what :meth:`from_records` reads back; the
+        gallery keeps one per batch of images and joins them)."""
+        return {
+            "methods": self.methods, "percentiles": list(self.percentiles), "score": self.score,
+            "fractions": self.fractions.tolist(), "original": self.original.tolist(), "sources": self.sources,
+            "targets": [{"layer": t.layer, "channel": t.channel, "position": t.position, "class_name": t.class_name}
+                        for t in self.targets],
+            "per_image": {m: {k: v.tolist() for k, v in self.per_image[m].items()} for m in self.methods},
+            "curves": {m: {k: v.tolist() for k, v in self.curves[m].items()} for m in self.methods},
+            "settings": self.settings,
+        }
+
+    @classmethod
+    def from_records(cls, records: list[dict]) -> Faithfulness:
+        """One result over the images of several :meth:`to_record` records (same methods and settings)."""
+        if not records:
+            raise CnnvizError("no faithfulness records to join")
+        first = records[0]
+        if any(r["methods"] != first["methods"] or r["fractions"] != first["fractions"]
+               or r["percentiles"] != first["percentiles"] for r in records):
+            raise CnnvizError("faithfulness records of other methods or settings cannot be joined")
+
+        def joined(get):
+            return torch.cat([torch.tensor(get(r), dtype=torch.float64) for r in records])
+
+        methods = first["methods"]
+        return cls(
+            methods=list(methods),
+            per_image={m: {k: joined(lambda r, m=m, k=k: r["per_image"][m][k]) for k in first["per_image"][m]} for m in methods},
+            curves={m: {k: joined(lambda r, m=m, k=k: r["curves"][m][k]).float() for k in first["curves"][m]} for m in methods},
+            fractions=torch.tensor(first["fractions"]), percentiles=tuple(first["percentiles"]),
+            original=joined(lambda r: r["original"]).float(), score=[s for r in records for s in r["score"]],
+            targets=[Unit(t["layer"], t["channel"], None if t["position"] is None else tuple(t["position"]), t["class_name"])
+                     for r in records for t in r["targets"]],
+            sources=[s for r in records for s in r["sources"]], settings=dict(first["settings"]),
+        )
+
     def _summary(self) -> str:
         count = len(self.original)
         return f"{', '.join(self.ranking)} (best first); {count} image{'' if count == 1 else 's'}"

@@ -9,7 +9,7 @@ from cnnviz.errors import CnnvizError
 
 
 def faithfulness(result, title: str | None = None) -> Figure:
-    """Four panels: the target's score as the most important pixels are removed (deletion) and put
+    """Four panels (two by two, to fit a page 11 inches wide): the target's score as the most important pixels are removed (deletion) and put
     back into a blurred image (insertion), mean over the images, each method's AUC in its legend;
     ROAD's score after the most (solid) and least (dashed) relevant pixels are imputed, per
     percentile; and the methods ranked by insertion AUC less deletion AUC (mean, with the spread
@@ -17,8 +17,8 @@ def faithfulness(result, title: str | None = None) -> Figure:
     if not result.methods:
         raise CnnvizError("no faithfulness to draw")
     means, spreads = result.summary(), result.spread()
-    figure = ShownFigure(figsize=(15, 3.6), layout="constrained")
-    axes = figure.subplots(1, 4)
+    figure = ShownFigure(figsize=(11, 6.8), layout="constrained")
+    axes = figure.subplots(2, 2).flatten()
     fractions = result.fractions.numpy()
     colours = {}
     for method in result.methods:

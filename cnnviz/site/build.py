@@ -19,7 +19,7 @@ from cnnviz.core.model import LoadedModel, preprocessing_of
 from cnnviz.models import load_model
 from cnnviz.site import pages
 from cnnviz.site.choice import UnitChoice, choose_units, rendered_classes
-from cnnviz.site.classes import attributions_job, classes_job
+from cnnviz.site.classes import attributions_job, classes_job, faithfulness_job
 from cnnviz.site.concepts import concept_count, concepts_job, importance_images, job_size
 from cnnviz.site.jobs import (
     activations_job, dream_job, kernels_job, maximize_job, renders_job, statistics_job, units_job,
@@ -193,6 +193,12 @@ def _build(plan: GalleryPlan, settings: GallerySettings, stages: StageRunner, wo
     stages.run("attributions", [Job(f"attributions {k}", {"images": chunk, "image_key": images_key(chunk)},
                                     partial(attributions_job, plan, s, chunk), len(chunk))
                                 for k, chunk in enumerate(chunks)])
+    measured = [stages.records[f"attributions {k}"] for k in range(len(chunks))
+                if ((stages.records.get(f"attributions {k}") or {}).get("data") or {}).get("faithfulness")]
+    if measured:  # every attributed image's faithfulness, joined: the ranking on the attributions page
+        stages.run("faithfulness", [Job("faithfulness", {"attributions": [record["key"] for record in measured]},
+                                        partial(faithfulness_job, plan, s,
+                                                [record["data"]["faithfulness"] for record in measured]), 1)])
     classes = rendered_classes(plan, s)
     if classes:
         stages.run("classes", [Job("classes", {"classes": classes, "images": plan.images_key},

@@ -18,6 +18,7 @@ import torch
 
 from cnnviz import plots
 from cnnviz.analyses.attribution import attributions
+from cnnviz.analyses.faithfulness import Faithfulness, FaithfulnessSettings
 from cnnviz.analyses.feature_visualization.maximize import maximize
 from cnnviz.analyses.predictions import predict
 from cnnviz.core import output as files
@@ -83,13 +84,18 @@ def attributions_job(plan: GalleryPlan, settings: GallerySettings, chunk: list[s
                        "predictions": [[plan.class_name(i), p] for i, _, p in prediction.classes],
                        "position": list(prediction.position) if prediction.position else None,
                        "correct": None if label is None else best == label, "figures": []})
-    figures, skipped = [], {}
+    figures, skipped, faithfulness = [], {}, None
     for round_name, targets in _rounds(plan, settings, predicted, labels):
         picked = [i for i, target in enumerate(targets) if target is not None]
         if not picked:
             continue
+        # the first round (each image's first class asked) is also measured for faithfulness
+        measure = faithfulness is None and s.faithfulness_steps > 0
         results = attributions(plan.loaded, [chunk[i] for i in picked], target=[targets[i] for i in picked],
-                               methods=list(s.methods), batch_size=s.batch_size)
+                               methods=list(s.methods), batch_size=s.batch_size,
+                               faithfulness=FaithfulnessSettings(steps=s.faithfulness_steps) if measure else False)
+        if measure:
+            faithfulness = {"round": round_name, **results.faithfulness.to_record()}
         skipped.update(getattr(results, "not_applicable", {}))
         for place, i in enumerate(picked):
             first = next(iter(results.values()))
@@ -109,7 +115,33 @@ def attributions_job(plan: GalleryPlan, settings: GallerySettings, chunk: list[s
             images[i]["figures"].append({"file": path, "round": round_name, "target": described,
                                          "ranges": ranges})
     progress(len(chunk))
-    return figures, {"images": images, "skipped": skipped}
+    return figures, {"images": images, "skipped": skipped, "faithfulness": faithfulness}
+
+
+FAITHFULNESS_FIGURE = "figures/attributions/faithfulness.png"
+
+
+def faithfulness_job(plan: GalleryPlan, settings: GallerySettings, records: list[dict], progress: Progress = no_progress):
+    """The methods' faithfulness over every attributed image (the attributions jobs' records
+    joined): the curves and the ranking as one figure, and the table's numbers."""
+    result = Faithfulness.from_records(records)
+    title = (f"Faithfulness of the attributions over {len(result.original)} images ({records[0]['round']}); "
+             f"best: {result.best}")
+    files.save_figure(plots.faithfulness(result, title=title), plan.folder / FAITHFULNESS_FIGURE, palette=True)
+    means, spreads = result.summary(), result.spread()
+    figure = {"file": FAITHFULNESS_FIGURE, "thumbnail": FAITHFULNESS_FIGURE, "kind": "faithfulness", "layer": None,
+              "unit": None, "method": result.methods, "text": True,
+              "caption": "Faithfulness: the target's score as each method's most important pixels are removed "
+                         "(deletion) and put back into a blurred copy (insertion), ROAD, and the methods ranked",
+              "value_range": [0.0, 1.0], "settings": result.settings}
+    progress(1)
+    rows = [{"rank": rank, "method": method, "beats_random": method == "random" or means[method]["auc_difference"]
+             > means["random"]["auc_difference"],
+             "values": {name: [finite(means[method][name]), finite(spreads[method][name])] for name in means[method]}}
+            for rank, method in enumerate(result.ranking, start=1)]
+    return [figure], {"figure": FAITHFULNESS_FIGURE, "rows": rows, "images": len(result.original),
+                      "round": records[0]["round"], "best": result.best, "score": sorted(set(result.score)),
+                      "settings": result.settings}
 
 
 def _rounds(plan: GalleryPlan, settings: GallerySettings, predicted, labels) -> list[tuple[str, list]]:

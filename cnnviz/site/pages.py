@@ -96,6 +96,7 @@ def write_site(content: SiteContent, manifest: dict) -> tuple[Path, list[Path]]:
                   images=attribution_images[k * ATTRIBUTIONS_PER_PAGE:(k + 1) * ATTRIBUTIONS_PER_PAGE],
                   pager=_around(links, k),
                   methods=content.settings.methods, classes=", ".join(content.settings.classes), skipped=skipped,
+                  faithfulness=content.data("faithfulness") if k == 0 else None,
                   problems=[p for p in problems.get("", []) if p.startswith("attributions")])
     if classes:
         measured = [c for c in classes.values() if c["render"].get("succeeded") is not None]

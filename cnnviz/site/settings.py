@@ -60,7 +60,8 @@ JOB_SETTINGS = {
     "renders": ("steps", "seed", "diverse"),
     "units": ("exemplars",),
     "dream": ("dream_octaves", "dream_steps", "seed"),
-    "attributions": ("methods", "batch_size", "classes"),
+    "attributions": ("methods", "batch_size", "classes", "faithfulness_steps"),
+    "faithfulness": ("faithfulness_steps",),
     "classes": ("class_steps", "seed"),
     # the layer is in each job's name and inputs: concept_layers only says which jobs there are
     "concepts": ("concepts_k", "steps", "seed", "batch_size", "exemplars"),
@@ -108,6 +109,8 @@ class GallerySettings:
     attribution_images: int = setting(8, "Images attributed with every method on the attributions page (the first "
                                          "readable).")
     methods: tuple[str, ...] = setting(METHODS, "Attribution methods, side by side.")
+    faithfulness_steps: int = setting(16, "Deletion and insertion steps of the methods' faithfulness ranking on the "
+                                          "attributions page (cnnviz.faithfulness, against a random map); 0 for none.")
     classes: tuple[str, ...] = setting(
         ("top1",), "Classes each image is attributed to: top1 (its prediction), topN (its N best, N up to 3), label "
                    "(its true class, where its file or folder is named like one), or class names or indices.")
@@ -134,6 +137,8 @@ class GallerySettings:
         for name, value in counts.items():
             if not isinstance(value, int) or value < 1:
                 raise CnnvizError(f"{name} must be a whole number of at least 1, got {value!r}")
+        if not isinstance(self.faithfulness_steps, int) or self.faithfulness_steps < 0 or self.faithfulness_steps == 1:
+            raise CnnvizError(f"faithfulness_steps must be 0 (none) or at least 2, got {self.faithfulness_steps!r}")
         if self.exemplars > 64:
             raise CnnvizError(f"exemplars is at most 64 per unit, not {self.exemplars}")
         for name in ("max_channels", "unit_renders"):
