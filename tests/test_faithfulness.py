@@ -286,3 +286,18 @@ def test_records_join_into_the_result_of_all_images(region_result):
     for method, means in region_result.summary().items():
         assert joined.summary()[method] == pytest.approx(means, nan_ok=True)
     assert joined.ranking == region_result.ranking and [str(t) for t in joined.targets[:3]] == [str(t) for t in region_result.targets]
+
+
+def test_without_road_the_other_metrics_are_the_same():
+    model = RegionReader()
+    inputs = _images(2)
+    right, wrong = _region_maps(2)
+    results = {"right": _attribution(model, "right", right, inputs), "wrong": _attribution(model, "wrong", wrong, inputs)}
+    full = cnnviz.faithfulness(model, results, steps=4, percentiles=(30,))
+    quick = cnnviz.faithfulness(model, results, steps=4, road=False)
+    for method in full.methods:
+        for metric in ("deletion_auc", "insertion_auc", "average_drop"):
+            assert torch.allclose(full.per_image[method][metric], quick.per_image[method][metric], equal_nan=True)
+        assert bool(quick.per_image[method]["road_morf"].isnan().all())
+    assert quick.percentiles == () and quick.to_dict()["right"]["road_morf"] is None
+    assert quick.plot().axes and "nan" in quick.table()

@@ -78,6 +78,7 @@ class FaithfulnessSettings:
     noise: float = setting(0.01, "ROAD: the standard deviation of the noise on imputed pixels, in model-input units.")
     blur: float | None = setting(None, "Insertion's start: the sigma in pixels of the blurred image "
                                        "(default: the larger side / 45, 5 px at 224).")
+    road: bool = setting(True, "Measure ROAD (its imputation is the slowest part; without it, road_* are NaN).")
     seed: int = setting(0, "Seed of the random baseline map and of ROAD's noise.")
     batch_size: int = setting(64, "The most perturbed images per forward pass.")
 
@@ -273,10 +274,11 @@ def faithfulness(model, attributions, *, settings: FaithfulnessSettings | None =
         evaluation = _Evaluation(scorer, x, maps, how, generator)
         per_image, curves, original, fractions = evaluation.run(percentiles)
     return Faithfulness(
-        methods=list(maps), per_image=per_image, curves=curves, fractions=fractions, percentiles=percentiles,
+        methods=list(maps), per_image=per_image, curves=curves, fractions=fractions,
+        percentiles=percentiles if how.road else (),
         original=original, score=[scorer.kind(i) for i in range(count)], targets=list(first.targets),
         sources=list(first.sources),
-        settings={"steps": how.steps, "percentiles": list(percentiles), "noise": how.noise,
+        settings={"steps": how.steps, "percentiles": list(percentiles), "road": how.road, "noise": how.noise,
                   "blur": evaluation.sigma, "seed": how.seed, "batch_size": how.batch_size,
                   "deletion_baseline": "zeros in the model's input space (the mean image after normalisation)",
                   "insertion_start": f"the image blurred (Gaussian, sigma {evaluation.sigma:.3g} px)"},
@@ -390,6 +392,8 @@ class _Evaluation:
                                "auc_difference": insertion_auc - deletion_auc}
 
         # ROAD: the removed pixels imputed from their neighbours, most and least relevant first
+        if not self.how.road:
+            percentiles = ()
         road_jobs = [(name, order, n, p) for name in names for order in ("morf", "lerf")
                      for n in range(count) for p in percentiles]
         road = []
@@ -400,14 +404,15 @@ class _Evaluation:
             images = self.inputs[rows.to(self.inputs.device)]
             noise = torch.randn(images.shape, generator=self.generator).to(images) * self.how.noise
             road.append(self.scorer(impute(images, masks) + noise * masks, rows))
-        road = torch.cat(road)
+        road = torch.cat(road) if road else torch.empty(0)
         road = road.view(len(names), 2, count, len(percentiles))
         for i, name in enumerate(names):
             morf, lerf = road[i, 0], road[i, 1]
             curves[name]["road_morf"], curves[name]["road_lerf"] = morf, lerf
-            per_image[name]["road_morf"] = morf.mean(dim=1)
-            per_image[name]["road_lerf"] = lerf.mean(dim=1)
-            per_image[name]["road_combined"] = (lerf - morf).mean(dim=1) / 2
+            nothing = torch.full((count,), torch.nan, dtype=torch.float64)
+            per_image[name]["road_morf"] = morf.mean(dim=1) if percentiles else nothing
+            per_image[name]["road_lerf"] = lerf.mean(dim=1) if percentiles else nothing
+            per_image[name]["road_combined"] = (lerf - morf).mean(dim=1) / 2 if percentiles else nothing
 
         # Average Drop / Increase in Confidence: the input times the map scaled to [0, 1]
         def masked(job):
