@@ -334,7 +334,7 @@ def _targets(model, inputs: torch.Tensor, target) -> tuple[list[LayerRef], list[
 
 class _UnitForward:
     """``inputs -> M x U`` values of the target units, through the probe (early exit after the
-    deepest of the units and, when given, the Grad-CAM layer)."""
+    deepest of the units and, when given, the CAM layer)."""
 
     def __init__(self, model, units: list[LayerRef], also: LayerRef | None = None):
         self.model, self.units = model, units
@@ -369,7 +369,7 @@ def _cam_layer(model, layer, inputs: torch.Tensor, units: list[LayerRef], indice
         def usable(name: str) -> str | None:
             calls = shapes.get(name, [])
             if len(calls) != 1:
-                return f"{name} runs {len(calls)} times per forward pass; Grad-CAM needs a layer that runs once"
+                return f"{name} runs {len(calls)} times per forward pass; the CAM methods need a layer that runs once"
             shape = calls[0]
             if shape is None or len(shape) != 4 or shape[2] * shape[3] <= 1:
                 return f"{name} outputs {shape and tuple(shape[1:])}, not spatial maps (C x H x W with H x W > 1)"
@@ -380,8 +380,8 @@ def _cam_layer(model, layer, inputs: torch.Tensor, units: list[LayerRef], indice
         if layer is not None:
             ref = layer_ref(model, layer)
             if ref.channel is not None or ref.is_output:
-                raise CnnvizError(f"Grad-CAM needs a layer with spatial maps, such as '{ref.layer_text}' without a channel")
-            problem = usable(ref.layer) if ref.call == 1 else f"{ref.layer_text} is a later call; Grad-CAM needs a layer that runs once"
+                raise CnnvizError(f"the CAM methods need a layer with spatial maps, such as '{ref.layer_text}' without a channel")
+            problem = usable(ref.layer) if ref.call == 1 else f"{ref.layer_text} is a later call; the CAM methods need a layer that runs once"
             if problem:
                 raise CnnvizError(problem)
             candidates = [ref.layer]
@@ -396,7 +396,7 @@ def _cam_layer(model, layer, inputs: torch.Tensor, units: list[LayerRef], indice
             raise CnnvizError(f"the target does not depend on {ref.layer} (another branch?); pick a layer on its path")
         return ref
     if chosen is None:
-        raise NotApplicable("no layer with spatial maps that runs once lies on the target's path; Grad-CAM cannot be computed here")
+        raise NotApplicable("no layer with spatial maps that runs once lies on the target's path; no CAM method can be computed here")
     return layer_ref(model, chosen)
 
 

@@ -13,7 +13,7 @@ from cnnviz.plots.style import SEQUENTIAL, value_scale
 def attribution(attribution, index: int = 0) -> Figure:
     """One method on one image: the input, the signed map (summed over channels, diverging scale
     centred on zero), the absolute map, and the absolute map over the input; colour bars in raw
-    attribution units. Grad-CAM, which is non-negative, shows its map on a scale from zero."""
+    attribution units. A CAM method's map, which is non-negative, shows on a scale from zero."""
     image = attribution.images[index].permute(1, 2, 0).numpy()
     signed = attribution.signed_map()[index].numpy()
     absolute = attribution.absolute_map()[index].numpy()
