@@ -354,11 +354,13 @@ def _cam_layer(model, layer, inputs: torch.Tensor, units: list[LayerRef], indice
     """The layer of the CAM methods: the one asked for, checked, or the last layer with spatial maps
     (more than 1 x 1) that runs once, finishes before every target and that every target depends on.
 
-    One pass on the first image records every module (its calls, shapes and outputs, with their
-    graph); the dependence is read from it, deepest candidate first, one short backward pass per
-    unit. Only a unit that shows no dependence there is tried again on its own first image."""
+    One pass on the first image records every module (the given layer only, when there is one) and
+    the units: their calls, shapes and outputs, with their graph; the dependence is read from it,
+    deepest candidate first, one short backward pass per unit. Only a unit that shows no dependence
+    there is tried again on its own first image."""
     module, _ = unwrap(model)
-    names = [name for name, _ in module.named_modules() if name]
+    given = layer_ref(model, layer) if layer is not None else None
+    names = [given.layer] if given is not None and given.layer else [name for name, _ in module.named_modules() if name]
     example = inputs[:1].clone().requires_grad_(True)
     with probe(model, [*names, *units], early_exit=False, keep_graph=True, copy=False) as recorder:
         recorder.run(example)
@@ -377,8 +379,8 @@ def _cam_layer(model, layer, inputs: torch.Tensor, units: list[LayerRef], indice
                 return f"{name} does not run before the target, so the target does not depend on it; pick an earlier layer"
             return None
 
-        if layer is not None:
-            ref = layer_ref(model, layer)
+        if given is not None:
+            ref = given
             if ref.channel is not None or ref.is_output:
                 raise CnnvizError(f"the CAM methods need a layer with spatial maps, such as '{ref.layer_text}' without a channel")
             problem = usable(ref.layer) if ref.call == 1 else f"{ref.layer_text} is a later call; the CAM methods need a layer that runs once"
