@@ -310,7 +310,7 @@ def test_the_gallery_under_torchrun_is_one_processs(one_process_gallery, tmp_pat
     shared = tmp_path / "shared"
     run = torchrun(processes, "-m", "cnnviz", *GALLERY_COMMAND, "-o", str(shared), cwd=tmp_path)
     assert run.returncode == 0, run.stderr[-3000:]
-    assert run.stdout.count("wrote") == 1 and "15 jobs run, 0 reused" in run.stdout, run.stdout
+    assert run.stdout.count("wrote") == 1 and "16 jobs run, 0 reused" in run.stdout, run.stdout
     single = one_process_gallery
     listed = sorted(str(p.relative_to(single)) for p in single.rglob("*") if p.is_file())
     assert sorted(str(p.relative_to(shared)) for p in shared.rglob("*") if p.is_file()) == listed
@@ -344,7 +344,7 @@ def test_the_gallery_under_torchrun_is_one_processs(one_process_gallery, tmp_pat
             assert one.read_bytes() == two.read_bytes(), name
     assert rendered >= 20
     again = torchrun(processes, "-m", "cnnviz", *GALLERY_COMMAND, "-o", str(shared), cwd=tmp_path)
-    assert again.returncode == 0 and "0 jobs run, 15 reused" in again.stdout, again.stderr[-3000:]
+    assert again.returncode == 0 and "0 jobs run, 16 reused" in again.stdout, again.stderr[-3000:]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["shared"]  # nothing written beside it
 
 
