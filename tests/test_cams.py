@@ -282,6 +282,60 @@ def test_not_applicable_without_spatial_layers_and_for_reused_layers(tiny, image
         cnnviz.saliency(tiny, images, "conv2:1", method="scorecam", layer="conv3")
 
 
+class _TwoBranches(nn.Module):
+    """A stem, then a branch the head reads and a branch it never reads."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem, self.used, self.unused = nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(4, 4, 3), nn.Conv2d(4, 4, 3)
+        self.head = nn.Linear(4, 3)
+
+    def forward(self, x):
+        x = torch.relu(self.stem(x))
+        self.unused(x)
+        return self.head(self.used(x).mean(dim=(2, 3)))
+
+
+@pytest.mark.parametrize(("case", "target", "layer", "message"), [
+    ("tiny", 0, "relu", "relu runs 2 times per forward pass"),
+    ("tiny", 0, "fc", "not spatial maps"),
+    ("tiny", 0, "pool", "not spatial maps"),
+    ("tiny", "conv2:1", "conv3", "does not run before the target"),
+    ("tiny", "conv3:1", "conv3", "does not run before the target"),  # the target's own layer
+    ("tiny", 0, "conv1:2", "without a channel"),
+    ("tiny", 0, "conv1#2", "later call"),
+    ("branches", 1, "unused", "does not depend on unused"),
+])
+@pytest.mark.parametrize("method", [*NEW, "gradcam"])
+def test_a_given_layer_is_checked_in_the_gradient_pass_as_on_its_own(tiny, images, case, target, layer, message, method):
+    """A given layer's check is made within the CAM methods' own first pass (no pass of its own);
+    it refuses what the full check refuses (captum's Grad-CAM, which has no such pass, shows that),
+    with the same line, and leaves the model as it was."""
+    model = tiny if case == "tiny" else _TwoBranches().eval()
+    before = fingerprint(model)
+    with pytest.raises(CnnvizError, match=message):
+        cnnviz.attributions(model, images, target, methods=["gradient", method], layer=layer)
+    assert_untouched(model, before)
+
+
+def test_the_check_in_the_pass_takes_each_target_on_its_first_image(tiny, images):
+    """Two targets, each on its own image: the layer is checked within the first method's pass,
+    and the maps are those of each image alone."""
+    passes = []
+    handle = tiny.register_forward_pre_hook(lambda module, inputs: passes.append(len(inputs[0])))
+    try:
+        together = cnnviz.attributions(tiny, images, [0, "conv3:2", 0], methods=[*GRADIENTS, "eigencam"], layer="conv2")
+    finally:
+        handle.remove()
+    # the targets' channels checked on the first image, then one pass per method (the first one
+    # checks the layer too: no pass of its own)
+    assert passes == [1, 3, 3, 3, 3]
+    for index, target in enumerate([0, "conv3:2", 0]):
+        alone = cnnviz.attributions(tiny, images[index:index + 1], target, methods=list(GRADIENTS), layer="conv2")
+        for method in GRADIENTS:
+            torch.testing.assert_close(together[method].layer_attribution[index], alone[method].layer_attribution[0])
+
+
 def test_model_untouched_also_in_train_mode_and_after_an_error(tiny, images):
     tiny.train()
     tiny.conv1.weight.grad = torch.ones_like(tiny.conv1.weight)

@@ -233,12 +233,17 @@ def _attributions(model, images, target, methods, layer, steps, samples, noise, 
     preprocessing = preprocessing_of(model)
     inputs, sources = stack_images(images, preprocessing)
     units, indices, descriptions = _targets(model, inputs, target)
-    cam_layer, skipped = None, {}
-    if any(m in LAYER_METHODS for m in methods):
+    cam_layer, skipped, pending = None, {}, None
+    if layer is not None and any(m in LAYER_METHODS for m in methods):
+        # a given layer: named right here, its check (it runs once, before the target, which
+        # depends on it) made by the first CAM pass that has the gradient anyway, or on its own
+        cam_layer = _given_cam_layer(model, layer)
+        pending = _LayerCheck(lambda: _cam_layer(model, layer, inputs, units, indices))
+    elif any(m in LAYER_METHODS for m in methods):
         try:
             cam_layer = _cam_layer(model, layer, inputs, units, indices)
         except CnnvizError as why:  # no usable layer (none with maps, or a TorchScript model's unhookable ones)
-            if len(methods) == 1 or layer is not None:
+            if len(methods) == 1:
                 raise
             skipped.update({m: str(why) for m in methods if m in LAYER_METHODS})
     forward = _UnitForward(model, units, cam_layer)
@@ -249,10 +254,13 @@ def _attributions(model, images, target, methods, layer, steps, samples, noise, 
             continue
         pieces = []
         try:
+            if pending is not None and name in LAYER_METHODS and not _checks_in_pass(name, smoothing):
+                pending.run()
             for start in range(0, len(inputs), batch_size):  # at most batch_size images at a time
                 part = slice(start, start + batch_size)
                 pieces.append(_attribute(name, forward, inputs[part], indices[part], cam_layer, steps, samples,
-                                         noise, window, stride, batch_size, smoothing))
+                                         noise, window, stride, batch_size, smoothing,
+                                         check=pending if name in LAYER_METHODS else None))
         except NotApplicable as why:  # one method that does not apply never sinks the others
             if len(methods) == 1:
                 raise
@@ -350,6 +358,35 @@ class _UnitForward:
         return torch.stack(columns, dim=1)
 
 
+class _LayerCheck:
+    """A given CAM layer's full check (:func:`_cam_layer`), run at most once: by the first CAM pass
+    that cannot make it itself (:func:`cnnviz.analyses.cams.activations_and_gradients` can)."""
+
+    def __init__(self, full) -> None:
+        self.full, self.done = full, False
+
+    def run(self) -> None:
+        if not self.done:
+            self.full()
+            self.done = True
+
+
+def _checks_in_pass(name: str, smoothing) -> bool:
+    """Whether the CAM pass of method ``name`` checks a given layer itself (the methods written
+    here do; captum's Grad-CAM and Guided Grad-CAM do not)."""
+    return name in CAM_WRITTEN or (name == "gradcam" and any((smoothing or {}).values()))
+
+
+def _given_cam_layer(model, layer) -> LayerRef:
+    """A layer named for the CAM methods, checked for what the name alone tells."""
+    ref = layer_ref(model, layer)
+    if ref.channel is not None or ref.is_output:
+        raise CnnvizError(f"the CAM methods need a layer with spatial maps, such as '{ref.layer_text}' without a channel")
+    if ref.call != 1:
+        raise CnnvizError(f"{ref.layer_text} is a later call; the CAM methods need a layer that runs once")
+    return ref
+
+
 def _cam_layer(model, layer, inputs: torch.Tensor, units: list[LayerRef], indices: list[int]) -> LayerRef:
     """The layer of the CAM methods: the one asked for, checked, or the last layer with spatial maps
     (more than 1 x 1) that runs once, finishes before every target and that every target depends on.
@@ -380,10 +417,8 @@ def _cam_layer(model, layer, inputs: torch.Tensor, units: list[LayerRef], indice
             return None
 
         if given is not None:
-            ref = given
-            if ref.channel is not None or ref.is_output:
-                raise CnnvizError(f"the CAM methods need a layer with spatial maps, such as '{ref.layer_text}' without a channel")
-            problem = usable(ref.layer) if ref.call == 1 else f"{ref.layer_text} is a later call; the CAM methods need a layer that runs once"
+            ref = _given_cam_layer(model, layer)
+            problem = usable(ref.layer)
             if problem:
                 raise CnnvizError(problem)
             candidates = [ref.layer]
@@ -444,7 +479,7 @@ def _dependent(model, candidates: list[str], inputs, units: list[LayerRef], indi
 
 
 def _attribute(name, forward, inputs, indices, cam_layer, steps, samples, noise, window, stride, batch_size,
-               smoothing=None):
+               smoothing=None, check=None):
     from captum.attr import (
         InputXGradient, IntegratedGradients, LayerAttribution, LayerGradCam, NoiseTunnel, Occlusion, Saliency,
     )
@@ -483,7 +518,7 @@ def _attribute(name, forward, inputs, indices, cam_layer, steps, samples, noise,
         applied = {option: on for option, on in smoothing.items()
                    if name in (EIGEN_SMOOTHED if option == "eigen_smooth" else AUG_SMOOTHED)}
         cam = class_activation_map(name, forward.model, forward.units, target, cam_layer, inputs,
-                                   batch_size=batch_size, **applied)
+                                   batch_size=batch_size, check=check, **applied)
         upsampled = F.interpolate(cam, (height, width), mode="bilinear", align_corners=False)
         return upsampled, cam, {"layer": cam_layer.layer_text, **applied}
     if name in ("gradcam", "guided_gradcam"):

@@ -83,6 +83,7 @@ def class_activation_map(
     batch_size: int = 32,
     eigen_smooth: bool = False,
     aug_smooth: bool = False,
+    check=None,
 ) -> torch.Tensor:
     """The class activation map of ``method`` at ``layer``, ``N x 1 x h x w``, non-negative.
 
@@ -96,30 +97,36 @@ def class_activation_map(
         inputs: the normalised inputs, ``N x C x H x W``.
         batch_size: Score-CAM's masked inputs per forward pass.
         eigen_smooth, aug_smooth: pytorch-grad-cam's smoothing options (module docstring).
+        check: a given layer's check not made yet (``run()`` makes it, ``done`` says whether it
+            was): made within the method's first pass (which then has gradients).
     """
     if method not in AUG_SMOOTHED:
         raise CnnvizError(f"{method!r} is not a CAM method; use one of {', '.join(AUG_SMOOTHED)}")
     if not aug_smooth:
-        return _cam(method, model, units, indices, layer, inputs, batch_size, eigen_smooth)
+        return _cam(method, model, units, indices, layer, inputs, batch_size, eigen_smooth, check)
     flips = (False, True) if all(unit.position is None for unit in units) else (False,)
     maps = []
     for flip in flips:
         for factor in AUG_FACTORS:
             augmented = (inputs.flip(-1) if flip else inputs) * factor
-            cam = _cam(method, model, units, indices, layer, augmented, batch_size, eigen_smooth)
+            cam = _cam(method, model, units, indices, layer, augmented, batch_size, eigen_smooth, check)
             maps.append(cam.flip(-1) if flip else cam)
     return torch.stack(maps).mean(dim=0)
 
 
-def _cam(method, model, units, indices, layer, inputs, batch_size, eigen_smooth) -> torch.Tensor:
+def _cam(method, model, units, indices, layer, inputs, batch_size, eigen_smooth, check=None) -> torch.Tensor:
+    if method in ("eigencam", "scorecam"):
+        if check is not None and not check.done:  # the pass with gradients makes the check
+            activations = activations_and_gradients(model, units, indices, layer, inputs, check)[0]
+        else:
+            activations = _activations(model, layer, inputs)
     if method == "eigencam":
-        return projection(_activations(model, layer, inputs)).clamp(min=0)[:, None]
+        return projection(activations).clamp(min=0)[:, None]
     if method == "scorecam":
-        activations = _activations(model, layer, inputs)
         weights = _score_weights(model, units, indices, activations, inputs, batch_size)
         weighted = weights[:, :, None, None] * activations
     else:
-        activations, gradients = activations_and_gradients(model, units, indices, layer, inputs)
+        activations, gradients = activations_and_gradients(model, units, indices, layer, inputs, check)
         if method == "layercam":
             weighted = gradients.clamp(min=0) * activations
         else:
@@ -174,13 +181,20 @@ def unit_values(recorder, units: list[LayerRef]) -> torch.Tensor:
     return torch.stack(columns, dim=1)
 
 
-def activations_and_gradients(model, units, indices, layer: LayerRef, inputs: torch.Tensor):
+def activations_and_gradients(model, units, indices, layer: LayerRef, inputs: torch.Tensor, check=None):
     """The layer's activations ``N x C x h x w`` (as the layer returned them, whatever in-place
     operations follow) and the gradient of each image's target value with respect to them, from
-    one forward pass (stopped after the deepest unit) and one backward pass (stopped at the layer)."""
+    one forward pass (stopped after the deepest unit) and one backward pass (stopped at the layer).
+
+    With a ``check`` not made yet, the pass makes it: it runs to the end, and the layer must run
+    once, output maps (more than 1 x 1) and carry a non-zero gradient for each unit's first image
+    here; if it does not, ``check.run()`` makes the full check (and says what is wrong)."""
     kept: list[torch.Tensor] = []
+    checking = check is not None and not check.done
+    calls: list[tuple] = []
 
     def detour(module, arguments, output):
+        calls.append(tuple(output.shape) if isinstance(output, torch.Tensor) else None)
         if kept or not isinstance(output, torch.Tensor):
             return None
         # our own copy, a leaf of the graph; the network goes on with a clone of it, so what it
@@ -189,20 +203,38 @@ def activations_and_gradients(model, units, indices, layer: LayerRef, inputs: to
         kept.append(own)
         return own.clone()
 
+    def again() -> None:  # the channels-last pass refused: the contiguous one starts over
+        kept.clear()
+        calls.clear()
+
     layout = _Layout()
-    with probe(model, units, keep_graph=True) as recorder:
+    with probe(model, units, keep_graph=True, early_exit=not checking) as recorder:
         handle = layer.module.register_forward_hook(detour)
         try:
-            layout.run(recorder, inputs, before=kept.clear)
+            layout.run(recorder, inputs, before=again)
         finally:
             handle.remove()
         values = unit_values(recorder, units)
     if not kept:
+        if checking:
+            check.run()
         raise CnnvizError(f"{layer.layer_text} did not run before the target; pick a layer on its path")
     selected = values[torch.arange(len(values)), torch.as_tensor(indices, device=values.device)]
-    (gradient,) = torch.autograd.grad(selected.sum(), kept[0], allow_unused=True)
+    gradient = None  # none when no target depends on the layer (a check not made yet finds out)
+    if selected.requires_grad:
+        (gradient,) = torch.autograd.grad(selected.sum(), kept[0], allow_unused=True)
     activations = kept[0].detach()
-    return activations, torch.zeros_like(activations) if gradient is None else gradient
+    gradient = torch.zeros_like(activations) if gradient is None else gradient
+    if checking:
+        firsts = [indices.index(k) if k in indices else None for k in range(len(units))]
+        shape = calls[0]
+        if (len(calls) == 1 and shape is not None and len(shape) == 4 and shape[2] * shape[3] > 1
+                and None not in firsts and all(unit.layer != layer.layer for unit in units)
+                and all(bool(gradient[i].abs().sum() > 0) for i in firsts)):
+            check.done = True
+        else:
+            check.run()
+    return activations, gradient
 
 
 def _activations(model, layer: LayerRef, inputs: torch.Tensor) -> torch.Tensor:
