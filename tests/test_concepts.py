@@ -185,12 +185,14 @@ def test_bad_input_is_one_line_and_the_model_is_untouched(photos, tmp_path):
 
 @pytest.fixture(scope="module")
 def pattern_concepts():
-    """The pattern model's last convolution (its ReLU), k = its 11 classes, fitted on 20 images of each."""
+    """The pattern model's last convolution (its ReLU), k = its 11 classes, fitted on 60 images of
+    each (100,000 of their 380,160 positions: with 20 images of each, which concepts the texture
+    classes share moved with the sample of positions)."""
     model = cnnviz.load_model("builtin:patterns")
-    images, labels = patterns.generate(20 * 11, seed=1)
+    images, labels = patterns.generate(60 * 11, seed=1)
     before = fingerprint(model.module)
     found = cnnviz.concepts(model, cnnviz.pixels(images), "features.4", k=11, importance_images=len(images), maps=0,
-                            fit_images=len(images))
+                            fit_images=len(images), fit_positions=100_000)
     assert_untouched(model.module, before)
     # each class's top concept: the one that contributes most to the class, over its images
     top = torch.stack([found.importance[labels == c].mean(0) for c in range(11)]).argmax(1)
@@ -202,9 +204,9 @@ def pattern_concepts():
 
 def test_removing_a_class_top_concept_costs_the_class_most(pattern_concepts):
     """Over fresh images: removing its class's top concept from the activation drops an image's
-    class logit more than removing any other concept, in at least 90 % of them (measured 91.5 %), and
+    class logit more than removing any other concept, in at least 90 % of them (measured 95.8 %), and
     removing its most important concept beats removing a stand-in with the same coefficients on
-    other channels in at least 90 % (measured 98 %)."""
+    other channels in at least 90 % (measured 97.9 %)."""
     found, top, again, labels = pattern_concepts
     assert again.targets[0] == f"logits:{int(labels[0])} ({patterns.CLASSES[int(labels[0])]})"  # the model is right
     drop = again.deletion[torch.arange(len(labels)), top[labels]]
@@ -239,17 +241,18 @@ def test_deletion_and_fidelity_equal_the_network_run_by_hand(pattern_concepts):
 
 def test_each_class_is_dominated_by_one_concept(pattern_concepts):
     """Purity: the share of a class's fresh images whose most important concept is the class's top
-    concept. NMF shares concepts between similar classes here (the gratings, rings and the
-    checkerboard use the same few), so two classes fall short of 0.8: measured 0.73 (horizontal
-    stripes and the checkerboard), 0.87 to 1.0 for the other nine, 0.92 on average (with other
-    samples of positions the two below 0.8 have been other texture classes, at 0.70 to 0.77). By
-    image weight instead of importance the texture classes reach only 0.3 to 0.5: the background
-    concepts weigh most everywhere."""
+    concept. Measured 0.77 for the checkerboard, 0.83 to 1.0 for the other ten, 0.95 on average.
+    NMF shares concepts between similar classes here (the gratings and rings use the same few), and
+    splits the checkerboard mostly by colour (boards whose mean red is above about 0.5 mostly take
+    one concept, the others another: the network's channels there are colour-selective); with 20 fitted
+    images per class the gratings split too, by the sample of positions (0.3 to 0.73). By image
+    weight instead of importance the texture classes reach only 0.3 to 0.5: the background concepts
+    weigh most everywhere."""
     _, top, again, labels = pattern_concepts
     dominant = again.most_important()
     purity = [float((dominant[labels == c] == top[c]).float().mean()) for c in range(11)]
-    assert sum(p >= 0.8 for p in purity) >= 9, purity
-    assert min(purity) >= 0.65 and float(np.mean(purity)) >= 0.9, purity
+    assert sum(p >= 0.8 for p in purity) >= 10, purity
+    assert min(purity) >= 0.7 and float(np.mean(purity)) >= 0.93, purity
     # the blobs and the plain background, each one concept of its own
     blobs = [patterns.CLASSES.index(name) for name in ("red_blob", "green_blob", "blue_blob", "plain")]
     assert len({int(top[c]) for c in blobs}) == 4 and all(purity[c] >= 0.95 for c in blobs)
