@@ -45,6 +45,7 @@ Example::
 from __future__ import annotations
 
 import math
+import zlib
 from dataclasses import dataclass, field
 
 import torch
@@ -166,8 +167,8 @@ class Faithfulness(Shows):
             if method != RANDOM:
                 entry["beats_random"] = bool(beats[method])
             entry["std"] = {name: _finite(value) for name, value in spreads[method].items()}
-            entry["deletion_curve"] = [round(float(v), 6) for v in self.curves[method]["deletion"].mean(dim=0)]
-            entry["insertion_curve"] = [round(float(v), 6) for v in self.curves[method]["insertion"].mean(dim=0)]
+            entry["deletion_curve"] = [_digits(float(v)) for v in self.curves[method]["deletion"].mean(dim=0)]
+            entry["insertion_curve"] = [_digits(float(v)) for v in self.curves[method]["insertion"].mean(dim=0)]
             data[method] = entry
         data["_about"] = {
             "images": self.sources, "targets": [str(t) for t in self.targets], "score": self.score,
@@ -244,12 +245,8 @@ def faithfulness(model, attributions, *, settings: FaithfulnessSettings | None =
     Returns:
         :class:`Faithfulness`.
     """
-    how = chosen(FaithfulnessSettings, settings, options, "faithfulness")
-    if how.steps < 2 or how.batch_size < 1 or how.noise < 0 or (how.blur is not None and how.blur <= 0):
-        raise CnnvizError("faithfulness: steps must be at least 2, batch_size at least 1, noise not negative, blur positive")
+    how = checked(chosen(FaithfulnessSettings, settings, options, "faithfulness"))
     percentiles = tuple(how.percentiles)
-    if not percentiles or any(not 0 < p < 100 for p in percentiles):
-        raise CnnvizError(f"faithfulness: ROAD's percentiles must lie strictly between 0 and 100, not {list(percentiles)}")
     results = _as_results(attributions)
     first = next(iter(results.values()))
     inputs = first.inputs
@@ -271,7 +268,7 @@ def faithfulness(model, attributions, *, settings: FaithfulnessSettings | None =
     module, _ = unwrap(model)
     with torch.no_grad():
         x = to_device_of(inputs, module)
-        evaluation = _Evaluation(scorer, x, maps, how, generator)
+        evaluation = _Evaluation(scorer, x, maps, how)
         per_image, curves, original, fractions = evaluation.run(percentiles)
     return Faithfulness(
         methods=list(maps), per_image=per_image, curves=curves, fractions=fractions,
@@ -283,6 +280,16 @@ def faithfulness(model, attributions, *, settings: FaithfulnessSettings | None =
                   "deletion_baseline": "zeros in the model's input space (the mean image after normalisation)",
                   "insertion_start": f"the image blurred (Gaussian, sigma {evaluation.sigma:.3g} px)"},
     )
+
+
+def checked(how: FaithfulnessSettings) -> FaithfulnessSettings:
+    """``how``, or one line saying which of its values cannot be used."""
+    chosen(FaithfulnessSettings, how, {}, "faithfulness")  # the types
+    if how.steps < 2 or how.batch_size < 1 or how.noise < 0 or (how.blur is not None and how.blur <= 0):
+        raise CnnvizError("faithfulness: steps must be at least 2, batch_size at least 1, noise not negative, blur positive")
+    if not how.percentiles or any(not 0 < p < 100 for p in how.percentiles):
+        raise CnnvizError(f"faithfulness: ROAD's percentiles must lie strictly between 0 and 100, not {list(how.percentiles)}")
+    return how
 
 
 def _as_results(attributions) -> dict:
@@ -339,13 +346,15 @@ class _Scorer:
 class _Evaluation:
     """Every metric of every map, the perturbed inputs of all maps batched together."""
 
-    def __init__(self, scorer: _Scorer, inputs: torch.Tensor, maps: dict[str, torch.Tensor], how: FaithfulnessSettings,
-                 generator: torch.Generator):
-        self.scorer, self.inputs, self.maps, self.how, self.generator = scorer, inputs, maps, how, generator
+    def __init__(self, scorer: _Scorer, inputs: torch.Tensor, maps: dict[str, torch.Tensor], how: FaithfulnessSettings):
+        self.scorer, self.inputs, self.maps, self.how = scorer, inputs, maps, how
         count, _, height, width = inputs.shape
         self.count, self.height, self.width = count, height, width
         self.sigma = float(how.blur if how.blur is not None else max(height, width) / 45)
-        self.ranks = {name: _ranks(m.to(inputs.device)) for name, m in maps.items()}
+        # ties in one seeded random order, the same for every map (a constant map ranks like a random one)
+        shuffle = torch.rand(count, height * width, generator=torch.Generator().manual_seed(how.seed + 1))
+        first = torch.argsort(shuffle, dim=1).to(inputs.device)
+        self.ranks = {name: _ranks(m.to(inputs.device), first) for name, m in maps.items()}
 
     def scores(self, make, jobs: list) -> torch.Tensor:
         """Scores of ``make(job) -> (1 x C x H x W input, image)`` for each job, ``batch_size`` per forward."""
@@ -402,7 +411,7 @@ class _Evaluation:
             masks = torch.stack([self._road_mask(name, order, n, p) for name, order, n, p in chunk])
             rows = torch.tensor([n for _, _, n, _ in chunk])
             images = self.inputs[rows.to(self.inputs.device)]
-            noise = torch.randn(images.shape, generator=self.generator).to(images) * self.how.noise
+            noise = torch.stack([self._noise(job, images.shape[1:]) for job in chunk]).to(images) * self.how.noise
             road.append(self.scorer(impute(images, masks) + noise * masks, rows))
         road = torch.cat(road) if road else torch.empty(0)
         road = road.view(len(names), 2, count, len(percentiles))
@@ -419,7 +428,7 @@ class _Evaluation:
             name, n = job
             one = self.maps[name][n].to(self.inputs.device)
             low, high = one.min(), one.max()
-            scaled = (one - low) / (high - low) if high > low else torch.ones_like(one)
+            scaled = (one - low) / (high - low) if high > low else torch.zeros_like(one)  # nothing stands out
             return self.inputs[n:n + 1] * scaled, n
 
         confidence = self.scores(masked, [(name, n) for name in names for n in range(count)]).view(len(names), count)
@@ -431,6 +440,13 @@ class _Evaluation:
         per_image = {name: {k: per_image[name][k].double() for k in METRICS} for name in names}
         return per_image, curves, original, fractions.float()
 
+    def _noise(self, job, shape) -> torch.Tensor:
+        """ROAD's noise for one imputation: its own seed (the settings' seed, the method, the order,
+        the image, the percentile), so that it does not depend on what else is evaluated."""
+        name, order, n, percentile = job
+        seed = zlib.crc32(f"{self.how.seed}/{name}/{order}/{n}/{percentile}".encode())
+        return torch.randn(shape, generator=torch.Generator().manual_seed(seed))
+
     def _road_mask(self, name: str, order: str, n: int, percentile: int) -> torch.Tensor:
         pixels = self.height * self.width
         removed = int(pixels * percentile / 100)
@@ -439,11 +455,13 @@ class _Evaluation:
         return chosen.view(1, self.height, self.width).to(self.inputs.dtype)
 
 
-def _ranks(maps: torch.Tensor) -> torch.Tensor:
-    """``N x H x W``: each pixel's place (0 = most important) in its map's descending order (ties
-    in reading order)."""
+def _ranks(maps: torch.Tensor, first: torch.Tensor | None = None) -> torch.Tensor:
+    """``N x H x W``: each pixel's place (0 = most important) in its map's descending order; ties
+    in the order ``first`` gives (``N x HW`` pixel indices), or else in reading order."""
     flat = maps.flatten(1)
-    order = torch.argsort(flat, dim=1, descending=True, stable=True)
+    if first is None:
+        first = torch.arange(flat.shape[1], device=flat.device).expand_as(flat)
+    order = first.gather(1, torch.argsort(flat.gather(1, first), dim=1, descending=True, stable=True))
     ranks = torch.empty_like(order)
     ranks.scatter_(1, order, torch.arange(flat.shape[1], device=flat.device).expand_as(order).contiguous())
     return ranks.view_as(maps)
@@ -558,4 +576,9 @@ def _or_minus_inf(value: float) -> float:
 
 
 def _finite(value: float):
-    return None if math.isnan(value) or math.isinf(value) else round(value, 6)
+    return None if math.isnan(value) or math.isinf(value) else _digits(value)
+
+
+def _digits(value: float) -> float:
+    """``value`` to 7 significant digits (small values keep theirs)."""
+    return float(f"{value:.7g}")

@@ -4,6 +4,8 @@ a function's keywords, a command's options and its ``--help`` read one source
 :class:`cnnviz.GallerySettings`)."""
 from __future__ import annotations
 
+import numbers
+import re
 import warnings
 from dataclasses import field, fields, replace
 
@@ -35,7 +37,74 @@ def chosen(kind: type, settings, options: dict, where: str):
         raise CnnvizError(f"{where} has no option {unknown[0]!r}; its settings are {', '.join(names)}")
     if settings is not None and not isinstance(settings, kind):
         raise CnnvizError(f"settings must be a cnnviz.{kind.__name__}, not a {type(settings).__name__}")
-    return replace(settings if settings is not None else kind(), **options)
+    result = replace(settings if settings is not None else kind(), **options)
+    for one in fields(kind):
+        value = getattr(result, one.name)
+        if isinstance(one.type, str) and not _fits(value, one.type):
+            raise CnnvizError(f"{where}: {one.name} must be {_in_words(one.type)}, not {value!r}")
+    return result
+
+
+def _fits(value, annotation: str) -> bool:
+    """Whether ``value`` is of the simple type ``annotation`` names (``int``, ``float | None``,
+    ``tuple[int, ...]``, ...); a name not known here (a class) accepts anything."""
+    for kind in _alternatives(annotation):
+        tuple_of = re.fullmatch(r"tuple\[(\w+), \.\.\.\]", kind)
+        pair = re.fullmatch(r"tuple\[(\w+), (\w+)\]", kind)
+        if tuple_of:
+            if isinstance(value, (tuple, list)) and all(_fits(item, tuple_of[1]) for item in value):
+                return True
+        elif pair:
+            if isinstance(value, (tuple, list)) and len(value) == 2 and all(_fits(v, k) for v, k in zip(value, pair.groups())):
+                return True
+        elif kind == "None":
+            if value is None:
+                return True
+        elif kind == "bool":
+            if isinstance(value, bool):
+                return True
+        elif kind == "int":
+            if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+                return True
+        elif kind == "float":
+            if isinstance(value, numbers.Real) and not isinstance(value, bool):
+                return True
+        elif kind == "str":
+            if isinstance(value, str):
+                return True
+        else:
+            return True
+    return False
+
+
+def _alternatives(annotation: str) -> list[str]:
+    """``"int | tuple[int, int] | str"`` -> its alternatives (``|`` outside brackets)."""
+    parts, depth, current = [], 0, ""
+    for character in annotation:
+        depth += {"[": 1, "]": -1}.get(character, 0)
+        if character == "|" and depth == 0:
+            parts.append(current.strip())
+            current = ""
+        else:
+            current += character
+    return [*parts, current.strip()]
+
+
+_WORDS = {"int": "a whole number", "float": "a number", "bool": "True or False", "str": "a string", "None": "None"}
+
+
+def _in_words(annotation: str) -> str:
+    words = []
+    for kind in _alternatives(annotation):
+        tuple_of = re.fullmatch(r"tuple\[(\w+), \.\.\.\]", kind)
+        if tuple_of:
+            words.append(f"a list of {_WORDS.get(tuple_of[1], tuple_of[1])}s".replace("a whole numbers", "whole numbers")
+                         .replace("a numbers", "numbers").replace("a strings", "strings"))
+        elif re.fullmatch(r"tuple\[(\w+), (\w+)\]", kind):
+            words.append("a pair of whole numbers" if kind == "tuple[int, int]" else kind)
+        else:
+            words.append(_WORDS.get(kind, kind))
+    return " or ".join(words)
 
 
 def renamed(kind: type, options: dict, where: str, stacklevel: int = 4) -> dict:
