@@ -222,6 +222,26 @@ def test_gradcam_layer_is_on_the_targets_path():
         cnnviz.saliency(model, x, target=f"inception4a:{alive}", method="gradcam", layer="inception4a.branch4")
 
 
+def test_a_model_without_an_input_gradient_gets_the_methods_that_need_none():
+    class Detached(nn.Module):  # the whole network under no_grad (a frozen feature extractor)
+        def __init__(self):
+            super().__init__()
+            self.conv, self.head = nn.Conv2d(3, 4, 3, padding=1), nn.Linear(4, 3)
+
+        def forward(self, x):
+            with torch.no_grad():
+                return self.head(torch.relu(self.conv(x)).mean(dim=(2, 3)))
+
+    model = Detached().eval()
+    x = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    for method in ("gradient", "integrated_gradients", "guided_backprop", "smoothgrad"):
+        with pytest.raises(cnnviz.NotApplicable, match="no gradient with respect to the input"):
+            cnnviz.saliency(model, x, 0, method=method, samples=2, steps=2)
+    results = cnnviz.attributions(model, x, 0, methods=["gradient", "occlusion"], window=4)
+    assert list(results) == ["occlusion"] and "no gradient" in results.not_applicable["gradient"]
+    assert results["occlusion"].attribution.abs().sum() > 0
+
+
 def test_in_place_relus_whose_result_is_not_used_keep_the_forward_pass():
     class Unassigned(nn.Module):  # rectifies in place and goes on with the same tensor
         def __init__(self):

@@ -296,6 +296,31 @@ class _TwoBranches(nn.Module):
         return self.head(self.used(x).mean(dim=(2, 3)))
 
 
+class _FrozenStem(nn.Module):
+    """A stem run under torch.no_grad (a frozen backbone), then a layer and a head."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem, self.neck, self.head = nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(4, 4, 3, padding=1), nn.Linear(4, 3)
+
+    def forward(self, x):
+        with torch.no_grad():
+            x = torch.relu(self.stem(x))
+        return self.head(self.neck(x).mean(dim=(2, 3)))
+
+
+class _Gate(nn.Module):
+    """The head reads branch ``a`` only while the input's mean magnitude is below ``threshold``."""
+
+    def __init__(self, threshold):
+        super().__init__()
+        self.a, self.b, self.head, self.threshold = nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(3, 4, 3, padding=1), nn.Linear(4, 3), threshold
+
+    def forward(self, x):
+        a, b = self.a(x), self.b(x)
+        return self.head((a if x.abs().mean() < self.threshold else b).mean(dim=(2, 3)))
+
+
 @pytest.mark.parametrize(("case", "target", "layer", "message"), [
     ("tiny", 0, "relu", "relu runs 2 times per forward pass"),
     ("tiny", 0, "fc", "not spatial maps"),
@@ -305,17 +330,52 @@ class _TwoBranches(nn.Module):
     ("tiny", 0, "conv1:2", "without a channel"),
     ("tiny", 0, "conv1#2", "later call"),
     ("branches", 1, "unused", "does not depend on unused"),
+    ("scripted", 0, "conv2", "belongs to a TorchScript model"),
 ])
 @pytest.mark.parametrize("method", [*NEW, "gradcam"])
 def test_a_given_layer_is_checked_in_the_gradient_pass_as_on_its_own(tiny, images, case, target, layer, message, method):
     """A given layer's check is made within the CAM methods' own first pass (no pass of its own);
     it refuses what the full check refuses (captum's Grad-CAM, which has no such pass, shows that),
     with the same line, and leaves the model as it was."""
-    model = tiny if case == "tiny" else _TwoBranches().eval()
+    model = {"tiny": tiny, "branches": _TwoBranches().eval(), "scripted": torch.jit.script(tiny)}[case]
     before = fingerprint(model)
     with pytest.raises(CnnvizError, match=message):
         cnnviz.attributions(model, images, target, methods=["gradient", method], layer=layer)
     assert_untouched(model, before)
+
+
+def test_a_layer_after_a_frozen_stem_whatever_the_methods_order(images):
+    """The stem runs under torch.no_grad (a frozen backbone): the target still depends on the layer
+    after it, and every CAM method explains it there, given or found, in any order; Guided Grad-CAM,
+    which needs the input's gradient, does not apply."""
+    model = _FrozenStem().eval()
+    before = fingerprint(model)
+    reference = cnnviz.attributions(model, images, 0, methods=["gradcam", *NEW], layer="neck")
+    for methods, layer in ((["gradcam", *NEW], None), ([*reversed(NEW), "gradcam"], "neck"), (["layercam", "guided_gradcam"], "neck")):
+        results = cnnviz.attributions(model, images, 0, methods=methods, layer=layer)
+        for method in results:
+            assert results[method].layer == "neck"
+            torch.testing.assert_close(results[method].layer_attribution, reference[method].layer_attribution)
+    assert "no gradient with respect to the input" in results.not_applicable["guided_gradcam"]
+    # Grad-CAM there by hand: the gradient of the class score with respect to the neck's output
+    with torch.no_grad():
+        stem = torch.relu(model.stem(images))
+    neck = model.neck(stem).detach().requires_grad_(True)
+    (gradient,) = torch.autograd.grad(model.head(neck.mean(dim=(2, 3)))[:, 0].sum(), neck)
+    expected = (gradient.mean(dim=(2, 3), keepdim=True) * neck).sum(dim=1, keepdim=True).clamp(min=0)
+    torch.testing.assert_close(reference["gradcam"].layer_attribution, expected.detach(), rtol=1e-4, atol=1e-6)
+    assert_untouched(model, before)
+
+
+@pytest.mark.parametrize("method", [*NEW, "gradcam"])
+def test_aug_smooth_checks_the_layer_on_the_images_themselves(images, method):
+    """The first augmented copy (x 0.9) would take the other branch: the layer is still checked on
+    the images as given, and refused as without the option."""
+    x = images[:1]
+    gate = _Gate(0.95 * float(x.abs().mean())).eval()
+    for smooth in (False, True):
+        with pytest.raises(CnnvizError, match="does not depend on a"):
+            cnnviz.attributions(gate, x, 0, methods=[method], layer="a", aug_smooth=smooth)
 
 
 def test_the_check_in_the_pass_takes_each_target_on_its_first_image(tiny, images):

@@ -32,6 +32,7 @@ Example::
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
@@ -48,7 +49,7 @@ from cnnviz.core.references import LayerRef, layer_ref, Unit
 from cnnviz.core.relu import relu_rule
 from cnnviz.analyses.predictions import dense_targets
 
-from cnnviz.analyses.faithfulness import FaithfulnessSettings, faithfulness as evaluate_faithfulness
+from cnnviz.analyses.faithfulness import FaithfulnessSettings, checked as checked_faithfulness, faithfulness as evaluate_faithfulness
 from cnnviz.analyses.attribution_settings import CAM_METHODS, METHODS, AttributionSettings
 from cnnviz.analyses.cams import AUG_SMOOTHED, EIGEN_SMOOTHED, WRITTEN_HERE as CAM_WRITTEN, class_activation_map
 from cnnviz.core.settings import chosen
@@ -224,7 +225,7 @@ def _faithfulness_settings(faithfulness):
     if faithfulness is True:
         return FaithfulnessSettings()
     if isinstance(faithfulness, FaithfulnessSettings):
-        return faithfulness
+        return checked_faithfulness(faithfulness)  # before any method runs
     raise CnnvizError(f"faithfulness= takes True, False or a cnnviz.FaithfulnessSettings, not {faithfulness!r}")
 
 
@@ -355,7 +356,12 @@ class _UnitForward:
             for unit in self.units:
                 value = recorder[unit]
                 columns.append(value.flatten(1).mean(dim=1) if value.dim() > 1 else value)
-        return torch.stack(columns, dim=1)
+        values = torch.stack(columns, dim=1)
+        if inputs.requires_grad and torch.is_grad_enabled() and not values.requires_grad:
+            raise NotApplicable("the target has no gradient with respect to the input (the model detaches it or computes "
+                                "part of its forward pass under torch.no_grad): the gradient methods do not apply; "
+                                "occlusion does")
+        return values
 
 
 class _LayerCheck:
@@ -399,7 +405,7 @@ def _cam_layer(model, layer, inputs: torch.Tensor, units: list[LayerRef], indice
     given = layer_ref(model, layer) if layer is not None else None
     names = [given.layer] if given is not None and given.layer else [name for name, _ in module.named_modules() if name]
     example = inputs[:1].clone().requires_grad_(True)
-    with probe(model, [*names, *units], early_exit=False, keep_graph=True, copy=False) as recorder:
+    with probe(model, [*names, *units], early_exit=False, keep_graph=True, copy=False) as recorder, _reachable(model, names):
         recorder.run(example)
         order, shapes = recorder.order, recorder.shapes
         position = {entry: index for index, entry in enumerate(order)}
@@ -437,6 +443,31 @@ def _cam_layer(model, layer, inputs: torch.Tensor, units: list[LayerRef], indice
     return layer_ref(model, chosen)
 
 
+@contextmanager
+def _reachable(model, names: list[str]):
+    """Within it, the output of each named module that no graph reaches (the network before it ran
+    under torch.no_grad, or was detached: a frozen backbone) starts one, so that whether the target
+    depends on that output can be read all the same, as the CAM methods' own pass reads it. The
+    values are unchanged; what ran under torch.no_grad is left as it is."""
+    module, _ = unwrap(model)
+
+    def start(layer, arguments, output):
+        if isinstance(output, torch.Tensor) and output.is_floating_point() and not output.requires_grad and torch.is_grad_enabled():
+            return output.detach().requires_grad_(True).clone()  # a clone: later in-place operations leave the start alone
+        return None
+
+    handles = []
+    try:
+        for name in names:
+            layer = module.get_submodule(name)
+            if not isinstance(layer, torch.jit.ScriptModule):
+                handles.append(layer.register_forward_hook(start, prepend=True))
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
 def _deepest_dependent(recorder, candidates: list[str], units: list[LayerRef]) -> str | None:
     """The last of the candidates whose recorded output every unit's value depends on (a non-zero
     gradient on the recorded image), or ``None``."""
@@ -446,6 +477,8 @@ def _deepest_dependent(recorder, candidates: list[str], units: list[LayerRef]) -
         for value in values:
             if not value.requires_grad:
                 return None
+            if not output.requires_grad:  # made under torch.no_grad: nothing downstream depends on it
+                break
             (gradient,) = torch.autograd.grad(value, output, allow_unused=True, retain_graph=True)
             if gradient is None or not bool(gradient.abs().sum() > 0):
                 break
@@ -460,13 +493,16 @@ def _dependent(model, candidates: list[str], inputs, units: list[LayerRef], indi
     if not candidates:
         return set()
     examples = inputs[[indices.index(k) for k in range(len(units))]].clone().requires_grad_(True)
-    reached = set(candidates)
-    with probe(model, [*candidates, *units], keep_graph=True, copy=False) as recorder:
+    with probe(model, [*candidates, *units], keep_graph=True, copy=False) as recorder, _reachable(model, candidates):
         recorder.run(examples)
+        candidates = [name for name in candidates if recorder[name].requires_grad]  # the others ran under no_grad
+        reached = set(candidates)
         outputs = [recorder[name] for name in candidates]
         # example k's unit only, all in one backward pass: the examples do not mix (eval mode), so
         # the gradient on example k is that of unit k
         total = sum(recorder[unit][k].sum() for k, unit in enumerate(units))
+        if not total.requires_grad:
+            return set()
         gradients = torch.autograd.grad(total, outputs, allow_unused=True)
         for name, gradient in zip(candidates, gradients):
             if gradient is None or not all(bool(gradient[k].abs().sum() > 0) for k in range(len(units))):

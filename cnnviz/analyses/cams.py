@@ -58,7 +58,7 @@ from __future__ import annotations
 import torch
 from torch.nn import functional as F
 
-from cnnviz.core.probe import probe
+from cnnviz.core.probe import _register, probe
 from cnnviz.core.references import LayerRef
 from cnnviz.errors import CnnvizError
 
@@ -104,6 +104,8 @@ def class_activation_map(
         raise CnnvizError(f"{method!r} is not a CAM method; use one of {', '.join(AUG_SMOOTHED)}")
     if not aug_smooth:
         return _cam(method, model, units, indices, layer, inputs, batch_size, eigen_smooth, check)
+    if check is not None:  # the layer is checked on the images themselves, not on an augmented copy
+        check.run()
     flips = (False, True) if all(unit.position is None for unit in units) else (False,)
     maps = []
     for flip in flips:
@@ -191,7 +193,7 @@ def activations_and_gradients(model, units, indices, layer: LayerRef, inputs: to
     here; if it does not, ``check.run()`` makes the full check (and says what is wrong)."""
     kept: list[torch.Tensor] = []
     checking = check is not None and not check.done
-    calls: list[tuple] = []
+    calls: list[tuple] = []  # each call's output shape
 
     def detour(module, arguments, output):
         calls.append(tuple(output.shape) if isinstance(output, torch.Tensor) else None)
@@ -209,7 +211,7 @@ def activations_and_gradients(model, units, indices, layer: LayerRef, inputs: to
 
     layout = _Layout()
     with probe(model, units, keep_graph=True, early_exit=not checking) as recorder:
-        handle = layer.module.register_forward_hook(detour)
+        handle = _register(layer.module, layer.layer_text, detour)
         try:
             layout.run(recorder, inputs, before=again)
         finally:
