@@ -125,3 +125,39 @@ def test_the_concepts_command_takes_its_defaults_from_the_function():
     assert (options["k"].default, options["exemplars"].default) == (analysis.DEFAULT_K, analysis.EXEMPLARS)
     assert (options["importance_images"].default, options["fit_images"].default) == (analysis.IMPORTANCE_IMAGES,
                                                                                     analysis.FIT_IMAGES)
+
+
+@pytest.mark.parametrize(("kind", "where", "field", "value", "words"), [
+    (cnnviz.AttributionSettings, "attributions", "steps", 2.5, "a whole number"),
+    (cnnviz.AttributionSettings, "attributions", "steps", "3", "a whole number"),
+    (cnnviz.AttributionSettings, "attributions", "batch_size", True, "a whole number"),
+    (cnnviz.AttributionSettings, "attributions", "methods", 3, "a list of strings"),
+    (cnnviz.AttributionSettings, "attributions", "aug_smooth", "yes", "True or False"),
+    (cnnviz.FaithfulnessSettings, "faithfulness", "percentiles", 50, "a list of whole numbers"),
+    (cnnviz.FaithfulnessSettings, "faithfulness", "blur", "2", "a number or None"),
+    (cnnviz.DreamSettings, "dream", "scale", None, "a number"),
+    (cnnviz.RenderSettings, "maximize", "size", 1.5, "a whole number or a pair of whole numbers or a string"),
+    (cnnviz.RenderSettings, "maximize", "size", (1, 2, 3), "a whole number or a pair of whole numbers or a string"),
+])
+def test_a_setting_of_the_wrong_type_is_one_line(kind, where, field, value, words):
+    from cnnviz.core.settings import chosen
+
+    with pytest.raises(cnnviz.CnnvizError, match=f"^{where}: {field} must be {words}, not {value!r}$".replace("(", r"\(")
+                       .replace(")", r"\)")):
+        chosen(kind, None, {field: value}, where)
+    with pytest.raises(cnnviz.CnnvizError, match=f"{field} must be"):  # a settings value made by hand too
+        chosen(kind, kind(**{field: value}), {}, where)
+
+
+def test_settings_take_what_they_always_took():
+    """One method name for a list of one, numpy numbers, arrays and ranges for lists, None where
+    a field may be None."""
+    from cnnviz.core.settings import chosen
+
+    assert chosen(cnnviz.AttributionSettings, None, {"methods": "gradient"}, "attributions").methods == "gradient"
+    how = chosen(cnnviz.FaithfulnessSettings, None, {"percentiles": np.array([20, 50]), "steps": np.int64(3),
+                                                    "road": np.bool_(False), "noise": np.float32(0.1), "blur": None},
+                 "faithfulness")
+    assert list(how.percentiles) == [20, 50] and how.steps == 3
+    assert chosen(cnnviz.RenderSettings, None, {"size": (64, 48), "batch_size": None}, "maximize").size == (64, 48)
+    assert chosen(cnnviz.FaithfulnessSettings, None, {"percentiles": range(10, 40, 10)}, "faithfulness").percentiles == range(10, 40, 10)

@@ -287,8 +287,9 @@ def checked(how: FaithfulnessSettings) -> FaithfulnessSettings:
     chosen(FaithfulnessSettings, how, {}, "faithfulness")  # the types
     if how.steps < 2 or how.batch_size < 1 or how.noise < 0 or (how.blur is not None and how.blur <= 0):
         raise CnnvizError("faithfulness: steps must be at least 2, batch_size at least 1, noise not negative, blur positive")
-    if not how.percentiles or any(not 0 < p < 100 for p in how.percentiles):
-        raise CnnvizError(f"faithfulness: ROAD's percentiles must lie strictly between 0 and 100, not {list(how.percentiles)}")
+    percentiles = [int(p) for p in how.percentiles]
+    if not percentiles or any(not 0 < p < 100 for p in percentiles):
+        raise CnnvizError(f"faithfulness: ROAD's percentiles must lie strictly between 0 and 100, not {percentiles}")
     return how
 
 

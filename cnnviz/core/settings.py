@@ -9,6 +9,8 @@ import re
 import warnings
 from dataclasses import field, fields, replace
 
+import numpy
+
 from cnnviz.errors import CnnvizError
 
 
@@ -52,16 +54,18 @@ def _fits(value, annotation: str) -> bool:
         tuple_of = re.fullmatch(r"tuple\[(\w+), \.\.\.\]", kind)
         pair = re.fullmatch(r"tuple\[(\w+), (\w+)\]", kind)
         if tuple_of:
-            if isinstance(value, (tuple, list)) and all(_fits(item, tuple_of[1]) for item in value):
+            if tuple_of[1] == "str" and isinstance(value, str):  # one name for a list of one
+                return True
+            if _sequence(value) and all(_fits(item, tuple_of[1]) for item in value):
                 return True
         elif pair:
-            if isinstance(value, (tuple, list)) and len(value) == 2 and all(_fits(v, k) for v, k in zip(value, pair.groups())):
+            if _sequence(value) and len(value) == 2 and all(_fits(v, k) for v, k in zip(value, pair.groups())):
                 return True
         elif kind == "None":
             if value is None:
                 return True
         elif kind == "bool":
-            if isinstance(value, bool):
+            if isinstance(value, (bool, numpy.bool_)):
                 return True
         elif kind == "int":
             if isinstance(value, numbers.Integral) and not isinstance(value, bool):
@@ -75,6 +79,11 @@ def _fits(value, annotation: str) -> bool:
         else:
             return True
     return False
+
+
+def _sequence(value) -> bool:
+    """A list, tuple, range or 1-D array (not a string)."""
+    return not isinstance(value, (str, bytes)) and hasattr(value, "__iter__") and hasattr(value, "__len__")
 
 
 def _alternatives(annotation: str) -> list[str]:
