@@ -306,9 +306,9 @@ def test_road_noise_of_a_method_does_not_depend_on_the_others():
 
 def test_the_json_keeps_small_numbers():
     """Seven significant digits, not six decimals: scores of a unit with small values stay apart."""
-    from cnnviz.analyses.faithfulness import _digits
+    from cnnviz.analyses.faithfulness import significant
 
-    assert _digits(7.3456789e-9) == 7.345679e-9 and _digits(-2.8e-9) == -2.8e-9 and _digits(0.123456789) == 0.1234568
+    assert significant(7.3456789e-9) == 7.345679e-9 and significant(-2.8e-9) == -2.8e-9 and significant(0.123456789) == 0.1234568
 
 
 def test_cli_writes_the_faithfulness_json_figure_and_table(tmp_path):

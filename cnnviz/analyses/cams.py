@@ -3,7 +3,7 @@
 Grad-CAM++ (Chattopadhay et al., 2018), XGrad-CAM (Fu et al., 2020), LayerCAM (Jiang et al., 2021),
 Score-CAM (Wang et al., 2020) and Eigen-CAM (Muhammad and Yeasin, 2020), with pytorch-grad-cam's
 smoothing options (``eigen_smooth``, ``aug_smooth``). :func:`cnnviz.attributions` calls
-:func:`class_activation_map` with the layer it chose (``_cam_layer``: the last layer with spatial
+:func:`class_activation_map` with the layer it chose (:func:`cnnviz.analyses.cam_layer.choose_cam_layer`: the last layer with spatial
 maps that runs once on the target's path) and upsamples the result to the input.
 
 Why written here rather than taken from pytorch-grad-cam or torch-cam: both keep the layer's output
@@ -58,7 +58,7 @@ from __future__ import annotations
 import torch
 from torch.nn import functional as F
 
-from cnnviz.core.probe import _register, probe
+from cnnviz.core.probe import probe, register_hook
 from cnnviz.core.references import LayerRef
 from cnnviz.errors import CnnvizError
 
@@ -211,7 +211,7 @@ def activations_and_gradients(model, units, indices, layer: LayerRef, inputs: to
 
     layout = _Layout()
     with probe(model, units, keep_graph=True, early_exit=not checking) as recorder:
-        handle = _register(layer.module, layer.layer_text, detour)
+        handle = register_hook(layer.module, layer.layer_text, detour)
         try:
             layout.run(recorder, inputs, before=again)
         finally:

@@ -167,8 +167,8 @@ class Faithfulness(Shows):
             if method != RANDOM:
                 entry["beats_random"] = bool(beats[method])
             entry["std"] = {name: _finite(value) for name, value in spreads[method].items()}
-            entry["deletion_curve"] = [_digits(float(v)) for v in self.curves[method]["deletion"].mean(dim=0)]
-            entry["insertion_curve"] = [_digits(float(v)) for v in self.curves[method]["insertion"].mean(dim=0)]
+            entry["deletion_curve"] = [significant(float(v)) for v in self.curves[method]["deletion"].mean(dim=0)]
+            entry["insertion_curve"] = [significant(float(v)) for v in self.curves[method]["insertion"].mean(dim=0)]
             data[method] = entry
         data["_about"] = {
             "images": self.sources, "targets": [str(t) for t in self.targets], "score": self.score,
@@ -577,9 +577,9 @@ def _or_minus_inf(value: float) -> float:
 
 
 def _finite(value: float):
-    return None if math.isnan(value) or math.isinf(value) else _digits(value)
+    return None if math.isnan(value) or math.isinf(value) else significant(value)
 
 
-def _digits(value: float) -> float:
+def significant(value: float) -> float:
     """``value`` to 7 significant digits (small values keep theirs)."""
     return float(f"{value:.7g}")

@@ -122,7 +122,7 @@ class Probe:
             stack.enter_context(model_guard(self.module, freeze_parameters=self.keep_graph))
             modules = dict(self.module.named_modules())
             for name in self._inner:
-                stack.callback(_register(modules[name], name, self._hook(name)).remove)
+                stack.callback(register_hook(modules[name], name, self._hook(name)).remove)
         except BaseException:
             stack.close()
             raise
@@ -310,7 +310,9 @@ def capture(
         return {key: recorder[key] for key in recorder.references}
 
 
-def _register(module: nn.Module, name: str, hook):
+def register_hook(module: nn.Module, name: str, hook):
+    """``module.register_forward_hook(hook)``, or one line saying that a TorchScript model's layer
+    (``name``) cannot be hooked."""
     if isinstance(module, torch.jit.ScriptModule):  # hooks on TorchScript modules never fire
         raise CnnvizError(
             f"{name} belongs to a TorchScript model, whose layers cannot be hooked; only "
