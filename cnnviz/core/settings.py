@@ -100,17 +100,18 @@ def _alternatives(annotation: str) -> list[str]:
 
 
 _WORDS = {"int": "a whole number", "float": "a number", "bool": "True or False", "str": "a string", "None": "None"}
+_PLURALS = {"int": "whole numbers", "float": "numbers", "bool": "True or False values", "str": "strings"}
 
 
 def _in_words(annotation: str) -> str:
+    """``"tuple[int, ...] | None"`` -> ``"a list of whole numbers or None"``."""
     words = []
     for kind in _alternatives(annotation):
         tuple_of = re.fullmatch(r"tuple\[(\w+), \.\.\.\]", kind)
         if tuple_of:
-            words.append(f"a list of {_WORDS.get(tuple_of[1], tuple_of[1])}s".replace("a whole numbers", "whole numbers")
-                         .replace("a numbers", "numbers").replace("a strings", "strings"))
-        elif re.fullmatch(r"tuple\[(\w+), (\w+)\]", kind):
-            words.append("a pair of whole numbers" if kind == "tuple[int, int]" else kind)
+            words.append(f"a list of {_PLURALS.get(tuple_of[1], tuple_of[1])}")
+        elif kind == "tuple[int, int]":
+            words.append("a pair of whole numbers")
         else:
             words.append(_WORDS.get(kind, kind))
     return " or ".join(words)
