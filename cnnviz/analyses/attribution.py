@@ -50,8 +50,8 @@ from cnnviz.analyses.predictions import dense_targets
 
 from cnnviz.analyses.faithfulness import FaithfulnessSettings, checked as checked_faithfulness, faithfulness as evaluate_faithfulness
 from cnnviz.analyses.attribution_settings import CAM_METHODS, METHODS, AttributionSettings
-from cnnviz.analyses.cams import AUG_SMOOTHED, EIGEN_SMOOTHED, WRITTEN_HERE as CAM_WRITTEN, class_activation_map
-from cnnviz.analyses.cam_layer import LayerCheck, checks_in_pass, choose_cam_layer, given_cam_layer
+from cnnviz.analyses.cams import AUG_SMOOTHED, EIGEN_SMOOTHED, class_activation_map, computed_here
+from cnnviz.analyses.cam_layer import LayerCheck, choose_cam_layer, given_cam_layer
 from cnnviz.core.settings import chosen
 
 #: the methods that read a layer's maps (``layer=``): the CAM family and guided Grad-CAM
@@ -255,7 +255,7 @@ def _attributions(model, images, target, methods, layer, steps, samples, noise, 
             continue
         pieces = []
         try:
-            if pending is not None and name in LAYER_METHODS and not checks_in_pass(name, smoothing):
+            if pending is not None and name in LAYER_METHODS and not computed_here(name, smoothing):
                 pending.run()
             for start in range(0, len(inputs), batch_size):  # at most batch_size images at a time
                 part = slice(start, start + batch_size)
@@ -404,7 +404,7 @@ def _attribute(name, forward, inputs, indices, cam_layer, steps, samples, noise,
     if name in ("guided_backprop", "deconvolution"):
         return _relu_rule(forward, x, target, name), None, {}
     smoothing = smoothing or {}
-    if name in CAM_WRITTEN or (name == "gradcam" and any(smoothing.values())):
+    if computed_here(name, smoothing):
         applied = {option: on for option, on in smoothing.items()
                    if name in (EIGEN_SMOOTHED if option == "eigen_smooth" else AUG_SMOOTHED)}
         cam = class_activation_map(name, forward.model, forward.units, target, cam_layer, inputs,

@@ -19,7 +19,6 @@ from contextlib import contextmanager
 
 import torch
 
-from cnnviz.analyses.cams import WRITTEN_HERE as CAM_WRITTEN
 from cnnviz.core.model import unwrap
 from cnnviz.core.probe import probe
 from cnnviz.core.references import LayerRef, layer_ref
@@ -37,12 +36,6 @@ class LayerCheck:
         if not self.done:
             self.full()
             self.done = True
-
-
-def checks_in_pass(name: str, smoothing) -> bool:
-    """Whether the CAM pass of method ``name`` checks a given layer itself (the methods written
-    here do; captum's Grad-CAM and Guided Grad-CAM do not)."""
-    return name in CAM_WRITTEN or (name == "gradcam" and any((smoothing or {}).values()))
 
 
 def given_cam_layer(model, layer) -> LayerRef:
@@ -64,7 +57,7 @@ def choose_cam_layer(model, layer, inputs: torch.Tensor, units: list[LayerRef], 
     deepest candidate first, one short backward pass per unit. Only a unit that shows no dependence
     there is tried again on its own first image."""
     module, _ = unwrap(model)
-    given = layer_ref(model, layer) if layer is not None else None
+    given = given_cam_layer(model, layer) if layer is not None else None
     names = [given.layer] if given is not None and given.layer else [name for name, _ in module.named_modules() if name]
     example = inputs[:1].clone().requires_grad_(True)
     with probe(model, [*names, *units], early_exit=False, keep_graph=True, copy=False) as recorder, _reachable(model, names):
@@ -85,7 +78,7 @@ def choose_cam_layer(model, layer, inputs: torch.Tensor, units: list[LayerRef], 
             return None
 
         if given is not None:
-            ref = given_cam_layer(model, layer)
+            ref = given
             problem = usable(ref.layer)
             if problem:
                 raise CnnvizError(problem)

@@ -72,6 +72,13 @@ AUG_SMOOTHED = ("gradcam", *WRITTEN_HERE)
 AUG_FACTORS = (0.9, 1.0, 1.1)
 
 
+def computed_here(method: str, smoothing: dict | None) -> bool:
+    """Whether ``method``'s map is computed here (:func:`class_activation_map`): the methods written
+    here, and Grad-CAM with a smoothing option on (else captum's). Their first pass also makes a
+    given layer's check."""
+    return method in WRITTEN_HERE or (method == "gradcam" and any((smoothing or {}).values()))
+
+
 def class_activation_map(
     method: str,
     model,
