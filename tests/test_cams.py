@@ -93,6 +93,35 @@ def test_scorecam_equals_torch_cam(resnet, pictures):
     torch.testing.assert_close(_minmax(ours.layer_attribution[:, 0], 1e-8), theirs, rtol=0, atol=1e-4)
 
 
+def test_scorecam_on_mobilenet_equals_torch_cam_with_its_masked_passes_folded():
+    """MobileNetV2's batch normalisations (running statistics made non-trivial) are folded into their
+    convolutions for the masked passes: the values are torch-cam's, and the passes run no batch norm."""
+    import torchcam.methods
+
+    torch.manual_seed(2)
+    model = torchvision.models.mobilenet_v2(weights=None).eval()
+    norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    generator = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        for norm in norms:
+            norm.running_mean.copy_(0.1 * torch.randn(norm.num_features, generator=generator))
+            norm.running_var.copy_(0.5 + torch.rand(norm.num_features, generator=generator))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(6))
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profiled:
+        ours = cnnviz.attributions(model, x, [3], methods=["scorecam"], layer="features.4", batch_size=4)["scorecam"]
+    norm_calls = sum(event.count for event in profiled.key_averages() if event.key == "aten::batch_norm")
+    # 24 masks, 6 passes of 4: the masked passes alone would make 312 batch norms on the model
+    # itself; the layer check, the activations and the fold's checks (one image each) make 208
+    assert norm_calls < 6 * len(norms), norm_calls
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+    with torchcam.methods.ScoreCAM(model, "features.4", batch_size=4) as extractor:
+        with torch.no_grad():
+            model(x)
+        theirs = extractor([3])[0]
+    torch.testing.assert_close(_minmax(ours.layer_attribution[:, 0], 1e-8), theirs, rtol=0, atol=1e-4)
+
+
 def test_scorecam_runs_one_blank_image_for_all_dead_channels():
     import torchcam.methods
 

@@ -8,7 +8,7 @@ import torchvision
 from torch import nn
 
 import cnnviz
-from cnnviz.core.fusion import fused_for_rendering
+from cnnviz.core.fusion import folded_copy
 from untouched import assert_untouched, fingerprint
 
 
@@ -41,7 +41,7 @@ def test_mobilenet_is_folded_up_to_the_layer_with_the_same_outputs_and_left_unto
     model = _with_statistics(torchvision.models.mobilenet_v2(num_classes=10))
     model.train()  # the user's mode: renders run in eval mode, and the mode is the user's afterwards
     before = fingerprint(model)
-    twin = fused_for_rendering(model, ["features.5"], (3, 64, 64))
+    twin = folded_copy(model, ["features.5"], (3, 64, 64))
     assert twin is not model
     assert_untouched(model, before)
     folded = _identities(twin)
@@ -63,10 +63,10 @@ def test_mobilenet_is_folded_up_to_the_layer_with_the_same_outputs_and_left_unto
 
 def test_a_probed_convolution_keeps_its_own_output():
     model = _with_statistics(torchvision.models.mobilenet_v2(num_classes=10))
-    twin = fused_for_rendering(model, ["features.1.conv.1"], (3, 32, 32))
+    twin = folded_copy(model, ["features.1.conv.1"], (3, 32, 32))
     assert isinstance(twin.features[1].conv[2], nn.BatchNorm2d)  # its own norm stays
     assert isinstance(twin.features[1].conv[0][1], nn.Identity)  # the pairs before it are folded
-    twin = fused_for_rendering(model, ["features.1.conv.2", "features.0.0"], (3, 32, 32))
+    twin = folded_copy(model, ["features.1.conv.2", "features.0.0"], (3, 32, 32))
     assert isinstance(twin.features[1].conv[2], nn.Identity)  # a probed norm is folded (its output is the same)
     assert isinstance(twin.features[0][1], nn.BatchNorm2d)  # features.0.0 is probed: its norm stays
     x = torch.randn(1, 3, 32, 32)
@@ -96,22 +96,22 @@ class _ActNorm(nn.BatchNorm2d):
 def test_pairs_that_could_differ_are_not_folded():
     # a forward that reads the convolution's output elsewhere: the check on a random input refuses
     skip = _with_statistics(_SkipAround())
-    assert fused_for_rendering(skip, ["head"], (3, 16, 16)) is skip
+    assert folded_copy(skip, ["head"], (3, 16, 16)) is skip
     # a norm with its own forward, a norm without running statistics, a hooked convolution
     for block in (
         nn.Sequential(nn.Conv2d(3, 4, 3), _ActNorm(4), nn.Conv2d(4, 2, 1)),
         nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4, track_running_stats=False), nn.Conv2d(4, 2, 1)),
     ):
         block = _with_statistics(block)
-        assert fused_for_rendering(block, ["2"], (3, 16, 16)) is block
+        assert folded_copy(block, ["2"], (3, 16, 16)) is block
     hooked = _with_statistics(nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Conv2d(4, 2, 1)))
     handle = hooked[0].register_forward_hook(lambda *args: None)
-    assert fused_for_rendering(hooked, ["2"], (3, 16, 16)) is hooked
+    assert folded_copy(hooked, ["2"], (3, 16, 16)) is hooked
     handle.remove()
-    assert isinstance(fused_for_rendering(hooked, ["2"], (3, 16, 16))[1], nn.Identity)
+    assert isinstance(folded_copy(hooked, ["2"], (3, 16, 16))[1], nn.Identity)
     # TorchScript runs as it is
     scripted = torch.jit.trace(hooked, torch.randn(1, 3, 16, 16))
-    assert fused_for_rendering(scripted, ["2"], (3, 16, 16)) is scripted
+    assert folded_copy(scripted, ["2"], (3, 16, 16)) is scripted
 
 
 class _Counter:
@@ -142,20 +142,20 @@ def test_backward_and_global_hooks_refuse_and_nothing_of_the_users_is_copied():
         block = _with_statistics(nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Conv2d(4, 2, 1)))
     # a backward hook on the norm (here one that zeroes the gradient) would vanish with it
     handle = block[1].register_full_backward_hook(lambda module, grad_in, grad_out: (grad_in[0] * 0,))
-    assert fused_for_rendering(block, ["3"], (3, 16, 16)) is block
+    assert folded_copy(block, ["3"], (3, 16, 16)) is block
     handle.remove()
     handle = block[0].register_full_backward_pre_hook(lambda module, grad_out: None)
-    assert fused_for_rendering(block, ["3"], (3, 16, 16)) is block
+    assert folded_copy(block, ["3"], (3, 16, 16)) is block
     handle.remove()
     handle = nn.modules.module.register_module_forward_hook(lambda module, inputs, output: None)
     try:
-        assert fused_for_rendering(block, ["3"], (3, 16, 16)) is block  # it would see other modules
+        assert folded_copy(block, ["3"], (3, 16, 16)) is block  # it would see other modules
     finally:
         handle.remove()
     # a hook object on a module that is not folded stays the user's: it sees every pass of a render
     counter = _Counter()
     handle = block[3].register_forward_hook(counter)
-    twin = fused_for_rendering(block, ["3"], (3, 16, 16))
+    twin = folded_copy(block, ["3"], (3, 16, 16))
     assert isinstance(twin[1], nn.Identity) and not isinstance(block[1], nn.Identity)
     assert twin[3] is block[3] and twin[2] is block[2]  # modules off the folded path are the model's own
     calls = counter.calls
@@ -166,7 +166,7 @@ def test_backward_and_global_hooks_refuse_and_nothing_of_the_users_is_copied():
     model = _with_statistics(_Gained())
     before = fingerprint(model)
     with torch.inference_mode():
-        twin = fused_for_rendering(model, ["body.3"], (3, 16, 16))
+        twin = folded_copy(model, ["body.3"], (3, 16, 16))
         rendering = cnnviz.maximize(model, "logits:0", size=32, steps=4, stop=False, reference=None)
     assert twin.gain is model.gain and isinstance(twin.body[1], nn.Identity)
     assert rendering.images.shape == (1, 3, 32, 32)
@@ -176,13 +176,13 @@ def test_backward_and_global_hooks_refuse_and_nothing_of_the_users_is_copied():
 def test_an_fx_graph_module_and_a_loaded_model_are_folded():
     model = _with_statistics(torchvision.models.mobilenet_v2(num_classes=10))
     graph = torch.fx.symbolic_trace(model)  # its graph calls the leaf modules by name
-    twin = fused_for_rendering(graph, ["features.3.conv.3"], (3, 32, 32))
+    twin = folded_copy(graph, ["features.3.conv.3"], (3, 32, 32))
     assert twin is not graph and isinstance(twin.get_submodule("features.3.conv.3"), nn.Identity)
     x = torch.randn(1, 3, 32, 32)
     expected = _outputs(graph, "features.3.conv.3", x)
     assert torch.allclose(_outputs(twin, "features.3.conv.3", x), expected, atol=1e-4 * float(expected.abs().max()))
     loaded = cnnviz.LoadedModel(model, spec="test")
-    twin = fused_for_rendering(loaded, ["features.3"], (3, 32, 32))
+    twin = folded_copy(loaded, ["features.3"], (3, 32, 32))
     assert isinstance(twin, cnnviz.LoadedModel) and twin.module is not model and twin.spec == "test"
 
 
@@ -198,7 +198,7 @@ def test_a_render_on_the_folded_copy_is_the_render_of_the_model(monkeypatch):
     assert_untouched(model, before)
     from cnnviz.analyses.feature_visualization import maximize as module
 
-    monkeypatch.setattr(module, "fused_for_rendering", lambda model, layers, shape: model)
+    monkeypatch.setattr(module, "folded_copy", lambda model, layers, shape: model)
     plain = cnnviz.maximize(model, "features.4", **settings)
     assert (folded.images - plain.images).abs().mean() < 1e-4
     assert folded.values == pytest.approx(plain.values, rel=0.02)

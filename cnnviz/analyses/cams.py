@@ -58,7 +58,9 @@ from __future__ import annotations
 import torch
 from torch.nn import functional as F
 
-from cnnviz.core.probe import probe, register_hook
+from cnnviz.core.fusion import folded_copy
+from cnnviz.core.memory import PassSizes
+from cnnviz.core.probe import ChannelsLast, probe, register_hook
 from cnnviz.core.references import LayerRef
 from cnnviz.errors import CnnvizError
 
@@ -181,7 +183,7 @@ def projection(activations: torch.Tensor) -> torch.Tensor:
 # one pass through the probe
 
 
-def unit_values(recorder, units: list[LayerRef]) -> torch.Tensor:
+def unit_values(recorder, units: list) -> torch.Tensor:
     """``M x U``: each unit's value per input (a channel's spatial mean, a neuron, a class score)."""
     columns = []
     for unit in units:
@@ -216,7 +218,7 @@ def activations_and_gradients(model, units, indices, layer: LayerRef, inputs: to
         kept.clear()
         calls.clear()
 
-    layout = _Layout()
+    layout = ChannelsLast()
     with probe(model, units, keep_graph=True, early_exit=not checking) as recorder:
         handle = register_hook(layer.module, layer.layer_text, detour)
         try:
@@ -249,7 +251,7 @@ def activations_and_gradients(model, units, indices, layer: LayerRef, inputs: to
 def _activations(model, layer: LayerRef, inputs: torch.Tensor) -> torch.Tensor:
     """The layer's activations ``N x C x h x w``, without gradients (the pass stops at the layer)."""
     with probe(model, [layer]) as recorder:
-        _Layout().run(recorder, inputs)
+        ChannelsLast().run(recorder, inputs)
         return recorder[layer].contiguous()
 
 
@@ -266,36 +268,18 @@ def _score_weights(model, units, indices, activations, inputs, batch_size: int) 
     scores = torch.empty(count, channels, dtype=torch.float32, device=activations.device)
     targets = torch.as_tensor(indices, device=activations.device)
     size = inputs.shape[2:]
-    layout = _Layout()
-    with torch.inference_mode(), probe(model, units) as recorder:
+    layout = ChannelsLast()
+    texts = [str(unit) for unit in units]  # references by name: the folded copy has modules of its own
+    folded = folded_copy(model, texts, tuple(inputs.shape[1:]))
+    with torch.inference_mode(), probe(folded, texts) as recorder:
         if len(varying) < count * channels:
             layout.run(recorder, torch.zeros_like(inputs[:1]))
-            blank = unit_values(recorder, units)[0].float().to(scores.device)  # U: each unit's value on zeros
+            blank = unit_values(recorder, texts)[0].float().to(scores.device)  # U: each unit's value on zeros
             scores[:] = blank[targets][:, None]
-        for start in range(0, len(varying), batch_size):
-            image, channel = varying[start:start + batch_size].unbind(dim=1)
+        for part in PassSizes(folded, texts, inputs[:1], batch_size).slices(len(varying)):
+            image, channel = varying[part].unbind(dim=1)
             masks = F.interpolate(scaled[image, channel][:, None], size=size, mode="bilinear", align_corners=False)
             layout.run(recorder, inputs[image] * masks)
-            values = unit_values(recorder, units)
+            values = unit_values(recorder, texts)
             scores[image, channel] = values[torch.arange(len(values)), targets[image]].float().to(scores.device)
     return torch.softmax(scores, dim=1).to(activations.dtype)
-
-
-class _Layout:
-    """Runs a probe on ``N x C x H x W`` inputs in channels-last memory format, where CPU
-    convolutions are faster (MobileNetV2's depthwise ones several times: docs/benchmarks.md), the
-    values the same within float rounding. A model that refuses the format (a ``view`` of a
-    permuted tensor) gets contiguous inputs from then on."""
-
-    def __init__(self) -> None:
-        self.fast = True
-
-    def run(self, recorder, inputs: torch.Tensor, before=None):
-        if self.fast and inputs.dim() == 4:
-            try:
-                return recorder.run(inputs.contiguous(memory_format=torch.channels_last))
-            except CnnvizError:
-                self.fast = False
-            if before is not None:
-                before()
-        return recorder.run(inputs.contiguous())

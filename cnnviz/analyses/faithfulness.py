@@ -27,8 +27,10 @@ nothing about the model.
   = % of images whose score rose (higher is better); Y the score on the image, O on the masked one.
 
 All perturbed inputs of all methods go through the model together, ``batch_size`` at a time (one
-forward per ``batch_size`` perturbed images, whatever the method or step), under ``torch.no_grad()``,
-through cnnviz's probe (the model is untouched; the pass stops at the deepest target).
+forward per ``batch_size`` perturbed images, whatever the method or step; on a CPU fewer where
+malloc would hand big blocks back after each pass), under ``torch.no_grad()``, through cnnviz's
+probe (the model is untouched; the pass stops at the deepest target) on a copy with its batch
+normalisations folded where that gives the same values (cnnviz.core.fusion).
 
 Example::
 
@@ -54,7 +56,9 @@ import torch.nn.functional as F
 from cnnviz.core.display import Shows
 from cnnviz.core.guard import to_device_of
 from cnnviz.core.model import unwrap
-from cnnviz.core.probe import probe
+from cnnviz.core.fusion import folded_copy
+from cnnviz.core.memory import PassSizes
+from cnnviz.core.probe import ChannelsLast, probe
 from cnnviz.core.references import LayerRef, Unit, layer_ref
 from cnnviz.core.settings import chosen, setting
 from cnnviz.core.softmax import as_probabilities
@@ -264,7 +268,7 @@ def faithfulness(model, attributions, *, settings: FaithfulnessSettings | None =
     generator = torch.Generator().manual_seed(how.seed)
     maps[RANDOM] = torch.rand(count, height, width, generator=generator)
     refs = [layer_ref(model, target.reference) for target in first.targets]
-    scorer = _Scorer(model, refs)
+    scorer = _Scorer(model, refs, tuple(inputs.shape[1:]), how.batch_size)
     module, _ = unwrap(model)
     with torch.no_grad():
         x = to_device_of(inputs, module)
@@ -307,26 +311,32 @@ def _as_results(attributions) -> dict:
 
 class _Scorer:
     """``inputs, rows -> scores``: each row's target score, its image's target (``rows`` maps each
-    input to its image)."""
+    input to its image). The passes run on the model with its batch normalisations folded where
+    that gives the same values, channels-last, on a CPU as many inputs at a time as keep malloc's
+    blocks in the process (cnnviz.core.fusion, cnnviz.core.memory)."""
 
-    def __init__(self, model, refs: list[LayerRef]):
-        self.model, self.refs = model, refs
+    def __init__(self, model, refs: list[LayerRef], shape: tuple[int, ...], batch_size: int):
+        self.refs = refs
         self.units = list(dict.fromkeys(refs))
         self.index = torch.tensor([self.units.index(ref) for ref in refs])
         self.classes = [u for u in self.units if u.is_output and u.channel is not None]
         self._kinds: dict[LayerRef, str] = {}
+        self.wanted = [*(str(u) for u in self.units), *(["logits"] if self.classes else [])]  # by name: a copy's own modules
+        self.model = folded_copy(model, self.wanted, shape)
+        self.layout, self.batch_size, self.sizes = ChannelsLast(), batch_size, None
 
     def kind(self, image: int) -> str:
         return self._kinds.get(self.refs[image], "value")
 
     def __call__(self, inputs: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-        wanted = [*self.units, *(["logits"] if self.classes else [])]
-        columns = []
-        with probe(self.model, wanted) as recorder:
-            recorder.run(inputs)
-            for unit in self.units:
-                columns.append(self._score(recorder, unit))
-        values = torch.stack(columns, dim=1).float().cpu()  # M x U
+        if self.sizes is None:
+            self.sizes = PassSizes(self.model, self.wanted, inputs[:1], self.batch_size)
+        parts = []
+        with probe(self.model, self.wanted) as recorder:
+            for part in self.sizes.slices(len(inputs)):
+                self.layout.run(recorder, inputs[part])
+                parts.append(torch.stack([self._score(recorder, unit) for unit in self.units], dim=1).float().cpu())
+        values = torch.cat(parts)  # M x U
         return values[torch.arange(len(rows)), self.index[rows]]
 
     def _score(self, recorder, unit: LayerRef) -> torch.Tensor:
@@ -340,7 +350,7 @@ class _Scorer:
                 row, column = unit.position
                 return as_probabilities(logits[:, :, row, column])[0][:, unit.channel]
         self._kinds[unit] = "value"
-        value = recorder[unit]
+        value = recorder[str(unit)]
         return value.flatten(1).mean(dim=1) if value.dim() > 1 else value
 
 

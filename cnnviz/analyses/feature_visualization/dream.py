@@ -42,7 +42,7 @@ from cnnviz.errors import CnnvizError, check_finite, check_seed
 from cnnviz.core.gradients import gradients_on
 from cnnviz.core.output import set_progress_total
 from cnnviz.inputs.images import open_image, to_tensor
-from cnnviz.core.fusion import fused_for_rendering
+from cnnviz.core.fusion import folded_copy
 from cnnviz.core.model import preprocessing_of
 from cnnviz.core.probe import check_size, failure_at, probe
 from cnnviz.core.references import layer_ref
@@ -149,7 +149,7 @@ def dream(
     set_progress_total(progress, len(sizes) * steps)
     # the allocator is left as the caller has it (see cnnviz.reuse_freed_memory)
     # the passes run on a copy with each batch normalisation folded into its convolution (the same function)
-    folded = fused_for_rendering(model, names, (preprocessing.channels, *(fixed or sizes[0])))
+    folded = folded_copy(model, names, (preprocessing.channels, *(fixed or sizes[0])))
     with gradients_on(model), probe(folded, names, keep_graph=True) as recorder:
 
         def objective_of(pixels: torch.Tensor) -> torch.Tensor:

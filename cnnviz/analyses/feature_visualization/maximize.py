@@ -42,7 +42,7 @@ from cnnviz.errors import CnnvizError
 from cnnviz.core.gradients import gradients_on
 from cnnviz.core.output import set_progress_total
 from cnnviz.core.memory import available_memory
-from cnnviz.core.fusion import fused_for_rendering
+from cnnviz.core.fusion import folded_copy
 from cnnviz.core.model import preprocessing_of, unwrap
 from cnnviz.core.probe import check_size, failure_at, probe
 from cnnviz.core.softmax import SkipSoftmax, final_softmax
@@ -213,7 +213,7 @@ def _render(prepared: _Prepared, progress) -> dict[int, tuple[torch.Tensor, int,
         rendering = job
         if todo:  # the passes run on a copy with each batch normalisation folded into its convolution (the
             # same function, about a third less work a step; the model itself where that cannot be shown)
-            folded = fused_for_rendering(prepared.model, list(job.plan.layers), (job.preprocessing.channels, *job.view))
+            folded = folded_copy(prepared.model, list(job.plan.layers), (job.preprocessing.channels, *job.view))
             rendering = dataclasses.replace(job, model=folded)
         rendered = {}
         for start in range(0, len(todo), chunk):
