@@ -407,6 +407,33 @@ def test_aug_smooth_checks_the_layer_on_the_images_themselves(images, method):
             cnnviz.attributions(gate, x, 0, methods=[method], layer="a", aug_smooth=smooth)
 
 
+class _Skip(nn.Module):
+    """Branch ``a`` runs only while the input's mean magnitude is below ``threshold``."""
+
+    def __init__(self, threshold):
+        super().__init__()
+        self.a, self.b, self.head, self.threshold = nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(3, 4, 3, padding=1), nn.Linear(4, 3), threshold
+
+    def forward(self, x):
+        return self.head((self.a(x) if x.abs().mean() < self.threshold else self.b(x)).mean(dim=(2, 3)))
+
+
+@pytest.mark.parametrize("method", ["gradcam_plus_plus", "scorecam", "eigencam"])
+def test_aug_smooth_names_the_copy_on_which_the_layer_does_not_run(images, method):
+    """The images pass the check; their x1.1 copy skips the layer: one line that says so, and that
+    the option is the cause."""
+    x = images[:1]
+    skip = _Skip(1.05 * float(x.abs().mean())).eval()
+    before = fingerprint(skip)
+    assert cnnviz.attributions(skip, x, 0, methods=[method], layer="a")[method].layer == "a"
+    with pytest.raises(CnnvizError) as caught:
+        cnnviz.attributions(skip, x, 0, methods=[method], layer="a", aug_smooth=True)
+    line = str(caught.value)
+    assert "\n" not in line and line.startswith("aug_smooth: the x1.1 copy of the images fails (a did not run"), line
+    assert line.endswith("run without aug_smooth"), line
+    assert_untouched(skip, before)
+
+
 def test_the_check_in_the_pass_takes_each_target_on_its_first_image(tiny, images):
     """Two targets, each on its own image: the layer is checked within the first method's pass,
     and the maps are those of each image alone."""

@@ -62,7 +62,7 @@ from cnnviz.core.fusion import folded_copy
 from cnnviz.core.memory import PassSizes
 from cnnviz.core.probe import ChannelsLast, probe, register_hook
 from cnnviz.core.references import LayerRef
-from cnnviz.errors import CnnvizError
+from cnnviz.errors import CnnvizError, first_line
 
 #: the CAM methods computed here (Grad-CAM itself is captum's, unless a smoothing option is on)
 WRITTEN_HERE = ("gradcam_plus_plus", "xgradcam", "layercam", "scorecam", "eigencam")
@@ -120,7 +120,14 @@ def class_activation_map(
     for flip in flips:
         for factor in AUG_FACTORS:
             augmented = (inputs.flip(-1) if flip else inputs) * factor
-            cam = _cam(method, model, units, indices, layer, augmented, batch_size, eigen_smooth, check)
+            try:
+                cam = _cam(method, model, units, indices, layer, augmented, batch_size, eigen_smooth, check)
+            except CnnvizError as error:  # the images themselves passed the check: the copy took another path
+                copy = " ".join([*(["flipped"] if flip else []), *([f"x{factor:g}"] if factor != 1 else [])])
+                if not copy:
+                    raise
+                raise CnnvizError(f"aug_smooth: the {copy} copy of the images fails ({first_line(error)}): the "
+                                  "model takes another path on it than on the images; run without aug_smooth") from None
             maps.append(cam.flip(-1) if flip else cam)
     return torch.stack(maps).mean(dim=0)
 
