@@ -184,6 +184,11 @@ def test_an_fx_graph_module_and_a_loaded_model_are_folded():
     loaded = cnnviz.LoadedModel(model, spec="test")
     twin = folded_copy(loaded, ["features.3"], (3, 32, 32))
     assert isinstance(twin, cnnviz.LoadedModel) and twin.module is not model and twin.spec == "test"
+    # a class named by its name (the loaded model's), as Score-CAM's and faithfulness's passes read it
+    named = cnnviz.LoadedModel(model, class_names=[f"class {i}" for i in range(10)])
+    twin = folded_copy(named, ["logits:class 7"], (3, 32, 32))
+    assert twin.module is not model and isinstance(twin.module.get_submodule("features.3.conv.3"), nn.Identity)
+    assert folded_copy(named, ["logits:class 70"], (3, 32, 32)) is named  # the caller's own pass says what is wrong
 
 
 def test_a_render_on_the_folded_copy_is_the_render_of_the_model(monkeypatch):

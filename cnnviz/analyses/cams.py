@@ -278,12 +278,13 @@ def _score_weights(model, units, indices, activations, inputs, batch_size: int) 
     layout = ChannelsLast()
     texts = [str(unit) for unit in units]  # references by name: the folded copy has modules of its own
     folded = folded_copy(model, texts, tuple(inputs.shape[1:]))
+    sizes = PassSizes(folded, texts, inputs[:1], batch_size)
     with torch.inference_mode(), probe(folded, texts) as recorder:
         if len(varying) < count * channels:
             layout.run(recorder, torch.zeros_like(inputs[:1]))
             blank = unit_values(recorder, texts)[0].float().to(scores.device)  # U: each unit's value on zeros
             scores[:] = blank[targets][:, None]
-        for part in PassSizes(folded, texts, inputs[:1], batch_size).slices(len(varying)):
+        for part in sizes.slices(len(varying)):
             image, channel = varying[part].unbind(dim=1)
             masks = F.interpolate(scaled[image, channel][:, None], size=size, mode="bilinear", align_corners=False)
             layout.run(recorder, inputs[image] * masks)

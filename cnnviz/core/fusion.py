@@ -41,6 +41,7 @@ from torch.nn.utils import parametrize
 from cnnviz.core.model import LoadedModel, unwrap
 from cnnviz.core.probe import probe
 from cnnviz.core.references import resolve_all
+from cnnviz.errors import CnnvizError
 
 CONVOLUTIONS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
@@ -58,7 +59,12 @@ def folded_copy(model, layers: list[str], shape: tuple[int, ...]):
     module, _ = unwrap(model)
     if isinstance(module, torch.jit.ScriptModule) or _global_hooks():
         return model
-    pairs = _pairs(module, layers)
+    try:
+        refs = resolve_all(model, list(layers))  # (class names: a LoadedModel's)
+    except CnnvizError:  # a reference the caller's own pass will explain
+        return model
+    layers = [str(ref) for ref in refs]  # by number and name, for the bare copy too
+    pairs = _pairs(module, {ref.layer for ref in refs})
     if not pairs:
         return model
     try:
@@ -124,7 +130,7 @@ def _path_copy(module: nn.Module, names: list[str]) -> tuple[nn.Module, dict[str
     return copied[""], copied
 
 
-def _pairs(module: nn.Module, layers: list[str]) -> list[tuple[str, str]]:
+def _pairs(module: nn.Module, probed: set[str]) -> list[tuple[str, str]]:
     """``(convolution's name, norm's name)`` of each pair that may be folded: consecutive children
     of a plain ``nn.Sequential``, or in an ``fx.GraphModule`` a convolution whose one user is the norm."""
     counts = {}
@@ -138,7 +144,6 @@ def _pairs(module: nn.Module, layers: list[str]) -> list[tuple[str, str]]:
             candidates += zip(keys, keys[1:])
         if isinstance(parent, torch.fx.GraphModule):
             candidates += _graph_pairs(parent, parent_name)
-    probed = {ref.layer for ref in resolve_all(module, list(layers))}
     return [(conv, norm) for conv, norm in candidates
             if conv in modules and norm in modules and _foldable(modules[conv], modules[norm])
             and counts[id(modules[conv])] == 1 and counts[id(modules[norm])] == 1 and conv not in probed]

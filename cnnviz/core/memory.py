@@ -157,8 +157,9 @@ class PassSizes:
     outside :func:`reuse_freed_memory`. There the first guess keeps every module's output under
     :data:`PASS_BLOCK` (measured on ``sample``, one ``1 x C x H x W`` input); then, while a pass
     still page-faults in more than a quarter of its largest output (malloc gave the blocks back),
-    the size is halved, down to one or to a largest output of 4 MiB. See the module's text. TorchScript models (whose modules
-    cannot be hooked) and models that refuse one input run ``batch_size`` at a time.
+    the size is halved, down to one or to a largest output of 4 MiB. See the module's text.
+    TorchScript models (whose modules cannot be hooked) and models that refuse one input run
+    ``batch_size`` at a time. Make it before opening the probe of the passes (it runs one of its own).
 
     Example::
 
