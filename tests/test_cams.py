@@ -122,6 +122,43 @@ def test_scorecam_on_mobilenet_equals_torch_cam_with_its_masked_passes_folded():
     torch.testing.assert_close(_minmax(ours.layer_attribution[:, 0], 1e-8), theirs, rtol=0, atol=1e-4)
 
 
+class _NamedLogits(nn.Module):
+    """A submodule named ``logits`` that is not the model's output (a temperature follows it)."""
+
+    def __init__(self):
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+                                      nn.Conv2d(8, 8, 3, padding=1), nn.ReLU())
+        self.logits = nn.Linear(8, 5)
+
+    def forward(self, x):
+        return -30.0 * self.logits(self.features(x).mean(dim=(2, 3)))
+
+
+def test_scorecam_scores_the_unit_asked_for_whatever_its_names():
+    """The masked passes run on the folded copy: they read the very unit the reference named, not what
+    its text would name again (class names that are numbers, a module called ``logits``)."""
+    import torchcam.methods
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1),
+                        nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 5)).eval()
+    named = _NamedLogits().eval()
+    with torch.no_grad():
+        for norm in (net[1], named.features[1]):
+            norm.running_mean.uniform_(-0.5, 0.5)
+            norm.running_var.uniform_(0.5, 2.0)
+    x = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    loaded = cnnviz.LoadedModel(net, class_names=["1", "10", "11", "2", "3"])  # ImageFolder's order: class "2" is index 3
+    for model, module, target, layer, index in ((loaded, net, "logits:2", "3", 3), (named, named, "output:2", "features.3", 2)):
+        ours = cnnviz.attributions(model, x, target, methods=["scorecam"], layer=layer, batch_size=4)["scorecam"]
+        with torchcam.methods.ScoreCAM(module, layer, batch_size=4) as extractor:
+            with torch.no_grad():
+                module(x)
+            theirs = extractor([index])[0]
+        torch.testing.assert_close(_minmax(ours.layer_attribution[:, 0], 1e-8), theirs, rtol=0, atol=1e-5)
+
+
 def test_scorecam_runs_one_blank_image_for_all_dead_channels():
     import torchcam.methods
 
@@ -432,6 +469,31 @@ def test_aug_smooth_names_the_copy_on_which_the_layer_does_not_run(images, metho
     assert "\n" not in line and line.startswith("aug_smooth: the x1.1 copy of the images fails (a did not run"), line
     assert line.endswith("run without aug_smooth"), line
     assert_untouched(skip, before)
+
+
+class _BatchOfOne(nn.Module):
+    """Takes one image at a time (``reshape(1, -1)``): Score-CAM's batches of masks fail on it."""
+
+    def __init__(self):
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(),
+                                      nn.AdaptiveAvgPool2d(2))
+        self.fc = nn.Linear(32, 5)
+
+    def forward(self, x):
+        return self.fc(self.features(x).reshape(1, -1))
+
+
+def test_aug_smooth_says_an_error_of_the_images_themselves_as_it_is(images):
+    """The failure is the images' own (any batch of masks fails): with aug_smooth it is the same line,
+    not blamed on an augmented copy."""
+    lines = []
+    for smooth in (False, True):
+        with pytest.raises(CnnvizError) as caught:
+            cnnviz.attributions(_BatchOfOne().eval(), images[:1], 2, methods=["scorecam"], layer="features.2",
+                                batch_size=4, aug_smooth=smooth)
+        lines.append(str(caught.value))
+    assert lines[0] == lines[1] and "aug_smooth" not in lines[1], lines
 
 
 def test_the_check_in_the_pass_takes_each_target_on_its_first_image(tiny, images):

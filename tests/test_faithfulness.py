@@ -362,3 +362,19 @@ def test_without_road_the_other_metrics_are_the_same():
         assert bool(quick.per_image[method]["road_morf"].isnan().all())
     assert quick.percentiles == () and quick.to_dict()["right"]["road_morf"] is None
     assert quick.plot().axes and "nan" in quick.table()
+
+
+def test_a_class_whose_name_is_a_number_is_scored_as_that_class():
+    """Class names in ImageFolder's order ("1", "10", "11", "2", "3"): the image's target, class
+    "2", is index 3; its score is that class's probability, not that of class "3" (index 4)."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                        nn.Flatten(), nn.Linear(8, 5)).eval()
+    loaded = cnnviz.LoadedModel(net, class_names=["1", "10", "11", "2", "3"])
+    x = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+    result = cnnviz.attributions(loaded, x, "logits:2", methods=["gradient"])
+    assert [t.channel for t in result["gradient"].targets] == [3, 3]
+    scores = cnnviz.faithfulness(loaded, result, steps=4, road=False)
+    with torch.no_grad():
+        expected = net(x).softmax(dim=1)[:, 3]
+    torch.testing.assert_close(scores.original.float(), expected, rtol=1e-5, atol=1e-6)

@@ -61,7 +61,7 @@ from torch.nn import functional as F
 from cnnviz.core.fusion import folded_copy
 from cnnviz.core.memory import PassSizes
 from cnnviz.core.probe import ChannelsLast, probe, register_hook
-from cnnviz.core.references import LayerRef
+from cnnviz.core.references import LayerRef, rebound
 from cnnviz.errors import CnnvizError, first_line
 
 #: the CAM methods computed here (Grad-CAM itself is captum's, unless a smoothing option is on)
@@ -116,20 +116,20 @@ def class_activation_map(
     if check is not None:  # the layer is checked on the images themselves, not on an augmented copy
         check.run()
     flips = (False, True) if all(unit.position is None for unit in units) else (False,)
-    maps = []
-    for flip in flips:
-        for factor in AUG_FACTORS:
-            augmented = (inputs.flip(-1) if flip else inputs) * factor
-            try:
-                cam = _cam(method, model, units, indices, layer, augmented, batch_size, eigen_smooth, check)
-            except CnnvizError as error:  # the images themselves passed the check: the copy took another path
-                copy = " ".join([*(["flipped"] if flip else []), *([f"x{factor:g}"] if factor != 1 else [])])
-                if not copy:
-                    raise
-                raise CnnvizError(f"aug_smooth: the {copy} copy of the images fails ({first_line(error)}): the "
-                                  "model takes another path on it than on the images; run without aug_smooth") from None
-            maps.append(cam.flip(-1) if flip else cam)
-    return torch.stack(maps).mean(dim=0)
+    copies = [(flip, factor) for flip in flips for factor in AUG_FACTORS]
+    maps = {}
+    for flip, factor in sorted(copies, key=lambda c: c != (False, 1.0)):  # the images as given first: their
+        augmented = (inputs.flip(-1) if flip else inputs) * factor        # own errors are said as they are
+        try:
+            cam = _cam(method, model, units, indices, layer, augmented, batch_size, eigen_smooth, check)
+        except CnnvizError as error:  # the images themselves went through: the copy took another path
+            if (flip, factor) == (False, 1.0):
+                raise
+            copy = " ".join([*(["flipped"] if flip else []), *([f"x{factor:g}"] if factor != 1 else [])])
+            raise CnnvizError(f"aug_smooth: the {copy} copy of the images fails ({first_line(error)}): the "
+                              "model takes another path on it than on the images; run without aug_smooth") from None
+        maps[flip, factor] = cam.flip(-1) if flip else cam
+    return torch.stack([maps[c] for c in copies]).mean(dim=0)  # in the order of pytorch-grad-cam's mean
 
 
 def _cam(method, model, units, indices, layer, inputs, batch_size, eigen_smooth, check=None) -> torch.Tensor:
@@ -190,7 +190,7 @@ def projection(activations: torch.Tensor) -> torch.Tensor:
 # one pass through the probe
 
 
-def unit_values(recorder, units: list) -> torch.Tensor:
+def unit_values(recorder, units: list[LayerRef]) -> torch.Tensor:
     """``M x U``: each unit's value per input (a channel's spatial mean, a neuron, a class score)."""
     columns = []
     for unit in units:
@@ -276,18 +276,18 @@ def _score_weights(model, units, indices, activations, inputs, batch_size: int) 
     targets = torch.as_tensor(indices, device=activations.device)
     size = inputs.shape[2:]
     layout = ChannelsLast()
-    texts = [str(unit) for unit in units]  # references by name: the folded copy has modules of its own
-    folded = folded_copy(model, texts, tuple(inputs.shape[1:]))
-    sizes = PassSizes(folded, texts, inputs[:1], batch_size)
-    with torch.inference_mode(), probe(folded, texts) as recorder:
+    folded = folded_copy(model, units, tuple(inputs.shape[1:]))
+    bound = [rebound(folded, unit) for unit in units]  # the same units on the copy's own modules
+    sizes = PassSizes(folded, bound, inputs[:1], batch_size)
+    with torch.inference_mode(), probe(folded, bound) as recorder:
         if len(varying) < count * channels:
             layout.run(recorder, torch.zeros_like(inputs[:1]))
-            blank = unit_values(recorder, texts)[0].float().to(scores.device)  # U: each unit's value on zeros
+            blank = unit_values(recorder, bound)[0].float().to(scores.device)  # U: each unit's value on zeros
             scores[:] = blank[targets][:, None]
         for part in sizes.slices(len(varying)):
             image, channel = varying[part].unbind(dim=1)
             masks = F.interpolate(scaled[image, channel][:, None], size=size, mode="bilinear", align_corners=False)
             layout.run(recorder, inputs[image] * masks)
-            values = unit_values(recorder, texts)
+            values = unit_values(recorder, bound)
             scores[image, channel] = values[torch.arange(len(values)), targets[image]].float().to(scores.device)
     return torch.softmax(scores, dim=1).to(activations.dtype)

@@ -59,7 +59,7 @@ from cnnviz.core.model import unwrap
 from cnnviz.core.fusion import folded_copy
 from cnnviz.core.memory import PassSizes
 from cnnviz.core.probe import ChannelsLast, probe
-from cnnviz.core.references import LayerRef, Unit, layer_ref
+from cnnviz.core.references import LayerRef, Unit, rebound, unit_ref
 from cnnviz.core.settings import chosen, setting
 from cnnviz.core.softmax import as_probabilities
 from cnnviz.errors import CnnvizError
@@ -267,7 +267,7 @@ def faithfulness(model, attributions, *, settings: FaithfulnessSettings | None =
         maps[name] = absolute
     generator = torch.Generator().manual_seed(how.seed)
     maps[RANDOM] = torch.rand(count, height, width, generator=generator)
-    refs = [layer_ref(model, target.reference) for target in first.targets]
+    refs = [unit_ref(model, target) for target in first.targets]
     scorer = _Scorer(model, refs, tuple(inputs.shape[1:]), how.batch_size)
     module, _ = unwrap(model)
     with torch.no_grad():
@@ -321,8 +321,10 @@ class _Scorer:
         self.index = torch.tensor([self.units.index(ref) for ref in refs])
         self.classes = [u for u in self.units if u.is_output and u.channel is not None]
         self._kinds: dict[LayerRef, str] = {}
-        self.wanted = [*(str(u) for u in self.units), *(["logits"] if self.classes else [])]  # by name: a copy's own modules
-        self.model = folded_copy(model, self.wanted, shape)
+        self.output = LayerRef("", unwrap(model)[0])  # the whole output, for the classes' probabilities
+        wanted = [*self.units, *([self.output] if self.classes else [])]
+        self.model = folded_copy(model, wanted, shape)
+        self.wanted = [rebound(self.model, ref) for ref in wanted]  # equal to the model's, on the copy's modules
         self.layout, self.batch_size, self.sizes = ChannelsLast(), batch_size, None
 
     def kind(self, image: int) -> str:
@@ -341,7 +343,7 @@ class _Scorer:
 
     def _score(self, recorder, unit: LayerRef) -> torch.Tensor:
         if unit in self.classes:
-            logits = recorder["logits"]
+            logits = recorder[self.output]
             if logits.dim() == 2 and unit.position is None:
                 self._kinds[unit] = "probability"
                 return as_probabilities(logits)[0][:, unit.channel]
@@ -350,7 +352,7 @@ class _Scorer:
                 row, column = unit.position
                 return as_probabilities(logits[:, :, row, column])[0][:, unit.channel]
         self._kinds[unit] = "value"
-        value = recorder[str(unit)]
+        value = recorder[unit]
         return value.flatten(1).mean(dim=1) if value.dim() > 1 else value
 
 

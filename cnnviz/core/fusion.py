@@ -40,7 +40,7 @@ from torch.nn.utils import parametrize
 
 from cnnviz.core.model import LoadedModel, unwrap
 from cnnviz.core.probe import probe
-from cnnviz.core.references import resolve_all
+from cnnviz.core.references import LayerRef, rebound, resolve_all
 from cnnviz.errors import CnnvizError
 
 CONVOLUTIONS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -51,7 +51,7 @@ TOLERANCE = 1e-4  # the folded copy's outputs may differ from the model's by thi
 TF32_TOLERANCE = 5e-3
 
 
-def folded_copy(model, layers: list[str], shape: tuple[int, ...]):
+def folded_copy(model, layers: list, shape: tuple[int, ...]):
     """``model`` (an ``nn.Module`` or :class:`LoadedModel`) or a copy with its convolution + batch
     normalisation pairs folded (see the module's text); ``layers`` are the probed layers (references:
     ``"logits"`` for the output, ``"features.3#2"``, ``LayerRef``), ``shape`` one input's ``C x H x W``.
@@ -63,7 +63,6 @@ def folded_copy(model, layers: list[str], shape: tuple[int, ...]):
         refs = resolve_all(model, list(layers))  # (class names: a LoadedModel's)
     except CnnvizError:  # a reference the caller's own pass will explain
         return model
-    layers = [str(ref) for ref in refs]  # by number and name, for the bare copy too
     pairs = _pairs(module, {ref.layer for ref in refs})
     if not pairs:
         return model
@@ -71,7 +70,7 @@ def folded_copy(model, layers: list[str], shape: tuple[int, ...]):
         twin, copied = _path_copy(module, [name for pair in pairs for name in pair])  # (the norm's parent too)
     except Exception:  # a module class that cannot be copied this way: render the model itself
         return model
-    ran = _ran_before(twin, [copied[conv] for conv, _ in pairs], layers, shape)
+    ran = _ran_before(twin, [copied[conv] for conv, _ in pairs], [rebound(twin, ref) for ref in refs], shape)
     folded = 0
     for conv_name, norm_name in pairs:
         conv = copied[conv_name]
@@ -84,7 +83,7 @@ def folded_copy(model, layers: list[str], shape: tuple[int, ...]):
             return model
         copied[parent_name]._modules[key] = nn.Identity()
         folded += 1
-    if not folded or not _agrees(model, twin, layers, shape):
+    if not folded or not _agrees(model, twin, refs, shape):
         return model
     if isinstance(model, LoadedModel):
         return dataclasses.replace(model, module=twin)
@@ -185,7 +184,7 @@ def _stock(conv) -> type:
     return next(kind for kind in CONVOLUTIONS if isinstance(conv, kind))
 
 
-def _ran_before(twin: nn.Module, convs: list[nn.Module], layers: list[str], shape) -> set[int]:
+def _ran_before(twin: nn.Module, convs: list[nn.Module], layers: list[LayerRef], shape) -> set[int]:
     """The ids of the convolutions among ``convs`` that run before the probed layers are reached."""
     ran = set()
     handles = [conv.register_forward_hook(lambda m, i, o: ran.add(id(m))) for conv in convs]
@@ -225,8 +224,9 @@ def _input(module: nn.Module, shape) -> torch.Tensor:
     return x.to(tensor.device, tensor.dtype) if tensor is not None else x
 
 
-def _agrees(model, twin: nn.Module, layers: list[str], shape) -> bool:
-    """Whether the folded copy gives the model's outputs at ``layers`` on one random input."""
+def _agrees(model, twin: nn.Module, layers: list[LayerRef], shape) -> bool:
+    """Whether the folded copy gives the model's outputs at ``layers`` (resolved against the model)
+    on one random input."""
     module, _ = unwrap(model)
     x = _input(module, shape)
     try:
@@ -234,9 +234,10 @@ def _agrees(model, twin: nn.Module, layers: list[str], shape) -> bool:
             with probe(model, layers) as original:
                 original.run(x)
                 expected = [original[layer] for layer in layers]
-            with probe(twin, layers) as folded:
+            on_twin = [rebound(twin, layer) for layer in layers]
+            with probe(twin, on_twin) as folded:
                 folded.run(x)
-                got = [folded[layer] for layer in layers]
+                got = [folded[layer] for layer in on_twin]
     except Exception:
         return False
     tf32 = x.device.type == "cuda" and x.dtype == torch.float32 and torch.backends.cudnn.allow_tf32

@@ -26,7 +26,7 @@ from __future__ import annotations
 import difflib
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Union
 
 import torch
@@ -203,6 +203,26 @@ def layer_ref(model: nn.Module, ref: Reference, class_names: list[str] | None = 
             or the channel is out of the module's known range.
     """
     return resolve_all(model, [ref], class_names)[0]
+
+
+def rebound(model, ref: LayerRef) -> LayerRef:
+    """``ref`` on ``model``, a copy with the same module names as the model it was resolved against
+    (a folded copy), without reading any text again: the same layer, call, channel and position."""
+    module, _ = unwrap(model)
+    owner = module if ref.is_output else dict(module.named_modules()).get(ref.layer)
+    if owner is None:
+        raise CnnvizError(f"{ref.layer_text} is not a module of this {type(module).__name__}")
+    return replace(ref, module=owner)
+
+
+def unit_ref(model, unit: Unit) -> LayerRef:
+    """The reference of a result's :class:`Unit` on ``model``: its channel is the index it is (never
+    read again as a class name, which may be a number), and a unit with a class name is the output."""
+    if unit.objective is not None and not unit.layer:
+        raise CnnvizError(f"{unit} is an image of a free objective, not a unit of the model")
+    module, _ = unwrap(model)
+    base = LayerRef("", module) if unit.class_name is not None else layer_ref(model, unit.layer)
+    return replace(base, channel=unit.channel, position=unit.position)
 
 
 def resolve_all(model: nn.Module, refs, class_names: list[str] | None = None) -> list[LayerRef]:
