@@ -62,7 +62,7 @@ import torch
 
 from cnnviz.core.model import unwrap
 from cnnviz.errors import CnnvizError
-from cnnviz.core.probe import probe
+from cnnviz.core.probe import every_output_shape
 
 # mallopt's parameter numbers (malloc.h)
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
@@ -175,13 +175,11 @@ class PassSizes:
         module, _ = unwrap(model)
         if isinstance(module, torch.jit.ScriptModule):
             return
-        every = [name for name, _ in module.named_modules() if name]
         try:
-            with torch.no_grad(), probe(model, layers, store=False, also=every) as recorder:
-                recorder.run(sample[:1])
-                sizes = [math.prod(shape) for calls in recorder.shapes.values() for shape in calls if shape]
+            shapes = every_output_shape(model, layers, sample[:1])
         except (CnnvizError, RuntimeError):  # only a speed-up: a model this pass cannot take runs as asked
             return
+        sizes = [math.prod(shape) for calls in shapes.values() for shape in calls if shape]
         self.largest = max(sizes, default=0) * sample.element_size()
         self.size = max(1, min(batch_size, PASS_BLOCK // max(self.largest, 1)))
 

@@ -322,6 +322,16 @@ def register_hook(module: nn.Module, name: str, hook):
     return module.register_forward_hook(hook)
 
 
+def every_output_shape(model, layers: Iterable[Reference], example: torch.Tensor) -> dict[str, list[tuple[int, ...] | None]]:
+    """The output shapes of every module that runs in one pass of ``example`` up to ``layers`` (each
+    call's, nothing stored, no gradients). Raises what the probe or the model raises."""
+    module, _ = unwrap(model)
+    names = [name for name, _ in module.named_modules() if name]
+    with torch.no_grad(), Probe(model, list(layers), store=False, also=names) as recorder:
+        recorder.run(example)
+        return recorder.shapes
+
+
 def failure_at(model, layers: Iterable[Reference], channels: int, size: tuple[int, int]) -> str | None:
     """Why the network cannot reach every one of ``layers`` from an input of ``size`` (a zero
     image, batch 1; the pass stops at the last of them), or ``None`` when it can."""

@@ -44,7 +44,7 @@ from cnnviz.core.output import set_progress_total
 from cnnviz.core.memory import available_memory
 from cnnviz.core.fusion import folded_copy
 from cnnviz.core.model import preprocessing_of, unwrap
-from cnnviz.core.probe import check_size, failure_at, probe
+from cnnviz.core.probe import check_size, every_output_shape, failure_at, probe
 from cnnviz.core.softmax import SkipSoftmax, final_softmax
 from cnnviz.analyses.feature_visualization.transforms import Robustness
 from cnnviz.analyses.feature_visualization.real_images import load_statistics, real_responses
@@ -427,11 +427,8 @@ def _bytes_per_image(model, size, plan: _Plan, preprocessing) -> int | None:
     module, _ = unwrap(model)
     names = [name for name, _ in module.named_modules() if name]
     leaves = {name for name in names if not any(other.startswith(name + ".") for other in names)}
-    example = torch.zeros(1, preprocessing.channels, *size)
     try:
-        with probe(model, list(plan.layers), store=False, also=names) as recorder:
-            recorder.run(example)
-            shapes = recorder.shapes
+        shapes = every_output_shape(model, plan.layers, torch.zeros(1, preprocessing.channels, *size))
     except CnnvizError:
         return None
     per_image = sum(math.prod(shape[1:]) for name, calls in shapes.items() if name in leaves
