@@ -25,6 +25,21 @@ def pixel_sum_unit(channels: int, bias: float) -> nn.Sequential:
     return nn.Sequential(conv, nn.ReLU())
 
 
+def with_statistics(model: nn.Module, seed: int = 0) -> nn.Module:
+    """A model whose batch normalisations are not the identity (random running statistics and affine)."""
+    generator = torch.Generator().manual_seed(seed)
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            channels = module.num_features
+            if module.track_running_stats:
+                module.running_mean.copy_(torch.randn(channels, generator=generator) * 0.3)
+                module.running_var.copy_(torch.rand(channels, generator=generator) + 0.5)
+            if module.affine:
+                module.weight.data.copy_(torch.rand(channels, generator=generator) + 0.5)
+                module.bias.data.copy_(torch.randn(channels, generator=generator) * 0.2)
+    return model.eval()
+
+
 class Counter(nn.Module):
     """Identity that counts how often it runs (for early-exit tests)."""
 

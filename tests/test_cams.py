@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 import torchvision
-from conftest import FunctionalNet
+from conftest import FunctionalNet, with_statistics
 from torch import nn
 from untouched import assert_untouched, fingerprint
 
@@ -99,13 +99,8 @@ def test_scorecam_on_mobilenet_equals_torch_cam_with_its_masked_passes_folded():
     import torchcam.methods
 
     torch.manual_seed(2)
-    model = torchvision.models.mobilenet_v2(weights=None).eval()
+    model = with_statistics(torchvision.models.mobilenet_v2(weights=None), seed=5)
     norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
-    generator = torch.Generator().manual_seed(5)
-    with torch.no_grad():
-        for norm in norms:
-            norm.running_mean.copy_(0.1 * torch.randn(norm.num_features, generator=generator))
-            norm.running_var.copy_(0.5 + torch.rand(norm.num_features, generator=generator))
     before = {k: v.clone() for k, v in model.state_dict().items()}
     x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(6))
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profiled:
@@ -143,11 +138,7 @@ def test_scorecam_scores_the_unit_asked_for_whatever_its_names():
     torch.manual_seed(0)
     net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1),
                         nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 5)).eval()
-    named = _NamedLogits().eval()
-    with torch.no_grad():
-        for norm in (net[1], named.features[1]):
-            norm.running_mean.uniform_(-0.5, 0.5)
-            norm.running_var.uniform_(0.5, 2.0)
+    net, named = with_statistics(net), with_statistics(_NamedLogits())
     x = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(1))
     loaded = cnnviz.LoadedModel(net, class_names=["1", "10", "11", "2", "3"])  # ImageFolder's order: class "2" is index 3
     for model, module, target, layer, index in ((loaded, net, "logits:2", "3", 3), (named, named, "output:2", "features.3", 2)):
@@ -376,15 +367,20 @@ class _FrozenStem(nn.Module):
 
 
 class _Gate(nn.Module):
-    """The head reads branch ``a`` only while the input's mean magnitude is below ``threshold``."""
+    """The head reads branch ``a`` only while the input's mean magnitude is below ``threshold``; both
+    branches run, or with ``skip`` only the one read."""
 
-    def __init__(self, threshold):
+    def __init__(self, threshold, skip=False):
         super().__init__()
         self.a, self.b, self.head, self.threshold = nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(3, 4, 3, padding=1), nn.Linear(4, 3), threshold
+        self.skip = skip
 
     def forward(self, x):
+        first = x.abs().mean() < self.threshold
+        if self.skip:
+            return self.head((self.a(x) if first else self.b(x)).mean(dim=(2, 3)))
         a, b = self.a(x), self.b(x)
-        return self.head((a if x.abs().mean() < self.threshold else b).mean(dim=(2, 3)))
+        return self.head((a if first else b).mean(dim=(2, 3)))
 
 
 @pytest.mark.parametrize(("case", "target", "layer", "message"), [
@@ -444,23 +440,12 @@ def test_aug_smooth_checks_the_layer_on_the_images_themselves(images, method):
             cnnviz.attributions(gate, x, 0, methods=[method], layer="a", aug_smooth=smooth)
 
 
-class _Skip(nn.Module):
-    """Branch ``a`` runs only while the input's mean magnitude is below ``threshold``."""
-
-    def __init__(self, threshold):
-        super().__init__()
-        self.a, self.b, self.head, self.threshold = nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(3, 4, 3, padding=1), nn.Linear(4, 3), threshold
-
-    def forward(self, x):
-        return self.head((self.a(x) if x.abs().mean() < self.threshold else self.b(x)).mean(dim=(2, 3)))
-
-
 @pytest.mark.parametrize("method", ["gradcam_plus_plus", "scorecam", "eigencam"])
 def test_aug_smooth_names_the_copy_on_which_the_layer_does_not_run(images, method):
     """The images pass the check; their x1.1 copy skips the layer: one line that says so, and that
     the option is the cause."""
     x = images[:1]
-    skip = _Skip(1.05 * float(x.abs().mean())).eval()
+    skip = _Gate(1.05 * float(x.abs().mean()), skip=True).eval()
     before = fingerprint(skip)
     assert cnnviz.attributions(skip, x, 0, methods=[method], layer="a")[method].layer == "a"
     with pytest.raises(CnnvizError) as caught:

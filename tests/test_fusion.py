@@ -9,22 +9,8 @@ from torch import nn
 
 import cnnviz
 from cnnviz.core.fusion import folded_copy
+from conftest import with_statistics
 from untouched import assert_untouched, fingerprint
-
-
-def _with_statistics(model: nn.Module, seed: int = 0) -> nn.Module:
-    """A model whose batch normalisations are not the identity (random running statistics and affine)."""
-    generator = torch.Generator().manual_seed(seed)
-    for module in model.modules():
-        if isinstance(module, nn.BatchNorm2d):
-            channels = module.num_features
-            if module.track_running_stats:
-                module.running_mean.copy_(torch.randn(channels, generator=generator) * 0.3)
-                module.running_var.copy_(torch.rand(channels, generator=generator) + 0.5)
-            if module.affine:
-                module.weight.data.copy_(torch.rand(channels, generator=generator) + 0.5)
-                module.bias.data.copy_(torch.randn(channels, generator=generator) * 0.2)
-    return model.eval()
 
 
 def _outputs(model, layer: str, x: torch.Tensor) -> torch.Tensor:
@@ -38,7 +24,7 @@ def _identities(model: nn.Module) -> list[str]:
 
 
 def test_mobilenet_is_folded_up_to_the_layer_with_the_same_outputs_and_left_untouched():
-    model = _with_statistics(torchvision.models.mobilenet_v2(num_classes=10))
+    model = with_statistics(torchvision.models.mobilenet_v2(num_classes=10))
     model.train()  # the user's mode: renders run in eval mode, and the mode is the user's afterwards
     before = fingerprint(model)
     twin = folded_copy(model, ["features.5"], (3, 64, 64))
@@ -62,7 +48,7 @@ def test_mobilenet_is_folded_up_to_the_layer_with_the_same_outputs_and_left_unto
 
 
 def test_a_probed_convolution_keeps_its_own_output():
-    model = _with_statistics(torchvision.models.mobilenet_v2(num_classes=10))
+    model = with_statistics(torchvision.models.mobilenet_v2(num_classes=10))
     twin = folded_copy(model, ["features.1.conv.1"], (3, 32, 32))
     assert isinstance(twin.features[1].conv[2], nn.BatchNorm2d)  # its own norm stays
     assert isinstance(twin.features[1].conv[0][1], nn.Identity)  # the pairs before it are folded
@@ -95,16 +81,16 @@ class _ActNorm(nn.BatchNorm2d):
 
 def test_pairs_that_could_differ_are_not_folded():
     # a forward that reads the convolution's output elsewhere: the check on a random input refuses
-    skip = _with_statistics(_SkipAround())
+    skip = with_statistics(_SkipAround())
     assert folded_copy(skip, ["head"], (3, 16, 16)) is skip
     # a norm with its own forward, a norm without running statistics, a hooked convolution
     for block in (
         nn.Sequential(nn.Conv2d(3, 4, 3), _ActNorm(4), nn.Conv2d(4, 2, 1)),
         nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4, track_running_stats=False), nn.Conv2d(4, 2, 1)),
     ):
-        block = _with_statistics(block)
+        block = with_statistics(block)
         assert folded_copy(block, ["2"], (3, 16, 16)) is block
-    hooked = _with_statistics(nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Conv2d(4, 2, 1)))
+    hooked = with_statistics(nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Conv2d(4, 2, 1)))
     handle = hooked[0].register_forward_hook(lambda *args: None)
     assert folded_copy(hooked, ["2"], (3, 16, 16)) is hooked
     handle.remove()
@@ -139,7 +125,7 @@ class _Gained(nn.Module):
 def test_backward_and_global_hooks_refuse_and_nothing_of_the_users_is_copied():
     with torch.random.fork_rng():  # weights whose unit 3:0 renders (other seeds give a dead unit: no steps)
         torch.manual_seed(0)
-        block = _with_statistics(nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Conv2d(4, 2, 1)))
+        block = with_statistics(nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Conv2d(4, 2, 1)))
     # a backward hook on the norm (here one that zeroes the gradient) would vanish with it
     handle = block[1].register_full_backward_hook(lambda module, grad_in, grad_out: (grad_in[0] * 0,))
     assert folded_copy(block, ["3"], (3, 16, 16)) is block
@@ -163,7 +149,7 @@ def test_backward_and_global_hooks_refuse_and_nothing_of_the_users_is_copied():
     assert rendering.steps_taken == [8] and counter.calls - calls >= 8 + 7  # its 8 steps and 7 other passes
     handle.remove()
     # in inference mode, the copy's other tensors are the model's (no inference-tensor copies)
-    model = _with_statistics(_Gained())
+    model = with_statistics(_Gained())
     before = fingerprint(model)
     with torch.inference_mode():
         twin = folded_copy(model, ["body.3"], (3, 16, 16))
@@ -174,7 +160,7 @@ def test_backward_and_global_hooks_refuse_and_nothing_of_the_users_is_copied():
 
 
 def test_an_fx_graph_module_and_a_loaded_model_are_folded():
-    model = _with_statistics(torchvision.models.mobilenet_v2(num_classes=10))
+    model = with_statistics(torchvision.models.mobilenet_v2(num_classes=10))
     graph = torch.fx.symbolic_trace(model)  # its graph calls the leaf modules by name
     twin = folded_copy(graph, ["features.3.conv.3"], (3, 32, 32))
     assert twin is not graph and isinstance(twin.get_submodule("features.3.conv.3"), nn.Identity)
@@ -196,7 +182,7 @@ def test_a_render_on_the_folded_copy_is_the_render_of_the_model(monkeypatch):
     model itself, and leaves the model untouched."""
     with torch.random.fork_rng(devices=[]):  # seeded weights: an unseeded model's rounding varies from run to run
         torch.manual_seed(0)
-        model = _with_statistics(torchvision.models.mobilenet_v2(num_classes=10))
+        model = with_statistics(torchvision.models.mobilenet_v2(num_classes=10))
     before = fingerprint(model)
     settings = dict(channels=[0, 1], size=48, steps=16, stop=False, reference=None)
     folded = cnnviz.maximize(model, "features.4", **settings)

@@ -158,10 +158,9 @@ def test_the_users_own_malloc_settings_are_left_alone():
         assert report["inside"] > 500, (environment, report)  # the context changed nothing
 
 
-PASSES = r"""
+MEMORY_BOUND = r"""
 import json, resource, torch, cnnviz
 from torch import nn
-from cnnviz.core.memory import PassSizes, reuse_freed_memory
 
 torch.set_num_threads(1)
 
@@ -172,6 +171,11 @@ torch.manual_seed(0)
 # memory-bound: 32 maps of 112 x 112 px (1.53 MiB an image), a ReLU that is not in place
 model = nn.Sequential(nn.Conv2d(3, 32, 3, padding=1), nn.ReLU(), nn.Conv2d(32, 64, 3, stride=8), nn.ReLU(),
                       nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 10)).eval()
+"""
+
+PASSES = MEMORY_BOUND + r"""
+from cnnviz.core.memory import PassSizes, reuse_freed_memory
+
 sample = torch.zeros(1, 3, 112, 112)
 report = {"first": PassSizes(model, ["logits"], sample, 64).size,
           "small_batch": PassSizes(model, ["logits"], sample, 8).size,
@@ -182,18 +186,7 @@ with reuse_freed_memory():  # the caller keeps freed memory: no need to split
 print(json.dumps(report))
 """
 
-SCORES = r"""
-import json, resource, torch, cnnviz
-from torch import nn
-
-torch.set_num_threads(1)
-
-def faults():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-
-torch.manual_seed(0)
-model = nn.Sequential(nn.Conv2d(3, 32, 3, padding=1), nn.ReLU(), nn.Conv2d(32, 64, 3, stride=8), nn.ReLU(),
-                      nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 10)).eval()
+SCORES = MEMORY_BOUND + r"""
 x = torch.randn(2, 3, 112, 112, generator=torch.Generator().manual_seed(1))
 report = {}
 for batch in (64, 1):  # the second, one masked image a pass, is the reference of the values
